@@ -1,1 +1,56 @@
-//! paxos
+//! Sans-IO MultiPaxos: events in, actions out.
+//!
+//! This crate is the consensus core of Synod. It does no I/O, reads no clock and draws no OS
+//! randomness: every input takes the current time as a parameter, every effect comes out as an
+//! [`Action`], and the only random number generator is seeded from [`Options::seed`]. The same
+//! inputs therefore give the same outputs, which is what lets the simulator replay a seed.
+//!
+//! # The driver's duties
+//!
+//! A driver (the tokio node loop in `driver/`, or the simulator) owns one [`Replica`] and:
+//!
+//! 1. feeds it every peer message with [`Replica::handle`]`(now, Event::Receive(..))`, every
+//!    leadership hint from the election with `Event::LeaderHint`, and snapshot completions;
+//! 2. calls [`Replica::handle_timeout`] once the time given by [`Replica::poll_timeout`] has come;
+//! 3. after every call, drains [`Replica::poll_action`] until it returns `None` and runs the
+//!    actions **in order**: a [`Action::Persist`] is a barrier, sends are best effort,
+//!    [`Action::Apply`] goes to the state machine in slot order;
+//! 4. hands client commands to [`Replica::propose`] on the leader (a `NotLeader` error names
+//!    where to forward), and linearizable reads to [`Replica::read`];
+//! 5. matches outcomes to clients by [`RequestId`], never by slot: a command is chosen when an
+//!    `Apply` carries its id, and lost when `ProposalLost` names it.
+//!
+//! # The protocol, in phases
+//!
+//! * **Phase 1** (`leader.rs`): a replica told to lead picks a ballot above all it has seen and
+//!   sends `Prepare` for every slot from its first unchosen slot on. From a quorum of promises it
+//!   adopts, per slot, the value of the highest ballot, and fills holes with no-ops.
+//! * **Phase 2**: it proposes slots pipelined up to a window, each slot carrying a batch of
+//!   commands. A slot is chosen when a quorum of the configuration governing it accepted it.
+//! * **Learning** (`learner.rs`): the commit point travels on accepts and heartbeats; every
+//!   replica applies chosen slots in order and fetches what it misses.
+//! * **Reads**: a leader confirms its ballot with a quorum round started after the read arrived,
+//!   then answers with the commit point of that moment (read-index).
+//!
+//! Quorums come from the [`Configuration`] attached to slots, never from a cluster size.
+
+mod action;
+mod config;
+mod error;
+mod event;
+mod ids;
+mod message;
+mod options;
+
+pub use action::{Action, Persist};
+pub use config::{ConfigChange, ConfigError, Configuration};
+pub use error::ProposeError;
+pub use event::Event;
+pub use ids::{Ballot, Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
+pub use message::{AcceptedEntry, Command, Envelope, Message, SnapshotMeta, Value};
+pub use options::Options;
+mod replica;
+mod status;
+
+pub use replica::Replica;
+pub use status::{Counters, RoleKind, Status};

@@ -1,0 +1,111 @@
+//! What replicas say to each other, and what the log holds.
+//!
+//! These are plain Rust enums; the `proto` crate owns the wire format and converts. Every field
+//! that comes from a peer is untrusted: the core validates before it acts and drops (and counts)
+//! what does not make sense.
+
+use crate::config::{ConfigChange, Configuration};
+use crate::ids::{Ballot, Member, NodeId, RequestId, Slot};
+use serde::{Deserialize, Serialize};
+
+/// One client command, opaque to the core.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The id under which the driver waits for the outcome.
+    pub id: RequestId,
+    /// The application's bytes (for Synod, an encoded `kvstore::Request`).
+    pub payload: Vec<u8>,
+}
+
+/// The value of one slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// Fills a hole found by a new leader's phase 1; applies nothing.
+    Noop,
+    /// A batch of client commands, applied in order as one slot.
+    Batch(Vec<Command>),
+    /// A membership change; it governs every slot after the one it is chosen in (stop-sign rule).
+    Reconfigure {
+        /// The id under which the requester waits for the outcome.
+        id: RequestId,
+        /// The change.
+        change: ConfigChange,
+    },
+}
+
+impl Value {
+    /// The request ids this value carries.
+    pub fn request_ids(&self) -> Vec<RequestId> {
+        match self {
+            Value::Noop => Vec::new(),
+            Value::Batch(cmds) => cmds.iter().map(|c| c.id).collect(),
+            Value::Reconfigure { id, .. } => vec![*id],
+        }
+    }
+
+    /// Approximate size in bytes, for batching limits.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Value::Noop => 1,
+            Value::Batch(cmds) => cmds.iter().map(|c| c.payload.len() + 24).sum(),
+            Value::Reconfigure { .. } => 48,
+        }
+    }
+}
+
+/// A value an acceptor has accepted, reported in a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedEntry {
+    /// The slot.
+    pub slot: Slot,
+    /// The ballot it was accepted in.
+    pub ballot: Ballot,
+    /// The value.
+    pub value: Value,
+}
+
+/// What a snapshot is, as far as the core knows: never its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last slot whose effect the snapshot includes.
+    pub last_slot: Slot,
+    /// The configuration that governs the slot after `last_slot`.
+    pub config: Configuration,
+}
+
+/// A message between replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: promise `ballot` for every slot from `first_slot` on.
+    Prepare { ballot: Ballot, first_slot: Slot },
+    /// Phase 1b: the promise, with every value accepted at or after `first_slot`.
+    Promise { ballot: Ballot, first_slot: Slot, accepted: Vec<AcceptedEntry>, learned: Slot },
+    /// Phase 2a: accept `value` in `slot`; `commit` piggybacks the leader's commit point.
+    Accept { ballot: Ballot, slot: Slot, value: Value, commit: Slot },
+    /// Phase 2b: accepted; `learned` piggybacks how far the sender has learned (for checkpoints).
+    Accepted { ballot: Ballot, slot: Slot, learned: Slot },
+    /// A refusal: the sender has promised `promised`, which is above the ballot it was asked for.
+    Nack { promised: Ballot },
+    /// The leader's heartbeat: commit point, checkpoint, and the read round it confirms.
+    Heartbeat { ballot: Ballot, commit: Slot, checkpoint: Slot, read_round: u64 },
+    /// A follower's answer to a heartbeat, confirming the ballot for `read_round`.
+    HeartbeatAck { ballot: Ballot, read_round: u64, learned: Slot },
+    /// Ask for the chosen values of slots `from..=to`.
+    Fetch { from: Slot, to: Slot },
+    /// Chosen values, in answer to a fetch (or pushed by a leader to a lagging replica).
+    Chosen { entries: Vec<(Slot, Value)>, commit: Slot },
+    /// The asked-for slots are disposed: the asker must install a snapshot at or after
+    /// `snapshot_slot` (the sender's driver streams it).
+    Compacted { snapshot_slot: Slot },
+}
+
+/// A message with its addressing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node in its current incarnation.
+    pub from: Member,
+    /// The receiving node.
+    pub to: NodeId,
+    /// The message.
+    pub msg: Message,
+}

@@ -1,0 +1,59 @@
+//! How a replica is set up.
+
+use crate::config::Configuration;
+use crate::ids::Member;
+
+/// Settings of one replica. Times are in milliseconds of the caller's clock.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// This replica's identity (node and incarnation).
+    pub me: Member,
+    /// The configuration to start from. `Some` only for a fresh cluster's founding members;
+    /// a joining or restarted replica passes `None`, starts as a learner and waits to be sent the
+    /// log or a snapshot by the leader that added it.
+    pub bootstrap: Option<Configuration>,
+    /// Seed of the core's only random number generator.
+    pub seed: u64,
+    /// How often a leader sends heartbeats.
+    pub heartbeat_ms: u64,
+    /// How long a leader waits for a phase 1 or phase 2 quorum before resending.
+    pub retry_ms: u64,
+    /// How long a leader goes without hearing from a quorum before it steps down.
+    pub leader_lease_ms: u64,
+    /// Most client commands in one slot.
+    pub batch_max_commands: usize,
+    /// Most payload bytes in one slot.
+    pub batch_max_bytes: usize,
+    /// How long a leader holds a partial batch before proposing it (0: propose at once).
+    pub batch_delay_ms: u64,
+    /// Most slots a leader has in phase 2 at once (pipelining window).
+    pub pipeline_window: u64,
+    /// Most proposals queued at the leader before `propose` answers `Backpressure`.
+    pub max_queued_commands: usize,
+    /// Ask for a snapshot every this many applied slots.
+    pub snapshot_every: u64,
+    /// Past this many slots retained above the checkpoint, the leader stops waiting for the
+    /// slowest member; that member later catches up from a snapshot.
+    pub max_retained_slots: u64,
+}
+
+impl Options {
+    /// Defaults suited to a LAN cluster.
+    pub fn new(me: Member, bootstrap: Option<Configuration>) -> Self {
+        Options {
+            me,
+            bootstrap,
+            seed: me.node.0 ^ me.incarnation.0.rotate_left(17),
+            heartbeat_ms: 50,
+            retry_ms: 200,
+            leader_lease_ms: 1_000,
+            batch_max_commands: 256,
+            batch_max_bytes: 1 << 20,
+            batch_delay_ms: 0,
+            pipeline_window: 32,
+            max_queued_commands: 10_000,
+            snapshot_every: 10_000,
+            max_retained_slots: 100_000,
+        }
+    }
+}
