@@ -1,1 +1,51 @@
-//! kvstore
+//! The application that Synod replicates: a deterministic key-value store.
+//!
+//! The consensus core (`paxos`) decides *which* bytes occupy each log slot; this crate decides what
+//! those bytes *mean*. It is pure: no I/O, no clock, no randomness, and only ordered maps, so every
+//! replica that applies the same slots in the same order reaches the same state, byte for byte, and
+//! returns the same result for every command. [`Store::state_hash`] lets replicas check that.
+//!
+//! # How the pieces fit
+//!
+//! 1. A client write becomes a [`Request`]: an optional client session ([`SessionRef`]), the
+//!    leader-stamped log time ([`Request::stamp_ms`]) and a [`WriteOp`]. The driver calls
+//!    [`Limits::check`] before proposing (to answer 413 early) and proposes [`Request::encode`].
+//! 2. Once a slot is chosen, every replica calls [`Store::apply`] with the slot index and the bytes.
+//!    Slots that carry no kv command (no-ops, configuration changes) go through [`Store::skip`], so
+//!    [`Store::last_applied`] always equals the last slot handed over.
+//! 3. [`Store::apply`] returns an [`Output`] (`Result<WriteResult, WriteError>`). Both successes and
+//!    deterministic failures (a failed guard, a CAS mismatch) are *results*: they are recorded in
+//!    the session table, so a retry after a leader change gets the same answer and applies nothing.
+//! 4. Reads ([`Store::get`], [`Store::get_many`], [`Store::range`]) run on the applied state and say
+//!    which applied index they reflect; consistency (linearizable or sequential) is the driver's job.
+//! 5. [`Store::snapshot`] streams the state as postcard-framed chunks; [`SnapshotDecoder`] rebuilds
+//!    a store from chunks as they arrive, verifying order, counts and the state hash.
+//!
+//! # Driver duties
+//!
+//! 1. Apply every slot in order, exactly once, through `apply` or `skip`; an index that does not
+//!    advance is refused with [`WriteError::OutOfOrder`] and changes nothing.
+//! 2. Stamp each proposed request with the leader's wall time in milliseconds. The store turns these
+//!    stamps into a monotone log clock (see [`session`]); it never reads a clock itself.
+//! 3. Configure every replica with the same [`StoreConfig`]; the TTL and session cap change results.
+
+pub mod bytes;
+pub mod command;
+pub mod hash;
+pub mod limits;
+pub mod output;
+pub mod read;
+pub mod session;
+pub mod snapshot;
+pub mod store;
+
+mod exec;
+
+pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, WriteOp};
+pub use hash::StateHash;
+pub use limits::{LimitKind, Limits};
+pub use output::{Output, Versioned, WriteError, WriteOutcome, WriteResult};
+pub use read::{GetMany, RangeEntry, RangePage, RangeQuery};
+pub use session::{SessionEntry, SessionTable};
+pub use snapshot::{SnapshotDecoder, SnapshotEncoder, SnapshotError, SnapshotMeta};
+pub use store::{Store, StoreConfig};

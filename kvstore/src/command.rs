@@ -1,0 +1,277 @@
+//! Write commands: what a client asks the replicated log to do, and their wire encoding.
+//!
+//! The consensus log carries opaque bytes, so a [`Request`] is encoded with postcard behind a
+//! one-byte format tag ([`Request::encode`]); a replica that meets a tag it does not know reports
+//! [`CodecError::UnknownFormat`] instead of guessing. Decoding never panics: bytes in the log come
+//! from a leader we trust to be honest but not to be bug-free, and every replica must reach the same
+//! verdict on them.
+
+use serde::{Deserialize, Serialize};
+
+/// The format tag written before every encoded [`Request`].
+pub const REQUEST_FORMAT: u8 = 1;
+
+/// A client session id. Each client (or each REST idempotency key, hashed by the driver) owns one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub u64);
+
+/// The exactly-once tag of a write: which session, and which request of that session.
+///
+/// Sequence numbers start at 1 and grow; a retry reuses the number of the request it retries.
+/// Gaps are allowed (a client may abandon a number), going back is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// The session.
+    pub client: ClientId,
+    /// The request number within the session, starting at 1.
+    pub seq: u64,
+}
+
+/// One write, as proposed to the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Exactly-once tag; `None` applies the write without deduplication.
+    pub session: Option<SessionRef>,
+    /// The leader's wall time in milliseconds when it proposed this request. The store only uses
+    /// it through a monotone maximum (the *log clock*), so a leader with a slow clock can delay
+    /// session expiry but never make time run backwards. See [`crate::session`].
+    pub stamp_ms: u64,
+    /// The write itself.
+    pub op: WriteOp,
+}
+
+/// A condition on the current state of one key, checked before a write applies.
+///
+/// Version numbers are log indexes (always at least 1), so `Version(0)` means "the key is absent",
+/// the same convention as etcd's `mod_revision == 0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Guard {
+    /// The key's version (the log index of its last write) equals this; 0 means absent.
+    Version(u64),
+    /// The key exists.
+    Exists,
+    /// The key does not exist.
+    Absent,
+    /// The key exists and holds exactly this value.
+    Value(#[serde(with = "crate::bytes")] Vec<u8>),
+}
+
+/// One write inside an atomic [`WriteOp::PutMany`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The new value.
+        #[serde(with = "crate::bytes")]
+        value: Vec<u8>,
+        /// Optional condition, checked against the state before the batch.
+        guard: Option<Guard>,
+    },
+    /// Remove `key` (removing a missing key is not an error).
+    Delete {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// Optional condition, checked against the state before the batch.
+        guard: Option<Guard>,
+    },
+}
+
+impl BatchOp {
+    /// The key this operation writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key, .. } => key,
+        }
+    }
+
+    /// The operation's guard, if any.
+    pub fn guard(&self) -> Option<&Guard> {
+        match self {
+            BatchOp::Put { guard, .. } | BatchOp::Delete { guard, .. } => guard.as_ref(),
+        }
+    }
+}
+
+/// What a [`WriteOp::Cas`] compares against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CasExpect {
+    /// The current value equals this (`None`: the key is absent).
+    Value(#[serde(with = "crate::bytes::opt")] Option<Vec<u8>>),
+    /// The current version equals this (0: the key is absent).
+    Version(u64),
+}
+
+/// A write command. Every key written gets the applying slot's index as its new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Set one key, optionally guarded.
+    Put {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The new value.
+        #[serde(with = "crate::bytes")]
+        value: Vec<u8>,
+        /// Optional condition.
+        guard: Option<Guard>,
+    },
+    /// Remove one key, optionally guarded.
+    Delete {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// Optional condition.
+        guard: Option<Guard>,
+    },
+    /// Several puts and deletes, all or nothing. Guards are all checked against the state before
+    /// the batch; the first failing guard (in batch order) is reported. A key may appear once.
+    PutMany {
+        /// The operations, applied in order.
+        ops: Vec<BatchOp>,
+    },
+    /// Compare-and-set: if `expected` holds, set the key to `new` (`None` deletes it).
+    Cas {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The condition.
+        expected: CasExpect,
+        /// The new value; `None` deletes the key.
+        #[serde(with = "crate::bytes::opt")]
+        new: Option<Vec<u8>>,
+    },
+    /// Add `delta` to a decimal integer value. A missing key counts as `initial`, so the first
+    /// increment stores `initial + delta`.
+    Incr {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The amount to add (may be negative).
+        delta: i64,
+        /// The value a missing key is taken to hold.
+        initial: i64,
+    },
+    /// Append bytes to the value (a missing key counts as empty).
+    Append {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The bytes to append.
+        #[serde(with = "crate::bytes")]
+        value: Vec<u8>,
+    },
+}
+
+/// Why a byte string is not a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// No bytes at all.
+    #[error("empty request")]
+    Empty,
+    /// The format tag is not one this build understands.
+    #[error("unknown request format {got} (this build reads format {REQUEST_FORMAT})")]
+    UnknownFormat {
+        /// The tag found.
+        got: u8,
+    },
+    /// postcard could not decode the body.
+    #[error("malformed request body: {0}")]
+    Body(String),
+    /// The body decoded but bytes were left over.
+    #[error("{extra} trailing bytes after the request")]
+    Trailing {
+        /// How many bytes were left.
+        extra: usize,
+    },
+}
+
+impl Request {
+    /// Encode for the log: the format tag, then the postcard body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![REQUEST_FORMAT];
+        // Serializing plain data into a Vec cannot fail: there is no I/O and no map with
+        // non-string keys, which are postcard's only failure modes.
+        postcard::to_io(self, &mut out).expect("postcard encoding into a Vec is infallible");
+        out
+    }
+
+    /// Decode bytes produced by [`Request::encode`]. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Request, CodecError> {
+        let (&tag, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+        if tag != REQUEST_FORMAT {
+            return Err(CodecError::UnknownFormat { got: tag });
+        }
+        let (req, rest) =
+            postcard::take_from_bytes::<Request>(body).map_err(|e| CodecError::Body(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CodecError::Trailing { extra: rest.len() });
+        }
+        Ok(req)
+    }
+}
+
+impl WriteOp {
+    /// Every key this operation writes, in order.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::Delete { key, .. }
+            | WriteOp::Cas { key, .. }
+            | WriteOp::Incr { key, .. }
+            | WriteOp::Append { key, .. } => vec![key.as_slice()],
+            WriteOp::PutMany { ops } => ops.iter().map(BatchOp::key).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Request {
+        Request {
+            session: Some(SessionRef { client: ClientId(7), seq: 3 }),
+            stamp_ms: 1_700_000_000_000,
+            op: WriteOp::PutMany {
+                ops: vec![
+                    BatchOp::Put { key: b"a".to_vec(), value: b"1".to_vec(), guard: Some(Guard::Absent) },
+                    BatchOp::Delete { key: b"b".to_vec(), guard: Some(Guard::Value(b"x".to_vec())) },
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let req = sample();
+        let bytes = req.encode();
+        assert_eq!(bytes[0], REQUEST_FORMAT);
+        assert_eq!(Request::decode(&bytes), Ok(req));
+    }
+
+    #[test]
+    fn decode_rejects_bad_input_without_panicking() {
+        assert_eq!(Request::decode(&[]), Err(CodecError::Empty));
+        assert_eq!(Request::decode(&[9, 0]), Err(CodecError::UnknownFormat { got: 9 }));
+        let mut bytes = sample().encode();
+        bytes.push(0);
+        assert_eq!(Request::decode(&bytes), Err(CodecError::Trailing { extra: 1 }));
+        let truncated = &sample().encode()[..10];
+        assert!(matches!(Request::decode(truncated), Err(CodecError::Body(_))));
+    }
+
+    #[test]
+    fn bytes_fields_use_the_compact_encoding() {
+        // A 3-byte key costs 1 length byte + 3 bytes, exactly as a postcard seq of u8 would.
+        let req = Request {
+            session: None,
+            stamp_ms: 0,
+            op: WriteOp::Append { key: b"key".to_vec(), value: vec![] },
+        };
+        assert_eq!(req.encode(), vec![REQUEST_FORMAT, 0, 0, 5, 3, b'k', b'e', b'y', 0]);
+    }
+}

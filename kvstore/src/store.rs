@@ -1,0 +1,188 @@
+//! The store: applied state, the apply entry points, and the state hash.
+//!
+//! [`Store`] owns three things that together are the replicated state: the data (`key ->
+//! value, version`), the session table (with its log clock), and the last applied index. All three
+//! are in the state hash and in snapshots. The configuration is not state: every replica must be
+//! started with the same [`StoreConfig`].
+
+use crate::command::Request;
+use crate::hash::{StateHash, StateHasher};
+use crate::limits::Limits;
+use crate::output::{Output, Versioned, WriteError};
+use crate::session::{SessionCheck, SessionTable};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Settings that change results, so they must be equal on every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// Size limits on writes and read pages.
+    pub limits: Limits,
+    /// A session idle for more than this much *log* time expires. Default 24 hours.
+    pub session_ttl_ms: u64,
+    /// At most this many sessions are kept; the least recently active is evicted first.
+    /// 0 means unbounded. Default 100,000.
+    pub max_sessions: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { limits: Limits::default(), session_ttl_ms: 24 * 60 * 60 * 1000, max_sessions: 100_000 }
+    }
+}
+
+/// The replicated key-value state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub(crate) config: StoreConfig,
+    pub(crate) data: BTreeMap<Vec<u8>, Versioned>,
+    pub(crate) sessions: SessionTable,
+    pub(crate) last_applied: u64,
+    /// Sum of key and value lengths, kept for metrics and snapshot size estimates.
+    pub(crate) data_bytes: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(StoreConfig::default())
+    }
+}
+
+impl Store {
+    /// An empty store at index 0.
+    pub fn new(config: StoreConfig) -> Self {
+        Store { config, data: BTreeMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0 }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Replace the configuration (for a store rebuilt from a snapshot). Changing it on a live
+    /// replica but not on the others breaks determinism.
+    pub fn set_config(&mut self, config: StoreConfig) {
+        self.config = config;
+    }
+
+    /// The index of the last slot applied or skipped; 0 before any.
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Sum of the lengths of all keys and values.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// The session table (read only).
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    /// The log clock in ms (the largest request stamp applied so far).
+    pub fn log_clock_ms(&self) -> u64 {
+        self.sessions.clock_ms()
+    }
+
+    /// Advance past a slot that holds no kv command (a no-op or a configuration change).
+    pub fn skip(&mut self, index: u64) -> Result<(), WriteError> {
+        self.advance_index(index)
+    }
+
+    /// Same as [`Store::skip`].
+    pub fn apply_noop(&mut self, index: u64) -> Result<(), WriteError> {
+        self.skip(index)
+    }
+
+    fn advance_index(&mut self, index: u64) -> Result<(), WriteError> {
+        if index <= self.last_applied {
+            return Err(WriteError::OutOfOrder { last_applied: self.last_applied, got: index });
+        }
+        self.last_applied = index;
+        Ok(())
+    }
+
+    /// Apply the bytes of log slot `index`. Bytes that do not decode still consume the slot and
+    /// yield [`WriteError::Malformed`] (identically on every replica). Never panics.
+    pub fn apply(&mut self, index: u64, req_bytes: &[u8]) -> Output {
+        match Request::decode(req_bytes) {
+            Ok(req) => self.apply_request(index, &req),
+            Err(e) => {
+                self.advance_index(index)?;
+                Err(WriteError::Malformed(e.to_string()))
+            }
+        }
+    }
+
+    /// Apply a decoded request at log slot `index` (must be above [`Store::last_applied`]).
+    ///
+    /// Order of work, the same on every replica: advance the index and the log clock, expire
+    /// sessions, consult the session table, check limits, execute, record the output.
+    pub fn apply_request(&mut self, index: u64, req: &Request) -> Output {
+        self.advance_index(index)?;
+        self.sessions.advance(req.stamp_ms, self.config.session_ttl_ms);
+        if let Some(session) = req.session {
+            if let SessionCheck::Answer(out) = self.sessions.check(session) {
+                return out;
+            }
+        }
+        let out = match self.config.limits.check(req) {
+            Ok(()) => self.execute(index, &req.op),
+            Err(e) => Err(e),
+        };
+        if let Some(session) = req.session {
+            self.sessions.record(session, out.clone(), self.config.max_sessions);
+        }
+        out
+    }
+
+    /// A hash of the whole replicated state (data, versions, sessions, log clock, last applied).
+    /// Equal states give equal hashes on every platform; use it to compare replicas.
+    pub fn state_hash(&self) -> StateHash {
+        let mut h = StateHasher::new();
+        h.header(self.last_applied, self.sessions.clock_ms(), self.data.len() as u64, self.sessions.len() as u64);
+        for (k, v) in &self.data {
+            h.entry(k, &v.value, v.version);
+        }
+        for (c, e) in self.sessions.iter() {
+            h.session(*c, e);
+        }
+        h.finish()
+    }
+
+    /// Insert a value, keeping `data_bytes` right. Returns the previous version.
+    pub(crate) fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) -> Option<u64> {
+        let add = (key.len() + value.len()) as u64;
+        match self.data.get_mut(&key) {
+            Some(old) => {
+                self.data_bytes = self.data_bytes - old.value.len() as u64 + value.len() as u64;
+                let prev = old.version;
+                *old = Versioned { value, version };
+                Some(prev)
+            }
+            None => {
+                self.data_bytes += add;
+                self.data.insert(key, Versioned { value, version });
+                None
+            }
+        }
+    }
+
+    /// Remove a key, keeping `data_bytes` right. Returns the previous version.
+    pub(crate) fn delete_raw(&mut self, key: &[u8]) -> Option<u64> {
+        let old = self.data.remove(key)?;
+        self.data_bytes -= (key.len() + old.value.len()) as u64;
+        Some(old.version)
+    }
+}
