@@ -49,3 +49,6 @@ pub use read::{GetMany, RangeEntry, RangePage, RangeQuery};
 pub use session::{SessionEntry, SessionTable};
 pub use snapshot::{SnapshotDecoder, SnapshotEncoder, SnapshotError, SnapshotMeta};
 pub use store::{Store, StoreConfig};
+
+#[cfg(test)]
+mod store_tests;

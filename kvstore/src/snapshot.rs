@@ -402,14 +402,6 @@ impl SnapshotDecoder {
     }
 
     fn record(&mut self, tag: u8, body: &[u8]) -> Result<(), SnapshotError> {
-        // Counts decide what comes next: after the last entry, sessions; after the last session,
-        // the trailer. Normalise the stage first so zero counts work.
-        if let DecStage::Entries { left: 0 } = self.stage {
-            self.stage = DecStage::Sessions { left: self.meta.map_or(0, |m| m.sessions) };
-        }
-        if let DecStage::Sessions { left: 0 } = self.stage {
-            self.stage = DecStage::Trailer;
-        }
         let expected_tag = match self.stage {
             DecStage::Header => TAG_HEADER,
             DecStage::Entries { .. } => TAG_ENTRY,
@@ -472,7 +464,19 @@ impl SnapshotDecoder {
             }
             DecStage::Magic | DecStage::Done => unreachable!("handled by parse"),
         }
+        self.normalise();
         Ok(())
+    }
+
+    /// Counts decide what comes next: after the last entry, sessions; after the last session,
+    /// the trailer. Applied after every record, so zero counts need no special case.
+    fn normalise(&mut self) {
+        if let DecStage::Entries { left: 0 } = self.stage {
+            self.stage = DecStage::Sessions { left: self.meta.map_or(0, |m| m.sessions) };
+        }
+        if let DecStage::Sessions { left: 0 } = self.stage {
+            self.stage = DecStage::Trailer;
+        }
     }
 
     /// The rebuilt store, if the stream was complete and valid.
