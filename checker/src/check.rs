@@ -22,6 +22,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// One op as the search over a [`KvModel`] sees it.
+type KvOperation = Operation<OpKind, Outcome>;
+
 /// The answer of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,7 +62,11 @@ impl fmt::Display for Verdict {
             CheckResult::Violation => "NOT linearizable",
             CheckResult::Unknown => "UNKNOWN (budget exhausted)",
         };
-        write!(f, "{what}: {} ops checked in {:.3?}", self.ops_checked, self.elapsed)?;
+        write!(
+            f,
+            "{what}: {} ops checked in {:.3?}",
+            self.ops_checked, self.elapsed
+        )?;
         if let Some(k) = &self.failing_key {
             write!(f, "; key {k:?}")?;
         }
@@ -86,10 +93,13 @@ pub fn check(history: &[Op]) -> Verdict {
 /// sequential-read check. Keys are searched in key order; the first violation stops the check.
 pub fn check_with(history: &[Op], options: &CheckOptions) -> Verdict {
     let started = Instant::now();
-    let mut per_key: BTreeMap<&str, Vec<(&Op, Operation<OpKind, Outcome>)>> = BTreeMap::new();
+    let mut per_key: BTreeMap<&str, Vec<(&Op, KvOperation)>> = BTreeMap::new();
     for op in history {
         if let Some(operation) = to_operation(op) {
-            per_key.entry(op.key.as_str()).or_default().push((op, operation));
+            per_key
+                .entry(op.key.as_str())
+                .or_default()
+                .push((op, operation));
         }
     }
     let mut ops_checked = 0;
@@ -100,7 +110,11 @@ pub fn check_with(history: &[Op], options: &CheckOptions) -> Verdict {
         ops_checked += operations.len();
         match search(&KvModel, &operations, &options.budget) {
             SearchOutcome::Linearizable { .. } => {}
-            SearchOutcome::NotLinearizable { longest_prefix, stuck, state } => {
+            SearchOutcome::NotLinearizable {
+                longest_prefix,
+                stuck,
+                state,
+            } => {
                 let mut explanation = format!(
                     "key {key:?}: {} of {} operations linearize; after them the value is {state}",
                     longest_prefix.len(),
@@ -126,7 +140,10 @@ pub fn check_with(history: &[Op], options: &CheckOptions) -> Verdict {
             }
             SearchOutcome::Unknown { steps } => {
                 unknown.get_or_insert_with(|| {
-                    (key.to_string(), format!("key {key:?}: search budget exhausted after {steps} steps"))
+                    (
+                        key.to_string(),
+                        format!("key {key:?}: search budget exhausted after {steps} steps"),
+                    )
                 });
             }
         }
@@ -138,7 +155,12 @@ pub fn check_with(history: &[Op], options: &CheckOptions) -> Verdict {
             ok: false,
             result: CheckResult::Violation,
             failing_key: Some(v.key().to_string()),
-            explanation: seq.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"),
+            explanation: seq
+                .violations
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
             ops_checked,
             elapsed: started.elapsed(),
         };
@@ -159,7 +181,7 @@ pub fn check_with(history: &[Op], options: &CheckOptions) -> Verdict {
 
 /// The search's view of one recorded op, or `None` when it constrains nothing (see the table in
 /// the module docs) or is a sequential read.
-fn to_operation(op: &Op) -> Option<Operation<OpKind, Outcome>> {
+fn to_operation(op: &Op) -> Option<KvOperation> {
     if op.consistency == Consistency::Sequential && !op.kind.is_mutation() {
         return None;
     }
@@ -175,6 +197,15 @@ fn to_operation(op: &Op) -> Option<Operation<OpKind, Outcome>> {
         return None; // an unanswered read observes nothing
     }
     // An `Ok` without a completion time cannot be placed; treat it as unknown (weaker, sound).
-    let output = if ret.is_none() { Outcome::Unknown } else { op.outcome };
-    Some(Operation { input: op.kind.clone(), output, call: op.invoke, ret })
+    let output = if ret.is_none() {
+        Outcome::Unknown
+    } else {
+        op.outcome
+    };
+    Some(Operation {
+        input: op.kind.clone(),
+        output,
+        call: op.invoke,
+        ret,
+    })
 }

@@ -51,7 +51,10 @@ pub enum LoadError {
 impl History {
     /// An empty recorder; its clock starts now.
     pub fn new() -> Self {
-        History { start: Instant::now(), ops: Mutex::new(Vec::new()) }
+        History {
+            start: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+        }
     }
 
     fn now(&self) -> u64 {
@@ -150,7 +153,10 @@ pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Vec<Op>, LoadError> {
         if line.trim().is_empty() {
             continue;
         }
-        let op = serde_json::from_str(&line).map_err(|source| LoadError::Json { line: n + 1, source })?;
+        let op = serde_json::from_str(&line).map_err(|source| LoadError::Json {
+            line: n + 1,
+            source,
+        })?;
         ops.push(op);
     }
     Ok(ops)
@@ -170,10 +176,30 @@ mod tests {
                 let h = Arc::clone(&h);
                 std::thread::spawn(move || {
                     let key = format!("k{c}");
-                    let w = h.invoke(c, key.clone(), OpKind::Write { value: c.to_string() });
-                    h.complete(w, Outcome::Ok, OpKind::Write { value: c.to_string() }, Some(c));
+                    let w = h.invoke(
+                        c,
+                        key.clone(),
+                        OpKind::Write {
+                            value: c.to_string(),
+                        },
+                    );
+                    h.complete(
+                        w,
+                        Outcome::Ok,
+                        OpKind::Write {
+                            value: c.to_string(),
+                        },
+                        Some(c),
+                    );
                     let r = h.invoke(c, key, OpKind::Read { result: None });
-                    h.complete(r, Outcome::Ok, OpKind::Read { result: Some(c.to_string()) }, None);
+                    h.complete(
+                        r,
+                        Outcome::Ok,
+                        OpKind::Read {
+                            result: Some(c.to_string()),
+                        },
+                        None,
+                    );
                     let lost = h.invoke(c, "shared", OpKind::Append { value: "x".into() });
                     h.unknown(lost);
                     let rejected = h.invoke(c, "shared", OpKind::Delete);

@@ -95,7 +95,11 @@ pub enum FileError {
 
 /// Guess a file's format from its first non-blank line.
 pub fn detect_format(text: &str) -> Format {
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     if first.starts_with("{:") {
         Format::Edn
     } else if first.starts_with('{') {
@@ -109,9 +113,15 @@ pub fn detect_format(text: &str) -> Format {
 pub fn load_file(path: impl AsRef<Path>) -> Result<(Format, Vec<Op>), FileError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Io { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Io {
+        path: shown.clone(),
+        source,
+    })?;
     let format = detect_format(&text);
-    let parse_err = |source| FileError::Parse { path: shown.clone(), source };
+    let parse_err = |source| FileError::Parse {
+        path: shown.clone(),
+        source,
+    };
     let ops = match format {
         Format::JsonLines => load_jsonl(path)?,
         Format::JepsenLog => formats::jepsen::parse(&text).map_err(parse_err)?,

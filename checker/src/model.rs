@@ -28,8 +28,12 @@ pub trait Model {
     /// `None` if not. Must be deterministic. An operation whose effect is optional (an unknown
     /// outcome) returns the state *with* its effect: the search gets "never took effect" by
     /// linearizing it after every definite operation, where no one observes it.
-    fn step(&self, state: &Self::State, input: &Self::Input, output: &Self::Output)
-        -> Option<Self::State>;
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: &Self::Output,
+    ) -> Option<Self::State>;
 }
 
 /// One key of the Synod KV store: `None` is "absent".
@@ -45,7 +49,12 @@ impl Model for KvModel {
         None
     }
 
-    fn step(&self, state: &Option<String>, input: &OpKind, output: &Outcome) -> Option<Option<String>> {
+    fn step(
+        &self,
+        state: &Option<String>,
+        input: &OpKind,
+        output: &Outcome,
+    ) -> Option<Option<String>> {
         let known = *output == Outcome::Ok;
         match (input, output) {
             // A failed CAS evaluated its guard: it observed a different value and wrote nothing.
@@ -79,7 +88,9 @@ impl Model for KvModel {
                 };
                 let next = current.and_then(|c| c.checked_add(*delta));
                 match next {
-                    Some(n) if !known || result.map_or(true, |r| r == n) => Some(Some(n.to_string())),
+                    Some(n) if !known || !matches!(result, Some(r) if *r != n) => {
+                        Some(Some(n.to_string()))
+                    }
                     Some(_) => None,
                     // Not an integer (or overflow): the store refuses, so an acknowledged
                     // increment cannot come from here, and an unknown one had no effect.
@@ -103,24 +114,39 @@ mod tests {
         let m = KvModel;
         let ok = Outcome::Ok;
         // Reads must return the current value.
-        assert_eq!(m.step(&None, &OpKind::Read { result: None }, &ok), Some(None));
+        assert_eq!(
+            m.step(&None, &OpKind::Read { result: None }, &ok),
+            Some(None)
+        );
         assert_eq!(m.step(&None, &OpKind::Read { result: s("1") }, &ok), None);
         // CAS: ok needs the guard to hold, fail needs it not to.
-        let cas = OpKind::Cas { expected: s("1"), new: "2".into() };
+        let cas = OpKind::Cas {
+            expected: s("1"),
+            new: "2".into(),
+        };
         assert_eq!(m.step(&s("1"), &cas, &ok), Some(s("2")));
         assert_eq!(m.step(&s("3"), &cas, &ok), None);
         assert_eq!(m.step(&s("3"), &cas, &Outcome::Fail), Some(s("3")));
         assert_eq!(m.step(&s("1"), &cas, &Outcome::Fail), None);
         assert_eq!(m.step(&s("3"), &cas, &Outcome::Unknown), Some(s("3")));
         // Incr: absent is 0, the returned value must match, non-integers refuse.
-        let incr = OpKind::Incr { delta: 5, result: Some(5) };
+        let incr = OpKind::Incr {
+            delta: 5,
+            result: Some(5),
+        };
         assert_eq!(m.step(&None, &incr, &ok), Some(s("5")));
         assert_eq!(m.step(&s("1"), &incr, &ok), None);
         assert_eq!(m.step(&s("x"), &incr, &ok), None);
         assert_eq!(m.step(&s("x"), &incr, &Outcome::Unknown), Some(s("x")));
         // Append and delete.
-        assert_eq!(m.step(&s("a"), &OpKind::Append { value: "b".into() }, &ok), Some(s("ab")));
-        assert_eq!(m.step(&None, &OpKind::Append { value: "b".into() }, &ok), Some(s("b")));
+        assert_eq!(
+            m.step(&s("a"), &OpKind::Append { value: "b".into() }, &ok),
+            Some(s("ab"))
+        );
+        assert_eq!(
+            m.step(&None, &OpKind::Append { value: "b".into() }, &ok),
+            Some(s("b"))
+        );
         assert_eq!(m.step(&s("a"), &OpKind::Delete, &ok), Some(None));
     }
 }

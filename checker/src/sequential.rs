@@ -109,7 +109,9 @@ fn produced(op: &Op) -> Option<Option<String>> {
         OpKind::Write { value } => Some(Some(value.clone())),
         OpKind::Delete => Some(None),
         OpKind::Cas { new, .. } => Some(Some(new.clone())),
-        OpKind::Incr { result: Some(r), .. } => Some(Some(r.to_string())),
+        OpKind::Incr {
+            result: Some(r), ..
+        } => Some(Some(r.to_string())),
         OpKind::Incr { result: None, .. } | OpKind::Append { .. } | OpKind::Read { .. } => None,
     }
 }
@@ -137,16 +139,24 @@ pub fn check_sequential(history: &[Op]) -> SeqReport {
             }
             report.reads_checked += 1;
             let Some(i_r) = read.index else {
-                report.violations.push(SeqViolation::MissingIndex { read: (*read).clone() });
+                report.violations.push(SeqViolation::MissingIndex {
+                    read: (*read).clone(),
+                });
                 continue;
             };
             let earlier: Vec<&Op> = ops[..n]
                 .iter()
                 .copied()
-                .filter(|p| p.outcome == Outcome::Ok && p.complete.is_some_and(|c| c <= read.invoke))
+                .filter(|p| {
+                    p.outcome == Outcome::Ok && p.complete.is_some_and(|c| c <= read.invoke)
+                })
                 .collect();
             // Rule 2: the highest index the client saw before.
-            if let Some(p) = earlier.iter().filter(|p| p.index.is_some()).max_by_key(|p| p.index) {
+            if let Some(p) = earlier
+                .iter()
+                .filter(|p| p.index.is_some())
+                .max_by_key(|p| p.index)
+            {
                 if p.index > Some(i_r) {
                     report.violations.push(SeqViolation::IndexWentBack {
                         read: (*read).clone(),
@@ -156,18 +166,29 @@ pub fn check_sequential(history: &[Op]) -> SeqReport {
                 }
             }
             // Rule 3: the client's own latest mutation of this key.
-            let own = earlier.iter().rev().find(|p| p.key == read.key && p.kind.is_mutation());
+            let own = earlier
+                .iter()
+                .rev()
+                .find(|p| p.key == read.key && p.kind.is_mutation());
             let Some(&write) = own else { continue };
-            let (Some(w), Some(expected)) = (write.index, produced(write)) else { continue };
+            let (Some(w), Some(expected)) = (write.index, produced(write)) else {
+                continue;
+            };
             let read_end = read.complete.unwrap_or(u64::MAX);
-            let intervenes = mutations.get(read.key.as_str()).into_iter().flatten().any(|q| {
-                !std::ptr::eq(*q, write)
-                    && match q.index {
-                        Some(i_q) => w < i_q && i_q <= i_r,
-                        None => q.invoke < read_end,
-                    }
-            });
-            let OpKind::Read { result } = &read.kind else { continue };
+            let intervenes = mutations
+                .get(read.key.as_str())
+                .into_iter()
+                .flatten()
+                .any(|q| {
+                    !std::ptr::eq(*q, write)
+                        && match q.index {
+                            Some(i_q) => w < i_q && i_q <= i_r,
+                            None => q.invoke < read_end,
+                        }
+                });
+            let OpKind::Read { result } = &read.kind else {
+                continue;
+            };
             if !intervenes && *result != expected {
                 report.violations.push(SeqViolation::MissedOwnWrite {
                     read: (*read).clone(),

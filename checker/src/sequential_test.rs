@@ -3,11 +3,28 @@
 use super::*;
 
 fn write(client: u64, v: &str, t: (u64, u64), index: u64) -> Op {
-    Op::new(client, "k", OpKind::Write { value: v.into() }, t.0, Some(t.1), Outcome::Ok).with_index(index)
+    Op::new(
+        client,
+        "k",
+        OpKind::Write { value: v.into() },
+        t.0,
+        Some(t.1),
+        Outcome::Ok,
+    )
+    .with_index(index)
 }
 fn seq_read(client: u64, v: Option<&str>, t: (u64, u64), index: u64) -> Op {
-    Op::new(client, "k", OpKind::Read { result: v.map(str::to_string) }, t.0, Some(t.1), Outcome::Ok)
-        .sequential(index)
+    Op::new(
+        client,
+        "k",
+        OpKind::Read {
+            result: v.map(str::to_string),
+        },
+        t.0,
+        Some(t.1),
+        Outcome::Ok,
+    )
+    .sequential(index)
 }
 
 #[test]
@@ -21,7 +38,13 @@ fn stale_but_monotone_reads_are_fine() {
         seq_read(1, Some("b"), (31, 40), 9),
     ];
     let report = check_sequential(&h);
-    assert_eq!(report, SeqReport { reads_checked: 2, violations: vec![] });
+    assert_eq!(
+        report,
+        SeqReport {
+            reads_checked: 2,
+            violations: vec![]
+        }
+    );
 }
 
 #[test]
@@ -35,7 +58,10 @@ fn index_going_back_is_rejected() {
     let report = check_sequential(&h);
     assert_eq!(
         report.violations,
-        vec![SeqViolation::IndexWentBack { read: h[2].clone(), earlier: h[1].clone() }]
+        vec![SeqViolation::IndexWentBack {
+            read: h[2].clone(),
+            earlier: h[1].clone()
+        }]
     );
 }
 
@@ -46,7 +72,10 @@ fn read_older_than_own_write_is_rejected() {
     let report = check_sequential(&h);
     assert_eq!(
         report.violations,
-        vec![SeqViolation::IndexWentBack { read: h[1].clone(), earlier: h[0].clone() }]
+        vec![SeqViolation::IndexWentBack {
+            read: h[1].clone(),
+            earlier: h[0].clone()
+        }]
     );
 }
 
@@ -88,9 +117,23 @@ fn sequential_read_without_index_is_rejected() {
 #[test]
 fn linearizable_reads_are_not_checked_here_but_bound_later_ones() {
     // A linearizable read at index 8 (not itself checked), then a sequential read at 7: back.
-    let lin = Op::new(1, "k", OpKind::Read { result: None }, 0, Some(5), Outcome::Ok).with_index(8);
+    let lin = Op::new(
+        1,
+        "k",
+        OpKind::Read { result: None },
+        0,
+        Some(5),
+        Outcome::Ok,
+    )
+    .with_index(8);
     let h = vec![lin.clone(), seq_read(1, None, (6, 9), 7)];
     let report = check_sequential(&h);
     assert_eq!(report.reads_checked, 1);
-    assert_eq!(report.violations, vec![SeqViolation::IndexWentBack { read: h[1].clone(), earlier: lin }]);
+    assert_eq!(
+        report.violations,
+        vec![SeqViolation::IndexWentBack {
+            read: h[1].clone(),
+            earlier: lin
+        }]
+    );
 }

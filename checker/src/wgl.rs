@@ -56,7 +56,10 @@ pub struct Budget {
 impl Default for Budget {
     /// 50 million steps or 30 seconds, whichever comes first.
     fn default() -> Self {
-        Budget { max_steps: 50_000_000, timeout: Some(Duration::from_secs(30)) }
+        Budget {
+            max_steps: 50_000_000,
+            timeout: Some(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -114,7 +117,13 @@ impl List {
             }
         }
         events.sort_unstable();
-        let sentinel = Node { op: usize::MAX, is_call: false, ret_node: None, prev: HEAD, next: TAIL };
+        let sentinel = Node {
+            op: usize::MAX,
+            is_call: false,
+            ret_node: None,
+            prev: HEAD,
+            next: TAIL,
+        };
         let mut nodes = vec![sentinel, sentinel];
         let mut call_node = vec![usize::MAX; ops.len()];
         let mut ret_node = vec![None; ops.len()];
@@ -122,7 +131,13 @@ impl List {
             let idx = k + 2;
             let prev = if k == 0 { HEAD } else { idx - 1 };
             let next = if k + 1 == events.len() { TAIL } else { idx + 1 };
-            nodes.push(Node { op, is_call: kind == 0, ret_node: None, prev, next });
+            nodes.push(Node {
+                op,
+                is_call: kind == 0,
+                ret_node: None,
+                prev,
+                next,
+            });
             if kind == 0 {
                 call_node[op] = idx;
             } else {
@@ -193,7 +208,7 @@ pub fn search<M: Model>(
         }
         steps += 1;
         if steps > budget.max_steps
-            || (steps % 4096 == 0 && budget.timeout.is_some_and(|t| started.elapsed() > t))
+            || (steps & 0xfff == 0 && budget.timeout.is_some_and(|t| started.elapsed() > t))
         {
             return SearchOutcome::Unknown { steps };
         }
@@ -253,14 +268,26 @@ mod tests {
     use crate::model::KvModel;
     use crate::op::{OpKind, Outcome};
 
-    fn op(kind: OpKind, call: u64, ret: Option<u64>, output: Outcome) -> Operation<OpKind, Outcome> {
-        Operation { input: kind, output, call, ret }
+    fn op(
+        kind: OpKind,
+        call: u64,
+        ret: Option<u64>,
+        output: Outcome,
+    ) -> Operation<OpKind, Outcome> {
+        Operation {
+            input: kind,
+            output,
+            call,
+            ret,
+        }
     }
     fn w(v: &str) -> OpKind {
         OpKind::Write { value: v.into() }
     }
     fn r(v: Option<&str>) -> OpKind {
-        OpKind::Read { result: v.map(str::to_string) }
+        OpKind::Read {
+            result: v.map(str::to_string),
+        }
     }
 
     #[test]
@@ -272,14 +299,20 @@ mod tests {
     #[test]
     fn concurrent_read_may_go_before_the_write() {
         // The read overlaps the write, so it may be ordered first and see nil.
-        let ops = [op(w("1"), 0, Some(10), Outcome::Ok), op(r(None), 5, Some(15), Outcome::Ok)];
+        let ops = [
+            op(w("1"), 0, Some(10), Outcome::Ok),
+            op(r(None), 5, Some(15), Outcome::Ok),
+        ];
         let out = search(&KvModel, &ops, &Budget::default());
         assert_eq!(out, SearchOutcome::Linearizable { order: vec![1, 0] });
     }
 
     #[test]
     fn read_after_completed_write_must_see_it() {
-        let ops = [op(w("1"), 0, Some(10), Outcome::Ok), op(r(None), 11, Some(15), Outcome::Ok)];
+        let ops = [
+            op(w("1"), 0, Some(10), Outcome::Ok),
+            op(r(None), 11, Some(15), Outcome::Ok),
+        ];
         let out = search(&KvModel, &ops, &Budget::default());
         assert_eq!(
             out,
@@ -293,8 +326,18 @@ mod tests {
 
     #[test]
     fn exhausted_budget_is_unknown() {
-        let ops = [op(w("1"), 0, Some(10), Outcome::Ok), op(r(Some("1")), 11, Some(15), Outcome::Ok)];
-        let out = search(&KvModel, &ops, &Budget { max_steps: 1, timeout: None });
+        let ops = [
+            op(w("1"), 0, Some(10), Outcome::Ok),
+            op(r(Some("1")), 11, Some(15), Outcome::Ok),
+        ];
+        let out = search(
+            &KvModel,
+            &ops,
+            &Budget {
+                max_steps: 1,
+                timeout: None,
+            },
+        );
         assert_eq!(out, SearchOutcome::Unknown { steps: 2 });
     }
 }

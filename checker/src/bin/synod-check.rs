@@ -41,7 +41,11 @@ fn main() -> ExitCode {
             }
             Ok((format, ops)) => {
                 let verdict = check_with(&ops, &options);
-                println!("{} ({format:?}, {} ops): {verdict}", file.display(), ops.len());
+                println!(
+                    "{} ({format:?}, {} ops): {verdict}",
+                    file.display(),
+                    ops.len()
+                );
                 match verdict.result {
                     CheckResult::Linearizable => 0,
                     CheckResult::Violation => 1,

@@ -31,8 +31,11 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
         }
         let map = parse_map(raw).map_err(|reason| ParseError::new(line_no, reason, raw))?;
         let get = |k: &str| map.get(k).cloned().unwrap_or(Value::Nil);
-        let Value::Int(process) = get("process") else { continue }; // nemesis and friends
-        let process = u64::try_from(process).map_err(|_| ParseError::new(line_no, "negative process", raw))?;
+        let Value::Int(process) = get("process") else {
+            continue;
+        }; // nemesis and friends
+        let process = u64::try_from(process)
+            .map_err(|_| ParseError::new(line_no, "negative process", raw))?;
         let (Value::Keyword(kind), Value::Keyword(f)) = (get("type"), get("f")) else {
             return Err(ParseError::new(line_no, "missing :type or :f", raw));
         };
@@ -55,14 +58,16 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
                     "put" | "write" if value.is_empty() => OpKind::Delete,
                     "put" | "write" => OpKind::Write { value },
                     "append" => OpKind::Append { value },
-                    other => return Err(ParseError::new(line_no, format!("unknown :f {other}"), raw)),
+                    other => {
+                        return Err(ParseError::new(line_no, format!("unknown :f {other}"), raw))
+                    }
                 };
                 pairing.invoke(Op::new(process, key, op_kind, time, None, Outcome::Unknown));
             }
             "ok" | "fail" | "info" => {
-                let mut op = pairing
-                    .take(process)
-                    .ok_or_else(|| ParseError::new(line_no, "completion without invocation", raw))?;
+                let mut op = pairing.take(process).ok_or_else(|| {
+                    ParseError::new(line_no, "completion without invocation", raw)
+                })?;
                 match kind.as_str() {
                     "ok" => {
                         op.outcome = Outcome::Ok;
@@ -79,7 +84,13 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
                 }
                 pairing.push(op);
             }
-            other => return Err(ParseError::new(line_no, format!("unknown :type {other}"), raw)),
+            other => {
+                return Err(ParseError::new(
+                    line_no,
+                    format!("unknown :type {other}"),
+                    raw,
+                ))
+            }
         }
     }
     Ok(pairing.finish())
@@ -116,7 +127,10 @@ fn parse_map(line: &str) -> Result<BTreeMap<String, Value>, String> {
             Value::Str(s)
         } else {
             let mut atom = String::new();
-            while chars.peek().is_some_and(|c| !c.is_whitespace() && *c != ',') {
+            while chars
+                .peek()
+                .is_some_and(|c| !c.is_whitespace() && *c != ',')
+            {
                 atom.extend(chars.next());
             }
             if let Some(k) = atom.strip_prefix(':') {
@@ -124,7 +138,10 @@ fn parse_map(line: &str) -> Result<BTreeMap<String, Value>, String> {
             } else if atom == "nil" {
                 Value::Nil
             } else {
-                Value::Int(atom.parse().map_err(|_| format!("unsupported atom {atom}"))?)
+                Value::Int(
+                    atom.parse()
+                        .map_err(|_| format!("unsupported atom {atom}"))?,
+                )
             }
         };
         items.push(value);
@@ -134,7 +151,9 @@ fn parse_map(line: &str) -> Result<BTreeMap<String, Value>, String> {
     }
     let mut map = BTreeMap::new();
     for pair in items.chunks(2) {
-        let Value::Keyword(k) = &pair[0] else { return Err("map key is not a keyword".into()) };
+        let Value::Keyword(k) = &pair[0] else {
+            return Err("map key is not a keyword".into());
+        };
         map.insert(k.clone(), pair[1].clone());
     }
     Ok(map)
@@ -156,9 +175,34 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::new(0, "1", OpKind::Append { value: "x 0 0 y".into() }, 1, Some(3), Outcome::Ok),
-                Op::new(1, "1", OpKind::Read { result: None }, 2, Some(4), Outcome::Ok),
-                Op::new(2, "2", OpKind::Write { value: "a \"q\"".into() }, 5, None, Outcome::Unknown),
+                Op::new(
+                    0,
+                    "1",
+                    OpKind::Append {
+                        value: "x 0 0 y".into()
+                    },
+                    1,
+                    Some(3),
+                    Outcome::Ok
+                ),
+                Op::new(
+                    1,
+                    "1",
+                    OpKind::Read { result: None },
+                    2,
+                    Some(4),
+                    Outcome::Ok
+                ),
+                Op::new(
+                    2,
+                    "2",
+                    OpKind::Write {
+                        value: "a \"q\"".into()
+                    },
+                    5,
+                    None,
+                    Outcome::Unknown
+                ),
             ]
         );
     }

@@ -19,32 +19,55 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
         let line_no = n + 1;
         let time = line_no as u64;
         let line = raw.trim();
-        let line = line.split_once("jepsen.util - ").map_or(line, |(_, rest)| rest);
+        let line = line
+            .split_once("jepsen.util - ")
+            .map_or(line, |(_, rest)| rest);
         if line.is_empty() {
             continue;
         }
         let Some((process, kind, f, value)) = fields(line) else {
-            return Err(ParseError::new(line_no, "expected PROCESS TYPE F VALUE", raw));
+            return Err(ParseError::new(
+                line_no,
+                "expected PROCESS TYPE F VALUE",
+                raw,
+            ));
         };
-        let Ok(process) = process.parse::<u64>() else { continue };
+        let Ok(process) = process.parse::<u64>() else {
+            continue;
+        };
         match kind {
             ":invoke" => {
                 let op_kind = match f {
                     ":read" => OpKind::Read { result: None },
-                    ":write" => OpKind::Write { value: value.to_string() },
+                    ":write" => OpKind::Write {
+                        value: value.to_string(),
+                    },
                     ":cas" => {
-                        let (a, b) = cas_pair(value)
-                            .ok_or_else(|| ParseError::new(line_no, "cas value is not [A B]", raw))?;
-                        OpKind::Cas { expected: a, new: b }
+                        let (a, b) = cas_pair(value).ok_or_else(|| {
+                            ParseError::new(line_no, "cas value is not [A B]", raw)
+                        })?;
+                        OpKind::Cas {
+                            expected: a,
+                            new: b,
+                        }
                     }
-                    other => return Err(ParseError::new(line_no, format!("unknown f {other}"), raw)),
+                    other => {
+                        return Err(ParseError::new(line_no, format!("unknown f {other}"), raw))
+                    }
                 };
-                pairing.invoke(Op::new(process, REGISTER_KEY, op_kind, time, None, Outcome::Unknown));
+                pairing.invoke(Op::new(
+                    process,
+                    REGISTER_KEY,
+                    op_kind,
+                    time,
+                    None,
+                    Outcome::Unknown,
+                ));
             }
             ":ok" | ":fail" | ":info" => {
-                let mut op = pairing
-                    .take(process)
-                    .ok_or_else(|| ParseError::new(line_no, "completion without invocation", raw))?;
+                let mut op = pairing.take(process).ok_or_else(|| {
+                    ParseError::new(line_no, "completion without invocation", raw)
+                })?;
                 match kind {
                     ":ok" => {
                         op.outcome = Outcome::Ok;
@@ -61,7 +84,13 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
                 }
                 pairing.push(op);
             }
-            other => return Err(ParseError::new(line_no, format!("unknown type {other}"), raw)),
+            other => {
+                return Err(ParseError::new(
+                    line_no,
+                    format!("unknown type {other}"),
+                    raw,
+                ))
+            }
         }
     }
     Ok(pairing.finish())
@@ -109,10 +138,43 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::new(0, k, OpKind::Read { result: Some("3".into()) }, 1, Some(3), Outcome::Ok),
-                Op::new(1, k, OpKind::Cas { expected: Some("1".into()), new: "2".into() }, 2, Some(4), Outcome::Fail),
-                Op::new(2, k, OpKind::Write { value: "4".into() }, 5, None, Outcome::Unknown),
-                Op::new(3, k, OpKind::Write { value: "5".into() }, 7, None, Outcome::Unknown),
+                Op::new(
+                    0,
+                    k,
+                    OpKind::Read {
+                        result: Some("3".into())
+                    },
+                    1,
+                    Some(3),
+                    Outcome::Ok
+                ),
+                Op::new(
+                    1,
+                    k,
+                    OpKind::Cas {
+                        expected: Some("1".into()),
+                        new: "2".into()
+                    },
+                    2,
+                    Some(4),
+                    Outcome::Fail
+                ),
+                Op::new(
+                    2,
+                    k,
+                    OpKind::Write { value: "4".into() },
+                    5,
+                    None,
+                    Outcome::Unknown
+                ),
+                Op::new(
+                    3,
+                    k,
+                    OpKind::Write { value: "5".into() },
+                    7,
+                    None,
+                    Outcome::Unknown
+                ),
             ]
         );
     }

@@ -22,7 +22,11 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn new(line: usize, reason: impl Into<String>, text: &str) -> Self {
-        ParseError { line, reason: reason.into(), text: text.to_string() }
+        ParseError {
+            line,
+            reason: reason.into(),
+            text: text.to_string(),
+        }
     }
 }
 
@@ -37,7 +41,10 @@ pub(crate) struct Pairing {
 
 impl Pairing {
     pub(crate) fn new() -> Self {
-        Pairing { open: Default::default(), done: Vec::new() }
+        Pairing {
+            open: Default::default(),
+            done: Vec::new(),
+        }
     }
 
     /// Start `op` for its client; an op still open for that client becomes unknown.
