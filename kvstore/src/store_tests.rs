@@ -193,9 +193,7 @@ fn session_retry_returns_the_first_result_and_applies_once() {
 
 #[test]
 fn sessions_expire_by_log_time_only() {
-    let mut cfg = StoreConfig::default();
-    cfg.session_ttl_ms = 1_000;
-    let mut s = Store::new(cfg);
+    let mut s = Store::new(StoreConfig { session_ttl_ms: 1_000, ..StoreConfig::default() });
     let tagged = |client, seq, stamp_ms| Request {
         session: Some(SessionRef { client: ClientId(client), seq }),
         stamp_ms,
