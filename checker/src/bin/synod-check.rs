@@ -5,6 +5,7 @@
 
 use checker::{check_with, load_file, Budget, CheckOptions, CheckResult};
 use clap::Parser;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,7 +42,9 @@ fn main() -> ExitCode {
             }
             Ok((format, ops)) => {
                 let verdict = check_with(&ops, &options);
-                println!(
+                // A closed pipe (`| head`) is not worth a panic; the exit code still tells.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
                     "{} ({format:?}, {} ops): {verdict}",
                     file.display(),
                     ops.len()
