@@ -1,1 +1,75 @@
-fn main() {}
+//! The `synod` binary: `node`, `dev`, `kv ...`, `status`. Every flag is also read from a
+//! `SYNOD_*` environment variable.
+
+use clap::{Parser, Subcommand};
+use driver::cli::{ClientOpts, KvCmd};
+use driver::dev::DevArgs;
+use driver::server::NodeArgs;
+
+/// Synod: a replicated key-value service on MultiPaxos.
+#[derive(Parser, Debug)]
+#[command(name = "synod", version, about)]
+struct Args {
+    /// Log format: text or json (the filter comes from RUST_LOG, default info).
+    #[arg(long, env = "SYNOD_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one replica.
+    Node(NodeArgs),
+    /// Run a local cluster (its own etcd and N replica processes) until Ctrl-C.
+    Dev(DevArgs),
+    /// Key-value commands against any replica.
+    Kv {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: KvCmd,
+    },
+    /// Show a replica's view of the cluster.
+    Status {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+fn init_logs(format: &str, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    let code = match args.cmd {
+        Cmd::Node(n) => {
+            init_logs(&args.log_format, "info");
+            rt.block_on(driver::server::run_node(n))?;
+            0
+        }
+        Cmd::Dev(d) => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::dev::run_dev(d))?;
+            0
+        }
+        Cmd::Kv { opts, cmd } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_kv(opts, cmd))?
+        }
+        Cmd::Status { opts } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_status(opts))?
+        }
+    };
+    drop(rt);
+    std::process::exit(code);
+}

@@ -1,0 +1,367 @@
+//! Client commands: `synod kv get|put|del|ls|cas|incr|batch-get|batch-put` and `synod status`.
+//!
+//! Endpoints are tried in turn: a refused connection or a 503 moves on to the next one. A write
+//! keeps its session sequence number across every attempt, so a retry after a timeout (504) or a
+//! leader change returns the first result instead of applying twice (see [`crate::session`]).
+
+use crate::client::{HttpClient, HttpResponse};
+use crate::codec::percent_encode;
+use crate::session::Session;
+use anyhow::{bail, Context as _};
+use hyper::Method;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to print answers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Table,
+    /// The JSON the server sent.
+    Json,
+}
+
+/// Options shared by every client command.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Replica REST endpoints, tried in turn (comma separated).
+    #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081", global = true)]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    pub output: OutputFormat,
+    /// Where the session state lives (default ~/.synod/session.json).
+    #[arg(long, env = "SYNOD_SESSION_FILE", global = true)]
+    pub session_file: Option<PathBuf>,
+    /// Use this session id instead of the file's (with --seq).
+    #[arg(long, env = "SYNOD_SESSION", global = true, requires = "seq")]
+    pub session: Option<u64>,
+    /// Use this sequence number for the write (with --session).
+    #[arg(long, env = "SYNOD_SEQ", global = true, requires = "session")]
+    pub seq: Option<u64>,
+    /// Read consistency: linearizable or sequential (sequential sends min_index = the last
+    /// index this session saw).
+    #[arg(long, default_value = "linearizable", global = true)]
+    pub consistency: String,
+    /// Per-attempt timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    pub timeout_ms: u64,
+}
+
+/// `synod kv ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum KvCmd {
+    /// Read one key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write one key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete one key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// List keys by prefix or range.
+    Ls {
+        /// Only keys with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// From this key (inclusive).
+        #[arg(long)]
+        start: Option<String>,
+        /// To this key (exclusive).
+        #[arg(long)]
+        end: Option<String>,
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Keys and versions only.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Compare-and-set.
+    Cas {
+        /// The key.
+        key: String,
+        /// Expect this value.
+        #[arg(long)]
+        expected: Option<String>,
+        /// Expect this version.
+        #[arg(long)]
+        expected_version: Option<u64>,
+        /// Expect the key to be absent.
+        #[arg(long)]
+        absent: bool,
+        /// The new value (omit to delete).
+        #[arg(long)]
+        new: Option<String>,
+    },
+    /// Add to an integer value.
+    Incr {
+        /// The key.
+        key: String,
+        /// The amount.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Read several keys at one index.
+    BatchGet {
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// Write several keys atomically: `key=value` pairs.
+    BatchPut {
+        /// `key=value` pairs.
+        pairs: Vec<String>,
+    },
+}
+
+struct Cli {
+    opts: ClientOpts,
+    http: HttpClient,
+    session: Session,
+    path: Option<PathBuf>,
+}
+
+impl Cli {
+    fn new(opts: ClientOpts) -> Self {
+        let (session, path) = match (opts.session, opts.seq) {
+            (Some(s), Some(q)) => (Session { session: s, seq: q.saturating_sub(1), last_index: 0 }, None),
+            _ => {
+                let p = opts.session_file.clone().unwrap_or_else(Session::default_path);
+                (Session::load(&p), Some(p))
+            }
+        };
+        Cli { opts, http: HttpClient::new(), session, path }
+    }
+
+    fn save(&self) {
+        if let Some(p) = &self.path {
+            if let Err(e) = self.session.save(p) {
+                eprintln!("warning: could not save the session to {}: {e}", p.display());
+            }
+        }
+    }
+
+    /// Send to each endpoint in turn until one answers with something other than 503.
+    async fn send(&mut self, method: Method, path_and_query: &str, headers: &[(&str, String)], body: Vec<u8>) -> anyhow::Result<HttpResponse> {
+        let timeout = Duration::from_millis(self.opts.timeout_ms);
+        let mut last = None;
+        for round in 0..3u64 {
+            for ep in &self.opts.endpoints {
+                let url = format!("{}{}", ep.trim_end_matches('/'), path_and_query);
+                match self.http.request(method.clone(), &url, headers, body.clone(), timeout).await {
+                    Ok(r) if r.status == 503 || r.status == 504 => last = Some(Ok(r)),
+                    Ok(r) => {
+                        if let Some(i) = r.index() {
+                            self.session.saw_index(i);
+                        }
+                        return Ok(r);
+                    }
+                    Err(e) => last = Some(Err(e.context(format!("calling {url}")))),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300 * (round + 1))).await;
+        }
+        last.unwrap_or_else(|| bail!("no endpoints given"))
+    }
+
+    async fn read(&mut self, path: &str, mut query: Vec<(String, String)>) -> anyhow::Result<HttpResponse> {
+        if self.opts.consistency == "sequential" {
+            query.push(("consistency".into(), "sequential".into()));
+            query.push(("min_index".into(), self.session.last_index.to_string()));
+        }
+        let q = query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v.as_bytes()))).collect::<Vec<_>>().join("&");
+        let pq = if q.is_empty() { path.to_string() } else { format!("{path}?{q}") };
+        let r = self.send(Method::GET, &pq, &[], Vec::new()).await;
+        self.save();
+        r
+    }
+
+    async fn write(&mut self, method: Method, path: &str, json_body: Option<Value>, raw: Vec<u8>) -> anyhow::Result<HttpResponse> {
+        for attempt in 0..2 {
+            let seq = self.session.next_seq();
+            self.save(); // before sending: a sequence number is never reused for another write
+            let mut headers = vec![("x-synod-session", self.session.session.to_string()), ("x-synod-seq", seq.to_string())];
+            let body = match &json_body {
+                Some(v) => {
+                    headers.push(("content-type", "application/json".into()));
+                    serde_json::to_vec(v)?
+                }
+                None => raw.clone(),
+            };
+            let r = self.send(method.clone(), path, &headers, body).await?;
+            self.save();
+            let expired = r.status == 409 && r.json()["type"].as_str().is_some_and(|t| t.ends_with("/session-expired"));
+            if expired && attempt == 0 && self.path.is_some() {
+                // Nothing was applied: start a new session and send once more.
+                self.session = Session::fresh();
+                continue;
+            }
+            return Ok(r);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+}
+
+fn kv_path(key: &str) -> String {
+    format!("/v1/kv/{}", percent_encode(key.as_bytes()))
+}
+
+/// Run a `synod kv` command; returns the process exit code.
+pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
+    let mut cli = Cli::new(opts);
+    let out = cli.opts.output;
+    let r = match &cmd {
+        KvCmd::Get { key } => cli.read(&kv_path(key), vec![]).await?,
+        KvCmd::Put { key, value } => cli.write(Method::PUT, &kv_path(key), None, value.clone().into_bytes()).await?,
+        KvCmd::Del { key } => cli.write(Method::DELETE, &kv_path(key), None, Vec::new()).await?,
+        KvCmd::Ls { prefix, start, end, limit, cursor, keys_only } => {
+            let mut q = Vec::new();
+            for (k, v) in [("prefix", prefix), ("start", start), ("end", end), ("cursor", cursor)] {
+                if let Some(v) = v {
+                    q.push((k.to_string(), v.clone()));
+                }
+            }
+            if let Some(l) = limit {
+                q.push(("limit".into(), l.to_string()));
+            }
+            if *keys_only {
+                q.push(("keys_only".into(), "true".into()));
+            }
+            cli.read("/v1/kv", q).await?
+        }
+        KvCmd::Cas { key, expected, expected_version, absent, new } => {
+            let mut body = json!({ "op": "cas", "key": key, "new": new });
+            if let Some(e) = expected {
+                body["expected"] = json!(e);
+            }
+            if let Some(v) = expected_version {
+                body["expected_version"] = json!(v);
+            }
+            if *absent {
+                body["expected_absent"] = json!(true);
+            }
+            cli.write(Method::POST, "/v1/rmw", Some(body), Vec::new()).await?
+        }
+        KvCmd::Incr { key, delta } => {
+            cli.write(Method::POST, "/v1/rmw", Some(json!({ "op": "incr", "key": key, "delta": delta })), Vec::new()).await?
+        }
+        KvCmd::BatchGet { keys } => {
+            let q = if cli.opts.consistency == "sequential" {
+                format!("?consistency=sequential&min_index={}", cli.session.last_index)
+            } else {
+                String::new()
+            };
+            let body = serde_json::to_vec(&json!({ "keys": keys }))?;
+            let r = cli.send(Method::POST, &format!("/v1/batch/get{q}"), &[("content-type", "application/json".into())], body).await?;
+            cli.save();
+            r
+        }
+        KvCmd::BatchPut { pairs } => {
+            let mut ops = Vec::new();
+            for p in pairs {
+                let (k, v) = p.split_once('=').with_context(|| format!("{p:?} is not key=value"))?;
+                ops.push(json!({ "op": "put", "key": k, "value": v }));
+            }
+            cli.write(Method::POST, "/v1/batch/put", Some(json!({ "ops": ops })), Vec::new()).await?
+        }
+    };
+    print_reply(&cmd, &r, out);
+    Ok(if (200..300).contains(&r.status) { 0 } else { 1 })
+}
+
+fn print_reply(cmd: &KvCmd, r: &HttpResponse, out: OutputFormat) {
+    if !(200..300).contains(&r.status) {
+        let j = r.json();
+        match out {
+            OutputFormat::Json => println!("{}", if j.is_null() { r.text() } else { j.to_string() }),
+            OutputFormat::Table => {
+                eprintln!("error {}: {}", r.status, j["detail"].as_str().unwrap_or(&r.text()));
+                if !j["current"].is_null() {
+                    eprintln!("current: {}", j["current"]);
+                }
+            }
+        }
+        return;
+    }
+    if let KvCmd::Get { key } = cmd {
+        let version = r.header("x-synod-version").and_then(|v| v.parse::<u64>().ok());
+        match out {
+            OutputFormat::Json => println!(
+                "{}",
+                json!({ "key": key, "value": r.text(), "version": version, "index": r.index() })
+            ),
+            OutputFormat::Table => println!("{}", r.text()),
+        }
+        return;
+    }
+    let j = r.json();
+    match out {
+        OutputFormat::Json => println!("{j}"),
+        OutputFormat::Table => match cmd {
+            KvCmd::Ls { .. } => {
+                for e in j["entries"].as_array().into_iter().flatten() {
+                    let key = e["key"].as_str().unwrap_or("?");
+                    match e.get("value") {
+                        Some(v) => println!("{key}\t{}\t(v{})", v.as_str().unwrap_or(&v.to_string()), e["version"]),
+                        None => println!("{key}\t(v{})", e["version"]),
+                    }
+                }
+                if let Some(c) = j["next_cursor"].as_str() {
+                    println!("(more: --cursor {c})");
+                }
+            }
+            KvCmd::BatchGet { .. } => {
+                for e in j["values"].as_array().into_iter().flatten() {
+                    let key = e["key"].as_str().unwrap_or("?");
+                    match e.get("value") {
+                        Some(v) => println!("{key}\t{}", v.as_str().unwrap_or(&v.to_string())),
+                        None => println!("{key}\t(missing)"),
+                    }
+                }
+            }
+            KvCmd::Incr { .. } => println!("{}", j["value"]),
+            _ => println!("OK (index {})", j["index"]),
+        },
+    }
+}
+
+/// Run `synod status`; returns the exit code.
+pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
+    let mut cli = Cli::new(opts);
+    let r = cli.send(Method::GET, "/v1/status", &[], Vec::new()).await?;
+    let j = r.json();
+    if cli.opts.output == OutputFormat::Json || r.status != 200 {
+        println!("{}", if j.is_null() { r.text() } else { j.to_string() });
+        return Ok(if r.status == 200 { 0 } else { 1 });
+    }
+    println!("node      {} ({})", j["id"], j["role"].as_str().unwrap_or("?"));
+    println!("leader    {} at {}", j["leader"], j["leader_http"]);
+    println!("ballot    {}.{}", j["ballot"]["round"], j["ballot"]["node"]);
+    println!("slots     commit {} applied {} checkpoint {} snapshot {}", j["commit_slot"], j["applied_slot"], j["checkpoint_slot"], j["snapshot_slot"]);
+    println!("index     {} ({} keys)", j["index"], j["keys"]);
+    println!("members   (epoch {})", j["epoch"]);
+    for m in j["members"].as_array().into_iter().flatten() {
+        println!(
+            "  {:>4}  {:<8}  live={:<5}  learned={:<6}  http={}",
+            m["id"],
+            m["state"].as_str().unwrap_or("?"),
+            m["live"],
+            m["learned"],
+            m["http"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,81 @@
+//! Who is where: the addresses of the replicas, as discovered through etcd.
+//!
+//! The etcd task writes it (from the registration keys it watches); the node loop reads it to
+//! open one outbound stream per peer, and the REST layer reads it to forward a request to the
+//! leader or redirect a client there. It is a plain shared map behind a lock held for
+//! microseconds; changes are also announced to the node loop so it can (re)connect.
+
+use paxos::{Incarnation, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// What a replica publishes about itself under `<prefix>/nodes/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The replica's id.
+    pub id: u64,
+    /// The incarnation of the process that registered.
+    pub incarnation: u64,
+    /// Where its gRPC peer service listens (`host:port`).
+    pub grpc: String,
+    /// Where its REST API listens (`host:port`).
+    pub http: String,
+}
+
+impl PeerInfo {
+    /// The node id as the core's newtype.
+    pub fn node(&self) -> NodeId {
+        NodeId(self.id)
+    }
+    /// The incarnation as the core's newtype.
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation(self.incarnation)
+    }
+}
+
+/// The live replicas by id. Cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    inner: Arc<RwLock<BTreeMap<NodeId, PeerInfo>>>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replace the whole map (after a fresh read of etcd); returns whether anything changed.
+    pub fn replace(&self, peers: BTreeMap<NodeId, PeerInfo>) -> bool {
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if *g == peers {
+            return false;
+        }
+        *g = peers;
+        true
+    }
+
+    /// Insert or update one replica; returns whether anything changed.
+    pub fn upsert(&self, info: PeerInfo) -> bool {
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let changed = g.get(&info.node()) != Some(&info);
+        g.insert(info.node(), info);
+        changed
+    }
+
+    /// Forget one replica (its lease expired); returns whether it was known.
+    pub fn remove(&self, node: NodeId) -> bool {
+        self.inner.write().unwrap_or_else(|e| e.into_inner()).remove(&node).is_some()
+    }
+
+    /// One replica's entry.
+    pub fn get(&self, node: NodeId) -> Option<PeerInfo> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(&node).cloned()
+    }
+
+    /// Every known replica.
+    pub fn all(&self) -> BTreeMap<NodeId, PeerInfo> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

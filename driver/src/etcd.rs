@@ -1,0 +1,338 @@
+//! etcd: the failure detector, discovery, the election, and the bootstrap barrier.
+//!
+//! Keys, under the cluster prefix `P` (default `/synod`):
+//!
+//! | key | value | held by |
+//! |---|---|---|
+//! | `P/nodes/<id>` | [`PeerInfo`] as JSON (id, incarnation, addresses) | the node's lease |
+//! | `P/incarnations/<id>` | the founding incarnation (decimal) | nobody (permanent) |
+//! | `P/election/...` | etcd's election keys; value: the candidate's node id | the node's lease |
+//!
+//! **Failure detection and discovery.** Each process grants a lease (`--lease-ttl`, seconds),
+//! registers `P/nodes/<id>` under it and keeps it alive. A process that dies stops its
+//! keep-alives, so after one TTL etcd deletes its keys: its registration disappears from every
+//! watcher, and its election key goes too, which lets the next candidate win.
+//!
+//! **Leadership.** Every node campaigns (etcd's election API) with its lease. The winner is told
+//! `Event::LeaderHint { leader: Some(me) }`; an observer tells everyone else who won. A node
+//! whose lease is lost is told `LeaderHint { leader: None }` and starts over with a new lease.
+//! On `Action::SteppedDown` the node resigns and campaigns again (behind the other candidates).
+//!
+//! **Why safety does not depend on etcd.** etcd only *hints*. Two nodes may both believe they
+//! won (a lease expired on the server while the old winner had not noticed yet; a partition
+//! between a node and etcd): each then runs phase 1 with a ballot above every one it has seen,
+//! and acceptors promise only the highest ballot, so at most one of them can complete phase 2
+//! for any slot, and a chosen value is adopted by every later ballot (Paxos Made Simple 2.2-2.3).
+//! A wrong hint costs liveness (a duel of ballots, or nobody leading until the TTL), never a
+//! second value in a slot. Linearizable reads are likewise confirmed by a quorum round, not by
+//! the etcd election.
+//!
+//! **Bootstrap.** `--bootstrap 1,2,3` names the founding members. Each founder records its
+//! incarnation under `P/incarnations/<id>` with a create-if-absent transaction, then waits
+//! (polling with a deadline) until every founder has; all then build the same
+//! `Configuration::bootstrap` from those records. A process whose id is already recorded is a
+//! *restart*: it must not vote under the old identity (its promises are forgotten), so it starts
+//! without a configuration, as a learner (rejoining is the membership work's job).
+
+use crate::directory::{Directory, PeerInfo};
+use crate::metrics::Metrics;
+use crate::node::{ElectionCmd, Input};
+use anyhow::{bail, Context as _};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, ResignOptions, Txn, TxnOp, WatchOptions,
+};
+use paxos::{Configuration, Incarnation, Member, NodeId};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// How the etcd side of a node is set up.
+#[derive(Clone, Debug)]
+pub struct EtcdSettings {
+    /// etcd client endpoints (`http://host:port`).
+    pub endpoints: Vec<String>,
+    /// The cluster's key prefix.
+    pub prefix: String,
+    /// The lease TTL in seconds: how long a dead node keeps its registration and election key.
+    pub lease_ttl: i64,
+}
+
+/// Connect to etcd (fails fast if no endpoint answers).
+pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    Client::connect(endpoints, Some(opts)).await.context("connecting to etcd")
+}
+
+/// Run the bootstrap barrier (see the module docs). `None`: not a founder, or a restart.
+pub async fn bootstrap(
+    client: &mut Client,
+    prefix: &str,
+    me: Member,
+    founders: &[u64],
+    timeout: Duration,
+) -> anyhow::Result<Option<Configuration>> {
+    if !founders.contains(&me.node.0) {
+        return Ok(None);
+    }
+    let key = format!("{prefix}/incarnations/{}", me.node.0);
+    let txn = Txn::new()
+        .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), me.incarnation.0.to_string(), None)]);
+    if !client.txn(txn).await.context("recording the founding incarnation")?.succeeded() {
+        warn!(node = %me.node, "this id already has a founding incarnation: a restart; starting as a learner");
+        return Ok(None);
+    }
+    let deadline = Instant::now() + timeout;
+    let dir = format!("{prefix}/incarnations/");
+    loop {
+        let resp = client.get(dir.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let mut members = BTreeMap::new();
+        for kv in resp.kvs() {
+            let id = kv.key_str()?.trim_start_matches(&dir).parse::<u64>().ok();
+            let inc = kv.value_str()?.parse::<u64>().ok();
+            if let (Some(id), Some(inc)) = (id, inc) {
+                if founders.contains(&id) {
+                    members.insert(id, Member { node: NodeId(id), incarnation: Incarnation(inc) });
+                }
+            }
+        }
+        if members.len() == founders.len() {
+            info!(founders = ?founders, "every founder registered; bootstrapping");
+            return Ok(Some(Configuration::bootstrap(members.into_values())));
+        }
+        if Instant::now() > deadline {
+            bail!("bootstrap: only {} of {} founders registered within {timeout:?}", members.len(), founders.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The long-running etcd task of one node.
+pub struct EtcdTask {
+    /// The client.
+    pub client: Client,
+    /// Settings.
+    pub settings: EtcdSettings,
+    /// What this node publishes.
+    pub info: PeerInfo,
+    /// The node loop.
+    pub inputs: mpsc::Sender<Input>,
+    /// Peer addresses, kept up to date from the watch.
+    pub directory: Directory,
+    /// `etcd_up` lives here.
+    pub metrics: Arc<Metrics>,
+}
+
+impl EtcdTask {
+    fn election_name(&self) -> String {
+        format!("{}/election", self.settings.prefix)
+    }
+
+    async fn hint(&self, leader: Option<NodeId>) {
+        let _ = self.inputs.send(Input::Hint(leader)).await;
+    }
+
+    /// Start discovery and the observer, then hold a lease and campaign until `shutdown` turns
+    /// true; then resign and revoke the lease (so peers see this node leave at once, not after
+    /// a TTL).
+    pub async fn run(self, mut cmds: mpsc::UnboundedReceiver<ElectionCmd>, mut shutdown: watch::Receiver<bool>) {
+        let discovery = tokio::spawn(discover(self.client.clone(), self.settings.prefix.clone(), self.directory.clone(), self.inputs.clone()));
+        let observer = tokio::spawn(observe(self.client.clone(), self.election_name(), self.info.node(), self.inputs.clone()));
+        let me = self.info.node();
+        let ttl = Duration::from_secs(self.settings.lease_ttl as u64);
+        'lease: loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let lease = match self.register().await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "etcd registration failed; retrying");
+                    self.metrics.etcd_up.set(0);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => continue 'lease,
+                        _ = shutdown.changed() => break 'lease,
+                    }
+                }
+            };
+            self.metrics.etcd_up.set(1);
+            let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<()>();
+            let keeper = tokio::spawn(keep_alive(self.client.clone(), lease, ttl, lost_tx));
+            let mut leader_key = None;
+            let outcome = 'campaign: loop {
+                let mut ec = self.client.election_client();
+                if leader_key.is_none() {
+                    tokio::select! {
+                        r = ec.campaign(self.election_name(), me.0.to_string(), lease) => match r {
+                            Ok(mut resp) => {
+                                info!("won the etcd election");
+                                leader_key = resp.take_leader();
+                                self.hint(Some(me)).await;
+                            }
+                            Err(e) => {
+                                debug!(error = %e, "campaign failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        },
+                        _ = &mut lost => break 'campaign "lease lost",
+                        _ = shutdown.changed() => break 'campaign "shutdown",
+                        Some(_) = cmds.recv() => {} // not leading: nothing to resign
+                    }
+                } else {
+                    tokio::select! {
+                        Some(ElectionCmd::Resign) = cmds.recv() => {
+                            if let Some(k) = leader_key.take() {
+                                let _ = ec.resign(Some(ResignOptions::new().with_leader(k))).await;
+                                info!("resigned from the etcd election");
+                            }
+                            // Let the queued candidates win before we queue up again.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        _ = &mut lost => break 'campaign "lease lost",
+                        _ = shutdown.changed() => break 'campaign "shutdown",
+                    }
+                }
+            };
+            keeper.abort();
+            if outcome == "shutdown" {
+                if let Some(k) = leader_key.take() {
+                    let _ = self.client.election_client().resign(Some(ResignOptions::new().with_leader(k))).await;
+                }
+                let _ = self.client.lease_client().revoke(lease).await;
+                info!("resigned and revoked the etcd lease");
+                break;
+            }
+            warn!("etcd lease lost; no longer leading; registering again");
+            self.metrics.etcd_up.set(0);
+            self.hint(None).await;
+        }
+        self.metrics.etcd_up.set(0);
+        discovery.abort();
+        observer.abort();
+    }
+
+    async fn register(&self) -> anyhow::Result<i64> {
+        let mut c = self.client.clone();
+        let lease = c.lease_grant(self.settings.lease_ttl, None).await?.id();
+        let key = format!("{}/nodes/{}", self.settings.prefix, self.info.id);
+        c.put(key, serde_json::to_vec(&self.info)?, Some(PutOptions::new().with_lease(lease))).await?;
+        info!(lease, ttl = self.settings.lease_ttl, "registered in etcd");
+        Ok(lease)
+    }
+}
+
+/// Keep `lease` alive; fire `lost` once it cannot have survived (no successful keep-alive for a
+/// whole TTL, or etcd says it expired).
+async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: tokio::sync::oneshot::Sender<()>) {
+    let mut last_ok = Instant::now();
+    let period = (ttl / 3).max(Duration::from_millis(100));
+    let mut lc = client.lease_client();
+    'outer: while last_ok.elapsed() < ttl {
+        let (mut keeper, mut stream) = match lc.keep_alive(lease).await {
+            Ok(p) => p,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        loop {
+            if keeper.keep_alive().await.is_err() {
+                continue 'outer;
+            }
+            match tokio::time::timeout(period, stream.message()).await {
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => last_ok = Instant::now(),
+                Ok(Ok(Some(_))) => break 'outer, // ttl 0: the lease is gone
+                _ => {
+                    if last_ok.elapsed() >= ttl {
+                        break 'outer;
+                    }
+                    continue 'outer;
+                }
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+    let _ = lost.send(());
+}
+
+/// Keep the directory equal to `P/nodes/`: a full read, then a watch from the next revision.
+async fn discover(mut client: Client, prefix: String, directory: Directory, inputs: mpsc::Sender<Input>) {
+    let dir = format!("{prefix}/nodes/");
+    loop {
+        let resp = match client.get(dir.clone(), Some(GetOptions::new().with_prefix())).await {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        let mut peers = BTreeMap::new();
+        for kv in resp.kvs() {
+            if let Ok(info) = serde_json::from_slice::<PeerInfo>(kv.value()) {
+                peers.insert(info.node(), info);
+            }
+        }
+        if directory.replace(peers) {
+            let _ = inputs.send(Input::PeersChanged).await;
+        }
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let opts = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
+        let Ok((_watcher, mut stream)) = client.watch(dir.clone(), Some(opts)).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        while let Ok(Some(resp)) = stream.message().await {
+            if resp.canceled() {
+                break;
+            }
+            let mut changed = false;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                match ev.event_type() {
+                    EventType::Put => {
+                        if let Ok(info) = serde_json::from_slice::<PeerInfo>(kv.value()) {
+                            info!(peer = info.id, grpc = %info.grpc, "peer registered");
+                            changed |= directory.upsert(info);
+                        }
+                    }
+                    EventType::Delete => {
+                        let id = kv.key_str().ok().and_then(|k| k.trim_start_matches(&dir).parse::<u64>().ok());
+                        if let Some(id) = id {
+                            info!(peer = id, "peer's lease expired or was revoked");
+                            changed |= directory.remove(NodeId(id));
+                        }
+                    }
+                }
+            }
+            if changed {
+                let _ = inputs.send(Input::PeersChanged).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Tell the node who won the election whenever it changes (other nodes only: the winner hears
+/// it from its own campaign).
+async fn observe(client: Client, name: String, me: NodeId, inputs: mpsc::Sender<Input>) {
+    loop {
+        let mut ec = client.election_client();
+        if let Ok(mut stream) = ec.observe(name.clone()).await {
+            while let Ok(Some(resp)) = stream.message().await {
+                let leader = resp.kv().and_then(|kv| kv.value_str().ok()).and_then(|v| v.parse::<u64>().ok()).map(NodeId);
+                if let Some(l) = leader {
+                    if l != me {
+                        debug!(leader = %l, "observed election leader");
+                        let _ = inputs.send(Input::Hint(Some(l))).await;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

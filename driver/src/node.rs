@@ -1,0 +1,598 @@
+//! The node loop: the only owner of the core replica and of the state machine.
+//!
+//! Everything else (gRPC receivers, REST handlers, the etcd task) sends an [`Input`] over one
+//! channel and, where an answer is needed, waits on a oneshot. The loop:
+//!
+//! 1. takes the next input, or wakes at the core's deadline ([`paxos::Replica::poll_timeout`]) and
+//!    calls `handle_timeout`;
+//! 2. drains [`paxos::Replica::poll_action`] and runs the actions **in order**: `Persist` completes
+//!    at once (state is in memory), `Send` goes to the peer's bounded queue (a full queue drops
+//!    and counts: the core tolerates loss, and the loop must never wait for a slow peer),
+//!    `Apply` goes to the [`Store`] and answers the client waiting on that [`RequestId`];
+//! 3. serves the reads whose wait is over (linearizable reads wait for the read index the core
+//!    confirmed, sequential reads for the client's `min_index`).
+//!
+//! Client outcomes are matched by request id, never by slot: a write is done when an `Apply`
+//! carries its id, and definitely not done when `ProposalLost` names it (then it is proposed
+//! once more under a fresh id, which is safe because nothing happened). A client that stops
+//! waiting (its HTTP timeout fired) gets "outcome unknown"; the loop forgets it at the next sweep.
+//!
+//! Indexes. The core numbers *slots*; a slot holds a batch of commands. The store numbers every
+//! command it applies (its `last_applied`), and versions and the `X-Synod-Index` header use the
+//! store's numbering, which every replica computes identically because it applies the same
+//! slots in the same order. The loop keeps both: `applied_slot` to honour `ReadsReady { index }`
+//! and the store's index for `min_index`.
+
+use crate::directory::Directory;
+use crate::metrics::Metrics;
+use crate::peer::PeerSender;
+use crate::snapshot::{self, SnapshotBlob};
+use kvstore::{GetMany, Output, RangePage, Request, SessionRef, Store, StoreConfig, Versioned, WriteOp};
+use paxos::{
+    Action, Command, Configuration, Counters, Event, Member, NodeId, Options, ProposeError, ReadId, Replica,
+    RequestId, Slot, Status, Time, Value,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How the node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// This replica (node id and incarnation).
+    pub me: Member,
+    /// The founding configuration, for a founding member of a fresh cluster.
+    pub bootstrap: Option<Configuration>,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// How long a leader goes without a quorum before stepping down.
+    pub leader_lease_ms: u64,
+    /// How long a leader holds a partial batch (0: propose at once).
+    pub batch_delay_ms: u64,
+    /// Snapshot every this many applied slots.
+    pub snapshot_every: u64,
+    /// The state machine's settings (equal on every replica).
+    pub store: StoreConfig,
+}
+
+/// What a read computes on the applied state.
+pub type ReadFn = Box<dyn FnOnce(&Store) -> ReadAnswer + Send>;
+
+/// The result of a read closure.
+#[derive(Debug)]
+pub enum ReadAnswer {
+    /// One key.
+    Get(Option<Versioned>),
+    /// Several keys.
+    Many(GetMany),
+    /// A range page.
+    Range(RangePage),
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed by the leader's quorum round (followers are refused and forward).
+    Linearizable,
+    /// From this replica's applied state, once it has applied `min_index`.
+    Sequential {
+        /// The store index the reply must reflect at least.
+        min_index: u64,
+    },
+}
+
+/// Why the node did not take a request. Each variant says what the caller does next.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Not the leader: forward to `leader` (if known).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The best guess of the leader.
+        leader: Option<NodeId>,
+    },
+    /// The write was definitely not applied (its slot went to another value, twice).
+    #[error("the proposal was lost; nothing was applied")]
+    Lost,
+    /// Too much in flight.
+    #[error("too many proposals in flight")]
+    Busy,
+    /// Larger than a slot may carry.
+    #[error("command of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A write's answer: the store's output and the store index after it.
+#[derive(Debug)]
+pub struct WriteDone {
+    /// What the state machine answered (success or a deterministic failure).
+    pub output: Output,
+    /// The store's applied index right after this command.
+    pub index: u64,
+}
+
+/// A read's answer and the store index it reflects.
+#[derive(Debug)]
+pub struct ReadDone {
+    /// The answer.
+    pub answer: ReadAnswer,
+    /// The store's applied index at the time of the read.
+    pub index: u64,
+}
+
+/// A snapshot of the node's state for `/v1/status` and `/metrics`.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// The core's status.
+    pub core: Status,
+    /// The core's counters.
+    pub counters: Counters,
+    /// The store's applied index.
+    pub store_index: u64,
+    /// Keys in the store.
+    pub keys: usize,
+    /// Writes waiting for their outcome.
+    pub pending_writes: usize,
+    /// Reads waiting.
+    pub pending_reads: usize,
+}
+
+/// An input to the node loop.
+pub enum Input {
+    /// A message from a peer.
+    Peer(paxos::Envelope),
+    /// The election's view of who should lead.
+    Hint(Option<NodeId>),
+    /// A client write.
+    Write {
+        /// Exactly-once tag.
+        session: Option<SessionRef>,
+        /// The operation.
+        op: WriteOp,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<WriteDone, Refused>>,
+    },
+    /// A client read.
+    Read {
+        /// How fresh it must be.
+        consistency: Consistency,
+        /// What to compute.
+        f: ReadFn,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<ReadDone, Refused>>,
+    },
+    /// Report the status.
+    Status(oneshot::Sender<NodeStatus>),
+    /// A snapshot arrived from a peer and decoded.
+    InstallSnapshot {
+        /// What the core needs to know.
+        meta: paxos::SnapshotMeta,
+        /// The rebuilt store.
+        store: Box<Store>,
+    },
+    /// The directory changed: (re)connect peers.
+    PeersChanged,
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// What the node loop asks the etcd task to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionCmd {
+    /// The core stepped down: resign, then campaign again.
+    Resign,
+}
+
+struct PendingWrite {
+    session: Option<SessionRef>,
+    op: WriteOp,
+    retried: bool,
+    reply: oneshot::Sender<Result<WriteDone, Refused>>,
+}
+
+struct PendingRead {
+    f: ReadFn,
+    reply: oneshot::Sender<Result<ReadDone, Refused>>,
+}
+
+/// The node loop's state.
+pub struct Node {
+    replica: Replica,
+    store: Store,
+    me: Member,
+    start: Instant,
+    applied_slot: Slot,
+    next_seq: u64,
+    next_read: u64,
+    leader: Option<NodeId>,
+    writes: HashMap<RequestId, PendingWrite>,
+    /// Linearizable reads sent to the core, waiting for ReadsReady.
+    confirming: HashMap<ReadId, PendingRead>,
+    /// Reads waiting for the applied slot to reach a read index.
+    wait_slot: BTreeMap<Slot, Vec<PendingRead>>,
+    /// Reads waiting for the store index to reach a client's min_index.
+    wait_index: BTreeMap<u64, Vec<PendingRead>>,
+    peers: BTreeMap<NodeId, PeerSender>,
+    directory: Directory,
+    metrics: Arc<Metrics>,
+    election: mpsc::UnboundedSender<ElectionCmd>,
+    latest_snapshot: Option<Arc<SnapshotBlob>>,
+    snapshot_chunk_bytes: usize,
+    inputs: mpsc::Sender<Input>,
+}
+
+impl Node {
+    /// A node for `settings`. `inputs` is the sending half of the loop's own channel (peer tasks
+    /// hand it to snapshot senders).
+    pub fn new(
+        settings: &NodeSettings,
+        directory: Directory,
+        metrics: Arc<Metrics>,
+        election: mpsc::UnboundedSender<ElectionCmd>,
+        inputs: mpsc::Sender<Input>,
+    ) -> Self {
+        let mut options = Options::new(settings.me, settings.bootstrap.clone());
+        options.heartbeat_ms = settings.heartbeat_ms;
+        options.leader_lease_ms = settings.leader_lease_ms;
+        options.retry_ms = (settings.heartbeat_ms * 4).max(50);
+        options.batch_delay_ms = settings.batch_delay_ms;
+        options.snapshot_every = settings.snapshot_every;
+        let start = Instant::now();
+        Node {
+            replica: Replica::new(options, Time(0)),
+            store: Store::new(settings.store),
+            me: settings.me,
+            start,
+            applied_slot: Slot(0),
+            // Request ids must never repeat across restarts of this node id: the counter starts at
+            // the incarnation (wall-clock micros at start), which a later process exceeds unless
+            // this one issued more than a million requests per second of its life.
+            next_seq: settings.me.incarnation.0,
+            next_read: 0,
+            leader: None,
+            writes: HashMap::new(),
+            confirming: HashMap::new(),
+            wait_slot: BTreeMap::new(),
+            wait_index: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            directory,
+            metrics,
+            election,
+            latest_snapshot: None,
+            snapshot_chunk_bytes: 256 * 1024,
+            inputs,
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// Run until `Input::Shutdown` or until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        self.sync_peers();
+        self.drain();
+        let mut sweep = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let deadline = self.replica.poll_timeout().map(|t| self.start + Duration::from_millis(t.0));
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(Input::Shutdown) | None => break,
+                    Some(input) => self.on_input(input),
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let now = self.now();
+                    self.replica.handle_timeout(now);
+                }
+                _ = sweep.tick() => self.sweep(),
+            }
+            self.drain();
+        }
+        info!("node loop stopped");
+        for (_, w) in self.writes.drain() {
+            let _ = w.reply.send(Err(Refused::ShuttingDown));
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Peer(env) => self.replica.handle(now, Event::Receive(env)),
+            Input::Hint(leader) => {
+                debug!(?leader, "leader hint from the election");
+                self.replica.handle(now, Event::LeaderHint { leader });
+            }
+            Input::Write { session, op, reply } => {
+                let pending = PendingWrite { session, op, retried: false, reply };
+                self.propose(pending);
+            }
+            Input::Read { consistency, f, reply } => self.read(consistency, PendingRead { f, reply }),
+            Input::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
+            Input::PeersChanged => self.sync_peers(),
+            Input::Shutdown => {}
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let pending_reads = self.confirming.len()
+            + self.wait_slot.values().map(Vec::len).sum::<usize>()
+            + self.wait_index.values().map(Vec::len).sum::<usize>();
+        NodeStatus {
+            core: self.replica.status(),
+            counters: self.replica.counters(),
+            store_index: self.store.last_applied(),
+            keys: self.store.len(),
+            pending_writes: self.writes.len(),
+            pending_reads,
+        }
+    }
+
+    fn propose(&mut self, pending: PendingWrite) {
+        self.next_seq += 1;
+        let id = RequestId { node: self.me.node, seq: self.next_seq };
+        // The leader stamps the request with its wall time; the store only ever uses the maximum
+        // of the stamps it applied, so a skewed clock cannot make its log clock go backwards.
+        let request = Request { session: pending.session, stamp_ms: crate::wall_ms(), op: pending.op.clone() };
+        let command = Command { id, payload: request.encode() };
+        let now = self.now();
+        match self.replica.propose(now, command) {
+            Ok(()) => {
+                self.metrics.proposals.inc();
+                self.writes.insert(id, pending);
+            }
+            Err(e) => {
+                let refused = match e {
+                    ProposeError::NotLeader { leader } => Refused::NotLeader { leader: leader.or(self.leader) },
+                    ProposeError::Backpressure => Refused::Busy,
+                    ProposeError::TooLarge { size, limit } => Refused::TooLarge { size, limit },
+                    ProposeError::Config(_) => Refused::Busy,
+                };
+                let _ = pending.reply.send(Err(refused));
+            }
+        }
+    }
+
+    fn read(&mut self, consistency: Consistency, read: PendingRead) {
+        match consistency {
+            Consistency::Sequential { min_index } => {
+                if self.store.last_applied() >= min_index {
+                    self.serve(read);
+                } else {
+                    self.wait_index.entry(min_index).or_default().push(read);
+                }
+            }
+            Consistency::Linearizable => {
+                self.next_read += 1;
+                let id = ReadId(self.next_read);
+                let now = self.now();
+                match self.replica.read(now, id) {
+                    Ok(()) => {
+                        self.confirming.insert(id, read);
+                    }
+                    Err(ProposeError::NotLeader { leader }) => {
+                        let _ = read.reply.send(Err(Refused::NotLeader { leader: leader.or(self.leader) }));
+                    }
+                    Err(_) => {
+                        let _ = read.reply.send(Err(Refused::Busy));
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve(&self, read: PendingRead) {
+        let answer = (read.f)(&self.store);
+        let _ = read.reply.send(Ok(ReadDone { answer, index: self.store.last_applied() }));
+    }
+
+    /// Run every action the core has queued, in order.
+    fn drain(&mut self) {
+        let mut applied_any = false;
+        while let Some(action) = self.replica.poll_action() {
+            match action {
+                // In-memory mode: the state is "durable" as soon as the core holds it, so the
+                // barrier is already passed. A disk-backed mode would write and fsync here,
+                // before running anything after it.
+                Action::Persist(_) => {}
+                Action::Send(env) => self.send(env),
+                Action::Apply { slot, value } => {
+                    self.apply(slot, value);
+                    applied_any = true;
+                }
+                Action::ProposalLost { id } => self.lost(id),
+                Action::ReadsReady { reads, index } => {
+                    for id in reads {
+                        if let Some(r) = self.confirming.remove(&id) {
+                            self.wait_slot.entry(index).or_default().push(r);
+                        }
+                    }
+                    applied_any = true;
+                }
+                Action::ReadsFailed { reads, leader } => {
+                    for id in reads {
+                        if let Some(r) = self.confirming.remove(&id) {
+                            let _ = r.reply.send(Err(Refused::NotLeader { leader }));
+                        }
+                    }
+                }
+                Action::TakeSnapshot { slot } => self.take_snapshot(slot),
+                Action::SendSnapshot { to } => self.send_snapshot(to),
+                Action::LeaderChanged { leader, ballot } => {
+                    info!(?leader, %ballot, "leader changed");
+                    self.leader = leader;
+                    self.metrics.set_leader(leader, ballot);
+                }
+                Action::SteppedDown => {
+                    info!("stepped down; resigning from the election");
+                    let _ = self.election.send(ElectionCmd::Resign);
+                }
+                Action::ConfigChanged { slot, config } => {
+                    info!(%slot, epoch = config.epoch, "configuration changed");
+                }
+            }
+        }
+        if applied_any {
+            self.release_reads();
+        }
+    }
+
+    fn send(&mut self, env: paxos::Envelope) {
+        let to = env.to;
+        if to == self.me.node {
+            // The core may address itself; loop it back through the channel to keep ordering
+            // with other inputs rather than re-entering the core here.
+            if self.inputs.try_send(Input::Peer(env)).is_err() {
+                self.metrics.peer_queue_drops.inc();
+            }
+            return;
+        }
+        if !self.peers.contains_key(&to) {
+            self.sync_peers();
+        }
+        match self.peers.get(&to) {
+            Some(p) => {
+                if !p.try_send(env) {
+                    self.metrics.peer_queue_drops.inc();
+                }
+            }
+            None => self.metrics.peer_send_failures.inc(),
+        }
+    }
+
+    fn apply(&mut self, slot: Slot, value: Value) {
+        if slot <= self.applied_slot {
+            warn!(%slot, applied = %self.applied_slot, "core applied a slot twice; ignored");
+            return;
+        }
+        if let Value::Batch(cmds) = value {
+            for cmd in cmds {
+                let index = self.store.last_applied() + 1;
+                let output = self.store.apply(index, &cmd.payload);
+                self.metrics.applied_commands.inc();
+                if let Some(w) = self.writes.remove(&cmd.id) {
+                    let _ = w.reply.send(Ok(WriteDone { output, index }));
+                }
+            }
+        }
+        self.applied_slot = slot;
+        self.metrics.applied_slot.set(slot.0);
+    }
+
+    fn lost(&mut self, id: RequestId) {
+        self.metrics.proposals_lost.inc();
+        let Some(mut w) = self.writes.remove(&id) else { return };
+        if w.retried {
+            let _ = w.reply.send(Err(Refused::Lost));
+        } else {
+            // Lost means "not chosen and never will be", so proposing again cannot apply twice.
+            w.retried = true;
+            self.propose(w);
+        }
+    }
+
+    fn release_reads(&mut self) {
+        while let Some(entry) = self.wait_slot.first_entry() {
+            if *entry.key() > self.applied_slot {
+                break;
+            }
+            for r in entry.remove() {
+                self.serve(r);
+            }
+        }
+        let index = self.store.last_applied();
+        while let Some(entry) = self.wait_index.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            for r in entry.remove() {
+                self.serve(r);
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.writes.retain(|_, w| !w.reply.is_closed());
+        self.confirming.retain(|_, r| !r.reply.is_closed());
+        for list in self.wait_slot.values_mut().chain(self.wait_index.values_mut()) {
+            list.retain(|r| !r.reply.is_closed());
+        }
+        self.wait_slot.retain(|_, l| !l.is_empty());
+        self.wait_index.retain(|_, l| !l.is_empty());
+    }
+
+    fn sync_peers(&mut self) {
+        for (node, info) in self.directory.all() {
+            if node == self.me.node {
+                continue;
+            }
+            let stale = self.peers.get(&node).is_none_or(|p| p.addr() != info.grpc);
+            if stale {
+                info!(peer = %node, addr = %info.grpc, "connecting to peer");
+                let sender = PeerSender::spawn(node, info.grpc.clone(), self.metrics.clone());
+                self.peers.insert(node, sender);
+            }
+        }
+    }
+
+    fn take_snapshot(&mut self, slot: Slot) {
+        if slot != self.applied_slot {
+            warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
+        }
+        let config = self.replica.status().config;
+        let meta = paxos::SnapshotMeta { last_slot: self.applied_slot, config };
+        let blob = snapshot::encode(&self.store, meta.clone(), self.snapshot_chunk_bytes);
+        self.metrics.snapshots_taken.inc();
+        debug!(slot = %meta.last_slot, bytes = blob.len(), "snapshot taken");
+        self.latest_snapshot = Some(Arc::new(blob));
+        let now = self.now();
+        self.replica.handle(now, Event::SnapshotTaken(meta));
+    }
+
+    fn send_snapshot(&mut self, to: NodeId) {
+        let Some(blob) = self.latest_snapshot.clone() else {
+            warn!(peer = %to, "asked to send a snapshot before taking one");
+            return;
+        };
+        let Some(info) = self.directory.get(to) else {
+            self.metrics.peer_send_failures.inc();
+            return;
+        };
+        snapshot::spawn_send(self.me, to, info.grpc, blob, self.metrics.clone());
+    }
+
+    fn install_snapshot(&mut self, meta: paxos::SnapshotMeta, store: Store) {
+        if meta.last_slot <= self.applied_slot {
+            debug!(slot = %meta.last_slot, applied = %self.applied_slot, "stale snapshot ignored");
+            return;
+        }
+        info!(slot = %meta.last_slot, keys = store.len(), "installing snapshot");
+        let mut store = store;
+        store.set_config(*self.store.config());
+        self.store = store;
+        self.applied_slot = meta.last_slot;
+        self.metrics.snapshots_installed.inc();
+        self.metrics.applied_slot.set(meta.last_slot.0);
+        let now = self.now();
+        self.replica.handle(now, Event::SnapshotInstalled(meta));
+        self.release_reads();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,253 @@
+//! The client-facing REST API: routing, forwarding to the leader, and the shape of replies.
+//!
+//! Every request, whether it arrived over HTTP or was relayed by a peer over gRPC `Forward`,
+//! goes through [`dispatch`]. A handler either answers or says "not the leader" (a write, or a
+//! linearizable read, on a follower). Then [`dispatch`] redirects (`?redirect=true`: 307 with the
+//! leader's URL), forwards the buffered request to the leader over gRPC and relays its answer
+//! verbatim, or answers 503 with `Retry-After` when no leader is known or the hop limit is hit
+//! (two replicas with different views of the leader must not bounce a request forever).
+//!
+//! A forwarded write keeps its `Idempotency-Key` / session headers, so retrying it after a
+//! timeout or a leader change is exactly-once whichever replica ends up proposing it.
+
+pub mod handlers;
+pub mod problem;
+
+use crate::directory::Directory;
+use crate::metrics::Metrics;
+use crate::node::{Input, NodeStatus, Refused};
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use kvstore::Limits;
+use paxos::NodeId;
+use problem::Problem;
+use proto::pb;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most times a request is relayed between replicas before the answer is 503.
+pub const MAX_HOPS: u32 = 2;
+
+/// The header that carries the store index a reply reflects.
+pub const INDEX_HEADER: &str = "x-synod-index";
+
+/// Everything a handler needs. Shared by the HTTP server and the gRPC `Forward` handler.
+pub struct Ctx {
+    /// This replica.
+    pub me: NodeId,
+    /// The node loop's input channel.
+    pub inputs: mpsc::Sender<Input>,
+    /// Peer addresses.
+    pub directory: Directory,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Write limits, checked before proposing (413 without spending a slot).
+    pub limits: Limits,
+    /// How long a write waits for its outcome before 504.
+    pub write_timeout: Duration,
+    /// How long a read waits (quorum round, `min_index`) before 503.
+    pub read_timeout: Duration,
+    /// Set on SIGTERM: new requests get 503.
+    pub draining: AtomicBool,
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+}
+
+impl Ctx {
+    /// A context for replica `me`.
+    pub fn new(me: NodeId, inputs: mpsc::Sender<Input>, directory: Directory, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        Ctx {
+            me,
+            inputs,
+            directory,
+            metrics,
+            limits,
+            write_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(3),
+            draining: AtomicBool::new(false),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ask the node loop for its status.
+    pub async fn status(&self) -> Option<NodeStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Status(tx)).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
+    }
+
+    fn channel(&self, addr: &str) -> Option<tonic::transport::Channel> {
+        let mut g = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = g.get(addr) {
+            return Some(c.clone());
+        }
+        let c = crate::peer::channel(addr).ok()?;
+        g.insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+}
+
+/// What a handler produced.
+pub enum Outcome {
+    /// The answer.
+    Reply(Response<Bytes>),
+    /// This replica cannot serve it; `leader` can (if known).
+    NotLeader(Option<NodeId>),
+}
+
+impl From<Problem> for Outcome {
+    fn from(p: Problem) -> Self {
+        Outcome::Reply(p.into_response())
+    }
+}
+
+/// Map a refusal from the node loop.
+pub fn refused(r: Refused) -> Outcome {
+    match r {
+        Refused::NotLeader { leader } => Outcome::NotLeader(leader),
+        Refused::Lost => Problem::unavailable("proposal-lost", "the write was not applied (its slot went to another value); retry").into(),
+        Refused::Busy => Problem::unavailable("busy", "too many proposals in flight; retry").into(),
+        Refused::TooLarge { size, limit } => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", format!("command of {size} bytes exceeds {limit}")).into()
+        }
+        Refused::ShuttingDown => Problem::unavailable("shutting-down", "this replica is shutting down").into(),
+    }
+}
+
+/// A JSON reply with the index header.
+pub fn json_reply(status: StatusCode, body: &serde_json::Value, index: Option<u64>) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(i) = index {
+        resp.headers_mut().insert(INDEX_HEADER, HeaderValue::from(i));
+    }
+    resp
+}
+
+fn route_kind(method: &Method, path: &str) -> &'static str {
+    match (method, path) {
+        (_, "/livez" | "/readyz" | "/metrics") => "ops",
+        (_, "/v1/status") => "status",
+        (&Method::GET, p) if p.starts_with("/v1/kv/") => "get",
+        (&Method::PUT, p) if p.starts_with("/v1/kv/") => "put",
+        (&Method::DELETE, p) if p.starts_with("/v1/kv/") => "delete",
+        (_, "/v1/kv") => "range",
+        (_, "/v1/batch/get") => "batch_get",
+        (_, "/v1/batch/put") => "batch_put",
+        (_, "/v1/rmw") => "rmw",
+        _ => "other",
+    }
+}
+
+/// Serve one buffered request that has travelled `hops` replicas so far.
+pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response<Bytes> {
+    let started = Instant::now();
+    let kind = route_kind(req.method(), req.uri().path());
+    let resp = if ctx.draining.load(Ordering::Relaxed) && kind != "ops" {
+        Problem::unavailable("shutting-down", "this replica is shutting down").into_response()
+    } else {
+        serve(&ctx, req, hops).await
+    };
+    if kind != "ops" {
+        ctx.metrics.observe_request(kind, resp.status().as_u16(), started.elapsed());
+    }
+    resp
+}
+
+async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response<Bytes> {
+    // Keep what forwarding needs: handlers consume the request.
+    let (parts, body) = req.into_parts();
+    let redirect = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "redirect=true"));
+    let copy = Request::from_parts(parts.clone(), body.clone());
+    let outcome = handlers::route(ctx, Request::from_parts(parts, body)).await;
+    let leader = match outcome {
+        Outcome::Reply(r) => return r,
+        Outcome::NotLeader(leader) => leader,
+    };
+    let Some(leader) = leader.filter(|l| *l != ctx.me) else {
+        return Problem::unavailable("no-leader", "no leader is known; retry shortly").into_response();
+    };
+    let Some(info) = ctx.directory.get(leader) else {
+        return Problem::unavailable("no-leader", format!("leader {leader} has no known address; retry shortly"))
+            .with("leader", serde_json::json!(leader.0))
+            .into_response();
+    };
+    if redirect {
+        let uri = format!("http://{}{}", info.http, copy.uri().path_and_query().map_or("/", |p| p.as_str()));
+        let mut resp = Problem::new(StatusCode::TEMPORARY_REDIRECT, "redirect", "Redirect to the leader", format!("node {leader} leads"))
+            .with("leader", serde_json::json!(leader.0))
+            .with("location", serde_json::json!(uri))
+            .into_response();
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        if let Ok(v) = HeaderValue::from_str(&uri) {
+            resp.headers_mut().insert(LOCATION, v);
+        }
+        return resp;
+    }
+    if hops >= MAX_HOPS {
+        return Problem::unavailable("too-many-hops", format!("forwarded {hops} times without reaching the leader; retry"))
+            .into_response();
+    }
+    forward(ctx, copy, &info.grpc, hops + 1).await
+}
+
+async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Response<Bytes> {
+    ctx.metrics.forwarded.inc();
+    let is_write = req.method() != Method::GET;
+    let (parts, body) = req.into_parts();
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != hyper::header::HOST && *k != hyper::header::CONTENT_LENGTH)
+        .map(|(k, v)| pb::Header { name: k.as_str().to_string(), value: v.as_bytes().to_vec() })
+        .collect();
+    let f = pb::ForwardRequest {
+        method: parts.method.as_str().to_string(),
+        path_and_query: parts.uri.path_and_query().map_or("/".to_string(), |p| p.as_str().to_string()),
+        headers,
+        body: body.to_vec(),
+        hops,
+    };
+    let Some(channel) = ctx.channel(addr) else {
+        ctx.metrics.forward_failures.inc();
+        return Problem::unavailable("forward-failed", format!("bad leader address {addr}")).into_response();
+    };
+    let timeout = ctx.write_timeout + Duration::from_secs(1);
+    let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE);
+    let call = client.forward(f);
+    let reply = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => {
+            ctx.metrics.forward_failures.inc();
+            // A connection that never opened carried nothing: the write did not happen. Past
+            // that, the leader may have proposed it, so a write's outcome is unknown.
+            return if status.code() == tonic::Code::Unavailable || !is_write {
+                Problem::unavailable("forward-failed", format!("the leader is unreachable: {}", status.message())).into_response()
+            } else {
+                Problem::outcome_unknown().into_response()
+            };
+        }
+        Err(_) => {
+            ctx.metrics.forward_failures.inc();
+            return if is_write {
+                Problem::outcome_unknown().into_response()
+            } else {
+                Problem::unavailable("forward-timeout", "the leader did not answer in time").into_response()
+            };
+        }
+    };
+    let mut resp = Response::new(Bytes::from(reply.body));
+    *resp.status_mut() = StatusCode::from_u16(reply.status as u16).unwrap_or(StatusCode::BAD_GATEWAY);
+    for h in reply.headers {
+        if let (Ok(name), Ok(value)) =
+            (hyper::header::HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value))
+        {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    resp
+}

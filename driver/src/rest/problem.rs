@@ -1,0 +1,188 @@
+//! Errors as `application/problem+json` (RFC 9457), with honest status codes.
+//!
+//! Every error a client can cause maps to a 4xx with a machine-readable `type`; 503 carries
+//! `Retry-After`; 504 says the write's outcome is unknown (never "failed"). The mapping from the
+//! state machine's deterministic failures lives here so every endpoint answers alike.
+
+use crate::codec::base64;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use kvstore::{Versioned, WriteError};
+use serde_json::{json, Map, Value};
+
+/// The base of every problem `type` URI.
+pub const TYPE_BASE: &str = "https://synod.dev/problems/";
+
+/// One problem answer.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The last segment of the `type` URI (`not-found`, `guard-failed`, ...).
+    pub slug: &'static str,
+    /// A short human summary of the kind of problem.
+    pub title: &'static str,
+    /// What happened in this instance.
+    pub detail: String,
+    /// Extension members (the current value after a failed guard, the leader, ...).
+    pub extra: Map<String, Value>,
+    /// Seconds for `Retry-After` (503 only).
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem of this kind.
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem { status, slug, title, detail: detail.into(), extra: Map::new(), retry_after: None }
+    }
+
+    /// Add an extension member.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request", detail)
+    }
+
+    /// 404: no such key.
+    pub fn not_found(key: &[u8]) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Key not found", format!("no key {}", show(key)))
+    }
+
+    /// 503 with `Retry-After`.
+    pub fn unavailable(slug: &'static str, detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, "Service unavailable", detail);
+        p.retry_after = Some(1);
+        p
+    }
+
+    /// 504: the write was proposed but its outcome is unknown.
+    pub fn outcome_unknown() -> Self {
+        Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome-unknown",
+            "Outcome unknown",
+            "the write was proposed but not known to be chosen in time; it may or may not apply. \
+             Retry with the same Idempotency-Key or session sequence number to learn its result",
+        )
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media(got: &str) -> Self {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("expected application/json, got {got}"),
+        )
+    }
+
+    /// 413: the body exceeds the server's limit.
+    pub fn body_too_large(limit: usize) -> Self {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", format!("the body exceeds {limit} bytes"))
+            .with("limit", json!(limit))
+    }
+
+    /// Map a state-machine failure. `precondition` is set when the guard came from `If-Match` /
+    /// `If-None-Match` headers, which answer 412 rather than 409.
+    pub fn from_write_error(e: &WriteError, precondition: bool) -> Self {
+        match e {
+            WriteError::GuardFailed { index_in_batch, key, guard, current } => {
+                let (status, slug, title) = if precondition {
+                    (StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed")
+                } else {
+                    (StatusCode::CONFLICT, "guard-failed", "Guard failed")
+                };
+                Problem::new(status, slug, title, format!("guard {guard:?} does not hold for key {}", show(key)))
+                    .with("op_index", json!(index_in_batch))
+                    .with("key", bytes_value(key))
+                    .with("current", versioned_json(current.as_ref()))
+            }
+            WriteError::CasFailed { current } => {
+                Problem::new(StatusCode::CONFLICT, "cas-failed", "Compare-and-set failed", "the current value differs")
+                    .with("current", versioned_json(current.as_ref()))
+            }
+            WriteError::NotAnInteger { key } => Problem::new(
+                StatusCode::CONFLICT,
+                "not-an-integer",
+                "Not an integer",
+                format!("the value of {} is not a decimal integer", show(key)),
+            ),
+            WriteError::Overflow { current, delta } => Problem::new(
+                StatusCode::CONFLICT,
+                "overflow",
+                "Integer overflow",
+                format!("{current} + {delta} leaves the 64-bit range"),
+            ),
+            WriteError::TooLarge { what, limit, got } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", format!("{what} is {got}, limit is {limit}"))
+                    .with("limit", json!(limit))
+                    .with("got", json!(got))
+            }
+            WriteError::EmptyKey { .. } | WriteError::DuplicateKey { .. } | WriteError::Malformed(_) => {
+                Problem::bad_request(e.to_string())
+            }
+            WriteError::SessionStale { latest_seq } => Problem::new(
+                StatusCode::CONFLICT,
+                "session-stale",
+                "Stale sequence number",
+                e.to_string(),
+            )
+            .with("latest_seq", json!(latest_seq)),
+            WriteError::SessionExpired { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "session-expired",
+                "Session expired",
+                "the session is unknown or expired; nothing was applied. Start a new session (seq 1)",
+            ),
+            WriteError::OutOfOrder { .. } => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the replica applied out of order (a driver bug)",
+            ),
+        }
+    }
+
+    /// The HTTP response.
+    pub fn into_response(self) -> Response<bytes::Bytes> {
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("{TYPE_BASE}{}", self.slug)));
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        body.extend(self.extra);
+        let mut resp = Response::new(bytes::Bytes::from(Value::Object(body).to_string()));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+/// A key for a human message.
+fn show(key: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(key))
+}
+
+/// Bytes as JSON: a string if UTF-8, else `{"base64": ...}`.
+pub fn bytes_value(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => json!(s),
+        Err(_) => json!({ "base64": base64(b) }),
+    }
+}
+
+/// A value and version as JSON, or `null`.
+pub fn versioned_json(v: Option<&Versioned>) -> Value {
+    match v {
+        Some(v) => json!({ "value": bytes_value(&v.value), "version": v.version }),
+        None => Value::Null,
+    }
+}

@@ -1,0 +1,226 @@
+//! `synod node`: wire one replica together and run it until SIGTERM.
+//!
+//! Start-up order: bind both listeners (so `:0` works and the advertised addresses are real),
+//! connect to etcd and pass the bootstrap barrier, start the node loop, the gRPC server, the etcd
+//! task (registration, discovery, election), and last the REST server.
+//!
+//! Shutdown (SIGTERM or Ctrl-C): stop accepting HTTP connections and answer new requests 503,
+//! let requests in flight finish (bounded by `--drain-timeout-ms`), resign from the election and
+//! revoke the lease (peers see this node leave at once), then stop the node loop and gRPC.
+
+use crate::directory::{Directory, PeerInfo};
+use crate::etcd::{self, EtcdSettings, EtcdTask};
+use crate::metrics::Metrics;
+use crate::node::{Input, Node, NodeSettings};
+use crate::peer::PeerService;
+use crate::rest::problem::Problem;
+use crate::rest::{self, Ctx};
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use kvstore::StoreConfig;
+use paxos::{Incarnation, Member, NodeId};
+use proto::pb::peer_server::PeerServer;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+/// Largest gRPC message (forwarded requests and replies, snapshot chunks).
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Flags of `synod node` (each also read from a `SYNOD_*` environment variable).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This replica's id (stable across restarts; unique in the cluster).
+    #[arg(long, env = "SYNOD_ID")]
+    pub id: u64,
+    /// Where the REST API listens.
+    #[arg(long, env = "SYNOD_HTTP_LISTEN", default_value = "127.0.0.1:8081")]
+    pub http_listen: SocketAddr,
+    /// The REST address peers redirect clients to (default: the bound listen address).
+    #[arg(long, env = "SYNOD_HTTP_ADVERTISE")]
+    pub http_advertise: Option<String>,
+    /// Where the gRPC peer service listens.
+    #[arg(long, env = "SYNOD_GRPC_LISTEN", default_value = "127.0.0.1:9081")]
+    pub grpc_listen: SocketAddr,
+    /// The gRPC address peers connect to (default: the bound listen address).
+    #[arg(long, env = "SYNOD_GRPC_ADVERTISE")]
+    pub grpc_advertise: Option<String>,
+    /// etcd endpoints, comma separated.
+    #[arg(long, env = "SYNOD_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd: Vec<String>,
+    /// The cluster's key prefix in etcd.
+    #[arg(long, env = "SYNOD_PREFIX", default_value = "/synod")]
+    pub prefix: String,
+    /// Founding member ids of a new cluster, comma separated (see docs/driver.md).
+    #[arg(long, env = "SYNOD_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<u64>,
+    /// How long the founders wait for each other, in seconds.
+    #[arg(long, env = "SYNOD_BOOTSTRAP_TIMEOUT", default_value_t = 120)]
+    pub bootstrap_timeout: u64,
+    /// etcd lease TTL in seconds: a dead node is noticed (and loses the election) after this.
+    #[arg(long, env = "SYNOD_LEASE_TTL", default_value_t = 5)]
+    pub lease_ttl: i64,
+    /// Leader heartbeat period in milliseconds.
+    #[arg(long, env = "SYNOD_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// A leader that hears from no quorum for this long steps down (milliseconds).
+    #[arg(long, env = "SYNOD_LEADER_LEASE_MS", default_value_t = 1000)]
+    pub leader_lease_ms: u64,
+    /// How long a leader holds a partial batch before proposing it (milliseconds; 0: at once).
+    #[arg(long, env = "SYNOD_BATCH_DELAY_MS", default_value_t = 0)]
+    pub batch_delay_ms: u64,
+    /// Snapshot every this many applied slots.
+    #[arg(long, env = "SYNOD_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// How long a write waits for its outcome before 504 (milliseconds).
+    #[arg(long, env = "SYNOD_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
+    /// How long a read waits for a quorum or `min_index` before 503 (milliseconds).
+    #[arg(long, env = "SYNOD_READ_TIMEOUT_MS", default_value_t = 3_000)]
+    pub read_timeout_ms: u64,
+    /// How long SIGTERM waits for requests in flight (milliseconds).
+    #[arg(long, env = "SYNOD_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
+}
+
+/// Run one replica until SIGTERM / Ctrl-C.
+pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    // A fresh incarnation per process start, never reused: wall-clock microseconds.
+    let me = Member { node: NodeId(args.id), incarnation: Incarnation(crate::wall_micros()) };
+    let http_listener = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
+    let grpc_listener = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
+    let http_addr = args.http_advertise.clone().unwrap_or(http_listener.local_addr()?.to_string());
+    let grpc_addr = args.grpc_advertise.clone().unwrap_or(grpc_listener.local_addr()?.to_string());
+    info!(node = %me.node, incarnation = %me.incarnation, http = %http_addr, grpc = %grpc_addr, "starting");
+
+    let mut client = etcd::connect(&args.etcd).await?;
+    let bootstrap =
+        etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, Duration::from_secs(args.bootstrap_timeout)).await?;
+
+    let store = StoreConfig::default();
+    let settings = NodeSettings {
+        me,
+        bootstrap,
+        heartbeat_ms: args.heartbeat_ms,
+        leader_lease_ms: args.leader_lease_ms,
+        batch_delay_ms: args.batch_delay_ms,
+        snapshot_every: args.snapshot_every,
+        store,
+    };
+    let directory = Directory::new();
+    let metrics = Arc::new(Metrics::default());
+    let (inputs, inputs_rx) = mpsc::channel::<Input>(65_536);
+    let (election_tx, election_rx) = mpsc::unbounded_channel();
+    let node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx, inputs.clone());
+    let node_task = tokio::spawn(node.run(inputs_rx));
+
+    let mut ctx = Ctx::new(me.node, inputs.clone(), directory.clone(), metrics.clone(), store.limits);
+    ctx.write_timeout = Duration::from_millis(args.write_timeout_ms);
+    ctx.read_timeout = Duration::from_millis(args.read_timeout_ms);
+    let ctx = Arc::new(ctx);
+
+    let (grpc_stop_tx, grpc_stop_rx) = oneshot::channel::<()>();
+    let service = PeerService::new(me.node, inputs.clone(), metrics.clone(), ctx.clone());
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(PeerServer::new(service).max_decoding_message_size(MAX_GRPC_MESSAGE))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async {
+                let _ = grpc_stop_rx.await;
+            }),
+    );
+
+    let (etcd_stop_tx, etcd_stop_rx) = watch::channel(false);
+    let task = EtcdTask {
+        client,
+        settings: EtcdSettings { endpoints: args.etcd.clone(), prefix: args.prefix.clone(), lease_ttl: args.lease_ttl },
+        info: PeerInfo { id: me.node.0, incarnation: me.incarnation.0, grpc: grpc_addr, http: http_addr },
+        inputs: inputs.clone(),
+        directory,
+        metrics,
+    };
+    let etcd_task = tokio::spawn(task.run(election_rx, etcd_stop_rx));
+
+    serve_http(http_listener, ctx.clone(), Duration::from_millis(args.drain_timeout_ms)).await;
+
+    info!("HTTP drained; leaving the election");
+    let _ = etcd_stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(3), etcd_task).await.is_err() {
+        warn!("etcd shutdown timed out");
+    }
+    let _ = inputs.send(Input::Shutdown).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), node_task).await;
+    let _ = grpc_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let svc = service_fn(move |req| handle_http(ctx.clone(), req));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+            _ = &mut signal => break,
+        }
+    }
+    info!("shutdown requested: draining HTTP");
+    ctx.draining.store(true, Ordering::Relaxed);
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => warn!("requests still in flight after the drain timeout"),
+    }
+}
+
+async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The whole body is buffered (it may have to be relayed to the leader); the cap is the
+    // largest request the store accepts plus room for JSON framing.
+    let cap = ctx.limits.max_request_bytes + 64 * 1024;
+    let (parts, body) = req.into_parts();
+    let resp = match Limited::new(body, cap).collect().await {
+        Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await,
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
+        Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
+    };
+    Ok(resp.map(Full::new))
+}

@@ -1,0 +1,138 @@
+//! Snapshots: taken from the store on the core's request, streamed to peers in chunks, installed.
+//!
+//! The core never sees snapshot bytes, only [`paxos::SnapshotMeta`] (last slot, configuration).
+//! On `Action::TakeSnapshot` the node loop encodes the store with the kvstore encoder (a
+//! self-checking format with a state hash in its trailer) and keeps the latest bytes. On
+//! `Action::SendSnapshot { to }` a task streams those bytes over `InstallSnapshot`; the first chunk
+//! carries the metadata. The receiver decodes as chunks arrive (the decoder verifies order,
+//! counts and the hash), and only a complete, valid stream reaches the node loop, which replaces
+//! its store and reports `Event::SnapshotInstalled`.
+
+use crate::metrics::Metrics;
+use crate::node::Input;
+use kvstore::{SnapshotDecoder, Store};
+use paxos::{Member, NodeId};
+use proto::pb;
+use proto::pb::peer_client::PeerClient;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Bytes per `SnapshotChunk` on the wire.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The latest snapshot: what the core knows of it and the encoded store.
+#[derive(Debug)]
+pub struct SnapshotBlob {
+    /// Last slot and configuration.
+    pub meta: paxos::SnapshotMeta,
+    /// The encoded store.
+    pub bytes: Vec<u8>,
+}
+
+impl SnapshotBlob {
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    /// Whether it holds no bytes (never, for a real snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Encode the store as of now. (Synchronous: the store is small in the deployments we test; a
+/// large store would be cloned and encoded on a blocking thread.)
+pub fn encode(store: &Store, meta: paxos::SnapshotMeta, chunk_bytes: usize) -> SnapshotBlob {
+    let bytes = store.snapshot(chunk_bytes).flatten().collect();
+    SnapshotBlob { meta, bytes }
+}
+
+/// Stream `blob` to `to` at `addr` in the background.
+pub fn spawn_send(me: Member, to: NodeId, addr: String, blob: Arc<SnapshotBlob>, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let channel = match crate::peer::channel(&addr) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(peer = %to, error = %e, "bad address for snapshot");
+                return;
+            }
+        };
+        let total = blob.bytes.len() as u64;
+        let from = pb::Member { node: me.node.0, incarnation: me.incarnation.0 };
+        let meta = proto::encode_snapshot_meta(&blob.meta);
+        let mut chunks = Vec::new();
+        let pieces: Vec<&[u8]> = if blob.bytes.is_empty() { vec![&[][..]] } else { blob.bytes.chunks(CHUNK_BYTES).collect() };
+        let n = pieces.len();
+        let mut offset = 0u64;
+        for (i, data) in pieces.into_iter().enumerate() {
+            chunks.push(pb::SnapshotChunk {
+                from: Some(from),
+                offset,
+                data: data.to_vec(),
+                done: i + 1 == n,
+                meta: (i == 0).then(|| meta.clone()),
+                total_bytes: total,
+            });
+            offset += data.len() as u64;
+        }
+        match PeerClient::new(channel).install_snapshot(tokio_stream::iter(chunks)).await {
+            Ok(ack) => {
+                let ack = ack.into_inner();
+                metrics.snapshots_sent.inc();
+                info!(peer = %to, bytes = total, installed = ack.installed, error = %ack.error, "snapshot sent");
+            }
+            Err(e) => {
+                metrics.peer_send_failures.inc();
+                warn!(peer = %to, error = %e, "snapshot send failed");
+            }
+        }
+    });
+}
+
+/// Receive a snapshot stream, decode it, and hand the store to the node loop.
+pub async fn receive(mut stream: tonic::Streaming<pb::SnapshotChunk>, inputs: &mpsc::Sender<Input>) -> pb::SnapshotAck {
+    let fail = |error: String| pb::SnapshotAck { installed: false, last_slot: 0, error };
+    let mut decoder = SnapshotDecoder::new();
+    let mut meta = None;
+    let mut expect = 0u64;
+    let mut done = false;
+    loop {
+        let chunk = match stream.message().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return fail(format!("stream broke: {e}")),
+        };
+        if chunk.offset != expect {
+            return fail(format!("expected offset {expect}, got {}", chunk.offset));
+        }
+        if chunk.offset == 0 {
+            match chunk.meta.map(proto::decode_snapshot_meta) {
+                Some(Ok(m)) => meta = Some(m),
+                Some(Err(e)) => return fail(format!("bad metadata: {e}")),
+                None => return fail("first chunk lacks metadata".into()),
+            }
+        }
+        expect += chunk.data.len() as u64;
+        if let Err(e) = decoder.push(&chunk.data) {
+            return fail(format!("bad snapshot: {e}"));
+        }
+        if chunk.done {
+            done = true;
+            break;
+        }
+    }
+    let Some(meta) = meta else { return fail("empty stream".into()) };
+    if !done {
+        return fail("stream ended before the last chunk".into());
+    }
+    let store = match decoder.finish() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("bad snapshot: {e}")),
+    };
+    let last_slot = meta.last_slot.0;
+    if inputs.send(Input::InstallSnapshot { meta, store: Box::new(store) }).await.is_err() {
+        return fail("node is shutting down".into());
+    }
+    pb::SnapshotAck { installed: true, last_slot, error: String::new() }
+}
