@@ -175,6 +175,11 @@ async fn five_replicas_serve_and_survive_a_leader_crash() {
     let r = c.req(1, Method::GET, "/v1/nowhere", &[], "").await.unwrap();
     assert_problem(&r, 404, "no-route");
 
+    // The store was snapshotted on the way (every 50 slots in this test).
+    let m = c.req(leader, Method::GET, "/metrics", &[], "").await.unwrap().text();
+    let taken: u64 = m.lines().find(|l| l.starts_with("synod_snapshots_taken_total ")).unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(taken > 0, "no snapshot taken:\n{m}");
+
     // Phase 7: a write under an Idempotency-Key, acknowledged before the crash.
     let idem = [("idempotency-key", "order-42".to_string())];
     let first = settle(&c, &[leader % 5 + 1], Method::PUT, "/v1/kv/order", &idem, "first").await;
