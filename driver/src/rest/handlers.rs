@@ -130,21 +130,21 @@ async fn status(ctx: &Ctx) -> Outcome {
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
 }
 
-fn consistency(q: &Query) -> Result<Consistency, Outcome> {
+fn consistency(q: &Query) -> Result<Consistency, Problem> {
     let min_index = match q.get("min_index") {
         None => 0,
-        Some(v) => v.parse::<u64>().map_err(|_| Outcome::from(Problem::bad_request(format!("min_index {v:?} is not a number"))))?,
+        Some(v) => v.parse::<u64>().map_err(|_| Problem::bad_request(format!("min_index {v:?} is not a number")))?,
     };
     match q.get("consistency").map(String::as_str) {
         None | Some("linearizable") => Ok(Consistency::Linearizable),
         Some("sequential") => Ok(Consistency::Sequential { min_index }),
-        Some(other) => Err(Problem::bad_request(format!("consistency {other:?} is not linearizable or sequential")).into()),
+        Some(other) => Err(Problem::bad_request(format!("consistency {other:?} is not linearizable or sequential"))),
     }
 }
 
 /// Run a read at the asked consistency.
 async fn read(ctx: &Ctx, q: &Query, f: ReadFn) -> Result<ReadDone, Outcome> {
-    let consistency = consistency(q)?;
+    let consistency = consistency(q).map_err(Outcome::from)?;
     let (tx, rx) = oneshot::channel();
     if ctx.inputs.send(Input::Read { consistency, f, reply: tx }).await.is_err() {
         return Err(Problem::unavailable("shutting-down", "the node loop is gone").into());
@@ -343,15 +343,15 @@ async fn range(ctx: &Ctx, q: &Query) -> Outcome {
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(done.index)))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(req: &Request<Bytes>) -> Result<T, Outcome> {
+fn parse_json<T: for<'de> Deserialize<'de>>(req: &Request<Bytes>) -> Result<T, Problem> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if mime != "application/json" {
-            return Err(Problem::unsupported_media(ct).into());
+            return Err(Problem::unsupported_media(ct));
         }
     }
-    serde_json::from_slice(req.body()).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")).into())
+    serde_json::from_slice(req.body()).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -363,7 +363,7 @@ struct BatchGetBody {
 async fn batch_get(ctx: &Ctx, q: &Query, req: &Request<Bytes>) -> Outcome {
     let body: BatchGetBody = match parse_json(req) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(p) => return p.into(),
     };
     let keys: Vec<Vec<u8>> = body.keys.into_iter().map(String::into_bytes).collect();
     if keys.len() > ctx.limits.max_batch_ops {
@@ -427,7 +427,7 @@ struct BatchPutBody {
 async fn batch_put(ctx: &Ctx, req: &Request<Bytes>) -> Outcome {
     let body: BatchPutBody = match parse_json(req) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(p) => return p.into(),
     };
     if body.ops.is_empty() {
         return Problem::bad_request("a batch needs at least one op").into();
@@ -493,7 +493,7 @@ fn one() -> i64 {
 async fn rmw(ctx: &Ctx, req: &Request<Bytes>) -> Outcome {
     let body: RmwJson = match parse_json(req) {
         Ok(b) => b,
-        Err(o) => return o,
+        Err(p) => return p.into(),
     };
     let (op, key) = match body {
         RmwJson::Cas { key, expected, expected_version, expected_absent, new } => {
@@ -531,5 +531,58 @@ async fn rmw(ctx: &Ctx, req: &Request<Bytes>) -> Outcome {
             Outcome::Reply(json_reply(StatusCode::OK, &body, Some(done.index)))
         }
         Err(e) => with_index(Problem::from_write_error(&e, false).into_response(), done.index),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn session_headers_and_idempotency_keys() {
+        assert_eq!(session(&headers(&[])).unwrap(), None);
+        let s = session(&headers(&[("x-synod-session", "7"), ("x-synod-seq", "3")])).unwrap().unwrap();
+        assert_eq!((s.client, s.seq), (ClientId(7), 3));
+        // The same key gives the same session on any replica, with sequence number 1.
+        let a = session(&headers(&[("idempotency-key", "k")])).unwrap().unwrap();
+        let b = session(&headers(&[("idempotency-key", "k")])).unwrap().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.seq, 1);
+        assert!(a.client.0 >> 63 == 1, "keys live apart from CLI sessions");
+        for bad in [
+            vec![("x-synod-session", "7")],
+            vec![("x-synod-session", "x"), ("x-synod-seq", "1")],
+            vec![("x-synod-session", "7"), ("x-synod-seq", "0")],
+            vec![("x-synod-session", "7"), ("x-synod-seq", "1"), ("idempotency-key", "k")],
+        ] {
+            assert_eq!(session(&headers(&bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn conditional_headers_become_guards() {
+        assert_eq!(guard_from_headers(&headers(&[("if-match", "\"5\"")])).unwrap(), Some(Guard::Version(5)));
+        assert_eq!(guard_from_headers(&headers(&[("if-match", "W/\"5\"")])).unwrap(), Some(Guard::Version(5)));
+        assert_eq!(guard_from_headers(&headers(&[("if-match", "*")])).unwrap(), Some(Guard::Exists));
+        assert_eq!(guard_from_headers(&headers(&[("if-none-match", "*")])).unwrap(), Some(Guard::Absent));
+        assert!(guard_from_headers(&headers(&[("if-none-match", "\"5\"")])).is_err());
+        assert!(guard_from_headers(&headers(&[("if-match", "soon")])).is_err());
+    }
+
+    #[test]
+    fn consistency_parameters() {
+        let q = |s: &str| parse_query(Some(s)).unwrap();
+        assert_eq!(consistency(&q("")).unwrap(), Consistency::Linearizable);
+        assert_eq!(consistency(&q("consistency=sequential&min_index=9")).unwrap(), Consistency::Sequential { min_index: 9 });
+        assert!(consistency(&q("consistency=eventual")).is_err());
+        assert!(consistency(&q("min_index=-1")).is_err());
     }
 }
