@@ -53,6 +53,8 @@ pub struct NodeSettings {
     pub batch_delay_ms: u64,
     /// Snapshot every this many applied slots.
     pub snapshot_every: u64,
+    /// Slots retained above the checkpoint before a slow member is left to a snapshot.
+    pub max_retained_slots: u64,
     /// The state machine's settings (equal on every replica).
     pub store: StoreConfig,
 }
@@ -246,6 +248,7 @@ impl Node {
         options.retry_ms = (settings.heartbeat_ms * 4).max(50);
         options.batch_delay_ms = settings.batch_delay_ms;
         options.snapshot_every = settings.snapshot_every;
+        options.max_retained_slots = settings.max_retained_slots;
         let start = Instant::now();
         Node {
             replica: Replica::new(options, Time(0)),

@@ -83,6 +83,10 @@ pub struct NodeArgs {
     /// Snapshot every this many applied slots.
     #[arg(long, env = "SYNOD_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// Past this many slots above the checkpoint, the leader stops waiting for the slowest
+    /// member, which then catches up from a snapshot.
+    #[arg(long, env = "SYNOD_MAX_RETAINED_SLOTS", default_value_t = 100_000)]
+    pub max_retained_slots: u64,
     /// How long a write waits for its outcome before 504 (milliseconds).
     #[arg(long, env = "SYNOD_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
     pub write_timeout_ms: u64,
@@ -116,6 +120,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         leader_lease_ms: args.leader_lease_ms,
         batch_delay_ms: args.batch_delay_ms,
         snapshot_every: args.snapshot_every,
+        max_retained_slots: args.max_retained_slots,
         store,
     };
     let directory = Directory::new();

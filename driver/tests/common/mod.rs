@@ -31,6 +31,11 @@ pub struct Cluster {
 impl Cluster {
     /// Start etcd and `n` founding replicas with a short lease TTL.
     pub async fn start(n: u64, lease_ttl: u64, snapshot_every: u64) -> Cluster {
+        Self::start_with(n, lease_ttl, snapshot_every, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra `synod node` flags.
+    pub async fn start_with(n: u64, lease_ttl: u64, snapshot_every: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let bin = find_etcd().expect("an etcd binary (Debian's etcd-server) is needed for driver tests");
         let etcd = EtcdProcess::start(&bin, dir.path()).await.expect("etcd starts");
@@ -49,6 +54,7 @@ impl Cluster {
                 .arg(format!("--lease-ttl={lease_ttl}"))
                 .arg(format!("--snapshot-every={snapshot_every}"))
                 .arg("--write-timeout-ms=3000")
+                .args(extra)
                 .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -98,6 +104,19 @@ impl Cluster {
         let mut n = self.nodes.remove(&id).expect("a live node");
         n.child.kill().expect("SIGKILL");
         let _ = n.child.wait();
+    }
+
+    /// A counter or gauge from node `id`'s /metrics.
+    pub async fn metric(&self, id: u64, name: &str) -> Option<u64> {
+        let m = self.req(id, Method::GET, "/metrics", &[], "").await.ok()?.text();
+        let prefix = format!("{name} ");
+        m.lines().find(|l| l.starts_with(&prefix))?.split(' ').nth(1)?.parse().ok()
+    }
+
+    /// Send a signal to node `id` (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, id: u64, sig: &str) {
+        let pid = self.nodes[&id].child.id().to_string();
+        assert!(Command::new("kill").arg(format!("-{sig}")).arg(pid).status().unwrap().success());
     }
 
     /// The log of a node (for failure messages).
