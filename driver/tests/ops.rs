@@ -26,7 +26,10 @@ async fn cli_redirects_metrics_and_graceful_shutdown() {
     let c = Cluster::start(3, LEASE_TTL, 10_000).await;
     let leader = c.wait_leader(Duration::from_secs(60)).await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
-    let endpoints = (1..=3).map(|i| c.url(i).to_string()).collect::<Vec<_>>().join(",");
+    // The follower first: the CLI's writes land there and are forwarded to the leader.
+    let mut order = vec![follower];
+    order.extend((1..=3).filter(|i| *i != follower));
+    let endpoints = order.iter().map(|i| c.url(*i).to_string()).collect::<Vec<_>>().join(",");
     let session = c.dir.path().join("session.json");
 
     // Phase 1: the CLI writes and reads through its session; the session file records the
