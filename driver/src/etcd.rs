@@ -140,7 +140,17 @@ impl EtcdTask {
     /// Start discovery and the observer, then hold a lease and campaign until `shutdown` turns
     /// true; then resign and revoke the lease (so peers see this node leave at once, not after
     /// a TTL).
-    pub async fn run(self, mut cmds: mpsc::UnboundedReceiver<ElectionCmd>, mut shutdown: watch::Receiver<bool>) {
+    ///
+    /// The node campaigns only while `eligible` is true (it is an acceptor of the configuration
+    /// it runs and is not leaving): a learner that won the election could not lead, and would
+    /// keep the acceptors from electing one until its lease ran out. When `eligible` turns false
+    /// the node withdraws its candidacy, or resigns if it won.
+    pub async fn run(
+        self,
+        mut cmds: mpsc::UnboundedReceiver<ElectionCmd>,
+        mut eligible: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let discovery = tokio::spawn(discover(self.client.clone(), self.settings.prefix.clone(), self.directory.clone(), self.inputs.clone()));
         let observer = tokio::spawn(observe(self.client.clone(), self.election_name(), self.info.node(), self.inputs.clone()));
         let me = self.info.node();
@@ -166,25 +176,54 @@ impl EtcdTask {
             let mut leader_key = None;
             let outcome = 'campaign: loop {
                 let mut ec = self.client.election_client();
-                if leader_key.is_none() {
+                if leader_key.is_none() && !*eligible.borrow_and_update() {
+                    tokio::select! {
+                        Ok(()) = eligible.changed() => {}
+                        _ = &mut lost => break 'campaign "lease lost",
+                        _ = shutdown.changed() => break 'campaign "shutdown",
+                        Some(_) = cmds.recv() => {} // not leading: nothing to resign
+                    }
+                } else if leader_key.is_none() {
                     tokio::select! {
                         r = ec.campaign(self.election_name(), me.0.to_string(), lease) => match r {
                             Ok(mut resp) => {
-                                info!("won the etcd election");
                                 leader_key = resp.take_leader();
-                                self.hint(Some(me)).await;
+                                if *eligible.borrow() {
+                                    info!("won the etcd election");
+                                    self.hint(Some(me)).await;
+                                } else if let Some(k) = leader_key.take() {
+                                    let _ = ec.resign(Some(ResignOptions::new().with_leader(k))).await;
+                                }
                             }
                             Err(e) => {
                                 debug!(error = %e, "campaign failed; retrying");
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                             }
                         },
+                        Ok(()) = eligible.changed() => {
+                            if !*eligible.borrow() {
+                                // Dropping the campaign call makes etcd give the candidacy up;
+                                // delete the key too, in case the server had not noticed yet
+                                // (the election key is `<name>/<lease in hex>`).
+                                let key = format!("{}/{lease:x}", self.election_name());
+                                let _ = self.client.kv_client().delete(key, None).await;
+                                info!("not an acceptor (or leaving): withdrew from the election");
+                            }
+                        }
                         _ = &mut lost => break 'campaign "lease lost",
                         _ = shutdown.changed() => break 'campaign "shutdown",
                         Some(_) = cmds.recv() => {} // not leading: nothing to resign
                     }
                 } else {
                     tokio::select! {
+                        Ok(()) = eligible.changed() => {
+                            if !*eligible.borrow() {
+                                if let Some(k) = leader_key.take() {
+                                    let _ = ec.resign(Some(ResignOptions::new().with_leader(k))).await;
+                                    info!("no longer eligible: resigned from the etcd election");
+                                }
+                            }
+                        }
                         Some(ElectionCmd::Resign) = cmds.recv() => {
                             if let Some(k) = leader_key.take() {
                                 let _ = ec.resign(Some(ResignOptions::new().with_leader(k))).await;

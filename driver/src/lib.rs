@@ -20,6 +20,7 @@ pub mod codec;
 pub mod dev;
 pub mod directory;
 pub mod etcd;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub snapshots_sent: Counter,
     /// Snapshots installed.
     pub snapshots_installed: Counter,
+    /// The epoch of the configuration this node applied last.
+    pub config_epoch: Gauge,
+    /// Membership changes this node proposed as leader that took effect.
+    pub membership_changes: Counter,
     /// Leader as last reported (0: none).
     leader: Gauge,
     /// Ballot round as last reported.
@@ -96,6 +100,8 @@ impl Default for Metrics {
             snapshots_taken: Counter::default(),
             snapshots_sent: Counter::default(),
             snapshots_installed: Counter::default(),
+            config_epoch: Gauge::default(),
+            membership_changes: Counter::default(),
             leader: Gauge::default(),
             ballot_round: Gauge::default(),
             etcd_up: Gauge::default(),
@@ -140,10 +146,12 @@ impl Metrics {
         counter("synod_snapshots_taken_total", "Snapshots taken.", self.snapshots_taken.get());
         counter("synod_snapshots_sent_total", "Snapshots streamed to peers.", self.snapshots_sent.get());
         counter("synod_snapshots_installed_total", "Snapshots installed from peers.", self.snapshots_installed.get());
+        counter("synod_membership_changes_total", "Membership changes proposed here that took effect.", self.membership_changes.get());
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         gauge("synod_etcd_up", "Whether this node's etcd lease is alive.", self.etcd_up.get());
+        gauge("synod_config_epoch", "The epoch of the configuration applied last.", self.config_epoch.get());
         if let Some(s) = status {
             gauge("synod_leader", "The leader's node id (0: none known).", s.core.leader.map_or(0, |n| n.0));
             gauge("synod_is_leader", "1 if this node leads.", u64::from(s.core.role == RoleKind::Leader));
@@ -164,6 +172,8 @@ impl Metrics {
             counter("synod_core_elections_started_total", "Phase 1 runs started.", c.elections_started);
             counter("synod_core_became_leader_total", "Times this node became leader.", c.became_leader);
             counter("synod_core_stepped_down_total", "Times this node stepped down.", c.stepped_down);
+            counter("synod_core_config_changes_total", "Configuration changes applied (core view).", c.config_changes);
+            counter("synod_core_snapshots_installed_total", "Snapshots installed (core view).", c.snapshots_installed);
         } else {
             gauge("synod_leader", "The leader's node id (0: none known).", self.leader.get());
             gauge("synod_ballot_round", "The highest ballot round seen.", self.ballot_round.get());

@@ -29,8 +29,8 @@ use crate::peer::PeerSender;
 use crate::snapshot::{self, SnapshotBlob};
 use kvstore::{GetMany, Output, RangePage, Request, SessionRef, Store, StoreConfig, Versioned, WriteOp};
 use paxos::{
-    Action, Command, Configuration, Counters, Event, Member, NodeId, Options, ProposeError, ReadId, Replica,
-    RequestId, Slot, Status, Time, Value,
+    Action, Command, ConfigChange, Configuration, Counters, Event, Member, NodeId, Options, ProposeError, ReadId,
+    Replica, RequestId, Slot, Status, Time, Value,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -111,6 +111,9 @@ pub enum Refused {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// A configuration change was refused by the core (or was a no-op at its slot).
+    #[error("configuration change refused: {0}")]
+    Config(String),
 }
 
 /// A write's answer: the store's output and the store index after it.
@@ -146,6 +149,13 @@ pub struct NodeStatus {
     pub pending_writes: usize,
     /// Reads waiting.
     pub pending_reads: usize,
+    /// The slot the store reflects (the driver's own count, equal to the core's applied slot once
+    /// the queued actions ran).
+    pub applied_slot: Slot,
+    /// The configuration governing the slots after `applied_slot`, as the driver applied it.
+    pub config: Configuration,
+    /// A hash of the whole replicated state (equal on replicas that applied the same slots).
+    pub state_hash: u64,
 }
 
 /// An input to the node loop.
@@ -174,6 +184,14 @@ pub enum Input {
     },
     /// Report the status.
     Status(oneshot::Sender<NodeStatus>),
+    /// Propose a membership change (leader only). Answered with the new configuration once the
+    /// change is applied, or why not.
+    Reconfigure {
+        /// The change.
+        change: ConfigChange,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<Configuration, Refused>>,
+    },
     /// A snapshot arrived from a peer and decoded.
     InstallSnapshot {
         /// What the core needs to know.
@@ -229,7 +247,16 @@ pub struct Node {
     election: mpsc::UnboundedSender<ElectionCmd>,
     latest_snapshot: Option<Arc<SnapshotBlob>>,
     snapshot_chunk_bytes: usize,
+    /// Snapshot transfers in flight, by peer (one at a time per peer).
+    snapshot_sends: HashMap<NodeId, tokio::task::JoinHandle<()>>,
     inputs: mpsc::Sender<Input>,
+    /// The configuration governing the slots after `applied_slot`, kept in step with the
+    /// actions as they run (the core's own view may already be ahead of the store).
+    config: Configuration,
+    /// Membership changes proposed here, waiting for their slot.
+    reconfigs: HashMap<RequestId, oneshot::Sender<Result<Configuration, Refused>>>,
+    /// Membership changes whose slot was applied in this drain, waiting for `ConfigChanged`.
+    reconfig_applied: Vec<(Slot, oneshot::Sender<Result<Configuration, Refused>>)>,
 }
 
 impl Node {
@@ -272,7 +299,11 @@ impl Node {
             election,
             latest_snapshot: None,
             snapshot_chunk_bytes: 256 * 1024,
+            snapshot_sends: HashMap::new(),
             inputs,
+            config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
+            reconfigs: HashMap::new(),
+            reconfig_applied: Vec::new(),
         }
     }
 
@@ -322,6 +353,7 @@ impl Node {
             Input::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Input::Reconfigure { change, reply } => self.reconfigure(change, reply),
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
             Input::PeersChanged => self.sync_peers(),
             Input::Shutdown => {}
@@ -339,6 +371,27 @@ impl Node {
             keys: self.store.len(),
             pending_writes: self.writes.len(),
             pending_reads,
+            applied_slot: self.applied_slot,
+            config: self.config.clone(),
+            state_hash: self.store.state_hash().0,
+        }
+    }
+
+    fn reconfigure(&mut self, change: ConfigChange, reply: oneshot::Sender<Result<Configuration, Refused>>) {
+        self.next_seq += 1;
+        let id = RequestId { node: self.me.node, seq: self.next_seq };
+        let now = self.now();
+        match self.replica.propose_config(now, id, change) {
+            Ok(()) => {
+                info!(?change, "membership change proposed");
+                self.reconfigs.insert(id, reply);
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let _ = reply.send(Err(Refused::NotLeader { leader: leader.or(self.leader) }));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Refused::Config(e.to_string())));
+            }
         }
     }
 
@@ -442,9 +495,21 @@ impl Node {
                     let _ = self.election.send(ElectionCmd::Resign);
                 }
                 Action::ConfigChanged { slot, config } => {
-                    info!(%slot, epoch = config.epoch, "configuration changed");
+                    info!(%slot, epoch = config.epoch, acceptors = ?config.acceptors, learners = ?config.learners, "configuration changed");
+                    self.metrics.config_epoch.set(config.epoch);
+                    self.config = config.clone();
+                    let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied).into_iter().partition(|(s, _)| *s == slot);
+                    self.reconfig_applied = rest;
+                    for (_, reply) in done {
+                        let _ = reply.send(Ok(config.clone()));
+                    }
                 }
             }
+        }
+        // A change whose slot was applied without a `ConfigChanged` was refused by the
+        // configuration in force at its slot (a stale proposal): it had no effect.
+        for (_, reply) in self.reconfig_applied.drain(..) {
+            let _ = reply.send(Err(Refused::Config("the change had no effect at its slot".into())));
         }
         if applied_any {
             self.release_reads();
@@ -479,6 +544,11 @@ impl Node {
             warn!(%slot, applied = %self.applied_slot, "core applied a slot twice; ignored");
             return;
         }
+        if let Value::Reconfigure { id, .. } = &value {
+            if let Some(reply) = self.reconfigs.remove(id) {
+                self.reconfig_applied.push((slot, reply));
+            }
+        }
         if let Value::Batch(cmds) = value {
             for cmd in cmds {
                 let index = self.store.last_applied() + 1;
@@ -495,6 +565,10 @@ impl Node {
 
     fn lost(&mut self, id: RequestId) {
         self.metrics.proposals_lost.inc();
+        if let Some(reply) = self.reconfigs.remove(&id) {
+            let _ = reply.send(Err(Refused::Lost));
+            return;
+        }
         let Some(mut w) = self.writes.remove(&id) else { return };
         if w.retried {
             let _ = w.reply.send(Err(Refused::Lost));
@@ -527,6 +601,7 @@ impl Node {
 
     fn sweep(&mut self) {
         self.writes.retain(|_, w| !w.reply.is_closed());
+        self.reconfigs.retain(|_, r| !r.is_closed());
         self.confirming.retain(|_, r| !r.reply.is_closed());
         for list in self.wait_slot.values_mut().chain(self.wait_index.values_mut()) {
             list.retain(|r| !r.reply.is_closed());
@@ -553,8 +628,10 @@ impl Node {
         if slot != self.applied_slot {
             warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
         }
-        let config = self.replica.status().config;
-        let meta = paxos::SnapshotMeta { last_slot: self.applied_slot, config };
+        // The driver's configuration, not the core's: the core may already have applied (and
+        // queued) slots past this one, and a snapshot must carry the configuration governing
+        // the slot right after its last one.
+        let meta = paxos::SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
         let blob = snapshot::encode(&self.store, meta.clone(), self.snapshot_chunk_bytes);
         self.metrics.snapshots_taken.inc();
         debug!(slot = %meta.last_slot, bytes = blob.len(), "snapshot taken");
@@ -563,16 +640,32 @@ impl Node {
         self.replica.handle(now, Event::SnapshotTaken(meta));
     }
 
+    /// Stream a snapshot to `to`. A learner without a configuration repeats its fetch every
+    /// retry period, so a transfer already running to that peer is not started twice; a
+    /// transfer that broke off is simply started again on the next ask (from the start).
     fn send_snapshot(&mut self, to: NodeId) {
-        let Some(blob) = self.latest_snapshot.clone() else {
-            warn!(peer = %to, "asked to send a snapshot before taking one");
+        if self.snapshot_sends.get(&to).is_some_and(|h| !h.is_finished()) {
             return;
-        };
+        }
         let Some(info) = self.directory.get(to) else {
             self.metrics.peer_send_failures.inc();
             return;
         };
-        snapshot::spawn_send(self.me, to, info.grpc, blob, self.metrics.clone());
+        // The latest snapshot taken here, unless there is none yet or it is older than the
+        // store (after a snapshot was installed here, or before the first `TakeSnapshot`): then
+        // encode the store as it is now. Any snapshot at or above the core's compaction point
+        // serves, and a fresher one leaves less of the log to fetch afterwards.
+        let blob = match self.latest_snapshot.clone() {
+            Some(b) if b.meta.last_slot == self.applied_slot => b,
+            _ => {
+                let meta = paxos::SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
+                let b = Arc::new(snapshot::encode(&self.store, meta, self.snapshot_chunk_bytes));
+                self.latest_snapshot = Some(b.clone());
+                b
+            }
+        };
+        let handle = snapshot::spawn_send(self.me, to, info.grpc, blob, self.metrics.clone());
+        self.snapshot_sends.insert(to, handle);
     }
 
     fn install_snapshot(&mut self, meta: paxos::SnapshotMeta, store: Store) {
@@ -585,6 +678,8 @@ impl Node {
         store.set_config(*self.store.config());
         self.store = store;
         self.applied_slot = meta.last_slot;
+        self.config = meta.config.clone();
+        self.metrics.config_epoch.set(meta.config.epoch);
         self.metrics.snapshots_installed.inc();
         self.metrics.applied_slot.set(meta.last_slot.0);
         let now = self.now();

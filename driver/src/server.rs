@@ -10,6 +10,7 @@
 
 use crate::directory::{Directory, PeerInfo};
 use crate::etcd::{self, EtcdSettings, EtcdTask};
+use crate::membership::{self, Manager, ManagerSettings, Membership, PendingChange};
 use crate::metrics::Metrics;
 use crate::node::{Input, Node, NodeSettings};
 use crate::peer::PeerService;
@@ -96,6 +97,21 @@ pub struct NodeArgs {
     /// How long SIGTERM waits for requests in flight (milliseconds).
     #[arg(long, env = "SYNOD_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
+    /// Join a running cluster: post a join request; the leader adds this process as a learner,
+    /// streams it a snapshot, and promotes it to acceptor once it has caught up.
+    #[arg(long, env = "SYNOD_JOIN")]
+    pub join: bool,
+    /// On SIGTERM, leave the cluster (post a leave request and wait until every remaining
+    /// member runs the configuration without this node) before stopping.
+    #[arg(long, env = "SYNOD_LEAVE_ON_SHUTDOWN")]
+    pub leave_on_shutdown: bool,
+    /// How long `--leave-on-shutdown` waits for the leave to complete (seconds).
+    #[arg(long, env = "SYNOD_LEAVE_TIMEOUT", default_value_t = 30)]
+    pub leave_timeout: u64,
+    /// Failure policy: remove an acceptor whose etcd lease has been gone this many seconds (never
+    /// below a majority of the configured set). 0: never remove automatically.
+    #[arg(long, env = "SYNOD_REMOVE_FAILED_AFTER_S", default_value_t = 0)]
+    pub remove_failed_after_s: u64,
 }
 
 /// Run one replica until SIGTERM / Ctrl-C.
@@ -111,6 +127,14 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let mut client = etcd::connect(&args.etcd).await?;
     let bootstrap =
         etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, Duration::from_secs(args.bootstrap_timeout)).await?;
+    let membership = Membership::new(client.clone(), args.prefix.clone());
+    // A joining process, and a founder whose id was already founded (a restart after a crash:
+    // its promises are forgotten, so it comes back as a new incarnation and must be re-added as
+    // a learner, caught up, and promoted), ask the leader to take them in.
+    let restart = bootstrap.is_none() && args.bootstrap.contains(&args.id);
+    if args.join || restart {
+        membership.request(&PendingChange::Join { id: me.node.0, incarnation: me.incarnation.0 }).await?;
+    }
 
     let store = StoreConfig::default();
     let settings = NodeSettings {
@@ -127,12 +151,13 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (inputs, inputs_rx) = mpsc::channel::<Input>(65_536);
     let (election_tx, election_rx) = mpsc::unbounded_channel();
-    let node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx, inputs.clone());
+    let node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx.clone(), inputs.clone());
     let node_task = tokio::spawn(node.run(inputs_rx));
 
     let mut ctx = Ctx::new(me.node, inputs.clone(), directory.clone(), metrics.clone(), store.limits);
     ctx.write_timeout = Duration::from_millis(args.write_timeout_ms);
     ctx.read_timeout = Duration::from_millis(args.read_timeout_ms);
+    ctx.membership = Some(membership.clone());
     let ctx = Arc::new(ctx);
 
     let (grpc_stop_tx, grpc_stop_rx) = oneshot::channel::<()>();
@@ -152,12 +177,43 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         settings: EtcdSettings { endpoints: args.etcd.clone(), prefix: args.prefix.clone(), lease_ttl: args.lease_ttl },
         info: PeerInfo { id: me.node.0, incarnation: me.incarnation.0, grpc: grpc_addr, http: http_addr },
         inputs: inputs.clone(),
+        directory: directory.clone(),
+        metrics: metrics.clone(),
+    };
+    let (eligible_tx, eligible_rx) = watch::channel(settings.bootstrap.as_ref().is_some_and(|c| c.is_acceptor(&me)));
+    let etcd_task = tokio::spawn(task.run(election_rx, eligible_rx, etcd_stop_rx));
+    let manager = Manager {
+        membership: membership.clone(),
+        settings: ManagerSettings {
+            me,
+            remove_failed_after: (args.remove_failed_after_s > 0).then(|| Duration::from_secs(args.remove_failed_after_s)),
+            tick: Duration::from_millis(200),
+        },
+        inputs: inputs.clone(),
         directory,
         metrics,
+        election: election_tx,
+        eligible: eligible_tx,
     };
-    let etcd_task = tokio::spawn(task.run(election_rx, etcd_stop_rx));
+    let manager_task = tokio::spawn(manager.run());
 
-    serve_http(http_listener, ctx.clone(), Duration::from_millis(args.drain_timeout_ms)).await;
+    let leave = args.leave_on_shutdown;
+    let leave_timeout = Duration::from_secs(args.leave_timeout);
+    let stop = async move {
+        shutdown_signal().await;
+        if leave {
+            // Keep serving while leaving: if this node leads, it hands leadership off first, and
+            // the remaining members need it no more once they run the configuration without it.
+            info!("leaving the cluster before shutting down");
+            match membership.request(&PendingChange::Leave { id: me.node.0 }).await {
+                Ok(()) if membership::wait_removed(&membership, me, leave_timeout).await => info!("left the cluster"),
+                Ok(()) => warn!(timeout = ?leave_timeout, "the leave did not complete in time; stopping anyway"),
+                Err(e) => warn!(error = %e, "could not post the leave request; stopping anyway"),
+            }
+        }
+    };
+    serve_http(http_listener, ctx.clone(), Duration::from_millis(args.drain_timeout_ms), stop).await;
+    manager_task.abort();
 
     info!("HTTP drained; leaving the election");
     let _ = etcd_stop_tx.send(true);
@@ -188,9 +244,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration) {
+async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop: impl std::future::Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let signal = shutdown_signal();
+    let signal = stop;
     tokio::pin!(signal);
     loop {
         tokio::select! {

@@ -49,7 +49,7 @@ pub fn encode(store: &Store, meta: paxos::SnapshotMeta, chunk_bytes: usize) -> S
 }
 
 /// Stream `blob` to `to` at `addr` in the background.
-pub fn spawn_send(me: Member, to: NodeId, addr: String, blob: Arc<SnapshotBlob>, metrics: Arc<Metrics>) {
+pub fn spawn_send(me: Member, to: NodeId, addr: String, blob: Arc<SnapshotBlob>, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let channel = match crate::peer::channel(&addr) {
             Ok(c) => c,
@@ -87,7 +87,7 @@ pub fn spawn_send(me: Member, to: NodeId, addr: String, blob: Arc<SnapshotBlob>,
                 warn!(peer = %to, error = %e, "snapshot send failed");
             }
         }
-    });
+    })
 }
 
 /// Receive a snapshot stream, decode it, and hand the store to the node loop.

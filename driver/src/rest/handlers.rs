@@ -54,20 +54,24 @@ pub async fn route(ctx: &Arc<Ctx>, req: Request<Bytes>) -> Outcome {
         (Method::POST, "/v1/batch/get") => batch_get(ctx, &query, &req).await,
         (Method::POST, "/v1/batch/put") => batch_put(ctx, &req).await,
         (Method::POST, "/v1/rmw") => rmw(ctx, &req).await,
+        (Method::GET, "/v1/cluster/members") => super::members::list(ctx, &query).await,
+        (Method::POST, "/v1/cluster/members") => super::members::add(ctx, &req).await,
+        (Method::DELETE, p) if p.starts_with("/v1/cluster/members/") => super::members::remove(ctx, &p["/v1/cluster/members/".len()..]).await,
+        (_, "/v1/cluster/members") => method_not_allowed("GET, POST"),
         (_, "/v1/kv" | "/livez" | "/readyz" | "/metrics" | "/v1/status") => method_not_allowed("GET"),
         (_, "/v1/batch/get" | "/v1/batch/put" | "/v1/rmw") => method_not_allowed("POST"),
         (_, p) => Problem::new(StatusCode::NOT_FOUND, "no-route", "No such endpoint", format!("no endpoint at {p}")).into(),
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Bytes> {
+pub(super) fn text(status: StatusCode, body: &str) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
-fn method_not_allowed(allow: &'static str) -> Outcome {
+pub(super) fn method_not_allowed(allow: &'static str) -> Outcome {
     let mut r = Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", format!("allowed: {allow}"))
         .into_response();
     r.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
@@ -124,6 +128,10 @@ async fn status(ctx: &Ctx) -> Outcome {
         "index": s.store_index,
         "keys": s.keys,
         "epoch": s.core.config.epoch,
+        "store_applied_slot": s.applied_slot.0,
+        "state_hash": format!("{:016x}", s.state_hash),
+        "snapshots_installed": s.counters.snapshots_installed,
+        "config_changes": s.counters.config_changes,
         "members": members,
         "etcd": ctx.metrics.etcd_up.get() == 1,
     });
@@ -343,7 +351,7 @@ async fn range(ctx: &Ctx, q: &Query) -> Outcome {
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(done.index)))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(req: &Request<Bytes>) -> Result<T, Problem> {
+pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(req: &Request<Bytes>) -> Result<T, Problem> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

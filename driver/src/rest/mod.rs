@@ -11,6 +11,7 @@
 //! timeout or a leader change is exactly-once whichever replica ends up proposing it.
 
 pub mod handlers;
+pub mod members;
 pub mod problem;
 
 use crate::directory::Directory;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub read_timeout: Duration,
     /// Set on SIGTERM: new requests get 503.
     pub draining: AtomicBool,
+    /// The membership keys in etcd (`None` in tests without etcd).
+    pub membership: Option<crate::membership::Membership>,
     channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
@@ -68,6 +71,7 @@ impl Ctx {
             write_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(3),
             draining: AtomicBool::new(false),
+            membership: None,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -114,6 +118,7 @@ pub fn refused(r: Refused) -> Outcome {
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", format!("command of {size} bytes exceeds {limit}")).into()
         }
         Refused::ShuttingDown => Problem::unavailable("shutting-down", "this replica is shutting down").into(),
+        Refused::Config(why) => Problem::new(StatusCode::CONFLICT, "config-refused", "Membership change refused", why).into(),
     }
 }
 
@@ -139,6 +144,7 @@ fn route_kind(method: &Method, path: &str) -> &'static str {
         (_, "/v1/batch/get") => "batch_get",
         (_, "/v1/batch/put") => "batch_put",
         (_, "/v1/rmw") => "rmw",
+        (_, p) if p.starts_with("/v1/cluster/members") => "members",
         _ => "other",
     }
 }

@@ -17,6 +17,8 @@ pub struct NodeProc {
     pub id: u64,
     pub url: String,
     pub child: Child,
+    /// The full `synod node` command line, so a restart uses the same one.
+    pub args: Vec<String>,
 }
 
 /// A running cluster.
@@ -26,6 +28,10 @@ pub struct Cluster {
     pub lease_ttl: u64,
     pub etcd: EtcdProcess,
     pub dir: tempfile::TempDir,
+    /// Flags every node gets (founders and joiners).
+    pub common: Vec<String>,
+    /// How many times each node was started (names its log file).
+    pub starts: BTreeMap<u64, u32>,
 }
 
 impl Cluster {
@@ -40,29 +46,130 @@ impl Cluster {
         let bin = find_etcd().expect("an etcd binary (Debian's etcd-server) is needed for driver tests");
         let etcd = EtcdProcess::start(&bin, dir.path()).await.expect("etcd starts");
         let founders = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-        let mut nodes = BTreeMap::new();
+        let mut common = vec![
+            format!("--etcd={}", etcd.endpoint),
+            format!("--bootstrap={founders}"),
+            format!("--lease-ttl={lease_ttl}"),
+            format!("--snapshot-every={snapshot_every}"),
+            "--write-timeout-ms=3000".to_string(),
+        ];
+        common.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Cluster { nodes: BTreeMap::new(), http: HttpClient::new(), lease_ttl, etcd, dir, common, starts: BTreeMap::new() };
         for id in 1..=n {
-            let http = format!("127.0.0.1:{}", free_port());
-            let log = std::fs::File::create(dir.path().join(format!("node-{id}.log"))).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_synod"))
-                .arg("node")
-                .arg(format!("--id={id}"))
-                .arg(format!("--http-listen={http}"))
-                .arg(format!("--grpc-listen=127.0.0.1:{}", free_port()))
-                .arg(format!("--etcd={}", etcd.endpoint))
-                .arg(format!("--bootstrap={founders}"))
-                .arg(format!("--lease-ttl={lease_ttl}"))
-                .arg(format!("--snapshot-every={snapshot_every}"))
-                .arg("--write-timeout-ms=3000")
-                .args(extra)
-                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("synod node starts");
-            nodes.insert(id, NodeProc { id, url: format!("http://{http}"), child });
+            c.launch(id, &[]);
         }
-        Cluster { nodes, http: HttpClient::new(), lease_ttl, etcd, dir }
+        c
+    }
+
+    /// Start `synod node --id <id>` on fresh ports with the common flags plus `extra`.
+    pub fn launch(&mut self, id: u64, extra: &[&str]) {
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["node".to_string(), format!("--id={id}"), format!("--http-listen={http}"), format!("--grpc-listen=127.0.0.1:{}", free_port())];
+        args.extend(self.common.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = self.spawn(id, &args);
+        self.nodes.insert(id, NodeProc { id, url: format!("http://{http}"), child, args });
+    }
+
+    /// Start a node that joins the running cluster (`--join`).
+    pub fn join(&mut self, id: u64, extra: &[&str]) {
+        let mut e = vec!["--join"];
+        e.extend_from_slice(extra);
+        self.launch(id, &e);
+    }
+
+    fn spawn(&mut self, id: u64, args: &[String]) -> Child {
+        let n = self.starts.entry(id).or_default();
+        *n += 1;
+        let name = if *n == 1 { format!("node-{id}.log") } else { format!("node-{id}.{n}.log") };
+        let log = std::fs::File::create(self.dir.path().join(name)).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("synod node starts")
+    }
+
+    /// kill -9 node `id`, keeping its command line for [`Cluster::restart`].
+    pub fn crash(&mut self, id: u64) -> Vec<String> {
+        let n = self.nodes.get_mut(&id).expect("a live node");
+        n.child.kill().expect("SIGKILL");
+        let _ = n.child.wait();
+        n.args.clone()
+    }
+
+    /// Start node `id` again with exactly the command line it had (after [`Cluster::crash`]).
+    pub fn restart(&mut self, id: u64) {
+        let args = self.nodes[&id].args.clone();
+        let child = self.spawn(id, &args);
+        self.nodes.get_mut(&id).expect("known node").child = child;
+    }
+
+    /// Node `id`'s `/v1/status` as JSON.
+    pub async fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let r = self.req(id, Method::GET, "/v1/status", &[], "").await.ok()?;
+        (r.status == 200).then(|| r.json())
+    }
+
+    /// The configuration as node `id` runs it: (epoch, acceptor ids, learner ids), from
+    /// `/v1/cluster/members?local=true`.
+    pub async fn config_seen_by(&self, id: u64) -> Option<(u64, Vec<(u64, u64)>, Vec<(u64, u64)>)> {
+        let r = self.req(id, Method::GET, "/v1/cluster/members?local=true", &[], "").await.ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        let j = r.json();
+        let pick = |role: &str| -> Vec<(u64, u64)> {
+            j["members"].as_array().into_iter().flatten().filter(|m| m["role"] == role).map(|m| (m["id"].as_u64().unwrap(), m["incarnation"].as_u64().unwrap())).collect()
+        };
+        Some((j["epoch"].as_u64()?, pick("acceptor"), pick("learner")))
+    }
+
+    /// Wait until every node in `ids` runs a configuration whose acceptor ids are exactly
+    /// `acceptors` with no learners, each at the incarnation it reports for itself; returns the
+    /// epoch.
+    pub async fn wait_acceptors(&self, ids: &[u64], acceptors: &[u64], timeout: Duration) -> u64 {
+        poll(timeout, &format!("nodes {ids:?} all run acceptors {acceptors:?} and no learners"), || async {
+            let mut epoch = None;
+            for id in ids {
+                let (e, acc, learners) = self.config_seen_by(*id).await?;
+                let acc_ids: Vec<u64> = acc.iter().map(|(i, _)| *i).collect();
+                if acc_ids != acceptors || !learners.is_empty() || epoch.is_some_and(|x| x != e) {
+                    return None;
+                }
+                // Each acceptor is the live process of that id (not a forgotten incarnation).
+                for (aid, inc) in &acc {
+                    if self.nodes.contains_key(aid) {
+                        let s = self.status(*aid).await?;
+                        if s["incarnation"].as_u64()? != *inc {
+                            return None;
+                        }
+                    }
+                }
+                epoch = Some(e);
+            }
+            epoch
+        })
+        .await
+    }
+
+    /// Wait until every node in `ids` has applied the same slot with the same state hash.
+    pub async fn wait_same_state(&self, ids: &[u64], timeout: Duration) -> String {
+        poll(timeout, &format!("nodes {ids:?} reach the same state hash"), || async {
+            let mut seen: Option<(u64, String)> = None;
+            for id in ids {
+                let s = self.status(*id).await?;
+                let here = (s["store_applied_slot"].as_u64()?, s["state_hash"].as_str()?.to_string());
+                if seen.as_ref().is_some_and(|x| *x != here) {
+                    return None;
+                }
+                seen = Some(here);
+            }
+            seen.map(|s| s.1)
+        })
+        .await
     }
 
     pub fn url(&self, id: u64) -> &str {
@@ -121,7 +228,9 @@ impl Cluster {
 
     /// The log of a node (for failure messages).
     pub fn log(&self, id: u64) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+        let n = self.starts.get(&id).copied().unwrap_or(1);
+        let name = if n <= 1 { format!("node-{id}.log") } else { format!("node-{id}.{n}.log") };
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 }
 
@@ -132,7 +241,8 @@ impl Drop for Cluster {
             let _ = n.child.wait();
         }
         if std::thread::panicking() || std::env::var_os("SYNOD_TEST_KEEP_LOGS").is_some() {
-            for id in 1..=5 {
+            let ids: Vec<u64> = self.starts.keys().copied().collect();
+            for id in ids {
                 let tail: String = self.log(id).lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 eprintln!("---- node {id} log tail ----\n{tail}");
             }
@@ -153,5 +263,72 @@ where
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a steady write load saw acknowledged.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Keys written and acknowledged (200/201), with their values.
+    pub acked: Vec<(String, String)>,
+    /// Acknowledged `incr` of the counter key `load-counter` (each by 1).
+    pub incrs: u64,
+}
+
+/// A steady write load: alternately a `PUT load-<n>` and an `incr load-counter`, each with its own
+/// Idempotency-Key and retried with the same key (through the next URL) until it gets a definite
+/// answer, so an acknowledged write is exactly-once however often it was sent. Stops when `stop`
+/// turns true, after finishing the write in hand.
+pub fn spawn_load(urls: Vec<String>, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<LoadReport> {
+    tokio::spawn(async move {
+        let http = HttpClient::new();
+        let mut report = LoadReport::default();
+        let mut n = 0u64;
+        let mut turn = 0usize;
+        while !*stop.borrow() {
+            n += 1;
+            let incr = n % 2 == 0;
+            let (path, method, body) = if incr {
+                ("/v1/rmw".to_string(), Method::POST, r#"{"op":"incr","key":"load-counter","delta":1}"#.to_string())
+            } else {
+                (format!("/v1/kv/load-{n}"), Method::PUT, format!("v{n}"))
+            };
+            let headers = [("idempotency-key", format!("load-{n}")), ("content-type", "application/json".to_string())];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "write {n} got no definite answer within 60 s");
+                turn += 1;
+                let url = format!("{}{}", urls[turn % urls.len()], path);
+                match http.request(method.clone(), &url, &headers, body.clone(), Duration::from_secs(10)).await {
+                    Ok(r) if r.status == 200 || r.status == 201 => {
+                        if incr {
+                            report.incrs += 1;
+                        } else {
+                            report.acked.push((format!("load-{n}"), format!("v{n}")));
+                        }
+                        break;
+                    }
+                    Ok(r) if r.status == 503 || r.status == 504 => {}
+                    Ok(r) => panic!("write {n}: unexpected {} {}", r.status, r.text()),
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        report
+    })
+}
+
+impl Cluster {
+    /// Every acknowledged write of `report` is on node `id` (sequential read at its current
+    /// state, after `wait_same_state`), and the counter equals the acknowledged increments.
+    pub async fn check_load(&self, id: u64, report: &LoadReport) {
+        for (k, v) in &report.acked {
+            let r = self.req(id, Method::GET, &format!("/v1/kv/{k}?consistency=sequential"), &[], "").await.expect("read");
+            assert_eq!((r.status, r.text()), (200, v.clone()), "acknowledged write {k} on node {id}");
+        }
+        let r = self.req(id, Method::GET, "/v1/kv/load-counter?consistency=sequential", &[], "").await.expect("read");
+        let got: u64 = if r.status == 404 { 0 } else { r.text().parse().expect("a number") };
+        assert_eq!(got, report.incrs, "node {id}: every acknowledged incr applied exactly once");
     }
 }

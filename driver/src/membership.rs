@@ -1,0 +1,456 @@
+//! Membership: joins, leaves, crash recovery and the failure policy, coordinated through etcd and
+//! decided in the log.
+//!
+//! etcd holds the *requests* and the *progress marks*; the replicated log holds the *decisions*.
+//! Keys, under the cluster prefix `P`:
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `P/pending/<id>` | [`PendingChange`] (join with an incarnation, or leave) | the joining/leaving node, or the admin API |
+//! | `P/epochs/<id>` | [`EpochMark`]: the configuration epoch this node runs | every member, whenever it changes (the barrier) |
+//! | `P/removed/<id>` | [`EpochMark`]: the incarnation removed and the epoch without it | the leader, once the barrier is passed |
+//! | `P/evicted/<id>` | the epoch at which the failure policy removed it | the leader's failure policy |
+//! | `P/lock/membership` | etcd's lock | the leader while it turns one request into a change |
+//!
+//! **One change at a time.** Every node runs a [`Manager`]; only the one whose core leads acts.
+//! Each tick it reads the pending requests in the order they were posted and takes the first one
+//! it can act on. It checks the **barrier** (every live member of the current configuration
+//! `e` has reported `P/epochs/<id> >= e`), takes the etcd lock, and proposes the matching
+//! configuration command through the node loop (`paxos::Replica::propose_config`); the core
+//! itself admits one change in flight and decides at which slot it takes effect (stop-sign: a
+//! change chosen at slot `s` governs the slots after `s`). The request stays in etcd until its
+//! effect is visible in the applied configuration, so a leader that dies mid-way leaves it to
+//! the next one, which re-derives the next step from the configuration it has applied.
+//!
+//! * **join** `{id, incarnation}`: `AddLearner(member)` (a new incarnation of a known id replaces
+//!   the old one in whatever role it had: the crash-recovery path), then, once the learner has
+//!   installed a snapshot and caught up (it reports the epoch that added it, and the core checks
+//!   how far it has learned), `Promote(member)`; then the request is deleted.
+//! * **leave** `{id}`: if `id` is this leader, it withdraws from the election first (hand-off)
+//!   and the next leader carries on. Otherwise `Remove(id)`; once every live member of the new
+//!   configuration reports its epoch, `P/removed/<id>` is written and the request deleted. A
+//!   node leaving on SIGTERM waits for that key before it revokes its lease, so the old member
+//!   drops out of discovery only after every member runs the configuration without it.
+//! * **failure policy** (`--remove-failed-after-s`): an acceptor whose registration (its lease)
+//!   has been gone that long, and who has no pending join, is removed, but never below a
+//!   majority of the *configured set* (the acceptors plus those evicted by the policy and not yet
+//!   back). Going lower takes an operator's `DELETE /v1/cluster/members/{id}`.
+//!
+//! Safety never rests on etcd: the core refuses a change while another is in flight, a change
+//! whose new acceptor set has no live quorum, and the promotion of a learner that has not caught
+//! up; ballots fence two managers that both believe they lead, and the etcd lock only keeps them
+//! from doing the same work twice.
+
+use crate::directory::Directory;
+use crate::metrics::Metrics;
+use crate::node::{ElectionCmd, Input, NodeStatus, Refused};
+use anyhow::Context as _;
+use etcd_client::{Client, GetOptions, LockOptions, SortOrder, SortTarget};
+use paxos::{ConfigChange, Configuration, Member, NodeId, RoleKind};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// A membership request, as posted under `P/pending/<id>` (one per node id: a later request
+/// for the same id replaces an earlier one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PendingChange {
+    /// Make this incarnation a learner, then an acceptor once caught up.
+    Join {
+        /// The node id.
+        id: u64,
+        /// The incarnation of the process that asked.
+        incarnation: u64,
+    },
+    /// Remove the node (any incarnation).
+    Leave {
+        /// The node id.
+        id: u64,
+    },
+}
+
+impl PendingChange {
+    /// The node the request is about.
+    pub fn id(&self) -> u64 {
+        match self {
+            PendingChange::Join { id, .. } | PendingChange::Leave { id } => *id,
+        }
+    }
+}
+
+/// "This incarnation is at (or was removed at) this epoch."
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochMark {
+    /// The incarnation.
+    pub incarnation: u64,
+    /// The configuration epoch.
+    pub epoch: u64,
+}
+
+/// Reads and writes the membership keys; shared by the manager, the REST API and start-up.
+#[derive(Clone)]
+pub struct Membership {
+    client: Client,
+    prefix: String,
+}
+
+impl Membership {
+    /// A handle on the keys under `prefix`.
+    pub fn new(client: Client, prefix: String) -> Self {
+        Membership { client, prefix }
+    }
+
+    fn key(&self, dir: &str, id: u64) -> String {
+        format!("{}/{dir}/{id}", self.prefix)
+    }
+
+    /// Post a request (replacing any earlier request for the same node).
+    pub async fn request(&self, change: &PendingChange) -> anyhow::Result<()> {
+        let key = self.key("pending", change.id());
+        self.client.clone().put(key, serde_json::to_vec(change)?, None).await.context("posting a membership request")?;
+        info!(?change, "membership request posted");
+        Ok(())
+    }
+
+    /// The pending requests, oldest first (by the revision that created them).
+    pub async fn pending(&self) -> anyhow::Result<Vec<PendingChange>> {
+        let dir = format!("{}/pending/", self.prefix);
+        let opts = GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend);
+        let resp = self.client.clone().get(dir, Some(opts)).await?;
+        Ok(resp.kvs().iter().filter_map(|kv| serde_json::from_slice(kv.value()).ok()).collect())
+    }
+
+    async fn delete_pending(&self, expected: &PendingChange) -> anyhow::Result<()> {
+        // Only if it is still the same request: a node may have posted a new one meanwhile.
+        let key = self.key("pending", expected.id());
+        let value = serde_json::to_vec(expected)?;
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::value(key.clone(), etcd_client::CompareOp::Equal, value)])
+            .and_then([etcd_client::TxnOp::delete(key, None)]);
+        self.client.clone().txn(txn).await?;
+        Ok(())
+    }
+
+    async fn marks(&self, dir: &str) -> anyhow::Result<BTreeMap<u64, EpochMark>> {
+        let d = format!("{}/{dir}/", self.prefix);
+        let resp = self.client.clone().get(d.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let id = kv.key_str().ok().and_then(|k| k.trim_start_matches(&d).parse::<u64>().ok());
+            if let (Some(id), Ok(m)) = (id, serde_json::from_slice::<EpochMark>(kv.value())) {
+                out.insert(id, m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What every node reported as the epoch it runs.
+    pub async fn epochs(&self) -> anyhow::Result<BTreeMap<u64, EpochMark>> {
+        self.marks("epochs").await
+    }
+
+    /// Nodes removed by a completed leave (and at which epoch).
+    pub async fn removed(&self, id: u64) -> anyhow::Result<Option<EpochMark>> {
+        let resp = self.client.clone().get(self.key("removed", id), None).await?;
+        Ok(resp.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    }
+
+    /// Nodes the failure policy removed and that have not come back.
+    pub async fn evicted(&self) -> anyhow::Result<BTreeMap<u64, EpochMark>> {
+        self.marks("evicted").await
+    }
+
+    /// Forget that the failure policy removed `id` (it came back, or an operator removed it).
+    pub async fn forget_evicted(&self, id: u64) -> anyhow::Result<()> {
+        self.client.clone().delete(self.key("evicted", id), None).await?;
+        Ok(())
+    }
+
+    async fn put_mark(&self, dir: &str, id: u64, mark: EpochMark) -> anyhow::Result<()> {
+        self.client.clone().put(self.key(dir, id), serde_json::to_vec(&mark)?, None).await?;
+        Ok(())
+    }
+}
+
+/// How the manager is set up.
+#[derive(Clone, Debug)]
+pub struct ManagerSettings {
+    /// This replica.
+    pub me: Member,
+    /// Remove an acceptor whose lease has been gone this long (`None`: never automatically).
+    pub remove_failed_after: Option<Duration>,
+    /// How often the manager looks at the state of things.
+    pub tick: Duration,
+}
+
+/// The per-node membership task (see the module docs).
+pub struct Manager {
+    /// The etcd keys.
+    pub membership: Membership,
+    /// Settings.
+    pub settings: ManagerSettings,
+    /// The node loop.
+    pub inputs: mpsc::Sender<Input>,
+    /// Who is registered (alive) in etcd.
+    pub directory: Directory,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Tells the etcd task to resign.
+    pub election: mpsc::UnboundedSender<ElectionCmd>,
+    /// Whether this node may campaign: an acceptor that is not leaving.
+    pub eligible: watch::Sender<bool>,
+}
+
+/// What one look at the pending requests decided.
+enum Step {
+    /// Propose this change; on success, then do `after`.
+    Propose(ConfigChange, After),
+    /// The request is complete: delete it (after writing a removal mark, for a leave).
+    Complete(PendingChange, Option<EpochMark>),
+    /// This leader is the one leaving: withdraw from the election.
+    HandOff,
+}
+
+/// Bookkeeping after a change took effect.
+enum After {
+    Nothing,
+    Evicted(u64, EpochMark),
+}
+
+impl Manager {
+    /// Run until the node loop goes away.
+    pub async fn run(self) {
+        let mut reported: Option<EpochMark> = None;
+        let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(st) = self.status().await else {
+                if self.inputs.is_closed() {
+                    return;
+                }
+                continue;
+            };
+            let me = self.settings.me;
+            // The barrier mark: the epoch this node runs, once it is a member at all.
+            let mark = EpochMark { incarnation: me.incarnation.0, epoch: st.config.epoch };
+            if st.config.members().any(|m| *m == me) && reported != Some(mark) {
+                match self.membership.put_mark("epochs", me.node.0, mark).await {
+                    Ok(()) => reported = Some(mark),
+                    Err(e) => debug!(error = %e, "could not report the epoch"),
+                }
+            }
+            let pending = match self.membership.pending().await {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!(error = %e, "could not read pending membership requests");
+                    continue;
+                }
+            };
+            let leaving = pending.iter().any(|p| matches!(p, PendingChange::Leave { id } if *id == me.node.0));
+            let removed = self.membership.removed(me.node.0).await.ok().flatten().is_some_and(|m| m.incarnation == me.incarnation.0);
+            let eligible = st.config.is_acceptor(&me) && !leaving && !removed;
+            self.eligible.send_if_modified(|e| std::mem::replace(e, eligible) != eligible);
+            if st.core.role != RoleKind::Leader {
+                absent_since.clear();
+                continue;
+            }
+            if let Err(e) = self.lead(&st, &pending, &mut absent_since).await {
+                debug!(error = %e, "membership step failed; retrying");
+            }
+        }
+    }
+
+    async fn status(&self) -> Option<NodeStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Status(tx)).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
+    }
+
+    /// Whether the registration of exactly this incarnation is in etcd.
+    fn live(&self, m: &Member) -> bool {
+        self.directory.get(m.node).is_some_and(|i| i.incarnation == m.incarnation.0)
+    }
+
+    /// The barrier: every live member of `config` runs it (has reported its epoch).
+    async fn barrier_passed(&self, config: &Configuration) -> anyhow::Result<bool> {
+        let epochs = self.membership.epochs().await?;
+        let behind: Vec<NodeId> = config
+            .members()
+            .filter(|m| self.live(m))
+            .filter(|m| !epochs.get(&m.node.0).is_some_and(|e| e.incarnation == m.incarnation.0 && e.epoch >= config.epoch))
+            .map(|m| m.node)
+            .collect();
+        if !behind.is_empty() {
+            debug!(epoch = config.epoch, ?behind, "barrier: waiting for members to run the configuration");
+        }
+        Ok(behind.is_empty())
+    }
+
+    /// One leader step: the first pending request that can move, else the failure policy.
+    async fn lead(&self, st: &NodeStatus, pending: &[PendingChange], absent_since: &mut HashMap<NodeId, Instant>) -> anyhow::Result<()> {
+        let config = &st.config;
+        let me = self.settings.me;
+        let mut step = None;
+        for p in pending {
+            step = match *p {
+                PendingChange::Leave { id } if id == me.node.0 => Some(Step::HandOff),
+                PendingChange::Leave { id } => match config.member(NodeId(id)) {
+                    Some(_) => Some(Step::Propose(ConfigChange::Remove(NodeId(id)), After::Nothing)),
+                    // Removed: once every remaining member runs the configuration without it,
+                    // tell the leaving node (it may now drop out of discovery).
+                    None => Some(Step::Complete(p.clone(), Some(EpochMark { incarnation: self.removed_incarnation(id), epoch: config.epoch }))),
+                },
+                PendingChange::Join { id, incarnation } => {
+                    let m = Member { node: NodeId(id), incarnation: paxos::Incarnation(incarnation) };
+                    match self.directory.get(m.node) {
+                        // Superseded by a newer process (it posts its own request): drop it.
+                        Some(info) if info.incarnation != incarnation => Some(Step::Complete(p.clone(), None)),
+                        // Not registered (yet, or any more): nothing to do now.
+                        None => None,
+                        Some(_) if config.is_acceptor(&m) => Some(Step::Complete(p.clone(), None)),
+                        Some(_) if config.learners.contains(&m) => {
+                            // The core checks that it has caught up; the barrier checks that it
+                            // runs the configuration that added it (it installed a snapshot).
+                            let caught_up = st.core.learned.get(&m.node).is_some_and(|l| l.0 + 64 >= st.core.commit.0);
+                            caught_up.then_some(Step::Propose(ConfigChange::Promote(m), After::Nothing))
+                        }
+                        Some(_) => Some(Step::Propose(ConfigChange::AddLearner(m), After::Nothing)),
+                    }
+                }
+            };
+            if step.is_some() {
+                break;
+            }
+        }
+        if step.is_none() {
+            step = self.failure_policy(config, pending, absent_since).await?;
+        }
+        let Some(step) = step else { return Ok(()) };
+        match step {
+            Step::HandOff => {
+                info!("this leader is leaving: handing leadership off");
+                self.eligible.send_if_modified(|e| std::mem::replace(e, false));
+                let _ = self.election.send(ElectionCmd::Resign);
+            }
+            Step::Complete(p, mark) => {
+                if let Some(mark) = mark {
+                    if !self.barrier_passed(config).await? {
+                        return Ok(());
+                    }
+                    self.membership.put_mark("removed", p.id(), mark).await?;
+                    info!(node = p.id(), epoch = mark.epoch, "leave complete: every member runs the configuration without it");
+                }
+                if let PendingChange::Join { id, .. } = p {
+                    self.membership.forget_evicted(id).await?;
+                    info!(node = id, epoch = config.epoch, "join complete: the node is an acceptor");
+                }
+                self.membership.delete_pending(&p).await?;
+            }
+            Step::Propose(change, after) => {
+                if !self.barrier_passed(config).await? {
+                    return Ok(());
+                }
+                let next = self.propose_locked(change).await?;
+                self.metrics.membership_changes.inc();
+                info!(?change, epoch = next.epoch, "membership change took effect");
+                if let After::Evicted(id, mark) = after {
+                    self.membership.put_mark("evicted", id, EpochMark { epoch: next.epoch, ..mark }).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn removed_incarnation(&self, id: u64) -> u64 {
+        // The removed member's incarnation is whatever is registered (a leaving node is still
+        // alive); a dead one cannot read the mark anyway.
+        self.directory.get(NodeId(id)).map_or(0, |i| i.incarnation)
+    }
+
+    /// The failure policy (see the module docs).
+    async fn failure_policy(
+        &self,
+        config: &Configuration,
+        pending: &[PendingChange],
+        absent_since: &mut HashMap<NodeId, Instant>,
+    ) -> anyhow::Result<Option<Step>> {
+        let Some(after) = self.settings.remove_failed_after else { return Ok(None) };
+        let now = Instant::now();
+        absent_since.retain(|n, _| config.contains_node(*n));
+        let mut candidate = None;
+        for m in &config.acceptors {
+            if *m == self.settings.me || self.live(m) {
+                absent_since.remove(&m.node);
+                continue;
+            }
+            let since = *absent_since.entry(m.node).or_insert(now);
+            let joining = pending.iter().any(|p| p.id() == m.node.0);
+            if candidate.is_none() && !joining && now.duration_since(since) >= after {
+                candidate = Some(*m);
+            }
+        }
+        let Some(m) = candidate else { return Ok(None) };
+        let evicted = self.membership.evicted().await?;
+        let configured = config.acceptors.len() + evicted.keys().filter(|id| !config.contains_node(NodeId(**id))).count();
+        let left = config.acceptors.len() - 1;
+        if left < configured / 2 + 1 {
+            warn!(node = %m.node, left, configured, "failed acceptor kept: removing it would go below a majority of the configured set (an operator may remove it)");
+            return Ok(None);
+        }
+        warn!(node = %m.node, after = ?after, "acceptor failed (no etcd lease); removing it");
+        Ok(Some(Step::Propose(ConfigChange::Remove(m.node), After::Evicted(m.node.0, EpochMark { incarnation: m.incarnation.0, epoch: 0 }))))
+    }
+
+    /// Take the etcd lock, propose `change`, wait for it to take effect, release the lock.
+    async fn propose_locked(&self, change: ConfigChange) -> anyhow::Result<Configuration> {
+        let mut client = self.membership.client.clone();
+        let lease = client.lease_grant(30, None).await?.id();
+        let name = format!("{}/lock/membership", self.membership.prefix);
+        let locked = tokio::time::timeout(Duration::from_secs(3), client.lock(name, Some(LockOptions::new().with_lease(lease)))).await;
+        let key = match locked {
+            Ok(Ok(r)) => r.key().to_vec(),
+            Ok(Err(e)) => {
+                let _ = client.lease_revoke(lease).await;
+                return Err(e.into());
+            }
+            Err(_) => {
+                let _ = client.lease_revoke(lease).await;
+                anyhow::bail!("the membership lock is held elsewhere");
+            }
+        };
+        let result = self.propose(change).await;
+        let _ = client.unlock(key).await;
+        let _ = client.lease_revoke(lease).await;
+        result
+    }
+
+    async fn propose(&self, change: ConfigChange) -> anyhow::Result<Configuration> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Reconfigure { change, reply: tx }).await.map_err(|_| anyhow::anyhow!("node loop gone"))?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(Ok(config))) => Ok(config),
+            Ok(Ok(Err(Refused::Config(why)))) => anyhow::bail!("{change:?} refused: {why}"),
+            Ok(Ok(Err(e))) => anyhow::bail!("{change:?} not taken: {e}"),
+            Ok(Err(_)) => anyhow::bail!("node loop dropped the change"),
+            Err(_) => anyhow::bail!("{change:?}: outcome unknown after 10 s"),
+        }
+    }
+}
+
+/// Wait until `P/removed/<me>` names this incarnation (the leave is complete), or `timeout`.
+pub async fn wait_removed(membership: &Membership, me: Member, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if membership.removed(me.node.0).await.ok().flatten().is_some_and(|m| m.incarnation == me.incarnation.0) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
