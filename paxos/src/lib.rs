@@ -34,13 +34,25 @@
 //!
 //! Quorums come from the [`Configuration`] attached to slots, never from a cluster size.
 
+mod acceptor;
 mod action;
+mod compaction;
 mod config;
 mod error;
 mod event;
 mod ids;
 mod message;
 mod options;
+mod leader;
+mod learner;
+mod reconfig;
+mod timer;
+#[cfg(feature = "sim")]
+pub mod sim;
+#[cfg(test)]
+mod replica_test;
+#[cfg(test)]
+mod quickcheck_test;
 
 pub use action::{Action, Persist};
 pub use config::{ConfigChange, ConfigError, Configuration};
@@ -49,6 +61,8 @@ pub use event::Event;
 pub use ids::{Ballot, Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
 pub use message::{AcceptedEntry, Command, Envelope, Message, SnapshotMeta, Value};
 pub use options::Options;
+#[cfg(feature = "sim")]
+pub use options::Bugs;
 mod replica;
 mod status;
 

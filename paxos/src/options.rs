@@ -35,6 +35,21 @@ pub struct Options {
     /// Past this many slots retained above the checkpoint, the leader stops waiting for the
     /// slowest member; that member later catches up from a snapshot.
     pub max_retained_slots: u64,
+    /// Known-wrong rules, switched on by the simulator's negative tests to prove it finds bugs.
+    #[cfg(feature = "sim")]
+    #[doc(hidden)]
+    pub bugs: Bugs,
+}
+
+/// Deliberate protocol bugs, for the simulator's negative tests only.
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// A new leader ignores the values reported in promises (breaks PMS 2.2).
+    pub skip_adoption: bool,
+    /// A restarted replica keeps its old incarnation with empty state (breaks rule 8).
+    pub amnesia_vote: bool,
 }
 
 impl Options {
@@ -54,6 +69,8 @@ impl Options {
             max_queued_commands: 10_000,
             snapshot_every: 10_000,
             max_retained_slots: 100_000,
+            #[cfg(feature = "sim")]
+            bugs: Bugs::default(),
         }
     }
 }

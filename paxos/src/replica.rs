@@ -1,79 +1,452 @@
-//! The replica: one value per node that plays acceptor, leader and learner.
+//! The replica: one value per node that plays acceptor, proposer and learner.
 //!
-//! (Stub: the public surface is fixed here; the implementation lands with the core.)
+//! This file holds the public API and the dispatch of peer messages; the roles live in
+//! `acceptor.rs` (durable votes), `leader.rs` (candidate and leader) and `learner.rs` (chosen
+//! log, apply, catch-up). Role-only data lives in [`Role`] variants.
+//!
+//! Messages a replica sends to itself (a leader is also an acceptor) go through an internal
+//! loopback queue and the same handlers, so a leader's own vote is persisted exactly like a
+//! peer's before it is counted.
 
-use crate::action::Action;
+use crate::acceptor::{Acceptor, Vote};
+use crate::action::{Action, Persist};
 use crate::config::ConfigChange;
 use crate::error::ProposeError;
 use crate::event::Event;
-use crate::ids::{ReadId, RequestId, Time};
-use crate::message::Command;
+use crate::ids::{Ballot, Member, NodeId, ReadId, RequestId, Slot, Time};
+use crate::leader::{Candidate, Leader};
+use crate::learner::Log;
+use crate::message::{AcceptedEntry, Command, Envelope, Message, Value};
 use crate::options::Options;
-use crate::status::{Counters, Status};
+use crate::status::{Counters, RoleKind, Status};
+use crate::timer::{Timer, Timers};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+/// What this replica is doing as a proposer.
+#[derive(Clone, Debug)]
+pub(crate) enum Role {
+    /// Follows a leader, or waits for the election.
+    Follower,
+    /// Running phase 1.
+    Candidate(Candidate),
+    /// Running phase 2.
+    Leader(Leader),
+}
 
 /// One replica of the replicated log.
 #[derive(Debug)]
 pub struct Replica {
-    _options: Options,
+    pub(crate) opts: Options,
+    pub(crate) me: Member,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) actions: VecDeque<Action>,
+    loopback: VecDeque<Envelope>,
+    pub(crate) counters: Counters,
+    pub(crate) timers: Timers,
+    pub(crate) acceptor: Acceptor,
+    pub(crate) log: Log,
+    pub(crate) role: Role,
+    /// The highest ballot seen in any message.
+    pub(crate) max_seen: Ballot,
+    /// A ballot of ours that never reached phase 2 and may be used again.
+    pub(crate) reusable: Option<Ballot>,
+    /// Who leads, as far as we know.
+    pub(crate) known_leader: Option<NodeId>,
+    /// Our own proposals by slot, until the slot is known chosen.
+    pub(crate) pending: BTreeMap<Slot, Vec<RequestId>>,
+    /// Slots at or below here are disposed of (checkpoint).
+    pub(crate) checkpoint: Slot,
+    /// The last snapshot taken or installed.
+    pub(crate) snapshot: Slot,
+    /// The last slot a snapshot was asked for.
+    pub(crate) snapshot_asked: Slot,
 }
 
 impl Replica {
     /// A replica as set up by `options`, at time `now`.
     pub fn new(options: Options, now: Time) -> Self {
         let _ = now;
-        Replica { _options: options }
+        let mut log = Log::default();
+        if let Some(c) = &options.bootstrap {
+            log.configs.insert(Slot(0), c.clone());
+        }
+        Replica {
+            me: options.me,
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            opts: options,
+            actions: VecDeque::new(),
+            loopback: VecDeque::new(),
+            counters: Counters::default(),
+            timers: Timers::default(),
+            acceptor: Acceptor::default(),
+            log,
+            role: Role::Follower,
+            max_seen: Ballot::ZERO,
+            reusable: None,
+            known_leader: None,
+            pending: BTreeMap::new(),
+            checkpoint: Slot(0),
+            snapshot: Slot(0),
+            snapshot_asked: Slot(0),
+        }
     }
 
     /// Take one input.
     pub fn handle(&mut self, now: Time, event: Event) {
-        let _ = (now, event);
-        todo!()
+        match event {
+            Event::Receive(env) => self.receive(now, env),
+            Event::LeaderHint { leader } => self.on_leader_hint(now, leader),
+            Event::SnapshotTaken(meta) => self.on_snapshot_taken(now, meta),
+            Event::SnapshotInstalled(meta) => self.on_snapshot_installed(now, meta),
+        }
+        self.drain_loopback(now);
     }
 
     /// Time has reached the deadline given by [`Replica::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Time) {
-        let _ = now;
-        todo!()
+        for timer in self.timers.take_due(now) {
+            match timer {
+                Timer::Heartbeat => self.send_heartbeats(now),
+                Timer::Retry => self.on_retry(now),
+                Timer::Lease => self.on_lease(now),
+                Timer::Batch => self.flush(now),
+                Timer::Fetch => self.send_fetch(now),
+            }
+        }
+        self.drain_loopback(now);
     }
 
-    /// Propose a client command (leader only).
+    /// Propose a client command (leader only). The outcome comes later as an `Action::Apply`
+    /// carrying `command.id`, or `Action::ProposalLost`.
     pub fn propose(&mut self, now: Time, command: Command) -> Result<(), ProposeError> {
-        let _ = (now, command);
-        todo!()
+        let r = self.enqueue(now, command);
+        self.drain_loopback(now);
+        r
     }
 
     /// Propose a membership change (leader only; one at a time).
     pub fn propose_config(&mut self, now: Time, id: RequestId, change: ConfigChange) -> Result<(), ProposeError> {
-        let _ = (now, id, change);
-        todo!()
+        let r = self.leader_propose_config(now, id, change);
+        self.drain_loopback(now);
+        r
     }
 
     /// Start (or join) a leadership confirmation for a linearizable read (leader only). The
     /// outcome comes as `Action::ReadsReady` or `Action::ReadsFailed`.
     pub fn read(&mut self, now: Time, read: ReadId) -> Result<(), ProposeError> {
-        let _ = (now, read);
-        todo!()
+        let ok = self.leader_read(now, read);
+        self.drain_loopback(now);
+        if ok {
+            Ok(())
+        } else {
+            let leader = self.known_leader.filter(|l| *l != self.me.node);
+            Err(ProposeError::NotLeader { leader })
+        }
     }
 
     /// The next effect to run, in order.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        todo!()
+        self.actions.pop_front()
     }
 
     /// When to call [`Replica::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
-        todo!()
+        self.timers.next()
     }
 
     /// The replica's state, for status pages.
     pub fn status(&self) -> Status {
-        todo!()
+        let config = self.log.current_config().cloned().unwrap_or_else(|| crate::Configuration::bootstrap([]));
+        let role = match &self.role {
+            Role::Leader(_) => RoleKind::Leader,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Follower if config.is_acceptor(&self.me) => RoleKind::Follower,
+            Role::Follower => RoleKind::Learner,
+        };
+        let (ballot, learned) = match &self.role {
+            Role::Leader(l) => (l.ballot.max(self.acceptor.promised), self.learned_map()),
+            Role::Candidate(c) => (c.ballot.max(self.acceptor.promised), BTreeMap::new()),
+            Role::Follower => (self.acceptor.promised, BTreeMap::new()),
+        };
+        Status {
+            me: self.me,
+            role,
+            leader: self.known_leader,
+            ballot,
+            commit: self.log.commit,
+            applied: self.log.commit,
+            checkpoint: self.checkpoint,
+            snapshot: self.snapshot,
+            config,
+            learned,
+        }
     }
 
     /// Counters of what happened.
     pub fn counters(&self) -> Counters {
-        todo!()
+        self.counters.clone()
     }
+
+    /// The highest ballot this replica's acceptor promised (never decreases in an incarnation).
+    pub fn promised(&self) -> Ballot {
+        self.acceptor.promised
+    }
+
+    /// Every slot up to here is known chosen and was handed out as `Action::Apply`.
+    pub fn commit(&self) -> Slot {
+        self.log.commit
+    }
+
+    /// Whether this replica still tracks the outcome of `id` (queued, or proposed in a slot not
+    /// yet known chosen). After `Event::SnapshotInstalled`, a command its driver waits for that is
+    /// no longer tracked was settled inside the snapshot: it was chosen if the state machine's
+    /// session table has applied it, and lost otherwise.
+    pub fn tracks(&self, id: RequestId) -> bool {
+        let queued = match &self.role {
+            Role::Leader(l) => l.queue.cmds.iter().any(|(c, _)| c.id == id),
+            Role::Candidate(c) => c.queue.cmds.iter().any(|(c, _)| c.id == id),
+            Role::Follower => false,
+        };
+        queued || self.pending.values().any(|ids| ids.contains(&id))
+    }
+
+    /// Whether this replica currently leads (phase 2).
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    // ----- plumbing -----
+
+    /// Send `msg` to `to`; to ourselves it goes through the loopback queue.
+    pub(crate) fn send(&mut self, to: NodeId, msg: Message) {
+        let env = Envelope { from: self.me, to, msg };
+        if to == self.me.node {
+            self.loopback.push_back(env);
+        } else {
+            self.actions.push_back(Action::Send(env));
+        }
+    }
+
+    fn drain_loopback(&mut self, now: Time) {
+        while let Some(env) = self.loopback.pop_front() {
+            self.dispatch(now, env);
+        }
+    }
+
+    fn receive(&mut self, now: Time, env: Envelope) {
+        // Misaddressed, or claiming to be us: drop.
+        if env.to != self.me.node || env.from.node == self.me.node {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        self.dispatch(now, env);
+    }
+
+    fn dispatch(&mut self, now: Time, env: Envelope) {
+        let from = env.from;
+        match env.msg {
+            Message::Prepare { ballot, first_slot } => self.on_prepare(now, from, ballot, first_slot),
+            Message::Promise { ballot, first_slot, accepted, learned } => {
+                self.observe_ballot(now, ballot);
+                if accepted.iter().any(|e| e.slot < first_slot || e.ballot > ballot) {
+                    self.counters.dropped_messages += 1;
+                    return;
+                }
+                self.note_learned(from, learned);
+                self.on_promise(now, from, ballot, first_slot, accepted);
+            }
+            Message::Accept { ballot, slot, value, commit } => self.on_accept(now, from, ballot, slot, value, commit),
+            Message::Accepted { ballot, slot, learned } => self.on_accepted(now, from, ballot, slot, learned),
+            Message::Nack { promised } => self.on_nack(now, promised),
+            Message::Heartbeat { ballot, commit, checkpoint, read_round } => {
+                self.on_heartbeat(now, from, ballot, commit, checkpoint, read_round)
+            }
+            Message::HeartbeatAck { ballot, read_round, learned } => {
+                self.on_heartbeat_ack(now, from, ballot, read_round, learned)
+            }
+            Message::Fetch { from: lo, to: hi } => self.on_fetch(from.node, lo, hi),
+            Message::Chosen { entries, commit } => self.on_chosen(now, entries, commit),
+            Message::Compacted { snapshot_slot } => self.on_compacted(now, snapshot_slot),
+        }
+    }
+
+    fn note_learned(&mut self, from: Member, learned: Slot) {
+        if let Role::Leader(l) = &mut self.role {
+            if l.config.members().any(|m| *m == from) {
+                l.learned.insert(from.node, learned);
+            }
+        }
+    }
+
+    /// Remember the highest ballot seen; a higher one deposes a leader or candidate.
+    fn observe_ballot(&mut self, now: Time, ballot: Ballot) {
+        self.max_seen = self.max_seen.max(ballot);
+        let mine = match &self.role {
+            Role::Leader(l) => l.ballot,
+            Role::Candidate(c) => c.ballot,
+            Role::Follower => return,
+        };
+        if ballot > mine {
+            self.step_down(now, false);
+        }
+    }
+
+    pub(crate) fn set_known_leader(&mut self, leader: Option<NodeId>, ballot: Ballot) {
+        if self.known_leader != leader {
+            self.known_leader = leader;
+            self.actions.push_back(Action::LeaderChanged { leader, ballot });
+        }
+    }
+
+    /// Leave the leader or candidate role. Queued commands never got a slot: they are lost now.
+    /// `may_reuse`: the ballot may be used again if it never reached phase 2.
+    pub(crate) fn step_down(&mut self, now: Time, may_reuse: bool) {
+        let _ = now;
+        let role = std::mem::replace(&mut self.role, Role::Follower);
+        let (queue, reads) = match role {
+            Role::Follower => return,
+            Role::Candidate(c) => {
+                if may_reuse && !c.sent_accept {
+                    self.reusable = Some(c.ballot);
+                }
+                (c.queue, Vec::new())
+            }
+            Role::Leader(l) => {
+                let mut reads = l.reads_waiting;
+                reads.extend(l.rounds.into_values().flat_map(|r| r.reads));
+                (l.queue, reads)
+            }
+        };
+        for (cmd, _) in queue.cmds {
+            self.counters.proposals_lost += 1;
+            self.actions.push_back(Action::ProposalLost { id: cmd.id });
+        }
+        if !reads.is_empty() {
+            self.actions.push_back(Action::ReadsFailed { reads, leader: None });
+        }
+        for t in [Timer::Heartbeat, Timer::Retry, Timer::Lease, Timer::Batch] {
+            self.timers.cancel(t);
+        }
+        self.counters.stepped_down += 1;
+        self.actions.push_back(Action::SteppedDown);
+        if self.known_leader == Some(self.me.node) {
+            self.set_known_leader(None, self.max_seen);
+        }
+        self.maybe_fetch(now);
+    }
+
+    fn on_leader_hint(&mut self, now: Time, leader: Option<NodeId>) {
+        if leader == Some(self.me.node) {
+            if matches!(self.role, Role::Follower) {
+                self.start_candidacy(now);
+            }
+            return;
+        }
+        // The election moved on: stop leading (ballots fence us anyway; this just hurries it).
+        self.step_down(now, true);
+        if leader.is_some() {
+            self.set_known_leader(leader, self.max_seen);
+        }
+    }
+
+    // ----- acceptor -----
+
+    fn on_prepare(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot) {
+        self.observe_ballot(now, ballot);
+        if first_slot == Slot(0) {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        if first_slot <= self.checkpoint {
+            // Slots at or below the checkpoint are disposed of and never re-opened.
+            self.send(from.node, Message::Compacted { snapshot_slot: self.snapshot });
+            return;
+        }
+        match self.acceptor.promise(ballot, from) {
+            Vote::Refuse(promised) => self.send(from.node, Message::Nack { promised }),
+            Vote::Grant { raised } => {
+                if raised {
+                    self.actions.push_back(Action::Persist(Persist::Promised(ballot)));
+                }
+                let accepted = self.acceptor.accepted_from(first_slot);
+                let learned = self.log.commit;
+                self.send(from.node, Message::Promise { ballot, first_slot, accepted, learned });
+            }
+        }
+    }
+
+    fn on_accept(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot, value: Value, commit: Slot) {
+        self.observe_ballot(now, ballot);
+        if slot == Slot(0) {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        if slot <= self.checkpoint {
+            self.send(from.node, Message::Compacted { snapshot_slot: self.snapshot });
+            return;
+        }
+        match self.acceptor.promise(ballot, from) {
+            Vote::Refuse(promised) => self.send(from.node, Message::Nack { promised }),
+            Vote::Grant { raised } => {
+                if raised {
+                    self.actions.push_back(Action::Persist(Persist::Promised(ballot)));
+                }
+                self.acceptor.accept(slot, ballot, value.clone());
+                self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));
+                let learned = self.log.commit;
+                self.send(from.node, Message::Accepted { ballot, slot, learned });
+                if from != self.me {
+                    self.set_known_leader(Some(ballot.node), ballot);
+                    self.learn_commit(now, ballot, commit);
+                }
+            }
+        }
+    }
+
+    fn on_nack(&mut self, now: Time, promised: Ballot) {
+        self.max_seen = self.max_seen.max(promised);
+        let mine = match &self.role {
+            Role::Leader(l) => l.ballot,
+            Role::Candidate(c) => c.ballot,
+            Role::Follower => return,
+        };
+        if promised >= mine {
+            self.step_down(now, false);
+        }
+    }
+
+    fn on_heartbeat(&mut self, now: Time, from: Member, ballot: Ballot, commit: Slot, checkpoint: Slot, read_round: u64) {
+        self.observe_ballot(now, ballot);
+        if ballot < self.acceptor.promised
+            || (ballot == self.acceptor.promised && self.acceptor.promised_to.is_some_and(|m| m != from))
+        {
+            self.send(from.node, Message::Nack { promised: self.acceptor.promised });
+            return;
+        }
+        self.set_known_leader(Some(ballot.node), ballot);
+        let learned = self.log.commit;
+        self.send(from.node, Message::HeartbeatAck { ballot, read_round, learned });
+        self.learn_commit(now, ballot, commit);
+        self.on_checkpoint(now, checkpoint);
+    }
+
+    /// Called by the learner whenever the commit point advanced.
+    pub(crate) fn after_commit(&mut self, now: Time) {
+        self.leader_after_commit(now);
+    }
+
+    // ----- snapshots, checkpoints, reconfiguration: see `compaction.rs` -----
+
+    fn leader_propose_config(&mut self, now: Time, id: RequestId, change: ConfigChange) -> Result<(), ProposeError> {
+        self.propose_config_change(now, id, change)
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_command(node: u64, seq: u64) -> Command {
+    Command { id: RequestId { node: NodeId(node), seq }, payload: vec![seq as u8] }
 }

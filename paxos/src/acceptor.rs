@@ -1,0 +1,66 @@
+//! The acceptor: the only state whose loss breaks safety.
+//!
+//! It keeps the highest ballot it promised and, per slot, the last value it accepted (Paxos Made
+//! Simple, 2.2). Every change is announced to the driver as an [`crate::Persist`] barrier before
+//! the reply that depends on it (`Promise`, `Accepted`) is sent. The acceptor never learns what
+//! is chosen; that is the learner's job.
+
+use crate::ids::{Ballot, Member, Slot};
+use crate::message::{AcceptedEntry, Value};
+use std::collections::BTreeMap;
+
+/// The acceptor's durable state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Acceptor {
+    /// The highest ballot promised (never decreases within an incarnation).
+    pub(crate) promised: Ballot,
+    /// Which incarnation `promised` was promised to: an equal ballot from another incarnation of
+    /// the same node (which may have forgotten what it proposed under it) is refused.
+    pub(crate) promised_to: Option<Member>,
+    /// Per slot, the ballot and value last accepted.
+    pub(crate) accepted: BTreeMap<Slot, (Ballot, Value)>,
+}
+
+/// What a phase 1a or 2a request does to the acceptor.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Vote {
+    /// Refused: the acceptor promised this higher (or conflicting) ballot.
+    Refuse(Ballot),
+    /// Granted; `raised` says whether the promise changed (and must be persisted).
+    Grant { raised: bool },
+}
+
+impl Acceptor {
+    /// May `ballot` from `from` be granted? Raises the promise if so.
+    pub(crate) fn promise(&mut self, ballot: Ballot, from: Member) -> Vote {
+        if ballot < self.promised {
+            return Vote::Refuse(self.promised);
+        }
+        if ballot == self.promised && self.promised_to.is_some_and(|m| m != from) {
+            // Same ballot, other incarnation: it may not remember what it proposed (rule 8).
+            return Vote::Refuse(self.promised);
+        }
+        let raised = ballot > self.promised;
+        self.promised = ballot;
+        self.promised_to = Some(from);
+        Vote::Grant { raised }
+    }
+
+    /// Every value accepted at or after `first`.
+    pub(crate) fn accepted_from(&self, first: Slot) -> Vec<AcceptedEntry> {
+        self.accepted
+            .range(first..)
+            .map(|(s, (b, v))| AcceptedEntry { slot: *s, ballot: *b, value: v.clone() })
+            .collect()
+    }
+
+    /// Record an accepted value (the caller checked the ballot with [`Acceptor::promise`]).
+    pub(crate) fn accept(&mut self, slot: Slot, ballot: Ballot, value: Value) {
+        self.accepted.insert(slot, (ballot, value));
+    }
+
+    /// Forget every slot at or below `upto` (disposed by a checkpoint or a snapshot).
+    pub(crate) fn dispose_through(&mut self, upto: Slot) {
+        self.accepted = self.accepted.split_off(&upto.next());
+    }
+}

@@ -1,0 +1,141 @@
+//! Snapshots, compaction and checkpoints: how the log stays bounded.
+//!
+//! * **Snapshots.** Every `snapshot_every` applied slots the core asks the driver for a snapshot
+//!   (`Action::TakeSnapshot`). When it is taken (`Event::SnapshotTaken`) the chosen log at or
+//!   below it is dropped; a peer asking for such slots is answered `Compacted` and the driver is
+//!   told to stream the snapshot (`Action::SendSnapshot`). A replica that installed a snapshot
+//!   (`Event::SnapshotInstalled`) continues from the slot after it.
+//! * **Checkpoints** (architecture rule 6). Every replica reports how far it learned (on
+//!   `Accepted`, `HeartbeatAck`, `Promise`). The leader spreads the minimum over all current
+//!   members as `Heartbeat.checkpoint`. Slots at or below the checkpoint are disposed of by every
+//!   acceptor and never re-opened: `Prepare` or `Accept` for them is answered `Compacted`. This
+//!   is safe because every member that could ever lead has learned them (a future leader's phase
+//!   1 starts above its own commit point). **Lag rule:** a member more than
+//!   `max_retained_slots` behind the leader's commit is not waited for; it will need a snapshot,
+//!   and until it installs one it cannot lead (its `Prepare` is answered `Compacted`).
+
+use crate::action::Action;
+use crate::ids::{NodeId, Slot, Time};
+use crate::message::SnapshotMeta;
+use crate::replica::{Replica, Role};
+
+impl Replica {
+    /// After applying `slot`: ask for a snapshot every `snapshot_every` slots.
+    pub(crate) fn maybe_snapshot(&mut self, slot: Slot) {
+        let every = self.opts.snapshot_every;
+        if every > 0 && slot.0 >= self.snapshot_asked.0 + every {
+            self.snapshot_asked = slot;
+            self.actions.push_back(Action::TakeSnapshot { slot });
+        }
+    }
+
+    /// The driver took a snapshot: drop the chosen log at or below it.
+    pub(crate) fn on_snapshot_taken(&mut self, _now: Time, meta: SnapshotMeta) {
+        if meta.last_slot <= self.snapshot || meta.last_slot > self.log.commit {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        self.snapshot = meta.last_slot;
+        self.counters.snapshots_taken += 1;
+        self.compact_log();
+    }
+
+    /// Drop log entries covered by both the snapshot and the checkpoint: below the snapshot a
+    /// fetch can be answered with the snapshot, but a member that has not learned a slot yet
+    /// (and is within the lag rule) should catch up from the log, not from a snapshot.
+    pub(crate) fn compact_log(&mut self) {
+        let upto = self.snapshot.min(self.checkpoint);
+        if upto > self.log.compacted {
+            let dropped = self.log.entries.range(..=upto).count() as u64;
+            self.log.entries = self.log.entries.split_off(&upto.next());
+            self.log.compacted = upto;
+            let _ = dropped;
+        }
+    }
+
+    /// The driver installed a snapshot from a peer: continue from the slot after it.
+    pub(crate) fn on_snapshot_installed(&mut self, now: Time, meta: SnapshotMeta) {
+        if meta.last_slot <= self.log.commit && !self.log.configs.is_empty() {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        if !matches!(self.role, Role::Follower) {
+            self.step_down(now, true);
+        }
+        let last = meta.last_slot;
+        self.log.commit = last;
+        self.log.known_commit = self.log.known_commit.max(last);
+        self.log.compacted = last;
+        self.log.entries = self.log.entries.split_off(&last.next());
+        // Configurations before the snapshot no longer matter; the snapshot's governs after it.
+        self.log.configs.retain(|k, _| *k > last);
+        self.log.configs.insert(last, meta.config);
+        // Our proposals in the skipped slots: their outcome is unknown to us (the driver times
+        // them out as "unknown"); stop tracking them.
+        self.pending = self.pending.split_off(&last.next());
+        self.snapshot = last;
+        self.snapshot_asked = last;
+        // Everything up to the snapshot is learned here: it may be disposed of.
+        if last > self.checkpoint {
+            self.dispose_through(last);
+        }
+        self.counters.snapshots_installed += 1;
+        self.advance(now);
+        self.maybe_fetch(now);
+    }
+
+    /// A peer says what we asked for is disposed of; its driver streams us a snapshot.
+    pub(crate) fn on_compacted(&mut self, now: Time, snapshot_slot: crate::ids::Slot) {
+        let _ = snapshot_slot;
+        // A leader or candidate told so is behind a checkpoint: it cannot lead from here.
+        if !matches!(self.role, Role::Follower) {
+            self.step_down(now, false);
+        }
+    }
+
+    /// The leader's checkpoint arrived: dispose of slots at or below it (that we learned).
+    pub(crate) fn on_checkpoint(&mut self, _now: Time, checkpoint: Slot) {
+        let cp = checkpoint.min(self.log.commit);
+        if cp > self.checkpoint {
+            self.dispose_through(cp);
+        }
+    }
+
+    /// Dispose of every slot at or below `cp` (every member learned it, or lags beyond the rule).
+    pub(crate) fn dispose_through(&mut self, cp: Slot) {
+        let before = self.acceptor.accepted.len() as u64;
+        self.acceptor.dispose_through(cp);
+        self.counters.slots_disposed += before - self.acceptor.accepted.len() as u64;
+        self.checkpoint = cp;
+        self.compact_log();
+    }
+
+    /// Leader: the checkpoint is the lowest learned point over all current members, ignoring
+    /// members more than `max_retained_slots` behind (they will need a snapshot).
+    pub(crate) fn leader_update_checkpoint(&mut self) {
+        let Role::Leader(l) = &self.role else { return };
+        let commit = self.log.commit;
+        let mut cp = commit;
+        for m in l.config.members() {
+            if m.node == self.me.node {
+                continue;
+            }
+            let learned = l.learned.get(&m.node).copied().unwrap_or(Slot(0)).min(commit);
+            if commit.0 - learned.0 > self.opts.max_retained_slots {
+                continue;
+            }
+            cp = cp.min(learned);
+        }
+        if cp > self.checkpoint {
+            self.dispose_through(cp);
+        }
+    }
+
+    /// For status pages: how far each member learned (leader only).
+    pub(crate) fn learned_map(&self) -> std::collections::BTreeMap<NodeId, Slot> {
+        match &self.role {
+            Role::Leader(l) => l.learned.clone(),
+            _ => Default::default(),
+        }
+    }
+}

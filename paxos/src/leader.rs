@@ -1,0 +1,509 @@
+//! Proposer roles: the candidate (phase 1) and the leader (phase 2, reads).
+//!
+//! A replica told to lead becomes a [`Candidate`]: it picks a ballot above every ballot it has
+//! seen (or re-uses its last one if it never sent an `Accept` under it and saw nothing higher, so
+//! that a replica cut off from a quorum does not keep raising ballots) and sends one `Prepare` for
+//! every slot from its first unchosen slot on (Paxos Made Simple, 3: "phase 1 for infinitely many
+//! instances"). From a quorum of promises it becomes a [`Leader`]: per slot it adopts the value of
+//! the highest ballot (PMS 2.2), fills holes with no-ops and re-proposes all of them under its own
+//! ballot. A `Reconfigure` among them is a stop sign: nothing after it is proposed until it is
+//! chosen, then phase 1 runs again, same ballot, in the new configuration, for the slots after it.
+//!
+//! The leader batches queued commands into slots and keeps at most `pipeline_window` slots in
+//! phase 2. Heartbeats carry the commit point and a read round; a round confirmed by a quorum that
+//! started after a read arrived serves that read at the commit point of the round's start.
+
+use crate::action::Action;
+use crate::config::Configuration;
+use crate::ids::{Ballot, Member, NodeId, ReadId, Slot, Time};
+use crate::message::{AcceptedEntry, Command, Message, Value};
+use crate::replica::{Replica, Role};
+use crate::timer::Timer;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Client commands waiting for a slot.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Queue {
+    pub(crate) cmds: VecDeque<(Command, Time)>,
+    pub(crate) bytes: usize,
+}
+
+impl Queue {
+    fn push(&mut self, cmd: Command, now: Time) {
+        self.bytes += cmd.payload.len();
+        self.cmds.push_back((cmd, now));
+    }
+
+    /// Take one batch within the limits (at least one command if any is queued).
+    fn take_batch(&mut self, max_cmds: usize, max_bytes: usize) -> Vec<Command> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((cmd, _)) = self.cmds.front() {
+            if !batch.is_empty() && (batch.len() >= max_cmds || bytes + cmd.payload.len() > max_bytes) {
+                break;
+            }
+            bytes += cmd.payload.len();
+            let (cmd, _) = self.cmds.pop_front().expect("front exists");
+            batch.push(cmd);
+        }
+        self.bytes -= bytes;
+        batch
+    }
+}
+
+/// Running phase 1.
+#[derive(Clone, Debug)]
+pub(crate) struct Candidate {
+    pub(crate) ballot: Ballot,
+    /// Phase 1 covers every slot from here on.
+    pub(crate) first_slot: Slot,
+    /// The configuration governing `first_slot`: whose promises count.
+    pub(crate) config: Configuration,
+    pub(crate) promises: BTreeMap<Member, Vec<AcceptedEntry>>,
+    pub(crate) started: Time,
+    pub(crate) queue: Queue,
+    /// Whether an `Accept` was ever sent under `ballot` (then it may never be re-used).
+    pub(crate) sent_accept: bool,
+}
+
+/// One slot in phase 2.
+#[derive(Clone, Debug)]
+pub(crate) struct InFlight {
+    pub(crate) value: Value,
+    pub(crate) votes: BTreeSet<Member>,
+    pub(crate) sent: Time,
+}
+
+/// A batch of reads waiting for a read round.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadRound {
+    /// The commit point when the round started.
+    pub(crate) commit: Slot,
+    pub(crate) reads: Vec<ReadId>,
+}
+
+/// Running phase 2.
+#[derive(Clone, Debug)]
+pub(crate) struct Leader {
+    pub(crate) ballot: Ballot,
+    pub(crate) config: Configuration,
+    /// The next slot to propose in.
+    pub(crate) next_slot: Slot,
+    /// A `Reconfigure` proposed or adopted here: nothing after it until it is chosen.
+    pub(crate) stop: Option<Slot>,
+    pub(crate) inflight: BTreeMap<Slot, InFlight>,
+    pub(crate) queue: Queue,
+    /// The last slot proposed at election: reads wait until it is committed (rule 4).
+    pub(crate) barrier: Slot,
+    pub(crate) last_heard: BTreeMap<Member, Time>,
+    pub(crate) learned: BTreeMap<NodeId, Slot>,
+    pub(crate) read_round: u64,
+    pub(crate) acked: BTreeMap<Member, u64>,
+    pub(crate) reads_waiting: Vec<ReadId>,
+    pub(crate) rounds: BTreeMap<u64, ReadRound>,
+}
+
+impl Leader {
+    /// The latest time a quorum of acceptors was heard from (the leader counts itself as `now`).
+    fn quorum_heard(&self, me: Member, now: Time) -> Option<Time> {
+        let mut times: Vec<Time> = self
+            .config
+            .acceptors
+            .iter()
+            .filter_map(|m| if *m == me { Some(now) } else { self.last_heard.get(m).copied() })
+            .collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times.get(self.config.quorum() - 1).copied()
+    }
+}
+
+impl Replica {
+    /// The ballot for a new candidacy: re-use the last one if it never reached phase 2 and nothing
+    /// higher was seen since; otherwise one round above everything seen.
+    fn next_ballot(&mut self) -> Ballot {
+        match self.reusable.take() {
+            Some(b) if b >= self.max_seen && b.node == self.me.node => b,
+            _ => Ballot { round: self.max_seen.round + 1, node: self.me.node },
+        }
+    }
+
+    /// Become a candidate (the election named us).
+    pub(crate) fn start_candidacy(&mut self, now: Time) {
+        let Some(config) = self.log.current_config().cloned() else { return };
+        if !config.is_acceptor(&self.me) || !matches!(self.role, Role::Follower) {
+            return;
+        }
+        let ballot = self.next_ballot();
+        self.max_seen = self.max_seen.max(ballot);
+        self.counters.elections_started += 1;
+        let first_slot = self.log.commit.next();
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            first_slot,
+            config,
+            promises: BTreeMap::new(),
+            started: now,
+            queue: Queue::default(),
+            sent_accept: false,
+        });
+        self.send_prepares(now);
+        self.timers.set(Timer::Lease, now.plus(self.opts.leader_lease_ms));
+    }
+
+    fn send_prepares(&mut self, now: Time) {
+        let Role::Candidate(c) = &self.role else { return };
+        let (ballot, first_slot) = (c.ballot, c.first_slot);
+        let targets: Vec<NodeId> =
+            c.config.acceptors.iter().filter(|m| !c.promises.contains_key(m)).map(|m| m.node).collect();
+        for to in targets {
+            self.send(to, Message::Prepare { ballot, first_slot });
+        }
+        self.timers.set(Timer::Retry, now.plus(self.opts.retry_ms));
+    }
+
+    /// Phase 1b arrived.
+    pub(crate) fn on_promise(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot, accepted: Vec<AcceptedEntry>) {
+        let Role::Candidate(c) = &mut self.role else {
+            self.counters.dropped_messages += 1;
+            return;
+        };
+        if c.ballot != ballot || c.first_slot != first_slot || !c.config.is_acceptor(&from) {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        c.promises.insert(from, accepted);
+        if c.config.is_quorum(c.promises.keys()) {
+            self.become_leader(now);
+        }
+    }
+
+    /// A quorum promised: adopt, fill holes, and propose (PMS 2.2, 3).
+    fn become_leader(&mut self, now: Time) {
+        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else { return };
+        // Per slot, the value accepted under the highest ballot.
+        let mut adopted: BTreeMap<Slot, (Ballot, Value)> = BTreeMap::new();
+        for e in c.promises.into_values().flatten() {
+            if e.slot < c.first_slot {
+                continue;
+            }
+            let keep = adopted.get(&e.slot).map_or(true, |(b, _)| e.ballot > *b);
+            #[cfg(feature = "sim")]
+            let keep = keep && !self.opts.bugs.skip_adoption;
+            if keep {
+                adopted.insert(e.slot, (e.ballot, e.value));
+            }
+        }
+        let mut values: BTreeMap<Slot, Value> = adopted.into_iter().map(|(s, (_, v))| (s, v)).collect();
+        // Values we already know chosen are proposed as they are (proposing a chosen value is safe).
+        for (s, v) in self.log.entries.range(c.first_slot..) {
+            values.insert(*s, v.clone());
+        }
+        let mut last = values.keys().next_back().copied().unwrap_or(c.first_slot.prev());
+        // Stop sign: nothing after a reconfiguration until it is chosen.
+        let stop = values.iter().find(|(_, v)| matches!(v, Value::Reconfigure { .. })).map(|(s, _)| *s);
+        if let Some(s) = stop {
+            last = s;
+        }
+        let mut leader = Leader {
+            ballot: c.ballot,
+            config: c.config,
+            next_slot: last.next(),
+            stop,
+            inflight: BTreeMap::new(),
+            queue: c.queue,
+            barrier: last,
+            last_heard: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            read_round: 0,
+            acked: BTreeMap::new(),
+            reads_waiting: Vec::new(),
+            rounds: BTreeMap::new(),
+        };
+        for m in leader.config.acceptors.iter() {
+            leader.last_heard.insert(*m, now);
+        }
+        self.role = Role::Leader(leader);
+        self.counters.became_leader += 1;
+        self.set_known_leader(Some(self.me.node), c.ballot);
+        let mut slot = c.first_slot;
+        while slot <= last {
+            let v = values.remove(&slot).unwrap_or(Value::Noop);
+            self.propose_slot(now, slot, v);
+            slot = slot.next();
+        }
+        self.flush(now);
+        if let Role::Leader(l) = &mut self.role {
+            if l.inflight.is_empty() && l.stop.is_none() {
+                // Reads need a slot of our own ballot chosen (rule 4): propose a no-op.
+                let s = l.next_slot;
+                l.next_slot = s.next();
+                self.propose_slot(now, s, Value::Noop);
+            }
+        }
+        if let Role::Leader(l) = &mut self.role {
+            l.barrier = l.next_slot.prev();
+        }
+        self.send_heartbeats(now);
+        self.timers.set(Timer::Retry, now.plus(self.opts.retry_ms));
+        self.timers.set(Timer::Lease, now.plus(self.opts.leader_lease_ms));
+    }
+
+    /// Send phase 2a for `slot` to every acceptor (ourselves included).
+    pub(crate) fn propose_slot(&mut self, now: Time, slot: Slot, value: Value) {
+        let Role::Leader(l) = &mut self.role else { return };
+        l.inflight.insert(slot, InFlight { value: value.clone(), votes: BTreeSet::new(), sent: now });
+        let (ballot, commit) = (l.ballot, self.log.commit);
+        let targets: Vec<NodeId> = l.config.acceptors.iter().map(|m| m.node).collect();
+        for to in targets {
+            self.send(to, Message::Accept { ballot, slot, value: value.clone(), commit });
+        }
+    }
+
+    /// Propose queued commands while the window and the stop sign allow.
+    pub(crate) fn flush(&mut self, now: Time) {
+        loop {
+            let Role::Leader(l) = &mut self.role else { return };
+            if l.stop.is_some() || l.queue.cmds.is_empty() || l.inflight.len() as u64 >= self.opts.pipeline_window {
+                return;
+            }
+            if self.opts.batch_delay_ms > 0
+                && l.queue.cmds.len() < self.opts.batch_max_commands
+                && l.queue.bytes < self.opts.batch_max_bytes
+            {
+                let oldest = l.queue.cmds.front().map_or(now, |(_, t)| *t);
+                let due = oldest.plus(self.opts.batch_delay_ms);
+                if due > now {
+                    self.timers.set_if_later(Timer::Batch, due);
+                    return;
+                }
+            }
+            let batch = l.queue.take_batch(self.opts.batch_max_commands, self.opts.batch_max_bytes);
+            let slot = l.next_slot;
+            l.next_slot = slot.next();
+            // Extend, never overwrite: a proposal of an earlier term may still wait on this slot.
+            self.pending.entry(slot).or_default().extend(batch.iter().map(|c| c.id));
+            self.propose_slot(now, slot, Value::Batch(batch));
+        }
+    }
+
+    /// Queue a command (leader or candidate).
+    pub(crate) fn enqueue(&mut self, now: Time, cmd: Command) -> Result<(), crate::ProposeError> {
+        let limit = self.opts.batch_max_bytes;
+        if cmd.payload.len() > limit {
+            return Err(crate::ProposeError::TooLarge { size: cmd.payload.len(), limit });
+        }
+        let queue = match &mut self.role {
+            Role::Leader(l) => &mut l.queue,
+            Role::Candidate(c) => &mut c.queue,
+            Role::Follower => return Err(crate::ProposeError::NotLeader { leader: self.known_leader }),
+        };
+        if queue.cmds.len() >= self.opts.max_queued_commands {
+            return Err(crate::ProposeError::Backpressure);
+        }
+        queue.push(cmd, now);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Phase 2b arrived.
+    pub(crate) fn on_accepted(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot, learned: Slot) {
+        let Role::Leader(l) = &mut self.role else {
+            self.counters.dropped_messages += 1;
+            return;
+        };
+        if l.ballot != ballot {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        l.last_heard.insert(from, now);
+        if l.config.members().any(|m| *m == from) {
+            l.learned.insert(from.node, learned);
+        }
+        let Some(f) = l.inflight.get_mut(&slot) else { return };
+        if !l.config.is_acceptor(&from) {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        f.votes.insert(from);
+        if l.config.is_quorum(f.votes.iter()) {
+            let f = l.inflight.remove(&slot).expect("present: just looked it up");
+            self.learn(now, slot, f.value);
+            // The window may have room now even if the commit point did not move.
+            self.flush(now);
+            self.check_reads(now);
+        }
+    }
+
+    /// Called after the commit point advanced: stop-sign handling and more proposals.
+    pub(crate) fn leader_after_commit(&mut self, now: Time) {
+        let Role::Leader(l) = &mut self.role else { return };
+        // Slots known chosen (perhaps learned before we led) need no more votes.
+        l.inflight = l.inflight.split_off(&self.log.commit.next());
+        match l.stop {
+            Some(s) if self.log.commit >= s => self.pass_stop_sign(now),
+            _ => {
+                self.flush(now);
+                self.check_reads(now);
+            }
+        }
+    }
+
+    /// The reconfiguration at the stop sign is chosen: run phase 1 again in the new configuration
+    /// for the slots after it, with the same ballot (or step down if we are no longer an acceptor).
+    fn pass_stop_sign(&mut self, now: Time) {
+        let Some(config) = self.log.current_config().cloned() else { return };
+        if !config.is_acceptor(&self.me) {
+            self.step_down(now, false);
+            return;
+        }
+        let Role::Leader(l) = std::mem::replace(&mut self.role, Role::Follower) else { return };
+        let mut reads = l.reads_waiting;
+        reads.extend(l.rounds.into_values().flat_map(|r| r.reads));
+        if !reads.is_empty() {
+            self.actions.push_back(Action::ReadsFailed { reads, leader: Some(self.me.node) });
+        }
+        self.role = Role::Candidate(Candidate {
+            ballot: l.ballot,
+            first_slot: self.log.commit.next(),
+            config,
+            promises: BTreeMap::new(),
+            started: now,
+            queue: l.queue,
+            sent_accept: true,
+        });
+        self.timers.cancel(Timer::Heartbeat);
+        self.timers.cancel(Timer::Batch);
+        self.send_prepares(now);
+        self.timers.set(Timer::Lease, now.plus(self.opts.leader_lease_ms));
+    }
+
+    /// Heartbeats to every member: commit point, checkpoint, latest read round.
+    pub(crate) fn send_heartbeats(&mut self, now: Time) {
+        self.leader_update_checkpoint();
+        let Role::Leader(l) = &mut self.role else { return };
+        l.acked.insert(self.me, l.read_round);
+        let (ballot, read_round) = (l.ballot, l.read_round);
+        let targets: Vec<NodeId> = l.config.members().map(|m| m.node).filter(|n| *n != self.me.node).collect();
+        let (commit, checkpoint) = (self.log.commit, self.checkpoint);
+        for to in targets {
+            self.send(to, Message::Heartbeat { ballot, commit, checkpoint, read_round });
+        }
+        self.timers.set(Timer::Heartbeat, now.plus(self.opts.heartbeat_ms));
+        self.check_reads(now);
+    }
+
+    /// A follower confirmed our ballot.
+    pub(crate) fn on_heartbeat_ack(&mut self, now: Time, from: Member, ballot: Ballot, read_round: u64, learned: Slot) {
+        let Role::Leader(l) = &mut self.role else {
+            self.counters.dropped_messages += 1;
+            return;
+        };
+        if l.ballot != ballot || read_round > l.read_round {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        l.last_heard.insert(from, now);
+        if l.config.members().any(|m| *m == from) {
+            l.learned.insert(from.node, learned);
+        }
+        let e = l.acked.entry(from).or_insert(0);
+        *e = (*e).max(read_round);
+        self.check_reads(now);
+    }
+
+    /// Queue a linearizable read; start a round if none is running.
+    pub(crate) fn leader_read(&mut self, now: Time, read: ReadId) -> bool {
+        let Role::Leader(l) = &mut self.role else { return false };
+        l.reads_waiting.push(read);
+        if l.rounds.is_empty() {
+            self.start_read_round(now);
+        }
+        true
+    }
+
+    fn start_read_round(&mut self, now: Time) {
+        let Role::Leader(l) = &mut self.role else { return };
+        if l.reads_waiting.is_empty() {
+            return;
+        }
+        l.read_round += 1;
+        let reads = std::mem::take(&mut l.reads_waiting);
+        l.rounds.insert(l.read_round, ReadRound { commit: self.log.commit, reads });
+        self.send_heartbeats(now);
+    }
+
+    /// Serve every read round confirmed by a quorum, once our election barrier is committed.
+    pub(crate) fn check_reads(&mut self, now: Time) {
+        let Role::Leader(l) = &mut self.role else { return };
+        // Not before our election barrier is committed (rule 4), and not across a stop sign: the
+        // configuration after it may not count the acceptors that confirm this round.
+        if self.log.commit < l.barrier || l.stop.is_some() {
+            return;
+        }
+        let mut ready = Vec::new();
+        while let Some((&r, _)) = l.rounds.first_key_value() {
+            let votes = l.acked.iter().filter(|(_, a)| **a >= r).map(|(m, _)| m);
+            if !l.config.is_quorum(votes) {
+                break;
+            }
+            let round = l.rounds.remove(&r).expect("first key exists");
+            ready.push(ReadsReadyEntry { reads: round.reads, index: round.commit.max(l.barrier) });
+        }
+        let start_next = l.rounds.is_empty() && !l.reads_waiting.is_empty();
+        for r in ready {
+            self.actions.push_back(Action::ReadsReady { reads: r.reads, index: r.index });
+        }
+        if start_next {
+            self.start_read_round(now);
+        }
+    }
+
+    /// Leader/candidate timers.
+    pub(crate) fn on_retry(&mut self, now: Time) {
+        match &mut self.role {
+            Role::Candidate(_) => self.send_prepares(now),
+            Role::Leader(l) => {
+                let retry = self.opts.retry_ms;
+                let (ballot, commit) = (l.ballot, self.log.commit);
+                let mut sends = Vec::new();
+                for (slot, f) in l.inflight.iter_mut() {
+                    if f.sent.plus(retry) <= now {
+                        f.sent = now;
+                        for m in l.config.acceptors.iter().filter(|m| !f.votes.contains(m)) {
+                            sends.push((m.node, Message::Accept { ballot, slot: *slot, value: f.value.clone(), commit }));
+                        }
+                    }
+                }
+                for (to, msg) in sends {
+                    self.send(to, msg);
+                }
+                self.timers.set(Timer::Retry, now.plus(retry));
+            }
+            Role::Follower => {}
+        }
+    }
+
+    /// Step down if no quorum was heard within the lease.
+    pub(crate) fn on_lease(&mut self, now: Time) {
+        let lease = self.opts.leader_lease_ms;
+        match &self.role {
+            Role::Candidate(c) => {
+                if c.started.plus(lease) <= now {
+                    self.step_down(now, true);
+                } else {
+                    self.timers.set(Timer::Lease, c.started.plus(lease));
+                }
+            }
+            Role::Leader(l) => match l.quorum_heard(self.me, now) {
+                Some(t) if t.plus(lease) > now => self.timers.set(Timer::Lease, t.plus(lease)),
+                _ => self.step_down(now, true),
+            },
+            Role::Follower => {}
+        }
+    }
+}
+
+struct ReadsReadyEntry {
+    reads: Vec<ReadId>,
+    index: Slot,
+}

@@ -1,0 +1,211 @@
+//! The learner: which slots are chosen, applying them in order, and catching up.
+//!
+//! Every replica learns. A slot is known chosen when
+//! * this replica leads and a quorum of the slot's configuration accepted its proposal, or
+//! * the leader's commit point (on an `Accept` or a `Heartbeat` of ballot `b`) covers the slot and
+//!   this replica accepted a value for it under the same `b`: a leader proposes one value per
+//!   slot per ballot, and a leader only reports slots it knows chosen, or
+//! * a peer sent the value in `Chosen` (answering a `Fetch`).
+//!
+//! Known-chosen values are applied strictly in slot order, without gaps (`Action::Apply`). The
+//! log keeps chosen values above the compaction point so it can answer peers' fetches.
+
+use crate::action::Action;
+use crate::config::Configuration;
+use crate::ids::{Ballot, NodeId, Slot, Time};
+use crate::message::{Message, Value};
+use crate::replica::{Replica, Role};
+use crate::timer::Timer;
+use rand::Rng;
+use std::collections::BTreeMap;
+
+/// Most slots asked for or sent in one `Fetch`/`Chosen`.
+pub(crate) const FETCH_BATCH: u64 = 128;
+
+/// The replica's view of the log.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Log {
+    /// Known-chosen values above `compacted`.
+    pub(crate) entries: BTreeMap<Slot, Value>,
+    /// Every slot up to here is known chosen and applied.
+    pub(crate) commit: Slot,
+    /// The highest commit point heard from anyone.
+    pub(crate) known_commit: Slot,
+    /// Slots at or below here are gone from this log (covered by a snapshot).
+    pub(crate) compacted: Slot,
+    /// Configurations by the slot they were chosen in; each governs the slots after its key.
+    pub(crate) configs: BTreeMap<Slot, Configuration>,
+}
+
+impl Log {
+    /// The configuration governing `slot`, if known.
+    pub(crate) fn config_for(&self, slot: Slot) -> Option<&Configuration> {
+        self.configs.range(..slot).next_back().map(|(_, c)| c)
+    }
+
+    /// The configuration governing the slots after the commit point.
+    pub(crate) fn current_config(&self) -> Option<&Configuration> {
+        self.configs.values().next_back()
+    }
+}
+
+impl Replica {
+    /// Record that `slot` is chosen with `value`, then apply what became contiguous.
+    pub(crate) fn learn(&mut self, now: Time, slot: Slot, value: Value) {
+        if slot <= self.log.commit || slot <= self.log.compacted {
+            return;
+        }
+        self.log.entries.entry(slot).or_insert(value);
+        self.advance(now);
+    }
+
+    /// Apply every known-chosen slot after the commit point, in order.
+    pub(crate) fn advance(&mut self, now: Time) {
+        if self.log.configs.is_empty() {
+            // Without a configuration (a fresh incarnation) the log cannot be interpreted: wait
+            // for a snapshot.
+            return;
+        }
+        let before = self.log.commit;
+        while let Some(value) = self.log.entries.get(&self.log.commit.next()).cloned() {
+            let slot = self.log.commit.next();
+            self.log.commit = slot;
+            self.log.known_commit = self.log.known_commit.max(slot);
+            self.apply(slot, value);
+        }
+        if self.log.commit > before {
+            self.after_commit(now);
+        }
+    }
+
+    fn apply(&mut self, slot: Slot, value: Value) {
+        let ids = value.request_ids();
+        if let Value::Batch(cmds) = &value {
+            self.counters.commands_applied += cmds.len() as u64;
+        }
+        let change = match &value {
+            Value::Reconfigure { change, .. } => Some(*change),
+            _ => None,
+        };
+        self.actions.push_back(Action::Apply { slot, value });
+        // Our own proposals that lost this slot to another value are lost for good.
+        if let Some(mine) = self.pending.remove(&slot) {
+            for id in mine.into_iter().filter(|id| !ids.contains(id)) {
+                self.counters.proposals_lost += 1;
+                self.actions.push_back(Action::ProposalLost { id });
+            }
+        }
+        if let Some(change) = change {
+            self.apply_config_change(slot, change);
+        }
+        self.maybe_snapshot(slot);
+    }
+
+    fn apply_config_change(&mut self, slot: Slot, change: crate::config::ConfigChange) {
+        let Some(current) = self.log.config_for(slot.next()).cloned() else { return };
+        // A change refused by the configuration it applies to is a no-op (it was validated by the
+        // leader against the same configuration, so this only happens after a stale proposal).
+        if let Ok(next) = current.apply(&change) {
+            self.counters.config_changes += 1;
+            self.log.configs.insert(slot, next.clone());
+            self.actions.push_back(Action::ConfigChanged { slot, config: next });
+        }
+    }
+
+    /// Learn from a leader's commit point: slots up to `commit` that we accepted under the same
+    /// `ballot` are chosen with that value.
+    pub(crate) fn learn_commit(&mut self, now: Time, ballot: Ballot, commit: Slot) {
+        self.log.known_commit = self.log.known_commit.max(commit);
+        if commit > self.log.commit {
+            let found: Vec<(Slot, Value)> = self
+                .acceptor
+                .accepted
+                .range(self.log.commit.next()..=commit)
+                .filter(|(_, (b, _))| *b == ballot)
+                .map(|(s, (_, v))| (*s, v.clone()))
+                .collect();
+            for (s, v) in found {
+                self.log.entries.entry(s).or_insert(v);
+            }
+            self.advance(now);
+        }
+        self.maybe_fetch(now);
+    }
+
+    /// Fetch missing slots unless a fetch is already outstanding.
+    pub(crate) fn maybe_fetch(&mut self, now: Time) {
+        if self.log.known_commit > self.log.commit && !self.timers.is_set(Timer::Fetch) {
+            self.send_fetch(now);
+        }
+    }
+
+    /// Ask a peer (the leader if known, else a random member) for the slots we miss.
+    pub(crate) fn send_fetch(&mut self, now: Time) {
+        if self.log.known_commit <= self.log.commit || matches!(self.role, Role::Leader(_)) {
+            self.timers.cancel(Timer::Fetch);
+            return;
+        }
+        let peers: Vec<NodeId> = match self.log.current_config() {
+            Some(c) => c.members().map(|m| m.node).filter(|n| *n != self.me.node).collect(),
+            None => Vec::new(),
+        };
+        let target = match self.known_leader.filter(|l| *l != self.me.node) {
+            // Every other try goes to a random peer, in case the leader is cut off from us.
+            Some(l) if peers.is_empty() || self.rng.gen_bool(0.5) => Some(l),
+            _ if !peers.is_empty() => Some(peers[self.rng.gen_range(0..peers.len())]),
+            _ => None,
+        };
+        if let Some(to) = target {
+            // Without a configuration we cannot interpret the log: ask from slot 0, which every
+            // peer answers with `Compacted` and a snapshot (that carries the configuration).
+            let from = if self.log.configs.is_empty() { Slot(0) } else { self.log.commit.next() };
+            let to_slot = Slot(self.log.known_commit.0.min(self.log.commit.0 + FETCH_BATCH));
+            self.send(to, Message::Fetch { from, to: to_slot });
+        }
+        self.timers.set(Timer::Fetch, now.plus(self.opts.retry_ms));
+    }
+
+    /// A peer asks for chosen values.
+    pub(crate) fn on_fetch(&mut self, from_node: NodeId, from: Slot, to: Slot) {
+        if from > to {
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        if from <= self.log.compacted {
+            self.send(from_node, Message::Compacted { snapshot_slot: self.log.compacted });
+            self.actions.push_back(Action::SendSnapshot { to: from_node });
+            return;
+        }
+        let last = Slot(to.0.min(from.0.saturating_add(FETCH_BATCH)));
+        let entries: Vec<(Slot, Value)> =
+            self.log.entries.range(from..=last).filter(|(s, _)| **s <= self.log.commit).map(|(s, v)| (*s, v.clone())).collect();
+        self.send(from_node, Message::Chosen { entries, commit: self.log.commit });
+    }
+
+    /// Chosen values from a peer.
+    pub(crate) fn on_chosen(&mut self, now: Time, entries: Vec<(Slot, Value)>, commit: Slot) {
+        if matches!(self.role, Role::Leader(_)) {
+            // A leader knows every slot up to its first proposed one; values for later slots
+            // come from its own quorums. A stale answer to an old fetch is dropped.
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        if self.log.configs.is_empty() {
+            // A learner without a configuration waits for a snapshot.
+            self.counters.dropped_messages += 1;
+            return;
+        }
+        let before = self.log.commit;
+        self.log.known_commit = self.log.known_commit.max(commit);
+        for (s, v) in entries {
+            if s > self.log.commit && s > self.log.compacted {
+                self.log.entries.entry(s).or_insert(v);
+            }
+        }
+        self.advance(now);
+        if self.log.commit > before {
+            self.timers.cancel(Timer::Fetch);
+        }
+        self.maybe_fetch(now);
+    }
+}

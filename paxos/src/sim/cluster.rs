@@ -1,0 +1,946 @@
+//! The simulated cluster: nodes, network, clients, election oracle, faults, and the event loop.
+
+use super::ghost::Ghost;
+use crate::action::{Action, Persist};
+use crate::config::{ConfigChange, Configuration};
+use crate::event::Event;
+use crate::ids::{Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
+use crate::message::{Command, Envelope, SnapshotMeta, Value};
+use crate::options::{Bugs, Options};
+use crate::replica::Replica;
+use crate::status::RoleKind;
+use crate::ProposeError;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::cmp::Reverse;
+
+/// What one seed runs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub replicas: usize,
+    /// Virtual milliseconds of the safety phase (faults on).
+    pub safety_ms: u64,
+    /// Virtual milliseconds the liveness phase may take at most.
+    pub liveness_ms: u64,
+    /// Inject faults (loss, duplication, partitions, crashes, amnesia restarts).
+    pub faults: bool,
+    /// Change membership during the run.
+    pub reconfig: bool,
+    /// Restart replicas with amnesia (needs `reconfig` to rejoin them).
+    pub amnesia: bool,
+    /// Mean milliseconds between client commands.
+    pub client_gap_ms: u64,
+    /// Most commands per slot (1: unbatched).
+    pub batch_max_commands: Option<usize>,
+    /// Deliberate bugs.
+    pub bugs: Bugs,
+}
+
+impl SimConfig {
+    /// The CI mix for a seed: 3 or 5 replicas, faults, and (on most seeds) reconfiguration and
+    /// amnesia restarts.
+    pub fn for_seed(seed: u64) -> Self {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let reconfig = r.gen_bool(0.7);
+        SimConfig {
+            seed,
+            replicas: if seed % 2 == 0 { 3 } else { 5 },
+            safety_ms: r.gen_range(1_000..3_000),
+            liveness_ms: 30_000,
+            faults: true,
+            reconfig,
+            // An amnesia restart rejoins only through reconfiguration.
+            amnesia: reconfig && r.gen_bool(0.6),
+            client_gap_ms: r.gen_range(2..15),
+            batch_max_commands: None,
+            bugs: Bugs::default(),
+        }
+    }
+
+    /// A fault-free run for benchmarks: `replicas` nodes, clients every `client_gap_ms`.
+    pub fn quiet(seed: u64, replicas: usize, safety_ms: u64, batch: usize) -> Self {
+        SimConfig {
+            seed,
+            replicas,
+            safety_ms,
+            liveness_ms: 10_000,
+            faults: false,
+            reconfig: false,
+            amnesia: false,
+            client_gap_ms: 0,
+            batch_max_commands: Some(batch),
+            bugs: Bugs::default(),
+        }
+    }
+}
+
+/// What happened in a run (fault counts prove the faults happened).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub commands_chosen: u64,
+    pub commands_lost: u64,
+    pub slots_chosen: u64,
+    pub snapshot_installs: u64,
+    pub config_changes: u64,
+    pub amnesia_restarts: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub elections: u64,
+    pub reads_served: u64,
+    pub slots_disposed: u64,
+    pub messages: u64,
+    pub virtual_ms: u64,
+}
+
+impl SimStats {
+    pub fn add(&mut self, o: &SimStats) {
+        self.commands_chosen += o.commands_chosen;
+        self.commands_lost += o.commands_lost;
+        self.slots_chosen += o.slots_chosen;
+        self.snapshot_installs += o.snapshot_installs;
+        self.config_changes += o.config_changes;
+        self.amnesia_restarts += o.amnesia_restarts;
+        self.crashes += o.crashes;
+        self.partitions += o.partitions;
+        self.elections += o.elections;
+        self.reads_served += o.reads_served;
+        self.slots_disposed += o.slots_disposed;
+        self.messages += o.messages;
+        self.virtual_ms += o.virtual_ms;
+    }
+}
+
+/// A violated invariant, with what replays it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub at: Time,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} failed at {} ms: {}\n  replay: PAXOS_SIM_FIRST_SEED={} PAXOS_SIM_SEEDS=1 cargo test -p paxos --features sim sim_",
+            self.seed, self.at.0, self.what, self.seed
+        )
+    }
+}
+
+/// A snapshot as the simulated driver keeps it: the state hash after `slot`.
+#[derive(Clone, Debug)]
+struct Snap {
+    slot: Slot,
+    hash: u64,
+    config: Configuration,
+}
+
+/// One simulated process plus its driver.
+struct Node {
+    id: NodeId,
+    inc: Incarnation,
+    replica: Replica,
+    up: bool,
+    applied: Slot,
+    hash: u64,
+    config: Option<Configuration>,
+    snap: Snap,
+    /// Proposals this driver handed to its core, not yet resolved.
+    outstanding: BTreeSet<RequestId>,
+    /// Reads in flight: id -> lower bound on the index.
+    reads: BTreeMap<ReadId, Slot>,
+}
+
+enum Ev {
+    Deliver(Envelope),
+    Snapshot { to: NodeId, snap: Snap },
+    Local(NodeId, u64, Event),
+}
+
+struct Net {
+    loss: f64,
+    dup: f64,
+    max_delay: u64,
+    /// Blocked directed links (from, to).
+    blocked: BTreeSet<(NodeId, NodeId)>,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    now: Time,
+    nodes: BTreeMap<NodeId, Node>,
+    queue: BinaryHeap<Reverse<(Time, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    seq: u64,
+    net: Net,
+    ghost: Ghost,
+    stats: SimStats,
+    next_req: u64,
+    next_read: u64,
+    bootstrap: Configuration,
+    /// The liveness phase's leader.
+    stable_leader: Option<NodeId>,
+    /// Reconfiguration proposed and not yet seen applied.
+    reconfig_pending: Option<(RequestId, Time)>,
+    /// Nodes restarted with amnesia that still have to be promoted.
+    rejoining: BTreeSet<NodeId>,
+    liveness: bool,
+}
+
+const CLIENT: NodeId = NodeId(1_000);
+
+/// `PAXOS_SIM_TRACE=<ms>` prints every action from that virtual time on (for replaying a seed).
+fn trace_from() -> Option<u64> {
+    use std::sync::OnceLock;
+    static FROM: OnceLock<Option<u64>> = OnceLock::new();
+    *FROM.get_or_init(|| std::env::var("PAXOS_SIM_TRACE").ok().and_then(|v| v.parse().ok()))
+}
+
+fn mix(h: u64, x: u64) -> u64 {
+    // SplitMix64-style chaining: enough to tell applied sequences apart.
+    let mut z = h ^ x.wrapping_add(0x9e37_79b9_7f4a_7c15).wrapping_add(h << 6).wrapping_add(h >> 2);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn value_digest(v: &Value) -> u64 {
+    match v {
+        Value::Noop => 1,
+        Value::Batch(cmds) => cmds.iter().fold(2, |h, c| mix(mix(h, c.id.seq), c.payload.len() as u64)),
+        Value::Reconfigure { id, .. } => mix(3, id.seq),
+    }
+}
+
+/// Run one seed. `Ok` carries what happened; `Err` the first violated invariant.
+pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
+    let mut sim = Sim::new(cfg);
+    let r = sim.run_all();
+    sim.stats.slots_disposed = sim.nodes.values().map(|n| n.replica.counters().slots_disposed).sum();
+    sim.stats.config_changes = sim.ghost.chosen.values().filter(|v| matches!(v, Value::Reconfigure { .. })).count() as u64;
+    r.map_err(|what| Failure { seed: sim.cfg.seed, at: sim.now, what })?;
+    Ok(sim.stats)
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let members: Vec<Member> =
+            (1..=cfg.replicas as u64).map(|n| Member { node: NodeId(n), incarnation: Incarnation(1) }).collect();
+        let bootstrap = Configuration::bootstrap(members.iter().copied());
+        let snapshot_every = rng.gen_range(5..=100);
+        let max_retained = rng.gen_range(20..=200);
+        let window = rng.gen_range(1..=8);
+        let batch = cfg.batch_max_commands.unwrap_or_else(|| rng.gen_range(1..=16));
+        let mut nodes = BTreeMap::new();
+        for m in &members {
+            let opts = Self::options(&cfg, *m, Some(bootstrap.clone()), snapshot_every, max_retained, window, batch);
+            nodes.insert(
+                m.node,
+                Node {
+                    id: m.node,
+                    inc: m.incarnation,
+                    replica: Replica::new(opts, Time(0)),
+                    up: true,
+                    applied: Slot(0),
+                    hash: 0,
+                    config: Some(bootstrap.clone()),
+                    snap: Snap { slot: Slot(0), hash: 0, config: bootstrap.clone() },
+                    outstanding: BTreeSet::new(),
+                    reads: BTreeMap::new(),
+                },
+            );
+        }
+        let net = if cfg.faults {
+            Net {
+                loss: rng.gen_range(0.0..0.15),
+                dup: rng.gen_range(0.0..0.1),
+                max_delay: rng.gen_range(2..40),
+                blocked: BTreeSet::new(),
+            }
+        } else {
+            Net { loss: 0.0, dup: 0.0, max_delay: 2, blocked: BTreeSet::new() }
+        };
+        Sim {
+            ghost: Ghost::new(bootstrap.clone()),
+            cfg,
+            rng,
+            now: Time(0),
+            nodes,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            net,
+            stats: SimStats::default(),
+            next_req: 0,
+            next_read: 0,
+            bootstrap,
+            stable_leader: None,
+            reconfig_pending: None,
+            rejoining: BTreeSet::new(),
+            liveness: false,
+        }
+    }
+
+    fn options(
+        cfg: &SimConfig,
+        me: Member,
+        bootstrap: Option<Configuration>,
+        snapshot_every: u64,
+        max_retained: u64,
+        window: u64,
+        batch: usize,
+    ) -> Options {
+        let mut o = Options::new(me, bootstrap);
+        o.seed = cfg.seed.wrapping_mul(31).wrapping_add(me.node.0 * 7 + me.incarnation.0);
+        o.heartbeat_ms = 20;
+        o.retry_ms = 60;
+        o.leader_lease_ms = 300;
+        o.batch_max_commands = batch;
+        o.batch_max_bytes = 4096;
+        o.pipeline_window = window;
+        o.max_queued_commands = 256;
+        o.snapshot_every = snapshot_every;
+        o.max_retained_slots = max_retained;
+        o.bugs = cfg.bugs;
+        o
+    }
+
+    fn schedule(&mut self, at: Time, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn run_all(&mut self) -> Result<(), String> {
+        // Safety phase: faults, flaky elections, clients everywhere.
+        let safety_end = Time(self.cfg.safety_ms);
+        let mut next_client = Time(1);
+        let mut next_oracle = Time(0);
+        let mut next_fault = Time(self.rng.gen_range(50..300));
+        let mut next_reconfig = Time(self.rng.gen_range(200..800));
+        while self.now < safety_end {
+            let t = self.next_time().min(next_client).min(next_oracle).min(next_fault).min(next_reconfig).min(safety_end);
+            self.now = t;
+            if t == next_client {
+                self.client_step()?;
+                next_client = t.plus(self.client_gap());
+            } else if t == next_oracle {
+                self.oracle_safety()?;
+                next_oracle = t.plus(self.rng.gen_range(100..1_200));
+            } else if t == next_fault {
+                if self.cfg.faults {
+                    self.fault()?;
+                }
+                next_fault = t.plus(self.rng.gen_range(50..500));
+            } else if t == next_reconfig {
+                if self.cfg.reconfig {
+                    self.reconfig_step()?;
+                }
+                next_reconfig = t.plus(self.rng.gen_range(100..600));
+            } else if t < safety_end {
+                self.step()?;
+            }
+        }
+        self.liveness_phase()
+    }
+
+    fn client_gap(&mut self) -> u64 {
+        if self.cfg.client_gap_ms == 0 {
+            1
+        } else {
+            self.rng.gen_range(1..=2 * self.cfg.client_gap_ms)
+        }
+    }
+
+    /// Earliest pending network event or replica timer.
+    fn next_time(&self) -> Time {
+        let q = self.queue.peek().map_or(Time(u64::MAX), |Reverse((t, _))| *t);
+        let timers = self.nodes.values().filter(|n| n.up).filter_map(|n| n.replica.poll_timeout()).min().unwrap_or(Time(u64::MAX));
+        q.min(timers).max(self.now)
+    }
+
+    /// Run whatever is due at `self.now`: queued events first, then timers.
+    fn step(&mut self) -> Result<(), String> {
+        if let Some(Reverse((t, seq))) = self.queue.peek().copied() {
+            if t <= self.now {
+                self.queue.pop();
+                let ev = self.events.remove(&seq).expect("every queued seq has an event");
+                return self.run_event(ev);
+            }
+        }
+        let due: Vec<NodeId> =
+            self.nodes.values().filter(|n| n.up && n.replica.poll_timeout().is_some_and(|t| t <= self.now)).map(|n| n.id).collect();
+        for id in due {
+            let now = self.now;
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.replica.handle_timeout(now);
+            }
+            self.drain(id)?;
+        }
+        Ok(())
+    }
+
+    fn run_event(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver(env) => {
+                let to = env.to;
+                let now = self.now;
+                let Some(n) = self.nodes.get_mut(&to) else { return Ok(()) };
+                if !n.up {
+                    return Ok(());
+                }
+                self.stats.messages += 1;
+                n.replica.handle(now, Event::Receive(env));
+                self.drain(to)
+            }
+            Ev::Snapshot { to, snap } => {
+                let now = self.now;
+                let Some(n) = self.nodes.get_mut(&to) else { return Ok(()) };
+                if !n.up || (snap.slot <= n.applied && n.config.is_some()) {
+                    return Ok(());
+                }
+                if let Some((_, h)) = self.ghost.applied.get(&snap.slot) {
+                    if *h != snap.hash {
+                        return Err(format!("snapshot at slot {} has a state nobody applied", snap.slot));
+                    }
+                }
+                n.applied = snap.slot;
+                n.hash = snap.hash;
+                n.config = Some(snap.config.clone());
+                n.snap = snap.clone();
+                self.stats.snapshot_installs += 1;
+                n.replica.handle(now, Event::SnapshotInstalled(SnapshotMeta { last_slot: snap.slot, config: snap.config }));
+                self.drain(to)?;
+                // Outcomes settled inside the snapshot: the "session table" (the chosen prefix up
+                // to the snapshot) says whether each untracked command was applied.
+                let n = self.nodes.get_mut(&to).expect("node exists");
+                let settled: Vec<RequestId> = n.outstanding.iter().copied().filter(|id| !n.replica.tracks(*id)).collect();
+                for id in settled {
+                    n.outstanding.remove(&id);
+                    match self.ghost.chosen_ids.get(&id) {
+                        Some(s) if *s <= snap.slot => {}
+                        Some(s) => return Err(format!("{id:?} untracked after a snapshot at {} but chosen later, at {s}", snap.slot)),
+                        None => self.ghost.report_lost(id)?,
+                    }
+                }
+                Ok(())
+            }
+            Ev::Local(to, inc, event) => {
+                let now = self.now;
+                let Some(n) = self.nodes.get_mut(&to) else { return Ok(()) };
+                if !n.up || n.inc.0 != inc {
+                    return Ok(());
+                }
+                n.replica.handle(now, event);
+                self.drain(to)
+            }
+        }
+    }
+
+    fn send(&mut self, env: Envelope) {
+        if self.net.blocked.contains(&(env.from.node, env.to)) || self.rng.gen_bool(self.net.loss) {
+            return;
+        }
+        let copies = if self.rng.gen_bool(self.net.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let d = self.rng.gen_range(1..=self.net.max_delay);
+            self.schedule(self.now.plus(d), Ev::Deliver(env.clone()));
+        }
+    }
+
+    /// Run a node's actions in order, checking invariants as they come.
+    fn drain(&mut self, id: NodeId) -> Result<(), String> {
+        loop {
+            let Some(n) = self.nodes.get_mut(&id) else { return Ok(()) };
+            let Some(a) = n.replica.poll_action() else { return Ok(()) };
+            let me = Member { node: id, incarnation: n.inc };
+            if let Some(from) = trace_from() {
+                if self.now.0 >= from {
+                    eprintln!("{:>6} {id}: {a:?}", self.now.0);
+                }
+            }
+            match a {
+                Action::Persist(Persist::Promised(b)) => self.ghost.promise(me, b)?,
+                Action::Persist(Persist::Accepted(e)) => self.ghost.vote(me, &e)?,
+                Action::Send(env) => self.send(env),
+                Action::Apply { slot, value } => self.apply(id, slot, value)?,
+                Action::ProposalLost { id: rid } => {
+                    self.ghost.report_lost(rid)?;
+                    self.stats.commands_lost += 1;
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.outstanding.remove(&rid);
+                    }
+                }
+                Action::ReadsReady { reads, index } => {
+                    let n = self.nodes.get_mut(&id).expect("node exists");
+                    for r in reads {
+                        let Some(bound) = n.reads.remove(&r) else { return Err(format!("read {r} served twice")) };
+                        if index < bound {
+                            return Err(format!("read {r} served at index {index}, but slot {bound} was applied before it was issued"));
+                        }
+                        self.stats.reads_served += 1;
+                    }
+                }
+                Action::ReadsFailed { reads, .. } => {
+                    for r in reads {
+                        n.reads.remove(&r);
+                    }
+                }
+                Action::TakeSnapshot { slot } => {
+                    if n.applied != slot {
+                        return Err(format!("{id} asked to snapshot at {slot} but applied {}", n.applied));
+                    }
+                    let config = n.config.clone().ok_or("snapshot without a configuration")?;
+                    n.snap = Snap { slot, hash: n.hash, config: config.clone() };
+                    let inc = n.inc.0;
+                    self.schedule(self.now, Ev::Local(id, inc, Event::SnapshotTaken(SnapshotMeta { last_slot: slot, config })));
+                }
+                Action::SendSnapshot { to } => {
+                    let snap = n.snap.clone();
+                    if !self.net.blocked.contains(&(id, to)) {
+                        let d = self.rng.gen_range(1..=self.net.max_delay * 3);
+                        self.schedule(self.now.plus(d), Ev::Snapshot { to, snap });
+                    }
+                }
+                Action::LeaderChanged { .. } => {}
+                Action::SteppedDown => {}
+                Action::ConfigChanged { slot, config } => {
+                    if n.applied != slot {
+                        return Err(format!("{id}: config change at {slot} but applied {}", n.applied));
+                    }
+                    n.config = Some(config);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, id: NodeId, slot: Slot, value: Value) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).expect("node exists");
+        if slot != n.applied.next() {
+            return Err(format!("{id} applied slot {slot} after {}", n.applied));
+        }
+        match self.ghost.chosen.get(&slot) {
+            Some(c) if *c == value => {}
+            Some(c) => return Err(format!("{id} applied {value:?} in slot {slot} but {c:?} was chosen")),
+            None => return Err(format!("{id} applied {value:?} in slot {slot}, which is not chosen")),
+        }
+        n.hash = mix(n.hash, value_digest(&value));
+        n.applied = slot;
+        for rid in value.request_ids() {
+            n.outstanding.remove(&rid);
+        }
+        match self.ghost.applied.get(&slot) {
+            Some((_, h)) if *h != n.hash => {
+                return Err(format!("{id} applied slot {slot} from a different prefix"));
+            }
+            Some(_) => {}
+            None => {
+                if let Value::Batch(c) = &value {
+                    self.stats.commands_chosen += c.len() as u64;
+                }
+                self.stats.slots_chosen += 1;
+                self.ghost.applied.insert(slot, (value, n.hash));
+            }
+        }
+        if matches!(self.ghost.chosen.get(&slot), Some(Value::Reconfigure { .. })) {
+            if let Some((rid, _)) = self.reconfig_pending {
+                if self.ghost.chosen_ids.get(&rid) == Some(&slot) {
+                    self.reconfig_pending = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- clients -----
+
+    fn up_nodes(&self) -> Vec<NodeId> {
+        self.nodes.values().filter(|n| n.up).map(|n| n.id).collect()
+    }
+
+    fn client_step(&mut self) -> Result<(), String> {
+        let ups = self.up_nodes();
+        if ups.is_empty() {
+            return Ok(());
+        }
+        let target = match self.stable_leader {
+            Some(l) if self.liveness => l,
+            _ => ups[self.rng.gen_range(0..ups.len())],
+        };
+        if self.rng.gen_bool(0.1) {
+            return self.client_read(target);
+        }
+        self.next_req += 1;
+        let len = self.rng.gen_range(1..=32);
+        let payload: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+        let cmd = Command { id: RequestId { node: CLIENT, seq: self.next_req }, payload };
+        self.propose_at(target, cmd, true)
+    }
+
+    fn propose_at(&mut self, target: NodeId, cmd: Command, may_forward: bool) -> Result<(), String> {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&target) else { return Ok(()) };
+        if !n.up {
+            return Ok(());
+        }
+        // Record the proposal first: the core may choose it before `propose` returns.
+        self.ghost.proposed.insert(cmd.id, cmd.payload.clone());
+        let id = cmd.id;
+        match n.replica.propose(now, cmd.clone()) {
+            Ok(()) => {
+                n.outstanding.insert(id);
+                self.drain(target)
+            }
+            Err(ProposeError::NotLeader { leader: Some(l) }) if may_forward && l != target => {
+                self.drain(target)?;
+                self.propose_at(l, cmd, false)
+            }
+            Err(_) => self.drain(target),
+        }
+    }
+
+    fn client_read(&mut self, target: NodeId) -> Result<(), String> {
+        let now = self.now;
+        self.next_read += 1;
+        let r = ReadId(self.next_read);
+        // Every slot applied anywhere is a completed write that the read must observe.
+        let bound = self.nodes.values().map(|n| n.applied).max().unwrap_or(Slot(0));
+        let n = self.nodes.get_mut(&target).expect("target is up");
+        n.reads.insert(r, bound);
+        if n.replica.read(now, r).is_err() {
+            n.reads.remove(&r);
+        }
+        self.drain(target)
+    }
+
+    // ----- election oracle -----
+
+    fn hint_all(&mut self, leader: Option<NodeId>) -> Result<(), String> {
+        for id in self.up_nodes() {
+            self.hint(id, leader)?;
+        }
+        Ok(())
+    }
+
+    fn hint(&mut self, id: NodeId, leader: Option<NodeId>) -> Result<(), String> {
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            if n.up {
+                n.replica.handle(now, Event::LeaderHint { leader });
+                self.stats.elections += u64::from(leader == Some(id));
+            }
+        }
+        self.drain(id)
+    }
+
+    fn oracle_safety(&mut self) -> Result<(), String> {
+        let ups = self.up_nodes();
+        if ups.is_empty() {
+            return Ok(());
+        }
+        let a = ups[self.rng.gen_range(0..ups.len())];
+        let b = ups[self.rng.gen_range(0..ups.len())];
+        match self.rng.gen_range(0..100) {
+            0..=69 => self.hint_all(Some(a)),
+            70..=84 => {
+                // Two leaders at once: ballots must fence them.
+                for id in ups {
+                    let l = if id == b { b } else { a };
+                    self.hint(id, Some(l))?;
+                }
+                Ok(())
+            }
+            _ => self.hint_all(None),
+        }
+    }
+
+    // ----- faults -----
+
+    fn fault(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        match self.rng.gen_range(0..100) {
+            0..=24 => {
+                // Symmetric partition.
+                self.net.blocked.clear();
+                let cut: BTreeSet<NodeId> = ids.iter().copied().filter(|_| self.rng.gen_bool(0.4)).collect();
+                for a in &ids {
+                    for b in &ids {
+                        if cut.contains(a) != cut.contains(b) {
+                            self.net.blocked.insert((*a, *b));
+                        }
+                    }
+                }
+                self.stats.partitions += 1;
+            }
+            25..=39 => {
+                // One-way links.
+                for _ in 0..self.rng.gen_range(1..=3) {
+                    let a = ids[self.rng.gen_range(0..ids.len())];
+                    let b = ids[self.rng.gen_range(0..ids.len())];
+                    if a != b {
+                        self.net.blocked.insert((a, b));
+                    }
+                }
+                self.stats.partitions += 1;
+            }
+            40..=59 => self.net.blocked.clear(),
+            60..=74 => {
+                // Crash (a pause: durable state survives); at most a minority down at once.
+                let down = self.nodes.values().filter(|n| !n.up).count();
+                let a = ids[self.rng.gen_range(0..ids.len())];
+                if down + 1 <= (ids.len() - 1) / 2 {
+                    if let Some(n) = self.nodes.get_mut(&a) {
+                        if n.up {
+                            n.up = false;
+                            self.stats.crashes += 1;
+                        }
+                    }
+                }
+            }
+            75..=89 => {
+                for n in self.nodes.values_mut() {
+                    n.up = true;
+                }
+            }
+            _ => {
+                if self.cfg.amnesia {
+                    self.amnesia_restart()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restart a node with its memory gone: a fresh incarnation that knows no configuration
+    /// (or, with the `amnesia_vote` bug, the old incarnation with empty state).
+    fn amnesia_restart(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let id = ids[self.rng.gen_range(0..ids.len())];
+        if !self.rejoining.is_empty() && !self.cfg.bugs.amnesia_vote {
+            return Ok(()); // one rejoin at a time keeps a quorum reachable
+        }
+        // Never take a quorum's memory: every configuration that still governs an undecided slot
+        // (anything after the slowest replica's applied point) must keep a quorum alive in the
+        // listed incarnations without the victim.
+        let lowest = self.nodes.values().map(|n| n.applied).min().unwrap_or(Slot(0));
+        let safe = self.ghost.configs_after(lowest).iter().all(|config| {
+            let alive = config
+                .acceptors
+                .iter()
+                .filter(|m| m.node != id && self.nodes.get(&m.node).is_some_and(|n| n.inc == m.incarnation))
+                .count();
+            alive >= config.quorum()
+        });
+        if !self.cfg.bugs.amnesia_vote && (!safe || self.reconfig_pending.is_some()) {
+            return Ok(());
+        }
+        let n = self.nodes.get(&id).expect("listed");
+        let inc = if self.cfg.bugs.amnesia_vote { n.inc } else { Incarnation(n.inc.0 + 1) };
+        let me = Member { node: id, incarnation: inc };
+        let bootstrap = if self.cfg.bugs.amnesia_vote { n.config.clone() } else { None };
+        let old = &n.replica.opts;
+        let mut opts = Self::options(
+            &self.cfg,
+            me,
+            bootstrap.clone(),
+            old.snapshot_every,
+            old.max_retained_slots,
+            old.pipeline_window,
+            old.batch_max_commands,
+        );
+        opts.seed ^= self.now.0;
+        let n = self.nodes.get_mut(&id).expect("listed");
+        n.inc = inc;
+        n.replica = Replica::new(opts, self.now);
+        n.up = true;
+        n.applied = Slot(0);
+        n.hash = 0;
+        n.config = bootstrap.clone();
+        n.snap = Snap { slot: Slot(0), hash: 0, config: self.bootstrap.clone() };
+        // The driver's waiters died with the process: those outcomes are unknown, not lost.
+        n.outstanding.clear();
+        n.reads.clear();
+        if self.cfg.bugs.amnesia_vote {
+            // The buggy restart also "remembers" the applied state (it reads a snapshot) but not its votes.
+            if let Some(cfg) = bootstrap {
+                let _ = cfg;
+            }
+        } else {
+            self.rejoining.insert(id);
+        }
+        self.stats.amnesia_restarts += 1;
+        Ok(())
+    }
+
+    // ----- membership -----
+
+    /// Drive rejoins: AddLearner(new incarnation), then Promote once caught up; sometimes remove
+    /// and re-add a healthy node.
+    fn reconfig_step(&mut self) -> Result<(), String> {
+        if let Some((_, since)) = self.reconfig_pending {
+            if since.plus(2_000) > self.now {
+                return Ok(());
+            }
+            self.reconfig_pending = None;
+        }
+        let Some(leader) = self.nodes.values().find(|n| n.up && n.replica.is_leader()).map(|n| n.id) else {
+            return Ok(());
+        };
+        let config = self.nodes[&leader].replica.status().config;
+        let change = if let Some(&id) = self.rejoining.iter().next() {
+            let m = Member { node: id, incarnation: self.nodes[&id].inc };
+            if config.learners.contains(&m) {
+                ConfigChange::Promote(m)
+            } else if config.is_acceptor(&m) {
+                self.rejoining.remove(&id);
+                return Ok(());
+            } else {
+                ConfigChange::AddLearner(m)
+            }
+        } else if let Some(m) = config.learners.iter().next().copied() {
+            ConfigChange::Promote(m)
+        } else if self.rng.gen_bool(0.3) {
+            // Remove a random node, or add back one that was removed.
+            let missing: Vec<NodeId> = self.nodes.keys().copied().filter(|n| !config.contains_node(*n)).collect();
+            if let Some(&n) = missing.first() {
+                ConfigChange::AddLearner(Member { node: n, incarnation: self.nodes[&n].inc })
+            } else if config.acceptors.len() > 2 {
+                let v: Vec<NodeId> = config.acceptors.iter().map(|m| m.node).collect();
+                ConfigChange::Remove(v[self.rng.gen_range(0..v.len())])
+            } else {
+                return Ok(());
+            }
+        } else {
+            return Ok(());
+        };
+        self.next_req += 1;
+        let rid = RequestId { node: CLIENT, seq: self.next_req };
+        self.ghost.proposed_configs.insert(rid);
+        let now = self.now;
+        let n = self.nodes.get_mut(&leader).expect("leader exists");
+        if n.replica.propose_config(now, rid, change).is_ok() {
+            self.reconfig_pending = Some((rid, now));
+        }
+        self.drain(leader)
+    }
+
+    // ----- liveness -----
+
+    fn liveness_phase(&mut self) -> Result<(), String> {
+        self.liveness = true;
+        self.net.blocked.clear();
+        self.net.loss = 0.0;
+        self.net.dup = 0.0;
+        self.net.max_delay = self.net.max_delay.min(10);
+        for n in self.nodes.values_mut() {
+            n.up = true;
+        }
+        let start = self.now;
+        let deadline = start.plus(self.cfg.liveness_ms);
+        let mut next_oracle = start;
+        let mut next_client = start;
+        let mut next_reconfig = start.plus(100);
+        let mut quiet_since: Option<Time> = None;
+        let earlier: BTreeSet<RequestId> = self.nodes.values().flat_map(|n| n.outstanding.iter().copied()).collect();
+        loop {
+            let t = self.next_time().min(next_oracle).min(next_client).min(next_reconfig);
+            if t > deadline {
+                return Err(self.liveness_report());
+            }
+            self.now = t;
+            if t == next_oracle {
+                self.oracle_liveness()?;
+                next_oracle = t.plus(300);
+            } else if t == next_reconfig {
+                if self.cfg.reconfig {
+                    self.finish_rejoins()?;
+                }
+                next_reconfig = t.plus(300);
+            } else if t == next_client {
+                // Keep some traffic until every earlier proposal is resolved: a deposed leader's
+                // slot is only decided once the log reaches it.
+                let earlier_open = self.unresolved().iter().any(|id| earlier.contains(id));
+                if !earlier_open && self.rejoining.is_empty() {
+                    quiet_since.get_or_insert(t);
+                    next_client = Time(u64::MAX);
+                } else {
+                    self.client_step()?;
+                    next_client = t.plus(5);
+                }
+            } else {
+                self.step()?;
+            }
+            if quiet_since.is_some() && self.converged() {
+                self.stats.virtual_ms = self.now.0;
+                return Ok(());
+            }
+        }
+    }
+
+    /// The liveness leader: an up node that is an acceptor in its own view of the configuration,
+    /// with the highest applied slot (the etcd election would pick any campaigning acceptor).
+    fn oracle_liveness(&mut self) -> Result<(), String> {
+        let acceptor = |n: &Node| n.replica.status().role != RoleKind::Learner;
+        let leader = match self.stable_leader {
+            Some(l) if acceptor(&self.nodes[&l]) => l,
+            _ => {
+                let best = self.nodes.values().filter(|n| acceptor(n)).max_by_key(|n| (n.applied, Reverse(n.id))).map(|n| n.id);
+                let Some(b) = best else { return Err("no acceptor is alive".into()) };
+                self.stable_leader = Some(b);
+                self.hint_all(Some(b))?;
+                b
+            }
+        };
+        let role = self.nodes[&leader].replica.status().role;
+        if role != RoleKind::Leader && role != RoleKind::Candidate {
+            self.hint_all(Some(leader))?;
+        }
+        Ok(())
+    }
+
+    fn finish_rejoins(&mut self) -> Result<(), String> {
+        let pending = self.reconfig_pending.is_some();
+        if !self.rejoining.is_empty() || !pending {
+            self.reconfig_step()?;
+        }
+        Ok(())
+    }
+
+    fn unresolved(&self) -> Vec<RequestId> {
+        self.nodes
+            .values()
+            .flat_map(|n| n.outstanding.iter().copied())
+            .filter(|id| !self.ghost.chosen_ids.contains_key(id))
+            .collect()
+    }
+
+    fn converged(&self) -> bool {
+        let config = self.ghost.latest_config();
+        let max = self.nodes.values().map(|n| n.applied).max().unwrap_or(Slot(0));
+        config.members().all(|m| self.nodes.get(&m.node).is_some_and(|n| n.inc == m.incarnation && n.applied == max))
+            && self.unresolved().is_empty()
+    }
+
+    fn liveness_report(&self) -> String {
+        let states: Vec<String> = self
+            .nodes
+            .values()
+            .map(|n| {
+                let s = n.replica.status();
+                format!("{}@{} {:?} applied={} ballot={}", n.id, n.inc.0, s.role, n.applied, s.ballot)
+            })
+            .collect();
+        format!(
+            "liveness: no convergence within {} ms; unresolved={:?}; config={:?}; nodes: {}",
+            self.cfg.liveness_ms,
+            self.unresolved().iter().take(5).collect::<Vec<_>>(),
+            self.ghost.latest_config(),
+            states.join(", ")
+        )
+    }
+}

@@ -1,0 +1,42 @@
+//! A deterministic simulator of a Synod cluster over the real [`crate::Replica`] core.
+//!
+//! Many replicas live in one process, in virtual time, with **one** seeded RNG, so a seed replays
+//! a run exactly. The network loses, duplicates, reorders and delays messages and can be
+//! partitioned (symmetric and one-way). Replicas crash (pause, state kept, as with durable
+//! persists) and restart with amnesia (a new incarnation that rejoins as a learner through
+//! `AddLearner` + `Promote`). Clients propose through random replicas (a non-leader forwards once
+//! to the leader it names) and issue linearizable reads. An election oracle stands in for etcd:
+//! it sometimes names two leaders at once, or none, to show that ballots fence.
+//!
+//! Each seed runs a **safety phase** (faults on) and then a **liveness phase** (heal, one stable
+//! leader): every command proposed earlier must be chosen or reported lost, and every member must
+//! converge, within a bounded virtual time. The invariants (see [`ghost`] and `cluster.rs`) are
+//! checked at every step:
+//!
+//! 1. at most one value is chosen per slot, counted by a ghost observer from the acceptors'
+//!    persisted votes against the configuration governing the slot (PMS 2.1, P2);
+//! 2. only proposed commands, proposed reconfigurations or no-ops are chosen (PMS 2.1, nontriviality);
+//! 3. a voting identity's promise never decreases (PMS 2.2, P1a);
+//! 4. replicas apply slots in order without gaps, and every applied value is the chosen one, so the
+//!    applied logs of any two replicas are prefixes of one another (SMR);
+//! 5. a command reported lost is never chosen, and one reported chosen is in every applied log
+//!    that reaches its slot; linearizable reads are served at an index covering every write
+//!    applied anywhere before the read was issued (architecture rule 4);
+//! 6. no slot is disposed of before every member of its configuration learned it, unless the member
+//!    lagged more than `max_retained_slots` (architecture rule 6).
+//!
+//! A failure names its seed; `PAXOS_SIM_FIRST_SEED=<seed> PAXOS_SIM_SEEDS=1` replays it alone.
+
+pub mod cluster;
+pub mod ghost;
+
+pub use cluster::{run, Failure, SimConfig, SimStats};
+
+/// The seed range from the environment: `PAXOS_SIM_FIRST_SEED` (default `default_first`) and
+/// `PAXOS_SIM_SEEDS` (default `default_count`).
+pub fn seed_range(default_first: u64, default_count: u64) -> std::ops::Range<u64> {
+    let get = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let first = get("PAXOS_SIM_FIRST_SEED", default_first);
+    let count = get("PAXOS_SIM_SEEDS", default_count);
+    first..first + count
+}
