@@ -72,11 +72,23 @@ pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport
         .connect_lazy())
 }
 
+/// A peer stream that accepts nothing for this long is treated as broken.
+const STALL: Duration = Duration::from_secs(1);
+
 async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::Envelope>, metrics: Arc<Metrics>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let connected = match Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true).connect().await,
+            Ok(e) => {
+                // HTTP/2 keep-alives find a peer that vanished without closing the connection.
+                e.connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .keep_alive_while_idle(true)
+                    .connect()
+                    .await
+            }
             Err(e) => {
                 tracing::error!(%peer, %addr, error = %e, "bad peer address");
                 return;
@@ -108,12 +120,25 @@ async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::En
                 }
                 env = rx.recv() => match env {
                     None => return,
-                    Some(env) => {
-                        if stx.send(proto::encode_envelope(&env)).await.is_err() {
+                    Some(env) => match tokio::time::timeout(STALL, stx.send(proto::encode_envelope(&env))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
                             metrics.peer_send_failures.inc();
                             break;
                         }
-                    }
+                        Err(_) => {
+                            // The peer takes nothing (stopped, or a half-open connection): treat it
+                            // as unreachable. What is queued for it is stale by the time it comes
+                            // back; the core tolerates the loss, and the peer catches up by fetching
+                            // (or from a snapshot if the leader has compacted past it).
+                            debug!(%peer, "peer stalled; dropping its queue and reconnecting");
+                            metrics.peer_send_failures.inc();
+                            while rx.try_recv().is_ok() {
+                                metrics.peer_queue_drops.inc();
+                            }
+                            break;
+                        }
+                    },
                 },
             }
         }

@@ -36,6 +36,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+/// HTTP/2 flow-control window of the peer service (per stream and per connection).
+pub const PEER_WINDOW: u32 = 256 * 1024;
+
 /// Largest gRPC message (forwarded requests and replies, snapshot chunks).
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -165,6 +168,11 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Bounded HTTP/2 windows: a stalled peer stops taking data after a bounded backlog,
+            // so its sender notices the stall (and drops what is stale) instead of piling
+            // megabytes into transport buffers.
+            .initial_stream_window_size(PEER_WINDOW)
+            .initial_connection_window_size(PEER_WINDOW)
             .add_service(PeerServer::new(service).max_decoding_message_size(MAX_GRPC_MESSAGE))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async {
                 let _ = grpc_stop_rx.await;

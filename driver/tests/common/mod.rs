@@ -206,6 +206,23 @@ impl Cluster {
         .await
     }
 
+    /// Wait until every node of `ids` agrees on a leader among them, which reports itself leader.
+    pub async fn wait_leader_among(&self, ids: &[u64], timeout: Duration) -> u64 {
+        poll(timeout, &format!("nodes {ids:?} agree on a leader"), || async {
+            let mut seen = None;
+            for id in ids {
+                let l = self.leader_seen_by(*id).await?;
+                if seen.is_some_and(|s| s != l) || !ids.contains(&l) {
+                    return None;
+                }
+                seen = Some(l);
+            }
+            let l = seen?;
+            (self.status(l).await?["role"] == "leader").then_some(l)
+        })
+        .await
+    }
+
     /// kill -9 one node and forget it.
     pub fn kill9(&mut self, id: u64) {
         let mut n = self.nodes.remove(&id).expect("a live node");
