@@ -31,8 +31,11 @@ stage=target/docker-stage
 rm -rf "$stage" && mkdir -p "$stage/synod" "$stage/etcd"
 cp docker/synod.Dockerfile "$stage/synod/Dockerfile"
 cp "$bin/synod" "$stage/synod/synod"
+# The release profile keeps line tables for profiling; the image does not need them.
+if command -v strip >/dev/null; then strip --strip-debug "$stage/synod/synod"; fi
 cp docker/etcd.Dockerfile "$stage/etcd/Dockerfile"
 cp "$bin/synod-probe" "$stage/etcd/synod-probe"
+if command -v strip >/dev/null; then strip --strip-debug "$stage/etcd/synod-probe"; fi
 cp "$etcd_bin" "$stage/etcd/etcd"
 # etcd links exactly these two (ldd /usr/bin/etcd); copy the files the symlinks point to.
 libs=$(ldd "$etcd_bin" | awk '/=>/ {print $3} !/=>/ && /^[ \t]*\// {print $1}')
@@ -45,6 +48,8 @@ extra=$(echo "$libs" | grep -v -e '/libc.so.6$' -e '/ld-linux-x86-64.so.2$' || t
 [ -z "$extra" ] || { echo "build.sh: etcd links more libraries than the image holds: $extra" >&2; exit 1; }
 
 echo "== images =="
-docker build -q -t synod:latest "$stage/synod"
-docker build -q -t synod-etcd:latest "$stage/etcd"
+# The legacy builder prints a deprecation notice on newer clients; keep the output to the ids.
+quiet() { grep -v -e DEPRECATED -e BuildKit -e 'environment-variable' -e '^$' || true; }
+docker build -q -t synod:latest "$stage/synod" 2>&1 | quiet
+docker build -q -t synod-etcd:latest "$stage/etcd" 2>&1 | quiet
 docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^synod(-etcd)?:latest'

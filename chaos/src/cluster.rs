@@ -111,10 +111,20 @@ impl Cluster {
 
     /// Poll until a leader not in `excluding` is known, for at most `within`.
     pub async fn wait_leader(&self, excluding: &[u64], within: Duration) -> Option<u64> {
+        self.wait_leader_above(excluding, (0, 0), within).await.map(|(l, _)| l)
+    }
+
+    /// Poll until a leader not in `excluding`, with a ballot above `ballot`, is known; returns
+    /// it with its ballot.
+    pub async fn wait_leader_above(&self, excluding: &[u64], ballot: (u64, u64), within: Duration) -> Option<(u64, (u64, u64))> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(l) = self.leader(excluding).await {
-                return Some(l);
+            let all = self.statuses().await;
+            if let Some(l) = leader_of(&all, excluding) {
+                let b = all.iter().flatten().find(|s| s.id == l).map_or((0, 0), |s| s.ballot);
+                if b > ballot {
+                    return Some((l, b));
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;

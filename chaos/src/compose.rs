@@ -44,7 +44,7 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    command:");
         for arg in [
             format!("--name=etcd-{i}"),
-            "--data-dir=/data".to_string(),
+            "--data-dir=/var/lib/etcd".to_string(),
             "--listen-client-urls=http://0.0.0.0:2379".to_string(),
             format!("--advertise-client-urls=http://etcd-{i}:2379"),
             "--listen-peer-urls=http://0.0.0.0:2380".to_string(),
@@ -57,7 +57,6 @@ pub fn render(replicas: usize) -> String {
         ] {
             let _ = writeln!(y, "      - \"{arg}\"");
         }
-        let _ = writeln!(y, "    tmpfs: [/data]");
         let _ = writeln!(y);
     }
     for i in 1..=replicas {

@@ -111,12 +111,25 @@ impl Injector {
         choose(&others, f.pick).unwrap_or(1)
     }
 
-    /// After `old` went away: wait for another replica to lead, and note it.
-    async fn expect_new_leader(&self, old: u64, run: &mut Run) -> anyhow::Result<()> {
+    /// The ballot replica `id` reports (0.0 when it does not answer).
+    async fn ballot(&self, id: u64) -> (u64, u64) {
+        self.cluster.status(id).await.map_or((0, 0), |s| s.ballot)
+    }
+
+    /// After `old` (which led at `old_ballot`) went away: wait for another replica to lead at a
+    /// higher ballot, and note it. A higher ballot proves a new phase 1 ran, not a stale claim.
+    async fn expect_new_leader(&self, old: u64, old_ballot: (u64, u64), run: &mut Run) -> anyhow::Result<()> {
         let started = Instant::now();
-        match self.cluster.wait_leader(&[old], LEADER_CHANGE_WITHIN).await {
-            Some(new) => {
-                run.note(format!("leader changed {old} -> {new} in {:.1}s", started.elapsed().as_secs_f64()));
+        match self.cluster.wait_leader_above(&[old], old_ballot, LEADER_CHANGE_WITHIN).await {
+            Some((new, b)) => {
+                run.note(format!(
+                    "leader changed {old} -> {new} (ballot {}.{} -> {}.{}) in {:.1}s",
+                    old_ballot.0,
+                    old_ballot.1,
+                    b.0,
+                    b.1,
+                    started.elapsed().as_secs_f64()
+                ));
                 Ok(())
             }
             None => anyhow::bail!("no replica other than {old} led within {LEADER_CHANGE_WITHIN:?} after the fault"),
@@ -136,6 +149,7 @@ impl Injector {
             choose(&all, f.pick).unwrap_or(1)
         };
         let was_leader = leader || self.cluster.leader(&[]).await == Some(target);
+        let old_ballot = self.ballot(target).await;
         let svc = replica(target);
         run.targets.push(svc.clone());
         let t = Instant::now();
@@ -144,7 +158,7 @@ impl Injector {
         anyhow::ensure!(ok, "{svc} still running after docker kill");
         run.note(format!("{svc} stopped (exit code {}){}", s.exit_code, if was_leader { ", it was the leader" } else { "" }));
         if was_leader {
-            self.expect_new_leader(target, run).await?;
+            self.expect_new_leader(target, old_ballot, run).await?;
         }
         self.hold(f, t).await;
         self.docker.on(&["start"], &svc).await?;
@@ -182,6 +196,10 @@ impl Injector {
     /// side network so they still reach each other), verify, hold, undo.
     async fn cut(&self, targets: &[u64], side: bool, f: &PlannedFault, run: &mut Run, leader: Option<u64>) -> anyhow::Result<FaultStatus> {
         let net = self.docker.network.clone();
+        let old_ballot = match leader {
+            Some(l) => self.ballot(l).await,
+            None => (0, 0),
+        };
         let t = Instant::now();
         for id in targets {
             let svc = replica(*id);
@@ -199,7 +217,7 @@ impl Injector {
             if side { format!(" and joined {} together", self.side_network) } else { String::new() }
         ));
         let result = match leader {
-            Some(old) => self.expect_new_leader(old, run).await,
+            Some(old) => self.expect_new_leader(old, old_ballot, run).await,
             None => Ok(()),
         };
         self.hold(f, t).await;

@@ -342,12 +342,20 @@ async fn final_states(cluster: &Cluster) -> (BTreeMap<u64, Result<ReplicaState, 
         };
         states.insert(id, state);
     }
-    let hashes: Option<BTreeMap<u64, String>> = cluster
-        .statuses()
-        .await
-        .into_iter()
-        .flatten()
-        .map(|s| s.state_hash.map(|h| (s.id, format!("{h}@{}", s.index))))
-        .collect();
+    // State hashes are comparable only at one index: wait (bounded) until every replica
+    // reports the same one. Past the deadline the differing indexes show up as a mismatch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hashes = loop {
+        let all = cluster.statuses().await;
+        if all.iter().flatten().any(|s| s.state_hash.is_none()) {
+            break None;
+        }
+        let answered: Vec<_> = all.iter().flatten().collect();
+        let same = answered.len() == cluster.len() && answered.windows(2).all(|w| w[0].index == w[1].index);
+        if same || Instant::now() >= deadline {
+            break Some(answered.iter().map(|s| (s.id, format!("{}@{}", s.state_hash.clone().unwrap_or_default(), s.index))).collect());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     (states, hashes)
 }
