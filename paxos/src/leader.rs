@@ -186,7 +186,7 @@ impl Replica {
             if e.slot < c.first_slot {
                 continue;
             }
-            let keep = adopted.get(&e.slot).map_or(true, |(b, _)| e.ballot > *b);
+            let keep = !matches!(adopted.get(&e.slot), Some((b, _)) if *b >= e.ballot);
             #[cfg(feature = "sim")]
             let keep = keep && !self.opts.bugs.skip_adoption;
             if keep {

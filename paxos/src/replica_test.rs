@@ -1,1 +1,274 @@
+//! Handler tests: each feeds one input and asserts the exact action vector, in order.
+//!
+//! The order matters: a `Persist` must come before the `Send` of the `Promise` or `Accepted`
+//! that depends on it (the driver runs actions in order, a persist is a barrier).
 
+use crate::action::{Action, Persist};
+use crate::config::Configuration;
+use crate::event::Event;
+use crate::ids::{Ballot, Incarnation, Member, NodeId, ReadId, Slot, Time};
+use crate::message::{AcceptedEntry, Envelope, Message, Value};
+use crate::options::Options;
+use crate::replica::{test_command, Replica};
+use crate::ProposeError;
+
+fn m(n: u64) -> Member {
+    Member { node: NodeId(n), incarnation: Incarnation(1) }
+}
+
+fn b(round: u64, node: u64) -> Ballot {
+    Ballot { round, node: NodeId(node) }
+}
+
+fn replica(me: u64, nodes: u64) -> Replica {
+    let config = Configuration::bootstrap((1..=nodes).map(m));
+    Replica::new(Options::new(m(me), Some(config)), Time(0))
+}
+
+fn actions(r: &mut Replica) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn recv(r: &mut Replica, now: u64, from: u64, msg: Message) {
+    let to = r.me.node;
+    r.handle(Time(now), Event::Receive(Envelope { from: m(from), to, msg }));
+}
+
+fn send(from: u64, to: u64, msg: Message) -> Action {
+    Action::Send(Envelope { from: m(from), to: NodeId(to), msg })
+}
+
+fn batch(n: u64, seq: u64) -> Value {
+    Value::Batch(vec![test_command(n, seq)])
+}
+
+/// Elect replica 1 of 3 with an empty log: hint, then one peer promise. Returns the ballot.
+fn elect(r: &mut Replica) -> Ballot {
+    r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
+    let ballot = b(1, 1);
+    recv(r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    ballot
+}
+
+#[test]
+fn prepare_is_persisted_before_the_promise() {
+    let mut r = replica(1, 3);
+    // PMS 2.2 phase 1b: promise and report accepted values; the promise is durable first.
+    recv(&mut r, 0, 2, Message::Prepare { ballot: b(1, 2), first_slot: Slot(1) });
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            Action::Persist(Persist::Promised(b(1, 2))),
+            send(1, 2, Message::Promise { ballot: b(1, 2), first_slot: Slot(1), accepted: vec![], learned: Slot(0) }),
+        ]
+    );
+    // A lower ballot afterwards is refused with the promise that beats it.
+    recv(&mut r, 1, 3, Message::Prepare { ballot: b(0, 3), first_slot: Slot(1) });
+    assert_eq!(actions(&mut r), vec![send(1, 3, Message::Nack { promised: b(1, 2) })]);
+}
+
+#[test]
+fn accept_is_persisted_before_accepted() {
+    let mut r = replica(1, 3);
+    let v = batch(9, 1);
+    recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(1), value: v.clone(), commit: Slot(0) });
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            Action::Persist(Persist::Promised(b(1, 2))),
+            Action::Persist(Persist::Accepted(AcceptedEntry { slot: Slot(1), ballot: b(1, 2), value: v.clone() })),
+            send(1, 2, Message::Accepted { ballot: b(1, 2), slot: Slot(1), learned: Slot(0) }),
+            Action::LeaderChanged { leader: Some(NodeId(2)), ballot: b(1, 2) },
+        ]
+    );
+    // The commit point on a heartbeat of the same ballot makes the accepted value chosen.
+    recv(&mut r, 5, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(1), checkpoint: Slot(0), read_round: 0 });
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            send(1, 2, Message::HeartbeatAck { ballot: b(1, 2), read_round: 0, learned: Slot(0) }),
+            Action::Apply { slot: Slot(1), value: v },
+        ]
+    );
+}
+
+#[test]
+fn a_follower_that_misses_a_slot_fetches_it() {
+    let mut r = replica(1, 3);
+    // Slot 1 was accepted under another ballot: the commit point alone does not say its value.
+    recv(&mut r, 0, 3, Message::Accept { ballot: b(1, 3), slot: Slot(1), value: batch(9, 1), commit: Slot(0) });
+    let _ = actions(&mut r);
+    recv(&mut r, 5, 2, Message::Heartbeat { ballot: b(2, 2), commit: Slot(1), checkpoint: Slot(0), read_round: 0 });
+    let acts = actions(&mut r);
+    assert_eq!(acts[0], Action::LeaderChanged { leader: Some(NodeId(2)), ballot: b(2, 2) });
+    assert_eq!(acts[1], send(1, 2, Message::HeartbeatAck { ballot: b(2, 2), read_round: 0, learned: Slot(0) }));
+    assert!(matches!(&acts[2], Action::Send(Envelope { msg: Message::Fetch { from: Slot(1), to: Slot(1) }, .. })), "{acts:?}");
+    assert_eq!(acts.len(), 3);
+    // The answer is applied.
+    recv(&mut r, 9, 2, Message::Chosen { entries: vec![(Slot(1), Value::Noop)], commit: Slot(1) });
+    assert_eq!(actions(&mut r), vec![Action::Apply { slot: Slot(1), value: Value::Noop }]);
+}
+
+#[test]
+fn election_adopts_the_highest_ballot_value_and_fills_holes() {
+    let mut r = replica(1, 3);
+    // Earlier, replica 1 accepted X in slot 1 under ballot 1.3.
+    let (x, y, z) = (batch(9, 1), batch(9, 2), batch(9, 3));
+    recv(&mut r, 0, 3, Message::Accept { ballot: b(1, 3), slot: Slot(1), value: x, commit: Slot(0) });
+    let _ = actions(&mut r);
+    // Told to lead: a ballot above everything seen (1.3), phase 1 from slot 1 to every acceptor.
+    r.handle(Time(1), Event::LeaderHint { leader: Some(NodeId(1)) });
+    let ballot = b(2, 1);
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            send(1, 2, Message::Prepare { ballot, first_slot: Slot(1) }),
+            send(1, 3, Message::Prepare { ballot, first_slot: Slot(1) }),
+            Action::Persist(Persist::Promised(ballot)),
+        ]
+    );
+    // Replica 2 accepted Y in slot 1 under ballot 1.5 (above our 1.3) and Z in slot 3.
+    // PMS 2.2: adopt the value of the highest ballot per slot (Y), fill the hole in slot 2.
+    let accepted = vec![
+        AcceptedEntry { slot: Slot(1), ballot: Ballot { round: 1, node: NodeId(5) }, value: y.clone() },
+        AcceptedEntry { slot: Slot(3), ballot: b(1, 2), value: z.clone() },
+    ];
+    recv(&mut r, 2, 2, Message::Promise { ballot, first_slot: Slot(1), accepted, learned: Slot(0) });
+    let mut expected = vec![Action::LeaderChanged { leader: Some(NodeId(1)), ballot }];
+    for (slot, v) in [(1, &y), (2, &Value::Noop), (3, &z)] {
+        for to in [2, 3] {
+            expected.push(send(1, to, Message::Accept { ballot, slot: Slot(slot), value: v.clone(), commit: Slot(0) }));
+        }
+    }
+    for to in [2, 3] {
+        expected.push(send(1, to, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 0 }));
+    }
+    for (slot, v) in [(1, &y), (2, &Value::Noop), (3, &z)] {
+        expected.push(Action::Persist(Persist::Accepted(AcceptedEntry { slot: Slot(slot), ballot, value: v.clone() })));
+    }
+    assert_eq!(actions(&mut r), expected);
+    // One more vote per slot makes a quorum: applied in order.
+    recv(&mut r, 3, 3, Message::Accepted { ballot, slot: Slot(2), learned: Slot(0) });
+    assert_eq!(actions(&mut r), vec![]);
+    recv(&mut r, 3, 3, Message::Accepted { ballot, slot: Slot(1), learned: Slot(0) });
+    assert_eq!(
+        actions(&mut r),
+        vec![Action::Apply { slot: Slot(1), value: y }, Action::Apply { slot: Slot(2), value: Value::Noop }]
+    );
+}
+
+#[test]
+fn read_index_waits_for_a_round_started_after_the_read() {
+    let mut r = replica(1, 3);
+    let ballot = elect(&mut r);
+    let _ = actions(&mut r);
+    // Reads wait until a slot of our own ballot (the election no-op) is chosen (rule 4).
+    r.read(Time(2), ReadId(7)).expect("leader takes reads");
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            send(1, 2, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 1 }),
+            send(1, 3, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 1 }),
+        ]
+    );
+    recv(&mut r, 3, 3, Message::HeartbeatAck { ballot, read_round: 1, learned: Slot(0) });
+    assert_eq!(actions(&mut r), vec![], "the no-op is not chosen yet");
+    recv(&mut r, 4, 2, Message::Accepted { ballot, slot: Slot(1), learned: Slot(0) });
+    assert_eq!(
+        actions(&mut r),
+        vec![Action::Apply { slot: Slot(1), value: Value::Noop }, Action::ReadsReady { reads: vec![ReadId(7)], index: Slot(1) }]
+    );
+    // A second read needs a new round: an ack for the old round does not confirm it.
+    r.read(Time(5), ReadId(8)).expect("leader");
+    let _ = actions(&mut r);
+    recv(&mut r, 6, 3, Message::HeartbeatAck { ballot, read_round: 1, learned: Slot(1) });
+    assert_eq!(actions(&mut r), vec![]);
+    recv(&mut r, 6, 3, Message::HeartbeatAck { ballot, read_round: 2, learned: Slot(1) });
+    assert_eq!(actions(&mut r), vec![Action::ReadsReady { reads: vec![ReadId(8)], index: Slot(1) }]);
+}
+
+#[test]
+fn a_nack_with_a_higher_ballot_deposes_the_leader() {
+    let mut r = replica(1, 3);
+    r.opts.pipeline_window = 1;
+    let _ballot = elect(&mut r);
+    let _ = actions(&mut r);
+    // The window is full (the election no-op): both commands wait in the queue.
+    r.propose(Time(2), test_command(9, 1)).expect("leader");
+    r.propose(Time(2), test_command(9, 2)).expect("leader");
+    assert_eq!(actions(&mut r), vec![]);
+    recv(&mut r, 3, 2, Message::Nack { promised: b(5, 3) });
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            Action::ProposalLost { id: test_command(9, 1).id },
+            Action::ProposalLost { id: test_command(9, 2).id },
+            Action::SteppedDown,
+            Action::LeaderChanged { leader: None, ballot: b(5, 3) },
+        ]
+    );
+    assert_eq!(r.propose(Time(4), test_command(9, 3)), Err(ProposeError::NotLeader { leader: None }));
+    // The next candidacy goes above the ballot that deposed us.
+    r.handle(Time(5), Event::LeaderHint { leader: Some(NodeId(1)) });
+    assert_eq!(actions(&mut r)[0], send(1, 2, Message::Prepare { ballot: b(6, 1), first_slot: Slot(1) }));
+}
+
+#[test]
+fn a_candidate_without_quorum_keeps_its_ballot() {
+    let mut r = replica(1, 3);
+    r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
+    let _ = actions(&mut r);
+    // Retries resend the same ballot; after the lease it steps down, and a new hint re-uses it.
+    let lease = r.opts.leader_lease_ms;
+    let mut now = Time(0);
+    while let Some(t) = r.poll_timeout() {
+        now = t;
+        r.handle_timeout(now);
+        for a in actions(&mut r) {
+            if let Action::Send(Envelope { msg: Message::Prepare { ballot, .. }, .. }) = a {
+                assert_eq!(ballot, b(1, 1));
+            }
+        }
+    }
+    assert!(now.0 >= lease && !r.is_leader());
+    r.handle(now, Event::LeaderHint { leader: Some(NodeId(1)) });
+    assert_eq!(actions(&mut r)[0], send(1, 2, Message::Prepare { ballot: b(1, 1), first_slot: Slot(1) }));
+}
+
+#[test]
+fn leader_steps_down_without_a_quorum_for_a_lease() {
+    let mut r = replica(1, 3);
+    elect(&mut r);
+    let _ = actions(&mut r);
+    let mut stepped = false;
+    let mut now = Time(1);
+    while now.0 < 5 * r.opts.leader_lease_ms && !stepped {
+        now = r.poll_timeout().expect("leader has timers");
+        r.handle_timeout(now);
+        stepped = actions(&mut r).contains(&Action::SteppedDown);
+    }
+    assert!(stepped && now.0 <= 2 + r.opts.leader_lease_ms + r.opts.heartbeat_ms, "stepped down at {now:?}");
+}
+
+#[test]
+fn peer_input_is_validated_not_trusted() {
+    let mut r = replica(1, 3);
+    // Misaddressed, and claiming to come from ourselves: dropped and counted.
+    r.handle(Time(0), Event::Receive(Envelope { from: m(2), to: NodeId(9), msg: Message::Nack { promised: b(1, 2) } }));
+    r.handle(Time(0), Event::Receive(Envelope { from: m(1), to: NodeId(1), msg: Message::Nack { promised: b(1, 2) } }));
+    // Slot 0 is never a real slot; a backwards fetch range is nonsense.
+    recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(0), value: Value::Noop, commit: Slot(0) });
+    recv(&mut r, 0, 2, Message::Fetch { from: Slot(5), to: Slot(2) });
+    // A promise for a ballot we never ran.
+    recv(&mut r, 0, 2, Message::Promise { ballot: b(7, 1), first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    assert_eq!(actions(&mut r), vec![]);
+    assert_eq!(r.counters().dropped_messages, 5);
+}
+
+#[test]
+fn follower_refuses_proposals_and_reads_naming_the_leader() {
+    let mut r = replica(1, 3);
+    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
+    assert_eq!(r.propose(Time(1), test_command(9, 1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
+    assert_eq!(r.read(Time(1), ReadId(1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
+}

@@ -46,7 +46,7 @@ impl SimConfig {
         let reconfig = r.gen_bool(0.7);
         SimConfig {
             seed,
-            replicas: if seed % 2 == 0 { 3 } else { 5 },
+            replicas: [3, 5][(seed % 2) as usize],
             safety_ms: r.gen_range(1_000..3_000),
             liveness_ms: 30_000,
             faults: true,
@@ -693,7 +693,7 @@ impl Sim {
                 // Crash (a pause: durable state survives); at most a minority down at once.
                 let down = self.nodes.values().filter(|n| !n.up).count();
                 let a = ids[self.rng.gen_range(0..ids.len())];
-                if down + 1 <= (ids.len() - 1) / 2 {
+                if down < (ids.len() - 1) / 2 {
                     if let Some(n) = self.nodes.get_mut(&a) {
                         if n.up {
                             n.up = false;
