@@ -365,3 +365,61 @@ pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// `synod members ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum MembersCmd {
+    /// List the members (id, incarnation, role, live, learned, addresses) and pending requests.
+    List,
+    /// Ask the leader to add the process registered under this id (learner, then acceptor).
+    Add {
+        /// The node id (the process must be running: `synod node --id N`).
+        id: u64,
+    },
+    /// Ask the leader to remove this node (an explicit operator action).
+    Remove {
+        /// The node id.
+        id: u64,
+    },
+}
+
+/// Run `synod members ...`; returns the exit code.
+pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i32> {
+    let mut cli = Cli::new(opts);
+    let r = match &cmd {
+        MembersCmd::List => cli.send(Method::GET, "/v1/cluster/members", &[], Vec::new()).await?,
+        MembersCmd::Add { id } => {
+            let body = json!({ "id": id }).to_string().into_bytes();
+            cli.send(Method::POST, "/v1/cluster/members", &[("content-type", "application/json".into())], body).await?
+        }
+        MembersCmd::Remove { id } => cli.send(Method::DELETE, &format!("/v1/cluster/members/{id}"), &[], Vec::new()).await?,
+    };
+    let j = r.json();
+    let ok = (200..300).contains(&r.status);
+    if cli.opts.output == OutputFormat::Json || !ok {
+        println!("{}", if j.is_null() { r.text() } else { j.to_string() });
+        return Ok(if ok { 0 } else { 1 });
+    }
+    match cmd {
+        MembersCmd::List => {
+            println!("epoch {}  leader {}", j["epoch"], j["leader"]);
+            for m in j["members"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>4}  inc={:<16}  {:<8}  live={:<5}  learned={:<6}  http={}  grpc={}",
+                    m["id"],
+                    m["incarnation"],
+                    m["role"].as_str().unwrap_or("?"),
+                    m["live"],
+                    m["learned"],
+                    m["http"].as_str().unwrap_or("-"),
+                    m["grpc"].as_str().unwrap_or("-")
+                );
+            }
+            for p in j["pending"].as_array().into_iter().flatten() {
+                println!("  pending {p}");
+            }
+        }
+        _ => println!("requested: {}", j["pending"]),
+    }
+    Ok(0)
+}

@@ -2,7 +2,7 @@
 //! `SYNOD_*` environment variable.
 
 use clap::{Parser, Subcommand};
-use driver::cli::{ClientOpts, KvCmd};
+use driver::cli::{ClientOpts, KvCmd, MembersCmd};
 use driver::dev::DevArgs;
 use driver::server::NodeArgs;
 
@@ -34,6 +34,13 @@ enum Cmd {
     Status {
         #[command(flatten)]
         opts: ClientOpts,
+    },
+    /// List, add or remove members (see docs/membership.md).
+    Members {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: MembersCmd,
     },
 }
 
@@ -72,6 +79,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Status { opts } => {
             init_logs(&args.log_format, "warn");
             rt.block_on(driver::cli::run_status(opts))?
+        }
+        Cmd::Members { opts, cmd } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_members(opts, cmd))?
         }
     };
     drop(rt);
