@@ -75,10 +75,6 @@ impl Replica {
         self.pending = self.pending.split_off(&last.next());
         self.snapshot = last;
         self.snapshot_asked = last;
-        // Everything up to the snapshot is learned here: it may be disposed of.
-        if last > self.checkpoint {
-            self.dispose_through(last);
-        }
         self.counters.snapshots_installed += 1;
         self.advance(now);
         self.maybe_fetch(now);

@@ -214,6 +214,11 @@ impl Replica {
         queued || self.pending.values().any(|ids| ids.contains(&id))
     }
 
+    /// Slots at or below here are disposed of (checkpoint).
+    pub fn checkpoint(&self) -> Slot {
+        self.checkpoint
+    }
+
     /// Whether this replica currently leads (phase 2).
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))

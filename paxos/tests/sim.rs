@@ -55,3 +55,27 @@ fn sim_finds_skipped_adoption() {
     let f = found.expect("a leader that skips adoption must be caught within 400 seeds");
     eprintln!("caught: {f}");
 }
+
+/// Rule 8: a restarted replica that votes under its old identity with its memory gone must be
+/// caught choosing two values for one slot, forking the applied logs, or losing an acknowledged
+/// command (not merely by the promise-regression check, which the bug mode switches off).
+#[test]
+fn sim_finds_amnesia_voting() {
+    let serious = ["chosen twice", "two values", "but chosen", "was chosen", "different prefix", "which is not chosen"];
+    let mut seen = Vec::new();
+    let found = (0..400u64).find_map(|seed| {
+        let mut cfg = SimConfig::for_seed(seed);
+        cfg.reconfig = true;
+        cfg.amnesia = true;
+        cfg.bugs = Bugs { amnesia_vote: true, ..Bugs::default() };
+        let f = sim::run(cfg).err()?;
+        if serious.iter().any(|k| f.what.contains(k)) {
+            Some(f)
+        } else {
+            seen.push(f.what);
+            None
+        }
+    });
+    let f = found.unwrap_or_else(|| panic!("amnesia voting not caught within 400 seeds; other failures: {seen:?}"));
+    eprintln!("caught after {} lesser violations: {f}", seen.len());
+}

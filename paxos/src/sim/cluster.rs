@@ -189,6 +189,8 @@ struct Sim {
     /// Nodes restarted with amnesia that still have to be promoted.
     rejoining: BTreeSet<NodeId>,
     liveness: bool,
+    /// The highest checkpoint a leader computed by the rule.
+    valid_checkpoint: Slot,
 }
 
 const CLIENT: NodeId = NodeId(1_000);
@@ -283,6 +285,7 @@ impl Sim {
             reconfig_pending: None,
             rejoining: BTreeSet::new(),
             liveness: false,
+            valid_checkpoint: Slot(0),
         }
     }
 
@@ -455,6 +458,48 @@ impl Sim {
 
     /// Run a node's actions in order, checking invariants as they come.
     fn drain(&mut self, id: NodeId) -> Result<(), String> {
+        self.drain_actions(id)?;
+        self.check_checkpoint(id)
+    }
+
+    /// Invariant 6: a leader disposes of a slot only once every member of the configuration
+    /// learned it (by the members' own reports) or lags more than `max_retained_slots`; no
+    /// replica disposes of more than a leader announced on a heartbeat.
+    fn check_checkpoint(&mut self, id: NodeId) -> Result<(), String> {
+        let Some(n) = self.nodes.get(&id) else { return Ok(()) };
+        let cp = n.replica.checkpoint();
+        if cp > self.valid_checkpoint {
+            return Err(format!("{id} disposed through {cp}, above every leader's checkpoint {}", self.valid_checkpoint));
+        }
+        Ok(())
+    }
+
+    /// A leader announced `cp`: check it against the rule with the leader's own knowledge (when it
+    /// is still leading after the call; a leader that stepped down in the same call is not checked).
+    fn check_leader_checkpoint(&mut self, id: NodeId, cp: Slot) -> Result<(), String> {
+        let n = &self.nodes[&id];
+        if cp > self.valid_checkpoint && n.replica.is_leader() {
+            let status = n.replica.status();
+            let retained = n.replica.opts.max_retained_slots;
+            for m in status.config.members().filter(|m| m.node != id) {
+                let learned = status.learned.get(&m.node).copied().unwrap_or(Slot(0));
+                let lagging = status.commit.0 - learned.0.min(status.commit.0) > retained;
+                if learned < cp && !lagging {
+                    return Err(format!("leader {id} disposed through {cp} but {m} learned only {learned}"));
+                }
+                // Reports are lower bounds: a member never claims more than it applied.
+                if let Some(node) = self.nodes.get(&m.node) {
+                    if node.inc == m.incarnation && learned > node.applied {
+                        return Err(format!("{m} reported learned {learned} but applied {}", node.applied));
+                    }
+                }
+            }
+        }
+        self.valid_checkpoint = self.valid_checkpoint.max(cp);
+        Ok(())
+    }
+
+    fn drain_actions(&mut self, id: NodeId) -> Result<(), String> {
         loop {
             let Some(n) = self.nodes.get_mut(&id) else { return Ok(()) };
             let Some(a) = n.replica.poll_action() else { return Ok(()) };
@@ -467,7 +512,12 @@ impl Sim {
             match a {
                 Action::Persist(Persist::Promised(b)) => self.ghost.promise(me, b)?,
                 Action::Persist(Persist::Accepted(e)) => self.ghost.vote(me, &e)?,
-                Action::Send(env) => self.send(env),
+                Action::Send(env) => {
+                    if let crate::Message::Heartbeat { checkpoint, .. } = env.msg {
+                        self.check_leader_checkpoint(id, checkpoint)?;
+                    }
+                    self.send(env)
+                }
                 Action::Apply { slot, value } => self.apply(id, slot, value)?,
                 Action::ProposalLost { id: rid } => {
                     self.ghost.report_lost(rid)?;
@@ -766,10 +816,10 @@ impl Sim {
         n.outstanding.clear();
         n.reads.clear();
         if self.cfg.bugs.amnesia_vote {
-            // The buggy restart also "remembers" the applied state (it reads a snapshot) but not its votes.
-            if let Some(cfg) = bootstrap {
-                let _ = cfg;
-            }
+            // The bug under test: same identity, no memory. Let the ghost forget this identity's
+            // promise too, so the test shows the consequence (a slot chosen twice, or an
+            // acknowledged command lost), not just the regressed promise.
+            self.ghost.forget_promise(Member { node: id, incarnation: inc });
         } else {
             self.rejoining.insert(id);
         }

@@ -82,6 +82,11 @@ impl Ghost {
         Ok(())
     }
 
+    /// Forget an identity's promise (only for the `amnesia_vote` negative test).
+    pub fn forget_promise(&mut self, m: Member) {
+        self.promised.remove(&(m.node, m.incarnation));
+    }
+
     /// An acceptor persisted an accepted value.
     pub fn vote(&mut self, m: Member, e: &AcceptedEntry) -> Result<(), String> {
         let p = self.promised.get(&(m.node, m.incarnation)).copied().unwrap_or(Ballot::ZERO);
@@ -176,8 +181,4 @@ impl Ghost {
         Ok(())
     }
 
-    /// Forget votes at or below `upto` that can no longer matter (keeps memory bounded).
-    pub fn forget_votes_through(&mut self, upto: Slot) {
-        self.votes = self.votes.split_off(&upto.next());
-    }
 }
