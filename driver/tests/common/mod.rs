@@ -304,7 +304,7 @@ pub fn spawn_load(urls: Vec<String>, stop: tokio::sync::watch::Receiver<bool>) -
         let mut turn = 0usize;
         while !*stop.borrow() {
             n += 1;
-            let incr = n % 2 == 0;
+            let incr = n.is_multiple_of(2);
             let (path, method, body) = if incr {
                 ("/v1/rmw".to_string(), Method::POST, r#"{"op":"incr","key":"load-counter","delta":1}"#.to_string())
             } else {
