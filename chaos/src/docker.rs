@@ -30,6 +30,8 @@ pub struct Docker {
     pub containers: BTreeMap<String, String>,
     /// The project's network (`<project>_synod`).
     pub network: String,
+    /// The compose project name.
+    pub project: String,
 }
 
 /// Run `docker args...` and return stdout, failing with stderr on a non-zero exit.
@@ -78,7 +80,7 @@ impl Docker {
         if containers.is_empty() {
             bail!("no containers for compose project {project:?}: is the cluster up?");
         }
-        Ok(Docker { containers, network: format!("{project}_{}", crate::compose::NETWORK) })
+        Ok(Docker { containers, network: format!("{project}_{}", crate::compose::NETWORK), project: project.to_string() })
     }
 
     fn id(&self, service: &str) -> anyhow::Result<&str> {

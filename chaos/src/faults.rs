@@ -52,6 +52,8 @@ pub struct Injector {
     pub side_network: String,
     /// When the load started.
     pub t0: Instant,
+    /// Replicas started by join faults so far (each gets a fresh id).
+    pub joins: std::sync::atomic::AtomicU64,
 }
 
 struct Run {
@@ -82,7 +84,7 @@ impl Injector {
             FaultKind::IsolateLeader => self.isolate(f, &mut run, true).await,
             FaultKind::SplitMinority => self.split(f, &mut run).await,
             FaultKind::KillEtcd => self.kill_etcd(f, &mut run).await,
-            FaultKind::JoinLeave => self.join_leave(&mut run).await,
+            FaultKind::JoinLeave => self.join_leave(f, &mut run).await,
         };
         let status = match result {
             Ok(s) => s,
@@ -167,6 +169,16 @@ impl Injector {
         let back = wait_until(Duration::from_secs(30), || self.cluster.live(target)).await;
         anyhow::ensure!(back, "{svc} restarted but its REST API did not answer within 30s");
         run.note(format!("{svc} restarted and answers /livez"));
+        // Rule 8: the restarted process comes back under a new incarnation and rejoins through
+        // the membership path (learner, snapshot, then acceptor again).
+        let rejoin = Instant::now();
+        let rejoined = wait_until(Duration::from_secs(60), || async {
+            self.cluster.status(target).await.is_some_and(|s| s.role == "follower" || s.role == "leader")
+                && self.members().await.is_some_and(|(m, _)| m.iter().any(|(i, r)| *i == target && r == "acceptor"))
+        })
+        .await;
+        anyhow::ensure!(rejoined, "{svc} restarted but was not an acceptor again within 60s");
+        run.note(format!("{svc} is an acceptor again {:.1}s after it answered", rejoin.elapsed().as_secs_f64()));
         Ok(FaultStatus::Done)
     }
 
@@ -280,23 +292,115 @@ impl Injector {
         Ok(FaultStatus::Done)
     }
 
-    async fn join_leave(&self, run: &mut Run) -> anyhow::Result<FaultStatus> {
-        // The membership API is GET/POST/DELETE /v1/cluster/members. Ask any replica.
+    /// The membership list as the leader sees it: `(id, role)` pairs and the epoch.
+    async fn members(&self) -> Option<(Vec<(u64, String)>, u64)> {
         for id in 1..=self.cluster.len() as u64 {
             let url = format!("{}/v1/cluster/members", self.cluster.url(id));
             if let Ok(r) = self.cluster.http.get(&url, Duration::from_secs(2)).await {
-                if r.status == 404 && r.problem() == "no-route" {
-                    run.note(format!("NOT SUPPORTED: GET /v1/cluster/members answers 404 no-route on synod-{id}; no join or leave was attempted"));
-                    return Ok(FaultStatus::NotSupported);
+                if r.status == 200 {
+                    let j = r.json();
+                    let m = j["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| Some((m["id"].as_u64()?, m["role"].as_str().unwrap_or("?").to_string())))
+                        .collect();
+                    return Some((m, j["epoch"].as_u64().unwrap_or(0)));
                 }
-                run.note(format!(
-                    "NOT SUPPORTED by this test yet: the driver answers /v1/cluster/members ({}), but synod-chaos has no join/leave step; none was attempted",
-                    r.status
-                ));
+            }
+        }
+        None
+    }
+
+    /// Start a new replica (`synod node --join` in a container on the cluster network, labelled
+    /// with the compose project so `down --remove-orphans` removes it too), wait until the
+    /// leader has made it an acceptor, then remove it (`DELETE /v1/cluster/members/{id}`) and
+    /// wait until the configuration no longer holds it.
+    async fn join_leave(&self, f: &PlannedFault, run: &mut Run) -> anyhow::Result<FaultStatus> {
+        let probe = format!("{}/v1/cluster/members", self.cluster.url(1));
+        if let Ok(r) = self.cluster.http.get(&probe, Duration::from_secs(2)).await {
+            if r.status == 404 && r.problem() == "no-route" {
+                run.note("NOT SUPPORTED: GET /v1/cluster/members answers 404 no-route; no join or leave was attempted");
                 return Ok(FaultStatus::NotSupported);
             }
         }
-        anyhow::bail!("no replica answered GET /v1/cluster/members")
+        let id = self.cluster.len() as u64 + 1 + self.joins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let svc = format!("synod-{id}");
+        let name = format!("{}_{svc}_join", self.docker.project);
+        run.targets.push(svc.clone());
+        let _ = crate::docker::docker(&["rm", "-f", &name]).await;
+        let etcd = "http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379";
+        let env = [
+            format!("SYNOD_ID={id}"),
+            format!("SYNOD_HTTP_ADVERTISE={svc}:8080"),
+            format!("SYNOD_GRPC_ADVERTISE={svc}:9090"),
+            format!("SYNOD_ETCD={etcd}"),
+            "SYNOD_WRITE_TIMEOUT_MS=3000".to_string(),
+            "SYNOD_READ_TIMEOUT_MS=2000".to_string(),
+            "SYNOD_SNAPSHOT_EVERY=1000".to_string(),
+        ];
+        let project_label = format!("com.docker.compose.project={}", self.docker.project);
+        let service_label = format!("com.docker.compose.service={svc}");
+        let mut args: Vec<&str> = vec!["run", "-d", "--name", &name, "--network", &self.docker.network, "--network-alias", &svc];
+        args.extend(["--label", &project_label, "--label", &service_label]);
+        for e in &env {
+            args.extend(["-e", e.as_str()]);
+        }
+        args.extend(["synod:latest", "node", "--join"]);
+        let t = Instant::now();
+        crate::docker::docker(&args).await?;
+        run.note(format!("started {svc} (`synod node --join`)"));
+        let result = self.join_then_leave(id, f, run, t).await;
+        let _ = crate::docker::docker(&["rm", "-f", &name]).await;
+        result
+    }
+
+    async fn join_then_leave(&self, id: u64, f: &PlannedFault, run: &mut Run, t: Instant) -> anyhow::Result<FaultStatus> {
+        let within = Duration::from_secs(60);
+        let deadline = Instant::now() + within;
+        let mut seen_learner = false;
+        loop {
+            if let Some((m, epoch)) = self.members().await {
+                match m.iter().find(|(i, _)| *i == id).map(|(_, r)| r.as_str()) {
+                    Some("acceptor") => {
+                        run.note(format!("synod-{id} is an acceptor in epoch {epoch} after {:.1}s", t.elapsed().as_secs_f64()));
+                        break;
+                    }
+                    Some("learner") if !seen_learner => {
+                        seen_learner = true;
+                        run.note(format!("synod-{id} joined as a learner (epoch {epoch}) after {:.1}s", t.elapsed().as_secs_f64()));
+                    }
+                    _ => {}
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "synod-{id} did not become an acceptor within {within:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.hold(f, t).await;
+        let leave_started = Instant::now();
+        let mut accepted = false;
+        for rid in 1..=self.cluster.len() as u64 {
+            let url = format!("{}/v1/cluster/members/{id}", self.cluster.url(rid));
+            if let Ok(r) = self.cluster.http.send(hyper::Method::DELETE, &url, &[], Vec::new(), Duration::from_secs(5)).await {
+                if r.status == 202 {
+                    accepted = true;
+                    break;
+                }
+                run.note(format!("DELETE via synod-{rid}: {} {}", r.status, r.problem()));
+            }
+        }
+        anyhow::ensure!(accepted, "no replica accepted DELETE /v1/cluster/members/{id}");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((m, epoch)) = self.members().await {
+                if !m.iter().any(|(i, _)| *i == id) {
+                    run.note(format!("synod-{id} left: not a member in epoch {epoch}, {:.1}s after DELETE", leave_started.elapsed().as_secs_f64()));
+                    return Ok(FaultStatus::Done);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "synod-{id} still a member {within:?} after DELETE");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 

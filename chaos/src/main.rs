@@ -78,7 +78,7 @@ struct RunArgs {
     /// Where the history goes (`history-<seed>.jsonl`).
     #[arg(long, default_value = "target/chaos")]
     out: PathBuf,
-    /// Fewest completed operations for a valid run (default: 5 per second of load).
+    /// Fewest completed operations for a valid run (default: 10 per second of load).
     #[arg(long)]
     min_ops: Option<u64>,
     /// Fail the run when the cluster has no membership API for join/leave.
@@ -135,7 +135,7 @@ async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let shared = Arc::new(Shared { cluster: cluster.clone(), history: history.clone(), stats: Mutex::new(Stats::default()), stop: false.into() });
     let t0 = Instant::now();
     let clients: Vec<_> = (0..a.clients).map(|c| tokio::spawn(workload::run_client(shared.clone(), c + 1, a.seed))).collect();
-    let injector = Injector { docker: docker.clone(), cluster: cluster.clone(), side_network: side.clone(), t0 };
+    let injector = Injector { docker: docker.clone(), cluster: cluster.clone(), side_network: side.clone(), t0, joins: 0.into() };
     let mut records: Vec<FaultRecord> = Vec::new();
     for f in &plan.faults {
         tokio::time::sleep_until(t0 + f.at).await;
@@ -166,7 +166,7 @@ async fn run(a: RunArgs) -> anyhow::Result<i32> {
 
     // 4. Read everything.
     let mut evidence = Evidence {
-        min_ops: a.min_ops.unwrap_or(a.duration * 5),
+        min_ops: a.min_ops.unwrap_or(a.duration * 10),
         require_membership: a.require_membership,
         faults: records.clone(),
         ..Evidence::default()
