@@ -79,3 +79,19 @@ fn sim_finds_amnesia_voting() {
     let f = found.unwrap_or_else(|| panic!("amnesia voting not caught within 400 seeds; other failures: {seen:?}"));
     eprintln!("caught after {} lesser violations: {f}", seen.len());
 }
+
+/// Rule 8: if a majority of acceptors is lost at once, the survivors must not make progress,
+/// however often the election names one of them; clients are refused, never acknowledged.
+#[test]
+fn survivors_of_a_lost_majority_make_no_progress() {
+    for seed in 0..20 {
+        let r = sim::majority_loss(seed).unwrap_or_else(|f| panic!("{f}"));
+        assert!(r.chosen_before > paxos::Slot(5), "the cluster served before the crash: {r:?}");
+        assert_eq!(r.chosen_after, r.chosen_before, "no slot may be chosen without a quorum: {r:?}");
+        assert!(r.refused > 0 && r.stepped_down > 0, "survivors refuse and step down visibly: {r:?}");
+        assert!(r.roles.iter().all(|role| *role != paxos::RoleKind::Leader), "{r:?}");
+        if seed == 0 {
+            eprintln!("what the survivors show: {r:?}");
+        }
+    }
+}

@@ -32,8 +32,12 @@ pub struct SimConfig {
     pub amnesia: bool,
     /// Mean milliseconds between client commands.
     pub client_gap_ms: u64,
-    /// Most commands per slot (1: unbatched).
+    /// Most commands per slot (1: unbatched); random if `None`.
     pub batch_max_commands: Option<usize>,
+    /// Pipelining window; random if `None`.
+    pub pipeline_window: Option<u64>,
+    /// Commands a client sends at each client step.
+    pub client_burst: usize,
     /// Deliberate bugs.
     pub bugs: Bugs,
 }
@@ -55,11 +59,15 @@ impl SimConfig {
             amnesia: reconfig && r.gen_bool(0.6),
             client_gap_ms: r.gen_range(2..15),
             batch_max_commands: None,
+            pipeline_window: None,
+            client_burst: 1,
             bugs: Bugs::default(),
         }
     }
 
-    /// A fault-free run for benchmarks: `replicas` nodes, clients every `client_gap_ms`.
+    /// A fault-free run for benchmarks: `replicas` nodes, a stable leader, a command every
+    /// 16 commands every virtual millisecond for `safety_ms`, at most
+    /// `batch` commands per slot, window 8.
     pub fn quiet(seed: u64, replicas: usize, safety_ms: u64, batch: usize) -> Self {
         SimConfig {
             seed,
@@ -71,6 +79,8 @@ impl SimConfig {
             amnesia: false,
             client_gap_ms: 0,
             batch_max_commands: Some(batch),
+            pipeline_window: Some(8),
+            client_burst: 16,
             bugs: Bugs::default(),
         }
     }
@@ -237,6 +247,7 @@ impl Sim {
         let snapshot_every = rng.gen_range(5..=100);
         let max_retained = rng.gen_range(20..=200);
         let window = rng.gen_range(1..=8);
+        let window = cfg.pipeline_window.unwrap_or(window);
         let batch = cfg.batch_max_commands.unwrap_or_else(|| rng.gen_range(1..=16));
         let mut nodes = BTreeMap::new();
         for m in &members {
@@ -333,7 +344,11 @@ impl Sim {
                 self.client_step()?;
                 next_client = t.plus(self.client_gap());
             } else if t == next_oracle {
-                self.oracle_safety()?;
+                if self.cfg.faults {
+                    self.oracle_safety()?;
+                } else {
+                    self.oracle_liveness()?;
+                }
                 next_oracle = t.plus(self.rng.gen_range(100..1_200));
             } else if t == next_fault {
                 if self.cfg.faults {
@@ -625,11 +640,14 @@ impl Sim {
         if self.rng.gen_bool(0.1) {
             return self.client_read(target);
         }
-        self.next_req += 1;
-        let len = self.rng.gen_range(1..=32);
-        let payload: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
-        let cmd = Command { id: RequestId { node: CLIENT, seq: self.next_req }, payload };
-        self.propose_at(target, cmd, true)
+        for _ in 0..self.cfg.client_burst {
+            self.next_req += 1;
+            let len = self.rng.gen_range(1..=32);
+            let payload: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+            let cmd = Command { id: RequestId { node: CLIENT, seq: self.next_req }, payload };
+            self.propose_at(target, cmd, true)?;
+        }
+        Ok(())
     }
 
     fn propose_at(&mut self, target: NodeId, cmd: Command, may_forward: bool) -> Result<(), String> {
@@ -993,4 +1011,86 @@ impl Sim {
             states.join(", ")
         )
     }
+}
+
+/// What the survivors of a lost majority show (for `docs/paxos.md` and the test).
+#[derive(Clone, Debug)]
+pub struct MajorityLoss {
+    /// Highest slot chosen before the crash, and after the survivors ran on alone.
+    pub chosen_before: Slot,
+    pub chosen_after: Slot,
+    /// Proposals the survivors refused, and the errors' text.
+    pub refused: u64,
+    pub errors: BTreeSet<String>,
+    /// Roles of the survivors at the end.
+    pub roles: Vec<RoleKind>,
+    /// `SteppedDown` emitted by survivors after the crash.
+    pub stepped_down: u64,
+}
+
+/// Architecture rule 8: five replicas serve, then three crash at once for good. The two
+/// survivors are named leader by the election again and again, and clients keep proposing: no
+/// slot may be chosen after the crash.
+pub fn majority_loss(seed: u64) -> Result<MajorityLoss, Failure> {
+    let mut cfg = SimConfig::quiet(seed, 5, 500, 8);
+    cfg.client_gap_ms = 5;
+    let mut sim = Sim::new(cfg);
+    let fail = |sim: &Sim, what: String| Failure { seed, at: sim.now, what };
+    let r = (|| -> Result<MajorityLoss, String> {
+        sim.hint_all(Some(NodeId(1)))?;
+        let mut next_client = Time(10);
+        while sim.now < Time(500) {
+            let t = sim.next_time().min(next_client);
+            sim.now = t;
+            if t == next_client {
+                sim.client_step()?;
+                next_client = t.plus(5);
+            } else {
+                sim.step()?;
+            }
+        }
+        let chosen_before = sim.ghost.chosen.keys().next_back().copied().unwrap_or(Slot(0));
+        let lost_before: BTreeMap<NodeId, u64> = sim.nodes.iter().map(|(id, n)| (*id, n.replica.counters().stepped_down)).collect();
+        for id in [1, 2, 3] {
+            sim.nodes.get_mut(&NodeId(id)).expect("five nodes").up = false;
+        }
+        let (mut refused, mut errors) = (0, BTreeSet::new());
+        let end = sim.now.plus(5_000);
+        let mut next_hint = sim.now;
+        while sim.now < end {
+            let t = sim.next_time().min(next_client).min(next_hint).min(end);
+            sim.now = t;
+            if t == next_hint {
+                let l = NodeId(4 + (t.0 / 1_000) % 2);
+                sim.hint_all(Some(l))?;
+                next_hint = t.plus(400);
+            } else if t == next_client {
+                let target = NodeId(4 + sim.rng.gen_range(0..2));
+                sim.next_req += 1;
+                let cmd = Command { id: RequestId { node: CLIENT, seq: sim.next_req }, payload: vec![1] };
+                sim.ghost.proposed.insert(cmd.id, cmd.payload.clone());
+                let now = sim.now;
+                let n = sim.nodes.get_mut(&target).expect("survivor");
+                if let Err(e) = n.replica.propose(now, cmd) {
+                    refused += 1;
+                    errors.insert(e.to_string());
+                }
+                sim.drain(target)?;
+                next_client = t.plus(20);
+            } else if t < end {
+                sim.step()?;
+            }
+        }
+        let chosen_after = sim.ghost.chosen.keys().next_back().copied().unwrap_or(Slot(0));
+        let survivors = [NodeId(4), NodeId(5)];
+        Ok(MajorityLoss {
+            chosen_before,
+            chosen_after,
+            refused,
+            errors,
+            roles: survivors.iter().map(|id| sim.nodes[id].replica.status().role).collect(),
+            stepped_down: survivors.iter().map(|id| sim.nodes[id].replica.counters().stepped_down - lost_before[id]).sum(),
+        })
+    })();
+    r.map_err(|what| fail(&sim, what))
 }

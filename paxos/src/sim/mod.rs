@@ -30,7 +30,7 @@
 pub mod cluster;
 pub mod ghost;
 
-pub use cluster::{run, Failure, SimConfig, SimStats};
+pub use cluster::{majority_loss, run, Failure, MajorityLoss, SimConfig, SimStats};
 
 /// The seed range from the environment: `PAXOS_SIM_FIRST_SEED` (default `default_first`) and
 /// `PAXOS_SIM_SEEDS` (default `default_count`).
