@@ -51,7 +51,7 @@ impl SimConfig {
         SimConfig {
             seed,
             replicas: [3, 5][(seed % 2) as usize],
-            safety_ms: r.gen_range(1_000..3_000),
+            safety_ms: r.gen_range(2_000..6_000),
             liveness_ms: 30_000,
             faults: true,
             reconfig,
@@ -201,6 +201,8 @@ struct Sim {
     liveness: bool,
     /// The highest checkpoint a leader computed by the rule.
     valid_checkpoint: Slot,
+    /// Every membership change proposed.
+    proposed_changes: Vec<(RequestId, ConfigChange)>,
 }
 
 const CLIENT: NodeId = NodeId(1_000);
@@ -297,6 +299,7 @@ impl Sim {
             rejoining: BTreeSet::new(),
             liveness: false,
             valid_checkpoint: Slot(0),
+            proposed_changes: Vec::new(),
         }
     }
 
@@ -796,15 +799,27 @@ impl Sim {
         // (anything after the slowest replica's applied point) must keep a quorum alive in the
         // listed incarnations without the victim.
         let lowest = self.nodes.values().map(|n| n.applied).min().unwrap_or(Slot(0));
-        let safe = self.ghost.configs_after(lowest).iter().all(|config| {
+        let keeps_quorum = |config: &Configuration| {
             let alive = config
                 .acceptors
                 .iter()
                 .filter(|m| m.node != id && self.nodes.get(&m.node).is_some_and(|n| n.inc == m.incarnation))
                 .count();
             alive >= config.quorum()
+        };
+        // A change proposed and not chosen yet may still be chosen (a new leader can adopt it long
+        // after): check the configurations it would make, too.
+        let open: Vec<ConfigChange> =
+            self.proposed_changes.iter().filter(|(rid, _)| !self.ghost.chosen_ids.contains_key(rid)).map(|(_, c)| *c).collect();
+        let safe = self.ghost.configs_after(lowest).iter().all(|config| {
+            keeps_quorum(config) && open.iter().all(|ch| config.apply(ch).map_or(true, |next| keeps_quorum(&next)))
         });
-        if !self.cfg.bugs.amnesia_vote && (!safe || self.reconfig_pending.is_some()) {
+        let named = open.iter().any(|change| match change {
+            ConfigChange::AddLearner(m) | ConfigChange::Promote(m) => m.node == id,
+            ConfigChange::Remove(n) => *n == id,
+        });
+        let learner = self.ghost.configs_after(lowest).iter().any(|c| c.learners.iter().any(|m| m.node == id));
+        if !self.cfg.bugs.amnesia_vote && (!safe || named || learner || self.reconfig_pending.is_some()) {
             return Ok(());
         }
         let n = self.nodes.get(&id).expect("listed");
@@ -889,6 +904,7 @@ impl Sim {
         self.next_req += 1;
         let rid = RequestId { node: CLIENT, seq: self.next_req };
         self.ghost.proposed_configs.insert(rid);
+        self.proposed_changes.push((rid, change));
         let now = self.now;
         let n = self.nodes.get_mut(&leader).expect("leader exists");
         if n.replica.propose_config(now, rid, change).is_ok() {
