@@ -18,7 +18,12 @@
 //! 4. hands client commands to [`Replica::propose`] on the leader (a `NotLeader` error names
 //!    where to forward), and linearizable reads to [`Replica::read`];
 //! 5. matches outcomes to clients by [`RequestId`], never by slot: a command is chosen when an
-//!    `Apply` carries its id, and lost when `ProposalLost` names it.
+//!    `Apply` carries its id, and lost when `ProposalLost` names it; after
+//!    `Event::SnapshotInstalled`, a command [`Replica::tracks`] no longer knows was settled inside
+//!    the snapshot (its session table says whether it was applied);
+//! 6. takes snapshots when asked (`Action::TakeSnapshot`, then `Event::SnapshotTaken`) and streams
+//!    its latest one to a peer on `Action::SendSnapshot` (the initial snapshot is the empty state
+//!    at slot 0 with the bootstrap configuration).
 //!
 //! # The protocol, in phases
 //!
@@ -32,7 +37,13 @@
 //! * **Reads**: a leader confirms its ballot with a quorum round started after the read arrived,
 //!   then answers with the commit point of that moment (read-index).
 //!
-//! Quorums come from the [`Configuration`] attached to slots, never from a cluster size.
+//! * **Compaction** (`compaction.rs`): snapshots every `snapshot_every` slots, checkpoints that
+//!   dispose of slots every member learned, and the lag rule for members too far behind.
+//! * **Reconfiguration** (`reconfig.rs`): the stop-sign rule; a change chosen at `s` governs `> s`.
+//!
+//! Quorums come from the [`Configuration`] attached to slots, never from a cluster size. The
+//! simulator (feature `sim`, module `sim`) runs many replicas over a faulty virtual network and checks
+//! the safety invariants at every step; `docs/paxos.md` describes it.
 
 mod acceptor;
 mod action;
