@@ -272,3 +272,37 @@ fn follower_refuses_proposals_and_reads_naming_the_leader() {
     assert_eq!(r.propose(Time(1), test_command(9, 1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
     assert_eq!(r.read(Time(1), ReadId(1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
 }
+
+#[test]
+fn a_leader_that_removes_itself_commits_the_removal_then_steps_down() {
+    let mut r = replica(1, 3);
+    let ballot = elect(&mut r);
+    recv(&mut r, 2, 2, Message::Accepted { ballot, slot: Slot(1), learned: Slot(0) });
+    recv(&mut r, 2, 2, Message::HeartbeatAck { ballot, read_round: 0, learned: Slot(0) });
+    let _ = actions(&mut r);
+    let id = test_command(9, 1).id;
+    r.propose_config(Time(3), id, crate::ConfigChange::Remove(NodeId(1))).expect("leader, quorum heard");
+    // One change at a time (the stop sign is pending).
+    assert_eq!(
+        r.propose_config(Time(3), id, crate::ConfigChange::Remove(NodeId(2))),
+        Err(ProposeError::Config(crate::ConfigError::ChangeInFlight))
+    );
+    let _ = actions(&mut r);
+    // Stop sign: nothing is proposed after slot 2 while it is open.
+    r.propose(Time(4), test_command(9, 2)).expect("queued");
+    assert_eq!(actions(&mut r), vec![]);
+    recv(&mut r, 5, 3, Message::Accepted { ballot, slot: Slot(2), learned: Slot(1) });
+    let acts = actions(&mut r);
+    let next = Configuration { epoch: 1, acceptors: [m(2), m(3)].into_iter().collect(), learners: Default::default() };
+    let value = Value::Reconfigure { id, change: crate::ConfigChange::Remove(NodeId(1)) };
+    assert_eq!(
+        acts,
+        vec![
+            Action::Apply { slot: Slot(2), value },
+            Action::ConfigChanged { slot: Slot(2), config: next },
+            Action::ProposalLost { id: test_command(9, 2).id },
+            Action::SteppedDown,
+            Action::LeaderChanged { leader: None, ballot },
+        ]
+    );
+}
