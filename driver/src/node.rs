@@ -108,7 +108,8 @@ pub enum Refused {
         /// The limit.
         limit: usize,
     },
-    /// The node is shutting down.
+    /// The node is shutting down and did not propose the write (a proposed write whose node
+    /// stops gets no answer from the loop, which the handler reports as 504 outcome unknown).
     #[error("the node is shutting down")]
     ShuttingDown,
     /// A configuration change was refused by the core (or was a no-op at its slot).
@@ -332,9 +333,9 @@ impl Node {
             self.drain();
         }
         info!("node loop stopped");
-        for (_, w) in self.writes.drain() {
-            let _ = w.reply.send(Err(Refused::ShuttingDown));
-        }
+        // These writes were proposed and may still be chosen by the others: their outcome is
+        // unknown, never "not done". Dropping the replies makes the handlers answer 504.
+        self.writes.clear();
     }
 
     fn on_input(&mut self, input: Input) {

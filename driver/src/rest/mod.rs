@@ -24,9 +24,8 @@ use kvstore::Limits;
 use paxos::NodeId;
 use problem::Problem;
 use proto::pb;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,7 +55,6 @@ pub struct Ctx {
     pub draining: AtomicBool,
     /// The membership keys in etcd (`None` in tests without etcd).
     pub membership: Option<crate::membership::Membership>,
-    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 impl Ctx {
@@ -72,7 +70,6 @@ impl Ctx {
             read_timeout: Duration::from_secs(3),
             draining: AtomicBool::new(false),
             membership: None,
-            channels: Mutex::new(HashMap::new()),
         }
     }
 
@@ -81,16 +78,6 @@ impl Ctx {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Status(tx)).await.ok()?;
         tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
-    }
-
-    fn channel(&self, addr: &str) -> Option<tonic::transport::Channel> {
-        let mut g = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = g.get(addr) {
-            return Some(c.clone());
-        }
-        let c = crate::peer::channel(addr).ok()?;
-        g.insert(addr.to_string(), c.clone());
-        Some(c)
     }
 }
 
@@ -218,9 +205,17 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
         body: body.to_vec(),
         hops,
     };
-    let Some(channel) = ctx.channel(addr) else {
-        ctx.metrics.forward_failures.inc();
-        return Problem::unavailable("forward-failed", format!("bad leader address {addr}")).into_response();
+    // Connect first, then send. tonic reports `Unavailable` both for a connection that never
+    // opened and for one that broke mid-call, so the two must be told apart by *when* the error
+    // happened: only a failure before the request was handed to the transport proves the leader
+    // never saw it (503, "not done"). Anything after that may have been proposed and chosen, so a
+    // write gets 504 "outcome unknown", whatever the status code (reads may stay 503).
+    let channel = match connect(addr).await {
+        Ok(c) => c,
+        Err(why) => {
+            ctx.metrics.forward_failures.inc();
+            return Problem::unavailable("forward-failed", format!("the leader at {addr} is unreachable: {why}")).into_response();
+        }
     };
     let timeout = ctx.write_timeout + Duration::from_secs(1);
     let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE);
@@ -229,21 +224,11 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => {
             ctx.metrics.forward_failures.inc();
-            // A connection that never opened carried nothing: the write did not happen. Past
-            // that, the leader may have proposed it, so a write's outcome is unknown.
-            return if status.code() == tonic::Code::Unavailable || !is_write {
-                Problem::unavailable("forward-failed", format!("the leader is unreachable: {}", status.message())).into_response()
-            } else {
-                Problem::outcome_unknown().into_response()
-            };
+            return sent_and_failed(is_write, format!("the forwarded request failed: {:?}: {}", status.code(), status.message()));
         }
         Err(_) => {
             ctx.metrics.forward_failures.inc();
-            return if is_write {
-                Problem::outcome_unknown().into_response()
-            } else {
-                Problem::unavailable("forward-timeout", "the leader did not answer in time").into_response()
-            };
+            return sent_and_failed(is_write, "the leader did not answer in time".to_string());
         }
     };
     let mut resp = Response::new(Bytes::from(reply.body));
@@ -256,4 +241,142 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
         }
     }
     resp
+}
+
+/// How long connecting to the leader for a forward may take; a failure is a 503.
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Open a fresh connection to the leader's gRPC address. Nothing has been sent when this fails,
+/// so the caller may answer 503. A fresh connection per forward (cheap next to a Paxos round)
+/// is what makes that claim provable: a cached lazy channel would connect inside the call, where
+/// a refused connection and a broken one both surface as the same `Unavailable`.
+async fn connect(addr: &str) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad address: {e}"))?
+        .connect_timeout(FORWARD_CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    match tokio::time::timeout(FORWARD_CONNECT_TIMEOUT + Duration::from_millis(500), endpoint.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())),
+        Err(_) => Err("connect timed out".to_string()),
+    }
+}
+
+/// The answer when a forward failed after the request was handed to the transport: the leader
+/// may have proposed (and chosen) a write, so only a read may say "not done".
+fn sent_and_failed(is_write: bool, why: String) -> Response<Bytes> {
+    if is_write {
+        Problem::outcome_unknown().with("cause", serde_json::json!(why)).into_response()
+    } else {
+        Problem::unavailable("forward-failed", why).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Forwarding failures: 503 ("not done") only when nothing reached the leader.
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    fn ctx() -> Ctx {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut c = Ctx::new(NodeId(1), tx, Directory::new(), Arc::new(Metrics::default()), Limits::default());
+        c.write_timeout = Duration::from_secs(2);
+        c
+    }
+
+    fn req(method: Method) -> Request<Bytes> {
+        Request::builder().method(method).uri("/v1/kv/a").body(Bytes::from_static(b"v")).unwrap()
+    }
+
+    fn slug(resp: &Response<Bytes>) -> String {
+        let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+        v["type"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string()
+    }
+
+    /// A gRPC server that receives the call and answers `Unavailable` (as a proxy, a draining
+    /// server or a connection torn down mid-call does): the request *was* delivered.
+    async fn unavailable_after_receiving() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        let resp = Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "14")
+                            .header("grpc-message", "transport is closing")
+                            .body(http_body_util::Empty::<Bytes>::new())
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A server that accepts the connection, reads what the client sends, then closes it.
+    async fn drops_after_reading() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    // Wait for the request itself (preface + settings + headers + data), then hang up.
+                    let mut got = 0;
+                    while got < 60 {
+                        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => got += n,
+                            _ => break,
+                        }
+                    }
+                    drop(s);
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_503() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let c = ctx();
+        let r = forward(&c, req(Method::PUT), &addr, 1).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(slug(&r), "forward-failed");
+    }
+
+    #[tokio::test]
+    async fn unavailable_after_sending_a_write_is_504() {
+        let addr = unavailable_after_receiving().await;
+        let c = ctx();
+        // The old mapping answered 503 here although the leader had the request.
+        let r = forward(&c, req(Method::PUT), &addr, 1).await;
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT, "{:?}", r.body());
+        assert_eq!(slug(&r), "outcome-unknown");
+        let r = forward(&c, req(Method::POST), &addr, 1).await;
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        // A read did nothing: "retry" is the truth.
+        let r = forward(&c, req(Method::GET), &addr, 1).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn connection_dropped_after_sending_a_write_is_504() {
+        let addr = drops_after_reading().await;
+        let c = ctx();
+        let r = forward(&c, req(Method::DELETE), &addr, 1).await;
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT, "{:?}", r.body());
+        assert_eq!(slug(&r), "outcome-unknown");
+    }
 }
