@@ -59,13 +59,86 @@ pub struct EtcdSettings {
     pub lease_ttl: i64,
 }
 
-/// Connect to etcd (fails fast if no endpoint answers).
+/// Connect to etcd using only the endpoints that answer now (fails if none does).
+///
+/// etcd-client balances over every endpoint it is given, lazily: an endpoint whose name does not
+/// resolve or whose server is down stays in the balancer, and calls routed to it fail
+/// (`Unavailable, "dns error"`). So each endpoint is probed first (name resolution and a TCP
+/// connect) and only the reachable ones are passed on.
 pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    let probes = endpoints.iter().map(|e| async move { (e, probe(e).await) });
+    let mut live = Vec::new();
+    for (e, r) in futures::future::join_all(probes).await {
+        match r {
+            Ok(()) => live.push(e.clone()),
+            Err(why) => warn!(endpoint = %e, error = %why, "etcd endpoint unreachable; leaving it out"),
+        }
+    }
+    if live.is_empty() {
+        bail!("no etcd endpoint is reachable (of {endpoints:?})");
+    }
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    Client::connect(endpoints, Some(opts)).await.context("connecting to etcd")
+    let mut client = Client::connect(&live, Some(opts)).await.context("connecting to etcd")?;
+    // One round trip, so a client that is handed out has answered at least once.
+    client.status().await.context("asking etcd for its status")?;
+    Ok(client)
+}
+
+/// [`connect`], retried with backoff until `deadline` (a node that starts while one etcd member
+/// is down, or before etcd is up at all, waits instead of exiting).
+pub async fn connect_retrying(endpoints: &[String], deadline: Instant) -> anyhow::Result<Client> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect(endpoints).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() + backoff < deadline => {
+                warn!(error = format!("{e:#}"), retry_in = ?backoff, "etcd not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Resolve `endpoint` (`http://host:port`, `https://..` or `host:port`) and open a TCP
+/// connection to one of its addresses.
+async fn probe(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let target = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:2379")
+    };
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(target.as_str())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".to_string()),
+    }
+}
+
+/// Retry an etcd call with backoff until `deadline`.
+pub async fn retrying<T, F, Fut>(what: &str, deadline: Instant, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() + backoff < deadline => {
+                warn!(error = format!("{e:#}"), retry_in = ?backoff, "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.context(what.to_string())),
+        }
+    }
 }
 
 /// Run the bootstrap barrier (see the module docs). `None`: not a founder, or a restart.
@@ -79,18 +152,46 @@ pub async fn bootstrap(
     if !founders.contains(&me.node.0) {
         return Ok(None);
     }
+    let deadline = Instant::now() + timeout;
     let key = format!("{prefix}/incarnations/{}", me.node.0);
-    let txn = Txn::new()
-        .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key.clone(), me.incarnation.0.to_string(), None)]);
-    if !client.txn(txn).await.context("recording the founding incarnation")?.succeeded() {
+    let mine = me.incarnation.0.to_string();
+    // Retried until the deadline: an attempt whose reply was lost may have written the record,
+    // so a record holding *this* incarnation counts as ours (incarnations are never reused).
+    let founded = retrying("recording the founding incarnation", deadline, || {
+        let mut c = client.clone();
+        let (key, mine) = (key.clone(), mine.clone());
+        async move {
+            let txn = Txn::new()
+                .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), mine.clone(), None)])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = c.txn(txn).await?;
+            if resp.succeeded() {
+                return Ok(true);
+            }
+            let existing = resp.op_responses().into_iter().find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            });
+            Ok(existing.as_deref() == Some(mine.as_bytes()))
+        }
+    })
+    .await?;
+    if !founded {
         warn!(node = %me.node, "this id already has a founding incarnation: a restart; starting as a learner");
         return Ok(None);
     }
-    let deadline = Instant::now() + timeout;
     let dir = format!("{prefix}/incarnations/");
     loop {
-        let resp = client.get(dir.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let resp = match client.get(dir.clone(), Some(GetOptions::new().with_prefix())).await {
+            Ok(r) => r,
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "reading the founders failed; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("reading the founders"),
+        };
         let mut members = BTreeMap::new();
         for kv in resp.kvs() {
             let id = kv.key_str()?.trim_start_matches(&dir).parse::<u64>().ok();

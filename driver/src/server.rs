@@ -127,16 +127,21 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let grpc_addr = args.grpc_advertise.clone().unwrap_or(grpc_listener.local_addr()?.to_string());
     info!(node = %me.node, incarnation = %me.incarnation, http = %http_addr, grpc = %grpc_addr, "starting");
 
-    let mut client = etcd::connect(&args.etcd).await?;
-    let bootstrap =
-        etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, Duration::from_secs(args.bootstrap_timeout)).await?;
+    // etcd may be partly (or not yet) reachable: connecting, the bootstrap barrier and the join
+    // request all retry with backoff within the bootstrap timeout, using the endpoints that answer.
+    let bootstrap_timeout = Duration::from_secs(args.bootstrap_timeout);
+    let etcd_deadline = std::time::Instant::now() + bootstrap_timeout;
+    let mut client = etcd::connect_retrying(&args.etcd, etcd_deadline).await?;
+    let bootstrap = etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?;
     let membership = Membership::new(client.clone(), args.prefix.clone());
     // A joining process, and a founder whose id was already founded (a restart after a crash:
     // its promises are forgotten, so it comes back as a new incarnation and must be re-added as
     // a learner, caught up, and promoted), ask the leader to take them in.
     let restart = bootstrap.is_none() && args.bootstrap.contains(&args.id);
     if args.join || restart {
-        membership.request(&PendingChange::Join { id: me.node.0, incarnation: me.incarnation.0 }).await?;
+        let join = PendingChange::Join { id: me.node.0, incarnation: me.incarnation.0 };
+        let deadline = std::time::Instant::now() + bootstrap_timeout;
+        etcd::retrying("posting the join request", deadline, || membership.request(&join)).await?;
     }
 
     let store = StoreConfig::default();
