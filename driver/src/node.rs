@@ -157,6 +157,9 @@ pub struct NodeStatus {
     pub config: Configuration,
     /// A hash of the whole replicated state (equal on replicas that applied the same slots).
     pub state_hash: u64,
+    /// The store index `state_hash` was taken at (read in the same loop turn as the hash, so the
+    /// pair is consistent; `applied_slot` is the matching slot).
+    pub state_hash_index: u64,
 }
 
 /// An input to the node loop.
@@ -375,6 +378,7 @@ impl Node {
             applied_slot: self.applied_slot,
             config: self.config.clone(),
             state_hash: self.store.state_hash().0,
+            state_hash_index: self.store.last_applied(),
         }
     }
 

@@ -35,6 +35,15 @@ async fn bogus_extra_etcd_endpoints_do_not_stop_a_node() {
     assert!(epoch > epoch0, "the configuration changed to take the new incarnation in ({epoch0} -> {epoch})");
     assert!(c.log(victim).contains("etcd endpoint unreachable"), "the bogus endpoints were seen and left out");
 
-    // Equal states once quiet.
-    c.wait_same_state(&[1, 2, 3], Duration::from_secs(30)).await;
+    // `state_hash_index` travels with `state_hash`: equal hashes at equal indexes once quiet.
+    let hash = c.wait_same_state(&[1, 2, 3], Duration::from_secs(30)).await;
+    let mut at = None;
+    for id in 1..=3 {
+        let s = c.status(id).await.unwrap();
+        assert_eq!(s["state_hash"].as_str(), Some(hash.as_str()));
+        let i = s["state_hash_index"].as_u64().expect("state_hash_index in /v1/status");
+        assert!(i >= 3, "three writes applied: {s}");
+        assert!(at.map_or(true, |a| a == i), "same index on every replica: {s}");
+        at = Some(i);
+    }
 }

@@ -130,6 +130,7 @@ async fn status(ctx: &Ctx) -> Outcome {
         "epoch": s.core.config.epoch,
         "store_applied_slot": s.applied_slot.0,
         "state_hash": format!("{:016x}", s.state_hash),
+        "state_hash_index": s.state_hash_index,
         "snapshots_installed": s.counters.snapshots_installed,
         "config_changes": s.counters.config_changes,
         "members": members,
