@@ -349,7 +349,7 @@ pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
     }
     println!("node      {} ({})", j["id"], j["role"].as_str().unwrap_or("?"));
     println!("leader    {} at {}", j["leader"], j["leader_http"]);
-    println!("ballot    {}.{}", j["ballot"]["round"], j["ballot"]["node"]);
+    println!("ballot    {}.{}@{}", j["ballot"]["round"], j["ballot"]["node"], j["ballot"]["incarnation"]);
     println!("slots     commit {} applied {} checkpoint {} snapshot {}", j["commit_slot"], j["applied_slot"], j["checkpoint_slot"], j["snapshot_slot"]);
     println!("index     {} ({} keys)", j["index"], j["keys"]);
     println!("members   (epoch {})", j["epoch"]);

@@ -15,7 +15,10 @@ pub(crate) struct Acceptor {
     /// The highest ballot promised (never decreases within an incarnation).
     pub(crate) promised: Ballot,
     /// Which incarnation `promised` was promised to: an equal ballot from another incarnation of
-    /// the same node (which may have forgotten what it proposed under it) is refused.
+    /// the same node (which may have forgotten what it proposed under it) is refused. Since
+    /// ballots carry the incarnation, an honest sender's ballot already differs from its
+    /// predecessor's; this check remains as a second line against a sender that is not the
+    /// ballot's owner (the core does not otherwise check that `from` owns the ballot).
     pub(crate) promised_to: Option<Member>,
     /// Per slot, the ballot and value last accepted.
     pub(crate) accepted: BTreeMap<Slot, (Ballot, Value)>,
@@ -37,7 +40,7 @@ impl Acceptor {
             return Vote::Refuse(self.promised);
         }
         if ballot == self.promised && self.promised_to.is_some_and(|m| m != from) {
-            // Same ballot, other incarnation: it may not remember what it proposed (rule 8).
+            // Same ballot, other sender: it may not remember what was proposed under it (rule 8).
             return Vote::Refuse(self.promised);
         }
         let raised = ballot > self.promised;

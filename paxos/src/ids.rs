@@ -46,19 +46,40 @@ impl Slot {
     }
 }
 
-/// A Paxos ballot. Ordered first by `round`, then by `node`, so two leaders never share a ballot
-/// and any leader can pick one above every ballot it has seen (Paxos Made Simple, 2.2).
+/// A Paxos ballot. The derived `Ord` compares `round`, then `node`, then `incarnation`:
+///
+/// * two leaders (distinct nodes) never share a ballot, and any leader can pick one above every
+///   ballot it has seen by taking a higher round (Paxos Made Simple, 2.2);
+/// * distinct incarnations of one node never share a ballot either, so a process that restarted
+///   with its memory lost cannot re-use a ballot its previous incarnation proposed under with a
+///   different value (architecture rule 8). With the same round and node, a later incarnation's
+///   ballot is the higher one, because the driver draws incarnations increasing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     /// The round number; compared first.
     pub round: u64,
     /// The node that owns the ballot; breaks ties between equal rounds.
     pub node: NodeId,
+    /// The incarnation of `node` that owns the ballot; breaks ties between equal rounds of one
+    /// node (a restarted process never proposes under its predecessor's ballot).
+    pub incarnation: Incarnation,
 }
 
 impl Ballot {
     /// The ballot below every real one.
-    pub const ZERO: Ballot = Ballot { round: 0, node: NodeId(0) };
+    pub const ZERO: Ballot = Ballot { round: 0, node: NodeId(0), incarnation: Incarnation(0) };
+
+    /// The ballot of `round` owned by `owner` (a node in one incarnation).
+    #[must_use]
+    pub fn new(round: u64, owner: Member) -> Ballot {
+        Ballot { round, node: owner.node, incarnation: owner.incarnation }
+    }
+
+    /// The voting identity that owns this ballot.
+    #[must_use]
+    pub fn owner(self) -> Member {
+        Member { node: self.node, incarnation: self.incarnation }
+    }
 }
 
 /// Virtual or real time in milliseconds, as given by the caller. The core never reads a clock.
@@ -98,7 +119,7 @@ display_inner!(NodeId, Incarnation, Slot, Time, ReadId);
 
 impl fmt::Display for Ballot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.round, self.node.0)
+        write!(f, "{}.{}@{}", self.round, self.node.0, self.incarnation.0)
     }
 }
 

@@ -122,8 +122,8 @@ impl Replica {
     /// higher was seen since; otherwise one round above everything seen.
     fn next_ballot(&mut self) -> Ballot {
         match self.reusable.take() {
-            Some(b) if b >= self.max_seen && b.node == self.me.node => b,
-            _ => Ballot { round: self.max_seen.round + 1, node: self.me.node },
+            Some(b) if b >= self.max_seen && b.owner() == self.me => b,
+            _ => Ballot::new(self.max_seen.round + 1, self.me),
         }
     }
 

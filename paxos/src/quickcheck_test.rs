@@ -41,7 +41,7 @@ fn quorums_intersect(acceptors: Vec<u8>, a: Vec<u8>, b: Vec<u8>) -> bool {
 struct Msg(Message);
 
 fn ballot(g: &mut Gen) -> Ballot {
-    Ballot { round: u64::arbitrary(g), node: NodeId(u64::arbitrary(g)) }
+    Ballot { round: u64::arbitrary(g), node: NodeId(u64::arbitrary(g)), incarnation: Incarnation(u64::arbitrary(g)) }
 }
 
 fn value(g: &mut Gen) -> Value {

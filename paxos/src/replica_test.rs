@@ -17,7 +17,7 @@ fn m(n: u64) -> Member {
 }
 
 fn b(round: u64, node: u64) -> Ballot {
-    Ballot { round, node: NodeId(node) }
+    Ballot::new(round, m(node))
 }
 
 fn replica(me: u64, nodes: u64) -> Replica {
@@ -130,7 +130,7 @@ fn election_adopts_the_highest_ballot_value_and_fills_holes() {
     // Replica 2 accepted Y in slot 1 under ballot 1.5 (above our 1.3) and Z in slot 3.
     // PMS 2.2: adopt the value of the highest ballot per slot (Y), fill the hole in slot 2.
     let accepted = vec![
-        AcceptedEntry { slot: Slot(1), ballot: Ballot { round: 1, node: NodeId(5) }, value: y.clone() },
+        AcceptedEntry { slot: Slot(1), ballot: b(1, 5), value: y.clone() },
         AcceptedEntry { slot: Slot(3), ballot: b(1, 2), value: z.clone() },
     ];
     recv(&mut r, 2, 2, Message::Promise { ballot, first_slot: Slot(1), accepted, learned: Slot(0) });
@@ -304,5 +304,52 @@ fn a_leader_that_removes_itself_commits_the_removal_then_steps_down() {
             Action::SteppedDown,
             Action::LeaderChanged { leader: None, ballot },
         ]
+    );
+}
+
+#[test]
+fn incarnations_of_one_node_never_share_a_ballot() {
+    // Node 1 before and after a restart with its memory lost (architecture rule 8).
+    let old = Member { node: NodeId(1), incarnation: Incarnation(0) };
+    let new = Member { node: NodeId(1), incarnation: Incarnation(1) };
+    let first_ballot = |me: Member| {
+        let config = Configuration::bootstrap([me, m(2), m(3)]);
+        let mut r = Replica::new(Options::new(me, Some(config)), Time(0));
+        r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
+        match actions(&mut r).first() {
+            Some(Action::Send(Envelope { msg: Message::Prepare { ballot, .. }, .. })) => *ballot,
+            other => panic!("expected a Prepare, got {other:?}"),
+        }
+    };
+    // Both incarnations start from nothing seen and pick round 1, yet their ballots differ, and
+    // the later incarnation's is the higher one (ballots order as round, node, incarnation).
+    let (b_old, b_new) = (first_ballot(old), first_ballot(new));
+    assert_eq!(b_old, Ballot::new(1, old));
+    assert_eq!(b_new, Ballot::new(1, new));
+    assert!(b_old < b_new);
+
+    // An acceptor that promised the new incarnation's ballot refuses the old incarnation's
+    // `Accept` under the same (round, node): the old one may carry a value the new one never saw
+    // (PMS P1a: accept only if no higher promise was made).
+    let mut r = replica(2, 3);
+    let deliver = |r: &mut Replica, now: u64, from: Member, msg: Message| {
+        r.handle(Time(now), Event::Receive(Envelope { from, to: NodeId(2), msg }));
+    };
+    deliver(&mut r, 0, new, Message::Prepare { ballot: b_new, first_slot: Slot(1) });
+    assert_eq!(
+        actions(&mut r),
+        vec![
+            Action::Persist(Persist::Promised(b_new)),
+            Action::Send(Envelope {
+                from: m(2),
+                to: NodeId(1),
+                msg: Message::Promise { ballot: b_new, first_slot: Slot(1), accepted: vec![], learned: Slot(0) },
+            }),
+        ]
+    );
+    deliver(&mut r, 1, old, Message::Accept { ballot: b_old, slot: Slot(1), value: batch(9, 1), commit: Slot(0) });
+    assert_eq!(
+        actions(&mut r),
+        vec![Action::Send(Envelope { from: m(2), to: NodeId(1), msg: Message::Nack { promised: b_new } })]
     );
 }

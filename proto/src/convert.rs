@@ -29,11 +29,11 @@ fn from_member(m: pb::Member) -> Member {
     Member { node: NodeId(m.node), incarnation: Incarnation(m.incarnation) }
 }
 fn ballot(b: Ballot) -> pb::Ballot {
-    pb::Ballot { round: b.round, node: b.node.0 }
+    pb::Ballot { round: b.round, node: b.node.0, incarnation: b.incarnation.0 }
 }
 fn from_ballot(b: Option<pb::Ballot>, field: &'static str) -> Result<Ballot, DecodeError> {
     let b = need(b, field)?;
-    Ok(Ballot { round: b.round, node: NodeId(b.node) })
+    Ok(Ballot { round: b.round, node: NodeId(b.node), incarnation: Incarnation(b.incarnation) })
 }
 fn request_id(r: RequestId) -> pb::RequestId {
     pb::RequestId { node: r.node.0, seq: r.seq }

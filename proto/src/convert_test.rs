@@ -19,7 +19,7 @@ fn member_(g: &mut Gen) -> Member {
     Member { node: node(g), incarnation: Incarnation(u64::arbitrary(g)) }
 }
 fn ballot_(g: &mut Gen) -> Ballot {
-    Ballot { round: u64::arbitrary(g), node: node(g) }
+    Ballot { round: u64::arbitrary(g), node: node(g), incarnation: Incarnation(u64::arbitrary(g)) }
 }
 fn rid(g: &mut Gen) -> RequestId {
     RequestId { node: node(g), seq: u64::arbitrary(g) }
@@ -118,7 +118,7 @@ fn missing_fields_are_named() {
 
     let accept_without_value = pb::Message {
         kind: Some(pb::message::Kind::Accept(pb::Accept {
-            ballot: Some(pb::Ballot { round: 1, node: 1 }),
+            ballot: Some(pb::Ballot { round: 1, node: 1, incarnation: 1 }),
             slot: 4,
             value: None,
             commit: 0,

@@ -120,7 +120,7 @@ async fn status(ctx: &Ctx) -> Outcome {
         "role": role,
         "leader": s.core.leader.map(|l| l.0),
         "leader_http": leader_http,
-        "ballot": { "round": s.core.ballot.round, "node": s.core.ballot.node.0 },
+        "ballot": { "round": s.core.ballot.round, "node": s.core.ballot.node.0, "incarnation": s.core.ballot.incarnation.0 },
         "commit_slot": s.core.commit.0,
         "applied_slot": s.core.applied.0,
         "checkpoint_slot": s.core.checkpoint.0,
