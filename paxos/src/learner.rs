@@ -166,14 +166,20 @@ impl Replica {
     }
 
     /// A peer asks for chosen values.
-    pub(crate) fn on_fetch(&mut self, from_node: NodeId, from: Slot, to: Slot) {
+    pub(crate) fn on_fetch(&mut self, now: Time, from_node: NodeId, from: Slot, to: Slot) {
         if from > to {
             self.counters.dropped_messages += 1;
             return;
         }
         if from <= self.log.compacted {
             self.send(from_node, Message::Compacted { snapshot_slot: self.log.compacted });
-            self.actions.push_back(Action::SendSnapshot { to: from_node });
+            // The asker re-fetches every `retry_ms` until a snapshot arrives: start a transfer
+            // at most once per `snapshot_resend_ms` per peer (a lost one is retried after that).
+            let due = self.snapshot_sent.get(&from_node).map_or(true, |t| now >= t.plus(self.opts.snapshot_resend_ms));
+            if due {
+                self.snapshot_sent.insert(from_node, now);
+                self.actions.push_back(Action::SendSnapshot { to: from_node });
+            }
             return;
         }
         let last = Slot(to.0.min(from.0.saturating_add(FETCH_BATCH)));

@@ -35,6 +35,11 @@ pub struct Options {
     /// Past this many slots retained above the checkpoint, the leader stops waiting for the
     /// slowest member; that member later catches up from a snapshot.
     pub max_retained_slots: u64,
+    /// At most one `Action::SendSnapshot` per peer within this many milliseconds. A learner
+    /// without a configuration fetches from slot 0 every `retry_ms` and each such fetch is
+    /// answered `Compacted`; without this limit every answer would also start a transfer.
+    /// A few times `retry_ms` (default 10 x) leaves room for one transfer to arrive.
+    pub snapshot_resend_ms: u64,
     /// Known-wrong rules, switched on by the simulator's negative tests to prove it finds bugs.
     #[cfg(feature = "sim")]
     #[doc(hidden)]
@@ -69,6 +74,7 @@ impl Options {
             max_queued_commands: 10_000,
             snapshot_every: 10_000,
             max_retained_slots: 100_000,
+            snapshot_resend_ms: 2_000, // 10 x retry_ms
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),
         }

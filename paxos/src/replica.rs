@@ -62,6 +62,9 @@ pub struct Replica {
     pub(crate) snapshot: Slot,
     /// The last slot a snapshot was asked for.
     pub(crate) snapshot_asked: Slot,
+    /// When we last told the driver to send each peer a snapshot (rate limit, see
+    /// `Options::snapshot_resend_ms`).
+    pub(crate) snapshot_sent: BTreeMap<NodeId, Time>,
 }
 
 impl Replica {
@@ -90,6 +93,7 @@ impl Replica {
             checkpoint: Slot(0),
             snapshot: Slot(0),
             snapshot_asked: Slot(0),
+            snapshot_sent: BTreeMap::new(),
         }
     }
 
@@ -273,7 +277,7 @@ impl Replica {
             Message::HeartbeatAck { ballot, read_round, learned } => {
                 self.on_heartbeat_ack(now, from, ballot, read_round, learned)
             }
-            Message::Fetch { from: lo, to: hi } => self.on_fetch(from.node, lo, hi),
+            Message::Fetch { from: lo, to: hi } => self.on_fetch(now, from.node, lo, hi),
             Message::Chosen { entries, commit } => self.on_chosen(now, entries, commit),
             Message::Compacted { snapshot_slot } => self.on_compacted(now, snapshot_slot),
         }

@@ -353,3 +353,28 @@ fn incarnations_of_one_node_never_share_a_ballot() {
         vec![Action::Send(Envelope { from: m(2), to: NodeId(1), msg: Message::Nack { promised: b_new } })]
     );
 }
+
+#[test]
+fn snapshot_transfers_are_rate_limited_per_peer() {
+    // Replica 1 has nothing below slot 1 but its (empty) initial snapshot at slot 0.
+    let mut r = replica(1, 3);
+    let (resend, retry) = (r.opts.snapshot_resend_ms, r.opts.retry_ms);
+    assert_eq!(resend, 10 * retry);
+    let fetch0 = Message::Fetch { from: Slot(0), to: Slot(0) };
+    let compacted = Message::Compacted { snapshot_slot: Slot(0) };
+    // A learner without a configuration (node 4) fetches from slot 0: compacted, send a snapshot.
+    recv(&mut r, 0, 4, fetch0.clone());
+    assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone()), Action::SendSnapshot { to: NodeId(4) }]);
+    // It re-fetches every retry_ms while the transfer is under way: answered, no new transfer.
+    recv(&mut r, retry, 4, fetch0.clone());
+    assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone())]);
+    // The limit is per peer: another learner gets its own transfer at once.
+    recv(&mut r, retry, 5, fetch0.clone());
+    assert_eq!(actions(&mut r), vec![send(1, 5, compacted.clone()), Action::SendSnapshot { to: NodeId(5) }]);
+    // Just before the window ends, still none; once it has passed (the transfer may have been
+    // lost), one more.
+    recv(&mut r, resend - 1, 4, fetch0.clone());
+    assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone())]);
+    recv(&mut r, resend, 4, fetch0);
+    assert_eq!(actions(&mut r), vec![send(1, 4, compacted), Action::SendSnapshot { to: NodeId(4) }]);
+}

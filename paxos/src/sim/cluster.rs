@@ -323,6 +323,7 @@ impl Sim {
         o.max_queued_commands = 256;
         o.snapshot_every = snapshot_every;
         o.max_retained_slots = max_retained;
+        o.snapshot_resend_ms = 10 * o.retry_ms;
         o.bugs = cfg.bugs;
         o
     }
