@@ -315,9 +315,9 @@ impl Manager {
                         None => None,
                         Some(_) if config.is_acceptor(&m) => Some(Step::Complete(p.clone(), None)),
                         Some(_) if config.learners.contains(&m) => {
-                            // The core checks that it has caught up; the barrier checks that it
-                            // runs the configuration that added it (it installed a snapshot).
-                            let caught_up = st.core.learned.get(&m.node).is_some_and(|l| l.0 + 64 >= st.core.commit.0);
+                            // The core's catch-up rule (it checks it again on propose); the barrier
+                            // checks that it runs the configuration that added it (it installed a snapshot).
+                            let caught_up = st.core.promotable(m).is_ok();
                             caught_up.then_some(Step::Propose(ConfigChange::Promote(m), After::Nothing))
                         }
                         Some(_) => Some(Step::Propose(ConfigChange::AddLearner(m), After::Nothing)),

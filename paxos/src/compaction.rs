@@ -46,10 +46,8 @@ impl Replica {
     pub(crate) fn compact_log(&mut self) {
         let upto = self.snapshot.min(self.checkpoint);
         if upto > self.log.compacted {
-            let dropped = self.log.entries.range(..=upto).count() as u64;
             self.log.entries = self.log.entries.split_off(&upto.next());
             self.log.compacted = upto;
-            let _ = dropped;
         }
     }
 

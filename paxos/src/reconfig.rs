@@ -12,7 +12,7 @@
 
 use crate::config::{ConfigChange, ConfigError};
 use crate::error::ProposeError;
-use crate::ids::{RequestId, Slot, Time};
+use crate::ids::{Member, RequestId, Slot, Time};
 use crate::message::Value;
 use crate::replica::{Replica, Role};
 
@@ -22,7 +22,7 @@ pub(crate) const PROMOTE_SLACK: u64 = 64;
 impl Replica {
     pub(crate) fn propose_config_change(&mut self, now: Time, id: RequestId, change: ConfigChange) -> Result<(), ProposeError> {
         let lease = self.opts.leader_lease_ms;
-        let slack = PROMOTE_SLACK.max(2 * self.opts.pipeline_window);
+        let slack = self.promote_slack();
         let commit = self.log.commit;
         let me = self.me;
         let Role::Leader(l) = &mut self.role else {
@@ -42,10 +42,7 @@ impl Replica {
         }
         if let ConfigChange::Promote(m) = change {
             let learned = l.learned.get(&m.node).copied().unwrap_or(Slot(0));
-            let needed = Slot(commit.0.saturating_sub(slack));
-            if learned < needed {
-                return Err(ConfigError::NotCaughtUp { member: m, learned, needed }.into());
-            }
+            caught_up(m, learned, commit, slack)?;
         }
         let slot = l.next_slot;
         l.next_slot = slot.next();
@@ -54,4 +51,33 @@ impl Replica {
         self.propose_slot(now, slot, Value::Reconfigure { id, change });
         Ok(())
     }
+}
+
+impl Replica {
+    /// How far behind the commit point a learner may have learned and still be promoted:
+    /// `max(64, 2 * pipeline_window)` slots.
+    pub(crate) fn promote_slack(&self) -> u64 {
+        PROMOTE_SLACK.max(2 * self.opts.pipeline_window)
+    }
+
+    /// Would `propose_config(Promote(member))` pass the catch-up rule now (the member has learned
+    /// at least `commit - promote_slack`)? Only a leader hears learned points; elsewhere every
+    /// member counts as having learned nothing. The other checks of `propose_config` (leadership,
+    /// a change in flight, a reachable quorum) are not made here.
+    pub fn promotable(&self, member: Member) -> Result<(), ConfigError> {
+        let learned = match &self.role {
+            Role::Leader(l) => l.learned.get(&member.node).copied().unwrap_or(Slot(0)),
+            _ => Slot(0),
+        };
+        caught_up(member, learned, self.log.commit, self.promote_slack())
+    }
+}
+
+/// The catch-up rule for promoting `member`, which has learned up to `learned`.
+pub(crate) fn caught_up(member: Member, learned: Slot, commit: Slot, slack: u64) -> Result<(), ConfigError> {
+    let needed = Slot(commit.0.saturating_sub(slack));
+    if learned < needed {
+        return Err(ConfigError::NotCaughtUp { member, learned, needed });
+    }
+    Ok(())
 }

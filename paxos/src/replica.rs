@@ -187,6 +187,7 @@ impl Replica {
             snapshot: self.snapshot,
             config,
             learned,
+            promote_slack: self.promote_slack(),
         }
     }
 

@@ -378,3 +378,23 @@ fn snapshot_transfers_are_rate_limited_per_peer() {
     recv(&mut r, resend, 4, fetch0);
     assert_eq!(actions(&mut r), vec![send(1, 4, compacted), Action::SendSnapshot { to: NodeId(4) }]);
 }
+
+#[test]
+fn promotable_is_the_catch_up_rule_of_propose_config() {
+    let r = replica(1, 3);
+    let learner = Member { node: NodeId(4), incarnation: Incarnation(1) };
+    // Nothing committed yet: anybody has learned enough.
+    assert_eq!(r.promotable(learner), Ok(()));
+    // The rule on a leader's status: learned >= commit - max(64, 2 * pipeline_window).
+    let mut st = r.status();
+    assert_eq!(st.promote_slack, 64.max(2 * r.opts.pipeline_window));
+    st.commit = Slot(200);
+    let needed = Slot(200 - st.promote_slack);
+    st.learned.insert(NodeId(4), Slot(needed.0 - 1));
+    assert_eq!(
+        st.promotable(learner),
+        Err(crate::ConfigError::NotCaughtUp { member: learner, learned: Slot(needed.0 - 1), needed })
+    );
+    st.learned.insert(NodeId(4), needed);
+    assert_eq!(st.promotable(learner), Ok(()));
+}

@@ -1,6 +1,6 @@
 //! What a replica reports about itself, for `/v1/status` and `/metrics`.
 
-use crate::config::Configuration;
+use crate::config::{ConfigError, Configuration};
 use crate::ids::{Ballot, Member, NodeId, Slot};
 use std::collections::BTreeMap;
 
@@ -30,7 +30,9 @@ pub struct Status {
     pub ballot: Ballot,
     /// Every slot up to here is known chosen.
     pub commit: Slot,
-    /// Every slot up to here has been handed to the state machine.
+    /// Every slot up to here has been handed to the state machine (`Action::Apply` emitted). The
+    /// core emits `Apply` as soon as a slot is learned in order, so this always equals `commit`;
+    /// what the state machine has actually executed is the driver's to track.
     pub applied: Slot,
     /// Slots below or at this are disposed of.
     pub checkpoint: Slot,
@@ -40,6 +42,18 @@ pub struct Status {
     pub config: Configuration,
     /// Per member, how far it has learned (known on the leader only).
     pub learned: BTreeMap<NodeId, Slot>,
+    /// How far behind `commit` a learner may have learned and still be promoted (the core's
+    /// catch-up rule; see [`Status::promotable`]).
+    pub promote_slack: u64,
+}
+
+impl Status {
+    /// The catch-up rule of `propose_config(Promote(member))` applied to this status (same as
+    /// `Replica::promotable` at the time the status was taken); meaningful on a leader only.
+    pub fn promotable(&self, member: Member) -> Result<(), ConfigError> {
+        let learned = self.learned.get(&member.node).copied().unwrap_or(Slot(0));
+        crate::reconfig::caught_up(member, learned, self.commit, self.promote_slack)
+    }
 }
 
 /// Counters of things that happened, for metrics and for tests that must show a fault happened.
