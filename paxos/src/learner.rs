@@ -175,7 +175,7 @@ impl Replica {
             self.send(from_node, Message::Compacted { snapshot_slot: self.log.compacted });
             // The asker re-fetches every `retry_ms` until a snapshot arrives: start a transfer
             // at most once per `snapshot_resend_ms` per peer (a lost one is retried after that).
-            let due = self.snapshot_sent.get(&from_node).map_or(true, |t| now >= t.plus(self.opts.snapshot_resend_ms));
+            let due = self.snapshot_sent.get(&from_node).is_none_or(|t| now >= t.plus(self.opts.snapshot_resend_ms));
             if due {
                 self.snapshot_sent.insert(from_node, now);
                 self.actions.push_back(Action::SendSnapshot { to: from_node });
