@@ -65,24 +65,14 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
                 pairing.invoke(Op::new(process, key, op_kind, time, None, Outcome::Unknown));
             }
             "ok" | "fail" | "info" => {
-                let mut op = pairing.take(process).ok_or_else(|| {
-                    ParseError::new(line_no, "completion without invocation", raw)
-                })?;
-                match kind.as_str() {
-                    "ok" => {
-                        op.outcome = Outcome::Ok;
-                        op.complete = Some(time);
-                        if let OpKind::Read { result } = &mut op.kind {
-                            *result = text_value.filter(|v| !v.is_empty());
-                        }
-                    }
-                    "fail" => {
-                        op.outcome = Outcome::Fail;
-                        op.complete = Some(time);
-                    }
-                    _ => op.outcome = Outcome::Unknown,
-                }
-                pairing.push(op);
+                let outcome = match kind.as_str() {
+                    "ok" => Outcome::Ok,
+                    "fail" => Outcome::Fail,
+                    _ => Outcome::Unknown,
+                };
+                pairing
+                    .complete(process, outcome, time, text_value.filter(|v| !v.is_empty()))
+                    .ok_or_else(|| ParseError::new(line_no, "completion without invocation", raw))?;
             }
             other => {
                 return Err(ParseError::new(

@@ -65,24 +65,14 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
                 ));
             }
             ":ok" | ":fail" | ":info" => {
-                let mut op = pairing.take(process).ok_or_else(|| {
-                    ParseError::new(line_no, "completion without invocation", raw)
-                })?;
-                match kind {
-                    ":ok" => {
-                        op.outcome = Outcome::Ok;
-                        op.complete = Some(time);
-                        if let OpKind::Read { result } = &mut op.kind {
-                            *result = nil_or(value);
-                        }
-                    }
-                    ":fail" => {
-                        op.outcome = Outcome::Fail;
-                        op.complete = Some(time);
-                    }
-                    _ => op.outcome = Outcome::Unknown,
-                }
-                pairing.push(op);
+                let outcome = match kind {
+                    ":ok" => Outcome::Ok,
+                    ":fail" => Outcome::Fail,
+                    _ => Outcome::Unknown,
+                };
+                pairing
+                    .complete(process, outcome, time, nil_or(value))
+                    .ok_or_else(|| ParseError::new(line_no, "completion without invocation", raw))?;
             }
             other => {
                 return Err(ParseError::new(

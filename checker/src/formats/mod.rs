@@ -54,13 +54,31 @@ impl Pairing {
         }
     }
 
-    /// Take the open op of `process`, to be completed by the caller.
-    pub(crate) fn take(&mut self, process: u64) -> Option<crate::Op> {
-        self.open.remove(&process)
-    }
-
-    pub(crate) fn push(&mut self, op: crate::Op) {
+    /// Complete the open op of `process` with `outcome` at `time` (both formats share this):
+    /// `Ok` and `Fail` end at `time`, and an `Ok` read takes `read_result`; `Unknown` (`:info`)
+    /// stays without a completion time, since it may take effect at any later moment.
+    /// `None` when `process` has no open op.
+    pub(crate) fn complete(
+        &mut self,
+        process: u64,
+        outcome: crate::Outcome,
+        time: u64,
+        read_result: Option<String>,
+    ) -> Option<()> {
+        let mut op = self.open.remove(&process)?;
+        op.outcome = outcome;
+        match outcome {
+            crate::Outcome::Ok => {
+                op.complete = Some(time);
+                if let crate::OpKind::Read { result } = &mut op.kind {
+                    *result = read_result;
+                }
+            }
+            crate::Outcome::Fail => op.complete = Some(time),
+            crate::Outcome::Unknown => {}
+        }
         self.done.push(op);
+        Some(())
     }
 
     /// All ops, in invocation order; open ones are `Unknown` with no completion.
