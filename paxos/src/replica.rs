@@ -365,54 +365,51 @@ impl Replica {
 
     // ----- acceptor -----
 
-    fn on_prepare(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot) {
+    /// The checks phase 1 and phase 2 share: note the ballot, drop slot 0, answer `Compacted` for
+    /// a disposed slot, then ask the acceptor for the promise. `true` when the vote is granted;
+    /// a raised promise is persisted before anything the caller sends (the barrier rule).
+    fn grant_vote(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot) -> bool {
         self.observe_ballot(now, ballot);
-        if first_slot == Slot(0) {
+        if slot == Slot(0) {
             self.counters.dropped_messages += 1;
-            return;
+            return false;
         }
-        if first_slot <= self.checkpoint {
+        if slot <= self.checkpoint {
             // Slots at or below the checkpoint are disposed of and never re-opened.
             self.send(from.node, Message::Compacted { snapshot_slot: self.snapshot });
-            return;
+            return false;
         }
         match self.acceptor.promise(ballot, from) {
-            Vote::Refuse(promised) => self.send(from.node, Message::Nack { promised }),
+            Vote::Refuse(promised) => {
+                self.send(from.node, Message::Nack { promised });
+                false
+            }
             Vote::Grant { raised } => {
                 if raised {
                     self.actions.push_back(Action::Persist(Persist::Promised(ballot)));
                 }
-                let accepted = self.acceptor.accepted_from(first_slot);
-                let learned = self.log.commit;
-                self.send(from.node, Message::Promise { ballot, first_slot, accepted, learned });
+                true
             }
         }
     }
 
+    fn on_prepare(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot) {
+        if self.grant_vote(now, from, ballot, first_slot) {
+            let accepted = self.acceptor.accepted_from(first_slot);
+            let learned = self.log.commit;
+            self.send(from.node, Message::Promise { ballot, first_slot, accepted, learned });
+        }
+    }
+
     fn on_accept(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot, value: Value, commit: Slot) {
-        self.observe_ballot(now, ballot);
-        if slot == Slot(0) {
-            self.counters.dropped_messages += 1;
-            return;
-        }
-        if slot <= self.checkpoint {
-            self.send(from.node, Message::Compacted { snapshot_slot: self.snapshot });
-            return;
-        }
-        match self.acceptor.promise(ballot, from) {
-            Vote::Refuse(promised) => self.send(from.node, Message::Nack { promised }),
-            Vote::Grant { raised } => {
-                if raised {
-                    self.actions.push_back(Action::Persist(Persist::Promised(ballot)));
-                }
-                self.acceptor.accept(slot, ballot, value.clone());
-                self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));
-                let learned = self.log.commit;
-                self.send(from.node, Message::Accepted { ballot, slot, learned });
-                if from != self.me {
-                    self.set_known_leader(Some(ballot.node), ballot);
-                    self.learn_commit(now, ballot, commit);
-                }
+        if self.grant_vote(now, from, ballot, slot) {
+            self.acceptor.accept(slot, ballot, value.clone());
+            self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));
+            let learned = self.log.commit;
+            self.send(from.node, Message::Accepted { ballot, slot, learned });
+            if from != self.me {
+                self.set_known_leader(Some(ballot.node), ballot);
+                self.learn_commit(now, ballot, commit);
             }
         }
     }
