@@ -104,32 +104,53 @@ impl Replica {
         self.compact_log();
     }
 
-    /// Leader: the checkpoint is the lowest learned point over all current members, ignoring
-    /// members more than `max_retained_slots` behind (they will need a snapshot).
+    /// Leader: the checkpoint is the lowest learned point over all current members (architecture
+    /// rule 6), from the members' own reports. Two exceptions make up the lag rule:
+    ///
+    /// * a member whose latest report is more than `max_retained_slots` behind the commit point is
+    ///   not waited for (it will need a snapshot);
+    /// * a member this replica has never heard a report from (in its current incarnation) holds
+    ///   the checkpoint where it is, until this leadership has committed `max_retained_slots`
+    ///   slots without a word from it; then it counts as lagging too.
+    ///
+    /// An unknown member never counts as "learned nothing, so lagging" at once: a new leader
+    /// that did so would dispose of slots right after its election that members still need
+    /// (issue 10, bug 3).
     pub(crate) fn leader_update_checkpoint(&mut self) {
         let Role::Leader(l) = &self.role else { return };
         let commit = self.log.commit;
+        let retained = self.opts.max_retained_slots;
+        let lags = |learned: Slot| commit.0.saturating_sub(learned.0) > retained;
         let mut cp = commit;
-        for m in l.config.members() {
-            if m.node == self.me.node {
-                continue;
+        for m in l.config.members().filter(|m| m.node != self.me.node) {
+            match self.learned.get(m).copied() {
+                Some(learned) if lags(learned) => {}
+                Some(learned) => cp = cp.min(learned),
+                #[cfg(feature = "sim")]
+                None if self.opts.bugs.early_checkpoint => {
+                    // The bug under test: an unknown member "learned nothing" and so lags.
+                    if !lags(Slot(0)) {
+                        cp = Slot(0);
+                    }
+                }
+                None if lags(l.since) => {}
+                None => cp = cp.min(self.checkpoint),
             }
-            let learned = l.learned.get(&m.node).copied().unwrap_or(Slot(0)).min(commit);
-            if commit.0 - learned.0 > self.opts.max_retained_slots {
-                continue;
-            }
-            cp = cp.min(learned);
         }
         if cp > self.checkpoint {
             self.dispose_through(cp);
         }
     }
 
-    /// For status pages: how far each member learned (leader only).
+    /// How far `member` reported it has learned (nothing heard: slot 0).
+    pub(crate) fn learned_by(&self, member: &crate::ids::Member) -> Slot {
+        self.learned.get(member).copied().unwrap_or(Slot(0))
+    }
+
+    /// For status pages: how far each member of the current configuration reported it learned
+    /// (leader only; members never heard from are left out).
     pub(crate) fn learned_map(&self) -> std::collections::BTreeMap<NodeId, Slot> {
-        match &self.role {
-            Role::Leader(l) => l.learned.clone(),
-            _ => Default::default(),
-        }
+        let Role::Leader(l) = &self.role else { return Default::default() };
+        l.config.members().filter_map(|m| self.learned.get(m).map(|s| (m.node, *s))).collect()
     }
 }

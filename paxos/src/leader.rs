@@ -64,6 +64,9 @@ pub(crate) struct Candidate {
     pub(crate) queue: Queue,
     /// Whether an `Accept` was ever sent under `ballot` (then it may never be re-used).
     pub(crate) sent_accept: bool,
+    /// Set when this candidacy continues a leadership past a stop sign: the commit point at which
+    /// that leadership began (see [`Leader::since`]).
+    pub(crate) since: Option<Slot>,
 }
 
 /// One slot in phase 2.
@@ -96,8 +99,11 @@ pub(crate) struct Leader {
     /// The last slot proposed at election: reads wait until it is committed (rule 4).
     pub(crate) barrier: Slot,
     pub(crate) last_heard: BTreeMap<Member, Time>,
-    pub(crate) learned: BTreeMap<NodeId, Slot>,
-    pub(crate) read_round: u64,
+    /// The commit point when this leadership began (kept across stop signs). A member that has
+    /// said nothing of its learned point since is treated as lagging only once the commit point
+    /// has moved `max_retained_slots` past here (the checkpoint rule, `compaction.rs`).
+    pub(crate) since: Slot,
+    /// Per acceptor, the highest read round (of `Replica::read_round`) it confirmed.
     pub(crate) acked: BTreeMap<Member, u64>,
     pub(crate) reads_waiting: Vec<ReadId>,
     pub(crate) rounds: BTreeMap<u64, ReadRound>,
@@ -145,6 +151,7 @@ impl Replica {
             started: now,
             queue: Queue::default(),
             sent_accept: false,
+            since: None,
         });
         self.send_prepares(now);
         self.timers.set(Timer::Lease, now.plus(self.opts.leader_lease_ms));
@@ -199,10 +206,18 @@ impl Replica {
             values.insert(*s, v.clone());
         }
         let mut last = values.keys().next_back().copied().unwrap_or(c.first_slot.prev());
-        // Stop sign: nothing after a reconfiguration until it is chosen.
+        // Stop sign: nothing after a reconfiguration until it is chosen. The commit point may
+        // have passed `first_slot` during phase 1 (a fetch answered meanwhile), so the first
+        // reconfiguration may be chosen already: then it is passed at once, below.
         let stop = values.iter().find(|(_, v)| matches!(v, Value::Reconfigure { .. })).map(|(s, _)| *s);
         if let Some(s) = stop {
             last = s;
+        }
+        let commit = self.log.commit;
+        #[cfg(feature = "sim")]
+        if self.opts.bugs.early_checkpoint {
+            // The bug under test: forget what was heard before this term.
+            self.learned.clear();
         }
         let mut leader = Leader {
             ballot: c.ballot,
@@ -213,8 +228,7 @@ impl Replica {
             queue: c.queue,
             barrier: last,
             last_heard: BTreeMap::new(),
-            learned: BTreeMap::new(),
-            read_round: 0,
+            since: c.since.unwrap_or(commit),
             acked: BTreeMap::new(),
             reads_waiting: Vec::new(),
             rounds: BTreeMap::new(),
@@ -225,7 +239,19 @@ impl Replica {
         self.role = Role::Leader(leader);
         self.counters.became_leader += 1;
         self.set_known_leader(Some(self.me.node), c.ballot);
-        let mut slot = c.first_slot;
+        // A stop sign at or below the commit point is chosen already: the configuration after it
+        // governs every slot we would propose, and our promises came from the one before it. Run
+        // phase 1 again in the new configuration now; waiting for the commit point to move past
+        // it would wait for ever, since only we could move it (issue 10, bug 1).
+        let passed = stop.is_some_and(|s| s <= commit);
+        #[cfg(feature = "sim")]
+        let passed = passed && !self.opts.bugs.wedge_stop_sign;
+        if passed {
+            self.pass_stop_sign(now);
+            return;
+        }
+        // Slots at or below the commit point are chosen and applied: no need to propose them.
+        let mut slot = c.first_slot.max(commit.next());
         while slot <= last {
             let v = values.remove(&slot).unwrap_or(Value::Noop);
             self.propose_slot(now, slot, v);
@@ -306,7 +332,7 @@ impl Replica {
     }
 
     /// Phase 2b arrived.
-    pub(crate) fn on_accepted(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot, learned: Slot) {
+    pub(crate) fn on_accepted(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot) {
         let Role::Leader(l) = &mut self.role else {
             self.counters.dropped_messages += 1;
             return;
@@ -316,9 +342,6 @@ impl Replica {
             return;
         }
         l.last_heard.insert(from, now);
-        if l.config.members().any(|m| *m == from) {
-            l.learned.insert(from.node, learned);
-        }
         let Some(f) = l.inflight.get_mut(&slot) else { return };
         if !l.config.is_acceptor(&from) {
             self.counters.dropped_messages += 1;
@@ -362,6 +385,11 @@ impl Replica {
         if !reads.is_empty() {
             self.actions.push_back(Action::ReadsFailed { reads, leader: Some(self.me.node) });
         }
+        #[cfg(feature = "sim")]
+        if self.opts.bugs.reset_read_round {
+            // The bug under test: the next term of the same ballot re-uses round numbers.
+            self.read_round = 0;
+        }
         self.role = Role::Candidate(Candidate {
             ballot: l.ballot,
             first_slot: self.log.commit.next(),
@@ -370,6 +398,7 @@ impl Replica {
             started: now,
             queue: l.queue,
             sent_accept: true,
+            since: Some(l.since),
         });
         self.timers.cancel(Timer::Heartbeat);
         self.timers.cancel(Timer::Batch);
@@ -380,9 +409,10 @@ impl Replica {
     /// Heartbeats to every member: commit point, checkpoint, latest read round.
     pub(crate) fn send_heartbeats(&mut self, now: Time) {
         self.leader_update_checkpoint();
+        let read_round = self.read_round;
         let Role::Leader(l) = &mut self.role else { return };
-        l.acked.insert(self.me, l.read_round);
-        let (ballot, read_round) = (l.ballot, l.read_round);
+        l.acked.insert(self.me, read_round);
+        let ballot = l.ballot;
         let targets: Vec<NodeId> = l.config.members().map(|m| m.node).filter(|n| *n != self.me.node).collect();
         let (commit, checkpoint) = (self.log.commit, self.checkpoint);
         for to in targets {
@@ -393,19 +423,17 @@ impl Replica {
     }
 
     /// A follower confirmed our ballot.
-    pub(crate) fn on_heartbeat_ack(&mut self, now: Time, from: Member, ballot: Ballot, read_round: u64, learned: Slot) {
+    pub(crate) fn on_heartbeat_ack(&mut self, now: Time, from: Member, ballot: Ballot, read_round: u64) {
+        let current = self.read_round;
         let Role::Leader(l) = &mut self.role else {
             self.counters.dropped_messages += 1;
             return;
         };
-        if l.ballot != ballot || read_round > l.read_round {
+        if l.ballot != ballot || read_round > current {
             self.counters.dropped_messages += 1;
             return;
         }
         l.last_heard.insert(from, now);
-        if l.config.members().any(|m| *m == from) {
-            l.learned.insert(from.node, learned);
-        }
         let e = l.acked.entry(from).or_insert(0);
         *e = (*e).max(read_round);
         self.check_reads(now);
@@ -426,9 +454,9 @@ impl Replica {
         if l.reads_waiting.is_empty() {
             return;
         }
-        l.read_round += 1;
+        self.read_round += 1;
         let reads = std::mem::take(&mut l.reads_waiting);
-        l.rounds.insert(l.read_round, ReadRound { commit: self.log.commit, reads });
+        l.rounds.insert(self.read_round, ReadRound { commit: self.log.commit, reads });
         self.send_heartbeats(now);
     }
 

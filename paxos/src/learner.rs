@@ -107,6 +107,8 @@ impl Replica {
         // leader against the same configuration, so this only happens after a stale proposal).
         if let Ok(next) = current.apply(&change) {
             self.counters.config_changes += 1;
+            // Reports of members that left (or of replaced incarnations) are no longer needed.
+            self.learned.retain(|m, _| next.members().any(|n| n == m));
             self.log.configs.insert(slot, next.clone());
             self.actions.push_back(Action::ConfigChanged { slot, config: next });
         }

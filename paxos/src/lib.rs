@@ -64,6 +64,8 @@ pub mod sim;
 mod replica_test;
 #[cfg(test)]
 mod quickcheck_test;
+#[cfg(test)]
+mod regression_test;
 
 pub use action::{Action, Persist};
 pub use config::{ConfigChange, ConfigError, Configuration};

@@ -55,6 +55,16 @@ pub struct Bugs {
     pub skip_adoption: bool,
     /// A restarted replica keeps its old incarnation with empty state (breaks rule 8).
     pub amnesia_vote: bool,
+    /// A new leader that finds an already-chosen reconfiguration among the slots of its phase 1
+    /// keeps it as a pending stop sign instead of passing it: it never proposes again (issue 10,
+    /// bug 1: a liveness bug).
+    pub wedge_stop_sign: bool,
+    /// The read round restarts at 0 when a leader passes a stop sign under the same ballot, so a
+    /// stalled acknowledgement of an earlier round confirms a new one (bug 2: a stale read).
+    pub reset_read_round: bool,
+    /// A new leader forgets the learned points it heard before, and counts a member it has not
+    /// heard from as having learned nothing and lagging (bug 3: disposal before all learned).
+    pub early_checkpoint: bool,
 }
 
 impl Options {

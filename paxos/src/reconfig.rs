@@ -41,7 +41,7 @@ impl Replica {
             return Err(ConfigError::NoReachableQuorum.into());
         }
         if let ConfigChange::Promote(m) = change {
-            let learned = l.learned.get(&m.node).copied().unwrap_or(Slot(0));
+            let learned = self.learned.get(&m).copied().unwrap_or(Slot(0));
             caught_up(m, learned, commit, slack)?;
         }
         let slot = l.next_slot;
@@ -66,7 +66,7 @@ impl Replica {
     /// a change in flight, a reachable quorum) are not made here.
     pub fn promotable(&self, member: Member) -> Result<(), ConfigError> {
         let learned = match &self.role {
-            Role::Leader(l) => l.learned.get(&member.node).copied().unwrap_or(Slot(0)),
+            Role::Leader(_) => self.learned_by(&member),
             _ => Slot(0),
         };
         caught_up(member, learned, self.log.commit, self.promote_slack())

@@ -65,6 +65,15 @@ pub struct Replica {
     /// When we last told the driver to send each peer a snapshot (rate limit, see
     /// `Options::snapshot_resend_ms`).
     pub(crate) snapshot_sent: BTreeMap<NodeId, Time>,
+    /// How far each member (in one incarnation) said it has learned, on `Promise`, `Accepted` or
+    /// `HeartbeatAck`. A member's learned point only grows within its incarnation, so every report
+    /// ever heard is a lower bound, whatever role this replica had when it arrived; a new leader
+    /// starts its checkpoint rule from what it heard before (`compaction.rs`).
+    pub(crate) learned: BTreeMap<Member, Slot>,
+    /// The last read round started by this incarnation. It never goes back, not even across a
+    /// stop sign passed under the same ballot: a `(ballot, round)` pair names one round for good,
+    /// so an acknowledgement delayed from an earlier round can never confirm a later one.
+    pub(crate) read_round: u64,
 }
 
 impl Replica {
@@ -94,6 +103,8 @@ impl Replica {
             snapshot: Slot(0),
             snapshot_asked: Slot(0),
             snapshot_sent: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            read_round: 0,
         }
     }
 
@@ -270,13 +281,17 @@ impl Replica {
                 self.on_promise(now, from, ballot, first_slot, accepted);
             }
             Message::Accept { ballot, slot, value, commit } => self.on_accept(now, from, ballot, slot, value, commit),
-            Message::Accepted { ballot, slot, learned } => self.on_accepted(now, from, ballot, slot, learned),
+            Message::Accepted { ballot, slot, learned } => {
+                self.note_learned(from, learned);
+                self.on_accepted(now, from, ballot, slot)
+            }
             Message::Nack { promised } => self.on_nack(now, promised),
             Message::Heartbeat { ballot, commit, checkpoint, read_round } => {
                 self.on_heartbeat(now, from, ballot, commit, checkpoint, read_round)
             }
             Message::HeartbeatAck { ballot, read_round, learned } => {
-                self.on_heartbeat_ack(now, from, ballot, read_round, learned)
+                self.note_learned(from, learned);
+                self.on_heartbeat_ack(now, from, ballot, read_round)
             }
             Message::Fetch { from: lo, to: hi } => self.on_fetch(now, from.node, lo, hi),
             Message::Chosen { entries, commit } => self.on_chosen(now, entries, commit),
@@ -284,12 +299,10 @@ impl Replica {
         }
     }
 
+    /// Keep the highest learned point `from` reported (in any role: see `Replica::learned`).
     fn note_learned(&mut self, from: Member, learned: Slot) {
-        if let Role::Leader(l) = &mut self.role {
-            if l.config.members().any(|m| *m == from) {
-                l.learned.insert(from.node, learned);
-            }
-        }
+        let e = self.learned.entry(from).or_insert(learned);
+        *e = (*e).max(learned);
     }
 
     /// Remember the highest ballot seen; a higher one deposes a leader or candidate.
