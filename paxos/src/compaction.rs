@@ -110,8 +110,9 @@ impl Replica {
     /// * a member whose latest report is more than `max_retained_slots` behind the commit point is
     ///   not waited for (it will need a snapshot);
     /// * a member this replica has never heard a report from (in its current incarnation) holds
-    ///   the checkpoint where it is, until this leadership has committed `max_retained_slots`
-    ///   slots without a word from it; then it counts as lagging too.
+    ///   the checkpoint where it is, until `max_retained_slots` slots were committed, during
+    ///   this leadership and while it was a member, without a word from it; then it counts as
+    ///   lagging too.
     ///
     /// An unknown member never counts as "learned nothing, so lagging" at once: a new leader
     /// that did so would dispose of slots right after its election that members still need
@@ -133,7 +134,7 @@ impl Replica {
                         cp = Slot(0);
                     }
                 }
-                None if lags(l.since) => {}
+                None if lags(l.since.max(self.log.member_since(m))) => {}
                 None => cp = cp.min(self.checkpoint),
             }
         }

@@ -12,7 +12,7 @@
 
 use crate::action::Action;
 use crate::config::Configuration;
-use crate::ids::{Ballot, NodeId, Slot, Time};
+use crate::ids::{Ballot, Member, NodeId, Slot, Time};
 use crate::message::{Message, Value};
 use crate::replica::{Replica, Role};
 use crate::timer::Timer;
@@ -46,6 +46,19 @@ impl Log {
     /// The configuration governing the slots after the commit point.
     pub(crate) fn current_config(&self) -> Option<&Configuration> {
         self.configs.values().next_back()
+    }
+
+    /// Since which slot `member` has been a member without a break, as far as this log knows
+    /// (the oldest configuration it keeps counts as the start).
+    pub(crate) fn member_since(&self, member: &Member) -> Slot {
+        let mut since = Slot(0);
+        for (slot, config) in self.configs.iter().rev() {
+            if !config.members().any(|m| m == member) {
+                break;
+            }
+            since = *slot;
+        }
+        since
     }
 }
 
@@ -107,8 +120,9 @@ impl Replica {
         // leader against the same configuration, so this only happens after a stale proposal).
         if let Ok(next) = current.apply(&change) {
             self.counters.config_changes += 1;
-            // Reports of members that left (or of replaced incarnations) are no longer needed.
-            self.learned.retain(|m, _| next.members().any(|n| n == m));
+            // Reports of replaced incarnations are no longer needed. Those of removed members
+            // are kept: a member removed and added back is judged by what it last said.
+            self.learned.retain(|m, _| next.member(m.node).is_none_or(|n| n == *m));
             self.log.configs.insert(slot, next.clone());
             self.actions.push_back(Action::ConfigChanged { slot, config: next });
         }

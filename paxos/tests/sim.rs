@@ -7,7 +7,7 @@ use paxos::sim::{self, SimConfig, SimStats};
 use paxos::Bugs;
 
 const SHARDS: u64 = 8;
-const DEFAULT_SEEDS: u64 = 2_000;
+const DEFAULT_SEEDS: u64 = 4_000;
 
 fn run_shard(shard: u64) {
     let range = sim::seed_range(0, DEFAULT_SEEDS);
@@ -30,6 +30,8 @@ fn run_shard(shard: u64) {
         assert!(total.crashes > 0 && total.partitions > 0, "no crash or partition: {total:?}");
         assert!(total.reads_served > 0, "no linearizable read was served: {total:?}");
         assert!(total.slots_disposed > 0, "no checkpoint disposed of a slot: {total:?}");
+        assert!(total.stalls > 0 && total.held_messages > 0, "no stream was ever stalled: {total:?}");
+        assert!(total.liveness_namings > seeds, "the liveness oracle never replaced a leader: {total:?}");
     }
 }
 
@@ -94,4 +96,51 @@ fn survivors_of_a_lost_majority_make_no_progress() {
             eprintln!("what the survivors show: {r:?}");
         }
     }
+}
+
+/// Runs seeds from 0 with `bugs` switched on until one fails with a message containing one of
+/// `symptoms`; panics if none does within `budget` seeds. Failures of another kind are collected
+/// and shown, but do not count.
+fn caught_within(budget: u64, bugs: Bugs, symptoms: &[&str]) -> sim::Failure {
+    let mut other = Vec::new();
+    let found = (0..budget).find_map(|seed| {
+        let mut cfg = SimConfig::for_seed(seed);
+        cfg.bugs = bugs;
+        let f = sim::run(cfg).err()?;
+        if symptoms.iter().any(|k| f.what.contains(k)) {
+            Some(f)
+        } else {
+            other.push(f.to_string());
+            None
+        }
+    });
+    let f = found.unwrap_or_else(|| panic!("{bugs:?} not caught within {budget} seeds; other failures: {other:?}"));
+    eprintln!("caught at seed {} after {} other failures: {f}", f.seed, other.len());
+    f
+}
+
+/// The CI budget (`DEFAULT_SEEDS`) must catch each bug of issue 10 when it is put back.
+///
+/// Bug 1: a new leader that keeps an already-chosen stop sign pending is wedged for good: the
+/// wedge invariant (or the liveness probe, when the election keeps it) must say so.
+#[test]
+fn sim_finds_a_wedged_stop_sign() {
+    let bugs = Bugs { wedge_stop_sign: true, ..Bugs::default() };
+    caught_within(DEFAULT_SEEDS, bugs, &["stop sign", "without committing", "neither got a probe"]);
+}
+
+/// Bug 2: read rounds that restart at a stop sign let a stalled acknowledgement confirm a later
+/// round: a linearizable read misses a write applied before it was issued.
+#[test]
+fn sim_finds_a_stale_read_round() {
+    let bugs = Bugs { reset_read_round: true, ..Bugs::default() };
+    caught_within(DEFAULT_SEEDS, bugs, &["was applied before it was issued"]);
+}
+
+/// Bug 3: a new leader that counts members it never heard from as lagging disposes of slots they
+/// have not learned: the ground-truth checkpoint invariant must say so.
+#[test]
+fn sim_finds_an_early_checkpoint() {
+    let bugs = Bugs { early_checkpoint: true, ..Bugs::default() };
+    caught_within(DEFAULT_SEEDS, bugs, &["disposed through"]);
 }

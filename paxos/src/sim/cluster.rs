@@ -1,6 +1,8 @@
 //! The simulated cluster: nodes, network, clients, election oracle, faults, and the event loop.
 
 use super::ghost::Ghost;
+use super::nemesis::Nemesis;
+use super::net::Net;
 use crate::action::{Action, Persist};
 use crate::config::{ConfigChange, Configuration};
 use crate::event::Event;
@@ -20,6 +22,9 @@ use std::cmp::Reverse;
 pub struct SimConfig {
     pub seed: u64,
     pub replicas: usize,
+    /// Nodes outside the bootstrap configuration: they start as empty learners-to-be, and the
+    /// membership steps add them (so that a change can touch learners only).
+    pub spares: usize,
     /// Virtual milliseconds of the safety phase (faults on).
     pub safety_ms: u64,
     /// Virtual milliseconds the liveness phase may take at most.
@@ -51,6 +56,7 @@ impl SimConfig {
         SimConfig {
             seed,
             replicas: [3, 5][(seed % 2) as usize],
+            spares: 1,
             safety_ms: r.gen_range(2_000..6_000),
             liveness_ms: 30_000,
             faults: true,
@@ -72,6 +78,7 @@ impl SimConfig {
         SimConfig {
             seed,
             replicas,
+            spares: 0,
             safety_ms,
             liveness_ms: 10_000,
             faults: false,
@@ -102,6 +109,14 @@ pub struct SimStats {
     pub slots_disposed: u64,
     pub messages: u64,
     pub virtual_ms: u64,
+    /// Links held (stalled streams) and messages they held.
+    pub stalls: u64,
+    pub held_messages: u64,
+    /// Leaders the liveness oracle named (without rescue).
+    pub liveness_namings: u64,
+    /// Stale-leader sequences started, and those that got as far as cutting the leader off.
+    pub stale_leader_runs: u64,
+    pub stale_leader_isolations: u64,
 }
 
 impl SimStats {
@@ -119,6 +134,11 @@ impl SimStats {
         self.slots_disposed += o.slots_disposed;
         self.messages += o.messages;
         self.virtual_ms += o.virtual_ms;
+        self.stalls += o.stalls;
+        self.held_messages += o.held_messages;
+        self.liveness_namings += o.liveness_namings;
+        self.stale_leader_runs += o.stale_leader_runs;
+        self.stale_leader_isolations += o.stale_leader_isolations;
     }
 }
 
@@ -148,64 +168,85 @@ struct Snap {
     config: Configuration,
 }
 
-/// One simulated process plus its driver.
-struct Node {
-    id: NodeId,
-    inc: Incarnation,
-    replica: Replica,
-    up: bool,
+/// What a linearizable read must respect, fixed when it is issued.
+#[derive(Clone, Debug)]
+struct ReadBound {
+    /// Every slot applied anywhere before the read was issued: the index must cover it.
     applied: Slot,
+    /// If the target led when the read arrived, and a quorum of its configuration had already
+    /// promised a higher ballot: those acceptors had deposed it. Rule 4 says the read needs a
+    /// quorum confirming the leader after it arrived, which cannot exist then.
+    superseded_by: Option<Vec<Member>>,
+}
+
+/// One simulated process plus its driver.
+pub(super) struct Node {
+    pub(super) id: NodeId,
+    pub(super) inc: Incarnation,
+    pub(super) replica: Replica,
+    pub(super) up: bool,
+    pub(super) applied: Slot,
     hash: u64,
     config: Option<Configuration>,
     snap: Snap,
     /// Proposals this driver handed to its core, not yet resolved.
-    outstanding: BTreeSet<RequestId>,
-    /// Reads in flight: id -> lower bound on the index.
-    reads: BTreeMap<ReadId, Slot>,
+    pub(super) outstanding: BTreeSet<RequestId>,
+    /// Reads in flight: id -> what the read must respect (see [`ReadBound`]).
+    reads: BTreeMap<ReadId, ReadBound>,
 }
 
 enum Ev {
     Deliver(Envelope),
     Snapshot { to: NodeId, snap: Snap },
     Local(NodeId, u64, Event),
+    /// A held link's stall may be over.
+    Release { from: NodeId, to: NodeId },
 }
 
-struct Net {
-    loss: f64,
-    dup: f64,
-    max_delay: u64,
-    /// Blocked directed links (from, to).
-    blocked: BTreeSet<(NodeId, NodeId)>,
-}
-
-struct Sim {
-    cfg: SimConfig,
-    rng: ChaCha8Rng,
-    now: Time,
-    nodes: BTreeMap<NodeId, Node>,
+pub(super) struct Sim {
+    pub(super) cfg: SimConfig,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) now: Time,
+    pub(super) nodes: BTreeMap<NodeId, Node>,
     queue: BinaryHeap<Reverse<(Time, u64)>>,
     events: BTreeMap<u64, Ev>,
     seq: u64,
-    net: Net,
-    ghost: Ghost,
-    stats: SimStats,
-    next_req: u64,
+    pub(super) net: Net,
+    pub(super) ghost: Ghost,
+    pub(super) stats: SimStats,
+    pub(super) next_req: u64,
     next_read: u64,
     bootstrap: Configuration,
-    /// The liveness phase's leader.
-    stable_leader: Option<NodeId>,
+    /// Where clients send in the liveness phase: the named leader.
+    pub(super) stable_leader: Option<NodeId>,
     /// Reconfiguration proposed and not yet seen applied.
-    reconfig_pending: Option<(RequestId, Time)>,
+    pub(super) reconfig_pending: Option<(RequestId, Time)>,
     /// Nodes restarted with amnesia that still have to be promoted.
-    rejoining: BTreeSet<NodeId>,
-    liveness: bool,
-    /// The highest checkpoint a leader computed by the rule.
-    valid_checkpoint: Slot,
+    pub(super) rejoining: BTreeSet<NodeId>,
+    pub(super) liveness: bool,
+    /// The highest checkpoint a leader announced that passed the check.
+    pub(super) valid_checkpoint: Slot,
     /// Every membership change proposed.
     proposed_changes: Vec<(RequestId, ConfigChange)>,
+    /// Ground truth for the checkpoint check: the highest learned point each (receiver,
+    /// sender) pair really delivered.
+    pub(super) reports: BTreeMap<(Member, Member), Slot>,
+    /// Per leader identity, what it had applied when it last became leader.
+    pub(super) term_start: BTreeMap<Member, Slot>,
+    /// Leaders with work pending: since when, at which commit point (the wedge watchdog).
+    pub(super) work_since: BTreeMap<NodeId, (Time, Slot)>,
+    /// The liveness oracle's leader and when it was named.
+    pub(super) named: Option<(NodeId, Time)>,
+    /// Nodes that stepped down (resigned from the election) since the last naming.
+    pub(super) resigned: BTreeSet<NodeId>,
+    /// The liveness probe in flight, and whether one was chosen since the last naming.
+    pub(super) probe: Option<(RequestId, Time)>,
+    pub(super) probed: bool,
+    /// The scripted fault sequence in progress (`nemesis.rs`).
+    pub(super) nemesis: Nemesis,
 }
 
-const CLIENT: NodeId = NodeId(1_000);
+pub(super) const CLIENT: NodeId = NodeId(1_000);
 
 /// `PAXOS_SIM_TRACE=<ms>` prints every action from that virtual time on (for replaying a seed).
 fn trace_from() -> Option<u64> {
@@ -252,8 +293,11 @@ impl Sim {
         let window = cfg.pipeline_window.unwrap_or(window);
         let batch = cfg.batch_max_commands.unwrap_or_else(|| rng.gen_range(1..=16));
         let mut nodes = BTreeMap::new();
-        for m in &members {
-            let opts = Self::options(&cfg, *m, Some(bootstrap.clone()), snapshot_every, max_retained, window, batch);
+        let spares = (cfg.replicas + 1..=cfg.replicas + cfg.spares).map(|n| Member { node: NodeId(n as u64), incarnation: Incarnation(1) });
+        for m in members.iter().copied().chain(spares) {
+            let founding = bootstrap.is_acceptor(&m);
+            let boot = founding.then(|| bootstrap.clone());
+            let opts = Self::options(&cfg, m, boot.clone(), snapshot_every, max_retained, window, batch);
             nodes.insert(
                 m.node,
                 Node {
@@ -263,7 +307,7 @@ impl Sim {
                     up: true,
                     applied: Slot(0),
                     hash: 0,
-                    config: Some(bootstrap.clone()),
+                    config: boot,
                     snap: Snap { slot: Slot(0), hash: 0, config: bootstrap.clone() },
                     outstanding: BTreeSet::new(),
                     reads: BTreeMap::new(),
@@ -275,10 +319,10 @@ impl Sim {
                 loss: rng.gen_range(0.0..0.15),
                 dup: rng.gen_range(0.0..0.1),
                 max_delay: rng.gen_range(2..40),
-                blocked: BTreeSet::new(),
+                ..Net::default()
             }
         } else {
-            Net { loss: 0.0, dup: 0.0, max_delay: 2, blocked: BTreeSet::new() }
+            Net { max_delay: 2, ..Net::default() }
         };
         Sim {
             ghost: Ghost::new(bootstrap.clone()),
@@ -300,6 +344,14 @@ impl Sim {
             liveness: false,
             valid_checkpoint: Slot(0),
             proposed_changes: Vec::new(),
+            reports: BTreeMap::new(),
+            term_start: BTreeMap::new(),
+            work_since: BTreeMap::new(),
+            named: None,
+            resigned: BTreeSet::new(),
+            probe: None,
+            probed: false,
+            nemesis: Nemesis::Idle,
         }
     }
 
@@ -353,11 +405,13 @@ impl Sim {
                 } else {
                     self.oracle_liveness()?;
                 }
+                self.check_all_leaders()?;
                 next_oracle = t.plus(self.rng.gen_range(100..1_200));
             } else if t == next_fault {
                 if self.cfg.faults {
                     self.fault()?;
                 }
+                self.check_all_leaders()?;
                 next_fault = t.plus(self.rng.gen_range(50..500));
             } else if t == next_reconfig {
                 if self.cfg.reconfig {
@@ -380,14 +434,14 @@ impl Sim {
     }
 
     /// Earliest pending network event or replica timer.
-    fn next_time(&self) -> Time {
+    pub(super) fn next_time(&self) -> Time {
         let q = self.queue.peek().map_or(Time(u64::MAX), |Reverse((t, _))| *t);
         let timers = self.nodes.values().filter(|n| n.up).filter_map(|n| n.replica.poll_timeout()).min().unwrap_or(Time(u64::MAX));
         q.min(timers).max(self.now)
     }
 
     /// Run whatever is due at `self.now`: queued events first, then timers.
-    fn step(&mut self) -> Result<(), String> {
+    pub(super) fn step(&mut self) -> Result<(), String> {
         if let Some(Reverse((t, seq))) = self.queue.peek().copied() {
             if t <= self.now {
                 self.queue.pop();
@@ -417,9 +471,13 @@ impl Sim {
                     return Ok(());
                 }
                 self.stats.messages += 1;
+                let receiver = Member { node: to, incarnation: n.inc };
+                let (from, msg) = (env.from, env.msg.clone());
                 n.replica.handle(now, Event::Receive(env));
+                self.note_report(receiver, from, &msg);
                 self.drain(to)
             }
+            Ev::Release { from, to } => self.release(from, to),
             Ev::Snapshot { to, snap } => {
                 let now = self.now;
                 let Some(n) = self.nodes.get_mut(&to) else { return Ok(()) };
@@ -465,7 +523,11 @@ impl Sim {
     }
 
     fn send(&mut self, env: Envelope) {
-        if self.net.blocked.contains(&(env.from.node, env.to)) || self.rng.gen_bool(self.net.loss) {
+        if self.net.is_blocked(env.from.node, env.to) || self.rng.gen_bool(self.net.loss) {
+            return;
+        }
+        if self.net.hold(&env) {
+            self.stats.held_messages += 1;
             return;
         }
         let copies = if self.rng.gen_bool(self.net.dup) { 2 } else { 1 };
@@ -475,10 +537,35 @@ impl Sim {
         }
     }
 
+    /// Stall the directed link for `ms` (a gRPC stream that stops moving, then catches up).
+    pub(super) fn hold_link(&mut self, from: NodeId, to: NodeId, ms: u64) {
+        let until = self.now.plus(ms);
+        if self.net.start_hold(from, to, until) {
+            self.schedule(until, Ev::Release { from, to });
+        }
+    }
+
+    /// A stall may be over: deliver what the link held, in the order it was sent.
+    pub(super) fn release(&mut self, from: NodeId, to: NodeId) -> Result<(), String> {
+        match self.net.release(from, to, self.now) {
+            Ok(msgs) => {
+                // One delivery time and increasing sequence numbers: FIFO, as on one stream.
+                let at = self.now.plus(1);
+                for env in msgs {
+                    self.schedule(at, Ev::Deliver(env));
+                }
+            }
+            Err(Some(later)) => self.schedule(later, Ev::Release { from, to }),
+            Err(None) => {}
+        }
+        Ok(())
+    }
+
     /// Run a node's actions in order, checking invariants as they come.
-    fn drain(&mut self, id: NodeId) -> Result<(), String> {
+    pub(super) fn drain(&mut self, id: NodeId) -> Result<(), String> {
         self.drain_actions(id)?;
-        self.check_checkpoint(id)
+        self.check_checkpoint(id)?;
+        self.check_leader_state(id)
     }
 
     /// Invariant 6: a leader disposes of a slot only once every member of the configuration
@@ -490,31 +577,6 @@ impl Sim {
         if cp > self.valid_checkpoint {
             return Err(format!("{id} disposed through {cp}, above every leader's checkpoint {}", self.valid_checkpoint));
         }
-        Ok(())
-    }
-
-    /// A leader announced `cp`: check it against the rule with the leader's own knowledge (when it
-    /// is still leading after the call; a leader that stepped down in the same call is not checked).
-    fn check_leader_checkpoint(&mut self, id: NodeId, cp: Slot) -> Result<(), String> {
-        let n = &self.nodes[&id];
-        if cp > self.valid_checkpoint && n.replica.is_leader() {
-            let status = n.replica.status();
-            let retained = n.replica.opts.max_retained_slots;
-            for m in status.config.members().filter(|m| m.node != id) {
-                let learned = status.learned.get(&m.node).copied().unwrap_or(Slot(0));
-                let lagging = status.commit.0 - learned.0.min(status.commit.0) > retained;
-                if learned < cp && !lagging {
-                    return Err(format!("leader {id} disposed through {cp} but {m} learned only {learned}"));
-                }
-                // Reports are lower bounds: a member never claims more than it applied.
-                if let Some(node) = self.nodes.get(&m.node) {
-                    if node.inc == m.incarnation && learned > node.applied {
-                        return Err(format!("{m} reported learned {learned} but applied {}", node.applied));
-                    }
-                }
-            }
-        }
-        self.valid_checkpoint = self.valid_checkpoint.max(cp);
         Ok(())
     }
 
@@ -549,8 +611,16 @@ impl Sim {
                     let n = self.nodes.get_mut(&id).expect("node exists");
                     for r in reads {
                         let Some(bound) = n.reads.remove(&r) else { return Err(format!("read {r} served twice")) };
-                        if index < bound {
-                            return Err(format!("read {r} served at index {index}, but slot {bound} was applied before it was issued"));
+                        if index < bound.applied {
+                            return Err(format!(
+                                "read {r} served at index {index}, but slot {} was applied before it was issued",
+                                bound.applied
+                            ));
+                        }
+                        if let Some(q) = bound.superseded_by {
+                            return Err(format!(
+                                "read {r} served by {id} at index {index}, but before it was issued a quorum {q:?} had promised a higher ballot (a stale read: no quorum can have confirmed the leader after it arrived)"
+                            ));
                         }
                         self.stats.reads_served += 1;
                     }
@@ -571,13 +641,20 @@ impl Sim {
                 }
                 Action::SendSnapshot { to } => {
                     let snap = n.snap.clone();
-                    if !self.net.blocked.contains(&(id, to)) {
+                    if !self.net.is_blocked(id, to) {
                         let d = self.rng.gen_range(1..=self.net.max_delay * 3);
                         self.schedule(self.now.plus(d), Ev::Snapshot { to, snap });
                     }
                 }
-                Action::LeaderChanged { .. } => {}
-                Action::SteppedDown => {}
+                Action::LeaderChanged { leader, .. } => {
+                    if leader == Some(id) {
+                        let applied = n.applied;
+                        self.term_start.insert(me, applied);
+                    }
+                }
+                Action::SteppedDown => {
+                    self.resigned.insert(id);
+                }
                 Action::ConfigChanged { slot, config } => {
                     if n.applied != slot {
                         return Err(format!("{id}: config change at {slot} but applied {}", n.applied));
@@ -632,16 +709,18 @@ impl Sim {
         self.nodes.values().filter(|n| n.up).map(|n| n.id).collect()
     }
 
-    fn client_step(&mut self) -> Result<(), String> {
+    pub(super) fn client_step(&mut self) -> Result<(), String> {
         let ups = self.up_nodes();
         if ups.is_empty() {
             return Ok(());
         }
+        self.nemesis_step()?;
         let target = match self.stable_leader {
             Some(l) if self.liveness => l,
             _ => ups[self.rng.gen_range(0..ups.len())],
         };
         if self.rng.gen_bool(0.1) {
+            let target = self.stale_leader_target().unwrap_or(target);
             return self.client_read(target);
         }
         for _ in 0..self.cfg.client_burst {
@@ -681,9 +760,17 @@ impl Sim {
         self.next_read += 1;
         let r = ReadId(self.next_read);
         // Every slot applied anywhere is a completed write that the read must observe.
-        let bound = self.nodes.values().map(|n| n.applied).max().unwrap_or(Slot(0));
+        let applied = self.nodes.values().map(|n| n.applied).max().unwrap_or(Slot(0));
+        let superseded_by = match &self.nodes[&target].replica.role {
+            crate::replica::Role::Leader(l) => {
+                let higher: Vec<Member> =
+                    l.config.acceptors.iter().copied().filter(|m| self.ghost.promised_to(*m) > l.ballot).collect();
+                l.config.is_quorum(higher.iter()).then_some(higher)
+            }
+            _ => None,
+        };
         let n = self.nodes.get_mut(&target).expect("target is up");
-        n.reads.insert(r, bound);
+        n.reads.insert(r, ReadBound { applied, superseded_by });
         if n.replica.read(now, r).is_err() {
             n.reads.remove(&r);
         }
@@ -692,14 +779,14 @@ impl Sim {
 
     // ----- election oracle -----
 
-    fn hint_all(&mut self, leader: Option<NodeId>) -> Result<(), String> {
+    pub(super) fn hint_all(&mut self, leader: Option<NodeId>) -> Result<(), String> {
         for id in self.up_nodes() {
             self.hint(id, leader)?;
         }
         Ok(())
     }
 
-    fn hint(&mut self, id: NodeId, leader: Option<NodeId>) -> Result<(), String> {
+    pub(super) fn hint(&mut self, id: NodeId, leader: Option<NodeId>) -> Result<(), String> {
         let now = self.now;
         if let Some(n) = self.nodes.get_mut(&id) {
             if n.up {
@@ -736,7 +823,7 @@ impl Sim {
     fn fault(&mut self) -> Result<(), String> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         match self.rng.gen_range(0..100) {
-            0..=24 => {
+            0..=19 => {
                 // Symmetric partition.
                 self.net.blocked.clear();
                 let cut: BTreeSet<NodeId> = ids.iter().copied().filter(|_| self.rng.gen_bool(0.4)).collect();
@@ -749,7 +836,7 @@ impl Sim {
                 }
                 self.stats.partitions += 1;
             }
-            25..=39 => {
+            20..=31 => {
                 // One-way links.
                 for _ in 0..self.rng.gen_range(1..=3) {
                     let a = ids[self.rng.gen_range(0..ids.len())];
@@ -760,7 +847,8 @@ impl Sim {
                 }
                 self.stats.partitions += 1;
             }
-            40..=59 => self.net.blocked.clear(),
+            32..=45 => self.stall(&ids),
+            46..=59 => self.net.blocked.clear(),
             60..=74 => {
                 // Crash (a pause: durable state survives); at most a minority down at once.
                 let down = self.nodes.values().filter(|n| !n.up).count();
@@ -772,6 +860,7 @@ impl Sim {
                             self.stats.crashes += 1;
                         }
                     }
+                    self.forget_leadership(a, self.now);
                 }
             }
             75..=89 => {
@@ -779,13 +868,39 @@ impl Sim {
                     n.up = true;
                 }
             }
-            _ => {
+            90..=95 => {
                 if self.cfg.amnesia {
                     self.amnesia_restart()?;
                 }
             }
+            _ => self.start_stale_leader()?,
         }
         Ok(())
+    }
+
+    /// Stall streams for 0.5 to 5 s: one directed link, both directions of a pair, every stream
+    /// into a node, or every stream out of one. Half the time the node is a current leader, so
+    /// that its acknowledgements and its heartbeats are held across leader changes and stop signs.
+    fn stall(&mut self, ids: &[NodeId]) {
+        let leaders: Vec<NodeId> = self.nodes.values().filter(|n| n.up && n.replica.is_leader()).map(|n| n.id).collect();
+        let a = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
+            leaders[self.rng.gen_range(0..leaders.len())]
+        } else {
+            ids[self.rng.gen_range(0..ids.len())]
+        };
+        let others: Vec<NodeId> = ids.iter().copied().filter(|n| *n != a).collect();
+        let b = others[self.rng.gen_range(0..others.len())];
+        let ms = self.rng.gen_range(500..=5_000);
+        let links: Vec<(NodeId, NodeId)> = match self.rng.gen_range(0..4) {
+            0 => vec![(b, a)],
+            1 => vec![(a, b), (b, a)],
+            2 => others.iter().map(|o| (*o, a)).collect(),
+            _ => others.iter().map(|o| (a, *o)).collect(),
+        };
+        for (from, to) in links {
+            self.hold_link(from, to, ms);
+        }
+        self.stats.stalls += 1;
     }
 
     /// Restart a node with its memory gone: a fresh incarnation that knows no configuration
@@ -793,8 +908,8 @@ impl Sim {
     fn amnesia_restart(&mut self) -> Result<(), String> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let id = ids[self.rng.gen_range(0..ids.len())];
-        if !self.rejoining.is_empty() && !self.cfg.bugs.amnesia_vote {
-            return Ok(()); // one rejoin at a time keeps a quorum reachable
+        if !self.rejoining.is_empty() && !self.rejoining.contains(&id) && !self.cfg.bugs.amnesia_vote {
+            return Ok(()); // one rejoin at a time (a rejoining learner may restart again)
         }
         // Never take a quorum's memory: every configuration that still governs an undecided slot
         // (anything after the slowest replica's applied point) must keep a quorum alive in the
@@ -815,12 +930,9 @@ impl Sim {
         let safe = self.ghost.configs_after(lowest).iter().all(|config| {
             keeps_quorum(config) && open.iter().all(|ch| config.apply(ch).map_or(true, |next| keeps_quorum(&next)))
         });
-        let named = open.iter().any(|change| match change {
-            ConfigChange::AddLearner(m) | ConfigChange::Promote(m) => m.node == id,
-            ConfigChange::Remove(n) => *n == id,
-        });
-        let learner = self.ghost.configs_after(lowest).iter().any(|c| c.learners.iter().any(|m| m.node == id));
-        if !self.cfg.bugs.amnesia_vote && (!safe || named || learner || self.reconfig_pending.is_some()) {
+        // Restarts are allowed while a change is pending, and of learners (even one that is
+        // still catching up): only a quorum's memory must survive.
+        if !self.cfg.bugs.amnesia_vote && !safe {
             return Ok(());
         }
         let n = self.nodes.get(&id).expect("listed");
@@ -849,6 +961,7 @@ impl Sim {
         // The driver's waiters died with the process: those outcomes are unknown, not lost.
         n.outstanding.clear();
         n.reads.clear();
+        self.forget_leadership(id, self.now);
         if self.cfg.bugs.amnesia_vote {
             // The bug under test: same identity, no memory. Let the ghost forget this identity's
             // promise too, so the test shows the consequence (a slot chosen twice, or an
@@ -865,7 +978,7 @@ impl Sim {
 
     /// Drive rejoins: AddLearner(new incarnation), then Promote once caught up; sometimes remove
     /// and re-add a healthy node.
-    fn reconfig_step(&mut self) -> Result<(), String> {
+    pub(super) fn reconfig_step(&mut self) -> Result<(), String> {
         if let Some((_, since)) = self.reconfig_pending {
             if since.plus(2_000) > self.now {
                 return Ok(());
@@ -902,6 +1015,11 @@ impl Sim {
         } else {
             return Ok(());
         };
+        self.propose_change(leader, change)
+    }
+
+    /// Propose `change` at `leader` (which may refuse it).
+    pub(super) fn propose_change(&mut self, leader: NodeId, change: ConfigChange) -> Result<(), String> {
         self.next_req += 1;
         let rid = RequestId { node: CLIENT, seq: self.next_req };
         self.ghost.proposed_configs.insert(rid);
@@ -914,120 +1032,6 @@ impl Sim {
         self.drain(leader)
     }
 
-    // ----- liveness -----
-
-    fn liveness_phase(&mut self) -> Result<(), String> {
-        self.liveness = true;
-        self.net.blocked.clear();
-        self.net.loss = 0.0;
-        self.net.dup = 0.0;
-        self.net.max_delay = self.net.max_delay.min(10);
-        for n in self.nodes.values_mut() {
-            n.up = true;
-        }
-        let start = self.now;
-        let deadline = start.plus(self.cfg.liveness_ms);
-        let mut next_oracle = start;
-        let mut next_client = start;
-        let mut next_reconfig = start.plus(100);
-        let mut quiet_since: Option<Time> = None;
-        let earlier: BTreeSet<RequestId> = self.nodes.values().flat_map(|n| n.outstanding.iter().copied()).collect();
-        loop {
-            let t = self.next_time().min(next_oracle).min(next_client).min(next_reconfig);
-            if t > deadline {
-                return Err(self.liveness_report());
-            }
-            self.now = t;
-            if t == next_oracle {
-                self.oracle_liveness()?;
-                next_oracle = t.plus(300);
-            } else if t == next_reconfig {
-                if self.cfg.reconfig {
-                    self.finish_rejoins()?;
-                }
-                next_reconfig = t.plus(300);
-            } else if t == next_client {
-                // Keep some traffic until every earlier proposal is resolved: a deposed leader's
-                // slot is only decided once the log reaches it.
-                let earlier_open = self.unresolved().iter().any(|id| earlier.contains(id));
-                if !earlier_open && self.rejoining.is_empty() {
-                    quiet_since.get_or_insert(t);
-                    next_client = Time(u64::MAX);
-                } else {
-                    self.client_step()?;
-                    next_client = t.plus(5);
-                }
-            } else {
-                self.step()?;
-            }
-            if quiet_since.is_some() && self.converged() {
-                self.stats.virtual_ms = self.now.0;
-                return Ok(());
-            }
-        }
-    }
-
-    /// The liveness leader: an up node that is an acceptor in its own view of the configuration,
-    /// with the highest applied slot (the etcd election would pick any campaigning acceptor).
-    fn oracle_liveness(&mut self) -> Result<(), String> {
-        let acceptor = |n: &Node| n.replica.status().role != RoleKind::Learner;
-        let leader = match self.stable_leader {
-            Some(l) if acceptor(&self.nodes[&l]) => l,
-            _ => {
-                let best = self.nodes.values().filter(|n| acceptor(n)).max_by_key(|n| (n.applied, Reverse(n.id))).map(|n| n.id);
-                let Some(b) = best else { return Err("no acceptor is alive".into()) };
-                self.stable_leader = Some(b);
-                self.hint_all(Some(b))?;
-                b
-            }
-        };
-        let role = self.nodes[&leader].replica.status().role;
-        if role != RoleKind::Leader && role != RoleKind::Candidate {
-            self.hint_all(Some(leader))?;
-        }
-        Ok(())
-    }
-
-    fn finish_rejoins(&mut self) -> Result<(), String> {
-        let pending = self.reconfig_pending.is_some();
-        if !self.rejoining.is_empty() || !pending {
-            self.reconfig_step()?;
-        }
-        Ok(())
-    }
-
-    fn unresolved(&self) -> Vec<RequestId> {
-        self.nodes
-            .values()
-            .flat_map(|n| n.outstanding.iter().copied())
-            .filter(|id| !self.ghost.chosen_ids.contains_key(id))
-            .collect()
-    }
-
-    fn converged(&self) -> bool {
-        let config = self.ghost.latest_config();
-        let max = self.nodes.values().map(|n| n.applied).max().unwrap_or(Slot(0));
-        config.members().all(|m| self.nodes.get(&m.node).is_some_and(|n| n.inc == m.incarnation && n.applied == max))
-            && self.unresolved().is_empty()
-    }
-
-    fn liveness_report(&self) -> String {
-        let states: Vec<String> = self
-            .nodes
-            .values()
-            .map(|n| {
-                let s = n.replica.status();
-                format!("{}@{} {:?} applied={} ballot={}", n.id, n.inc.0, s.role, n.applied, s.ballot)
-            })
-            .collect();
-        format!(
-            "liveness: no convergence within {} ms; unresolved={:?}; config={:?}; nodes: {}",
-            self.cfg.liveness_ms,
-            self.unresolved().iter().take(5).collect::<Vec<_>>(),
-            self.ghost.latest_config(),
-            states.join(", ")
-        )
-    }
 }
 
 /// What the survivors of a lost majority show (for `docs/paxos.md` and the test).

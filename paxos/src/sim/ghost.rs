@@ -60,6 +60,21 @@ impl Ghost {
         self.configs.range(..slot).next_back().map_or(&self.bootstrap, |(_, c)| c)
     }
 
+    /// Since which slot `member` has been a member without a break, in the configurations chosen
+    /// at or below `upto` (the bootstrap configuration counts from slot 0).
+    pub fn member_since(&self, member: &Member, upto: Slot) -> Slot {
+        let chain = std::iter::once((Slot(0), &self.bootstrap)).chain(self.configs.range(..=upto).map(|(s, c)| (*s, c)));
+        let all: Vec<(Slot, &Configuration)> = chain.collect();
+        let mut since = Slot(0);
+        for (slot, config) in all.into_iter().rev() {
+            if !config.members().any(|m| m == member) {
+                break;
+            }
+            since = slot;
+        }
+        since
+    }
+
     /// Every configuration that governs some slot after `slot`.
     pub fn configs_after(&self, slot: Slot) -> Vec<&Configuration> {
         let mut v = vec![self.config_for(slot.next())];
@@ -80,6 +95,11 @@ impl Ghost {
         }
         *e = b;
         Ok(())
+    }
+
+    /// The highest ballot `m` promised so far (zero if none).
+    pub fn promised_to(&self, m: Member) -> Ballot {
+        self.promised.get(&(m.node, m.incarnation)).copied().unwrap_or(Ballot::ZERO)
     }
 
     /// Forget an identity's promise (only for the `amnesia_vote` negative test).

@@ -27,8 +27,12 @@
 //!
 //! A failure names its seed; `PAXOS_SIM_FIRST_SEED=<seed> PAXOS_SIM_SEEDS=1` replays it alone.
 
+mod checks;
 pub mod cluster;
 pub mod ghost;
+mod liveness;
+mod nemesis;
+mod net;
 
 pub use cluster::{majority_loss, run, Failure, MajorityLoss, SimConfig, SimStats};
 
