@@ -69,8 +69,13 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Dev(d) => {
             init_logs(&args.log_format, "warn");
-            rt.block_on(driver::dev::run_dev(d))?;
-            0
+            match rt.block_on(driver::dev::run_dev(d)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("synod dev: error: {e:#}");
+                    1
+                }
+            }
         }
         Cmd::Kv { opts, cmd } => {
             init_logs(&args.log_format, "warn");
