@@ -207,20 +207,25 @@ impl Cluster {
     }
 
     /// Wait until every node of `ids` agrees on a leader among them, which reports itself leader.
+    /// On timeout the panic names the leader each node last reported (a leader outside `ids` is
+    /// never waited out: nothing moves leadership off a healthy leader).
     pub async fn wait_leader_among(&self, ids: &[u64], timeout: Duration) -> u64 {
-        poll(timeout, &format!("nodes {ids:?} agree on a leader"), || async {
-            let mut seen = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = BTreeMap::new();
             for id in ids {
-                let l = self.leader_seen_by(*id).await?;
-                if seen.is_some_and(|s| s != l) || !ids.contains(&l) {
-                    return None;
-                }
-                seen = Some(l);
+                seen.insert(*id, self.leader_seen_by(*id).await);
             }
-            let l = seen?;
-            (self.status(l).await?["role"] == "leader").then_some(l)
-        })
-        .await
+            let mut views = seen.values();
+            let first = views.next().copied().flatten();
+            if let Some(l) = first.filter(|l| ids.contains(l) && views.all(|v| *v == Some(*l))) {
+                if self.status(l).await.is_some_and(|s| s["role"] == "leader") {
+                    return l;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until nodes {ids:?} agree on a leader among them; last seen (node: leader): {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// kill -9 one node and forget it.
@@ -256,6 +261,18 @@ impl Drop for Cluster {
         for n in self.nodes.values_mut() {
             let _ = n.child.kill();
             let _ = n.child.wait();
+        }
+        // SYNOD_TEST_LOG_DIR=<dir>: keep every node's whole log under
+        // <dir>/<pid>-passed|failed/ for a post-mortem.
+        if let Some(keep) = std::env::var_os("SYNOD_TEST_LOG_DIR") {
+            let to = std::path::Path::new(&keep).join(format!("{}-{}", std::process::id(), if std::thread::panicking() { "failed" } else { "passed" }));
+            if std::fs::create_dir_all(&to).is_ok() {
+                for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                    if e.path().extension().is_some_and(|x| x == "log") {
+                        let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+                    }
+                }
+            }
         }
         if std::thread::panicking() || std::env::var_os("SYNOD_TEST_KEEP_LOGS").is_some() {
             let ids: Vec<u64> = self.starts.keys().copied().collect();
