@@ -43,7 +43,7 @@ async fn bogus_extra_etcd_endpoints_do_not_stop_a_node() {
         assert_eq!(s["state_hash"].as_str(), Some(hash.as_str()));
         let i = s["state_hash_index"].as_u64().expect("state_hash_index in /v1/status");
         assert!(i >= 3, "three writes applied: {s}");
-        assert!(at.map_or(true, |a| a == i), "same index on every replica: {s}");
+        assert!(at.is_none_or(|a| a == i), "same index on every replica: {s}");
         at = Some(i);
     }
 }
