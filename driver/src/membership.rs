@@ -318,7 +318,10 @@ impl Manager {
                         // its join before it registers, and the crashed one's registration
                         // lasts until its lease expires (up to a TTL). Wait for the new one;
                         // dropping the request here would leave the restart out for good.
-                        Some(info) if info.incarnation < incarnation => None,
+                        Some(info) if info.incarnation < incarnation => {
+                            debug!(node = id, registered = info.incarnation, incarnation, "join: waiting for this incarnation to register");
+                            None
+                        }
                         // Not registered (yet, or any more): nothing to do now.
                         None => None,
                         Some(_) if config.is_acceptor(&m) => Some(Step::Complete(p.clone(), None)),
