@@ -83,7 +83,7 @@ impl Cluster {
         *n += 1;
         let name = if *n == 1 { format!("node-{id}.log") } else { format!("node-{id}.{n}.log") };
         let log = std::fs::File::create(self.dir.path().join(name)).expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_synod"))
+        Command::new(synod_bin())
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
@@ -282,6 +282,13 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The `synod` binary the cluster runs: cargo's, or `SYNOD_BIN` if set (a copy pinned by the
+/// caller: two worktrees sharing one `CARGO_TARGET_DIR` overwrite each other's `debug/synod`,
+/// as the artifact names do not depend on the worktree's path).
+pub fn synod_bin() -> String {
+    std::env::var("SYNOD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string())
 }
 
 /// Poll `f` until it yields `Some`, or panic after `timeout` naming `what`.
