@@ -25,7 +25,10 @@
 //! * **join** `{id, incarnation}`: `AddLearner(member)` (a new incarnation of a known id replaces
 //!   the old one in whatever role it had: the crash-recovery path), then, once the learner has
 //!   installed a snapshot and caught up (it reports the epoch that added it, and the core checks
-//!   how far it has learned), `Promote(member)`; then the request is deleted.
+//!   how far it has learned), `Promote(member)`; then the request is deleted. The leader acts
+//!   only once that incarnation is registered: a restart posts its request before it registers,
+//!   while its crashed predecessor's registration may linger for a lease TTL (an older
+//!   registration means wait; only a newer one means the request was superseded).
 //! * **leave** `{id}`: if `id` is this leader, it withdraws from the election first (hand-off)
 //!   and the next leader carries on. Otherwise `Remove(id)`; once every live member of the new
 //!   configuration reports its epoch, `P/removed/<id>` is written and the request deleted. A
@@ -310,7 +313,15 @@ impl Manager {
                     let m = Member { node: NodeId(id), incarnation: paxos::Incarnation(incarnation) };
                     match self.directory.get(m.node) {
                         // Superseded by a newer process (it posts its own request): drop it.
-                        Some(info) if info.incarnation != incarnation => Some(Step::Complete(p.clone(), None)),
+                        Some(info) if info.incarnation > incarnation => Some(Step::Complete(p.clone(), None)),
+                        // Still the registration of an older process: a restarted process posts
+                        // its join before it registers, and the crashed one's registration
+                        // lasts until its lease expires (up to a TTL). Wait for the new one;
+                        // dropping the request here would leave the restart out for good.
+                        Some(info) if info.incarnation < incarnation => {
+                            debug!(node = id, registered = info.incarnation, incarnation, "join: waiting for this incarnation to register");
+                            None
+                        }
                         // Not registered (yet, or any more): nothing to do now.
                         None => None,
                         Some(_) if config.is_acceptor(&m) => Some(Step::Complete(p.clone(), None)),

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{spawn_load, Cluster};
-use std::time::Duration;
+use driver::membership::{Membership, PendingChange};
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_follower_restarts_and_becomes_an_acceptor_again() {
@@ -44,4 +45,36 @@ async fn a_crashed_follower_restarts_and_becomes_an_acceptor_again() {
     for id in 1..=3 {
         c.check_load(id, &report).await;
     }
+}
+
+/// A restarted process posts its join request before it registers, and its crashed
+/// predecessor's registration lasts until that lease expires. The leader must wait for the new
+/// registration: it used to take the old one for a newer process, drop the request as
+/// superseded, and leave the restart a learner for good (recovery_two's 90 s timeout). Made
+/// deterministic with a long TTL and a join posted by hand while the old registration is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_posted_while_the_crashed_incarnation_is_still_registered_is_kept() {
+    let mut c = Cluster::start(3, 8, 20).await;
+    let leader = c.wait_leader(Duration::from_secs(60)).await;
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    c.wait_acceptors(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(20)).await;
+    let old_inc = c.status(victim).await.unwrap()["incarnation"].as_u64().unwrap();
+
+    // kill -9: its registration stays in etcd until its lease (8 s) expires.
+    c.crash(victim);
+    let client = driver::etcd::connect(std::slice::from_ref(&c.etcd.endpoint)).await.expect("etcd");
+    let membership = Membership::new(client, "/synod".to_string());
+    let join = PendingChange::Join { id: victim, incarnation: old_inc + 1 };
+    membership.request(&join).await.expect("join posted");
+
+    // Several leader ticks (200 ms each) while the old registration is still there.
+    let posted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pending = membership.pending().await.expect("pending");
+    assert!(posted.elapsed() < Duration::from_secs(8), "checked within the old lease's TTL");
+    assert!(pending.contains(&join), "the join of a newer incarnation waits for its registration: {pending:?}");
+
+    // The real restart replaces the request with its own, registers, and is taken in.
+    c.restart(victim);
+    c.wait_acceptors(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(60)).await;
 }

@@ -12,18 +12,23 @@ async fn two_of_five_crash_one_after_the_other_and_both_rejoin() {
     let mut c = Cluster::start(5, 2, 20).await;
     let leader = c.wait_leader(Duration::from_secs(60)).await;
     let epoch0 = c.wait_acceptors(&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5], Duration::from_secs(20)).await;
-    let follower = (1..=5).find(|i| *i != leader).unwrap();
-    let survivors: Vec<u64> = (1..=5).filter(|i| *i != leader && *i != follower).collect();
+    let others: Vec<u64> = (1..=5).filter(|i| *i != leader).collect();
 
-    // Phase 1: load through the three replicas that stay up throughout.
+    // Phase 1: load through the four replicas that outlive the first crash. Which of them is the
+    // second victim is known only once the next leader is (phase 2); a request that meets it
+    // dead fails and is retried, under the same idempotency key, through the next replica.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let load = spawn_load(survivors.iter().map(|i| c.url(*i).to_string()).collect(), stop);
+    let load = spawn_load(others.iter().map(|i| c.url(*i).to_string()).collect(), stop);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Phase 2: kill -9 the leader; once a new leader serves, kill -9 a follower too. Three of
-    // five acceptors remain: still a quorum.
+    // Phase 2: kill -9 the leader; once a new leader serves, kill -9 a follower of it too. The
+    // election picks the new leader (whoever is next in etcd's queue: any of the four), so the
+    // follower is chosen after it: choosing it first would sometimes choose the next leader,
+    // and nothing moves leadership off a healthy leader (the flake of docs/REPORT.md 7). Three
+    // of five acceptors remain: still a quorum.
     c.crash(leader);
-    c.wait_leader_among(&survivors, Duration::from_secs(30)).await;
+    let leader2 = c.wait_leader_among(&others, Duration::from_secs(30)).await;
+    let follower = *others.iter().find(|i| **i != leader2).unwrap();
     c.crash(follower);
 
     // Phase 3: restart both with the same command lines. Each is re-added as a learner (its

@@ -83,7 +83,7 @@ impl Cluster {
         *n += 1;
         let name = if *n == 1 { format!("node-{id}.log") } else { format!("node-{id}.{n}.log") };
         let log = std::fs::File::create(self.dir.path().join(name)).expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_synod"))
+        Command::new(synod_bin())
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
@@ -207,20 +207,25 @@ impl Cluster {
     }
 
     /// Wait until every node of `ids` agrees on a leader among them, which reports itself leader.
+    /// On timeout the panic names the leader each node last reported (a leader outside `ids` is
+    /// never waited out: nothing moves leadership off a healthy leader).
     pub async fn wait_leader_among(&self, ids: &[u64], timeout: Duration) -> u64 {
-        poll(timeout, &format!("nodes {ids:?} agree on a leader"), || async {
-            let mut seen = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = BTreeMap::new();
             for id in ids {
-                let l = self.leader_seen_by(*id).await?;
-                if seen.is_some_and(|s| s != l) || !ids.contains(&l) {
-                    return None;
-                }
-                seen = Some(l);
+                seen.insert(*id, self.leader_seen_by(*id).await);
             }
-            let l = seen?;
-            (self.status(l).await?["role"] == "leader").then_some(l)
-        })
-        .await
+            let mut views = seen.values();
+            let first = views.next().copied().flatten();
+            if let Some(l) = first.filter(|l| ids.contains(l) && views.all(|v| *v == Some(*l))) {
+                if self.status(l).await.is_some_and(|s| s["role"] == "leader") {
+                    return l;
+                }
+            }
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until nodes {ids:?} agree on a leader among them; last seen (node: leader): {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// kill -9 one node and forget it.
@@ -257,6 +262,18 @@ impl Drop for Cluster {
             let _ = n.child.kill();
             let _ = n.child.wait();
         }
+        // SYNOD_TEST_LOG_DIR=<dir>: keep every node's whole log under
+        // <dir>/<pid>-passed|failed/ for a post-mortem.
+        if let Some(keep) = std::env::var_os("SYNOD_TEST_LOG_DIR") {
+            let to = std::path::Path::new(&keep).join(format!("{}-{}", std::process::id(), if std::thread::panicking() { "failed" } else { "passed" }));
+            if std::fs::create_dir_all(&to).is_ok() {
+                for e in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                    if e.path().extension().is_some_and(|x| x == "log") {
+                        let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+                    }
+                }
+            }
+        }
         if std::thread::panicking() || std::env::var_os("SYNOD_TEST_KEEP_LOGS").is_some() {
             let ids: Vec<u64> = self.starts.keys().copied().collect();
             for id in ids {
@@ -265,6 +282,13 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// The `synod` binary the cluster runs: cargo's, or `SYNOD_BIN` if set (a copy pinned by the
+/// caller: two worktrees sharing one `CARGO_TARGET_DIR` overwrite each other's `debug/synod`,
+/// as the artifact names do not depend on the worktree's path).
+pub fn synod_bin() -> String {
+    std::env::var("SYNOD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synod").to_string())
 }
 
 /// Poll `f` until it yields `Some`, or panic after `timeout` naming `what`.
