@@ -18,6 +18,7 @@ fn main() {
         Some("wedge_stop_sign") => bugs.wedge_stop_sign = true,
         Some("reset_read_round") => bugs.reset_read_round = true,
         Some("early_checkpoint") => bugs.early_checkpoint = true,
+        Some("read_index_without_round") => bugs.read_index_without_round = true,
         Some(other) => panic!("unknown bug {other}"),
     }
     let mut failures = 0;

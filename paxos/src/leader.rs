@@ -83,6 +83,8 @@ pub(crate) struct ReadRound {
     /// The commit point when the round started.
     pub(crate) commit: Slot,
     pub(crate) reads: Vec<ReadId>,
+    /// Followers' read-index requests (node, request number) this round answers.
+    pub(crate) remote: Vec<(NodeId, u64)>,
 }
 
 /// Running phase 2.
@@ -106,6 +108,8 @@ pub(crate) struct Leader {
     /// Per acceptor, the highest read round (of `Replica::read_round`) it confirmed.
     pub(crate) acked: BTreeMap<Member, u64>,
     pub(crate) reads_waiting: Vec<ReadId>,
+    /// Followers' read-index requests waiting for the next round.
+    pub(crate) remote_waiting: Vec<(NodeId, u64)>,
     pub(crate) rounds: BTreeMap<u64, ReadRound>,
 }
 
@@ -142,6 +146,8 @@ impl Replica {
         let ballot = self.next_ballot();
         self.max_seen = self.max_seen.max(ballot);
         self.counters.elections_started += 1;
+        // Reads waiting on another leader's read index: we campaign now, and may never hear.
+        self.fail_follower_reads();
         let first_slot = self.log.commit.next();
         self.role = Role::Candidate(Candidate {
             ballot,
@@ -231,6 +237,7 @@ impl Replica {
             since: c.since.unwrap_or(commit),
             acked: BTreeMap::new(),
             reads_waiting: Vec::new(),
+            remote_waiting: Vec::new(),
             rounds: BTreeMap::new(),
         };
         for m in leader.config.acceptors.iter() {
@@ -381,9 +388,16 @@ impl Replica {
         }
         let Role::Leader(l) = std::mem::replace(&mut self.role, Role::Follower) else { return };
         let mut reads = l.reads_waiting;
-        reads.extend(l.rounds.into_values().flat_map(|r| r.reads));
+        let mut remote = l.remote_waiting;
+        for r in l.rounds.into_values() {
+            reads.extend(r.reads);
+            remote.extend(r.remote);
+        }
         if !reads.is_empty() {
             self.actions.push_back(Action::ReadsFailed { reads, leader: Some(self.me.node) });
+        }
+        for (to, id) in remote {
+            self.send(to, Message::ReadIndexReply { id, index: None });
         }
         #[cfg(feature = "sim")]
         if self.opts.bugs.reset_read_round {
@@ -449,14 +463,15 @@ impl Replica {
         true
     }
 
-    fn start_read_round(&mut self, now: Time) {
+    pub(crate) fn start_read_round(&mut self, now: Time) {
         let Role::Leader(l) = &mut self.role else { return };
-        if l.reads_waiting.is_empty() {
+        if l.reads_waiting.is_empty() && l.remote_waiting.is_empty() {
             return;
         }
         self.read_round += 1;
         let reads = std::mem::take(&mut l.reads_waiting);
-        l.rounds.insert(self.read_round, ReadRound { commit: self.log.commit, reads });
+        let remote = std::mem::take(&mut l.remote_waiting);
+        l.rounds.insert(self.read_round, ReadRound { commit: self.log.commit, reads, remote });
         self.send_heartbeats(now);
     }
 
@@ -475,11 +490,16 @@ impl Replica {
                 break;
             }
             let round = l.rounds.remove(&r).expect("first key exists");
-            ready.push(ReadsReadyEntry { reads: round.reads, index: round.commit.max(l.barrier) });
+            ready.push(ReadsReadyEntry { reads: round.reads, remote: round.remote, index: round.commit.max(l.barrier) });
         }
-        let start_next = l.rounds.is_empty() && !l.reads_waiting.is_empty();
+        let start_next = l.rounds.is_empty() && (!l.reads_waiting.is_empty() || !l.remote_waiting.is_empty());
         for r in ready {
-            self.actions.push_back(Action::ReadsReady { reads: r.reads, index: r.index });
+            if !r.reads.is_empty() {
+                self.actions.push_back(Action::ReadsReady { reads: r.reads, index: r.index });
+            }
+            for (to, id) in r.remote {
+                self.send(to, Message::ReadIndexReply { id, index: Some(r.index) });
+            }
         }
         if start_next {
             self.start_read_round(now);
@@ -533,5 +553,6 @@ impl Replica {
 
 struct ReadsReadyEntry {
     reads: Vec<ReadId>,
+    remote: Vec<(NodeId, u64)>,
     index: Slot,
 }

@@ -56,6 +56,7 @@ mod message;
 mod options;
 mod leader;
 mod learner;
+mod read_index;
 mod reconfig;
 mod timer;
 #[cfg(feature = "sim")]
@@ -66,6 +67,8 @@ mod replica_test;
 mod quickcheck_test;
 #[cfg(test)]
 mod regression_test;
+#[cfg(test)]
+mod read_index_test;
 
 pub use action::{Action, Persist};
 pub use config::{ConfigChange, ConfigError, Configuration};

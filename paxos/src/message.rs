@@ -97,6 +97,13 @@ pub enum Message {
     /// The asked-for slots are disposed: the asker must install a snapshot at or after
     /// `snapshot_slot` (the sender's driver streams it).
     Compacted { snapshot_slot: Slot },
+    /// A follower asks the leader for a read index on behalf of a batch of linearizable reads
+    /// that arrived before it sent this (`id` is the follower's own request number).
+    ReadIndex { id: u64 },
+    /// The leader's answer to `ReadIndex { id }`: `Some(index)` once it has confirmed with a
+    /// quorum round started after the request arrived that it still leads (the follower serves
+    /// the reads after applying `index`); `None` if it cannot (not leading, stepped down).
+    ReadIndexReply { id: u64, index: Option<Slot> },
 }
 
 /// A message with its addressing.

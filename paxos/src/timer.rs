@@ -19,6 +19,8 @@ pub(crate) enum Timer {
     Batch,
     /// Anyone behind the known commit point: fetch missing slots again.
     Fetch,
+    /// Follower: a read-index request went unanswered (`read_index.rs`).
+    ReadIndex,
 }
 
 /// The table of armed timers.

@@ -145,3 +145,11 @@ fn sim_finds_an_early_checkpoint() {
     let bugs = Bugs { early_checkpoint: true, ..Bugs::default() };
     caught_within(DEFAULT_SEEDS, bugs, &["disposed through"]);
 }
+
+/// Follower reads (read index): a leader that answers a follower's request without a quorum
+/// round started after it arrived lets a deposed leader's followers serve stale reads.
+#[test]
+fn sim_finds_a_read_index_without_a_round() {
+    let bugs = Bugs { read_index_without_round: true, ..Bugs::default() };
+    caught_within(DEFAULT_SEEDS, bugs, &["was applied before it was issued", "had promised a higher ballot"]);
+}

@@ -166,6 +166,10 @@ pub fn encode_message(m: &Message) -> pb::Message {
             commit: commit.0,
         }),
         Message::Compacted { snapshot_slot } => Kind::Compacted(pb::Compacted { snapshot_slot: snapshot_slot.0 }),
+        Message::ReadIndex { id } => Kind::ReadIndex(pb::ReadIndex { id: *id }),
+        Message::ReadIndexReply { id, index } => {
+            Kind::ReadIndexReply(pb::ReadIndexReply { id: *id, ok: index.is_some(), index: index.map_or(0, |s| s.0) })
+        }
     };
     pb::Message { kind: Some(kind) }
 }
@@ -226,6 +230,8 @@ pub fn decode_message(m: pb::Message) -> Result<Message, DecodeError> {
             commit: Slot(c.commit),
         },
         Kind::Compacted(c) => Message::Compacted { snapshot_slot: Slot(c.snapshot_slot) },
+        Kind::ReadIndex(r) => Message::ReadIndex { id: r.id },
+        Kind::ReadIndexReply(r) => Message::ReadIndexReply { id: r.id, index: r.ok.then_some(Slot(r.index)) },
     })
 }
 

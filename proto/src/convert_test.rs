@@ -43,7 +43,7 @@ fn value_(g: &mut Gen) -> Value {
 
 impl Arbitrary for Arb<Envelope> {
     fn arbitrary(g: &mut Gen) -> Self {
-        let msg = match u8::arbitrary(g) % 10 {
+        let msg = match u8::arbitrary(g) % 12 {
             0 => Message::Prepare { ballot: ballot_(g), first_slot: slot(g) },
             1 => Message::Promise {
                 ballot: ballot_(g),
@@ -68,7 +68,9 @@ impl Arbitrary for Arb<Envelope> {
                 entries: (0..usize::arbitrary(g) % 4).map(|_| (slot(g), value_(g))).collect(),
                 commit: slot(g),
             },
-            _ => Message::Compacted { snapshot_slot: slot(g) },
+            9 => Message::Compacted { snapshot_slot: slot(g) },
+            10 => Message::ReadIndex { id: u64::arbitrary(g) },
+            _ => Message::ReadIndexReply { id: u64::arbitrary(g), index: Option::<u64>::arbitrary(g).map(Slot) },
         };
         Arb(Envelope { from: member_(g), to: node(g), msg })
     }
