@@ -124,7 +124,15 @@ impl Replica {
         let lags = |learned: Slot| commit.0.saturating_sub(learned.0) > retained;
         let mut cp = commit;
         for m in l.config.members().filter(|m| m.node != self.me.node) {
+            // A report from before this leadership may be far older than the member's state:
+            // it bounds the checkpoint, but never excuses the member as lagging.
+            let fresh = l.reported.contains(m);
             match self.learned.get(m).copied() {
+                Some(learned) if !fresh => {
+                    if !lags(l.since.max(self.log.member_since(m))) {
+                        cp = cp.min(self.checkpoint.max(learned));
+                    }
+                }
                 Some(learned) if lags(learned) => {}
                 Some(learned) => cp = cp.min(learned),
                 #[cfg(feature = "sim")]

@@ -34,10 +34,11 @@ pub struct Member {
 pub struct Slot(pub u64);
 
 impl Slot {
-    /// The slot after this one.
+    /// The slot after this one (saturating: peer input can name any slot, and the core never
+    /// panics on it).
     #[must_use]
     pub fn next(self) -> Slot {
-        Slot(self.0 + 1)
+        Slot(self.0.saturating_add(1))
     }
     /// The slot before this one (saturating at 0).
     #[must_use]

@@ -67,6 +67,8 @@ pub(crate) struct Candidate {
     /// Set when this candidacy continues a leadership past a stop sign: the commit point at which
     /// that leadership began (see [`Leader::since`]).
     pub(crate) since: Option<Slot>,
+    /// Members that reported a learned point during this candidacy or leadership.
+    pub(crate) reported: BTreeSet<Member>,
 }
 
 /// One slot in phase 2.
@@ -105,6 +107,8 @@ pub(crate) struct Leader {
     /// said nothing of its learned point since is treated as lagging only once the commit point
     /// has moved `max_retained_slots` past here (the checkpoint rule, `compaction.rs`).
     pub(crate) since: Slot,
+    /// Members that reported a learned point during this leadership (its phase 1 included).
+    pub(crate) reported: BTreeSet<Member>,
     /// Per acceptor, the highest read round (of `Replica::read_round`) it confirmed.
     pub(crate) acked: BTreeMap<Member, u64>,
     pub(crate) reads_waiting: Vec<ReadId>,
@@ -158,6 +162,7 @@ impl Replica {
             queue: Queue::default(),
             sent_accept: false,
             since: None,
+            reported: BTreeSet::new(),
         });
         self.send_prepares(now);
         self.timers.set(Timer::Lease, now.plus(self.opts.leader_lease_ms));
@@ -235,6 +240,7 @@ impl Replica {
             barrier: last,
             last_heard: BTreeMap::new(),
             since: c.since.unwrap_or(commit),
+            reported: c.reported,
             acked: BTreeMap::new(),
             reads_waiting: Vec::new(),
             remote_waiting: Vec::new(),
@@ -413,6 +419,7 @@ impl Replica {
             queue: l.queue,
             sent_accept: true,
             since: Some(l.since),
+            reported: l.reported,
         });
         self.timers.cancel(Timer::Heartbeat);
         self.timers.cancel(Timer::Batch);

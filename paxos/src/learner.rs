@@ -131,6 +131,7 @@ impl Replica {
     /// Learn from a leader's commit point: slots up to `commit` that we accepted under the same
     /// `ballot` are chosen with that value.
     pub(crate) fn learn_commit(&mut self, now: Time, ballot: Ballot, commit: Slot) {
+        let commit = Slot(commit.0.min(self.log.commit.0.saturating_add(self.opts.max_slot_gap)));
         self.log.known_commit = self.log.known_commit.max(commit);
         if commit > self.log.commit {
             let found: Vec<(Slot, Value)> = self
@@ -218,6 +219,7 @@ impl Replica {
             return;
         }
         let before = self.log.commit;
+        let commit = Slot(commit.0.min(self.log.commit.0.saturating_add(self.opts.max_slot_gap)));
         self.log.known_commit = self.log.known_commit.max(commit);
         for (s, v) in entries {
             if s > self.log.commit && s > self.log.compacted {

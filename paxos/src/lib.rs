@@ -69,6 +69,8 @@ mod quickcheck_test;
 mod regression_test;
 #[cfg(test)]
 mod read_index_test;
+#[cfg(test)]
+mod review_test;
 
 pub use action::{Action, Persist};
 pub use config::{ConfigChange, ConfigError, Configuration};

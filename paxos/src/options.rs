@@ -40,6 +40,12 @@ pub struct Options {
     /// answered `Compacted`; without this limit every answer would also start a transfer.
     /// A few times `retry_ms` (default 10 x) leaves room for one transfer to arrive.
     pub snapshot_resend_ms: u64,
+    /// How far past what a replica knows a peer's message may name a slot: an `Accept` more
+    /// than this past the acceptor's commit point, a `Promise` reporting a value more than this
+    /// past its `first_slot`, are malformed (dropped and counted: no vote, no promise counted,
+    /// which is always safe). A commit point more than this ahead is believed only that far.
+    /// Without the bound one bad message could make a new leader fill billions of holes.
+    pub max_slot_gap: u64,
     /// Known-wrong rules, switched on by the simulator's negative tests to prove it finds bugs.
     #[cfg(feature = "sim")]
     #[doc(hidden)]
@@ -88,6 +94,7 @@ impl Options {
             snapshot_every: 10_000,
             max_retained_slots: 100_000,
             snapshot_resend_ms: 2_000, // 10 x retry_ms
+            max_slot_gap: 1 << 20,
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),
         }

@@ -66,7 +66,7 @@ fn value(g: &mut Gen) -> Value {
 impl Arbitrary for Msg {
     fn arbitrary(g: &mut Gen) -> Self {
         let s = |g: &mut Gen| Slot(u64::arbitrary(g));
-        Msg(match u8::arbitrary(g) % 10 {
+        Msg(match u8::arbitrary(g) % 12 {
             0 => Message::Prepare { ballot: ballot(g), first_slot: s(g) },
             1 => Message::Promise {
                 ballot: ballot(g),
@@ -81,9 +81,102 @@ impl Arbitrary for Msg {
             6 => Message::HeartbeatAck { ballot: ballot(g), read_round: u64::arbitrary(g), learned: s(g) },
             7 => Message::Fetch { from: s(g), to: s(g) },
             8 => Message::Chosen { entries: (0..u8::arbitrary(g) % 4).map(|_| (s(g), value(g))).collect(), commit: s(g) },
-            _ => Message::Compacted { snapshot_slot: s(g) },
+            9 => Message::Compacted { snapshot_slot: s(g) },
+            10 => Message::ReadIndex { id: u64::arbitrary(g) },
+            _ => Message::ReadIndexReply { id: u64::arbitrary(g), index: Option::<u64>::arbitrary(g).map(Slot) },
         })
     }
+}
+
+/// A hostile peer: messages from nodes 2 and 3 with small ballots (so that they are taken, not
+/// refused) and slots that are mostly near the replica's state but sometimes absurd.
+#[derive(Clone, Debug)]
+struct Hostile(Vec<(u8, Message)>);
+
+impl Arbitrary for Hostile {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let slot = |g: &mut Gen| match u8::arbitrary(g) % 8 {
+            0 => Slot(u64::MAX),
+            1 => Slot(u64::MAX / 2 + u64::from(u8::arbitrary(g))),
+            2 => Slot(1_000_000_000_000),
+            _ => Slot(u64::from(u8::arbitrary(g) % 40)),
+        };
+        let bal = |g: &mut Gen| Ballot {
+            round: u64::from(u8::arbitrary(g) % 4),
+            node: NodeId(1 + u64::from(u8::arbitrary(g) % 3)),
+            incarnation: Incarnation(1),
+        };
+        let n = usize::from(u8::arbitrary(g) % 40);
+        Hostile(
+            (0..n)
+                .map(|_| {
+                    let from = 2 + u8::arbitrary(g) % 2;
+                    let msg = match u8::arbitrary(g) % 12 {
+                        0 => Message::Prepare { ballot: bal(g), first_slot: slot(g) },
+                        1 => {
+                            let first_slot = slot(g);
+                            Message::Promise {
+                                ballot: bal(g),
+                                first_slot,
+                                accepted: (0..u8::arbitrary(g) % 3)
+                                    .map(|_| AcceptedEntry { slot: slot(g), ballot: bal(g), value: value(g) })
+                                    .collect(),
+                                learned: slot(g),
+                            }
+                        }
+                        2 => Message::Accept { ballot: bal(g), slot: slot(g), value: value(g), commit: slot(g) },
+                        3 => Message::Accepted { ballot: bal(g), slot: slot(g), learned: slot(g) },
+                        4 => Message::Nack { promised: bal(g) },
+                        5 => Message::Heartbeat { ballot: bal(g), commit: slot(g), checkpoint: slot(g), read_round: u64::arbitrary(g) },
+                        6 => Message::HeartbeatAck { ballot: bal(g), read_round: u64::arbitrary(g), learned: slot(g) },
+                        7 => Message::Fetch { from: slot(g), to: slot(g) },
+                        8 => Message::Chosen { entries: (0..u8::arbitrary(g) % 3).map(|_| (slot(g), value(g))).collect(), commit: slot(g) },
+                        9 => Message::Compacted { snapshot_slot: slot(g) },
+                        10 => Message::ReadIndex { id: u64::arbitrary(g) },
+                        _ => Message::ReadIndexReply { id: u64::arbitrary(g), index: Some(slot(g)) },
+                    };
+                    (from, msg)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Peer input never panics the core and never makes it do unbounded work: a replica that is a
+/// follower, a candidate, or a leader takes any sequence of hostile messages (absurd slots
+/// included), with timers firing in between, and each step emits a bounded number of actions.
+#[quickcheck]
+fn hostile_peers_never_panic_or_explode_the_core(script: Hostile, role: u8) -> bool {
+    use crate::event::Event;
+    use crate::ids::{ReadId, Time};
+    use crate::message::Envelope;
+    use crate::options::Options;
+    use crate::replica::Replica;
+    let m = |n: u64| Member { node: NodeId(n), incarnation: Incarnation(1) };
+    let mut opts = Options::new(m(1), Some(Configuration::bootstrap((1..=3).map(m))));
+    opts.max_slot_gap = 1_000;
+    let mut r = Replica::new(opts, Time(0));
+    if role % 3 > 0 {
+        r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
+    }
+    if role % 3 == 2 {
+        let ballot = Ballot { round: 1, node: NodeId(1), incarnation: Incarnation(1) };
+        let env = Envelope { from: m(2), to: NodeId(1), msg: Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) } };
+        r.handle(Time(1), Event::Receive(env));
+    }
+    let mut now = 2;
+    for (i, (from, msg)) in script.0.into_iter().enumerate() {
+        now += 7;
+        r.handle(Time(now), Event::Receive(Envelope { from: m(u64::from(from)), to: NodeId(1), msg }));
+        if i % 5 == 0 {
+            let _ = r.read(Time(now), ReadId(i as u64));
+            r.handle_timeout(Time(now + 300));
+        }
+        if std::iter::from_fn(|| r.poll_action()).count() > 10_000 {
+            return false;
+        }
+    }
+    true
 }
 
 #[quickcheck]

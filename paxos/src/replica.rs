@@ -280,7 +280,8 @@ impl Replica {
             Message::Prepare { ballot, first_slot } => self.on_prepare(now, from, ballot, first_slot),
             Message::Promise { ballot, first_slot, accepted, learned } => {
                 self.observe_ballot(now, ballot);
-                if accepted.iter().any(|e| e.slot < first_slot || e.ballot > ballot) {
+                let gap = self.opts.max_slot_gap;
+                if accepted.iter().any(|e| e.slot < first_slot || e.ballot > ballot || e.slot.0 - first_slot.0 > gap) {
                     self.counters.dropped_messages += 1;
                     return;
                 }
@@ -312,6 +313,15 @@ impl Replica {
     fn note_learned(&mut self, from: Member, learned: Slot) {
         let e = self.learned.entry(from).or_insert(learned);
         *e = (*e).max(learned);
+        match &mut self.role {
+            Role::Leader(l) => {
+                l.reported.insert(from);
+            }
+            Role::Candidate(c) => {
+                c.reported.insert(from);
+            }
+            Role::Follower => {}
+        }
     }
 
     /// Remember the highest ballot seen; a higher one deposes a leader or candidate.
@@ -431,6 +441,12 @@ impl Replica {
     }
 
     fn on_accept(&mut self, now: Time, from: Member, ballot: Ballot, slot: Slot, value: Value, commit: Slot) {
+        if slot.0.saturating_sub(self.log.commit.0) > self.opts.max_slot_gap {
+            // Malformed (or from a leader impossibly far ahead): no vote. Safe: a missing vote
+            // never makes anything chosen.
+            self.counters.dropped_messages += 1;
+            return;
+        }
         if self.grant_vote(now, from, ballot, slot) {
             self.acceptor.accept(slot, ballot, value.clone());
             self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));

@@ -3,10 +3,11 @@
 //!
 //! * **Checkpoint** (architecture rule 6): a leader announces a checkpoint `cp` only if every
 //!   member of its configuration has really applied `cp`, or the lag rule excuses it. The excuse
-//!   is judged from the reports that were really delivered to this leader's incarnation (the last
-//!   one more than `max_retained_slots` behind its commit point), or, for a member that never
-//!   delivered one, from how long this leadership has lasted (`max_retained_slots` slots
-//!   committed since it began). A leader that trusts a learned map it never filled is caught.
+//!   is judged from the reports that were really delivered to this leader during its current
+//!   candidacy and leadership (the last one more than `max_retained_slots` behind its commit
+//!   point), or, for a member that delivered none in that time, from how long this leadership
+//!   and the membership have lasted (`max_retained_slots` slots committed since). A leader that
+//!   trusts a learned map it never filled, or a report from an earlier term, is caught.
 //! * **No pending stop sign at or below the commit point**: a leader in that state waits for a
 //!   commit point that only it could move (a wedge).
 //! * **A leader makes progress or steps down**: a replica that has led continuously for
@@ -24,14 +25,24 @@ use crate::replica::Role;
 pub(super) const WEDGE_LEASES: u64 = 8;
 
 impl Sim {
-    /// A message was delivered to `to`: remember the learned point it reports, if it carries one.
-    pub(super) fn note_report(&mut self, to: Member, from: Member, msg: &Message) {
+    /// A message is being delivered to `to` (`campaigning`: it is a candidate or leader as the
+    /// message arrives): remember the learned point it reports, if it carries one.
+    pub(super) fn note_report(&mut self, to: Member, from: Member, msg: &Message, campaigning: bool) {
         let learned = match msg {
             Message::Promise { learned, .. } | Message::Accepted { learned, .. } | Message::HeartbeatAck { learned, .. } => *learned,
             _ => return,
         };
         let e = self.reports.entry((to, from)).or_insert(learned);
         *e = (*e).max(learned);
+        if campaigning {
+            let e = self.fresh_reports.entry((to, from)).or_insert(learned);
+            *e = (*e).max(learned);
+        }
+    }
+
+    /// Node `me` stopped campaigning or leading: its term's reports are no longer fresh.
+    pub(super) fn end_term(&mut self, me: Member) {
+        self.fresh_reports.retain(|(to, _), _| *to != me);
     }
 
     /// A leader (node `id`) announced checkpoint `cp` on a heartbeat.
@@ -54,8 +65,7 @@ impl Sim {
             let Some(node) = self.nodes.get(&m.node).filter(|node| node.inc == m.incarnation) else {
                 continue; // that incarnation is gone: it will never read a slot again
             };
-            let report = self.reports.get(&(me, *m)).copied();
-            if let Some(r) = report {
+            if let Some(r) = self.reports.get(&(me, *m)).copied() {
                 // Reports are lower bounds: a member never claims more than it applied.
                 if r > node.applied {
                     return Err(format!("{m} reported learned {r} but applied {}", node.applied));
@@ -64,13 +74,16 @@ impl Sim {
             if node.applied >= cp {
                 continue;
             }
+            // Only a report of this term can excuse a member as lagging: an older one may be
+            // far behind what the member learned since, under another leader.
+            let report = self.fresh_reports.get(&(me, *m)).copied();
             let excused = match report {
                 Some(r) => lags(r),
                 None => lags(start.max(self.ghost.member_since(m, commit))),
             };
             if !excused {
                 return Err(format!(
-                    "leader {id} disposed through {cp} but {m} has applied only {} (its last report here: {report:?}; \
+                    "leader {id} disposed through {cp} but {m} has applied only {} (its last report this term: {report:?}; \
                      leader commit {commit}, led since {start}, max_retained_slots {retained})",
                     node.applied
                 ));

@@ -231,6 +231,9 @@ pub(super) struct Sim {
     /// Ground truth for the checkpoint check: the highest learned point each (receiver,
     /// sender) pair really delivered.
     pub(super) reports: BTreeMap<(Member, Member), Slot>,
+    /// The same, counting only reports delivered while the receiver campaigned or led, and
+    /// forgotten when it steps down (what may excuse a member as lagging).
+    pub(super) fresh_reports: BTreeMap<(Member, Member), Slot>,
     /// Per leader identity, what it had applied when it last became leader.
     pub(super) term_start: BTreeMap<Member, Slot>,
     /// Leaders with work pending: since when, at which commit point (the wedge watchdog).
@@ -345,6 +348,7 @@ impl Sim {
             valid_checkpoint: Slot(0),
             proposed_changes: Vec::new(),
             reports: BTreeMap::new(),
+            fresh_reports: BTreeMap::new(),
             term_start: BTreeMap::new(),
             work_since: BTreeMap::new(),
             named: None,
@@ -473,8 +477,9 @@ impl Sim {
                 self.stats.messages += 1;
                 let receiver = Member { node: to, incarnation: n.inc };
                 let (from, msg) = (env.from, env.msg.clone());
+                let campaigning = !matches!(n.replica.role, crate::replica::Role::Follower);
                 n.replica.handle(now, Event::Receive(env));
-                self.note_report(receiver, from, &msg);
+                self.note_report(receiver, from, &msg, campaigning);
                 self.drain(to)
             }
             Ev::Release { from, to } => self.release(from, to),
@@ -654,6 +659,7 @@ impl Sim {
                 }
                 Action::SteppedDown => {
                     self.resigned.insert(id);
+                    self.end_term(me);
                 }
                 Action::ConfigChanged { slot, config } => {
                     if n.applied != slot {
