@@ -156,7 +156,7 @@ fn hostile_peers_never_panic_or_explode_the_core(script: Hostile, role: u8) -> b
     let mut opts = Options::new(m(1), Some(Configuration::bootstrap((1..=3).map(m))));
     opts.max_slot_gap = 1_000;
     let mut r = Replica::new(opts, Time(0));
-    if role % 3 > 0 {
+    if !role.is_multiple_of(3) {
         r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     }
     if role % 3 == 2 {
