@@ -154,7 +154,8 @@ impl Cli {
         }
     }
 
-    /// Send to each endpoint in turn until one answers with something other than 503.
+    /// Send to each endpoint in turn until one answers with something other than 503 / 504 /
+    /// 410 (a removed replica: the next endpoint may be a member).
     async fn send(&mut self, method: Method, path_and_query: &str, headers: &[(&str, String)], body: Vec<u8>) -> anyhow::Result<HttpResponse> {
         let timeout = Duration::from_millis(self.opts.timeout_ms);
         let mut last = None;
@@ -162,7 +163,7 @@ impl Cli {
             for ep in &self.opts.endpoints {
                 let url = format!("{}{}", ep.trim_end_matches('/'), path_and_query);
                 match self.http.request(method.clone(), &url, headers, body.clone(), timeout).await {
-                    Ok(r) if r.status == 503 || r.status == 504 => last = Some(Ok(r)),
+                    Ok(r) if r.status == 503 || r.status == 504 || r.status == 410 => last = Some(Ok(r)),
                     Ok(r) => {
                         if let Some(i) = r.index() {
                             self.session.saw_index(i);
@@ -376,11 +377,64 @@ pub enum MembersCmd {
         /// The node id (the process must be running: `synod node --id N`).
         id: u64,
     },
-    /// Ask the leader to remove this node (an explicit operator action).
+    /// Ask the leader to remove this node (an explicit operator action), then wait until the
+    /// removed replica acknowledges it (its status says `removed`, or it has exited). Exit code
+    /// 0: confirmed; 2: requested, but not confirmed within `--wait-s`.
     Remove {
         /// The node id.
         id: u64,
+        /// How long to wait for the removed replica's acknowledgement (0: do not wait).
+        #[arg(long, default_value_t = 30)]
+        wait_s: u64,
     },
+}
+
+/// After `members remove`: wait until node `id` acknowledges its removal. It has when its own
+/// `/v1/status` says `removed`, or when it stops answering after the configuration moved on
+/// without it (it drains and exits). Returns the exit code (0 confirmed, 2 not confirmed).
+async fn wait_removal(cli: &mut Cli, id: u64, http: Option<String>, timeout: Duration) -> i32 {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut epoch = None;
+    let mut last = String::from("no answer yet");
+    while std::time::Instant::now() < deadline {
+        // 1. The configuration (the leader's) no longer holds it.
+        if epoch.is_none() {
+            if let Ok(r) = cli.send(Method::GET, "/v1/cluster/members", &[], Vec::new()).await {
+                let j = r.json();
+                let member = j["members"].as_array().is_some_and(|ms| ms.iter().any(|m| m["id"] == json!(id)));
+                if r.status == 200 && !member {
+                    epoch = j["epoch"].as_u64();
+                }
+            }
+        }
+        // 2. The node itself says so, or is gone.
+        let Some(url) = &http else {
+            if let Some(e) = epoch {
+                println!("node {id} removed (configuration epoch {e}); it was not running, so there is nothing to acknowledge");
+                return 0;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let url = format!("{}/v1/status", if url.starts_with("http") { url.clone() } else { format!("http://{url}") });
+        match cli.http.request(Method::GET, &url, &[], Vec::new(), Duration::from_secs(2)).await {
+            Ok(r) if !r.json()["removed"].is_null() => {
+                let e = &r.json()["removed"]["epoch"];
+                println!("node {id} acknowledged its removal (its status says removed at epoch {e}); it drains and exits");
+                return 0;
+            }
+            Ok(r) => last = format!("it answers as {} at epoch {}", r.json()["role"], r.json()["epoch"]),
+            Err(e) if epoch.is_some() => {
+                println!("node {id} removed (configuration epoch {}); it no longer answers ({e:#}): it has exited", epoch.unwrap_or(0));
+                return 0;
+            }
+            Err(e) => last = format!("it does not answer: {e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = epoch.map_or("the configuration still holds it".to_string(), |e| format!("the configuration moved on without it (epoch {e})"));
+    eprintln!("could not confirm within {timeout:?} that node {id} acknowledged its removal: {done}; {last}");
+    2
 }
 
 /// Run `synod members ...`; returns the exit code.
@@ -392,7 +446,21 @@ pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i3
             let body = json!({ "id": id }).to_string().into_bytes();
             cli.send(Method::POST, "/v1/cluster/members", &[("content-type", "application/json".into())], body).await?
         }
-        MembersCmd::Remove { id } => cli.send(Method::DELETE, &format!("/v1/cluster/members/{id}"), &[], Vec::new()).await?,
+        MembersCmd::Remove { id, wait_s } => {
+            // Where the node answers, before it is out of the configuration (and of the list).
+            let before = cli.send(Method::GET, "/v1/cluster/members", &[], Vec::new()).await.ok();
+            let http = before.as_ref().and_then(|b| {
+                b.json()["members"].as_array()?.iter().find(|m| m["id"] == json!(id))?["http"].as_str().map(str::to_string)
+            });
+            let r = cli.send(Method::DELETE, &format!("/v1/cluster/members/{id}"), &[], Vec::new()).await?;
+            if (200..300).contains(&r.status) && *wait_s > 0 {
+                if cli.opts.output != OutputFormat::Json {
+                    println!("requested: {}", r.json()["pending"]);
+                }
+                return Ok(wait_removal(&mut cli, *id, http, Duration::from_secs(*wait_s)).await);
+            }
+            r
+        }
     };
     let j = r.json();
     let ok = (200..300).contains(&r.status);

@@ -256,7 +256,15 @@ impl Manager {
                 }
             };
             let leaving = pending.iter().any(|p| matches!(p, PendingChange::Leave { id } if *id == me.node.0));
-            let removed = self.membership.removed(me.node.0).await.ok().flatten().is_some_and(|m| m.incarnation == me.incarnation.0);
+            // The leader's mark names the incarnation it removed: a later process with this id
+            // (started again with --join) is not the one removed.
+            let mark = self.membership.removed(me.node.0).await.ok().flatten().filter(|m| m.incarnation == me.incarnation.0);
+            let removed = mark.is_some();
+            if let Some(m) = mark {
+                // It may have missed the slot that removed it (the leader stops talking to
+                // non-members): the mark tells it instead. The loop ignores a second notice.
+                let _ = self.inputs.send(Input::Removed(crate::node::Removal { epoch: m.epoch, source: "etcd" })).await;
+            }
             let eligible = st.config.is_acceptor(&me) && !leaving && !removed;
             self.eligible.send_if_modified(|e| std::mem::replace(e, eligible) != eligible);
             if st.core.role != RoleKind::Leader {

@@ -75,6 +75,10 @@ pub struct Metrics {
     pub config_epoch: Gauge,
     /// Membership changes this node proposed as leader that took effect.
     pub membership_changes: Counter,
+    /// Reads this replica would not answer from its own state (catching up, lagging, removed).
+    pub reads_not_served: Counter,
+    /// Whether this replica answers reads from its own state (1) or not (0).
+    pub serving: Gauge,
     /// Leader as last reported (0: none).
     leader: Gauge,
     /// Ballot round as last reported.
@@ -102,6 +106,8 @@ impl Default for Metrics {
             snapshots_installed: Counter::default(),
             config_epoch: Gauge::default(),
             membership_changes: Counter::default(),
+            reads_not_served: Counter::default(),
+            serving: Gauge::default(),
             leader: Gauge::default(),
             ballot_round: Gauge::default(),
             etcd_up: Gauge::default(),
@@ -147,11 +153,17 @@ impl Metrics {
         counter("synod_snapshots_sent_total", "Snapshots streamed to peers.", self.snapshots_sent.get());
         counter("synod_snapshots_installed_total", "Snapshots installed from peers.", self.snapshots_installed.get());
         counter("synod_membership_changes_total", "Membership changes proposed here that took effect.", self.membership_changes.get());
+        counter(
+            "synod_reads_not_served_total",
+            "Reads not answered from this replica's state (catching up, lagging, removed).",
+            self.reads_not_served.get(),
+        );
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         gauge("synod_etcd_up", "Whether this node's etcd lease is alive.", self.etcd_up.get());
         gauge("synod_config_epoch", "The epoch of the configuration applied last.", self.config_epoch.get());
+        gauge("synod_serving", "1 if this replica answers reads from its own state.", self.serving.get());
         if let Some(s) = status {
             gauge("synod_leader", "The leader's node id (0: none known).", s.core.leader.map_or(0, |n| n.0));
             gauge("synod_is_leader", "1 if this node leads.", u64::from(s.core.role == RoleKind::Leader));

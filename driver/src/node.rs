@@ -22,6 +22,15 @@
 //! store's numbering, which every replica computes identically because it applies the same
 //! slots in the same order. The loop keeps both: `applied_slot` to honour `ReadsReady { index }`
 //! and the store's index for `min_index`.
+//!
+//! Serving. A replica answers reads from its own state only while [`Node::serving`] holds: it
+//! has a configuration it belongs to (bootstrapped, or installed a snapshot), has heard from a
+//! leader in this incarnation and applied up to the commit point it knew at that moment (the
+//! *catch-up target*, fixed once), is not more than `max_read_lag_slots` behind the highest
+//! commit point it has heard of (nor, if set, longer than `max_read_staleness_ms` without word
+//! from the leader), and was not removed from the cluster. Otherwise a sequential read is
+//! refused with [`Refused::NotServing`] (the REST layer forwards it to the leader, or answers
+//! 503), and a removed replica refuses everything with [`Refused::Removed`] (410).
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;
@@ -35,7 +44,7 @@ use paxos::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 /// How the node is set up.
@@ -57,6 +66,43 @@ pub struct NodeSettings {
     pub max_retained_slots: u64,
     /// The state machine's settings (equal on every replica).
     pub store: StoreConfig,
+    /// A replica more than this many slots behind the highest commit point it has heard of
+    /// answers no sequential read from its own state.
+    pub max_read_lag_slots: u64,
+    /// A follower that has not heard from the leader for longer than this (milliseconds)
+    /// answers no sequential read from its own state (0: no limit).
+    pub max_read_staleness_ms: u64,
+}
+
+/// This replica was removed from the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The epoch of the first configuration without it.
+    pub epoch: u64,
+    /// How it learned: `"log"` (it applied the configuration without it) or `"etcd"` (the
+    /// leader's `P/removed/<id>` mark, when it missed the slot).
+    pub source: &'static str,
+}
+
+/// Why a replica does not answer reads from its own state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotServing {
+    /// Not yet caught up after it started or joined.
+    CatchingUp(String),
+    /// Fell too far behind (or heard nothing from the leader for too long).
+    Lagging(String),
+    /// Removed from the cluster.
+    Removed(Removal),
+}
+
+impl NotServing {
+    /// A human reason, as `/v1/status` and `/readyz` show it.
+    pub fn reason(&self) -> String {
+        match self {
+            NotServing::CatchingUp(why) | NotServing::Lagging(why) => why.clone(),
+            NotServing::Removed(r) => format!("removed from the cluster at epoch {} (learned from the {})", r.epoch, r.source),
+        }
+    }
 }
 
 /// What a read computes on the applied state.
@@ -115,6 +161,20 @@ pub enum Refused {
     /// A configuration change was refused by the core (or was a no-op at its slot).
     #[error("configuration change refused: {0}")]
     Config(String),
+    /// This replica does not answer reads from its own state now (catching up or lagging);
+    /// `leader` can (if known).
+    #[error("not serving reads: {reason}")]
+    NotServing {
+        /// The best guess of the leader.
+        leader: Option<NodeId>,
+        /// Catching up (`true`) or lagging.
+        catching_up: bool,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// This replica was removed from the cluster: it serves no client request any more.
+    #[error("removed from the cluster at epoch {}", .0.epoch)]
+    Removed(Removal),
 }
 
 /// A write's answer: the store's output and the store index after it.
@@ -133,6 +193,10 @@ pub struct ReadDone {
     pub answer: ReadAnswer,
     /// The store's applied index at the time of the read.
     pub index: u64,
+    /// How many slots this replica was behind the highest commit point it had heard of.
+    pub lag_slots: u64,
+    /// Milliseconds since it last heard from the leader (0 on the leader; `None`: never).
+    pub last_contact_ms: Option<u64>,
 }
 
 /// A snapshot of the node's state for `/v1/status` and `/metrics`.
@@ -160,6 +224,14 @@ pub struct NodeStatus {
     /// The store index `state_hash` was taken at (read in the same loop turn as the hash, so the
     /// pair is consistent; `applied_slot` is the matching slot).
     pub state_hash_index: u64,
+    /// Whether this replica answers reads from its own state, and if not, why.
+    pub serving: Result<(), NotServing>,
+    /// Slots between the applied slot and the highest commit point heard of.
+    pub lag_slots: u64,
+    /// Milliseconds since it last heard from the leader (0 on the leader; `None`: never).
+    pub last_contact_ms: Option<u64>,
+    /// The commit point this replica must apply before its first read (`None`: not fixed yet).
+    pub catch_up_target: Option<Slot>,
 }
 
 /// An input to the node loop.
@@ -205,6 +277,8 @@ pub enum Input {
     },
     /// The directory changed: (re)connect peers.
     PeersChanged,
+    /// The leader's removal mark names this incarnation (it missed the slot that removed it).
+    Removed(Removal),
     /// Stop the loop.
     Shutdown,
 }
@@ -261,6 +335,20 @@ pub struct Node {
     reconfigs: HashMap<RequestId, oneshot::Sender<Result<Configuration, Refused>>>,
     /// Membership changes whose slot was applied in this drain, waiting for `ConfigChanged`.
     reconfig_applied: Vec<(Slot, oneshot::Sender<Result<Configuration, Refused>>)>,
+    max_read_lag_slots: u64,
+    max_read_staleness_ms: u64,
+    /// When a message from the leader last arrived (now, while this node leads).
+    leader_contact: Option<Instant>,
+    /// The commit point known at the first leader contact as a member: applied before any read.
+    catch_up_target: Option<Slot>,
+    /// The catch-up target was reached (once per incarnation).
+    caught_up: bool,
+    /// This incarnation has been a member of a configuration it applied.
+    was_member: bool,
+    /// Set once this replica learns it was removed.
+    removed: Option<Removal>,
+    /// Tells the server (which then drains and exits) that this replica was removed.
+    removal: watch::Sender<Option<Removal>>,
 }
 
 impl Node {
@@ -272,6 +360,7 @@ impl Node {
         metrics: Arc<Metrics>,
         election: mpsc::UnboundedSender<ElectionCmd>,
         inputs: mpsc::Sender<Input>,
+        removal: watch::Sender<Option<Removal>>,
     ) -> Self {
         let mut options = Options::new(settings.me, settings.bootstrap.clone());
         options.heartbeat_ms = settings.heartbeat_ms;
@@ -308,6 +397,14 @@ impl Node {
             config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
             reconfigs: HashMap::new(),
             reconfig_applied: Vec::new(),
+            max_read_lag_slots: settings.max_read_lag_slots,
+            max_read_staleness_ms: settings.max_read_staleness_ms,
+            leader_contact: None,
+            catch_up_target: None,
+            caught_up: false,
+            was_member: false,
+            removed: None,
+            removal,
         }
     }
 
@@ -344,7 +441,14 @@ impl Node {
     fn on_input(&mut self, input: Input) {
         let now = self.now();
         match input {
-            Input::Peer(env) => self.replica.handle(now, Event::Receive(env)),
+            Input::Peer(env) => {
+                let from = env.from.node;
+                self.replica.handle(now, Event::Receive(env));
+                // Word from the leader (a heartbeat, an accept, a commit point) refreshes contact.
+                if self.replica.known_leader() == Some(from) {
+                    self.leader_contact = Some(Instant::now());
+                }
+            }
             Input::Hint(leader) => {
                 debug!(?leader, "leader hint from the election");
                 self.replica.handle(now, Event::LeaderHint { leader });
@@ -360,6 +464,7 @@ impl Node {
             Input::Reconfigure { change, reply } => self.reconfigure(change, reply),
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
             Input::PeersChanged => self.sync_peers(),
+            Input::Removed(r) => self.mark_removed(r),
             Input::Shutdown => {}
         }
     }
@@ -379,6 +484,125 @@ impl Node {
             config: self.config.clone(),
             state_hash: self.store.state_hash().0,
             state_hash_index: self.store.last_applied(),
+            serving: self.serving(),
+            lag_slots: self.lag_slots(),
+            last_contact_ms: self.last_contact_ms(),
+            catch_up_target: self.catch_up_target,
+        }
+    }
+
+    fn lag_slots(&self) -> u64 {
+        self.replica.known_commit().0.saturating_sub(self.applied_slot.0)
+    }
+
+    fn last_contact_ms(&self) -> Option<u64> {
+        if self.leader == Some(self.me.node) {
+            return Some(0);
+        }
+        self.leader_contact.map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    fn is_member(&self) -> bool {
+        self.config.members().any(|m| *m == self.me)
+    }
+
+    /// Whether reads may be answered from this replica's state now (see the module docs).
+    pub fn serving(&self) -> Result<(), NotServing> {
+        if let Some(r) = self.removed {
+            return Err(NotServing::Removed(r));
+        }
+        if !self.caught_up {
+            let why = if !self.is_member() {
+                "catching up: not yet a member with a configuration (waiting to be added and sent a snapshot)".to_string()
+            } else {
+                match self.catch_up_target {
+                    None => "catching up: no word from a leader yet".to_string(),
+                    Some(t) => format!("catching up: applied {} of {}", self.applied_slot.0, t.0),
+                }
+            };
+            return Err(NotServing::CatchingUp(why));
+        }
+        let lag = self.lag_slots();
+        if lag > self.max_read_lag_slots {
+            return Err(NotServing::Lagging(format!(
+                "lagging: applied {} of {} ({lag} slots behind, bound {})",
+                self.applied_slot.0,
+                self.replica.known_commit().0,
+                self.max_read_lag_slots
+            )));
+        }
+        if self.max_read_staleness_ms > 0 {
+            match self.last_contact_ms() {
+                Some(ms) if ms <= self.max_read_staleness_ms => {}
+                contact => {
+                    return Err(NotServing::Lagging(format!(
+                        "stale: no word from a leader for {} (bound {} ms)",
+                        contact.map_or("ever".to_string(), |ms| format!("{ms} ms")),
+                        self.max_read_staleness_ms
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn refusal(&self, not: NotServing) -> Refused {
+        let leader = self.replica.known_leader().or(self.leader).filter(|l| *l != self.me.node);
+        match not {
+            NotServing::Removed(r) => Refused::Removed(r),
+            NotServing::CatchingUp(reason) => Refused::NotServing { leader, catching_up: true, reason },
+            NotServing::Lagging(reason) => Refused::NotServing { leader, catching_up: false, reason },
+        }
+    }
+
+    /// After every turn: note removal by the log, fix the catch-up target, publish the state.
+    fn update_serving(&mut self) {
+        if self.removed.is_some() {
+            return;
+        }
+        if self.is_member() {
+            self.was_member = true;
+        } else if self.was_member {
+            // It applied a configuration without this incarnation (removed, or replaced by a
+            // newer incarnation of the same id).
+            self.mark_removed(Removal { epoch: self.config.epoch, source: "log" });
+            return;
+        }
+        if self.leader == Some(self.me.node) {
+            self.leader_contact = Some(Instant::now());
+        }
+        if !self.caught_up {
+            if self.catch_up_target.is_none() && self.is_member() && self.leader_contact.is_some() {
+                let target = self.replica.known_commit();
+                info!(target = %target, applied = %self.applied_slot, "catch-up target fixed: no reads from this replica before it applies it");
+                self.catch_up_target = Some(target);
+            }
+            if self.catch_up_target.is_some_and(|t| self.applied_slot >= t) {
+                info!(applied = %self.applied_slot, "caught up: serving reads");
+                self.caught_up = true;
+            }
+        }
+        self.metrics.serving.set(u64::from(self.serving().is_ok()));
+    }
+
+    fn mark_removed(&mut self, r: Removal) {
+        if self.removed.is_some() {
+            return;
+        }
+        warn!(epoch = r.epoch, source = r.source, "this replica was removed from the cluster: it serves no client request any more");
+        self.removed = Some(r);
+        self.metrics.serving.set(0);
+        let _ = self.removal.send(Some(r));
+        // Reads waiting here would never be served.
+        let waiting: Vec<PendingRead> = self
+            .confirming
+            .drain()
+            .map(|(_, r)| r)
+            .chain(std::mem::take(&mut self.wait_slot).into_values().flatten())
+            .chain(std::mem::take(&mut self.wait_index).into_values().flatten())
+            .collect();
+        for read in waiting {
+            let _ = read.reply.send(Err(Refused::Removed(r)));
         }
     }
 
@@ -401,6 +625,10 @@ impl Node {
     }
 
     fn propose(&mut self, pending: PendingWrite) {
+        if let Some(r) = self.removed {
+            let _ = pending.reply.send(Err(Refused::Removed(r)));
+            return;
+        }
         self.next_seq += 1;
         let id = RequestId { node: self.me.node, seq: self.next_seq };
         // The leader stamps the request with its wall time; the store only ever uses the maximum
@@ -426,8 +654,18 @@ impl Node {
     }
 
     fn read(&mut self, consistency: Consistency, read: PendingRead) {
+        if let Some(r) = self.removed {
+            self.metrics.reads_not_served.inc();
+            let _ = read.reply.send(Err(Refused::Removed(r)));
+            return;
+        }
         match consistency {
             Consistency::Sequential { min_index } => {
+                if let Err(not) = self.serving() {
+                    self.metrics.reads_not_served.inc();
+                    let _ = read.reply.send(Err(self.refusal(not)));
+                    return;
+                }
                 if self.store.last_applied() >= min_index {
                     self.serve(read);
                 } else {
@@ -455,7 +693,8 @@ impl Node {
 
     fn serve(&self, read: PendingRead) {
         let answer = (read.f)(&self.store);
-        let _ = read.reply.send(Ok(ReadDone { answer, index: self.store.last_applied() }));
+        let done = ReadDone { answer, index: self.store.last_applied(), lag_slots: self.lag_slots(), last_contact_ms: self.last_contact_ms() };
+        let _ = read.reply.send(Ok(done));
     }
 
     /// Run every action the core has queued, in order.
@@ -519,6 +758,7 @@ impl Node {
         if applied_any {
             self.release_reads();
         }
+        self.update_serving();
     }
 
     fn send(&mut self, env: paxos::Envelope) {

@@ -39,6 +39,9 @@ use tracing::{info, warn};
 /// HTTP/2 flow-control window of the peer service (per stream and per connection).
 pub const PEER_WINDOW: u32 = 256 * 1024;
 
+/// How long a removed replica keeps answering 410 before it exits (at least).
+pub const REMOVED_GRACE: Duration = Duration::from_secs(2);
+
 /// Largest gRPC message (forwarded requests and replies, snapshot chunks).
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -111,6 +114,16 @@ pub struct NodeArgs {
     /// How long `--leave-on-shutdown` waits for the leave to complete (seconds).
     #[arg(long, env = "SYNOD_LEAVE_TIMEOUT", default_value_t = 30)]
     pub leave_timeout: u64,
+    /// A replica more than this many slots behind the highest commit point it has heard of
+    /// answers no sequential read from its own state: it forwards the read to the leader (503 if
+    /// none is reachable) until it has caught up. Reads it does serve carry `X-Synod-Lag`.
+    #[arg(long, env = "SYNOD_MAX_READ_LAG_SLOTS", default_value_t = 1000)]
+    pub max_read_lag_slots: u64,
+    /// A follower that has not heard from the leader for longer than this (milliseconds) answers
+    /// no sequential read from its own state (forwarded or 503 as above). 0: no limit (a
+    /// partitioned follower keeps serving its state; `X-Synod-Last-Contact` says how old).
+    #[arg(long, env = "SYNOD_MAX_READ_STALENESS_MS", default_value_t = 0)]
+    pub max_read_staleness_ms: u64,
     /// Failure policy: remove an acceptor whose etcd lease has been gone this many seconds (never
     /// below a majority of the configured set). 0: never remove automatically.
     #[arg(long, env = "SYNOD_REMOVE_FAILED_AFTER_S", default_value_t = 0)]
@@ -154,12 +167,15 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         snapshot_every: args.snapshot_every,
         max_retained_slots: args.max_retained_slots,
         store,
+        max_read_lag_slots: args.max_read_lag_slots,
+        max_read_staleness_ms: args.max_read_staleness_ms,
     };
     let directory = Directory::new();
     let metrics = Arc::new(Metrics::default());
     let (inputs, inputs_rx) = mpsc::channel::<Input>(65_536);
     let (election_tx, election_rx) = mpsc::unbounded_channel();
-    let node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx.clone(), inputs.clone());
+    let (removal_tx, mut removal_rx) = watch::channel(None);
+    let node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx.clone(), inputs.clone(), removal_tx);
     let node_task = tokio::spawn(node.run(inputs_rx));
 
     let mut ctx = Ctx::new(me.node, inputs.clone(), directory.clone(), metrics.clone(), store.limits);
@@ -213,15 +229,43 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let leave = args.leave_on_shutdown;
     let leave_timeout = Duration::from_secs(args.leave_timeout);
     let stop = async move {
-        shutdown_signal().await;
-        if leave {
-            // Keep serving while leaving: if this node leads, it hands leadership off first, and
-            // the remaining members need it no more once they run the configuration without it.
-            info!("leaving the cluster before shutting down");
-            match membership.request(&PendingChange::Leave { id: me.node.0 }).await {
-                Ok(()) if membership::wait_removed(&membership, me, leave_timeout).await => info!("left the cluster"),
-                Ok(()) => warn!(timeout = ?leave_timeout, "the leave did not complete in time; stopping anyway"),
-                Err(e) => warn!(error = %e, "could not post the leave request; stopping anyway"),
+        tokio::select! {
+            _ = shutdown_signal() => {
+                if leave {
+                    // Keep serving while leaving: if this node leads, it hands leadership off
+                    // first, and the remaining members need it no more once they run the
+                    // configuration without it.
+                    info!("leaving the cluster before shutting down");
+                    match membership.request(&PendingChange::Leave { id: me.node.0 }).await {
+                        Ok(()) if membership::wait_removed(&membership, me, leave_timeout).await => info!("left the cluster"),
+                        Ok(()) => warn!(timeout = ?leave_timeout, "the leave did not complete in time; stopping anyway"),
+                        Err(e) => warn!(error = %e, "could not post the leave request; stopping anyway"),
+                    }
+                }
+            }
+            removal = async {
+                let _ = removal_rx.wait_for(Option::is_some).await;
+                *removal_rx.borrow()
+            } => {
+                // Removed (by an operator, the failure policy, or a leave): client requests are
+                // already refused (410). Stay in the peer protocol until every live member runs
+                // the configuration without this node (the leader's removal mark), then drain and
+                // exit 0. To come back, start it again with --join: a new incarnation joins.
+                let epoch = removal.map_or(0, |r| r.epoch);
+                info!(epoch, "removed from the cluster: draining, then exiting");
+                // At least a short grace, so clients that still call it get the explicit 410
+                // rather than a refused connection.
+                let drained = async {
+                    let (done, ()) = tokio::join!(membership::wait_removed(&membership, me, leave_timeout), tokio::time::sleep(REMOVED_GRACE));
+                    if !done {
+                        warn!(timeout = ?leave_timeout, "no removal mark in time; exiting anyway");
+                    }
+                };
+                tokio::select! {
+                    () = drained => {}
+                    _ = shutdown_signal() => {}
+                }
+                info!(epoch, "left the cluster after its removal");
             }
         }
     };

@@ -200,6 +200,7 @@ impl Replica {
             leader: self.known_leader,
             ballot,
             commit: self.log.commit,
+            known_commit: self.log.known_commit.max(self.log.commit),
             applied: self.log.commit,
             checkpoint: self.checkpoint,
             snapshot: self.snapshot,
@@ -222,6 +223,16 @@ impl Replica {
     /// Every slot up to here is known chosen and was handed out as `Action::Apply`.
     pub fn commit(&self) -> Slot {
         self.log.commit
+    }
+
+    /// The leader as far as this replica knows (itself while it leads).
+    pub fn known_leader(&self) -> Option<NodeId> {
+        self.known_leader
+    }
+
+    /// The highest commit point heard of from anyone (at least [`Replica::commit`]).
+    pub fn known_commit(&self) -> Slot {
+        self.log.known_commit.max(self.log.commit)
     }
 
     /// Whether this replica still tracks the outcome of `id` (queued, or proposed in a slot not

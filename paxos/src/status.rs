@@ -30,6 +30,9 @@ pub struct Status {
     pub ballot: Ballot,
     /// Every slot up to here is known chosen.
     pub commit: Slot,
+    /// The highest commit point this replica has heard of (from a leader's `Accept` or
+    /// `Heartbeat`, or a peer's `Chosen`); `known_commit - commit` is how far it is behind.
+    pub known_commit: Slot,
     /// Every slot up to here has been handed to the state machine (`Action::Apply` emitted). The
     /// core emits `Apply` as soon as a slot is learned in order, so this always equals `commit`;
     /// what the state machine has actually executed is the driver's to track.

@@ -78,15 +78,24 @@ pub(super) fn method_not_allowed(allow: &'static str) -> Outcome {
     Outcome::Reply(r)
 }
 
+/// Ready: an etcd lease, a known leader, and reads served from this replica's own state (caught
+/// up, not lagging, not removed).
 async fn readyz(ctx: &Ctx) -> Outcome {
     let etcd = ctx.metrics.etcd_up.get() == 1;
-    let leader = ctx.status().await.and_then(|s| s.core.leader);
-    if etcd && leader.is_some() {
-        Outcome::Reply(text(StatusCode::OK, "ready\n"))
-    } else {
-        let why = if etcd { "no known leader" } else { "no etcd lease" };
-        Problem::unavailable("not-ready", why).into()
+    let Some(s) = ctx.status().await else {
+        return Problem::unavailable("not-ready", "the node loop is not answering").into();
+    };
+    let why = match (&s.serving, etcd, s.core.leader) {
+        (Err(not), _, _) => not.reason(),
+        (Ok(()), false, _) => "no etcd lease".to_string(),
+        (Ok(()), true, None) => "no known leader".to_string(),
+        (Ok(()), true, Some(_)) => return Outcome::Reply(text(StatusCode::OK, "ready\n")),
+    };
+    let mut p = Problem::unavailable("not-ready", why);
+    if let Err(crate::node::NotServing::Removed(r)) = &s.serving {
+        p = p.with("removed", json!({ "epoch": r.epoch, "source": r.source }));
     }
+    p.into()
 }
 
 async fn status(ctx: &Ctx) -> Outcome {
@@ -94,7 +103,12 @@ async fn status(ctx: &Ctx) -> Outcome {
         return Problem::unavailable("shutting-down", "the node loop is not answering").into();
     };
     let dir = ctx.directory.all();
+    let removed = match &s.serving {
+        Err(crate::node::NotServing::Removed(r)) => Some(*r),
+        _ => None,
+    };
     let role = match s.core.role {
+        _ if removed.is_some() => "removed",
         RoleKind::Follower => "follower",
         RoleKind::Candidate => "candidate",
         RoleKind::Leader => "leader",
@@ -122,7 +136,14 @@ async fn status(ctx: &Ctx) -> Outcome {
         "leader_http": leader_http,
         "ballot": { "round": s.core.ballot.round, "node": s.core.ballot.node.0, "incarnation": s.core.ballot.incarnation.0 },
         "commit_slot": s.core.commit.0,
+        "known_commit_slot": s.core.known_commit.0,
         "applied_slot": s.core.applied.0,
+        "serving": s.serving.is_ok(),
+        "reason": s.serving.as_ref().err().map(|n| n.reason()),
+        "removed": removed.map(|r| json!({ "epoch": r.epoch, "source": r.source })),
+        "lag_slots": s.lag_slots,
+        "last_leader_contact_ms": s.last_contact_ms,
+        "catch_up_target_slot": s.catch_up_target.map(|t| t.0),
         "checkpoint_slot": s.core.checkpoint.0,
         "snapshot_slot": s.core.snapshot.0,
         "index": s.store_index,
@@ -245,17 +266,31 @@ async fn get(ctx: &Ctx, q: &Query, key: Vec<u8>) -> Outcome {
         Ok(d) => d,
         Err(o) => return o,
     };
-    match done.answer {
+    let (index, fresh) = (done.index, freshness(ctx, &done));
+    let mut r = match done.answer {
         ReadAnswer::Get(Some(v)) => {
             let mut r = Response::new(Bytes::from(v.value));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             r.headers_mut().insert(ETAG, etag(v.version));
             r.headers_mut().insert("x-synod-version", HeaderValue::from(v.version));
-            r.headers_mut().insert(super::INDEX_HEADER, HeaderValue::from(done.index));
-            Outcome::Reply(r)
+            r
         }
-        _ => with_index(Problem::not_found(&key).into_response(), done.index),
+        _ => Problem::not_found(&key).into_response(),
+    };
+    r.headers_mut().insert(super::INDEX_HEADER, HeaderValue::from(index));
+    r.headers_mut().extend(fresh);
+    Outcome::Reply(r)
+}
+
+/// The headers every read reply carries: who answered and how far behind it was.
+fn freshness(ctx: &Ctx, done: &ReadDone) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(super::LAG_HEADER, HeaderValue::from(done.lag_slots));
+    if let Some(ms) = done.last_contact_ms {
+        h.insert(super::LAST_CONTACT_HEADER, HeaderValue::from(ms));
     }
+    h.insert(super::SERVED_BY_HEADER, HeaderValue::from(ctx.me.0));
+    h
 }
 
 fn with_index(mut r: Response<Bytes>, index: u64) -> Outcome {
@@ -342,6 +377,7 @@ async fn range(ctx: &Ctx, q: &Query) -> Outcome {
         Ok(d) => d,
         Err(o) => return o,
     };
+    let fresh = freshness(ctx, &done);
     let ReadAnswer::Range(page) = done.answer else { return Problem::bad_request("internal: wrong answer").into() };
     let entries: Vec<Value> = page.entries.iter().map(|e| entry_json(&e.key, e.value.as_deref(), e.version)).collect();
     let body = json!({
@@ -349,7 +385,9 @@ async fn range(ctx: &Ctx, q: &Query) -> Outcome {
         "entries": entries,
         "next_cursor": page.next_cursor.as_deref().map(bytes_value),
     });
-    Outcome::Reply(json_reply(StatusCode::OK, &body, Some(done.index)))
+    let mut r = json_reply(StatusCode::OK, &body, Some(done.index));
+    r.headers_mut().extend(fresh);
+    Outcome::Reply(r)
 }
 
 pub(super) fn parse_json<T: for<'de> Deserialize<'de>>(req: &Request<Bytes>) -> Result<T, Problem> {
@@ -387,6 +425,7 @@ async fn batch_get(ctx: &Ctx, q: &Query, req: &Request<Bytes>) -> Outcome {
         Ok(d) => d,
         Err(o) => return o,
     };
+    let fresh = freshness(ctx, &done);
     let ReadAnswer::Many(many) = done.answer else { return Problem::bad_request("internal: wrong answer").into() };
     let values: Vec<Value> = keys
         .iter()
@@ -396,7 +435,9 @@ async fn batch_get(ctx: &Ctx, q: &Query, req: &Request<Bytes>) -> Outcome {
             None => json!({ "key": bytes_value(k), "found": false }),
         })
         .collect();
-    Outcome::Reply(json_reply(StatusCode::OK, &json!({ "index": many.index, "values": values }), Some(done.index)))
+    let mut r = json_reply(StatusCode::OK, &json!({ "index": many.index, "values": values }), Some(done.index));
+    r.headers_mut().extend(fresh);
+    Outcome::Reply(r)
 }
 
 /// A guard in JSON: exactly one of the fields.

@@ -35,6 +35,18 @@ pub const MAX_HOPS: u32 = 2;
 /// The header that carries the store index a reply reflects.
 pub const INDEX_HEADER: &str = "x-synod-index";
 
+/// On a read reply: how many slots the serving replica's applied state was behind the highest
+/// commit point it had heard of when it answered.
+pub const LAG_HEADER: &str = "x-synod-lag";
+
+/// On a read reply: milliseconds since the serving replica last heard from the leader (0 on
+/// the leader itself; absent if it never has), like Consul's `X-Consul-LastContact`.
+pub const LAST_CONTACT_HEADER: &str = "x-synod-last-contact";
+
+/// On a read reply: the node id of the replica whose state answered (the leader, when a
+/// replica that is catching up forwarded the read).
+pub const SERVED_BY_HEADER: &str = "x-synod-served-by";
+
 /// Everything a handler needs. Shared by the HTTP server and the gRPC `Forward` handler.
 pub struct Ctx {
     /// This replica.
@@ -111,6 +123,9 @@ pub enum Outcome {
     Reply(Response<Bytes>),
     /// This replica cannot serve it; `leader` can (if known).
     NotLeader(Option<NodeId>),
+    /// This replica does not serve it now (catching up, lagging); `leader` can (if known),
+    /// else the answer is `problem`.
+    NotServing(Option<NodeId>, Problem),
 }
 
 impl From<Problem> for Outcome {
@@ -130,6 +145,11 @@ pub fn refused(r: Refused) -> Outcome {
         }
         Refused::ShuttingDown => Problem::unavailable("shutting-down", "this replica is shutting down").into(),
         Refused::Config(why) => Problem::new(StatusCode::CONFLICT, "config-refused", "Membership change refused", why).into(),
+        Refused::NotServing { leader, catching_up, reason } => {
+            let slug = if catching_up { "catching-up" } else { "lagging" };
+            Outcome::NotServing(leader, Problem::unavailable(slug, reason))
+        }
+        Refused::Removed(r) => Problem::removed(r).into(),
     }
 }
 
@@ -181,15 +201,19 @@ async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response<Bytes
     let redirect = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "redirect=true"));
     let copy = Request::from_parts(parts.clone(), body.clone());
     let outcome = handlers::route(ctx, Request::from_parts(parts, body)).await;
-    let leader = match outcome {
+    // A read this replica does not serve now goes to the leader like a write; when it cannot
+    // (no leader known, hop limit), the answer says why this replica refused it.
+    let (leader, fallback) = match outcome {
         Outcome::Reply(r) => return r,
-        Outcome::NotLeader(leader) => leader,
+        Outcome::NotLeader(leader) => (leader, None),
+        Outcome::NotServing(leader, problem) => (leader, Some(problem)),
     };
     let Some(leader) = leader.filter(|l| *l != ctx.me) else {
-        return Problem::unavailable("no-leader", "no leader is known; retry shortly").into_response();
+        return fallback.unwrap_or_else(|| Problem::unavailable("no-leader", "no leader is known; retry shortly")).into_response();
     };
     let Some(info) = ctx.directory.get(leader) else {
-        return Problem::unavailable("no-leader", format!("leader {leader} has no known address; retry shortly"))
+        return fallback
+            .unwrap_or_else(|| Problem::unavailable("no-leader", format!("leader {leader} has no known address; retry shortly")))
             .with("leader", serde_json::json!(leader.0))
             .into_response();
     };
@@ -206,6 +230,9 @@ async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response<Bytes
         return resp;
     }
     if hops >= MAX_HOPS {
+        if let Some(p) = fallback {
+            return p.into_response();
+        }
         return Problem::unavailable("too-many-hops", format!("forwarded {hops} times without reaching the leader; retry"))
             .into_response();
     }

@@ -60,6 +60,21 @@ impl Problem {
         p
     }
 
+    /// 410: this replica was removed from the cluster and serves no client request.
+    pub fn removed(r: crate::node::Removal) -> Self {
+        Problem::new(
+            StatusCode::GONE,
+            "removed",
+            "Replica removed",
+            format!(
+                "this replica was removed from the cluster at epoch {} (learned from the {}); it serves no request any more. \
+                 Send requests to another replica",
+                r.epoch, r.source
+            ),
+        )
+        .with("epoch", json!(r.epoch))
+    }
+
     /// 504: the write was proposed but its outcome is unknown.
     pub fn outcome_unknown() -> Self {
         Problem::new(
