@@ -673,6 +673,14 @@ impl Node {
                 }
             }
             Consistency::Linearizable => {
+                // A follower serves a linearizable read itself (the core asks the leader for a
+                // read index, and the read waits until this replica applied it), unless it is
+                // catching up or lagging: then it could not apply the index in time, so the
+                // read goes to the leader.
+                if !self.replica.is_leader() && self.serving().is_err() {
+                    let _ = read.reply.send(Err(Refused::NotLeader { leader: self.leader }));
+                    return;
+                }
                 self.next_read += 1;
                 let id = ReadId(self.next_read);
                 let now = self.now();
