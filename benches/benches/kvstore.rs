@@ -6,7 +6,7 @@
 //! `ENTRIES` 100-byte values in 64 KiB chunks; throughput is in snapshot bytes.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use kvstore::{BatchOp, ClientId, Request, SessionRef, SnapshotDecoder, Store, StoreConfig, WriteOp};
+use kvstore::{BatchOp, ClientId, Request, SessionRef, SnapshotDecoder, Stamp, Store, StoreConfig, WriteOp};
 
 const COMMANDS: u64 = 10_000;
 const ENTRIES: u64 = 50_000;
@@ -18,7 +18,7 @@ fn key(i: u64) -> Vec<u8> {
 
 fn encoded(ops: impl Iterator<Item = (Option<SessionRef>, WriteOp)>) -> Vec<Vec<u8>> {
     ops.enumerate()
-        .map(|(i, (session, op))| Request { session, stamp_ms: i as u64, op }.encode())
+        .map(|(i, (session, op))| Request { session, stamp: Stamp::new(0, 0, i as u64), op }.encode())
         .collect()
 }
 
@@ -101,7 +101,7 @@ fn big_store() -> Store {
     let mut s = Store::new(StoreConfig::default());
     for i in 0..ENTRIES {
         let session = Some(SessionRef { client: ClientId(i % 1000), seq: i / 1000 + 1 });
-        let r = Request { session, stamp_ms: i, op: WriteOp::Put { key: key(i), value: vec![(i % 251) as u8; 100], guard: None } };
+        let r = Request { session, stamp: Stamp::new(0, 0, i), op: WriteOp::Put { key: key(i), value: vec![(i % 251) as u8; 100], guard: None } };
         s.apply_request(i + 1, &r).expect("bench setup writes succeed");
     }
     s

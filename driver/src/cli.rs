@@ -6,7 +6,7 @@
 
 use crate::client::{HttpClient, HttpResponse};
 use crate::codec::percent_encode;
-use crate::session::Session;
+use crate::session::{Session, SessionLock};
 use anyhow::{bail, Context as _};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -132,25 +132,38 @@ struct Cli {
     http: HttpClient,
     session: Session,
     path: Option<PathBuf>,
+    /// Held from before the session is loaded until the process ends (see [`crate::session`]).
+    _lock: Option<SessionLock>,
 }
 
 impl Cli {
-    fn new(opts: ClientOpts) -> Self {
-        let (session, path) = match (opts.session, opts.seq) {
-            (Some(s), Some(q)) => (Session { session: s, seq: q.saturating_sub(1), last_index: 0 }, None),
+    fn new(opts: ClientOpts) -> anyhow::Result<Self> {
+        let (session, path, lock) = match (opts.session, opts.seq) {
+            (Some(s), Some(q)) => (Session { session: s, seq: q.saturating_sub(1), last_index: 0 }, None, None),
             _ => {
                 let p = opts.session_file.clone().unwrap_or_else(Session::default_path);
-                (Session::load(&p), Some(p))
+                let lock = SessionLock::acquire(&p).with_context(|| format!("locking the session file {}", p.display()))?;
+                (Session::load(&p), Some(p), Some(lock))
             }
         };
-        Cli { opts, http: HttpClient::new(), session, path }
+        Ok(Cli { opts, http: HttpClient::new(), session, path, _lock: lock })
     }
 
+    /// Save after a reply: failing only loses the highest index seen, so it is a warning.
     fn save(&self) {
         if let Some(p) = &self.path {
             if let Err(e) = self.session.save(p) {
                 eprintln!("warning: could not save the session to {}: {e}", p.display());
             }
+        }
+    }
+
+    /// Save before sending a write: if the new sequence number is not on disk, the write is not
+    /// sent (a later process could otherwise reuse the number for another write).
+    fn save_before_send(&self) -> anyhow::Result<()> {
+        match &self.path {
+            Some(p) => self.session.save(p).with_context(|| format!("could not save the session to {}; nothing was sent", p.display())),
+            None => Ok(()),
         }
     }
 
@@ -193,7 +206,7 @@ impl Cli {
     async fn write(&mut self, method: Method, path: &str, json_body: Option<Value>, raw: Vec<u8>) -> anyhow::Result<HttpResponse> {
         for attempt in 0..2 {
             let seq = self.session.next_seq();
-            self.save(); // before sending: a sequence number is never reused for another write
+            self.save_before_send()?; // a sequence number is never reused for another write
             let mut headers = vec![("x-synod-session", self.session.session.to_string()), ("x-synod-seq", seq.to_string())];
             let body = match &json_body {
                 Some(v) => {
@@ -222,7 +235,7 @@ fn kv_path(key: &str) -> String {
 
 /// Run a `synod kv` command; returns the process exit code.
 pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
-    let mut cli = Cli::new(opts);
+    let mut cli = Cli::new(opts)?;
     let out = cli.opts.output;
     let r = match &cmd {
         KvCmd::Get { key } => cli.read(&kv_path(key), vec![]).await?,
@@ -341,7 +354,7 @@ fn print_reply(cmd: &KvCmd, r: &HttpResponse, out: OutputFormat) {
 
 /// Run `synod status`; returns the exit code.
 pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
-    let mut cli = Cli::new(opts);
+    let mut cli = Cli::new(opts)?;
     let r = cli.send(Method::GET, "/v1/status", &[], Vec::new()).await?;
     let j = r.json();
     if cli.opts.output == OutputFormat::Json || r.status != 200 {
@@ -439,7 +452,7 @@ async fn wait_removal(cli: &mut Cli, id: u64, http: Option<String>, timeout: Dur
 
 /// Run `synod members ...`; returns the exit code.
 pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i32> {
-    let mut cli = Cli::new(opts);
+    let mut cli = Cli::new(opts)?;
     let r = match &cmd {
         MembersCmd::List => cli.send(Method::GET, "/v1/cluster/members", &[], Vec::new()).await?,
         MembersCmd::Add { id } => {

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `P/nodes/<id>` | [`PeerInfo`] as JSON (id, incarnation, addresses) | the node's lease |
 //! | `P/incarnations/<id>` | the founding incarnation (decimal) | nobody (permanent) |
+//! | `P/starts/<id>` | `<start number> <incarnation>` of the latest process start of `<id>` | nobody (permanent) |
 //! | `P/election/...` | etcd's election keys; value: the candidate's node id | the node's lease |
 //!
 //! **Failure detection and discovery.** Each process grants a lease (`--lease-ttl`, seconds),
@@ -139,6 +140,57 @@ where
             Err(e) => return Err(e.context(what.to_string())),
         }
     }
+}
+
+/// What a process start drew from etcd: its incarnation and its start number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// The incarnation: above every earlier incarnation of this node id, and the wall clock in
+    /// microseconds when the clock allows (so it stays readable), whatever the clock did.
+    pub incarnation: Incarnation,
+    /// 1 for the first start of this node id, then 2, 3, ...: the prefix of its request ids.
+    pub number: u64,
+}
+
+/// Draw this process start's incarnation and start number from `P/starts/<id>` with a
+/// compare-and-swap, so both are strictly above those of every earlier start of `node`, even if
+/// the wall clock stepped back across the restart. Retried (a conflict or an error) until
+/// `deadline`; an attempt whose reply was lost only skips a number.
+pub async fn draw_start(client: &Client, prefix: &str, node: NodeId, deadline: Instant) -> anyhow::Result<Start> {
+    let key = format!("{prefix}/starts/{}", node.0);
+    retrying("drawing an incarnation", deadline, || {
+        let mut c = client.clone();
+        let key = key.clone();
+        async move {
+            let resp = c.get(key.clone(), None).await?;
+            let (prev, rev) = match resp.kvs().first() {
+                Some(kv) => (parse_start(kv.value_str()?).context("a malformed start record")?, kv.mod_revision()),
+                None => (Start { incarnation: Incarnation(0), number: 0 }, 0),
+            };
+            let next = Start {
+                incarnation: Incarnation(crate::wall_micros().max(prev.incarnation.0 + 1)),
+                number: prev.number + 1,
+            };
+            let cmp = if rev == 0 {
+                Compare::version(key.clone(), CompareOp::Equal, 0)
+            } else {
+                Compare::mod_revision(key.clone(), CompareOp::Equal, rev)
+            };
+            let value = format!("{} {}", next.number, next.incarnation.0);
+            let txn = Txn::new().when([cmp]).and_then([TxnOp::put(key.clone(), value, None)]);
+            if c.txn(txn).await?.succeeded() {
+                Ok(next)
+            } else {
+                bail!("another start of node {} drew at the same time", node.0)
+            }
+        }
+    })
+    .await
+}
+
+fn parse_start(v: &str) -> Option<Start> {
+    let (n, i) = v.split_once(' ')?;
+    Some(Start { number: n.parse().ok()?, incarnation: Incarnation(i.parse().ok()?) })
 }
 
 /// Run the bootstrap barrier (see the module docs). `None`: not a founder, or a restart.

@@ -172,6 +172,9 @@ impl Metrics {
             gauge("synod_applied_slot", "Every slot up to here is applied.", s.core.applied.0);
             gauge("synod_store_index", "The store's applied command index.", s.store_index);
             gauge("synod_keys", "Keys in the store.", s.keys as u64);
+            gauge("synod_sessions", "Live exactly-once sessions (new ones are refused, 503, at synod_sessions_max).", s.sessions as u64);
+            gauge("synod_sessions_max", "The session table's cap (0: none).", s.sessions_max as u64);
+            gauge("synod_log_clock_ms", "The store's log clock (log time that expires sessions).", s.log_clock_ms);
             gauge("synod_pending_writes", "Writes waiting for their outcome.", s.pending_writes as u64);
             gauge("synod_pending_reads", "Reads waiting.", s.pending_reads as u64);
             let c = &s.counters;

@@ -36,7 +36,7 @@ use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::peer::PeerSender;
 use crate::snapshot::{self, SnapshotBlob};
-use kvstore::{GetMany, Output, RangePage, Request, SessionRef, Store, StoreConfig, Versioned, WriteOp};
+use kvstore::{GetMany, Output, RangePage, Request, SessionRef, Stamp, Store, StoreConfig, Versioned, WriteOp};
 use paxos::{
     Action, Command, ConfigChange, Configuration, Counters, Event, Member, NodeId, Options, ProposeError, ReadId,
     Replica, RequestId, Slot, Status, Time, Value,
@@ -52,6 +52,9 @@ use tracing::{debug, info, warn};
 pub struct NodeSettings {
     /// This replica (node id and incarnation).
     pub me: Member,
+    /// This process start's number for its node id (1, 2, ...; drawn in etcd, see
+    /// [`crate::etcd::draw_start`]): the prefix of every request id it mints.
+    pub start_number: u64,
     /// The founding configuration, for a founding member of a fresh cluster.
     pub bootstrap: Option<Configuration>,
     /// Leader heartbeat period.
@@ -104,6 +107,12 @@ impl NotServing {
         }
     }
 }
+
+/// Request ids are `start_number << REQUEST_COUNTER_BITS | counter`: unique across the starts of
+/// one node id without trusting the wall clock (the start number is drawn in etcd).
+pub const REQUEST_COUNTER_BITS: u32 = 44;
+/// Start numbers must stay below this (2^20) for request ids to fit in 64 bits.
+pub const MAX_START_NUMBER: u64 = 1 << (64 - REQUEST_COUNTER_BITS);
 
 /// What a read computes on the applied state.
 pub type ReadFn = Box<dyn FnOnce(&Store) -> ReadAnswer + Send>;
@@ -210,6 +219,12 @@ pub struct NodeStatus {
     pub store_index: u64,
     /// Keys in the store.
     pub keys: usize,
+    /// Live sessions in the store's session table.
+    pub sessions: usize,
+    /// The session table's cap.
+    pub sessions_max: usize,
+    /// The store's log clock.
+    pub log_clock_ms: u64,
     /// Writes waiting for their outcome.
     pub pending_writes: usize,
     /// Reads waiting.
@@ -309,7 +324,10 @@ pub struct Node {
     me: Member,
     start: Instant,
     applied_slot: Slot,
+    /// The last request id counter used (ids are `start_number << 44 | counter`).
     next_seq: u64,
+    /// The first id counter value of the next start: never reached by this one.
+    seq_limit: u64,
     next_read: u64,
     leader: Option<NodeId>,
     writes: HashMap<RequestId, PendingWrite>,
@@ -376,10 +394,11 @@ impl Node {
             me: settings.me,
             start,
             applied_slot: Slot(0),
-            // Request ids must never repeat across restarts of this node id: the counter starts at
-            // the incarnation (wall-clock micros at start), which a later process exceeds unless
-            // this one issued more than a million requests per second of its life.
-            next_seq: settings.me.incarnation.0,
+            // Request ids must never repeat across restarts of this node id, or a waiter could be
+            // handed another command's result: the start number (drawn in etcd, strictly
+            // increasing per id) is the prefix, a counter the rest. No wall clock involved.
+            next_seq: settings.start_number << REQUEST_COUNTER_BITS,
+            seq_limit: (settings.start_number + 1) << REQUEST_COUNTER_BITS,
             next_read: 0,
             leader: None,
             writes: HashMap::new(),
@@ -478,6 +497,9 @@ impl Node {
             counters: self.replica.counters(),
             store_index: self.store.last_applied(),
             keys: self.store.len(),
+            sessions: self.store.sessions().len(),
+            sessions_max: self.store.config().max_sessions,
+            log_clock_ms: self.store.log_clock_ms(),
             pending_writes: self.writes.len(),
             pending_reads,
             applied_slot: self.applied_slot,
@@ -606,9 +628,21 @@ impl Node {
         }
     }
 
-    fn reconfigure(&mut self, change: ConfigChange, reply: oneshot::Sender<Result<Configuration, Refused>>) {
+    /// The next request id, or `None` once this start used all 2^44 of its ids.
+    fn next_id(&mut self) -> Option<RequestId> {
+        if self.next_seq + 1 >= self.seq_limit {
+            warn!("this process used up its request ids; restart it");
+            return None;
+        }
         self.next_seq += 1;
-        let id = RequestId { node: self.me.node, seq: self.next_seq };
+        Some(RequestId { node: self.me.node, seq: self.next_seq })
+    }
+
+    fn reconfigure(&mut self, change: ConfigChange, reply: oneshot::Sender<Result<Configuration, Refused>>) {
+        let Some(id) = self.next_id() else {
+            let _ = reply.send(Err(Refused::Busy));
+            return;
+        };
         let now = self.now();
         match self.replica.propose_config(now, id, change) {
             Ok(()) => {
@@ -629,13 +663,17 @@ impl Node {
             let _ = pending.reply.send(Err(Refused::Removed(r)));
             return;
         }
-        self.next_seq += 1;
-        let id = RequestId { node: self.me.node, seq: self.next_seq };
-        // The leader stamps the request with its wall time; the store only ever uses the maximum
-        // of the stamps it applied, so a skewed clock cannot make its log clock go backwards.
-        let request = Request { session: pending.session, stamp_ms: crate::wall_ms(), op: pending.op.clone() };
-        let command = Command { id, payload: request.encode() };
+        let Some(id) = self.next_id() else {
+            let _ = pending.reply.send(Err(Refused::Busy));
+            return;
+        };
+        // The proposer stamps the request with its identity and its *monotonic* clock; the
+        // store's log clock only counts time one proposer measured between its own consecutive
+        // requests (capped), so no wall clock, skewed or stepping, can push session expiry.
         let now = self.now();
+        let stamp = Stamp::new(self.me.node.0, self.me.incarnation.0, now.0);
+        let request = Request { session: pending.session, stamp, op: pending.op.clone() };
+        let command = Command { id, payload: request.encode() };
         match self.replica.propose(now, command) {
             Ok(()) => {
                 self.metrics.proposals.inc();

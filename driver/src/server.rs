@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use kvstore::StoreConfig;
-use paxos::{Incarnation, Member, NodeId};
+use paxos::{Member, NodeId};
 use proto::pb::peer_server::PeerServer;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -132,19 +132,29 @@ pub struct NodeArgs {
 
 /// Run one replica until SIGTERM / Ctrl-C.
 pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    // A fresh incarnation per process start, never reused: wall-clock microseconds.
-    let me = Member { node: NodeId(args.id), incarnation: Incarnation(crate::wall_micros()) };
     let http_listener = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
     let grpc_listener = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
     let http_addr = args.http_advertise.clone().unwrap_or(http_listener.local_addr()?.to_string());
     let grpc_addr = args.grpc_advertise.clone().unwrap_or(grpc_listener.local_addr()?.to_string());
-    info!(node = %me.node, incarnation = %me.incarnation, http = %http_addr, grpc = %grpc_addr, "starting");
 
     // etcd may be partly (or not yet) reachable: connecting, the bootstrap barrier and the join
     // request all retry with backoff within the bootstrap timeout, using the endpoints that answer.
     let bootstrap_timeout = Duration::from_secs(args.bootstrap_timeout);
     let etcd_deadline = std::time::Instant::now() + bootstrap_timeout;
     let mut client = etcd::connect_retrying(&args.etcd, etcd_deadline).await?;
+    // A fresh incarnation per process start, never reused, and above every earlier one of this
+    // id whatever the wall clock did (a compare-and-swap in etcd); the start number prefixes
+    // this process's request ids.
+    let start = etcd::draw_start(&client, &args.prefix, NodeId(args.id), etcd_deadline).await?;
+    anyhow::ensure!(
+        start.number < crate::node::MAX_START_NUMBER,
+        "node {} has been started {} times; request ids have room for {} starts per id (use a new id)",
+        args.id,
+        start.number,
+        crate::node::MAX_START_NUMBER - 1
+    );
+    let me = Member { node: NodeId(args.id), incarnation: start.incarnation };
+    info!(node = %me.node, incarnation = %me.incarnation, start = start.number, http = %http_addr, grpc = %grpc_addr, "starting");
     let bootstrap = etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?;
     let membership = Membership::new(client.clone(), args.prefix.clone());
     // A joining process, and a founder whose id was already founded (a restart after a crash:
@@ -160,6 +170,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let store = StoreConfig::default();
     let settings = NodeSettings {
         me,
+        start_number: start.number,
         bootstrap,
         heartbeat_ms: args.heartbeat_ms,
         leader_lease_ms: args.leader_lease_ms,

@@ -220,11 +220,13 @@ async fn five_replicas_serve_and_survive_a_leader_crash() {
     }
 
     // Phase 10: retrying the Idempotency-Key write through the new leader returns the first
-    // result (same version) and does not apply the new body.
-    let retry = settle(&c, &[new_leader], Method::PUT, "/v1/kv/order", &idem, "second").await;
+    // result (same version); the same key with another body is refused (422) and applies nothing.
+    let retry = settle(&c, &[new_leader], Method::PUT, "/v1/kv/order", &idem, "first").await;
     assert_eq!(retry.status, first.status, "{}", retry.text());
     let (a, b): (Value, Value) = (first.json(), retry.json());
     assert_eq!(a["version"], b["version"], "the retry returns the first result");
+    let reused = settle(&c, &[new_leader], Method::PUT, "/v1/kv/order", &idem, "second").await;
+    assert_eq!(reused.status, 422, "{}", reused.text());
     let r = settle(&c, &live, Method::GET, "/v1/kv/order", &[], "").await;
     assert_eq!(r.text(), "first");
 }

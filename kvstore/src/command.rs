@@ -27,15 +27,42 @@ pub struct SessionRef {
     pub seq: u64,
 }
 
+/// Who proposed a request, and when by that proposer's own *monotonic* clock.
+///
+/// The store never compares two proposers' clocks: it only credits the log clock with the time
+/// one proposer measured between two of its requests that follow each other in the log (capped
+/// at [`crate::StoreConfig::max_clock_step_ms`]). A wall clock that is hours off, or that steps,
+/// therefore cannot move the log clock; see [`crate::session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Stamp {
+    /// The proposer's node id.
+    pub node: u64,
+    /// The proposer's incarnation: unique per process start of that node.
+    pub incarnation: u64,
+    /// Milliseconds on the proposer's monotonic clock (any origin, fixed for the process).
+    pub mono_ms: u64,
+}
+
+impl Stamp {
+    /// A stamp from proposer `(node, incarnation)` at `mono_ms`.
+    pub fn new(node: u64, incarnation: u64, mono_ms: u64) -> Self {
+        Stamp { node, incarnation, mono_ms }
+    }
+
+    /// Whether two stamps come from the same process.
+    pub fn same_proposer(&self, other: &Stamp) -> bool {
+        self.node == other.node && self.incarnation == other.incarnation
+    }
+}
+
 /// One write, as proposed to the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Exactly-once tag; `None` applies the write without deduplication.
     pub session: Option<SessionRef>,
-    /// The leader's wall time in milliseconds when it proposed this request. The store only uses
-    /// it through a monotone maximum (the *log clock*), so a leader with a slow clock can delay
-    /// session expiry but never make time run backwards. See [`crate::session`].
-    pub stamp_ms: u64,
+    /// The proposer and its monotonic time when it proposed this request; the store derives its
+    /// *log clock* (which expires sessions) from these. See [`crate::session`].
+    pub stamp: Stamp,
     /// The write itself.
     pub op: WriteOp,
 }
@@ -215,6 +242,19 @@ impl Request {
 }
 
 impl WriteOp {
+    /// A 64-bit fingerprint of the operation (its kind, keys, values, guards, expectations), the
+    /// same on every replica and build. The session table stores it with each result, so a retry
+    /// that reuses a sequence number (or an `Idempotency-Key`) for a *different* operation is
+    /// refused with [`crate::WriteError::RequestMismatch`] instead of being answered with another
+    /// request's result. Not cryptographic: it catches mistakes, not a client attacking itself.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = crate::hash::StateHasher::new();
+        // Encoding plain data into a Vec cannot fail.
+        let bytes = postcard::to_stdvec(self).expect("postcard encoding into a Vec is infallible");
+        h.raw_bytes(&bytes);
+        h.finish().0
+    }
+
     /// Every key this operation writes, in order.
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
@@ -235,7 +275,7 @@ mod tests {
     fn sample() -> Request {
         Request {
             session: Some(SessionRef { client: ClientId(7), seq: 3 }),
-            stamp_ms: 1_700_000_000_000,
+            stamp: Stamp::new(2, 1_700_000_000_000_000, 12_345),
             op: WriteOp::PutMany {
                 ops: vec![
                     BatchOp::Put { key: b"a".to_vec(), value: b"1".to_vec(), guard: Some(Guard::Absent) },
@@ -265,13 +305,25 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_tell_operations_apart() {
+        let put = |k: &str, v: &str| WriteOp::Put { key: k.into(), value: v.into(), guard: None };
+        assert_eq!(put("a", "1").fingerprint(), put("a", "1").fingerprint());
+        assert_ne!(put("a", "1").fingerprint(), put("b", "1").fingerprint());
+        assert_ne!(put("a", "1").fingerprint(), put("a", "2").fingerprint());
+        let del = WriteOp::Delete { key: b"a".to_vec(), guard: None };
+        assert_ne!(put("a", "").fingerprint(), del.fingerprint());
+        let guarded = WriteOp::Put { key: b"a".to_vec(), value: b"1".to_vec(), guard: Some(Guard::Version(3)) };
+        assert_ne!(put("a", "1").fingerprint(), guarded.fingerprint());
+    }
+
+    #[test]
     fn bytes_fields_use_the_compact_encoding() {
         // A 3-byte key costs 1 length byte + 3 bytes, exactly as a postcard seq of u8 would.
         let req = Request {
             session: None,
-            stamp_ms: 0,
+            stamp: Stamp::default(),
             op: WriteOp::Append { key: b"key".to_vec(), value: vec![] },
         };
-        assert_eq!(req.encode(), vec![REQUEST_FORMAT, 0, 0, 5, 3, b'k', b'e', b'y', 0]);
+        assert_eq!(req.encode(), vec![REQUEST_FORMAT, 0, 0, 0, 0, 5, 3, b'k', b'e', b'y', 0]);
     }
 }

@@ -9,7 +9,7 @@
 //! The snapshot encoder feeds the same walk as it streams, so the hash it writes in the trailer
 //! equals [`crate::Store::state_hash`] without a second pass, and the decoder checks it.
 
-use crate::command::ClientId;
+use crate::command::{ClientId, Stamp};
 use crate::session::SessionEntry;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -56,9 +56,22 @@ impl StateHasher {
         }
     }
 
-    pub(crate) fn header(&mut self, last_applied: u64, clock_ms: u64, entries: u64, sessions: u64) {
+    /// Hash bytes (length-prefixed), for fingerprints.
+    pub(crate) fn raw_bytes(&mut self, b: &[u8]) {
+        self.bytes(b);
+    }
+
+    pub(crate) fn header(&mut self, last_applied: u64, clock_ms: u64, last_stamp: Option<Stamp>, entries: u64, sessions: u64) {
         for w in [last_applied, clock_ms, entries, sessions] {
             self.word(w);
+        }
+        match last_stamp {
+            None => self.word(0),
+            Some(s) => {
+                for w in [1, s.node, s.incarnation, s.mono_ms] {
+                    self.word(w);
+                }
+            }
         }
     }
 
@@ -72,6 +85,7 @@ impl StateHasher {
         self.word(client.0);
         self.word(e.seq);
         self.word(e.last_active_ms);
+        self.word(e.fingerprint);
         // Encoding an Output into a Vec cannot fail (plain data, no I/O).
         let result = postcard::to_stdvec(&e.result).expect("postcard encoding into a Vec is infallible");
         self.bytes(&result);
@@ -103,10 +117,11 @@ mod tests {
         // Pinned so that a change to the walk (which would make mixed-version replicas disagree)
         // is a deliberate, visible decision.
         let mut h = StateHasher::new();
-        h.header(3, 4, 1, 0);
+        h.header(3, 4, None, 1, 0);
         h.entry(b"key", b"value", 3);
         assert_eq!(h.finish(), PINNED);
     }
 
-    const PINNED: StateHash = StateHash(179_975_403_331_674_337);
+    // Changed deliberately with snapshot format 2 (the clock's last stamp and session fingerprints).
+    const PINNED: StateHash = StateHash(15_144_414_700_799_678_450);
 }

@@ -8,7 +8,8 @@
 //! # How the pieces fit
 //!
 //! 1. A client write becomes a [`Request`]: an optional client session ([`SessionRef`]), the
-//!    leader-stamped log time ([`Request::stamp_ms`]) and a [`WriteOp`]. The driver calls
+//!    proposer's [`Stamp`] (its id and monotonic time, from which the log clock is derived) and a
+//!    [`WriteOp`]. The driver calls
 //!    [`Limits::check`] before proposing (to answer 413 early) and proposes [`Request::encode`].
 //! 2. Once a slot is chosen, every replica calls [`Store::apply`] with the slot index and the bytes.
 //!    Slots that carry no kv command (no-ops, configuration changes) go through [`Store::skip`], so
@@ -25,9 +26,11 @@
 //!
 //! 1. Apply every slot in order, exactly once, through `apply` or `skip`; an index that does not
 //!    advance is refused with [`WriteError::OutOfOrder`] and changes nothing.
-//! 2. Stamp each proposed request with the leader's wall time in milliseconds. The store turns these
-//!    stamps into a monotone log clock (see [`session`]); it never reads a clock itself.
-//! 3. Configure every replica with the same [`StoreConfig`]; the TTL and session cap change results.
+//! 2. Stamp each proposed request with the proposer's node id, incarnation (unique per process
+//!    start) and *monotonic* clock in milliseconds. The store turns these into a log clock that no
+//!    wall clock can push (see [`session`]); it never reads a clock itself.
+//! 3. Configure every replica with the same [`StoreConfig`]; the TTL, session cap and clock step
+//!    change results.
 
 pub mod bytes;
 pub mod command;
@@ -41,7 +44,7 @@ pub mod store;
 
 mod exec;
 
-pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, WriteOp};
+pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, Stamp, WriteOp};
 pub use hash::StateHash;
 pub use limits::{LimitKind, Limits};
 pub use output::{Output, Versioned, WriteError, WriteOutcome, WriteResult};

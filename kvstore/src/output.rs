@@ -139,12 +139,32 @@ pub enum WriteError {
         latest_seq: u64,
     },
     /// The session is unknown and the request is not its first (sequence number above 1): the
-    /// session expired (or was evicted), so the store can no longer tell whether this request was
+    /// session expired (sessions are never evicted), so the store can no longer tell whether this request was
     /// already applied. The client must start a new session; nothing was applied.
     #[error("session {client:?} has expired or is unknown; start a new session")]
     SessionExpired {
         /// The session.
         client: ClientId,
+    },
+    /// The session's sequence number `seq` (or an `Idempotency-Key`) was used before for a
+    /// different operation. Nothing was applied; the first request's result stays stored. A
+    /// client must use a fresh number (or key) for each distinct request.
+    #[error("sequence number {seq} of session {client:?} was used for a different request")]
+    RequestMismatch {
+        /// The session.
+        client: ClientId,
+        /// The sequence number both requests used.
+        seq: u64,
+    },
+    /// A new session was refused because the table already holds `max_sessions` live sessions
+    /// (none is ever evicted before it expires). Nothing was applied; retry after about
+    /// `retry_after_ms` of log time, when the oldest session expires, or reuse a session.
+    #[error("the session table is full ({max_sessions} live sessions); retry in {retry_after_ms} ms")]
+    SessionsFull {
+        /// The configured cap.
+        max_sessions: u64,
+        /// Log time until the oldest session expires.
+        retry_after_ms: u64,
     },
     /// The slot's bytes are not a request (or use sequence number 0).
     #[error("malformed request: {0}")]

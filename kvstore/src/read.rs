@@ -134,13 +134,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Request, WriteOp};
+    use crate::command::{Request, Stamp, WriteOp};
 
     fn store_with(keys: &[&str]) -> Store {
         let mut s = Store::default();
         for (i, k) in keys.iter().enumerate() {
             let op = WriteOp::Put { key: k.as_bytes().to_vec(), value: format!("v{i}").into_bytes(), guard: None };
-            s.apply_request(i as u64 + 1, &Request { session: None, stamp_ms: 0, op }).unwrap();
+            s.apply_request(i as u64 + 1, &Request { session: None, stamp: Stamp::new(0, 0, 0), op }).unwrap();
         }
         s
     }

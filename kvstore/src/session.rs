@@ -3,37 +3,54 @@
 //! # Rules
 //!
 //! Each client session keeps one entry: the sequence number of its latest request, that request's
-//! [`Output`], and the log time the session was last active. When a request tagged
-//! `(client, seq)` is applied:
+//! [`Output`], a fingerprint of its operation ([`crate::WriteOp::fingerprint`]) and the log time
+//! the session was last active. When a request tagged `(client, seq)` is applied:
 //!
-//! * `seq` equal to the stored one: a retry. The stored output is returned and nothing is applied.
+//! * `seq` equal to the stored one and the same operation: a retry. The stored output is returned
+//!   and nothing is applied.
+//! * `seq` equal to the stored one but a *different* operation: [`WriteError::RequestMismatch`];
+//!   nothing is applied and the stored result stays (a reused `Idempotency-Key`, or two clients
+//!   sharing one session; the REST API answers 422).
 //! * `seq` below the stored one: [`WriteError::SessionStale`]; nothing is applied.
 //! * `seq` above the stored one: the write applies and its output replaces the stored one.
-//! * no entry and `seq == 1`: a new session. The driver maps each REST `Idempotency-Key` to its
-//!   own session (a hash of the key) with `seq` 1, so a retried key hits the first rule.
+//! * no entry and `seq == 1`: a new session, if the table has room (fewer than `max_sessions`
+//!   entries); otherwise [`WriteError::SessionsFull`] and nothing is applied (REST: 503 with
+//!   `Retry-After`). The driver maps each REST `Idempotency-Key` to its own session (a hash of
+//!   the key) with `seq` 1, so a retried key hits the first rule.
 //! * no entry and `seq > 1`: [`WriteError::SessionExpired`]. The session existed (a client only
-//!   sends 2 after 1) but has expired or been evicted, so the store cannot tell whether this
-//!   request already applied; it refuses rather than risk applying it twice.
+//!   sends 2 after 1) but has expired, so the store cannot tell whether this request already
+//!   applied; it refuses rather than risk applying it twice.
+//!
+//! An entry is removed **only** by expiry: never to make room. A full table refuses new sessions
+//! instead, so a live session cannot be forgotten inside its window.
 //!
 //! # Log time, not a local clock
 //!
-//! Expiry must be decided identically on every replica, so it cannot read any replica's clock. The
-//! leader stamps each request with its wall time when proposing ([`crate::Request::stamp_ms`]);
-//! the table's *log clock* is the maximum stamp applied so far. Because it is a maximum, a new
-//! leader whose clock lags cannot move time backwards (it only pauses expiry until its clock
-//! catches up), and a leader whose clock runs ahead only expires sessions early, which costs a
-//! client a `SessionExpired`, never a duplicate write. A session expires once the log clock is more
-//! than `session_ttl_ms` past its last activity; expiry runs as each stamped request is applied,
-//! so all replicas drop the same sessions at the same slot.
+//! Expiry must be decided identically on every replica, so it cannot read any replica's clock.
+//! Each request carries a [`Stamp`]: the proposer (node, incarnation) and a reading of the
+//! proposer's *monotonic* clock. The table's *log clock* starts at 0 and advances only when two
+//! requests that follow each other in the log come from the same proposer: by the time that
+//! proposer measured between them, capped at `max_clock_step_ms`. A request from another
+//! proposer (a leader change) adds nothing, and neither does a reading below the previous one.
+//! So:
 //!
-//! A table may also be capped at `max_sessions`; creating a session beyond the cap evicts the least
-//! recently active one (ties broken by client id), again a deterministic choice.
+//! * no wall clock is involved: a leader whose clock is a day ahead or behind, or steps, cannot
+//!   move the log clock (the monotonic clock only measures intervals);
+//! * log time runs no faster than the proposers' monotonic clocks measure real time (two leaders
+//!   whose terms overlap, which a leader lease bounds, could both be counted for the overlap),
+//!   and any single step is at most `max_clock_step_ms`;
+//! * log time can run *slower* than real time: time between leaders, and idle stretches beyond
+//!   the cap, are not counted. Sessions then live longer, which costs memory, never a duplicate.
+//!
+//! A session expires once the log clock is more than `session_ttl_ms` past its last activity;
+//! expiry runs as each request is applied, so all replicas drop the same sessions at the same slot.
 //!
 //! A known limit of any TTL scheme: a retry that arrives after its session expired and carries
 //! `seq == 1` (for example a REST idempotency key retried a day later) looks like a new session and
-//! applies again. Clients keep retries within the TTL.
+//! applies again. Clients keep retries within the TTL (of log time, which is never shorter than
+//! the TTL of real time, as above).
 
-use crate::command::{ClientId, SessionRef};
+use crate::command::{ClientId, SessionRef, Stamp};
 use crate::output::{Output, WriteError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +62,8 @@ pub struct SessionEntry {
     pub seq: u64,
     /// The log time (ms) of the session's last request, including retries.
     pub last_active_ms: u64,
+    /// [`crate::WriteOp::fingerprint`] of request `seq`.
+    pub fingerprint: u64,
     /// The output of request `seq`, returned again on retry.
     pub result: Output,
 }
@@ -62,9 +81,11 @@ pub enum SessionCheck {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionTable {
     entries: BTreeMap<ClientId, SessionEntry>,
-    /// `(last_active_ms, client)` for every entry: the expiry and eviction order.
+    /// `(last_active_ms, client)` for every entry: the expiry order.
     by_activity: BTreeSet<(u64, ClientId)>,
     clock_ms: u64,
+    /// The stamp of the last request applied, whose proposer may extend the clock next.
+    last_stamp: Option<Stamp>,
 }
 
 impl SessionTable {
@@ -73,9 +94,14 @@ impl SessionTable {
         Self::default()
     }
 
-    /// The log clock: the largest request stamp applied so far.
+    /// The log clock (ms of log time since the store began).
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
+    }
+
+    /// The stamp of the last request applied (it decides whether the next one extends the clock).
+    pub fn last_stamp(&self) -> Option<Stamp> {
+        self.last_stamp
     }
 
     /// Number of live sessions.
@@ -98,10 +124,22 @@ impl SessionTable {
         self.entries.iter()
     }
 
-    /// Move the log clock to `max(clock, stamp_ms)` and drop every session idle for more than
-    /// `ttl_ms` of log time. Returns how many expired.
-    pub fn advance(&mut self, stamp_ms: u64, ttl_ms: u64) -> usize {
-        self.clock_ms = self.clock_ms.max(stamp_ms);
+    /// Advance the log clock for a request stamped `stamp` (see the module docs: only the time
+    /// its proposer measured since the previous request, if that was its own, capped at
+    /// `max_step_ms`), then drop every session idle for more than `ttl_ms` of log time.
+    /// Returns how many expired.
+    pub fn advance(&mut self, stamp: Stamp, ttl_ms: u64, max_step_ms: u64) -> usize {
+        match self.last_stamp {
+            Some(prev) if prev.same_proposer(&stamp) => {
+                if stamp.mono_ms > prev.mono_ms {
+                    self.clock_ms = self.clock_ms.saturating_add((stamp.mono_ms - prev.mono_ms).min(max_step_ms));
+                    self.last_stamp = Some(stamp);
+                }
+                // A reading below the previous one (an old proposal adopted late) adds nothing
+                // and does not lower the reference, so no interval is counted twice.
+            }
+            _ => self.last_stamp = Some(stamp),
+        }
         let mut expired = 0;
         while let Some(&(last, client)) = self.by_activity.first() {
             if self.clock_ms.saturating_sub(last) <= ttl_ms {
@@ -114,9 +152,12 @@ impl SessionTable {
         expired
     }
 
-    /// Decide what to do with a request from `session` (call after [`SessionTable::advance`]).
-    /// A retry refreshes the session's activity time.
-    pub fn check(&mut self, session: SessionRef) -> SessionCheck {
+    /// Decide what to do with a request from `session` whose operation has `fingerprint` (call
+    /// after [`SessionTable::advance`]). A retry refreshes the session's activity time. A new
+    /// session is refused while the table holds `max_sessions` entries (0: unbounded); the
+    /// refusal says in how much log time the oldest session expires (`ttl_ms` after its last
+    /// activity).
+    pub fn check(&mut self, session: SessionRef, fingerprint: u64, max_sessions: usize, ttl_ms: u64) -> SessionCheck {
         if session.seq == 0 {
             return SessionCheck::Answer(Err(WriteError::Malformed(
                 "sequence numbers start at 1".to_string(),
@@ -124,12 +165,22 @@ impl SessionTable {
         }
         let clock = self.clock_ms;
         match self.entries.get_mut(&session.client) {
-            None if session.seq == 1 => SessionCheck::Apply,
+            None if session.seq == 1 => {
+                if max_sessions > 0 && self.entries.len() >= max_sessions {
+                    let oldest = self.by_activity.first().map_or(clock, |&(t, _)| t);
+                    let retry_after_ms = (oldest.saturating_add(ttl_ms).saturating_add(1)).saturating_sub(clock).max(1);
+                    return SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: max_sessions as u64, retry_after_ms }));
+                }
+                SessionCheck::Apply
+            }
             None => SessionCheck::Answer(Err(WriteError::SessionExpired { client: session.client })),
             Some(e) if session.seq < e.seq => {
                 SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: e.seq }))
             }
             Some(e) if session.seq == e.seq => {
+                if e.fingerprint != fingerprint {
+                    return SessionCheck::Answer(Err(WriteError::RequestMismatch { client: session.client, seq: e.seq }));
+                }
                 self.by_activity.remove(&(e.last_active_ms, session.client));
                 e.last_active_ms = clock;
                 self.by_activity.insert((clock, session.client));
@@ -139,15 +190,11 @@ impl SessionTable {
         }
     }
 
-    /// Store the output of a newly applied request, evicting the least recently active sessions
-    /// if the table would exceed `max_sessions` (0 means unbounded).
-    pub fn record(&mut self, session: SessionRef, result: Output, max_sessions: usize) {
-        let entry = SessionEntry { seq: session.seq, last_active_ms: self.clock_ms, result };
+    /// Store the output of a newly applied request. Never evicts: [`SessionTable::check`]
+    /// refused the request if a new session had no room.
+    pub fn record(&mut self, session: SessionRef, fingerprint: u64, result: Output) {
+        let entry = SessionEntry { seq: session.seq, last_active_ms: self.clock_ms, fingerprint, result };
         self.insert(session.client, entry);
-        while max_sessions > 0 && self.entries.len() > max_sessions {
-            let Some((_, victim)) = self.by_activity.pop_first() else { break };
-            self.entries.remove(&victim);
-        }
     }
 
     /// Insert or replace an entry as is (used by snapshot restore and `record`).
@@ -159,9 +206,10 @@ impl SessionTable {
         self.entries.insert(client, entry);
     }
 
-    /// Set the log clock (snapshot restore only).
-    pub(crate) fn set_clock(&mut self, clock_ms: u64) {
+    /// Set the log clock and its last stamp (snapshot restore only).
+    pub(crate) fn set_clock(&mut self, clock_ms: u64, last_stamp: Option<Stamp>) {
         self.clock_ms = clock_ms;
+        self.last_stamp = last_stamp;
     }
 }
 
@@ -169,6 +217,9 @@ impl SessionTable {
 mod tests {
     use super::*;
     use crate::output::{WriteOutcome, WriteResult};
+
+    const HOUR: u64 = 60 * 60 * 1000;
+    const STEP: u64 = 10 * 60 * 1000;
 
     fn s(client: u64, seq: u64) -> SessionRef {
         SessionRef { client: ClientId(client), seq }
@@ -178,45 +229,63 @@ mod tests {
         Ok(WriteResult { index, outcome: WriteOutcome::Put { previous_version: None } })
     }
 
+    /// Proposer 1 (incarnation 1) at `ms` on its monotonic clock.
+    fn a(ms: u64) -> Stamp {
+        Stamp::new(1, 1, ms)
+    }
+
     #[test]
     fn retry_returns_stored_result_and_older_is_stale() {
         let mut t = SessionTable::new();
-        t.advance(100, 1000);
-        assert_eq!(t.check(s(1, 1)), SessionCheck::Apply);
-        t.record(s(1, 1), ok(5), 0);
-        assert_eq!(t.check(s(1, 1)), SessionCheck::Answer(ok(5)));
-        assert_eq!(t.check(s(1, 3)), SessionCheck::Apply);
-        t.record(s(1, 3), ok(6), 0);
-        assert_eq!(t.check(s(1, 2)), SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 })));
+        t.advance(a(100), 1000, STEP);
+        assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Apply);
+        t.record(s(1, 1), 7, ok(5));
+        assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
+        assert_eq!(t.check(s(1, 3), 8, 0, 1000), SessionCheck::Apply);
+        t.record(s(1, 3), 8, ok(6));
+        assert_eq!(t.check(s(1, 2), 9, 0, 1000), SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 })));
+    }
+
+    #[test]
+    fn same_seq_with_another_operation_is_refused_and_keeps_the_result() {
+        let mut t = SessionTable::new();
+        t.record(s(1, 1), 7, ok(5));
+        assert_eq!(
+            t.check(s(1, 1), 8, 0, 1000),
+            SessionCheck::Answer(Err(WriteError::RequestMismatch { client: ClientId(1), seq: 1 }))
+        );
+        assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
     }
 
     #[test]
     fn unknown_session_must_start_at_one() {
         let mut t = SessionTable::new();
         assert_eq!(
-            t.check(s(9, 2)),
+            t.check(s(9, 2), 0, 0, 1000),
             SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(9) }))
         );
-        assert!(matches!(t.check(s(9, 0)), SessionCheck::Answer(Err(WriteError::Malformed(_)))));
+        assert!(matches!(t.check(s(9, 0), 0, 0, 1000), SessionCheck::Answer(Err(WriteError::Malformed(_)))));
     }
 
     #[test]
-    fn expiry_follows_the_log_clock_and_never_goes_back() {
+    fn expiry_follows_the_log_clock() {
         let mut t = SessionTable::new();
-        t.advance(1_000, 500);
-        t.record(s(1, 1), ok(1), 0);
-        t.advance(1_200, 500);
-        t.record(s(2, 1), ok(2), 0);
-        // A lagging leader's stamp does not move the clock back.
-        t.advance(10, 500);
-        assert_eq!(t.clock_ms(), 1_200);
+        t.advance(a(1_000), 500, STEP);
+        assert_eq!(t.clock_ms(), 0, "the first stamp only sets the reference");
+        t.record(s(1, 1), 0, ok(1));
+        t.advance(a(1_200), 500, STEP);
+        assert_eq!(t.clock_ms(), 200);
+        t.record(s(2, 1), 0, ok(2));
+        // An older reading of the same proposer (an adopted proposal) adds nothing.
+        t.advance(a(10), 500, STEP);
+        assert_eq!(t.clock_ms(), 200);
         // Exactly ttl idle is still live; one more millisecond expires client 1 only.
-        assert_eq!(t.advance(1_500, 500), 0);
-        assert_eq!(t.advance(1_501, 500), 1);
+        assert_eq!(t.advance(a(1_500), 500, STEP), 0);
+        assert_eq!(t.advance(a(1_501), 500, STEP), 1);
         assert!(t.get(ClientId(1)).is_none());
         assert_eq!(t.get(ClientId(2)).map(|e| e.seq), Some(1));
         assert_eq!(
-            t.check(s(1, 2)),
+            t.check(s(1, 2), 0, 0, 500),
             SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(1) }))
         );
     }
@@ -224,22 +293,68 @@ mod tests {
     #[test]
     fn a_retry_keeps_its_session_alive() {
         let mut t = SessionTable::new();
-        t.advance(0, 100);
-        t.record(s(1, 1), ok(1), 0);
-        t.advance(90, 100);
-        assert_eq!(t.check(s(1, 1)), SessionCheck::Answer(ok(1)));
-        assert_eq!(t.advance(150, 100), 0, "the retry at 90 refreshed activity");
-        assert_eq!(t.advance(191, 100), 1);
+        t.advance(a(0), 100, STEP);
+        t.record(s(1, 1), 0, ok(1));
+        t.advance(a(90), 100, STEP);
+        assert_eq!(t.check(s(1, 1), 0, 0, 100), SessionCheck::Answer(ok(1)));
+        assert_eq!(t.advance(a(150), 100, STEP), 0, "the retry at 90 refreshed activity");
+        assert_eq!(t.advance(a(191), 100, STEP), 1);
     }
 
     #[test]
-    fn cap_evicts_least_recently_active() {
+    fn a_full_table_refuses_new_sessions_and_evicts_nothing() {
         let mut t = SessionTable::new();
-        for c in 1..=3 {
-            t.advance(c * 10, 1_000);
-            t.record(s(c, 1), ok(c), 2);
+        t.advance(a(0), 1_000, STEP);
+        for c in 1..=3u64 {
+            t.advance(a(c * 10), 1_000, STEP);
+            assert_eq!(t.check(s(c, 1), 0, 2, 1_000) == SessionCheck::Apply, c <= 2);
+            if c <= 2 {
+                t.record(s(c, 1), 0, ok(c));
+            }
         }
+        // Client 1 was last active at 10; the clock is at 30: it expires at 1_011.
+        assert_eq!(
+            t.check(s(3, 1), 0, 2, 1_000),
+            SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: 2, retry_after_ms: 981 }))
+        );
         let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
-        assert_eq!(live, vec![2, 3]);
+        assert_eq!(live, vec![1, 2], "nothing was evicted");
+        // Existing sessions go on: a retry, and a next request.
+        assert_eq!(t.check(s(1, 1), 0, 2, 1_000), SessionCheck::Answer(ok(1)));
+        assert_eq!(t.check(s(2, 2), 0, 2, 1_000), SessionCheck::Apply);
+        // Once the oldest expires, there is room.
+        t.advance(a(1_025), 1_000, STEP);
+        assert_eq!(t.len(), 1, "client 2 (last active at 20) expired; client 1 was refreshed at 30");
+        assert_eq!(t.check(s(3, 1), 0, 2, 1_000), SessionCheck::Apply);
+    }
+
+    #[test]
+    fn a_leader_25_hours_ahead_or_behind_does_not_move_the_clock() {
+        let ttl = 24 * HOUR;
+        let mut t = SessionTable::new();
+        t.advance(a(1_000), ttl, STEP);
+        t.record(s(1, 1), 0, ok(1));
+        t.advance(a(61_000), ttl, STEP);
+        assert_eq!(t.clock_ms(), 60_000);
+        // Leader B: its clock (monotonic or wall, whatever it reads) is 25 h ahead of A's.
+        let b = |ms: u64| Stamp::new(2, 7, 25 * HOUR + ms);
+        assert_eq!(t.advance(b(61_000), ttl, STEP), 0);
+        assert_eq!(t.clock_ms(), 60_000, "a new proposer adds nothing");
+        // B then runs for a minute: only that minute counts.
+        t.advance(b(121_000), ttl, STEP);
+        assert_eq!(t.clock_ms(), 120_000);
+        assert!(t.get(ClientId(1)).is_some());
+        // Leader C: 25 h behind (readings near zero). Nothing goes back, nothing jumps.
+        let c = |ms: u64| Stamp::new(3, 9, ms);
+        t.advance(c(5), ttl, STEP);
+        t.advance(c(60_005), ttl, STEP);
+        assert_eq!(t.clock_ms(), 180_000);
+        // A proposer whose own clock jumps by 25 h between two requests: one capped step.
+        t.advance(c(60_005 + 25 * HOUR), ttl, STEP);
+        assert_eq!(t.clock_ms(), 180_000 + STEP);
+        assert!(t.get(ClientId(1)).is_some(), "the session is still inside its window");
+        // Back to A (a new incarnation would be a new proposer too): no credit for the gap.
+        t.advance(a(10 * HOUR), ttl, STEP);
+        assert_eq!(t.clock_ms(), 180_000 + STEP);
     }
 }

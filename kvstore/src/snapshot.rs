@@ -1,15 +1,15 @@
 //! Streaming snapshots: encode the store as a sequence of chunks, and rebuild it from chunks.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! ```text
 //! stream  := MAGIC frame*
 //! MAGIC   := b"SYNODKV\0"
 //! frame   := len:u32-le  tag:u8  body:postcard      (len counts tag and body)
 //! frames  := Header  Entry{header.entries}  Session{header.sessions}  Trailer
-//! Header  (tag 1) := format:u16, last_applied, log_clock_ms, entries, sessions
+//! Header  (tag 1) := format:u16, last_applied, log_clock_ms, last_stamp, entries, sessions
 //! Entry   (tag 2) := key:bytes, value:bytes, version          (strictly increasing keys)
-//! Session (tag 3) := client, seq, last_active_ms, result      (strictly increasing clients)
+//! Session (tag 3) := client, seq, last_active_ms, fingerprint, result  (increasing clients)
 //! Trailer (tag 4) := state_hash
 //! ```
 //!
@@ -22,7 +22,7 @@
 //! order, counts, versions against the header, and recomputes the state hash over the records it
 //! accepted (the same walk as [`Store::state_hash`]) to compare with the trailer's. Any failure is a [`SnapshotError`], never a panic.
 
-use crate::command::ClientId;
+use crate::command::{ClientId, Stamp};
 use crate::hash::{StateHash, StateHasher};
 use crate::output::{Output, Versioned};
 use crate::session::SessionEntry;
@@ -33,7 +33,7 @@ use std::collections::btree_map;
 /// The first eight bytes of every snapshot stream.
 pub const MAGIC: &[u8; 8] = b"SYNODKV\0";
 /// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// The largest frame the decoder accepts (a key and value at any sane limit fit easily).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
@@ -52,6 +52,8 @@ pub struct SnapshotMeta {
     pub last_applied: u64,
     /// The log clock at that index.
     pub log_clock_ms: u64,
+    /// The stamp of the last request applied (the log clock's reference for the next one).
+    pub last_stamp: Option<Stamp>,
     /// Number of key-value entries.
     pub entries: u64,
     /// Number of client sessions.
@@ -81,6 +83,7 @@ struct SessionRecordRef<'a> {
     client: ClientId,
     seq: u64,
     last_active_ms: u64,
+    fingerprint: u64,
     result: &'a Output,
 }
 
@@ -89,6 +92,7 @@ struct SessionRecordOwned {
     client: ClientId,
     seq: u64,
     last_active_ms: u64,
+    fingerprint: u64,
     result: Output,
 }
 
@@ -202,6 +206,7 @@ impl<'a> SnapshotEncoder<'a> {
             format: FORMAT_VERSION,
             last_applied: self.store.last_applied,
             log_clock_ms: self.store.sessions.clock_ms(),
+            last_stamp: self.store.sessions.last_stamp(),
             entries: self.store.data.len() as u64,
             sessions: self.store.sessions.len() as u64,
         }
@@ -223,7 +228,7 @@ impl<'a> SnapshotEncoder<'a> {
                 let m = self.meta();
                 self.buf.extend_from_slice(MAGIC);
                 self.frame(TAG_HEADER, &m);
-                self.hasher.header(m.last_applied, m.log_clock_ms, m.entries, m.sessions);
+                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions);
                 self.stage = EncStage::Entries;
             }
             EncStage::Entries => match self.entries.next() {
@@ -236,7 +241,7 @@ impl<'a> SnapshotEncoder<'a> {
             EncStage::Sessions => match self.sessions.next() {
                 Some((c, e)) => {
                     self.hasher.session(*c, e);
-                    let rec = SessionRecordRef { client: *c, seq: e.seq, last_active_ms: e.last_active_ms, result: &e.result };
+                    let rec = SessionRecordRef { client: *c, seq: e.seq, last_active_ms: e.last_active_ms, fingerprint: e.fingerprint, result: &e.result };
                     self.frame(TAG_SESSION, &rec);
                 }
                 None => self.stage = EncStage::Trailer,
@@ -426,8 +431,8 @@ impl SnapshotDecoder {
                     return Err(SnapshotError::UnsupportedFormat { got: m.format });
                 }
                 self.store.last_applied = m.last_applied;
-                self.store.sessions.set_clock(m.log_clock_ms);
-                self.hasher.header(m.last_applied, m.log_clock_ms, m.entries, m.sessions);
+                self.store.sessions.set_clock(m.log_clock_ms, m.last_stamp);
+                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions);
                 // Reserve for the announced count, but never trust a header with a huge claim.
                 self.pending.reserve(m.entries.min(1 << 16) as usize);
                 self.meta = Some(m);
@@ -461,7 +466,7 @@ impl SnapshotDecoder {
                     return Err(SnapshotError::Invalid("session seq 0 or active after the log clock".to_string()));
                 }
                 self.last_client = Some(s.client);
-                let entry = SessionEntry { seq: s.seq, last_active_ms: s.last_active_ms, result: s.result };
+                let entry = SessionEntry { seq: s.seq, last_active_ms: s.last_active_ms, fingerprint: s.fingerprint, result: s.result };
                 self.hasher.session(s.client, &entry);
                 self.store.sessions.insert(s.client, entry);
                 self.stage = DecStage::Sessions { left: left - 1 };

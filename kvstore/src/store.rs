@@ -20,14 +20,23 @@ pub struct StoreConfig {
     pub limits: Limits,
     /// A session idle for more than this much *log* time expires. Default 24 hours.
     pub session_ttl_ms: u64,
-    /// At most this many sessions are kept; the least recently active is evicted first.
-    /// 0 means unbounded. Default 100,000.
+    /// At most this many live sessions; a new session beyond it is refused with
+    /// [`WriteError::SessionsFull`] (no live session is ever evicted). 0 means unbounded.
+    /// Default 100,000.
     pub max_sessions: usize,
+    /// The most log time one request can add to the log clock (see [`crate::session`]).
+    /// Default 10 minutes.
+    pub max_clock_step_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { limits: Limits::default(), session_ttl_ms: 24 * 60 * 60 * 1000, max_sessions: 100_000 }
+        StoreConfig {
+            limits: Limits::default(),
+            session_ttl_ms: 24 * 60 * 60 * 1000,
+            max_sessions: 100_000,
+            max_clock_step_ms: 10 * 60 * 1000,
+        }
     }
 }
 
@@ -90,7 +99,7 @@ impl Store {
         &self.sessions
     }
 
-    /// The log clock in ms (the largest request stamp applied so far).
+    /// The log clock in ms (log time since the store began; see [`crate::session`]).
     pub fn log_clock_ms(&self) -> u64 {
         self.sessions.clock_ms()
     }
@@ -128,12 +137,15 @@ impl Store {
     /// Apply a decoded request at log slot `index` (must be above [`Store::last_applied`]).
     ///
     /// Order of work, the same on every replica: advance the index and the log clock, expire
-    /// sessions, consult the session table, check limits, execute, record the output.
+    /// sessions, consult the session table (with the operation's fingerprint), check limits,
+    /// execute, record the output.
     pub fn apply_request(&mut self, index: u64, req: &Request) -> Output {
         self.advance_index(index)?;
-        self.sessions.advance(req.stamp_ms, self.config.session_ttl_ms);
+        let cfg = self.config;
+        self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
+        let fingerprint = req.session.map(|_| req.op.fingerprint()).unwrap_or(0);
         if let Some(session) = req.session {
-            if let SessionCheck::Answer(out) = self.sessions.check(session) {
+            if let SessionCheck::Answer(out) = self.sessions.check(session, fingerprint, cfg.max_sessions, cfg.session_ttl_ms) {
                 return out;
             }
         }
@@ -142,7 +154,7 @@ impl Store {
             Err(e) => Err(e),
         };
         if let Some(session) = req.session {
-            self.sessions.record(session, out.clone(), self.config.max_sessions);
+            self.sessions.record(session, fingerprint, out.clone());
         }
         out
     }
@@ -151,7 +163,13 @@ impl Store {
     /// Equal states give equal hashes on every platform; use it to compare replicas.
     pub fn state_hash(&self) -> StateHash {
         let mut h = StateHasher::new();
-        h.header(self.last_applied, self.sessions.clock_ms(), self.data.len() as u64, self.sessions.len() as u64);
+        h.header(
+            self.last_applied,
+            self.sessions.clock_ms(),
+            self.sessions.last_stamp(),
+            self.data.len() as u64,
+            self.sessions.len() as u64,
+        );
         for (k, v) in &self.data {
             h.entry(k, &v.value, v.version);
         }

@@ -8,7 +8,7 @@ fn b(s: &str) -> Vec<u8> {
 }
 
 fn req(op: WriteOp) -> Request {
-    Request { session: None, stamp_ms: 0, op }
+    Request { session: None, stamp: Stamp::new(0, 0, 0), op }
 }
 
 fn put(key: &str, value: &str) -> WriteOp {
@@ -174,7 +174,7 @@ fn malformed_bytes_consume_the_slot_and_out_of_order_changes_nothing() {
 #[test]
 fn session_retry_returns_the_first_result_and_applies_once() {
     let mut s = Store::default();
-    let tagged = |seq, op| Request { session: Some(SessionRef { client: ClientId(42), seq }), stamp_ms: 1_000, op };
+    let tagged = |seq, op| Request { session: Some(SessionRef { client: ClientId(42), seq }), stamp: Stamp::new(0, 0, 1_000), op };
     let incr = WriteOp::Incr { key: b("n"), delta: 1, initial: 0 };
     let first = s.apply_request(1, &tagged(1, incr.clone()));
     assert_eq!(first, ok(1, WriteOutcome::Incremented { value: 1 }));
@@ -196,25 +196,62 @@ fn sessions_expire_by_log_time_only() {
     let mut s = Store::new(StoreConfig { session_ttl_ms: 1_000, ..StoreConfig::default() });
     let tagged = |client, seq, stamp_ms| Request {
         session: Some(SessionRef { client: ClientId(client), seq }),
-        stamp_ms,
+        stamp: Stamp::new(1, 1, stamp_ms),
         op: WriteOp::Incr { key: b("n"), delta: 1, initial: 0 },
     };
     s.apply_request(1, &tagged(1, 1, 10_000)).unwrap();
     // Other traffic moves the log clock past the TTL; client 1's next request finds it expired.
     s.apply_request(2, &tagged(2, 1, 11_001)).unwrap();
+    assert_eq!(s.log_clock_ms(), 1_001);
     assert_eq!(s.sessions().len(), 1);
     assert_eq!(s.apply_request(3, &tagged(1, 2, 11_001)), Err(WriteError::SessionExpired { client: ClientId(1) }));
     assert_eq!(s.get(b"n"), vd("2", 2));
-    // A stamp from a lagging leader does not move the clock back.
+    // A request from another proposer (its clock far behind) moves nothing.
     s.apply_request(4, &req(put("x", "1"))).unwrap();
-    assert_eq!(s.log_clock_ms(), 11_001);
+    assert_eq!(s.log_clock_ms(), 1_001);
+}
+
+#[test]
+fn a_reused_idempotency_key_with_another_request_is_refused() {
+    // The driver maps an Idempotency-Key to one session with seq 1. The example: PUT a
+    // with key K, then PUT b, and DELETE a, with the same K. Neither may be answered with the
+    // first request's result, and neither may apply.
+    let mut s = Store::default();
+    let k = |op| Request { session: Some(SessionRef { client: ClientId(0xfeed | 1 << 63), seq: 1 }), stamp: Stamp::default(), op };
+    let first = s.apply_request(1, &k(put("a", "1")));
+    assert_eq!(first, ok(1, WriteOutcome::Put { previous_version: None }));
+    let mismatch = Err(WriteError::RequestMismatch { client: ClientId(0xfeed | 1 << 63), seq: 1 });
+    assert_eq!(s.apply_request(2, &k(put("b", "1"))), mismatch);
+    assert_eq!(s.apply_request(3, &k(WriteOp::Delete { key: b("a"), guard: None })), mismatch);
+    assert_eq!(s.get(b"b"), None);
+    assert_eq!(s.get(b"a"), vd("1", 1));
+    // The true retry still gets the first result.
+    assert_eq!(s.apply_request(4, &k(put("a", "1"))), first);
+}
+
+#[test]
+fn a_full_session_table_refuses_new_sessions_without_applying() {
+    let mut s = Store::new(StoreConfig { max_sessions: 2, session_ttl_ms: 1_000, ..StoreConfig::default() });
+    let tagged = |client, seq, ms, op| Request { session: Some(SessionRef { client: ClientId(client), seq }), stamp: Stamp::new(1, 1, ms), op };
+    s.apply_request(1, &tagged(1, 1, 0, put("a", "1"))).unwrap();
+    s.apply_request(2, &tagged(2, 1, 100, put("b", "1"))).unwrap();
+    let full = s.apply_request(3, &tagged(3, 1, 200, put("c", "1")));
+    assert_eq!(full, Err(WriteError::SessionsFull { max_sessions: 2, retry_after_ms: 801 }));
+    assert_eq!(s.get(b"c"), None);
+    assert_eq!(s.sessions().len(), 2);
+    // The live sessions still deduplicate.
+    assert_eq!(s.apply_request(4, &tagged(1, 1, 300, put("a", "1"))), ok(1, WriteOutcome::Put { previous_version: None }));
+    // Once one expires (client 2, last active at 100, at log time 1_101), the new session fits.
+    assert!(s.apply_request(5, &tagged(3, 1, 1_101, put("c", "1"))).is_ok());
+    assert!(s.sessions().get(ClientId(2)).is_none());
+    assert_eq!(s.get(b"c"), vd("1", 5));
 }
 
 #[test]
 fn idempotency_keys_map_to_seq_one_sessions() {
     // The driver hashes an Idempotency-Key into a ClientId and always sends seq 1.
     let mut s = Store::default();
-    let r = Request { session: Some(SessionRef { client: ClientId(0xfeed), seq: 1 }), stamp_ms: 5, op: put("k", "v") };
+    let r = Request { session: Some(SessionRef { client: ClientId(0xfeed), seq: 1 }), stamp: Stamp::new(0, 0, 5), op: put("k", "v") };
     let first = s.apply(1, &r.encode());
     assert_eq!(s.apply(2, &r.encode()), first);
     assert_eq!(s.get(b"k"), vd("v", 1));

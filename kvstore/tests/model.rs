@@ -237,7 +237,7 @@ fn dump(s: &Store) -> BTreeMap<Vec<u8>, (Vec<u8>, u64)> {
 }
 
 fn req(op: &WriteOp, session: Option<SessionRef>) -> Request {
-    Request { session, stamp_ms: 0, op: op.clone() }
+    Request { session, stamp: Stamp::new(0, 0, 0), op: op.clone() }
 }
 
 fn qc() -> QuickCheck {
@@ -277,7 +277,7 @@ fn snapshot_restore_is_identity() {
         let mut s = Store::new(config());
         for (i, Op(op)) in ops.iter().enumerate() {
             let session = Some(SessionRef { client: ClientId(i as u64 % 4), seq: i as u64 / 4 + 1 });
-            let _ = s.apply_request(i as u64 + 1, &Request { session, stamp_ms: i as u64 * 100, op: op.clone() });
+            let _ = s.apply_request(i as u64 + 1, &Request { session, stamp: Stamp::new(0, 0, i as u64 * 100), op: op.clone() });
         }
         let chunks: Vec<Vec<u8>> = s.snapshot(chunk as usize + 1).collect();
         let mut r = Store::restore(config(), &chunks).unwrap();
@@ -301,22 +301,21 @@ fn retries_apply_once() {
         let mut s = Store::new(config());
         let mut model = Model::default();
         let mut index = 0;
-        let mut first: BTreeMap<u64, (u64, Output)> = BTreeMap::new(); // client -> latest (seq, output)
+        let mut first: BTreeMap<u64, (u64, WriteOp, Output)> = BTreeMap::new(); // client -> latest (seq, op, output)
         for (i, Op(op)) in ops.iter().enumerate() {
             let client = i as u64 % 3;
             let seq = first.get(&client).map_or(1, |f| f.0 + 1);
             index += 1;
             let out = s.apply_request(index, &req(op, Some(SessionRef { client: ClientId(client), seq })));
             assert_eq!(out, model.apply(index, op));
-            first.insert(client, (seq, out));
+            first.insert(client, (seq, op.clone(), out));
             // Retry some client's latest request, maybe several times, in later slots.
             let r = retries.get(i).copied().unwrap_or(0);
             for _ in 0..r % 3 {
                 let c = u64::from(r) % 3;
-                let Some((seq, out)) = first.get(&c).cloned() else { continue };
+                let Some((seq, retried, out)) = first.get(&c).cloned() else { continue };
                 let before = dump(&s);
                 index += 1;
-                let retried = ops[0].0.clone(); // the op body does not matter on a retry
                 assert_eq!(s.apply_request(index, &req(&retried, Some(SessionRef { client: ClientId(c), seq }))), out);
                 assert_eq!(dump(&s), before);
                 if seq > 1 {
@@ -337,7 +336,7 @@ fn replicas_agree() {
     fn prop(ops: Vec<Op>) -> bool {
         let (mut a, mut b) = (Store::new(config()), Store::new(config()));
         for (i, Op(op)) in ops.iter().enumerate() {
-            let bytes = Request { session: Some(SessionRef { client: ClientId(i as u64 % 2), seq: i as u64 + 1 }), stamp_ms: i as u64, op: op.clone() }.encode();
+            let bytes = Request { session: Some(SessionRef { client: ClientId(i as u64 % 2), seq: i as u64 + 1 }), stamp: Stamp::new(0, 0, i as u64), op: op.clone() }.encode();
             assert_eq!(a.apply(i as u64 + 1, &bytes), b.apply(i as u64 + 1, &bytes));
         }
         a.state_hash() == b.state_hash()
@@ -349,7 +348,7 @@ fn replicas_agree() {
 #[test]
 fn codecs_round_trip_and_never_panic() {
     fn prop(op: Op, junk: Vec<u8>, cut: usize) -> bool {
-        let r = Request { session: Some(SessionRef { client: ClientId(1), seq: 2 }), stamp_ms: 3, op: op.0 };
+        let r = Request { session: Some(SessionRef { client: ClientId(1), seq: 2 }), stamp: Stamp::new(0, 0, 3), op: op.0 };
         let bytes = r.encode();
         assert_eq!(Request::decode(&bytes), Ok(r));
         let _ = Request::decode(&junk);

@@ -8,11 +8,11 @@ fn sample_store() -> Store {
     for i in 0..200u64 {
         let op = WriteOp::Put { key: format!("key/{i:04}").into_bytes(), value: vec![i as u8; (i % 50) as usize], guard: None };
         let session = Some(SessionRef { client: ClientId(i % 7), seq: i / 7 + 1 });
-        s.apply_request(i + 1, &Request { session, stamp_ms: 1_000 + i, op }).unwrap();
+        s.apply_request(i + 1, &Request { session, stamp: Stamp::new(0, 0, 1_000 + i), op }).unwrap();
     }
     // A stored error result in the session table, too.
     let op = WriteOp::Incr { key: b"key/0001".to_vec(), delta: 1, initial: 0 };
-    let r = Request { session: Some(SessionRef { client: ClientId(99), seq: 1 }), stamp_ms: 2_000, op };
+    let r = Request { session: Some(SessionRef { client: ClientId(99), seq: 1 }), stamp: Stamp::new(0, 0, 2_000), op };
     assert!(s.apply_request(201, &r).is_err());
     s
 }
@@ -46,7 +46,7 @@ fn header_is_readable_early_and_empty_store_round_trips() {
     d.push(&chunks[0]).unwrap();
     d.push(&chunks[1]).unwrap();
     assert_eq!(d.meta(), Some(meta));
-    assert_eq!(meta, SnapshotMeta { format: FORMAT_VERSION, last_applied: 201, log_clock_ms: 2_000, entries: 200, sessions: 8 });
+    assert_eq!(meta, SnapshotMeta { format: FORMAT_VERSION, last_applied: 201, log_clock_ms: 1_000, last_stamp: Some(Stamp::new(0, 0, 2_000)), entries: 200, sessions: 8 });
 
     let empty = Store::default();
     let r = Store::restore(StoreConfig::default(), encode(&empty, 3)).unwrap();
@@ -56,7 +56,7 @@ fn header_is_readable_early_and_empty_store_round_trips() {
 #[test]
 fn restored_store_keeps_deduplicating() {
     let mut s = sample_store();
-    let r = Request { session: Some(SessionRef { client: ClientId(3), seq: 30 }), stamp_ms: 3_000, op: WriteOp::Append { key: b"a".to_vec(), value: b"x".to_vec() } };
+    let r = Request { session: Some(SessionRef { client: ClientId(3), seq: 30 }), stamp: Stamp::new(0, 0, 3_000), op: WriteOp::Append { key: b"a".to_vec(), value: b"x".to_vec() } };
     let first = s.apply_request(202, &r);
     let mut restored = Store::restore(StoreConfig::default(), encode(&s, 100)).unwrap();
     assert_eq!(restored.apply_request(203, &r), first);
@@ -91,8 +91,8 @@ fn corrupt_input_is_an_error_not_a_panic() {
 
     // Swap the format version in the header.
     let mut v2 = good.clone();
-    v2[8 + 5] = 2; // magic, 4-byte length, tag, then the format varint
-    assert_eq!(restore(&v2), Err(SnapshotError::UnsupportedFormat { got: 2 }));
+    v2[8 + 5] = 3; // magic, 4-byte length, tag, then the format varint
+    assert_eq!(restore(&v2), Err(SnapshotError::UnsupportedFormat { got: 3 }));
 
     // Every single-byte truncation and every single-byte corruption yields an error (or, for
     // corruption that lands in a length still within bounds, at worst a clean error), never a panic

@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rand::Rng;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug, Clone)]
@@ -149,7 +148,7 @@ async fn main() -> Result<()> {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let (mut ok, mut errors) = (0u64, 0u64);
             while Instant::now() < deadline {
-                let k = rand::thread_rng().gen_range(0..a.keys);
+                let k = rand::random::<u64>() % a.keys.max(1);
                 let t = Instant::now();
                 match send(&client, request(&a, &a.op, k, &value)).await {
                     Ok(s) if (200..300).contains(&s) || (s == 404 && a.op.starts_with("get")) => {

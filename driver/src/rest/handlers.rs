@@ -208,6 +208,9 @@ pub fn session(headers: &HeaderMap) -> Result<Option<SessionRef>, Problem> {
             }
             // A key names a one-request session: the id is a stable hash (any replica computes
             // the same), the sequence number 1. The top bit keeps these apart from CLI sessions.
+            // The store keeps a fingerprint of the request with the session's result, so the
+            // same key with a different request is refused (422), not answered with the first
+            // request's result.
             let client = ClientId(fnv1a64(format!("idempotency-key:{k}").as_bytes()) | (1 << 63));
             Ok(Some(SessionRef { client, seq: 1 }))
         }

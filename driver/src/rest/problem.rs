@@ -154,6 +154,35 @@ impl Problem {
                 "Session expired",
                 "the session is unknown or expired; nothing was applied. Start a new session (seq 1)",
             ),
+            // The IETF Idempotency-Key draft answers a key reused with a different payload 422.
+            WriteError::RequestMismatch { client, seq } if client.0 >> 63 == 1 => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was already used for a different request (method, key, body or \
+                 conditional headers differ); nothing was applied. Use a new key for a new request",
+            )
+            .with("seq", json!(seq)),
+            WriteError::RequestMismatch { seq, .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "session-seq-reused",
+                "Sequence number reused",
+                format!("sequence number {seq} of this session was already used for a different request; nothing was applied"),
+            )
+            .with("seq", json!(seq)),
+            WriteError::SessionsFull { max_sessions, retry_after_ms } => {
+                let mut p = Problem::unavailable(
+                    "sessions-full",
+                    format!(
+                        "the session table holds its maximum of {max_sessions} live sessions and none is evicted before it \
+                         expires; nothing was applied. Retry later, or write through an existing session"
+                    ),
+                )
+                .with("max_sessions", json!(max_sessions))
+                .with("retry_after_ms", json!(retry_after_ms));
+                p.retry_after = Some(retry_after_ms.div_ceil(1000).max(1));
+                p
+            }
             WriteError::OutOfOrder { .. } => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -199,5 +228,23 @@ pub fn versioned_json(v: Option<&Versioned>) -> Value {
     match v {
         Some(v) => json!({ "value": bytes_value(&v.value), "version": v.version }),
         None => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvstore::ClientId;
+
+    #[test]
+    fn reused_keys_are_422_and_a_full_session_table_is_503_with_retry_after() {
+        let key = Problem::from_write_error(&WriteError::RequestMismatch { client: ClientId(5 | 1 << 63), seq: 1 }, true);
+        assert_eq!((key.status, key.slug), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused"));
+        let seq = Problem::from_write_error(&WriteError::RequestMismatch { client: ClientId(5), seq: 4 }, false);
+        assert_eq!((seq.status, seq.slug), (StatusCode::UNPROCESSABLE_ENTITY, "session-seq-reused"));
+        let full = Problem::from_write_error(&WriteError::SessionsFull { max_sessions: 10, retry_after_ms: 2_500 }, false);
+        assert_eq!((full.status, full.slug, full.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "sessions-full", Some(3)));
+        let r = full.into_response();
+        assert_eq!(r.headers().get(RETRY_AFTER).unwrap(), "3");
     }
 }
