@@ -674,7 +674,17 @@ impl Node {
         let stamp = Stamp::new(self.me.node.0, self.me.incarnation.0, now.0);
         let request = Request { session: pending.session, stamp, op: pending.op.clone() };
         let command = Command { id, payload: request.encode() };
-        match self.replica.propose(now, command) {
+        let mut result = self.replica.propose(now, command.clone());
+        if let Err(ProposeError::NotLeader { leader: Some(l) }) = result {
+            // A follower that serves hands the command to the leader inside the peer stream
+            // and answers from its own log once it applies it (`paxos/src/forward.rs`); one
+            // that is catching up or lagging would answer late, so the REST layer relays the
+            // request instead (`Refused::NotLeader`).
+            if l != self.me.node && self.serving().is_ok() {
+                result = self.replica.forward(now, command);
+            }
+        }
+        match result {
             Ok(()) => {
                 self.metrics.proposals.inc();
                 self.writes.insert(id, pending);

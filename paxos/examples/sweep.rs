@@ -19,6 +19,7 @@ fn main() {
         Some("reset_read_round") => bugs.reset_read_round = true,
         Some("early_checkpoint") => bugs.early_checkpoint = true,
         Some("read_index_without_round") => bugs.read_index_without_round = true,
+        Some("forward_twice") => bugs.forward_twice = true,
         Some(other) => panic!("unknown bug {other}"),
     }
     let mut failures = 0;

@@ -86,7 +86,7 @@ pub(crate) struct ReadRound {
     pub(crate) commit: Slot,
     pub(crate) reads: Vec<ReadId>,
     /// Followers' read-index requests (node, request number) this round answers.
-    pub(crate) remote: Vec<(NodeId, u64)>,
+    pub(crate) remote: Vec<(Member, u64)>,
 }
 
 /// Running phase 2.
@@ -113,7 +113,7 @@ pub(crate) struct Leader {
     pub(crate) acked: BTreeMap<Member, u64>,
     pub(crate) reads_waiting: Vec<ReadId>,
     /// Followers' read-index requests waiting for the next round.
-    pub(crate) remote_waiting: Vec<(NodeId, u64)>,
+    pub(crate) remote_waiting: Vec<(Member, u64)>,
     pub(crate) rounds: BTreeMap<u64, ReadRound>,
 }
 
@@ -403,7 +403,7 @@ impl Replica {
             self.actions.push_back(Action::ReadsFailed { reads, leader: Some(self.me.node) });
         }
         for (to, id) in remote {
-            self.send(to, Message::ReadIndexReply { id, index: None });
+            self.send(to.node, Message::ReadIndexReply { id, incarnation: to.incarnation, index: None });
         }
         #[cfg(feature = "sim")]
         if self.opts.bugs.reset_read_round {
@@ -505,7 +505,7 @@ impl Replica {
                 self.actions.push_back(Action::ReadsReady { reads: r.reads, index: r.index });
             }
             for (to, id) in r.remote {
-                self.send(to, Message::ReadIndexReply { id, index: Some(r.index) });
+                self.send(to.node, Message::ReadIndexReply { id, incarnation: to.incarnation, index: Some(r.index) });
             }
         }
         if start_next {
@@ -560,6 +560,6 @@ impl Replica {
 
 struct ReadsReadyEntry {
     reads: Vec<ReadId>,
-    remote: Vec<(NodeId, u64)>,
+    remote: Vec<(Member, u64)>,
     index: Slot,
 }

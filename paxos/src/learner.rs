@@ -101,11 +101,12 @@ impl Replica {
             _ => None,
         };
         self.actions.push_back(Action::Apply { slot, value });
-        // Our own proposals that lost this slot to another value are lost for good.
+        self.settle_forwarded(&ids);
+        // Our own proposals (and commands forwarded to us) that lost this slot to another value
+        // are lost for good.
         if let Some(mine) = self.pending.remove(&slot) {
             for id in mine.into_iter().filter(|id| !ids.contains(id)) {
-                self.counters.proposals_lost += 1;
-                self.actions.push_back(Action::ProposalLost { id });
+                self.report_lost(id);
             }
         }
         if let Some(change) = change {

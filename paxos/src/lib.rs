@@ -50,6 +50,7 @@ mod action;
 mod compaction;
 mod config;
 mod error;
+mod forward;
 mod event;
 mod ids;
 mod message;
@@ -71,6 +72,8 @@ mod regression_test;
 mod read_index_test;
 #[cfg(test)]
 mod review_test;
+#[cfg(test)]
+mod forward_test;
 
 pub use action::{Action, Persist};
 pub use config::{ConfigChange, ConfigError, Configuration};

@@ -5,7 +5,7 @@
 //! what does not make sense.
 
 use crate::config::{ConfigChange, Configuration};
-use crate::ids::{Ballot, Member, NodeId, RequestId, Slot};
+use crate::ids::{Ballot, Incarnation, Member, NodeId, RequestId, Slot};
 use serde::{Deserialize, Serialize};
 
 /// One client command, opaque to the core.
@@ -103,7 +103,16 @@ pub enum Message {
     /// The leader's answer to `ReadIndex { id }`: `Some(index)` once it has confirmed with a
     /// quorum round started after the request arrived that it still leads (the follower serves
     /// the reads after applying `index`); `None` if it cannot (not leading, stepped down).
-    ReadIndexReply { id: u64, index: Option<Slot> },
+    /// `incarnation` is the requester's (echoed): request numbers restart with each incarnation.
+    ReadIndexReply { id: u64, incarnation: Incarnation, index: Option<Slot> },
+    /// A follower hands client commands it minted to the leader, which proposes them as its own
+    /// (the follower learns the outcome by applying the log).
+    /// `to` is the incarnation of the leader it is meant for: a restarted process must not take
+    /// (or refuse) what was sent to its predecessor, which may have proposed it already.
+    Forward { to: Incarnation, cmds: Vec<Command> },
+    /// These forwarded commands are not chosen and never will be (refused, or lost by the
+    /// leader); sent to the replica that minted them.
+    ForwardLost { ids: Vec<RequestId> },
 }
 
 /// A message with its addressing.

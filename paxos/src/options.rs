@@ -74,6 +74,8 @@ pub struct Bugs {
     /// A leader answers a follower's read-index request at once with its commit point, without
     /// a quorum round (a deposed leader then serves stale follower reads).
     pub read_index_without_round: bool,
+    /// A leader takes a duplicated `Forward` again (no dedupe): a command chosen twice.
+    pub forward_twice: bool,
 }
 
 impl Options {

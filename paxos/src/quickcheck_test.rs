@@ -66,7 +66,7 @@ fn value(g: &mut Gen) -> Value {
 impl Arbitrary for Msg {
     fn arbitrary(g: &mut Gen) -> Self {
         let s = |g: &mut Gen| Slot(u64::arbitrary(g));
-        Msg(match u8::arbitrary(g) % 12 {
+        Msg(match u8::arbitrary(g) % 14 {
             0 => Message::Prepare { ballot: ballot(g), first_slot: s(g) },
             1 => Message::Promise {
                 ballot: ballot(g),
@@ -83,7 +83,14 @@ impl Arbitrary for Msg {
             8 => Message::Chosen { entries: (0..u8::arbitrary(g) % 4).map(|_| (s(g), value(g))).collect(), commit: s(g) },
             9 => Message::Compacted { snapshot_slot: s(g) },
             10 => Message::ReadIndex { id: u64::arbitrary(g) },
-            _ => Message::ReadIndexReply { id: u64::arbitrary(g), index: Option::<u64>::arbitrary(g).map(Slot) },
+            11 => Message::ReadIndexReply { id: u64::arbitrary(g), incarnation: Incarnation(1), index: Option::<u64>::arbitrary(g).map(Slot) },
+            12 => Message::Forward {
+                to: Incarnation(1),
+                cmds: (0..u8::arbitrary(g) % 3)
+                    .map(|_| Command { id: RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }, payload: Vec::arbitrary(g) })
+                    .collect(),
+            },
+            _ => Message::ForwardLost { ids: vec![RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }] },
         })
     }
 }
@@ -111,7 +118,7 @@ impl Arbitrary for Hostile {
             (0..n)
                 .map(|_| {
                     let from = 2 + u8::arbitrary(g) % 2;
-                    let msg = match u8::arbitrary(g) % 12 {
+                    let msg = match u8::arbitrary(g) % 14 {
                         0 => Message::Prepare { ballot: bal(g), first_slot: slot(g) },
                         1 => {
                             let first_slot = slot(g);
@@ -133,7 +140,12 @@ impl Arbitrary for Hostile {
                         8 => Message::Chosen { entries: (0..u8::arbitrary(g) % 3).map(|_| (slot(g), value(g))).collect(), commit: slot(g) },
                         9 => Message::Compacted { snapshot_slot: slot(g) },
                         10 => Message::ReadIndex { id: u64::arbitrary(g) },
-                        _ => Message::ReadIndexReply { id: u64::arbitrary(g), index: Some(slot(g)) },
+                        11 => Message::ReadIndexReply { id: u64::arbitrary(g), incarnation: Incarnation(1), index: Some(slot(g)) },
+                        12 => Message::Forward {
+                            to: Incarnation(1),
+                            cmds: vec![Command { id: RequestId { node: NodeId(u64::from(from)), seq: u64::arbitrary(g) }, payload: vec![1] }],
+                        },
+                        _ => Message::ForwardLost { ids: vec![RequestId { node: NodeId(1), seq: u64::arbitrary(g) }] },
                     };
                     (from, msg)
                 })

@@ -21,7 +21,7 @@
 //! candidacy.
 
 use crate::action::Action;
-use crate::ids::{Member, NodeId, ReadId, Slot, Time};
+use crate::ids::{Incarnation, Member, NodeId, ReadId, Slot, Time};
 use crate::message::Message;
 use crate::replica::{Replica, Role};
 use crate::timer::Timer;
@@ -69,8 +69,12 @@ impl Replica {
     }
 
     /// The leader answered (or refused) a read-index request.
-    pub(crate) fn on_read_index_reply(&mut self, now: Time, from: Member, id: u64, index: Option<Slot>) {
-        let matches = self.read_index.outstanding.as_ref().is_some_and(|(i, to, _)| *i == id && *to == from.node);
+    pub(crate) fn on_read_index_reply(&mut self, now: Time, from: Member, id: u64, incarnation: Incarnation, index: Option<Slot>) {
+        // Request numbers restart with each incarnation: an answer meant for our predecessor
+        // (its request of the same number arrived earlier, so its round may predate ours) is
+        // not ours (found by the simulator: a restarted follower served a stale read).
+        let matches = incarnation == self.me.incarnation
+            && self.read_index.outstanding.as_ref().is_some_and(|(i, to, _)| *i == id && *to == from.node);
         if !matches {
             self.counters.dropped_messages += 1;
             return;
@@ -109,16 +113,16 @@ impl Replica {
     /// A follower asks us (the leader, we hope) for a read index.
     pub(crate) fn on_read_index(&mut self, now: Time, from: Member, id: u64) {
         let Role::Leader(l) = &mut self.role else {
-            self.send(from.node, Message::ReadIndexReply { id, index: None });
+            self.send(from.node, Message::ReadIndexReply { id, incarnation: from.incarnation, index: None });
             return;
         };
         #[cfg(feature = "sim")]
         if self.opts.bugs.read_index_without_round {
             let index = self.log.commit;
-            self.send(from.node, Message::ReadIndexReply { id, index: Some(index) });
+            self.send(from.node, Message::ReadIndexReply { id, incarnation: from.incarnation, index: Some(index) });
             return;
         }
-        l.remote_waiting.push((from.node, id));
+        l.remote_waiting.push((from, id));
         if l.rounds.is_empty() {
             self.start_read_round(now);
         }

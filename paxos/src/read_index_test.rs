@@ -46,11 +46,11 @@ fn a_follower_batches_reads_into_one_request_at_a_time() {
     r.read(Time(2), ReadId(3)).expect("taken");
     assert_eq!(actions(&mut r), vec![]);
     // An answer from someone else, or for another request, is dropped.
-    recv(&mut r, 3, 3, Message::ReadIndexReply { id: 1, index: Some(Slot(5)) });
-    recv(&mut r, 3, 2, Message::ReadIndexReply { id: 9, index: Some(Slot(5)) });
+    recv(&mut r, 3, 3, Message::ReadIndexReply { id: 1, incarnation: Incarnation(1), index: Some(Slot(5)) });
+    recv(&mut r, 3, 2, Message::ReadIndexReply { id: 9, incarnation: Incarnation(1), index: Some(Slot(5)) });
     assert_eq!(actions(&mut r), vec![]);
     // The leader's answer serves read 1 at its index; the waiting reads go in the next request.
-    recv(&mut r, 4, 2, Message::ReadIndexReply { id: 1, index: Some(Slot(5)) });
+    recv(&mut r, 4, 2, Message::ReadIndexReply { id: 1, incarnation: Incarnation(1), index: Some(Slot(5)) });
     assert_eq!(
         actions(&mut r),
         vec![Action::ReadsReady { reads: vec![ReadId(1)], index: Slot(5) }, send(1, 2, Message::ReadIndex { id: 2 })]
@@ -84,16 +84,16 @@ fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
     recv(&mut r, 4, 2, Message::HeartbeatAck { ballot, read_round: 0, learned: Slot(1) });
     assert_eq!(actions(&mut r), vec![]);
     recv(&mut r, 5, 2, Message::HeartbeatAck { ballot, read_round: 1, learned: Slot(1) });
-    assert_eq!(actions(&mut r), vec![send(1, 3, Message::ReadIndexReply { id: 7, index: Some(Slot(1)) })]);
+    assert_eq!(actions(&mut r), vec![send(1, 3, Message::ReadIndexReply { id: 7, incarnation: Incarnation(1), index: Some(Slot(1)) })]);
     // A request pending when the leader steps down is refused, not left to time out.
     recv(&mut r, 6, 3, Message::ReadIndex { id: 8 });
     let _ = actions(&mut r);
     recv(&mut r, 7, 2, Message::Nack { promised: b(5, 2) });
     let acts = actions(&mut r);
-    assert!(acts.contains(&send(1, 3, Message::ReadIndexReply { id: 8, index: None })), "{acts:?}");
+    assert!(acts.contains(&send(1, 3, Message::ReadIndexReply { id: 8, incarnation: Incarnation(1), index: None })), "{acts:?}");
     // A replica that does not lead refuses at once.
     recv(&mut r, 8, 3, Message::ReadIndex { id: 9 });
-    assert_eq!(actions(&mut r), vec![send(1, 3, Message::ReadIndexReply { id: 9, index: None })]);
+    assert_eq!(actions(&mut r), vec![send(1, 3, Message::ReadIndexReply { id: 9, incarnation: Incarnation(1), index: None })]);
 }
 
 #[test]
@@ -106,6 +106,6 @@ fn a_follower_that_campaigns_fails_its_pending_reads() {
     let acts = actions(&mut r);
     assert_eq!(acts[0], Action::ReadsFailed { reads: vec![ReadId(1)], leader: None });
     // A late answer to the old request is dropped.
-    recv(&mut r, 3, 2, Message::ReadIndexReply { id: 1, index: Some(Slot(0)) });
+    recv(&mut r, 3, 2, Message::ReadIndexReply { id: 1, incarnation: Incarnation(1), index: Some(Slot(0)) });
     assert!(!actions(&mut r).iter().any(|a| matches!(a, Action::ReadsReady { .. })));
 }

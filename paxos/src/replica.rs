@@ -77,6 +77,12 @@ pub struct Replica {
     /// Linearizable reads this replica, as a follower, asked the leader to confirm
     /// (`read_index.rs`). Empty whenever it leads or campaigns.
     pub(crate) read_index: crate::read_index::ReadIndexClient,
+    /// Commands this replica forwarded to a leader and has not seen applied or lost yet, with
+    /// when (`forward.rs`).
+    pub(crate) forwarded: BTreeMap<RequestId, (Time, Member)>,
+    /// Forwarded commands this replica received (taken or refused), and when: duplicates are
+    /// ignored (`forward.rs`).
+    pub(crate) forwards_seen: BTreeMap<RequestId, Time>,
 }
 
 impl Replica {
@@ -109,6 +115,8 @@ impl Replica {
             learned: BTreeMap::new(),
             read_round: 0,
             read_index: Default::default(),
+            forwarded: BTreeMap::new(),
+            forwards_seen: BTreeMap::new(),
         }
     }
 
@@ -245,7 +253,7 @@ impl Replica {
             Role::Candidate(c) => c.queue.cmds.iter().any(|(c, _)| c.id == id),
             Role::Follower => false,
         };
-        queued || self.pending.values().any(|ids| ids.contains(&id))
+        queued || self.pending.values().any(|ids| ids.contains(&id)) || self.forwarding(id)
     }
 
     /// Slots at or below here are disposed of (checkpoint).
@@ -316,7 +324,9 @@ impl Replica {
             Message::Chosen { entries, commit } => self.on_chosen(now, entries, commit),
             Message::Compacted { snapshot_slot } => self.on_compacted(now, snapshot_slot),
             Message::ReadIndex { id } => self.on_read_index(now, from, id),
-            Message::ReadIndexReply { id, index } => self.on_read_index_reply(now, from, id, index),
+            Message::ReadIndexReply { id, incarnation, index } => self.on_read_index_reply(now, from, id, incarnation, index),
+            Message::Forward { to, cmds } => self.on_forward(now, from, to, cmds),
+            Message::ForwardLost { ids } => self.on_forward_lost(from, ids),
         }
     }
 
@@ -376,14 +386,13 @@ impl Replica {
                     remote.extend(r.remote);
                 }
                 for (to, id) in remote {
-                    self.send(to, Message::ReadIndexReply { id, index: None });
+                    self.send(to.node, Message::ReadIndexReply { id, incarnation: to.incarnation, index: None });
                 }
                 (l.queue, reads)
             }
         };
         for (cmd, _) in queue.cmds {
-            self.counters.proposals_lost += 1;
-            self.actions.push_back(Action::ProposalLost { id: cmd.id });
+            self.report_lost(cmd.id);
         }
         if !reads.is_empty() {
             self.actions.push_back(Action::ReadsFailed { reads, leader: None });

@@ -82,4 +82,6 @@ pub struct Counters {
     pub config_changes: u64,
     /// Slots disposed of by checkpoints.
     pub slots_disposed: u64,
+    /// Client commands this replica forwarded to a leader (`Replica::forward`).
+    pub commands_forwarded: u64,
 }

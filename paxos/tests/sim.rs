@@ -153,3 +153,11 @@ fn sim_finds_a_read_index_without_a_round() {
     let bugs = Bugs { read_index_without_round: true, ..Bugs::default() };
     caught_within(DEFAULT_SEEDS, bugs, &["was applied before it was issued", "had promised a higher ballot"]);
 }
+
+/// Writes through followers (`Forward` in the peer stream): a leader that takes a duplicated
+/// `Forward` again chooses the command twice.
+#[test]
+fn sim_finds_a_forward_taken_twice() {
+    let bugs = Bugs { forward_twice: true, ..Bugs::default() };
+    caught_within(DEFAULT_SEEDS, bugs, &["chosen twice"]);
+}

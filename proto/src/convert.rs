@@ -167,9 +167,17 @@ pub fn encode_message(m: &Message) -> pb::Message {
         }),
         Message::Compacted { snapshot_slot } => Kind::Compacted(pb::Compacted { snapshot_slot: snapshot_slot.0 }),
         Message::ReadIndex { id } => Kind::ReadIndex(pb::ReadIndex { id: *id }),
-        Message::ReadIndexReply { id, index } => {
-            Kind::ReadIndexReply(pb::ReadIndexReply { id: *id, ok: index.is_some(), index: index.map_or(0, |s| s.0) })
-        }
+        Message::Forward { to, cmds } => Kind::Forward(pb::Forward {
+            cmds: cmds.iter().map(|c| pb::Command { id: Some(request_id(c.id)), payload: c.payload.clone() }).collect(),
+            to: to.0,
+        }),
+        Message::ForwardLost { ids } => Kind::ForwardLost(pb::ForwardLost { ids: ids.iter().map(|i| request_id(*i)).collect() }),
+        Message::ReadIndexReply { id, incarnation, index } => Kind::ReadIndexReply(pb::ReadIndexReply {
+            id: *id,
+            ok: index.is_some(),
+            index: index.map_or(0, |s| s.0),
+            incarnation: incarnation.0,
+        }),
     };
     pb::Message { kind: Some(kind) }
 }
@@ -231,7 +239,20 @@ pub fn decode_message(m: pb::Message) -> Result<Message, DecodeError> {
         },
         Kind::Compacted(c) => Message::Compacted { snapshot_slot: Slot(c.snapshot_slot) },
         Kind::ReadIndex(r) => Message::ReadIndex { id: r.id },
-        Kind::ReadIndexReply(r) => Message::ReadIndexReply { id: r.id, index: r.ok.then_some(Slot(r.index)) },
+        Kind::Forward(f) => Message::Forward {
+            to: Incarnation(f.to),
+            cmds: f
+                .cmds
+                .into_iter()
+                .map(|c| Ok(Command { id: from_request_id(c.id, "forward.cmds.id")?, payload: c.payload }))
+                .collect::<Result<_, DecodeError>>()?,
+        },
+        Kind::ForwardLost(f) => Message::ForwardLost {
+            ids: f.ids.into_iter().map(|i| Ok(RequestId { node: NodeId(i.node), seq: i.seq })).collect::<Result<_, DecodeError>>()?,
+        },
+        Kind::ReadIndexReply(r) => {
+            Message::ReadIndexReply { id: r.id, incarnation: Incarnation(r.incarnation), index: r.ok.then_some(Slot(r.index)) }
+        }
     })
 }
 

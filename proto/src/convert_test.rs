@@ -43,7 +43,7 @@ fn value_(g: &mut Gen) -> Value {
 
 impl Arbitrary for Arb<Envelope> {
     fn arbitrary(g: &mut Gen) -> Self {
-        let msg = match u8::arbitrary(g) % 12 {
+        let msg = match u8::arbitrary(g) % 14 {
             0 => Message::Prepare { ballot: ballot_(g), first_slot: slot(g) },
             1 => Message::Promise {
                 ballot: ballot_(g),
@@ -70,7 +70,16 @@ impl Arbitrary for Arb<Envelope> {
             },
             9 => Message::Compacted { snapshot_slot: slot(g) },
             10 => Message::ReadIndex { id: u64::arbitrary(g) },
-            _ => Message::ReadIndexReply { id: u64::arbitrary(g), index: Option::<u64>::arbitrary(g).map(Slot) },
+            12 => Message::Forward {
+                to: Incarnation(1),
+                cmds: (0..usize::arbitrary(g) % 3)
+                    .map(|_| paxos::Command { id: paxos::RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }, payload: Vec::arbitrary(g) })
+                    .collect(),
+            },
+            13 => Message::ForwardLost {
+                ids: (0..usize::arbitrary(g) % 3).map(|_| paxos::RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }).collect(),
+            },
+            _ => Message::ReadIndexReply { id: u64::arbitrary(g), incarnation: Incarnation(1), index: Option::<u64>::arbitrary(g).map(Slot) },
         };
         Arb(Envelope { from: member_(g), to: node(g), msg })
     }

@@ -191,6 +191,10 @@ pub(super) struct Node {
     snap: Snap,
     /// Proposals this driver handed to its core, not yet resolved.
     pub(super) outstanding: BTreeSet<RequestId>,
+    /// Those of them the core forwarded to a leader, and when: the driver's write timeout
+    /// answers them "outcome unknown" if nothing was heard (a lost `Forward`, or a leader that
+    /// crashed with it queued).
+    pub(super) forwarded_at: BTreeMap<RequestId, Time>,
     /// Reads in flight: id -> what the read must respect (see [`ReadBound`]).
     reads: BTreeMap<ReadId, ReadBound>,
 }
@@ -313,6 +317,7 @@ impl Sim {
                     config: boot,
                     snap: Snap { slot: Slot(0), hash: 0, config: bootstrap.clone() },
                     outstanding: BTreeSet::new(),
+                    forwarded_at: BTreeMap::new(),
                     reads: BTreeMap::new(),
                 },
             );
@@ -610,6 +615,7 @@ impl Sim {
                     self.stats.commands_lost += 1;
                     if let Some(n) = self.nodes.get_mut(&id) {
                         n.outstanding.remove(&rid);
+                        n.forwarded_at.remove(&rid);
                     }
                 }
                 Action::ReadsReady { reads, index } => {
@@ -685,6 +691,7 @@ impl Sim {
         n.applied = slot;
         for rid in value.request_ids() {
             n.outstanding.remove(&rid);
+            n.forwarded_at.remove(&rid);
         }
         match self.ghost.applied.get(&slot) {
             Some((_, h)) if *h != n.hash => {
@@ -733,7 +740,9 @@ impl Sim {
             self.next_req += 1;
             let len = self.rng.gen_range(1..=32);
             let payload: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
-            let cmd = Command { id: RequestId { node: CLIENT, seq: self.next_req }, payload };
+            // The replica the client talks to mints the id (as the driver does), so that a
+            // leader can report a forwarded command lost to it.
+            let cmd = Command { id: RequestId { node: target, seq: self.next_req }, payload };
             self.propose_at(target, cmd, true)?;
         }
         Ok(())
@@ -754,8 +763,22 @@ impl Sim {
                 self.drain(target)
             }
             Err(ProposeError::NotLeader { leader: Some(l) }) if may_forward && l != target => {
-                self.drain(target)?;
-                self.propose_at(l, cmd, false)
+                // The follower hands the command to the leader in the peer stream and learns
+                // the outcome by applying the log (`forward.rs`).
+                let n = self.nodes.get_mut(&target).expect("target exists");
+                match n.replica.forward(now, cmd.clone()) {
+                    Ok(()) => {
+                        n.outstanding.insert(id);
+                        n.forwarded_at.insert(id, now);
+                        self.drain(target)
+                    }
+                    // The leader's incarnation is unknown here: the driver relays the request.
+                    Err(ProposeError::NotLeader { leader: Some(l) }) => {
+                        self.drain(target)?;
+                        self.propose_at(l, cmd, false)
+                    }
+                    Err(_) => self.drain(target),
+                }
             }
             Err(_) => self.drain(target),
         }
@@ -957,6 +980,12 @@ impl Sim {
         );
         opts.seed ^= self.now.0;
         let n = self.nodes.get_mut(&id).expect("listed");
+        let mut gone: Vec<RequestId> = n.replica.pending.values().flatten().copied().collect();
+        match &n.replica.role {
+            crate::replica::Role::Leader(l) => gone.extend(l.queue.cmds.iter().map(|(c, _)| c.id)),
+            crate::replica::Role::Candidate(c) => gone.extend(c.queue.cmds.iter().map(|(c, _)| c.id)),
+            crate::replica::Role::Follower => {}
+        }
         n.inc = inc;
         n.replica = Replica::new(opts, self.now);
         n.up = true;
@@ -966,7 +995,17 @@ impl Sim {
         n.snap = Snap { slot: Slot(0), hash: 0, config: self.bootstrap.clone() };
         // The driver's waiters died with the process: those outcomes are unknown, not lost.
         n.outstanding.clear();
+        n.forwarded_at.clear();
         n.reads.clear();
+        // So are those of commands other replicas forwarded to it that it had queued or
+        // proposed: nobody will report them lost, their drivers time out.
+        for other in self.nodes.values_mut() {
+            for g in &gone {
+                if other.forwarded_at.remove(g).is_some() {
+                    other.outstanding.remove(g);
+                }
+            }
+        }
         self.forget_leadership(id, self.now);
         if self.cfg.bugs.amnesia_vote {
             // The bug under test: same identity, no memory. Let the ghost forget this identity's
@@ -1076,11 +1115,21 @@ pub fn majority_loss(seed: u64) -> Result<MajorityLoss, Failure> {
                 sim.step()?;
             }
         }
-        let chosen_before = sim.ghost.chosen.keys().next_back().copied().unwrap_or(Slot(0));
         let lost_before: BTreeMap<NodeId, u64> = sim.nodes.iter().map(|(id, n)| (*id, n.replica.counters().stepped_down)).collect();
         for id in [1, 2, 3] {
             sim.nodes.get_mut(&NodeId(id)).expect("five nodes").up = false;
         }
+        // Accepts already on the wire may still complete a quorum (votes cast before the crash
+        // plus a survivor's): let them land before counting, with no new proposals.
+        let settle = sim.now.plus(50);
+        while sim.now < settle {
+            let t = sim.next_time().min(settle);
+            sim.now = t;
+            if t < settle {
+                sim.step()?;
+            }
+        }
+        let chosen_before = sim.ghost.chosen.keys().next_back().copied().unwrap_or(Slot(0));
         let (mut refused, mut errors) = (0, BTreeSet::new());
         let end = sim.now.plus(5_000);
         let mut next_hint = sim.now;

@@ -22,6 +22,9 @@ use std::collections::BTreeSet;
 /// Lease periods a named leader has to get a probe chosen (or to step down).
 pub(super) const PROBE_LEASES: u64 = 10;
 
+/// The simulated driver's write timeout for a forwarded command (the real driver's default).
+const FORWARD_TIMEOUT_MS: u64 = 5_000;
+
 /// How often the liveness oracle looks at the election.
 const ORACLE_TICK_MS: u64 = 50;
 
@@ -163,12 +166,22 @@ impl Sim {
     /// Proposals still waiting for an outcome at a member of the configuration. A node removed
     /// from the configuration hears no more of the log: its driver times its waiters out as
     /// "outcome unknown", which is what a client of a removed replica gets.
+    ///
+    /// A forwarded command nothing was heard of for [`FORWARD_TIMEOUT_MS`] is answered "outcome
+    /// unknown" by its driver (its `Forward`, or the leader's loss report, was lost on the way):
+    /// it no longer counts.
     pub(super) fn unresolved(&self) -> Vec<RequestId> {
         let config = self.ghost.latest_config();
+        let now = self.now;
         self.nodes
             .values()
             .filter(|n| config.members().any(|m| m.node == n.id && m.incarnation == n.inc))
-            .flat_map(|n| n.outstanding.iter().copied())
+            .flat_map(|n| {
+                n.outstanding
+                    .iter()
+                    .copied()
+                    .filter(|id| n.forwarded_at.get(id).is_none_or(|t| t.plus(FORWARD_TIMEOUT_MS) > now))
+            })
             .filter(|id| !self.ghost.chosen_ids.contains_key(id))
             .collect()
     }
