@@ -117,3 +117,45 @@ async fn leader_kill_failover_time() {
     assert_eq!(duels, 0, "every kill caused exactly one phase 1 and one leader change");
     assert!(handover <= MEDIAN_BOUND, "SIGTERM handover {handover:?}");
 }
+
+/// The majority guard: a follower that hears nothing from the leader (paused here) alone does not
+/// get a healthy leader's lease revoked; a leader a majority hears nothing from (paused: alive but
+/// cut off, like a partitioned one) is replaced within the failover bound without waiting out
+/// the lease, and when it resumes it steps down (its lease is gone, and it sees the higher ballot)
+/// with no further leader change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_majority_suspicion_revokes_and_a_paused_leader_steps_down() {
+    let c = Cluster::start(3, 5, 1_000).await;
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    let leader = c.wait_leader(Duration::from_secs(60)).await;
+    let follower = ids.iter().copied().find(|i| *i != leader).unwrap();
+    first_ack(&c, &ids, "warm", Duration::from_secs(30)).await.expect("writes");
+
+    // One follower paused for 4x the suspicion delay: it suspects on resuming, alone.
+    c.signal(follower, "STOP");
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    c.signal(follower, "CONT");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(counter_sum(&c, &ids, "synod_leader_leases_revoked_total").await, 0, "a minority suspicion revoked nothing");
+    assert_eq!(c.wait_leader(Duration::from_secs(10)).await, leader, "the healthy leader kept leading");
+
+    // The leader paused: both followers hear nothing, a majority; its lease is revoked.
+    let survivors: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+    let wins_before = counter_sum(&c, &ids, "synod_core_became_leader_total").await;
+    c.signal(leader, "STOP");
+    let paused_at = Instant::now();
+    let (acked_at, _) = first_ack(&c, &survivors, "paused", Duration::from_secs(30)).await.expect("a write is served while the leader is paused");
+    let took = acked_at - paused_at;
+    let new_leader = c.wait_leader_among(&survivors, Duration::from_secs(30)).await;
+    eprintln!("leader {leader} paused: a write was acknowledged after {took:?} via the new leader {new_leader}");
+    assert!(took <= P99_BOUND, "{took:?}");
+    assert!(counter_sum(&c, &survivors, "synod_leader_leases_revoked_total").await >= 1, "the lease was revoked");
+    c.signal(leader, "CONT");
+    let back = c.wait_leader(Duration::from_secs(30)).await;
+    assert_eq!(back, new_leader, "the resumed old leader follows the new one");
+    first_ack(&c, &ids, "resumed", Duration::from_secs(30)).await.expect("writes after the resume");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let wins = counter_sum(&c, &ids, "synod_core_became_leader_total").await - wins_before;
+    assert_eq!(wins, 1, "exactly one leader change");
+    assert_eq!(c.wait_leader(Duration::from_secs(10)).await, new_leader);
+}
