@@ -1,6 +1,7 @@
 //! Client commands: `synod kv get|put|del|ls|cas|incr|batch-get|batch-put` and `synod status`.
 //!
-//! Endpoints are tried in turn: a refused connection or a 503 moves on to the next one. A write
+//! Endpoints are tried in turn: a refused connection, a 503, 504 or 410 moves on to the next one,
+//! and after a whole round a jittered backoff, until `--retry-deadline-ms`. A write
 //! keeps its session sequence number across every attempt, so a retry after a timeout (504) or a
 //! leader change returns the first result instead of applying twice (see [`crate::session`]).
 
@@ -11,7 +12,19 @@ use anyhow::{bail, Context as _};
 use hyper::Method;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A sleep drawn from `[b/2, b]` (`seed` mixes the process id and the clock; no RNG needed for
+/// spreading clients out).
+fn jittered(b: Duration, seed: u64) -> Duration {
+    let mut x = seed ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    // splitmix64
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    let half = b / 2;
+    half + Duration::from_nanos(x % (half.as_nanos() as u64 + 1))
+}
 
 /// How to print answers.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +60,11 @@ pub struct ClientOpts {
     /// Per-attempt timeout in milliseconds.
     #[arg(long, default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
+    /// How long a command keeps retrying (other endpoints, then jittered backoff) on 503, 504,
+    /// 410 and connection errors, in milliseconds. A write keeps its session sequence number
+    /// across every attempt, so retrying never applies it twice.
+    #[arg(long, env = "SYNOD_RETRY_DEADLINE_MS", default_value_t = 15_000, global = true)]
+    pub retry_deadline_ms: u64,
 }
 
 /// `synod kv ...`
@@ -168,27 +186,49 @@ impl Cli {
     }
 
     /// Send to each endpoint in turn until one answers with something other than 503 / 504 /
-    /// 410 (a removed replica: the next endpoint may be a member).
+    /// 410 (a removed replica: the next endpoint may be a member) or `--retry-deadline-ms` has
+    /// passed. A failed attempt moves on to the next endpoint at once (another replica may
+    /// already know the new leader); after a whole round of failures it sleeps a jittered,
+    /// doubling backoff (50 ms .. 1 s, each sleep drawn from [b/2, b]) so that many clients
+    /// retrying after a failover do not arrive in lockstep.
     async fn send(&mut self, method: Method, path_and_query: &str, headers: &[(&str, String)], body: Vec<u8>) -> anyhow::Result<HttpResponse> {
-        let timeout = Duration::from_millis(self.opts.timeout_ms);
-        let mut last = None;
-        for round in 0..3u64 {
-            for ep in &self.opts.endpoints {
-                let url = format!("{}{}", ep.trim_end_matches('/'), path_and_query);
-                match self.http.request(method.clone(), &url, headers, body.clone(), timeout).await {
-                    Ok(r) if r.status == 503 || r.status == 504 || r.status == 410 => last = Some(Ok(r)),
-                    Ok(r) => {
-                        if let Some(i) = r.index() {
-                            self.session.saw_index(i);
-                        }
-                        return Ok(r);
-                    }
-                    Err(e) => last = Some(Err(e.context(format!("calling {url}")))),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300 * (round + 1))).await;
+        if self.opts.endpoints.is_empty() {
+            bail!("no endpoints given");
         }
-        last.unwrap_or_else(|| bail!("no endpoints given"))
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(self.opts.retry_deadline_ms);
+        let per_attempt = Duration::from_millis(self.opts.timeout_ms);
+        let mut backoff = Duration::from_millis(50);
+        let mut last;
+        let mut attempt = 0usize;
+        loop {
+            let ep = &self.opts.endpoints[attempt % self.opts.endpoints.len()];
+            attempt += 1;
+            let url = format!("{}{}", ep.trim_end_matches('/'), path_and_query);
+            // The last attempt is not cut short below 100 ms.
+            let timeout = per_attempt.min(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100)));
+            match self.http.request(method.clone(), &url, headers, body.clone(), timeout).await {
+                Ok(r) if r.status == 503 || r.status == 504 || r.status == 410 => last = Ok(r),
+                Ok(r) => {
+                    if let Some(i) = r.index() {
+                        self.session.saw_index(i);
+                    }
+                    return Ok(r);
+                }
+                Err(e) => last = Err(e.context(format!("calling {url}"))),
+            }
+            if attempt.is_multiple_of(self.opts.endpoints.len()) {
+                let sleep = jittered(backoff, start.elapsed().subsec_nanos() as u64 ^ attempt as u64);
+                if Instant::now() + sleep >= deadline {
+                    break;
+                }
+                tokio::time::sleep(sleep).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            } else if Instant::now() >= deadline {
+                break;
+            }
+        }
+        last
     }
 
     async fn read(&mut self, path: &str, mut query: Vec<(String, String)>) -> anyhow::Result<HttpResponse> {
@@ -503,4 +543,19 @@ pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i3
         _ => println!("requested: {}", j["pending"]),
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jittered;
+    use std::time::Duration;
+
+    #[test]
+    fn jitter_stays_within_half_to_full_and_spreads() {
+        let b = Duration::from_millis(400);
+        let draws: Vec<Duration> = (0..64).map(|i| jittered(b, i * 7919)).collect();
+        assert!(draws.iter().all(|d| *d >= b / 2 && *d <= b), "{draws:?}");
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 32, "draws spread out: {draws:?}");
+    }
 }

@@ -19,6 +19,19 @@
 //! whose lease is lost is told `LeaderHint { leader: None }` and starts over with a new lease.
 //! On `Action::SteppedDown` the node resigns and campaigns again (behind the other candidates).
 //!
+//! **Revoking a silent leader's lease.** A dead leader's election key would otherwise last until
+//! its lease expires (up to a TTL after its last keep-alive). Each acceptor's node loop reports a
+//! [`Suspicion`] when it has heard nothing from the leader it knows for
+//! `--suspect-leader-after-ms`; [`suspect`] then checks that etcd's election still names that
+//! node, records `P/suspects/<leader's lease>/<my id>` *under the leader's own lease* (so every
+//! suspicion vanishes with the lease, and none can outlive it), and revokes the lease once a
+//! majority of the acceptors has recorded one. A majority is required so that a leader cut off
+//! from a minority only (which still commits) is left alone; a leader that a majority cannot
+//! hear cannot commit either, so revoking it costs nothing that was working. A follower that
+//! hears the leader again withdraws its record. Revoking is never a safety question (ballots
+//! fence the old leader; it steps down when its keep-alive reports the lease gone or it sees a
+//! higher ballot), only one of churn.
+//!
 //! **Why safety does not depend on etcd.** etcd only *hints*. Two nodes may both believe they
 //! won (a lease expired on the server while the old winner had not noticed yet; a partition
 //! between a node and etcd): each then runs phase 1 with a ballot above every one it has seen,
@@ -263,6 +276,94 @@ pub async fn bootstrap(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A follower's report that the leader it knows has been silent (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    /// The silent leader.
+    pub leader: NodeId,
+    /// The acceptors of the configuration this node runs (the leader among them).
+    pub acceptors: Vec<NodeId>,
+}
+
+impl Suspicion {
+    /// How many acceptors must suspect before the lease is revoked: a majority of all acceptors.
+    pub fn quorum(&self) -> usize {
+        self.acceptors.len() / 2 + 1
+    }
+}
+
+/// Act on this node's suspicions until the channel closes: while one is raised, make sure the
+/// election still names the suspected node, record the suspicion under that node's election
+/// lease, and revoke the lease once a majority of acceptors suspects it; when it is withdrawn,
+/// delete the record. Checked again every `recheck` while it stands (the last of a majority to
+/// record sees all the others; the rechecks cover lost replies).
+pub async fn suspect(client: Client, prefix: String, me: NodeId, mut suspicion: watch::Receiver<Option<Suspicion>>, metrics: Arc<Metrics>, recheck: Duration) {
+    let election = format!("{prefix}/election");
+    // The record this node holds now: (leader's lease, key).
+    let mut recorded: Option<(i64, String)> = None;
+    loop {
+        let current = suspicion.borrow_and_update().clone();
+        match current {
+            None => {
+                if let Some((_, key)) = recorded.take() {
+                    let _ = client.kv_client().delete(key, None).await;
+                    debug!("leader heard again: suspicion withdrawn");
+                }
+            }
+            Some(s) => {
+                if let Err(e) = suspect_once(&client, &prefix, &election, me, &s, &mut recorded, &metrics).await {
+                    debug!(error = %e, "acting on a leader suspicion failed; will retry");
+                }
+            }
+        }
+        tokio::select! {
+            r = suspicion.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(recheck) => {}
+        }
+    }
+}
+
+async fn suspect_once(
+    client: &Client,
+    prefix: &str,
+    election: &str,
+    me: NodeId,
+    s: &Suspicion,
+    recorded: &mut Option<(i64, String)>,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let resp = client.election_client().leader(election).await?;
+    let Some(kv) = resp.kv() else { return Ok(()) };
+    let named = kv.value_str()?.parse::<u64>().ok().map(NodeId);
+    let lease = kv.lease();
+    if named != Some(s.leader) || lease == 0 {
+        // The election has moved on (its observer will tell the node loop): nothing to revoke.
+        return Ok(());
+    }
+    let dir = format!("{prefix}/suspects/{lease:x}/");
+    if recorded.as_ref().is_none_or(|(l, _)| *l != lease) {
+        let key = format!("{dir}{}", me.0);
+        // Under the leader's lease: if the lease is already gone this fails, which is fine.
+        client.kv_client().put(key.clone(), Vec::new(), Some(PutOptions::new().with_lease(lease))).await?;
+        info!(leader = %s.leader, lease, "no word from the leader: suspicion recorded");
+        *recorded = Some((lease, key));
+    }
+    let all = client.kv_client().get(dir.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
+    let suspects: Vec<u64> = all
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok())
+        .filter(|id| s.acceptors.contains(&NodeId(*id)) && NodeId(*id) != s.leader)
+        .collect();
+    if suspects.len() >= s.quorum() {
+        client.lease_client().revoke(lease).await?;
+        metrics.leader_leases_revoked.inc();
+        warn!(leader = %s.leader, lease, suspects = ?suspects, "a majority of acceptors hears nothing from the leader: revoked its etcd lease");
+        *recorded = None;
+    }
+    Ok(())
 }
 
 /// The long-running etcd task of one node.

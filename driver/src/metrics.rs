@@ -63,6 +63,8 @@ pub struct Metrics {
     pub peer_send_failures: Counter,
     /// Sends dropped because the peer's queue was full.
     pub peer_queue_drops: Counter,
+    /// Election leases of a silent leader this node revoked (a majority suspected it).
+    pub leader_leases_revoked: Counter,
     /// Peer messages that did not decode.
     pub peer_decode_errors: Counter,
     /// Snapshots taken.
@@ -100,6 +102,7 @@ impl Default for Metrics {
             forward_failures: Counter::default(),
             peer_send_failures: Counter::default(),
             peer_queue_drops: Counter::default(),
+            leader_leases_revoked: Counter::default(),
             peer_decode_errors: Counter::default(),
             snapshots_taken: Counter::default(),
             snapshots_sent: Counter::default(),
@@ -148,6 +151,7 @@ impl Metrics {
         counter("synod_forward_failures_total", "Forwarding attempts that failed.", self.forward_failures.get());
         counter("synod_peer_send_failures_total", "Peer sends that failed.", self.peer_send_failures.get());
         counter("synod_peer_queue_drops_total", "Peer sends dropped on a full queue.", self.peer_queue_drops.get());
+        counter("synod_leader_leases_revoked_total", "Election leases of a silent leader revoked here (a majority of acceptors suspected it).", self.leader_leases_revoked.get());
         counter("synod_peer_decode_errors_total", "Peer messages that did not decode.", self.peer_decode_errors.get());
         counter("synod_snapshots_taken_total", "Snapshots taken.", self.snapshots_taken.get());
         counter("synod_snapshots_sent_total", "Snapshots streamed to peers.", self.snapshots_sent.get());

@@ -33,6 +33,7 @@
 //! 503), and a removed replica refuses everything with [`Refused::Removed`] (410).
 
 use crate::directory::Directory;
+use crate::etcd::Suspicion;
 use crate::metrics::Metrics;
 use crate::peer::PeerSender;
 use crate::snapshot::{self, SnapshotBlob};
@@ -75,6 +76,10 @@ pub struct NodeSettings {
     /// A follower that has not heard from the leader for longer than this (milliseconds)
     /// answers no sequential read from its own state (0: no limit).
     pub max_read_staleness_ms: u64,
+    /// An acceptor that has heard nothing from the leader it knows for this long (milliseconds)
+    /// reports a suspicion to the etcd task, which revokes the leader's election lease once a
+    /// majority of acceptors suspects it (0: never; the lease TTL alone then ends a dead leader).
+    pub suspect_leader_after_ms: u64,
 }
 
 /// This replica was removed from the cluster.
@@ -367,6 +372,12 @@ pub struct Node {
     removed: Option<Removal>,
     /// Tells the server (which then drains and exits) that this replica was removed.
     removal: watch::Sender<Option<Removal>>,
+    /// After this much silence from the leader, suspect it (`None`: never).
+    suspect_after: Option<Duration>,
+    /// The leader the core knows and when this node last heard from it (or learned of it).
+    heard: Option<(NodeId, Instant)>,
+    /// The current suspicion, read by the etcd task ([`crate::etcd::suspect`]).
+    suspicion: watch::Sender<Option<Suspicion>>,
 }
 
 impl Node {
@@ -424,7 +435,15 @@ impl Node {
             was_member: false,
             removed: None,
             removal,
+            suspect_after: (settings.suspect_leader_after_ms > 0).then(|| Duration::from_millis(settings.suspect_leader_after_ms)),
+            heard: None,
+            suspicion: watch::channel(None).0,
         }
+    }
+
+    /// Publish this node's leader suspicions on `tx` (for [`crate::etcd::suspect`]).
+    pub fn set_suspicion(&mut self, tx: watch::Sender<Option<Suspicion>>) {
+        self.suspicion = tx;
     }
 
     fn now(&self) -> Time {
@@ -436,6 +455,9 @@ impl Node {
         self.sync_peers();
         self.drain();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
+        let check = self.suspect_after.map_or(Duration::from_secs(1), |d| (d / 4).clamp(Duration::from_millis(10), Duration::from_millis(100)));
+        let mut silence = tokio::time::interval(check);
+        silence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.replica.poll_timeout().map(|t| self.start + Duration::from_millis(t.0));
             tokio::select! {
@@ -448,6 +470,7 @@ impl Node {
                     self.replica.handle_timeout(now);
                 }
                 _ = sweep.tick() => self.sweep(),
+                _ = silence.tick(), if self.suspect_after.is_some() => self.check_leader_silence(),
             }
             self.drain();
         }
@@ -466,6 +489,7 @@ impl Node {
                 // Word from the leader (a heartbeat, an accept, a commit point) refreshes contact.
                 if self.replica.known_leader() == Some(from) {
                     self.leader_contact = Some(Instant::now());
+                    self.heard = Some((from, Instant::now()));
                 }
             }
             Input::Hint(leader) => {
@@ -511,6 +535,41 @@ impl Node {
             last_contact_ms: self.last_contact_ms(),
             catch_up_target: self.catch_up_target,
         }
+    }
+
+    /// Suspect the known leader when it has been silent for `suspect_after` (see
+    /// [`crate::etcd::suspect`]); withdraw the suspicion when it speaks again or another leader
+    /// is known. Only an acceptor that does not lead suspects.
+    fn check_leader_silence(&mut self) {
+        let Some(after) = self.suspect_after else { return };
+        let known = self.replica.known_leader();
+        if known != self.heard.map(|(l, _)| l) {
+            // A new leader (or none): its silence counts from now.
+            self.heard = known.map(|l| (l, Instant::now()));
+        }
+        let want = match self.heard {
+            Some((leader, since))
+                if leader != self.me.node
+                    && !self.replica.is_leader()
+                    && self.removed.is_none()
+                    && self.config.is_acceptor(&self.me)
+                    && since.elapsed() >= after =>
+            {
+                Some(Suspicion { leader, acceptors: self.config.acceptors.iter().map(|m| m.node).collect() })
+            }
+            _ => None,
+        };
+        self.suspicion.send_if_modified(|cur| {
+            if *cur == want {
+                return false;
+            }
+            match &want {
+                Some(s) => info!(leader = %s.leader, silent_ms = after.as_millis() as u64, "no word from the leader: suspecting it"),
+                None => debug!("leader suspicion withdrawn"),
+            }
+            *cur = want.clone();
+            true
+        });
     }
 
     fn lag_slots(&self) -> u64 {

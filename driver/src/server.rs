@@ -124,6 +124,12 @@ pub struct NodeArgs {
     /// partitioned follower keeps serving its state; `X-Synod-Last-Contact` says how old).
     #[arg(long, env = "SYNOD_MAX_READ_STALENESS_MS", default_value_t = 0)]
     pub max_read_staleness_ms: u64,
+    /// An acceptor that hears nothing from the leader for this long (milliseconds) suspects it;
+    /// once a majority of the acceptors suspects the leader etcd's election still names, its
+    /// election lease is revoked, so the next candidate wins without waiting out the lease TTL.
+    /// Keep it several heartbeats (`--heartbeat-ms`) above the heartbeat period. 0: off.
+    #[arg(long, env = "SYNOD_SUSPECT_LEADER_AFTER_MS", default_value_t = 400)]
+    pub suspect_leader_after_ms: u64,
     /// Failure policy: remove an acceptor whose etcd lease has been gone this many seconds (never
     /// below a majority of the configured set). 0: never remove automatically.
     #[arg(long, env = "SYNOD_REMOVE_FAILED_AFTER_S", default_value_t = 0)]
@@ -180,13 +186,18 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         store,
         max_read_lag_slots: args.max_read_lag_slots,
         max_read_staleness_ms: args.max_read_staleness_ms,
+        suspect_leader_after_ms: args.suspect_leader_after_ms,
     };
     let directory = Directory::new();
     let metrics = Arc::new(Metrics::default());
     let (inputs, inputs_rx) = mpsc::channel::<Input>(65_536);
     let (election_tx, election_rx) = mpsc::unbounded_channel();
     let (removal_tx, mut removal_rx) = watch::channel(None);
-    let node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx.clone(), inputs.clone(), removal_tx);
+    let mut node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx.clone(), inputs.clone(), removal_tx);
+    let (suspicion_tx, suspicion_rx) = watch::channel(None);
+    node.set_suspicion(suspicion_tx);
+    let recheck = Duration::from_millis((args.suspect_leader_after_ms / 4).clamp(20, 100));
+    let suspect_task = tokio::spawn(etcd::suspect(client.clone(), args.prefix.clone(), me.node, suspicion_rx, metrics.clone(), recheck));
     let node_task = tokio::spawn(node.run(inputs_rx));
 
     let mut ctx = Ctx::new(me.node, inputs.clone(), directory.clone(), metrics.clone(), store.limits);
@@ -290,6 +301,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
     let _ = inputs.send(Input::Shutdown).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), node_task).await;
+    suspect_task.abort();
     let _ = grpc_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
     info!("stopped");
