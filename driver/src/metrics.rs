@@ -55,7 +55,8 @@ pub struct Metrics {
     pub applied_commands: Counter,
     /// The last applied slot.
     pub applied_slot: Gauge,
-    /// Requests forwarded to the leader.
+    /// Requests forwarded to the leader (writes handed over in the peer stream, and requests
+    /// relayed over gRPC `Forward`).
     pub forwarded: Counter,
     /// Forwarding attempts that failed.
     pub forward_failures: Counter,

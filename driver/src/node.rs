@@ -266,6 +266,9 @@ pub enum Input {
         session: Option<SessionRef>,
         /// The operation.
         op: WriteOp,
+        /// Whether a follower may hand it to the leader itself (`Replica::forward`); false
+        /// when the client asked to be redirected.
+        forward: bool,
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<WriteDone, Refused>>,
     },
@@ -313,6 +316,7 @@ pub enum ElectionCmd {
 struct PendingWrite {
     session: Option<SessionRef>,
     op: WriteOp,
+    forward: bool,
     retried: bool,
     reply: oneshot::Sender<Result<WriteDone, Refused>>,
 }
@@ -496,8 +500,8 @@ impl Node {
                 debug!(?leader, "leader hint from the election");
                 self.replica.handle(now, Event::LeaderHint { leader });
             }
-            Input::Write { session, op, reply } => {
-                let pending = PendingWrite { session, op, retried: false, reply };
+            Input::Write { session, op, forward, reply } => {
+                let pending = PendingWrite { session, op, forward, retried: false, reply };
                 self.propose(pending);
             }
             Input::Read { consistency, f, reply } => self.read(consistency, PendingRead { f, reply }),
@@ -739,8 +743,11 @@ impl Node {
             // and answers from its own log once it applies it (`paxos/src/forward.rs`); one
             // that is catching up or lagging would answer late, so the REST layer relays the
             // request instead (`Refused::NotLeader`).
-            if l != self.me.node && self.serving().is_ok() {
+            if l != self.me.node && pending.forward && self.serving().is_ok() {
                 result = self.replica.forward(now, command);
+                if result.is_ok() {
+                    self.metrics.forwarded.inc();
+                }
             }
         }
         match result {

@@ -229,7 +229,8 @@ async fn write(ctx: &Ctx, headers: &HeaderMap, op: WriteOp) -> Result<WriteDone,
     let session = session(headers).map_err(Outcome::from)?;
     ctx.limits.check_op(&op).map_err(|e| Outcome::from(Problem::from_write_error(&e, false)))?;
     let (tx, rx) = oneshot::channel();
-    if ctx.inputs.send(Input::Write { session, op, reply: tx }).await.is_err() {
+    let forward = !headers.contains_key(super::NO_CORE_FORWARD);
+    if ctx.inputs.send(Input::Write { session, op, forward, reply: tx }).await.is_err() {
         return Err(Problem::unavailable("shutting-down", "the node loop is gone").into());
     }
     match tokio::time::timeout(ctx.write_timeout, rx).await {

@@ -32,6 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Most times a request is relayed between replicas before the answer is 503.
 pub const MAX_HOPS: u32 = 2;
 
+/// Internal marker on a request whose write must not be handed to the leader by the core
+/// (`?redirect=true`): a follower then answers "not leader" and the REST layer redirects.
+pub const NO_CORE_FORWARD: &str = "x-synod-internal-no-forward";
+
 /// The header that carries the store index a reply reflects.
 pub const INDEX_HEADER: &str = "x-synod-index";
 
@@ -197,8 +201,14 @@ pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response
 
 async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response<Bytes> {
     // Keep what forwarding needs: handlers consume the request.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let redirect = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "redirect=true"));
+    // A client that asked to be redirected wants the leader's answer, not a write handed to the
+    // leader by this replica (the marker is ours: a client's copy is dropped first).
+    parts.headers.remove(NO_CORE_FORWARD);
+    if redirect {
+        parts.headers.insert(NO_CORE_FORWARD, HeaderValue::from_static("1"));
+    }
     let copy = Request::from_parts(parts.clone(), body.clone());
     let outcome = handlers::route(ctx, Request::from_parts(parts, body)).await;
     // A read this replica does not serve now goes to the leader like a write; when it cannot
