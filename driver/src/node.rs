@@ -352,6 +352,8 @@ pub struct Node {
     snapshot_encoding: bool,
     /// The applied slot of the last snapshot started here (the cadence counts from it).
     last_snapshot_slot: Slot,
+    /// The cadence never waits longer than this many slots (the log retention bound).
+    max_retained_slots: u64,
     /// Snapshot transfers in flight, by peer (one at a time per peer).
     snapshot_sends: HashMap<NodeId, tokio::task::JoinHandle<()>>,
     inputs: mpsc::Sender<Input>,
@@ -422,6 +424,7 @@ impl Node {
             snapshot_chunk_bytes: 256 * 1024,
             snapshot_encoding: false,
             last_snapshot_slot: Slot(0),
+            max_retained_slots: settings.max_retained_slots,
             snapshot_sends: HashMap::new(),
             inputs,
             config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
@@ -933,7 +936,8 @@ impl Node {
     /// taken only once the log since the last one holds at least 1/[`SNAPSHOT_LOG_TO_STORE`] as
     /// many slots as the store has keys (a slot holds one write or more), which keeps the
     /// amortised encoding cost per write constant and the retained log within a fixed fraction
-    /// of the store. Asks declined here are repeated by the core `snapshot_every` slots later.
+    /// of the store; but never more than `max_retained_slots` (the operator's bound on the log).
+    /// Asks declined here are repeated by the core `snapshot_every` slots later.
     fn take_snapshot(&mut self, slot: Slot) {
         if slot != self.applied_slot {
             warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
@@ -943,7 +947,7 @@ impl Node {
             return;
         }
         let since = self.applied_slot.0.saturating_sub(self.last_snapshot_slot.0);
-        if since < self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE {
+        if since < (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE).min(self.max_retained_slots) {
             debug!(%slot, since, keys = self.store.len(), "snapshot deferred: log short relative to the store");
             return;
         }
