@@ -213,6 +213,9 @@ pub struct ReadDone {
     pub last_contact_ms: Option<u64>,
 }
 
+/// A snapshot is taken once the log since the previous one has at least `keys / this` slots.
+pub const SNAPSHOT_LOG_TO_STORE: u64 = 2;
+
 /// A snapshot of the node's state for `/v1/status` and `/metrics`.
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
@@ -298,6 +301,8 @@ pub enum Input {
         /// The rebuilt store.
         store: Box<Store>,
     },
+    /// A snapshot asked for by `Action::TakeSnapshot` finished encoding on a blocking thread.
+    SnapshotEncoded(Arc<SnapshotBlob>),
     /// The directory changed: (re)connect peers.
     PeersChanged,
     /// The leader's removal mark names this incarnation (it missed the slot that removed it).
@@ -352,6 +357,12 @@ pub struct Node {
     election: mpsc::UnboundedSender<ElectionCmd>,
     latest_snapshot: Option<Arc<SnapshotBlob>>,
     snapshot_chunk_bytes: usize,
+    /// A snapshot is being encoded off the loop (at most one at a time).
+    snapshot_encoding: bool,
+    /// The applied slot of the last snapshot started here (the cadence counts from it).
+    last_snapshot_slot: Slot,
+    /// The cadence never waits longer than this many slots (the log retention bound).
+    max_retained_slots: u64,
     /// Snapshot transfers in flight, by peer (one at a time per peer).
     snapshot_sends: HashMap<NodeId, tokio::task::JoinHandle<()>>,
     inputs: mpsc::Sender<Input>,
@@ -426,6 +437,9 @@ impl Node {
             election,
             latest_snapshot: None,
             snapshot_chunk_bytes: 256 * 1024,
+            snapshot_encoding: false,
+            last_snapshot_slot: Slot(0),
+            max_retained_slots: settings.max_retained_slots,
             snapshot_sends: HashMap::new(),
             inputs,
             config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
@@ -510,6 +524,7 @@ impl Node {
             }
             Input::Reconfigure { change, reply } => self.reconfigure(change, reply),
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
+            Input::SnapshotEncoded(blob) => self.snapshot_encoded(blob),
             Input::PeersChanged => self.sync_peers(),
             Input::Removed(r) => self.mark_removed(r),
             Input::Shutdown => {}
@@ -991,19 +1006,54 @@ impl Node {
         }
     }
 
+    /// The core asks every `snapshot_every` slots. The store is cloned (O(1): its data is a
+    /// persistent map) and encoded on a blocking thread; the core hears `SnapshotTaken` (and
+    /// compacts its log) only when the bytes exist. Cadence: a snapshot costs O(store), so one is
+    /// taken only once the log since the last one holds at least 1/[`SNAPSHOT_LOG_TO_STORE`] as
+    /// many slots as the store has keys (a slot holds one write or more), which keeps the
+    /// amortised encoding cost per write constant and the retained log within a fixed fraction
+    /// of the store; but never more than `max_retained_slots` (the operator's bound on the log).
+    /// Asks declined here are repeated by the core `snapshot_every` slots later.
     fn take_snapshot(&mut self, slot: Slot) {
         if slot != self.applied_slot {
             warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
+        }
+        if self.snapshot_encoding {
+            debug!(%slot, "snapshot asked while one is being encoded; skipped");
+            return;
+        }
+        let since = self.applied_slot.0.saturating_sub(self.last_snapshot_slot.0);
+        if since < (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE).min(self.max_retained_slots) {
+            debug!(%slot, since, keys = self.store.len(), "snapshot deferred: log short relative to the store");
+            return;
         }
         // The driver's configuration, not the core's: the core may already have applied (and
         // queued) slots past this one, and a snapshot must carry the configuration governing
         // the slot right after its last one.
         let meta = paxos::SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
-        let blob = snapshot::encode(&self.store, meta.clone(), self.snapshot_chunk_bytes);
+        self.snapshot_encoding = true;
+        self.last_snapshot_slot = self.applied_slot;
+        let store = self.store.clone();
+        let chunk = self.snapshot_chunk_bytes;
+        let inputs = self.inputs.clone();
+        tokio::task::spawn_blocking(move || {
+            let blob = snapshot::encode(&store, meta, chunk);
+            drop(store);
+            // The loop may have stopped meanwhile; then nobody needs the snapshot.
+            let _ = inputs.blocking_send(Input::SnapshotEncoded(Arc::new(blob)));
+        });
+    }
+
+    fn snapshot_encoded(&mut self, blob: Arc<SnapshotBlob>) {
+        self.snapshot_encoding = false;
         self.metrics.snapshots_taken.inc();
-        debug!(slot = %meta.last_slot, bytes = blob.len(), "snapshot taken");
-        self.latest_snapshot = Some(Arc::new(blob));
+        debug!(slot = %blob.meta.last_slot, bytes = blob.len(), "snapshot taken");
+        let meta = blob.meta.clone();
+        if self.latest_snapshot.as_ref().is_none_or(|l| l.meta.last_slot < meta.last_slot) {
+            self.latest_snapshot = Some(blob);
+        }
         let now = self.now();
+        // The core ignores a snapshot at or below one it already has (after an install).
         self.replica.handle(now, Event::SnapshotTaken(meta));
     }
 
@@ -1022,16 +1072,15 @@ impl Node {
         // store (after a snapshot was installed here, or before the first `TakeSnapshot`): then
         // encode the store as it is now. Any snapshot at or above the core's compaction point
         // serves, and a fresher one leaves less of the log to fetch afterwards.
-        let blob = match self.latest_snapshot.clone() {
-            Some(b) if b.meta.last_slot == self.applied_slot => b,
+        // The encoding runs on a blocking thread from an O(1) clone of the store.
+        let source = match self.latest_snapshot.clone() {
+            Some(b) if b.meta.last_slot == self.applied_slot => snapshot::Source::Encoded(b),
             _ => {
                 let meta = paxos::SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
-                let b = Arc::new(snapshot::encode(&self.store, meta, self.snapshot_chunk_bytes));
-                self.latest_snapshot = Some(b.clone());
-                b
+                snapshot::Source::Store { store: Box::new(self.store.clone()), meta, chunk_bytes: self.snapshot_chunk_bytes }
             }
         };
-        let handle = snapshot::spawn_send(self.me, to, info.grpc, blob, self.metrics.clone());
+        let handle = snapshot::spawn_send(self.me, to, info.grpc, source, self.metrics.clone());
         self.snapshot_sends.insert(to, handle);
     }
 
@@ -1045,6 +1094,7 @@ impl Node {
         store.set_config(*self.store.config());
         self.store = store;
         self.applied_slot = meta.last_slot;
+        self.last_snapshot_slot = meta.last_slot;
         self.config = meta.config.clone();
         self.metrics.config_epoch.set(meta.config.epoch);
         self.metrics.snapshots_installed.inc();

@@ -1,10 +1,12 @@
 //! Snapshots: taken from the store on the core's request, streamed to peers in chunks, installed.
 //!
 //! The core never sees snapshot bytes, only [`paxos::SnapshotMeta`] (last slot, configuration).
-//! On `Action::TakeSnapshot` the node loop encodes the store with the kvstore encoder (a
-//! self-checking format with a state hash in its trailer) and keeps the latest bytes. On
-//! `Action::SendSnapshot { to }` a task streams those bytes over `InstallSnapshot`; the first chunk
-//! carries the metadata. The receiver decodes as chunks arrive (the decoder verifies order,
+//! On `Action::TakeSnapshot` the node loop clones the store (O(1): the data is a persistent map)
+//! and a blocking thread encodes the clone with the kvstore encoder (a self-checking format with a
+//! state hash in its trailer); the loop keeps the latest bytes. On `Action::SendSnapshot { to }` a
+//! task streams those bytes (or encodes a fresh clone first, off the loop) over `InstallSnapshot`,
+//! one chunk at a time; the first chunk carries the metadata. Nothing here costs the node loop
+//! more than O(1) per snapshot. The receiver decodes as chunks arrive (the decoder verifies order,
 //! counts and the hash), and only a complete, valid stream reaches the node loop, which replaces
 //! its store and reports `Event::SnapshotInstalled`.
 
@@ -41,16 +43,42 @@ impl SnapshotBlob {
     }
 }
 
-/// Encode the store as of now. (Synchronous: the store is small in the deployments we test; a
-/// large store would be cloned and encoded on a blocking thread.)
+/// Encode the store. O(store): call it on a blocking thread with a clone of the store.
 pub fn encode(store: &Store, meta: paxos::SnapshotMeta, chunk_bytes: usize) -> SnapshotBlob {
     let bytes = store.snapshot(chunk_bytes).flatten().collect();
     SnapshotBlob { meta, bytes }
 }
 
-/// Stream `blob` to `to` at `addr` in the background.
-pub fn spawn_send(me: Member, to: NodeId, addr: String, blob: Arc<SnapshotBlob>, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+/// What a transfer sends: bytes already encoded, or a clone of the store to encode first.
+pub enum Source {
+    /// The latest snapshot taken.
+    Encoded(Arc<SnapshotBlob>),
+    /// A clone of the store (O(1) to take), encoded on a blocking thread before sending.
+    Store {
+        /// The clone.
+        store: Box<Store>,
+        /// Its last slot and configuration.
+        meta: paxos::SnapshotMeta,
+        /// Encoder chunk size.
+        chunk_bytes: usize,
+    },
+}
+
+/// Stream a snapshot to `to` at `addr` in the background.
+pub fn spawn_send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let blob = match source {
+            Source::Encoded(b) => b,
+            Source::Store { store, meta, chunk_bytes } => {
+                match tokio::task::spawn_blocking(move || encode(&store, meta, chunk_bytes)).await {
+                    Ok(b) => Arc::new(b),
+                    Err(e) => {
+                        warn!(peer = %to, error = %e, "snapshot encoding failed");
+                        return;
+                    }
+                }
+            }
+        };
         let channel = match crate::peer::channel(&addr) {
             Ok(c) => c,
             Err(e) => {
@@ -61,21 +89,21 @@ pub fn spawn_send(me: Member, to: NodeId, addr: String, blob: Arc<SnapshotBlob>,
         let total = blob.bytes.len() as u64;
         let from = pb::Member { node: me.node.0, incarnation: me.incarnation.0 };
         let meta = proto::encode_snapshot_meta(&blob.meta);
-        let mut chunks = Vec::new();
-        let pieces: Vec<&[u8]> = if blob.bytes.is_empty() { vec![&[][..]] } else { blob.bytes.chunks(CHUNK_BYTES).collect() };
-        let n = pieces.len();
-        let mut offset = 0u64;
-        for (i, data) in pieces.into_iter().enumerate() {
-            chunks.push(pb::SnapshotChunk {
+        // Chunks are cut from the shared bytes as the stream is polled, not copied up front.
+        let n = blob.bytes.len().div_ceil(CHUNK_BYTES).max(1);
+        let bytes = blob.clone();
+        let chunks = (0..n).map(move |i| {
+            let lo = (i * CHUNK_BYTES).min(bytes.bytes.len());
+            let hi = ((i + 1) * CHUNK_BYTES).min(bytes.bytes.len());
+            pb::SnapshotChunk {
                 from: Some(from),
-                offset,
-                data: data.to_vec(),
+                offset: lo as u64,
+                data: bytes.bytes[lo..hi].to_vec(),
                 done: i + 1 == n,
                 meta: (i == 0).then(|| meta.clone()),
                 total_bytes: total,
-            });
-            offset += data.len() as u64;
-        }
+            }
+        });
         match PeerClient::new(channel).install_snapshot(tokio_stream::iter(chunks)).await {
             Ok(ack) => {
                 let ack = ack.into_inner();

@@ -1,13 +1,19 @@
 //! The state hash: a cheap, portable fingerprint of the replicated state for comparing replicas.
 //!
-//! It is a 64-bit multiply-rotate hash over a canonical walk of the state (header, entries in key
-//! order, sessions in client order), every byte string length-prefixed so that the walk is
-//! unambiguous, finished with the splitmix64 mixer. It reads input eight bytes at a time, so
-//! hashing a large store runs at memory speed rather than FNV's byte-at-a-time pace. It is not
-//! cryptographic: it detects divergence and corruption, it does not resist an adversary.
+//! It is a 64-bit multiply-rotate hash over a canonical walk of the state (header, the data's
+//! sum, sessions in client order), every byte string length-prefixed so that the walk is
+//! unambiguous, finished with the splitmix64 mixer. It reads input eight bytes at a time. It is
+//! not cryptographic: it detects divergence and corruption, it does not resist an adversary.
+//!
+//! The data enters as one word: the wrapping sum over all entries of [`entry_hash`]`(key, value,
+//! version)`, each entry hashed on its own (a separately seeded chain, splitmix-finished). A sum is
+//! independent of order, so the store keeps it up to date on every write (subtract the old
+//! entry's hash, add the new one) and [`crate::Store::state_hash`] costs O(sessions), not
+//! O(keys). Two states whose entries differ give sums that collide only by chance (2^-64 for
+//! unrelated sets; the per-entry hash is not keyed against an adversary).
 //!
 //! The snapshot encoder feeds the same walk as it streams, so the hash it writes in the trailer
-//! equals [`crate::Store::state_hash`] without a second pass, and the decoder checks it.
+//! equals [`crate::Store::state_hash`], and the decoder recomputes it from the records.
 
 use crate::command::{ClientId, Stamp};
 use crate::session::SessionEntry;
@@ -30,11 +36,22 @@ const K: u64 = 0x9E37_79B9_7F4A_7C15;
 #[derive(Debug, Clone)]
 pub(crate) struct StateHasher {
     h: u64,
+    /// Wrapping sum of [`entry_hash`] over the entries fed so far.
+    entries: u64,
+}
+
+/// The hash of one entry, summed (wrapping) over all entries into the state hash.
+pub(crate) fn entry_hash(key: &[u8], value: &[u8], version: u64) -> u64 {
+    let mut h = StateHasher { h: 0x6a09_e667_f3bc_c908, entries: 0 };
+    h.bytes(key);
+    h.bytes(value);
+    h.word(version);
+    h.finish().0
 }
 
 impl StateHasher {
     pub(crate) fn new() -> Self {
-        StateHasher { h: 0xcbf2_9ce4_8422_2325 }
+        StateHasher { h: 0xcbf2_9ce4_8422_2325, entries: 0 }
     }
 
     fn word(&mut self, w: u64) {
@@ -75,10 +92,19 @@ impl StateHasher {
         }
     }
 
+    /// Add one entry to the data's sum (order does not matter).
     pub(crate) fn entry(&mut self, key: &[u8], value: &[u8], version: u64) {
-        self.bytes(key);
-        self.bytes(value);
-        self.word(version);
+        self.entries = self.entries.wrapping_add(entry_hash(key, value, version));
+    }
+
+    /// Add a precomputed sum of entry hashes (the store's running sum).
+    pub(crate) fn data_sum(&mut self, sum: u64) {
+        self.entries = self.entries.wrapping_add(sum);
+    }
+
+    /// The sum of entry hashes fed so far.
+    pub(crate) fn entries_sum(&self) -> u64 {
+        self.entries
     }
 
     pub(crate) fn session(&mut self, client: ClientId, e: &SessionEntry) {
@@ -92,7 +118,7 @@ impl StateHasher {
     }
 
     pub(crate) fn finish(&self) -> StateHash {
-        let mut z = self.h;
+        let mut z = (self.h ^ self.entries).wrapping_mul(K).rotate_left(29);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         StateHash(z ^ (z >> 31))
@@ -113,6 +139,29 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_order_independent_and_removable() {
+        let mut a = StateHasher::new();
+        a.entry(b"x", b"1", 1);
+        a.entry(b"y", b"2", 2);
+        let mut b = StateHasher::new();
+        b.entry(b"y", b"2", 2);
+        b.entry(b"x", b"1", 1);
+        assert_eq!(a.finish(), b.finish());
+        // Removing an entry's hash from the sum gives the hash without it.
+        let mut c = StateHasher::new();
+        c.entry(b"x", b"1", 1);
+        let mut d = StateHasher::new();
+        d.data_sum(a.entries_sum().wrapping_sub(entry_hash(b"y", b"2", 2)));
+        assert_eq!(c.finish(), d.finish());
+        // Same key and value at another version differ; duplicated entries do not cancel.
+        assert_ne!(entry_hash(b"x", b"1", 1), entry_hash(b"x", b"1", 2));
+        let mut e = StateHasher::new();
+        e.entry(b"x", b"1", 1);
+        e.entry(b"x", b"1", 1);
+        assert_ne!(e.finish(), StateHasher::new().finish());
+    }
+
+    #[test]
     fn hash_is_stable_across_builds() {
         // Pinned so that a change to the walk (which would make mixed-version replicas disagree)
         // is a deliberate, visible decision.
@@ -122,6 +171,7 @@ mod tests {
         assert_eq!(h.finish(), PINNED);
     }
 
-    // Changed deliberately with snapshot format 2 (the clock's last stamp and session fingerprints).
-    const PINNED: StateHash = StateHash(15_144_414_700_799_678_450);
+    // Changed deliberately with snapshot format 2 (the clock's last stamp and session fingerprints)
+    // and format 3 (the data as a sum of per-entry hashes).
+    const PINNED: StateHash = StateHash(14_068_799_095_652_581_193);
 }

@@ -115,10 +115,10 @@ impl Store {
         };
         let mut page = RangePage { index: self.last_applied, entries: Vec::new(), next_cursor: None };
         if hi.is_some_and(|h| h <= lo) {
-            return page; // Empty range; BTreeMap::range would panic on start > end.
+            return page; // Empty range; the map's range would panic on start > end.
         }
         let upper = hi.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut iter = self.data.range::<[u8], _>((Bound::Included(lo), upper));
+        let mut iter = self.data.range::<_, [u8]>((Bound::Included(lo), upper));
         for (k, v) in iter.by_ref().take(limit) {
             page.entries.push(RangeEntry {
                 key: k.clone(),

@@ -6,12 +6,12 @@
 //! started with the same [`StoreConfig`].
 
 use crate::command::Request;
-use crate::hash::{StateHash, StateHasher};
+use crate::hash::{entry_hash, StateHash, StateHasher};
 use crate::limits::Limits;
 use crate::output::{Output, Versioned, WriteError};
 use crate::session::{SessionCheck, SessionTable};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 /// Settings that change results, so they must be equal on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,11 +44,17 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
     pub(crate) config: StoreConfig,
-    pub(crate) data: BTreeMap<Vec<u8>, Versioned>,
+    /// A persistent (structurally shared) ordered map: cloning the store is O(1) and costs memory
+    /// only for the nodes later changed, so a snapshot can be encoded off the node loop from a
+    /// clone while the original keeps applying.
+    pub(crate) data: OrdMap<Vec<u8>, Versioned>,
     pub(crate) sessions: SessionTable,
     pub(crate) last_applied: u64,
     /// Sum of key and value lengths, kept for metrics and snapshot size estimates.
     pub(crate) data_bytes: u64,
+    /// Wrapping sum of [`entry_hash`] over every entry, kept up to date on each write so the
+    /// state hash never walks the data.
+    pub(crate) data_sum: u64,
 }
 
 impl Default for Store {
@@ -60,7 +66,7 @@ impl Default for Store {
 impl Store {
     /// An empty store at index 0.
     pub fn new(config: StoreConfig) -> Self {
-        Store { config, data: BTreeMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0 }
+        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0 }
     }
 
     /// The configuration.
@@ -161,6 +167,9 @@ impl Store {
 
     /// A hash of the whole replicated state (data, versions, sessions, log clock, last applied).
     /// Equal states give equal hashes on every platform; use it to compare replicas.
+    ///
+    /// Cost: O(sessions), independent of the number of keys: the data's part is a sum of
+    /// per-entry hashes maintained on every write (see [`crate::hash`]).
     pub fn state_hash(&self) -> StateHash {
         let mut h = StateHasher::new();
         h.header(
@@ -170,9 +179,7 @@ impl Store {
             self.data.len() as u64,
             self.sessions.len() as u64,
         );
-        for (k, v) in &self.data {
-            h.entry(k, &v.value, v.version);
-        }
+        h.data_sum(self.data_sum);
         for (c, e) in self.sessions.iter() {
             h.session(*c, e);
         }
@@ -185,12 +192,14 @@ impl Store {
         match self.data.get_mut(&key) {
             Some(old) => {
                 self.data_bytes = self.data_bytes - old.value.len() as u64 + value.len() as u64;
+                self.data_sum = self.data_sum.wrapping_sub(entry_hash(&key, &old.value, old.version)).wrapping_add(entry_hash(&key, &value, version));
                 let prev = old.version;
                 *old = Versioned { value, version };
                 Some(prev)
             }
             None => {
                 self.data_bytes += add;
+                self.data_sum = self.data_sum.wrapping_add(entry_hash(&key, &value, version));
                 self.data.insert(key, Versioned { value, version });
                 None
             }
@@ -201,6 +210,7 @@ impl Store {
     pub(crate) fn delete_raw(&mut self, key: &[u8]) -> Option<u64> {
         let old = self.data.remove(key)?;
         self.data_bytes -= (key.len() + old.value.len()) as u64;
+        self.data_sum = self.data_sum.wrapping_sub(entry_hash(key, &old.value, old.version));
         Some(old.version)
     }
 }

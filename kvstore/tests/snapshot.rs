@@ -91,8 +91,8 @@ fn corrupt_input_is_an_error_not_a_panic() {
 
     // Swap the format version in the header.
     let mut v2 = good.clone();
-    v2[8 + 5] = 3; // magic, 4-byte length, tag, then the format varint
-    assert_eq!(restore(&v2), Err(SnapshotError::UnsupportedFormat { got: 3 }));
+    v2[8 + 5] = 2; // magic, 4-byte length, tag, then the format varint
+    assert_eq!(restore(&v2), Err(SnapshotError::UnsupportedFormat { got: 2 }));
 
     // Every single-byte truncation and every single-byte corruption yields an error (or, for
     // corruption that lands in a length still within bounds, at worst a clean error), never a panic
