@@ -22,7 +22,7 @@ use crate::message::{Command, Message};
 use crate::replica::{Replica, Role};
 
 /// How long a follower remembers a forwarded command it never heard of again.
-pub(crate) const FORWARD_TRACK_MS: u64 = 60_000;
+pub(crate) const FORWARD_TRACK_MS: u64 = 10_000;
 
 impl Replica {
     /// Hand a client command to the leader this follower knows (see the module docs). The id
@@ -45,11 +45,12 @@ impl Replica {
         if command.payload.len() > limit {
             return Err(ProposeError::TooLarge { size: command.payload.len(), limit });
         }
-        self.forwarded.retain(|_, (t, _)| t.plus(FORWARD_TRACK_MS) > now);
+        self.expire_forwards(now);
         if self.forwarded.len() >= self.opts.max_queued_commands {
             return Err(ProposeError::Backpressure);
         }
         self.forwarded.insert(command.id, (now, target));
+        self.forward_times.push_back((now, command.id));
         self.counters.commands_forwarded += 1;
         self.send(leader, Message::Forward { to: target.incarnation, cmds: vec![command] });
         Ok(())
@@ -67,14 +68,17 @@ impl Replica {
             return;
         }
         let mut refused = Vec::new();
-        self.forwards_seen.retain(|_, t| t.plus(FORWARD_TRACK_MS) > now);
+        self.expire_forwards(now);
         for cmd in cmds {
             if cmd.id.node != from.node {
                 // A loss report would go to the wrong replica: not a command we can take.
                 self.counters.dropped_messages += 1;
                 continue;
             }
-            let seen = self.forwards_seen.insert(cmd.id, now).is_some();
+            let seen = !self.forwards_seen.insert(cmd.id);
+            if !seen {
+                self.forward_times.push_back((now, cmd.id));
+            }
             #[cfg(feature = "sim")]
             let seen = seen && !self.opts.bugs.forward_twice;
             if seen {
@@ -122,6 +126,21 @@ impl Replica {
             for id in ids {
                 self.forwarded.remove(id);
             }
+        }
+    }
+
+    /// Forget forwarded commands (ours, and those we received) older than `FORWARD_TRACK_MS`.
+    /// Ids enter `forward_times` in time order, so this is amortised O(1) per command.
+    fn expire_forwards(&mut self, now: Time) {
+        while let Some((t, id)) = self.forward_times.front().copied() {
+            if t.plus(FORWARD_TRACK_MS) > now {
+                break;
+            }
+            self.forward_times.pop_front();
+            if self.forwarded.get(&id).is_some_and(|(sent, _)| *sent == t) {
+                self.forwarded.remove(&id);
+            }
+            self.forwards_seen.remove(&id);
         }
     }
 

@@ -109,6 +109,8 @@ pub(crate) struct Leader {
     pub(crate) since: Slot,
     /// Members that reported a learned point during this leadership (its phase 1 included).
     pub(crate) reported: BTreeSet<Member>,
+    /// The highest commit point sent to followers (on an `Accept` or a heartbeat).
+    pub(crate) commit_sent: Slot,
     /// Per acceptor, the highest read round (of `Replica::read_round`) it confirmed.
     pub(crate) acked: BTreeMap<Member, u64>,
     pub(crate) reads_waiting: Vec<ReadId>,
@@ -240,6 +242,7 @@ impl Replica {
             barrier: last,
             last_heard: BTreeMap::new(),
             since: c.since.unwrap_or(commit),
+            commit_sent: commit,
             reported: c.reported,
             acked: BTreeMap::new(),
             reads_waiting: Vec::new(),
@@ -292,6 +295,7 @@ impl Replica {
         let Role::Leader(l) = &mut self.role else { return };
         l.inflight.insert(slot, InFlight { value: value.clone(), votes: BTreeSet::new(), sent: now });
         let (ballot, commit) = (l.ballot, self.log.commit);
+        l.commit_sent = l.commit_sent.max(commit);
         let targets: Vec<NodeId> = l.config.acceptors.iter().map(|m| m.node).collect();
         for to in targets {
             self.send(to, Message::Accept { ballot, slot, value: value.clone(), commit });
@@ -380,6 +384,16 @@ impl Replica {
             _ => {
                 self.flush(now);
                 self.check_reads(now);
+                // Followers learn the commit point from the next Accept or heartbeat. If no
+                // Accept carried this one (nothing more to propose: clients wait for these
+                // answers, perhaps at a follower), push it soon instead of at the next periodic
+                // heartbeat: a follower answering a forwarded write or a read-index read waits
+                // for it.
+                if let Role::Leader(l) = &self.role {
+                    if l.commit_sent < self.log.commit {
+                        self.timers.set_if_later(Timer::Heartbeat, now.plus(self.opts.commit_push_ms));
+                    }
+                }
             }
         }
     }
@@ -431,8 +445,10 @@ impl Replica {
     pub(crate) fn send_heartbeats(&mut self, now: Time) {
         self.leader_update_checkpoint();
         let read_round = self.read_round;
+        let commit_now = self.log.commit;
         let Role::Leader(l) = &mut self.role else { return };
         l.acked.insert(self.me, read_round);
+        l.commit_sent = l.commit_sent.max(commit_now);
         let ballot = l.ballot;
         let targets: Vec<NodeId> = l.config.members().map(|m| m.node).filter(|n| *n != self.me.node).collect();
         let (commit, checkpoint) = (self.log.commit, self.checkpoint);

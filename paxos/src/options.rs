@@ -26,6 +26,9 @@ pub struct Options {
     pub batch_max_bytes: usize,
     /// How long a leader holds a partial batch before proposing it (0: propose at once).
     pub batch_delay_ms: u64,
+    /// How soon a leader pushes a commit point no `Accept` carried (a heartbeat ahead of
+    /// time), so that followers apply promptly when the leader has nothing more to propose.
+    pub commit_push_ms: u64,
     /// Most slots a leader has in phase 2 at once (pipelining window).
     pub pipeline_window: u64,
     /// Most proposals queued at the leader before `propose` answers `Backpressure`.
@@ -91,6 +94,7 @@ impl Options {
             batch_max_commands: 256,
             batch_max_bytes: 1 << 20,
             batch_delay_ms: 0,
+            commit_push_ms: 1,
             pipeline_window: 32,
             max_queued_commands: 10_000,
             snapshot_every: 10_000,

@@ -82,7 +82,9 @@ pub struct Replica {
     pub(crate) forwarded: BTreeMap<RequestId, (Time, Member)>,
     /// Forwarded commands this replica received (taken or refused), and when: duplicates are
     /// ignored (`forward.rs`).
-    pub(crate) forwards_seen: BTreeMap<RequestId, Time>,
+    pub(crate) forwards_seen: std::collections::BTreeSet<RequestId>,
+    /// When each id entered `forwarded` or `forwards_seen`, oldest first (for expiry).
+    pub(crate) forward_times: VecDeque<(Time, RequestId)>,
 }
 
 impl Replica {
@@ -116,7 +118,8 @@ impl Replica {
             read_round: 0,
             read_index: Default::default(),
             forwarded: BTreeMap::new(),
-            forwards_seen: BTreeMap::new(),
+            forwards_seen: Default::default(),
+            forward_times: VecDeque::new(),
         }
     }
 
