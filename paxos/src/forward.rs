@@ -69,6 +69,13 @@ impl Replica {
         }
         let mut refused = Vec::new();
         self.expire_forwards(now);
+        // Bounded work and memory from one peer (found by review): an honest follower sends one
+        // command per message, and the filter never holds more than a few queues' worth.
+        if cmds.len() > self.opts.batch_max_commands || self.forwards_seen.len() >= 8 * self.opts.max_queued_commands {
+            // Neither taken nor refused: the forwarder's driver times out ("outcome unknown").
+            self.counters.dropped_messages += 1;
+            return;
+        }
         for cmd in cmds {
             if cmd.id.node != from.node {
                 // A loss report would go to the wrong replica: not a command we can take.

@@ -74,6 +74,8 @@ mod read_index_test;
 mod review_test;
 #[cfg(test)]
 mod forward_test;
+#[cfg(test)]
+mod review2_test;
 
 pub use action::{Action, Persist};
 pub use config::{ConfigChange, ConfigError, Configuration};

@@ -122,7 +122,19 @@ impl Replica {
             self.send(from.node, Message::ReadIndexReply { id, incarnation: from.incarnation, index: Some(index) });
             return;
         }
+        // One request per follower: a newer one means the follower gave up on the older (an
+        // honest follower has one in flight), which is refused, so one peer cannot make the
+        // leader hold any number of requests while reads are blocked (found by review).
+        let mut superseded = Vec::new();
+        l.remote_waiting.retain(|(m, old)| if *m == from { superseded.push(*old); false } else { true });
+        for round in l.rounds.values_mut() {
+            round.remote.retain(|(m, old)| if *m == from { superseded.push(*old); false } else { true });
+        }
         l.remote_waiting.push((from, id));
+        for old in superseded {
+            self.send(from.node, Message::ReadIndexReply { id: old, incarnation: from.incarnation, index: None });
+        }
+        let Role::Leader(l) = &mut self.role else { return };
         if l.rounds.is_empty() {
             self.start_read_round(now);
         }
