@@ -63,6 +63,8 @@ mod timer;
 #[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod replica_test;
 #[cfg(test)]
 mod quickcheck_test;

@@ -1,41 +1,14 @@
 //! Follower reads through the read index (`read_index.rs`): exact actions on both sides.
 
 use crate::action::Action;
-use crate::config::Configuration;
 use crate::event::Event;
-use crate::ids::{Ballot, Incarnation, Member, NodeId, ReadId, Slot, Time};
-use crate::message::{Envelope, Message};
-use crate::options::Options;
-use crate::replica::Replica;
-
-fn m(n: u64) -> Member {
-    Member { node: NodeId(n), incarnation: Incarnation(1) }
-}
-
-fn b(round: u64, node: u64) -> Ballot {
-    Ballot::new(round, m(node))
-}
-
-fn replica(me: u64) -> Replica {
-    Replica::new(Options::new(m(me), Some(Configuration::bootstrap((1..=3).map(m)))), Time(0))
-}
-
-fn actions(r: &mut Replica) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
-}
-
-fn recv(r: &mut Replica, now: u64, from: u64, msg: Message) {
-    let to = r.me.node;
-    r.handle(Time(now), Event::Receive(Envelope { from: m(from), to, msg }));
-}
-
-fn send(from: u64, to: u64, msg: Message) -> Action {
-    Action::Send(Envelope { from: m(from), to: NodeId(to), msg })
-}
+use crate::ids::{Incarnation, NodeId, ReadId, Slot, Time};
+use crate::message::Message;
+use crate::testkit::*;
 
 #[test]
 fn a_follower_batches_reads_into_one_request_at_a_time() {
-    let mut r = replica(1);
+    let mut r = replica(1, 3);
     recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
     let _ = actions(&mut r);
     // The first read asks the leader for a read index.
@@ -64,7 +37,7 @@ fn a_follower_batches_reads_into_one_request_at_a_time() {
 
 #[test]
 fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
-    let mut r = replica(1);
+    let mut r = replica(1, 3);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = b(1, 1);
     recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
@@ -98,7 +71,7 @@ fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
 
 #[test]
 fn a_follower_that_campaigns_fails_its_pending_reads() {
-    let mut r = replica(1);
+    let mut r = replica(1, 3);
     recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
     r.read(Time(1), ReadId(1)).expect("taken");
     let _ = actions(&mut r);

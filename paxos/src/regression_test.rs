@@ -6,47 +6,18 @@
 use crate::action::Action;
 use crate::config::{ConfigChange, ConfigError, Configuration};
 use crate::event::Event;
-use crate::ids::{Ballot, Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
+use crate::ids::{NodeId, ReadId, RequestId, Slot, Time};
 use crate::message::{Envelope, Message, Value};
 use crate::options::{Bugs, Options};
 use crate::replica::{test_command, Replica};
 use crate::ProposeError;
-
-fn m(n: u64) -> Member {
-    Member { node: NodeId(n), incarnation: Incarnation(1) }
-}
-
-fn b(round: u64, node: u64) -> Ballot {
-    Ballot::new(round, m(node))
-}
+use crate::testkit::*;
 
 fn replica(me: u64, nodes: u64, bugs: Bugs) -> Replica {
     let config = Configuration::bootstrap((1..=nodes).map(m));
     let mut o = Options::new(m(me), Some(config));
     o.bugs = bugs;
     Replica::new(o, Time(0))
-}
-
-fn actions(r: &mut Replica) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
-}
-
-fn recv(r: &mut Replica, now: u64, from: u64, msg: Message) {
-    let to = r.me.node;
-    r.handle(Time(now), Event::Receive(Envelope { from: m(from), to, msg }));
-}
-
-fn send(from: u64, to: u64, msg: Message) -> Action {
-    Action::Send(Envelope { from: m(from), to: NodeId(to), msg })
-}
-
-fn sends(acts: &[Action]) -> Vec<(NodeId, Message)> {
-    acts.iter()
-        .filter_map(|a| match a {
-            Action::Send(e) => Some((e.to, e.msg.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 const RECONFIG_ID: RequestId = RequestId { node: NodeId(99), seq: 1 };

@@ -11,32 +11,7 @@ use crate::message::{AcceptedEntry, Envelope, Message, Value};
 use crate::options::Options;
 use crate::replica::{test_command, Replica};
 use crate::ProposeError;
-
-fn m(n: u64) -> Member {
-    Member { node: NodeId(n), incarnation: Incarnation(1) }
-}
-
-fn b(round: u64, node: u64) -> Ballot {
-    Ballot::new(round, m(node))
-}
-
-fn replica(me: u64, nodes: u64) -> Replica {
-    let config = Configuration::bootstrap((1..=nodes).map(m));
-    Replica::new(Options::new(m(me), Some(config)), Time(0))
-}
-
-fn actions(r: &mut Replica) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
-}
-
-fn recv(r: &mut Replica, now: u64, from: u64, msg: Message) {
-    let to = r.me.node;
-    r.handle(Time(now), Event::Receive(Envelope { from: m(from), to, msg }));
-}
-
-fn send(from: u64, to: u64, msg: Message) -> Action {
-    Action::Send(Envelope { from: m(from), to: NodeId(to), msg })
-}
+use crate::testkit::*;
 
 fn batch(n: u64, seq: u64) -> Value {
     Value::Batch(vec![test_command(n, seq)])

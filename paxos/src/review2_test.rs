@@ -2,52 +2,29 @@
 //! correct behaviour and failed on the code as reviewed. (Finding 1, a duplicate `Forward`
 //! delivered more than 10 s after the first copy, is a documented limit: docs/REPORT.md.)
 
-use crate::action::Action;
-use crate::config::Configuration;
 use crate::event::Event;
-use crate::ids::{Ballot, Incarnation, Member, NodeId, RequestId, Slot, Time};
-use crate::message::{Command, Envelope, Message};
-use crate::options::Options;
+use crate::ids::{Ballot, Incarnation, NodeId, RequestId, Slot, Time};
+use crate::message::{Command, Message};
 use crate::replica::Replica;
-
-fn m(n: u64) -> Member {
-    Member { node: NodeId(n), incarnation: Incarnation(1) }
-}
-
-fn replica(me: u64) -> Replica {
-    Replica::new(Options::new(m(me), Some(Configuration::bootstrap((1..=3).map(m)))), Time(0))
-}
-
-fn actions(r: &mut Replica) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
-}
-
-fn recv(r: &mut Replica, now: u64, from: Member, msg: Message) {
-    let to = r.me.node;
-    r.handle(Time(now), Event::Receive(Envelope { from, to, msg }));
-}
-
-fn cmd(node: u64, seq: u64) -> Command {
-    Command { id: RequestId { node: NodeId(node), seq }, payload: vec![seq as u8] }
-}
+use crate::testkit::*;
 
 fn elect(r: &mut Replica, now: u64) {
     r.handle(Time(now), Event::LeaderHint { leader: Some(r.me.node) });
     let ballot = Ballot::new(r.max_seen.round.max(1), r.me);
-    recv(r, now + 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv_from(r, now + 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
     assert!(r.is_leader());
 }
 
 #[test]
 fn refused_forwards_do_not_grow_the_duplicate_filter_without_bound() {
-    let mut r = replica(1);
+    let mut r = replica(1, 3);
     r.opts.max_queued_commands = 4;
     r.opts.pipeline_window = 0;
     elect(&mut r, 0);
     let _ = actions(&mut r);
     for batch in 0..10u64 {
         let cmds: Vec<Command> = (0..10_000).map(|i| cmd(2, batch * 10_000 + i)).collect();
-        recv(&mut r, 2 + batch, m(2), Message::Forward { to: Incarnation(1), cmds });
+        recv_from(&mut r, 2 + batch, m(2), Message::Forward { to: Incarnation(1), cmds });
         let _ = actions(&mut r);
     }
     let bound = 10 * r.opts.max_queued_commands;
@@ -60,15 +37,15 @@ fn refused_forwards_do_not_grow_the_duplicate_filter_without_bound() {
 /// `ReadIndex` is kept in `remote_waiting`, and each is answered separately later.
 #[test]
 fn read_index_requests_from_one_peer_do_not_pile_up_while_reads_are_blocked() {
-    let mut r = replica(1);
+    let mut r = replica(1, 3);
     elect(&mut r, 0);
-    recv(&mut r, 2, m(2), Message::Accepted { ballot: Ballot::new(1, m(1)), slot: Slot(1), learned: Slot(0) });
+    recv_from(&mut r, 2, m(2), Message::Accepted { ballot: Ballot::new(1, m(1)), slot: Slot(1), learned: Slot(0) });
     let _ = actions(&mut r);
     let id = RequestId { node: NodeId(1), seq: 1 };
     r.propose_config(Time(3), id, crate::config::ConfigChange::AddLearner(m(4))).expect("a stop sign is proposed");
     let _ = actions(&mut r);
     for i in 0..50_000 {
-        recv(&mut r, 4, m(3), Message::ReadIndex { id: i });
+        recv_from(&mut r, 4, m(3), Message::ReadIndex { id: i });
     }
     let waiting = match &r.role {
         crate::replica::Role::Leader(l) => l.remote_waiting.len() + l.rounds.values().map(|x| x.remote.len()).sum::<usize>(),

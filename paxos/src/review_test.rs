@@ -2,43 +2,10 @@
 //! code as it was, and asserts the correct behaviour.
 
 use crate::action::Action;
-use crate::config::Configuration;
 use crate::event::Event;
-use crate::ids::{Ballot, Incarnation, Member, NodeId, Slot, Time};
-use crate::message::{AcceptedEntry, Envelope, Message, SnapshotMeta, Value};
-use crate::options::Options;
-use crate::replica::Replica;
-
-fn m(n: u64) -> Member {
-    Member { node: NodeId(n), incarnation: Incarnation(1) }
-}
-
-fn b(round: u64, node: u64) -> Ballot {
-    Ballot::new(round, m(node))
-}
-
-fn replica(me: u64, nodes: u64) -> Replica {
-    let config = Configuration::bootstrap((1..=nodes).map(m));
-    Replica::new(Options::new(m(me), Some(config)), Time(0))
-}
-
-fn actions(r: &mut Replica) -> Vec<Action> {
-    std::iter::from_fn(|| r.poll_action()).collect()
-}
-
-fn recv(r: &mut Replica, now: u64, from: u64, msg: Message) {
-    let to = r.me.node;
-    r.handle(Time(now), Event::Receive(Envelope { from: m(from), to, msg }));
-}
-
-fn sends(acts: &[Action]) -> Vec<(NodeId, Message)> {
-    acts.iter()
-        .filter_map(|a| match a {
-            Action::Send(e) => Some((e.to, e.msg.clone())),
-            _ => None,
-        })
-        .collect()
-}
+use crate::ids::{Ballot, NodeId, Slot, Time};
+use crate::message::{AcceptedEntry, Message, SnapshotMeta, Value};
+use crate::testkit::*;
 
 fn heartbeat_checkpoints(acts: &[Action]) -> Vec<Slot> {
     sends(acts)
