@@ -371,6 +371,21 @@ mod tests {
         v["type"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string()
     }
 
+    /// Serve one connection: every call is received and answered `Unavailable` (as a proxy, a
+    /// draining server or a connection torn down mid-call does).
+    async fn answer_unavailable(s: tokio::net::TcpStream) {
+        let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+            let resp = Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "14")
+                .header("grpc-message", "transport is closing")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+    }
+
     /// A gRPC server that receives the call and answers `Unavailable` (as a proxy, a draining
     /// server or a connection torn down mid-call does): the request *was* delivered.
     async fn unavailable_after_receiving() -> String {
@@ -378,20 +393,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                        let resp = Response::builder()
-                            .header("content-type", "application/grpc")
-                            .header("grpc-status", "14")
-                            .header("grpc-message", "transport is closing")
-                            .body(http_body_util::Empty::<Bytes>::new())
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
+                tokio::spawn(answer_unavailable(s));
             }
         });
         addr
@@ -432,19 +434,7 @@ mod tests {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((s, _)) = l.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                        let resp = Response::builder()
-                            .header("content-type", "application/grpc")
-                            .header("grpc-status", "14")
-                            .body(http_body_util::Empty::<Bytes>::new())
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
+                conns.spawn(answer_unavailable(s));
             }
         });
         let c = ctx();
