@@ -160,9 +160,4 @@ impl Replica {
     pub(crate) fn forwarding(&self, id: RequestId) -> bool {
         self.forwarded.contains_key(&id)
     }
-
-    /// For tests and status: how many forwarded commands wait for an outcome.
-    pub fn forwarded_pending(&self) -> usize {
-        self.forwarded.len()
-    }
 }

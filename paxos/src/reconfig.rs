@@ -41,8 +41,7 @@ impl Replica {
             return Err(ConfigError::NoReachableQuorum.into());
         }
         if let ConfigChange::Promote(m) = change {
-            let learned = self.learned.get(&m).copied().unwrap_or(Slot(0));
-            caught_up(m, learned, commit, slack)?;
+            caught_up(m, self.learned.get(&m).copied().unwrap_or_default(), commit, slack)?;
         }
         let slot = l.next_slot;
         l.next_slot = slot.next();
