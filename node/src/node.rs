@@ -1,0 +1,573 @@
+//! [`Node`]: the only owner of the core replica and the state machine.
+//!
+//! One call in, a queue of [`Output`]s out. [`Node::handle`] and [`Node::handle_timeout`] feed
+//! the core, then drain its actions **in order** (`paxos/src/lib.rs`, "the driver's duties"):
+//! `Persist` completes at once (state is in memory), `Send` becomes [`Output::Send`], `Apply`
+//! goes to the [`Store`] and answers the write waiting on that [`RequestId`], and the reads whose
+//! wait is over are served. Then the serving rule and the leader-silence check run
+//! (`serving.rs`), and snapshot requests become [`Output::EncodeSnapshot`] (`snapshot.rs`).
+//!
+//! Client outcomes are matched by request id, never by slot: a write is done when an `Apply`
+//! carries its id, and definitely not done when `ProposalLost` names it (then it is proposed once
+//! more under a fresh id, which is safe because nothing happened); after a snapshot install, a
+//! write the core no longer tracks is settled at once from the installed session table, or as
+//! "outcome unknown" (duty 5). A client that stops waiting is forgotten on [`Input::Cancel`].
+//!
+//! Indexes. The core numbers *slots*; a slot holds a batch of commands. The store numbers every
+//! command it applies (its `last_applied`), and versions and the `X-Synod-Index` header use the
+//! store's numbering, which every replica computes identically because it applies the same slots
+//! in the same order. The node keeps both: `applied_slot` to honour `ReadsReady { index }` and the
+//! store's index for `min_index`.
+
+use crate::types::*;
+use kvstore::{Request, SessionRef, Stamp, Store, WriteOp};
+use paxos::{
+    Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica, RequestId, Slot,
+    SnapshotMeta, Time, Value,
+};
+use std::collections::{BTreeMap, VecDeque};
+use tracing::{debug, info, warn};
+
+pub(crate) struct PendingWrite {
+    pub(crate) token: Token,
+    pub(crate) session: Option<SessionRef>,
+    pub(crate) op: WriteOp,
+    pub(crate) forward: bool,
+    pub(crate) retried: bool,
+}
+
+pub(crate) struct PendingRead {
+    pub(crate) token: Token,
+    pub(crate) f: ReadFn,
+}
+
+/// The node layer of one replica (see the module docs).
+pub struct Node {
+    pub(crate) replica: Replica,
+    pub(crate) store: Store,
+    pub(crate) settings: NodeSettings,
+    /// The time of the latest input or timeout.
+    pub(crate) now: Time,
+    pub(crate) applied_slot: Slot,
+    /// The last request id counter used (ids are `start_number << 44 | counter`).
+    pub(crate) next_seq: u64,
+    /// The first id counter value of the next start: never reached by this one.
+    pub(crate) seq_limit: u64,
+    pub(crate) next_read: u64,
+    /// The leader as the core last announced it (`Action::LeaderChanged`).
+    pub(crate) leader: Option<paxos::NodeId>,
+    pub(crate) writes: BTreeMap<RequestId, PendingWrite>,
+    /// Which request id a write token is proposed under now (a lost proposal gets a new one).
+    pub(crate) write_ids: BTreeMap<Token, RequestId>,
+    /// Linearizable reads sent to the core, waiting for `ReadsReady`.
+    pub(crate) confirming: BTreeMap<ReadId, PendingRead>,
+    /// Reads waiting for the applied slot to reach a read index.
+    pub(crate) wait_slot: BTreeMap<Slot, Vec<PendingRead>>,
+    /// Reads waiting for the store index to reach a client's `min_index`.
+    pub(crate) wait_index: BTreeMap<u64, Vec<PendingRead>>,
+    /// Membership changes proposed here, waiting for their slot.
+    pub(crate) reconfigs: BTreeMap<RequestId, Token>,
+    /// Membership changes whose slot was applied in this drain, waiting for `ConfigChanged`.
+    pub(crate) reconfig_applied: Vec<(Slot, Token)>,
+    /// The newest snapshot the shell encoded (it holds the bytes).
+    pub(crate) latest_encoded: Option<SnapshotMeta>,
+    /// A snapshot is being encoded by the shell (at most one at a time).
+    pub(crate) snapshot_encoding: bool,
+    /// The applied slot of the last snapshot started or installed here (the cadence counts from it).
+    pub(crate) last_snapshot_slot: Slot,
+    /// The configuration governing the slots after `applied_slot`, kept in step with the actions
+    /// as they run (the core's own view may already be ahead of the store).
+    pub(crate) config: Configuration,
+    /// When a message from the leader last arrived (now, while this node leads).
+    pub(crate) leader_contact: Option<Time>,
+    /// The commit point known at the first leader contact as a member: applied before any read.
+    pub(crate) catch_up_target: Option<Slot>,
+    /// The catch-up target was reached (once per incarnation).
+    pub(crate) caught_up: bool,
+    /// This incarnation has been a member of a configuration it applied.
+    pub(crate) was_member: bool,
+    /// Set once this replica learns it was removed.
+    pub(crate) removed: Option<Removal>,
+    /// The leader the core knows and when this node last heard from it (or learned of it).
+    pub(crate) heard: Option<(paxos::NodeId, Time)>,
+    /// The suspicion last emitted.
+    pub(crate) suspicion: Option<Suspicion>,
+    /// The serving state last emitted.
+    pub(crate) serving_said: Option<bool>,
+    /// A snapshot was installed in this turn: settle untracked writes after the drain (duty 5).
+    pub(crate) settle_after_install: bool,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) counters: NodeCounters,
+}
+
+impl Node {
+    /// A node for `settings`, at time `now`. Poll its outputs before the first input.
+    pub fn new(settings: NodeSettings, now: Time) -> Node {
+        let mut options = Options::new(settings.me, settings.bootstrap.clone());
+        options.heartbeat_ms = settings.heartbeat_ms;
+        options.leader_lease_ms = settings.leader_lease_ms;
+        options.retry_ms = (settings.heartbeat_ms * 4).max(50);
+        options.batch_delay_ms = settings.batch_delay_ms;
+        options.snapshot_every = settings.snapshot_every;
+        options.max_retained_slots = settings.max_retained_slots;
+        let mut node = Node {
+            replica: Replica::new(options, now),
+            store: Store::new(settings.store),
+            now,
+            applied_slot: Slot(0),
+            // Request ids must never repeat across restarts of this node id, or a waiter could be
+            // handed another command's result: the start number (drawn in etcd, strictly
+            // increasing per id) is the prefix, a counter the rest. No wall clock involved.
+            next_seq: settings.start_number << REQUEST_COUNTER_BITS,
+            seq_limit: (settings.start_number + 1) << REQUEST_COUNTER_BITS,
+            next_read: 0,
+            leader: None,
+            writes: BTreeMap::new(),
+            write_ids: BTreeMap::new(),
+            confirming: BTreeMap::new(),
+            wait_slot: BTreeMap::new(),
+            wait_index: BTreeMap::new(),
+            reconfigs: BTreeMap::new(),
+            reconfig_applied: Vec::new(),
+            latest_encoded: None,
+            snapshot_encoding: false,
+            last_snapshot_slot: Slot(0),
+            config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
+            leader_contact: None,
+            catch_up_target: None,
+            caught_up: false,
+            was_member: false,
+            removed: None,
+            heard: None,
+            suspicion: None,
+            serving_said: None,
+            settle_after_install: false,
+            outputs: VecDeque::new(),
+            counters: NodeCounters::default(),
+            settings,
+        };
+        node.after(now);
+        node
+    }
+
+    /// Handle one input at time `now`, then run what the core asked for.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        self.now = now;
+        match input {
+            Input::Peer(env) => {
+                let from = env.from.node;
+                self.replica.handle(now, Event::Receive(env));
+                // Word from the leader (a heartbeat, an accept, a commit point) refreshes contact.
+                if self.replica.known_leader() == Some(from) {
+                    self.leader_contact = Some(now);
+                    self.heard = Some((from, now));
+                }
+            }
+            Input::Hint(leader) => {
+                debug!(?leader, "leader hint from the election");
+                self.replica.handle(now, Event::LeaderHint { leader });
+            }
+            Input::Write { token, session, op, forward } => {
+                self.propose(PendingWrite { token, session, op, forward, retried: false });
+            }
+            Input::Read { token, consistency, f } => self.read(consistency, PendingRead { token, f }),
+            Input::Cancel(token) => self.cancel(token),
+            Input::Reconfigure { token, change } => self.reconfigure(token, change),
+            Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
+            Input::SnapshotEncoded { meta } => self.snapshot_encoded(meta),
+            Input::Removed(r) => self.mark_removed(r),
+        }
+        self.after(now);
+    }
+
+    /// The time from [`Node::poll_timeout`] has come (calling it early is harmless): fire the
+    /// core's due timers, and check the leader's silence and the staleness bound.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
+        self.replica.handle_timeout(now);
+        self.after(now);
+    }
+
+    /// The earliest time [`Node::handle_timeout`] has something to do: the core's deadline, the
+    /// moment the known leader's silence turns into a suspicion, and the moment a follower's last
+    /// contact grows older than `max_read_staleness_ms`.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [self.replica.poll_timeout(), self.suspicion_deadline(), self.staleness_deadline()].into_iter().flatten().min()
+    }
+
+    /// The next thing for the shell to do, in order.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The state machine (read only).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The core replica (read only; the simulator's invariant checks look at it).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The node layer's counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// The slot the store reflects.
+    pub fn applied_slot(&self) -> Slot {
+        self.applied_slot
+    }
+
+    /// The configuration governing the slots after the applied one.
+    pub fn config(&self) -> &Configuration {
+        &self.config
+    }
+
+    /// The state for `/v1/status`. Cost: O(sessions + members) (the state hash walks the session
+    /// table, never the keys: `kvstore::Store::state_hash`).
+    pub fn status(&self) -> NodeStatus {
+        let pending_reads = self.confirming.len()
+            + self.wait_slot.values().map(Vec::len).sum::<usize>()
+            + self.wait_index.values().map(Vec::len).sum::<usize>();
+        NodeStatus {
+            core: self.replica.status(),
+            counters: self.replica.counters(),
+            store_index: self.store.last_applied(),
+            keys: self.store.len(),
+            sessions: self.store.sessions().len(),
+            sessions_max: self.store.config().max_sessions,
+            log_clock_ms: self.store.log_clock_ms(),
+            pending_writes: self.writes.len(),
+            pending_reads,
+            applied_slot: self.applied_slot,
+            config: self.config.clone(),
+            state_hash: self.store.state_hash().0,
+            state_hash_index: self.store.last_applied(),
+            serving: self.serving(),
+            lag_slots: self.lag_slots(),
+            last_contact_ms: self.last_contact_ms(),
+            catch_up_target: self.catch_up_target,
+        }
+    }
+
+    /// After every input: run the core's actions, then the serving rule and the silence check.
+    fn after(&mut self, now: Time) {
+        self.drain();
+        if std::mem::take(&mut self.settle_after_install) {
+            self.settle_untracked_writes();
+        }
+        self.update_serving(now);
+        self.check_leader_silence(now);
+    }
+
+    /// The next request id, or `None` once this start used all 2^44 of its ids.
+    fn next_id(&mut self) -> Option<RequestId> {
+        if self.next_seq + 1 >= self.seq_limit {
+            warn!("this process used up its request ids; restart it");
+            return None;
+        }
+        self.next_seq += 1;
+        Some(RequestId { node: self.settings.me.node, seq: self.next_seq })
+    }
+
+    fn write_done(&mut self, token: Token, result: Result<WriteDone, Refused>) {
+        self.write_ids.remove(&token);
+        self.outputs.push_back(Output::WriteDone { token, result });
+    }
+
+    fn propose(&mut self, pending: PendingWrite) {
+        if let Some(r) = self.removed {
+            return self.write_done(pending.token, Err(Refused::Removed(r)));
+        }
+        let Some(id) = self.next_id() else {
+            return self.write_done(pending.token, Err(Refused::Busy));
+        };
+        // The proposer stamps the request with its identity and its *monotonic* clock; the
+        // store's log clock only counts time one proposer measured between its own consecutive
+        // requests (capped), so no wall clock, skewed or stepping, can push session expiry.
+        let now = self.now;
+        let me = self.settings.me;
+        let stamp = Stamp::new(me.node.0, me.incarnation.0, now.0);
+        let request = Request { session: pending.session, stamp, op: pending.op.clone() };
+        let command = Command { id, payload: request.encode() };
+        let mut result = self.replica.propose(now, command.clone());
+        if let Err(ProposeError::NotLeader { leader: Some(l) }) = result {
+            // A follower that serves hands the command to the leader inside the peer stream and
+            // answers from its own log once it applies it (`paxos/src/forward.rs`); one that is
+            // catching up or lagging would answer late, so the REST layer relays the request
+            // instead (`Refused::NotLeader`).
+            if l != me.node && pending.forward && self.serving().is_ok() {
+                result = self.replica.forward(now, command);
+                if result.is_ok() {
+                    self.counters.forwarded += 1;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.counters.proposals += 1;
+                self.write_ids.insert(pending.token, id);
+                self.writes.insert(id, pending);
+            }
+            Err(e) => {
+                let refused = match e {
+                    ProposeError::NotLeader { leader } => Refused::NotLeader { leader: leader.or(self.leader) },
+                    ProposeError::Backpressure => Refused::Busy,
+                    ProposeError::TooLarge { size, limit } => Refused::TooLarge { size, limit },
+                    ProposeError::Config(_) => Refused::Busy,
+                };
+                self.write_done(pending.token, Err(refused));
+            }
+        }
+    }
+
+    fn reconfigure(&mut self, token: Token, change: ConfigChange) {
+        let Some(id) = self.next_id() else {
+            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Busy) });
+            return;
+        };
+        match self.replica.propose_config(self.now, id, change) {
+            Ok(()) => {
+                info!(?change, "membership change proposed");
+                self.reconfigs.insert(id, token);
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let result = Err(Refused::NotLeader { leader: leader.or(self.leader) });
+                self.outputs.push_back(Output::ReconfigureDone { token, result });
+            }
+            Err(e) => {
+                self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Config(e.to_string())) });
+            }
+        }
+    }
+
+    fn read(&mut self, consistency: Consistency, read: PendingRead) {
+        if let Some(r) = self.removed {
+            self.counters.reads_not_served += 1;
+            self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Removed(r)) });
+            return;
+        }
+        match consistency {
+            Consistency::Sequential { min_index } => {
+                if let Err(not) = self.serving() {
+                    self.counters.reads_not_served += 1;
+                    let result = Err(self.refusal(not));
+                    self.outputs.push_back(Output::ReadDone { token: read.token, result });
+                    return;
+                }
+                if self.store.last_applied() >= min_index {
+                    self.serve(read);
+                } else {
+                    self.wait_index.entry(min_index).or_default().push(read);
+                }
+            }
+            Consistency::Linearizable => {
+                // A follower serves a linearizable read itself (the core asks the leader for a
+                // read index, and the read waits until this replica applied it), unless it is
+                // catching up or lagging: then it could not apply the index in time, so the read
+                // goes to the leader.
+                if !self.replica.is_leader() && self.serving().is_err() {
+                    let result = Err(Refused::NotLeader { leader: self.leader });
+                    self.outputs.push_back(Output::ReadDone { token: read.token, result });
+                    return;
+                }
+                self.next_read += 1;
+                let id = ReadId(self.next_read);
+                match self.replica.read(self.now, id) {
+                    Ok(()) => {
+                        self.confirming.insert(id, read);
+                    }
+                    Err(ProposeError::NotLeader { leader }) => {
+                        let result = Err(Refused::NotLeader { leader: leader.or(self.leader) });
+                        self.outputs.push_back(Output::ReadDone { token: read.token, result });
+                    }
+                    Err(_) => {
+                        self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Busy) });
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve(&mut self, read: PendingRead) {
+        let answer = (read.f)(&self.store);
+        let done = ReadDone { answer, index: self.store.last_applied(), lag_slots: self.lag_slots(), last_contact_ms: self.last_contact_ms() };
+        self.outputs.push_back(Output::ReadDone { token: read.token, result: Ok(done) });
+    }
+
+    /// Forget a request whose client stopped waiting. A proposed write stays in the core (it may
+    /// still be chosen; nobody hears of it).
+    fn cancel(&mut self, token: Token) {
+        if let Some(id) = self.write_ids.remove(&token) {
+            self.writes.remove(&id);
+            return;
+        }
+        self.reconfigs.retain(|_, t| *t != token);
+        self.confirming.retain(|_, r| r.token != token);
+        for list in self.wait_slot.values_mut().chain(self.wait_index.values_mut()) {
+            list.retain(|r| r.token != token);
+        }
+        self.wait_slot.retain(|_, l| !l.is_empty());
+        self.wait_index.retain(|_, l| !l.is_empty());
+    }
+
+    /// Run every action the core has queued, in order.
+    fn drain(&mut self) {
+        let mut applied_any = false;
+        while let Some(action) = self.replica.poll_action() {
+            match action {
+                // In-memory mode: the state is "durable" as soon as the core holds it, so the
+                // barrier is already passed. A disk-backed mode would write and fsync here,
+                // before running anything after it.
+                Action::Persist(_) => {}
+                Action::Send(env) => self.outputs.push_back(Output::Send(env)),
+                Action::Apply { slot, value } => {
+                    self.apply(slot, value);
+                    applied_any = true;
+                }
+                Action::ProposalLost { id } => self.lost(id),
+                Action::ReadsReady { reads, index } => {
+                    for id in reads {
+                        if let Some(r) = self.confirming.remove(&id) {
+                            self.wait_slot.entry(index).or_default().push(r);
+                        }
+                    }
+                    applied_any = true;
+                }
+                Action::ReadsFailed { reads, leader } => {
+                    for id in reads {
+                        if let Some(r) = self.confirming.remove(&id) {
+                            self.outputs.push_back(Output::ReadDone { token: r.token, result: Err(Refused::NotLeader { leader }) });
+                        }
+                    }
+                }
+                Action::TakeSnapshot { slot } => self.take_snapshot(slot),
+                Action::SendSnapshot { to } => self.send_snapshot(to),
+                Action::LeaderChanged { leader, ballot } => {
+                    info!(?leader, %ballot, "leader changed");
+                    self.leader = leader;
+                    self.outputs.push_back(Output::LeaderChanged { leader, ballot });
+                }
+                Action::SteppedDown => {
+                    info!("stepped down; resigning from the election");
+                    self.outputs.push_back(Output::Resign);
+                }
+                Action::ConfigChanged { slot, config } => {
+                    info!(%slot, epoch = config.epoch, acceptors = ?config.acceptors, learners = ?config.learners, "configuration changed");
+                    self.config = config.clone();
+                    self.outputs.push_back(Output::ConfigChanged(config.clone()));
+                    let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied).into_iter().partition(|(s, _)| *s == slot);
+                    self.reconfig_applied = rest;
+                    for (_, token) in done {
+                        self.outputs.push_back(Output::ReconfigureDone { token, result: Ok(config.clone()) });
+                    }
+                }
+            }
+        }
+        // A change whose slot was applied without a `ConfigChanged` was refused by the
+        // configuration in force at its slot (a stale proposal): it had no effect.
+        for (_, token) in std::mem::take(&mut self.reconfig_applied) {
+            let result = Err(Refused::Config("the change had no effect at its slot".into()));
+            self.outputs.push_back(Output::ReconfigureDone { token, result });
+        }
+        if applied_any {
+            self.release_reads();
+        }
+    }
+
+    fn apply(&mut self, slot: Slot, value: Value) {
+        if slot <= self.applied_slot {
+            warn!(%slot, applied = %self.applied_slot, "core applied a slot twice; ignored");
+            return;
+        }
+        if let Value::Reconfigure { id, .. } = &value {
+            if let Some(token) = self.reconfigs.remove(id) {
+                self.reconfig_applied.push((slot, token));
+            }
+        }
+        if let Value::Batch(cmds) = value {
+            for cmd in cmds {
+                let index = self.store.last_applied() + 1;
+                let output = self.store.apply(index, &cmd.payload);
+                self.counters.applied_commands += 1;
+                if let Some(w) = self.writes.remove(&cmd.id) {
+                    self.write_done(w.token, Ok(WriteDone { output, index }));
+                }
+            }
+        }
+        self.applied_slot = slot;
+    }
+
+    fn lost(&mut self, id: RequestId) {
+        self.counters.proposals_lost += 1;
+        if let Some(token) = self.reconfigs.remove(&id) {
+            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Lost) });
+            return;
+        }
+        let Some(mut w) = self.writes.remove(&id) else { return };
+        if w.retried {
+            self.write_done(w.token, Err(Refused::Lost));
+        } else {
+            // Lost means "not chosen and never will be", so proposing again cannot apply twice.
+            w.retried = true;
+            self.propose(w);
+        }
+    }
+
+    pub(crate) fn release_reads(&mut self) {
+        while let Some(entry) = self.wait_slot.first_entry() {
+            if *entry.key() > self.applied_slot {
+                break;
+            }
+            for r in entry.remove() {
+                self.serve(r);
+            }
+        }
+        let index = self.store.last_applied();
+        while let Some(entry) = self.wait_index.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            for r in entry.remove() {
+                self.serve(r);
+            }
+        }
+    }
+
+    /// Duty 5: after a snapshot install, a write the core no longer tracks was settled inside the
+    /// snapshot. If it carried a session and the installed session table holds that request's
+    /// result, that is its answer; otherwise nobody can say any more whether it was applied, and
+    /// the client hears "outcome unknown" now rather than at its timeout.
+    pub(crate) fn settle_untracked_writes(&mut self) {
+        let untracked: Vec<RequestId> = self.writes.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
+        for id in untracked {
+            let Some(w) = self.writes.remove(&id) else { continue };
+            let from_session = w.session.and_then(|s| {
+                let e = self.store.sessions().get(s.client)?;
+                (e.seq == s.seq && e.fingerprint == w.op.fingerprint()).then(|| e.result.clone())
+            });
+            match from_session {
+                Some(output) => {
+                    self.counters.settled_from_sessions += 1;
+                    let index = self.store.last_applied();
+                    self.write_done(w.token, Ok(WriteDone { output, index }));
+                }
+                None => {
+                    self.counters.settled_unknown += 1;
+                    self.write_done(w.token, Err(Refused::OutcomeUnknown));
+                }
+            }
+        }
+        // A membership change the core forgot: the installed configuration may or may not hold
+        // it; the manager re-derives its next step from the configuration.
+        let untracked: Vec<RequestId> = self.reconfigs.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
+        for id in untracked {
+            if let Some(token) = self.reconfigs.remove(&id) {
+                self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::OutcomeUnknown) });
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Snapshot cadence, transfer requests and installs.
+//!
+//! The node never sees snapshot bytes. On `Action::TakeSnapshot` it hands the shell an O(1) clone
+//! of the store ([`Output::EncodeSnapshot`]); the shell encodes it off the loop, keeps the bytes,
+//! and answers [`Input::SnapshotEncoded`](crate::Input::SnapshotEncoded), and only then does the
+//! core hear `SnapshotTaken` (and compact its log). On `Action::SendSnapshot { to }` the node
+//! names the latest encoded snapshot, or a fresh clone when none matches the store.
+
+use crate::node::Node;
+use crate::types::{Output, SnapshotSource, SNAPSHOT_LOG_TO_STORE};
+use kvstore::Store;
+use paxos::{Event, NodeId, Slot, SnapshotMeta};
+use tracing::{debug, info, warn};
+
+impl Node {
+    /// The core asks every `snapshot_every` slots. Cadence: a snapshot costs O(store), so one is
+    /// taken only once the log since the last one holds at least 1/[`SNAPSHOT_LOG_TO_STORE`] as
+    /// many slots as the store has keys (a slot holds one write or more), which keeps the
+    /// amortised encoding cost per write constant and the retained log within a fixed fraction of
+    /// the store; but never more than `max_retained_slots` (the operator's bound on the log).
+    /// Asks declined here are repeated by the core `snapshot_every` slots later.
+    pub(crate) fn take_snapshot(&mut self, slot: Slot) {
+        if slot != self.applied_slot {
+            warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
+        }
+        if self.snapshot_encoding {
+            debug!(%slot, "snapshot asked while one is being encoded; skipped");
+            return;
+        }
+        let since = self.applied_slot.0.saturating_sub(self.last_snapshot_slot.0);
+        if since < (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE).min(self.settings.max_retained_slots) {
+            debug!(%slot, since, keys = self.store.len(), "snapshot deferred: log short relative to the store");
+            return;
+        }
+        // The node's configuration, not the core's: the core may already have applied (and
+        // queued) slots past this one, and a snapshot must carry the configuration governing the
+        // slot right after its last one.
+        let meta = SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
+        self.snapshot_encoding = true;
+        self.last_snapshot_slot = self.applied_slot;
+        self.outputs.push_back(Output::EncodeSnapshot { meta, store: Box::new(self.store.clone()) });
+    }
+
+    pub(crate) fn snapshot_encoded(&mut self, meta: SnapshotMeta) {
+        self.snapshot_encoding = false;
+        self.counters.snapshots_taken += 1;
+        debug!(slot = %meta.last_slot, "snapshot taken");
+        if self.latest_encoded.as_ref().is_none_or(|l| l.last_slot < meta.last_slot) {
+            self.latest_encoded = Some(meta.clone());
+        }
+        // The core ignores a snapshot at or below one it already has (after an install).
+        self.replica.handle(self.now, Event::SnapshotTaken(meta));
+    }
+
+    /// The latest snapshot encoded here, unless there is none yet or it is older than the store
+    /// (after a snapshot was installed here, or before the first `TakeSnapshot`): then a clone of
+    /// the store as it is now. Any snapshot at or above the core's compaction point serves, and a
+    /// fresher one leaves less of the log to fetch afterwards.
+    pub(crate) fn send_snapshot(&mut self, to: NodeId) {
+        let from = match &self.latest_encoded {
+            Some(m) if m.last_slot == self.applied_slot => SnapshotSource::Encoded(m.clone()),
+            _ => {
+                let meta = SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
+                SnapshotSource::Store { meta, store: Box::new(self.store.clone()) }
+            }
+        };
+        self.outputs.push_back(Output::SendSnapshot { to, from });
+    }
+
+    pub(crate) fn install_snapshot(&mut self, meta: SnapshotMeta, store: Store) {
+        if meta.last_slot <= self.applied_slot {
+            debug!(slot = %meta.last_slot, applied = %self.applied_slot, "stale snapshot ignored");
+            return;
+        }
+        info!(slot = %meta.last_slot, keys = store.len(), "installing snapshot");
+        let mut store = store;
+        store.set_config(*self.store.config());
+        self.store = store;
+        self.applied_slot = meta.last_slot;
+        self.last_snapshot_slot = meta.last_slot;
+        self.config = meta.config.clone();
+        self.counters.snapshots_installed += 1;
+        self.outputs.push_back(Output::ConfigChanged(meta.config.clone()));
+        self.replica.handle(self.now, Event::SnapshotInstalled(meta));
+        // Duty 5 runs once the core's queued actions ran (`Node::after`): an `Apply` of a slot
+        // past the snapshot may still answer a write the core no longer lists as pending.
+        self.settle_after_install = true;
+        self.release_reads();
+    }
+}

@@ -1,0 +1,438 @@
+//! The node layer's vocabulary: its settings, what goes in ([`Input`]), what comes out
+//! ([`Output`]), and the answers and refusals a client request can get.
+
+use kvstore::{GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp};
+use paxos::{Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status};
+
+/// How the node is set up. Equal on every run with the same flags: nothing here reads a clock.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// This replica (node id and incarnation).
+    pub me: Member,
+    /// This process start's number for its node id (1, 2, ...; drawn in etcd by the driver): the
+    /// prefix of every request id it mints (see [`REQUEST_COUNTER_BITS`]).
+    pub start_number: u64,
+    /// The founding configuration, for a founding member of a fresh cluster.
+    pub bootstrap: Option<Configuration>,
+    /// Leader heartbeat period (milliseconds).
+    pub heartbeat_ms: u64,
+    /// How long a leader goes without a quorum before stepping down (milliseconds).
+    pub leader_lease_ms: u64,
+    /// How long a leader holds a partial batch (0: propose at once).
+    pub batch_delay_ms: u64,
+    /// Snapshot every this many applied slots.
+    pub snapshot_every: u64,
+    /// Slots retained above the checkpoint before a slow member is left to a snapshot.
+    pub max_retained_slots: u64,
+    /// The state machine's settings (equal on every replica).
+    pub store: StoreConfig,
+    /// A replica more than this many slots behind the highest commit point it has heard of
+    /// answers no sequential read from its own state.
+    pub max_read_lag_slots: u64,
+    /// A follower that has not heard from the leader for longer than this (milliseconds)
+    /// answers no sequential read from its own state (0: no limit).
+    pub max_read_staleness_ms: u64,
+    /// An acceptor that has heard nothing from the leader it knows for this long (milliseconds)
+    /// emits an [`Output::Suspect`] (0: never).
+    pub suspect_leader_after_ms: u64,
+    /// Encoder chunk size the shell uses for snapshots (bytes). The node only carries it.
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl NodeSettings {
+    /// Settings with the driver's defaults for everything but the identity and the bootstrap
+    /// configuration (tests and the simulator start here and adjust fields).
+    pub fn new(me: Member, start_number: u64, bootstrap: Option<Configuration>) -> Self {
+        NodeSettings {
+            me,
+            start_number,
+            bootstrap,
+            heartbeat_ms: 50,
+            leader_lease_ms: 1000,
+            batch_delay_ms: 0,
+            snapshot_every: 10_000,
+            max_retained_slots: 100_000,
+            store: StoreConfig::default(),
+            max_read_lag_slots: 1000,
+            max_read_staleness_ms: 0,
+            suspect_leader_after_ms: 400,
+            snapshot_chunk_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Chosen by the shell; identifies one client request (a write, a read or a reconfiguration)
+/// from its input to its one answer.
+pub type Token = u64;
+
+/// Request ids are `start_number << REQUEST_COUNTER_BITS | counter`: unique across the starts of
+/// one node id without trusting the wall clock (the start number is drawn in etcd).
+pub const REQUEST_COUNTER_BITS: u32 = 44;
+/// Start numbers must stay below this (2^20) for request ids to fit in 64 bits.
+pub const MAX_START_NUMBER: u64 = 1 << (64 - REQUEST_COUNTER_BITS);
+
+/// A snapshot is taken once the log since the previous one has at least `keys / this` slots.
+pub const SNAPSHOT_LOG_TO_STORE: u64 = 2;
+
+/// What a read computes on the applied state.
+pub type ReadFn = Box<dyn FnOnce(&Store) -> ReadAnswer + Send>;
+
+/// The result of a read closure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadAnswer {
+    /// One key.
+    Get(Option<Versioned>),
+    /// Several keys.
+    Many(GetMany),
+    /// A range page.
+    Range(RangePage),
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed by the leader's quorum round (read index); a follower that serves waits until it
+    /// applied that index, one that does not is refused with `NotLeader`.
+    Linearizable,
+    /// From this replica's applied state, once it has applied `min_index`.
+    Sequential {
+        /// The store index the reply must reflect at least.
+        min_index: u64,
+    },
+}
+
+/// This replica was removed from the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The epoch of the first configuration without it.
+    pub epoch: u64,
+    /// How it learned: `"log"` (it applied the configuration without it) or `"etcd"` (the
+    /// leader's `P/removed/<id>` mark, when it missed the slot).
+    pub source: &'static str,
+}
+
+/// Why a replica does not answer reads from its own state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotServing {
+    /// Not yet caught up after it started or joined.
+    CatchingUp(String),
+    /// Fell too far behind (or heard nothing from the leader for too long).
+    Lagging(String),
+    /// Removed from the cluster.
+    Removed(Removal),
+}
+
+impl NotServing {
+    /// A human reason, as `/v1/status` and `/readyz` show it.
+    pub fn reason(&self) -> String {
+        match self {
+            NotServing::CatchingUp(why) | NotServing::Lagging(why) => why.clone(),
+            NotServing::Removed(r) => format!("removed from the cluster at epoch {} (learned from the {})", r.epoch, r.source),
+        }
+    }
+}
+
+/// Why the node did not take (or could not finish) a request. Each variant says what the caller
+/// does next.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Not the leader: forward to `leader` (if known).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The best guess of the leader.
+        leader: Option<NodeId>,
+    },
+    /// The write was definitely not applied (its slot went to another value, twice).
+    #[error("the proposal was lost; nothing was applied")]
+    Lost,
+    /// The write was proposed, and this replica can no longer learn whether it was applied (a
+    /// snapshot settled it without a session result to read; duty 5): the REST layer answers
+    /// 504 "outcome unknown", as for a timeout, but at once.
+    #[error("the outcome of the write is unknown")]
+    OutcomeUnknown,
+    /// Too much in flight.
+    #[error("too many proposals in flight")]
+    Busy,
+    /// Larger than a slot may carry.
+    #[error("command of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The node is shutting down and did not propose the write (a proposed write whose node
+    /// stops gets no answer, which the handler reports as 504 outcome unknown).
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// A configuration change was refused by the core (or was a no-op at its slot).
+    #[error("configuration change refused: {0}")]
+    Config(String),
+    /// This replica does not answer reads from its own state now (catching up or lagging);
+    /// `leader` can (if known).
+    #[error("not serving reads: {reason}")]
+    NotServing {
+        /// The best guess of the leader.
+        leader: Option<NodeId>,
+        /// Catching up (`true`) or lagging.
+        catching_up: bool,
+        /// Why, for humans.
+        reason: String,
+    },
+    /// This replica was removed from the cluster: it serves no client request any more.
+    #[error("removed from the cluster at epoch {}", .0.epoch)]
+    Removed(Removal),
+}
+
+/// A write's answer: the store's output and the store index after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteDone {
+    /// What the state machine answered (success or a deterministic failure).
+    pub output: StoreOutput,
+    /// The store's applied index right after this command (for a write settled by a snapshot
+    /// install, the snapshot's index: the reply reflects at least that).
+    pub index: u64,
+}
+
+/// A read's answer and the store index it reflects.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadDone {
+    /// The answer.
+    pub answer: ReadAnswer,
+    /// The store's applied index at the time of the read.
+    pub index: u64,
+    /// How many slots this replica was behind the highest commit point it had heard of.
+    pub lag_slots: u64,
+    /// Milliseconds since it last heard from the leader (0 on the leader; `None`: never).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// A follower's report that the leader it knows has been silent. The driver's etcd task records
+/// it and revokes the leader's election lease once a majority of acceptors suspects it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    /// The silent leader.
+    pub leader: NodeId,
+    /// The acceptors of the configuration this node runs (the leader among them).
+    pub acceptors: Vec<NodeId>,
+}
+
+impl Suspicion {
+    /// How many acceptors must suspect before the lease is revoked: a majority of all acceptors.
+    pub fn quorum(&self) -> usize {
+        self.acceptors.len() / 2 + 1
+    }
+}
+
+/// What a snapshot transfer sends.
+#[derive(Debug)]
+pub enum SnapshotSource {
+    /// The latest snapshot the shell encoded (the one [`Input::SnapshotEncoded`] reported with
+    /// this metadata): the shell keeps the bytes.
+    Encoded(SnapshotMeta),
+    /// No encoded snapshot matches the store: encode this O(1) clone (off the loop) and send it.
+    Store {
+        /// Its last slot and configuration.
+        meta: SnapshotMeta,
+        /// The clone.
+        store: Box<Store>,
+    },
+}
+
+/// An input to the node. Every input comes with the time it is handled at ([`crate::Node::handle`]).
+pub enum Input {
+    /// A message from a peer (or from this node to itself: see [`Output::Send`]).
+    Peer(paxos::Envelope),
+    /// The election's view of who should lead.
+    Hint(Option<NodeId>),
+    /// A client write. Answered once by [`Output::WriteDone`] with the same token.
+    Write {
+        /// Identifies the request.
+        token: Token,
+        /// Exactly-once tag.
+        session: Option<SessionRef>,
+        /// The operation.
+        op: WriteOp,
+        /// Whether a follower may hand it to the leader itself (`Replica::forward`); false when
+        /// the client asked to be redirected.
+        forward: bool,
+    },
+    /// A client read. Answered once by [`Output::ReadDone`].
+    Read {
+        /// Identifies the request.
+        token: Token,
+        /// How fresh it must be.
+        consistency: Consistency,
+        /// What to compute.
+        f: ReadFn,
+    },
+    /// The client stopped waiting (its timeout fired, or its connection went away): forget the
+    /// request. No answer follows. A write that was proposed may still be applied.
+    Cancel(Token),
+    /// Propose a membership change (leader only). Answered by [`Output::ReconfigureDone`] once the
+    /// change is applied, or why not.
+    Reconfigure {
+        /// Identifies the request.
+        token: Token,
+        /// The change.
+        change: ConfigChange,
+    },
+    /// A snapshot arrived from a peer and decoded.
+    InstallSnapshot {
+        /// What the core needs to know.
+        meta: SnapshotMeta,
+        /// The rebuilt store.
+        store: Box<Store>,
+    },
+    /// The shell finished encoding the snapshot of an [`Output::EncodeSnapshot`] (it keeps the
+    /// bytes).
+    SnapshotEncoded {
+        /// The metadata it was asked to encode with.
+        meta: SnapshotMeta,
+    },
+    /// The leader's removal mark names this incarnation (it missed the slot that removed it).
+    Removed(Removal),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Peer(env) => f.debug_tuple("Peer").field(env).finish(),
+            Input::Hint(l) => f.debug_tuple("Hint").field(l).finish(),
+            Input::Write { token, session, op, forward } => {
+                f.debug_struct("Write").field("token", token).field("session", session).field("op", op).field("forward", forward).finish()
+            }
+            Input::Read { token, consistency, .. } => f.debug_struct("Read").field("token", token).field("consistency", consistency).finish(),
+            Input::Cancel(t) => f.debug_tuple("Cancel").field(t).finish(),
+            Input::Reconfigure { token, change } => f.debug_struct("Reconfigure").field("token", token).field("change", change).finish(),
+            Input::InstallSnapshot { meta, .. } => f.debug_struct("InstallSnapshot").field("meta", meta).finish(),
+            Input::SnapshotEncoded { meta } => f.debug_struct("SnapshotEncoded").field("meta", meta).finish(),
+            Input::Removed(r) => f.debug_tuple("Removed").field(r).finish(),
+        }
+    }
+}
+
+/// What the node asks its shell to do. Outputs are run in the order they come out.
+#[derive(Debug)]
+pub enum Output {
+    /// Send to a peer, best effort (to this node itself: hand it back as [`Input::Peer`], after
+    /// the current input, never re-entering [`crate::Node::handle`]).
+    Send(paxos::Envelope),
+    /// The answer to [`Input::Write`].
+    WriteDone {
+        /// The request.
+        token: Token,
+        /// Its outcome.
+        result: Result<WriteDone, Refused>,
+    },
+    /// The answer to [`Input::Read`].
+    ReadDone {
+        /// The request.
+        token: Token,
+        /// Its outcome.
+        result: Result<ReadDone, Refused>,
+    },
+    /// The answer to [`Input::Reconfigure`]: the configuration the change produced.
+    ReconfigureDone {
+        /// The request.
+        token: Token,
+        /// Its outcome.
+        result: Result<Configuration, Refused>,
+    },
+    /// Encode this snapshot off the loop (the store is an O(1) clone) and answer
+    /// [`Input::SnapshotEncoded`] with the same metadata; keep the bytes for [`Output::SendSnapshot`].
+    EncodeSnapshot {
+        /// Last slot and configuration.
+        meta: SnapshotMeta,
+        /// The clone to encode.
+        store: Box<Store>,
+    },
+    /// Stream a snapshot to `to` (the shell skips it if a transfer to `to` is still running).
+    SendSnapshot {
+        /// The peer.
+        to: NodeId,
+        /// What to send.
+        from: SnapshotSource,
+    },
+    /// The core stepped down: resign from the election (then campaign again).
+    Resign,
+    /// The leader suspicion this node holds changed (emitted only on a change).
+    Suspect(Option<Suspicion>),
+    /// The core's view of the leader changed.
+    LeaderChanged {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+        /// Its ballot.
+        ballot: Ballot,
+    },
+    /// A new configuration was applied (it governs the slots after the one that carried it).
+    ConfigChanged(Configuration),
+    /// This replica learned that it was removed (once).
+    Removed(Removal),
+    /// Whether this replica answers reads from its own state (emitted only on a change).
+    ServingChanged(bool),
+}
+
+/// Plain counters of the node layer; the shell exports them as metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Commands proposed to the core (or forwarded through it) by this node.
+    pub proposals: u64,
+    /// Writes handed to the leader inside the peer stream (`Replica::forward`).
+    pub forwarded: u64,
+    /// Proposals the core reported lost.
+    pub proposals_lost: u64,
+    /// Commands applied to the store.
+    pub applied_commands: u64,
+    /// Reads refused because this replica does not serve (catching up, lagging, removed).
+    pub reads_not_served: u64,
+    /// Snapshots encoded (reported by the shell).
+    pub snapshots_taken: u64,
+    /// Snapshots installed from peers.
+    pub snapshots_installed: u64,
+    /// Writes settled by a snapshot install (duty 5): answered from the session table.
+    pub settled_from_sessions: u64,
+    /// Writes settled by a snapshot install with outcome unknown.
+    pub settled_unknown: u64,
+}
+
+/// The node's state for `/v1/status` and `/metrics`. Taking it costs O(sessions + members),
+/// never O(keys).
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// The core's status.
+    pub core: Status,
+    /// The core's counters.
+    pub counters: Counters,
+    /// The store's applied index.
+    pub store_index: u64,
+    /// Keys in the store.
+    pub keys: usize,
+    /// Live sessions in the store's session table.
+    pub sessions: usize,
+    /// The session table's cap.
+    pub sessions_max: usize,
+    /// The store's log clock.
+    pub log_clock_ms: u64,
+    /// Writes waiting for their outcome.
+    pub pending_writes: usize,
+    /// Reads waiting.
+    pub pending_reads: usize,
+    /// The slot the store reflects.
+    pub applied_slot: Slot,
+    /// The configuration governing the slots after `applied_slot`, as the node applied it.
+    pub config: Configuration,
+    /// A hash of the whole replicated state (equal on replicas that applied the same slots).
+    pub state_hash: u64,
+    /// The store index `state_hash` was taken at (`applied_slot` is the matching slot).
+    pub state_hash_index: u64,
+    /// Whether this replica answers reads from its own state, and if not, why.
+    pub serving: Result<(), NotServing>,
+    /// Slots between the applied slot and the highest commit point heard of.
+    pub lag_slots: u64,
+    /// Milliseconds since it last heard from the leader (0 on the leader; `None`: never), as of
+    /// the last input or timeout the node handled.
+    pub last_contact_ms: Option<u64>,
+    /// The commit point this replica must apply before its first read (`None`: not fixed yet).
+    pub catch_up_target: Option<Slot>,
+}
