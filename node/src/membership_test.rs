@@ -66,7 +66,7 @@ fn a_leave_removes_then_completes_with_a_mark_and_a_leaving_leader_hands_off() {
     assert_eq!(next_step(me, &config, std::slice::from_ref(&leave), &registered, |_| true), Some(Step::Propose(ConfigChange::Remove(NodeId(3)), After::Nothing)));
     let without = config.apply(&ConfigChange::Remove(NodeId(3))).expect("valid change");
     let mark = EpochMark { incarnation: 1, epoch: without.epoch };
-    assert_eq!(next_step(me, &without, &[leave.clone()], &registered, |_| true), Some(Step::Complete(leave, Some(mark))));
+    assert_eq!(next_step(me, &without, std::slice::from_ref(&leave), &registered, |_| true), Some(Step::Complete(leave, Some(mark))));
     // The leader itself leaving hands leadership off first; the next leader removes it.
     assert_eq!(next_step(me, &config, &[PendingChange::Leave { id: 1 }], &registered, |_| true), Some(Step::HandOff));
 }
