@@ -392,3 +392,46 @@ fn a_silent_leader_is_suspected_once_and_the_suspicion_withdrawn_when_it_speaks(
     assert_eq!(net.take(2), vec![Seen::Suspect(None)]);
     assert_eq!(net.take(3), vec![Seen::Suspect(None)]);
 }
+
+#[test]
+fn a_cancelled_request_gets_no_answer_though_a_proposed_write_may_still_apply() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // The write is proposed (its accepts are on the wire) when the client gives up.
+    net.input(1, Input::Write { token: 1, session: None, op: put("a", "1"), forward: true });
+    net.input(1, Input::Cancel(1));
+    net.stabilize();
+    // Nobody hears of it, but it was chosen and applied: "outcome unknown" was the truth.
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.node(1).store().get(b"a"), Some(Versioned { value: b"1".to_vec(), version: 1 }));
+
+    // A waiting read is forgotten too.
+    net.input(1, Input::Read { token: 2, consistency: Consistency::Sequential { min_index: 9 }, f: get("a") });
+    assert_eq!(net.node(1).status().pending_reads, 1);
+    net.input(1, Input::Cancel(2));
+    assert_eq!(net.node(1).status().pending_reads, 0);
+    assert_eq!(net.take(1), vec![]);
+}
+
+#[test]
+fn a_follower_that_serves_forwards_a_write_inside_the_peer_stream_and_answers_from_its_log() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // Follower 2 serves: the command goes to the leader (paxos/src/forward.rs) and the answer
+    // comes from 2's own apply of the chosen slot.
+    // (The follower learns the commit point on the leader's next heartbeat.)
+    net.input(2, Input::Write { token: 5, session: None, op: put("f", "1"), forward: true });
+    net.stabilize();
+    net.advance(60);
+    assert_eq!(net.take(2), vec![Seen::Write(5, put_done(1, None))]);
+    assert_eq!((net.node(2).counters().proposals, net.node(2).counters().forwarded), (1, 1));
+    // The client asked to be redirected instead: "not the leader", with the leader to go to.
+    net.input(2, Input::Write { token: 6, session: None, op: put("f", "2"), forward: false });
+    assert_eq!(net.take(2), vec![Seen::Write(6, Err(Refused::NotLeader { leader: Some(NodeId(1)) }))]);
+}
