@@ -337,13 +337,9 @@ async fn suspect_once(
         *recorded = Some((lease, key));
     }
     let all = client.kv_client().get(dir.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
-    let suspects: Vec<u64> = all
-        .kvs()
-        .iter()
-        .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok())
-        .filter(|id| s.acceptors.contains(&NodeId(*id)) && NodeId(*id) != s.leader)
-        .collect();
-    if suspects.len() >= s.quorum() {
+    let records = all.kvs().iter().filter_map(|kv| kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok()).map(NodeId);
+    let suspects = s.suspects(records);
+    if s.majority(&suspects) {
         client.lease_client().revoke(lease).await?;
         metrics.leader_leases_revoked.inc();
         warn!(leader = %s.leader, lease, suspects = ?suspects, "a majority of acceptors hears nothing from the leader: revoked its etcd lease");

@@ -1,5 +1,6 @@
 //! The membership decisions, one rule per test: what the leader proposes for each kind of
-//! pending request, when it waits, the barrier, eligibility, and the failure policy's floor.
+//! pending request, when it waits, the barrier, eligibility, the failure policy's floor, and the
+//! majority that revokes a silent leader's lease.
 
 use super::*;
 use paxos::{Incarnation, Member, NodeId, Time};
@@ -138,4 +139,17 @@ fn the_failure_policy_removes_an_acceptor_gone_long_enough_but_keeps_a_majority_
     // Losing leadership forgets every absence too.
     policy.clear();
     assert_eq!(policy.decide(Time(5000), &two, &registered, &[], &evicted), None);
+}
+
+#[test]
+fn a_leader_lease_is_revoked_only_when_a_majority_of_the_acceptors_suspects_it() {
+    let s = crate::Suspicion { leader: NodeId(1), acceptors: vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)] };
+    // The leader's own record, a non-acceptor's and a duplicate do not count.
+    let counted = s.suspects([NodeId(1), NodeId(9), NodeId(2), NodeId(2)]);
+    assert_eq!(counted, vec![NodeId(2)]);
+    assert!(!s.majority(&counted));
+    // Two of five: a leader cut off from a minority still commits; left alone.
+    assert!(!s.majority(&s.suspects([NodeId(2), NodeId(3)])));
+    // Three of five: a majority cannot hear it, so it cannot commit either.
+    assert!(s.majority(&s.suspects([NodeId(4), NodeId(2), NodeId(3)])));
 }
