@@ -435,3 +435,23 @@ fn a_follower_that_serves_forwards_a_write_inside_the_peer_stream_and_answers_fr
     net.input(2, Input::Write { token: 6, session: None, op: put("f", "2"), forward: false });
     assert_eq!(net.take(2), vec![Seen::Write(6, Err(Refused::NotLeader { leader: Some(NodeId(1)) }))]);
 }
+
+#[test]
+fn a_follower_stops_serving_the_moment_its_last_contact_is_older_than_the_staleness_bound() {
+    let mut net = Net::new(3, |s| s.max_read_staleness_ms = 200);
+    net.elect(1);
+    net.advance(100);
+    assert_eq!(net.take(2), vec![Seen::Serving(false), Seen::Leader(Some(NodeId(1))), Seen::Serving(true)]);
+    net.take(1);
+    // The leader goes silent; the follower's serving state changes exactly when the silence
+    // exceeds 200 ms (a deadline of its own in `poll_timeout`, no input needed).
+    net.cut.insert(NodeId(1));
+    let contact = net.status(2).last_contact_ms.expect("heard from the leader");
+    net.advance(200 - contact);
+    assert_eq!(net.take(2), vec![]);
+    net.advance(1);
+    assert_eq!(net.take(2), vec![Seen::Serving(false)]);
+    // The leader itself never goes stale.
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.status(1).serving, Ok(()));
+}
