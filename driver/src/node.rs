@@ -540,3 +540,45 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shell's routing: each kind of input lands on its own channel, so a flood of one kind
+    //! cannot fill the queue the others wait in.
+    use super::*;
+    use paxos::{Incarnation, Message};
+
+    #[tokio::test]
+    async fn each_kind_of_input_goes_to_its_own_channel() {
+        let (handle, mut inbox) = NodeHandle::channels();
+        let me = Member { node: NodeId(1), incarnation: Incarnation(1) };
+        let env = || paxos::Envelope {
+            from: me,
+            to: NodeId(1),
+            msg: Message::Heartbeat { ballot: paxos::Ballot::default(), commit: paxos::Slot(0), checkpoint: paxos::Slot(0), read_round: 0 },
+        };
+        handle.send(Input::Peer(env())).await.unwrap();
+        let (reply, _rx) = oneshot::channel();
+        handle.send(Input::Write { session: None, op: WriteOp::Delete { key: b"k".to_vec(), guard: None }, forward: true, reply }).await.unwrap();
+        let (reply, _rx) = oneshot::channel();
+        handle.send(Input::Status(reply)).await.unwrap();
+        handle.send(Input::Hint(None)).await.unwrap();
+        assert!(matches!(inbox.peer.try_recv(), Ok(Input::Peer(_))));
+        assert!(inbox.peer.try_recv().is_err());
+        assert!(matches!(inbox.client.try_recv(), Ok(Input::Write { .. })));
+        assert!(inbox.client.try_recv().is_err());
+        assert!(matches!(inbox.control.try_recv(), Ok(Input::Status(_))));
+        assert!(matches!(inbox.control.try_recv(), Ok(Input::Hint(None))));
+
+        // A full peer channel refuses more peer traffic without blocking, while client and
+        // control inputs still go through.
+        for _ in 0..INPUT_QUEUE {
+            assert!(handle.try_send(Input::Peer(env())));
+        }
+        assert!(!handle.try_send(Input::Peer(env())));
+        let (reply, _rx) = oneshot::channel();
+        assert!(handle.try_send(Input::Status(reply)));
+        let (reply, _rx) = oneshot::channel();
+        assert!(handle.try_send(Input::Read { consistency: Consistency::Linearizable, f: Box::new(|_| ReadAnswer::Get(None)), reply }));
+    }
+}
