@@ -406,22 +406,23 @@ impl NodeLoop {
         self.export_counters();
     }
 
+    /// Add what the node counted since the last turn to the metrics (a turn that counted
+    /// nothing costs one comparison).
     fn export_counters(&mut self) {
-        let now = self.node.counters().clone();
+        self.wiring.metrics.applied_slot.set(self.node.applied_slot().0);
+        let now = self.node.counters();
+        if *now == self.exported {
+            return;
+        }
         let was = &self.exported;
         let m = &self.wiring.metrics;
         m.proposals.add(now.proposals - was.proposals);
         m.forwarded.add(now.forwarded - was.forwarded);
-        m.proposals_lost
-            .add(now.proposals_lost - was.proposals_lost);
-        m.applied_commands
-            .add(now.applied_commands - was.applied_commands);
-        m.reads_not_served
-            .add(now.reads_not_served - was.reads_not_served);
-        m.snapshots_installed
-            .add(now.snapshots_installed - was.snapshots_installed);
-        m.applied_slot.set(self.node.applied_slot().0);
-        self.exported = now;
+        m.proposals_lost.add(now.proposals_lost - was.proposals_lost);
+        m.applied_commands.add(now.applied_commands - was.applied_commands);
+        m.reads_not_served.add(now.reads_not_served - was.reads_not_served);
+        m.snapshots_installed.add(now.snapshots_installed - was.snapshots_installed);
+        self.exported = now.clone();
     }
 
     fn send(&mut self, env: paxos::Envelope) {
