@@ -22,8 +22,8 @@
 use crate::types::*;
 use kvstore::{Request, SessionRef, Stamp, Store, WriteOp};
 use paxos::{
-    Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica, RequestId, Slot,
-    SnapshotMeta, Time, Value,
+    Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica,
+    RequestId, Slot, SnapshotMeta, Time, Value,
 };
 use std::collections::{BTreeMap, VecDeque};
 use tracing::{debug, info, warn};
@@ -110,6 +110,11 @@ impl Node {
         options.batch_delay_ms = settings.batch_delay_ms;
         options.snapshot_every = settings.snapshot_every;
         options.max_retained_slots = settings.max_retained_slots;
+        options.seed = settings.seed;
+        #[cfg(feature = "sim")]
+        {
+            options.bugs = settings.core_bugs;
+        }
         let mut node = Node {
             replica: Replica::new(options, now),
             store: Store::new(settings.store),
@@ -132,7 +137,10 @@ impl Node {
             latest_encoded: None,
             snapshot_encoding: false,
             last_snapshot_slot: Slot(0),
-            config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
+            config: settings
+                .bootstrap
+                .clone()
+                .unwrap_or_else(|| Configuration::bootstrap([])),
             leader_contact: None,
             catch_up_target: None,
             caught_up: false,
@@ -167,10 +175,25 @@ impl Node {
                 debug!(?leader, "leader hint from the election");
                 self.replica.handle(now, Event::LeaderHint { leader });
             }
-            Input::Write { token, session, op, forward } => {
-                self.propose(PendingWrite { token, session, op, forward, retried: false });
+            Input::Write {
+                token,
+                session,
+                op,
+                forward,
+            } => {
+                self.propose(PendingWrite {
+                    token,
+                    session,
+                    op,
+                    forward,
+                    retried: false,
+                });
             }
-            Input::Read { token, consistency, f } => self.read(consistency, PendingRead { token, f }),
+            Input::Read {
+                token,
+                consistency,
+                f,
+            } => self.read(consistency, PendingRead { token, f }),
             Input::Cancel(token) => self.cancel(token),
             Input::Reconfigure { token, change } => self.reconfigure(token, change),
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
@@ -192,7 +215,14 @@ impl Node {
     /// moment the known leader's silence turns into a suspicion, and the moment a follower's last
     /// contact grows older than `max_read_staleness_ms`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.replica.poll_timeout(), self.suspicion_deadline(), self.staleness_deadline()].into_iter().flatten().min()
+        [
+            self.replica.poll_timeout(),
+            self.suspicion_deadline(),
+            self.staleness_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next thing for the shell to do, in order.
@@ -270,7 +300,10 @@ impl Node {
             return None;
         }
         self.next_seq += 1;
-        Some(RequestId { node: self.settings.me.node, seq: self.next_seq })
+        Some(RequestId {
+            node: self.settings.me.node,
+            seq: self.next_seq,
+        })
     }
 
     fn write_done(&mut self, token: Token, result: Result<WriteDone, Refused>) {
@@ -291,8 +324,15 @@ impl Node {
         let now = self.now;
         let me = self.settings.me;
         let stamp = Stamp::new(me.node.0, me.incarnation.0, now.0);
-        let request = Request { session: pending.session, stamp, op: pending.op.clone() };
-        let command = Command { id, payload: request.encode() };
+        let request = Request {
+            session: pending.session,
+            stamp,
+            op: pending.op.clone(),
+        };
+        let command = Command {
+            id,
+            payload: request.encode(),
+        };
         let mut result = self.replica.propose(now, command.clone());
         if let Err(ProposeError::NotLeader { leader: Some(l) }) = result {
             // A follower that serves hands the command to the leader inside the peer stream and
@@ -314,7 +354,9 @@ impl Node {
             }
             Err(e) => {
                 let refused = match e {
-                    ProposeError::NotLeader { leader } => Refused::NotLeader { leader: leader.or(self.leader) },
+                    ProposeError::NotLeader { leader } => Refused::NotLeader {
+                        leader: leader.or(self.leader),
+                    },
                     ProposeError::Backpressure => Refused::Busy,
                     ProposeError::TooLarge { size, limit } => Refused::TooLarge { size, limit },
                     ProposeError::Config(_) => Refused::Busy,
@@ -326,7 +368,10 @@ impl Node {
 
     fn reconfigure(&mut self, token: Token, change: ConfigChange) {
         let Some(id) = self.next_id() else {
-            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Busy) });
+            self.outputs.push_back(Output::ReconfigureDone {
+                token,
+                result: Err(Refused::Busy),
+            });
             return;
         };
         match self.replica.propose_config(self.now, id, change) {
@@ -335,11 +380,17 @@ impl Node {
                 self.reconfigs.insert(id, token);
             }
             Err(ProposeError::NotLeader { leader }) => {
-                let result = Err(Refused::NotLeader { leader: leader.or(self.leader) });
-                self.outputs.push_back(Output::ReconfigureDone { token, result });
+                let result = Err(Refused::NotLeader {
+                    leader: leader.or(self.leader),
+                });
+                self.outputs
+                    .push_back(Output::ReconfigureDone { token, result });
             }
             Err(e) => {
-                self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Config(e.to_string())) });
+                self.outputs.push_back(Output::ReconfigureDone {
+                    token,
+                    result: Err(Refused::Config(e.to_string())),
+                });
             }
         }
     }
@@ -347,7 +398,10 @@ impl Node {
     fn read(&mut self, consistency: Consistency, read: PendingRead) {
         if let Some(r) = self.removed {
             self.counters.reads_not_served += 1;
-            self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Removed(r)) });
+            self.outputs.push_back(Output::ReadDone {
+                token: read.token,
+                result: Err(Refused::Removed(r)),
+            });
             return;
         }
         match consistency {
@@ -355,7 +409,10 @@ impl Node {
                 if let Err(not) = self.serving() {
                     self.counters.reads_not_served += 1;
                     let result = Err(self.refusal(not));
-                    self.outputs.push_back(Output::ReadDone { token: read.token, result });
+                    self.outputs.push_back(Output::ReadDone {
+                        token: read.token,
+                        result,
+                    });
                     return;
                 }
                 if self.store.last_applied() >= min_index {
@@ -370,8 +427,17 @@ impl Node {
                 // catching up or lagging: then it could not apply the index in time, so the read
                 // goes to the leader.
                 if !self.replica.is_leader() && self.serving().is_err() {
-                    let result = Err(Refused::NotLeader { leader: self.leader });
-                    self.outputs.push_back(Output::ReadDone { token: read.token, result });
+                    let result = Err(Refused::NotLeader {
+                        leader: self.leader,
+                    });
+                    self.outputs.push_back(Output::ReadDone {
+                        token: read.token,
+                        result,
+                    });
+                    return;
+                }
+                if self.bug(|b| b.local_linearizable_read) && !self.replica.is_leader() {
+                    self.serve(read);
                     return;
                 }
                 self.next_read += 1;
@@ -381,11 +447,19 @@ impl Node {
                         self.confirming.insert(id, read);
                     }
                     Err(ProposeError::NotLeader { leader }) => {
-                        let result = Err(Refused::NotLeader { leader: leader.or(self.leader) });
-                        self.outputs.push_back(Output::ReadDone { token: read.token, result });
+                        let result = Err(Refused::NotLeader {
+                            leader: leader.or(self.leader),
+                        });
+                        self.outputs.push_back(Output::ReadDone {
+                            token: read.token,
+                            result,
+                        });
                     }
                     Err(_) => {
-                        self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Busy) });
+                        self.outputs.push_back(Output::ReadDone {
+                            token: read.token,
+                            result: Err(Refused::Busy),
+                        });
                     }
                 }
             }
@@ -394,8 +468,16 @@ impl Node {
 
     fn serve(&mut self, read: PendingRead) {
         let answer = (read.f)(&self.store);
-        let done = ReadDone { answer, index: self.store.last_applied(), lag_slots: self.lag_slots(), last_contact_ms: self.last_contact_ms() };
-        self.outputs.push_back(Output::ReadDone { token: read.token, result: Ok(done) });
+        let done = ReadDone {
+            answer,
+            index: self.store.last_applied(),
+            lag_slots: self.lag_slots(),
+            last_contact_ms: self.last_contact_ms(),
+        };
+        self.outputs.push_back(Output::ReadDone {
+            token: read.token,
+            result: Ok(done),
+        });
     }
 
     /// Forget a request whose client stopped waiting. A proposed write stays in the core (it may
@@ -407,7 +489,11 @@ impl Node {
         }
         self.reconfigs.retain(|_, t| *t != token);
         self.confirming.retain(|_, r| r.token != token);
-        for list in self.wait_slot.values_mut().chain(self.wait_index.values_mut()) {
+        for list in self
+            .wait_slot
+            .values_mut()
+            .chain(self.wait_index.values_mut())
+        {
             list.retain(|r| r.token != token);
         }
         self.wait_slot.retain(|_, l| !l.is_empty());
@@ -440,7 +526,10 @@ impl Node {
                 Action::ReadsFailed { reads, leader } => {
                     for id in reads {
                         if let Some(r) = self.confirming.remove(&id) {
-                            self.outputs.push_back(Output::ReadDone { token: r.token, result: Err(Refused::NotLeader { leader }) });
+                            self.outputs.push_back(Output::ReadDone {
+                                token: r.token,
+                                result: Err(Refused::NotLeader { leader }),
+                            });
                         }
                     }
                 }
@@ -449,7 +538,8 @@ impl Node {
                 Action::LeaderChanged { leader, ballot } => {
                     info!(?leader, %ballot, "leader changed");
                     self.leader = leader;
-                    self.outputs.push_back(Output::LeaderChanged { leader, ballot });
+                    self.outputs
+                        .push_back(Output::LeaderChanged { leader, ballot });
                 }
                 Action::SteppedDown => {
                     info!("stepped down; resigning from the election");
@@ -458,11 +548,17 @@ impl Node {
                 Action::ConfigChanged { slot, config } => {
                     info!(%slot, epoch = config.epoch, acceptors = ?config.acceptors, learners = ?config.learners, "configuration changed");
                     self.config = config.clone();
-                    self.outputs.push_back(Output::ConfigChanged(config.clone()));
-                    let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied).into_iter().partition(|(s, _)| *s == slot);
+                    self.outputs
+                        .push_back(Output::ConfigChanged(config.clone()));
+                    let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied)
+                        .into_iter()
+                        .partition(|(s, _)| *s == slot);
                     self.reconfig_applied = rest;
                     for (_, token) in done {
-                        self.outputs.push_back(Output::ReconfigureDone { token, result: Ok(config.clone()) });
+                        self.outputs.push_back(Output::ReconfigureDone {
+                            token,
+                            result: Ok(config.clone()),
+                        });
                     }
                 }
             }
@@ -470,8 +566,11 @@ impl Node {
         // A change whose slot was applied without a `ConfigChanged` was refused by the
         // configuration in force at its slot (a stale proposal): it had no effect.
         for (_, token) in std::mem::take(&mut self.reconfig_applied) {
-            let result = Err(Refused::Config("the change had no effect at its slot".into()));
-            self.outputs.push_back(Output::ReconfigureDone { token, result });
+            let result = Err(Refused::Config(
+                "the change had no effect at its slot".into(),
+            ));
+            self.outputs
+                .push_back(Output::ReconfigureDone { token, result });
         }
         if applied_any {
             self.release_reads();
@@ -491,7 +590,22 @@ impl Node {
         if let Value::Batch(cmds) = value {
             for cmd in cmds {
                 let index = self.store.last_applied() + 1;
+                #[cfg(feature = "sim")]
+                if let Some(output) = self.apply_bugs(index, &cmd) {
+                    if let Some(w) = self.writes.remove(&cmd.id) {
+                        self.write_done(w.token, Ok(WriteDone { output, index }));
+                    }
+                    continue;
+                }
                 let output = self.store.apply(index, &cmd.payload);
+                #[cfg(feature = "sim")]
+                if self.bug(|b| b.forget_sessions) {
+                    if let Ok(req) = Request::decode(&cmd.payload) {
+                        if let Some(s) = req.session {
+                            self.store.forget_session(s.client);
+                        }
+                    }
+                }
                 self.counters.applied_commands += 1;
                 if let Some(w) = self.writes.remove(&cmd.id) {
                     self.write_done(w.token, Ok(WriteDone { output, index }));
@@ -504,10 +618,15 @@ impl Node {
     fn lost(&mut self, id: RequestId) {
         self.counters.proposals_lost += 1;
         if let Some(token) = self.reconfigs.remove(&id) {
-            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Lost) });
+            self.outputs.push_back(Output::ReconfigureDone {
+                token,
+                result: Err(Refused::Lost),
+            });
             return;
         }
-        let Some(mut w) = self.writes.remove(&id) else { return };
+        let Some(mut w) = self.writes.remove(&id) else {
+            return;
+        };
         if w.retried {
             self.write_done(w.token, Err(Refused::Lost));
         } else {
@@ -542,9 +661,16 @@ impl Node {
     /// result, that is its answer; otherwise nobody can say any more whether it was applied, and
     /// the client hears "outcome unknown" now rather than at its timeout.
     pub(crate) fn settle_untracked_writes(&mut self) {
-        let untracked: Vec<RequestId> = self.writes.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
+        let untracked: Vec<RequestId> = self
+            .writes
+            .keys()
+            .copied()
+            .filter(|id| !self.replica.tracks(*id))
+            .collect();
         for id in untracked {
-            let Some(w) = self.writes.remove(&id) else { continue };
+            let Some(w) = self.writes.remove(&id) else {
+                continue;
+            };
             let from_session = w.session.and_then(|s| {
                 let e = self.store.sessions().get(s.client)?;
                 (e.seq == s.seq && e.fingerprint == w.op.fingerprint()).then(|| e.result.clone())
@@ -563,11 +689,53 @@ impl Node {
         }
         // A membership change the core forgot: the installed configuration may or may not hold
         // it; the manager re-derives its next step from the configuration.
-        let untracked: Vec<RequestId> = self.reconfigs.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
+        let untracked: Vec<RequestId> = self
+            .reconfigs
+            .keys()
+            .copied()
+            .filter(|id| !self.replica.tracks(*id))
+            .collect();
         for id in untracked {
             if let Some(token) = self.reconfigs.remove(&id) {
-                self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::OutcomeUnknown) });
+                self.outputs.push_back(Output::ReconfigureDone {
+                    token,
+                    result: Err(Refused::OutcomeUnknown),
+                });
             }
         }
+    }
+}
+
+#[cfg(feature = "sim")]
+impl Node {
+    /// Whether a deliberate bug is switched on (always false without the `sim` feature).
+    fn bug(&self, f: impl Fn(&Bugs) -> bool) -> bool {
+        f(&self.settings.bugs)
+    }
+
+    /// `drop_acked_writes`: every third plain put (by request id) is skipped in the store but
+    /// acknowledged as applied, identically on every replica.
+    fn apply_bugs(&mut self, index: u64, cmd: &paxos::Command) -> Option<kvstore::Output> {
+        if !self.bug(|b| b.drop_acked_writes) || !cmd.id.seq.is_multiple_of(3) {
+            return None;
+        }
+        let req = Request::decode(&cmd.payload).ok()?;
+        if !matches!(req.op, WriteOp::Put { guard: None, .. }) {
+            return None;
+        }
+        self.store.skip(index).ok()?;
+        Some(Ok(kvstore::WriteResult {
+            index,
+            outcome: kvstore::WriteOutcome::Put {
+                previous_version: None,
+            },
+        }))
+    }
+}
+
+#[cfg(not(feature = "sim"))]
+impl Node {
+    fn bug(&self, _f: impl Fn(&Bugs) -> bool) -> bool {
+        false
     }
 }

@@ -1,8 +1,12 @@
 //! The node layer's vocabulary: its settings, what goes in ([`Input`]), what comes out
 //! ([`Output`]), and the answers and refusals a client request can get.
 
-use kvstore::{GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp};
-use paxos::{Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status};
+use kvstore::{
+    GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp,
+};
+use paxos::{
+    Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status,
+};
 
 /// How the node is set up. Equal on every run with the same flags: nothing here reads a clock.
 #[derive(Clone, Debug)]
@@ -37,6 +41,31 @@ pub struct NodeSettings {
     pub suspect_leader_after_ms: u64,
     /// Encoder chunk size the shell uses for snapshots (bytes). The node only carries it.
     pub snapshot_chunk_bytes: usize,
+    /// The core's RNG seed (the simulator gives each replica its own; see `paxos::Options::seed`).
+    pub seed: u64,
+    /// Bugs to put back in this layer (the simulator's negative tests only).
+    #[cfg(feature = "sim")]
+    pub bugs: Bugs,
+    /// Bugs to put back in the core (the simulator's negative tests only).
+    #[cfg(feature = "sim")]
+    pub core_bugs: paxos::Bugs,
+}
+
+/// Deliberate bugs of the node layer, for the simulator's negative tests only: each is a mistake
+/// the client-history check must catch.
+/// (The struct exists in every build so the code that consults it compiles alike; only the
+/// `sim` feature adds it to [`NodeSettings`], so a production node never has one switched on.)
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// A follower answers a linearizable read from its own applied state at once, without a read
+    /// index from the leader.
+    pub local_linearizable_read: bool,
+    /// The session table forgets every entry right after recording it (on every replica alike),
+    /// so a retried write is applied again.
+    pub forget_sessions: bool,
+    /// Every third plain put is acknowledged but not written (on every replica alike).
+    pub drop_acked_writes: bool,
 }
 
 impl NodeSettings {
@@ -57,6 +86,11 @@ impl NodeSettings {
             max_read_staleness_ms: 0,
             suspect_leader_after_ms: 400,
             snapshot_chunk_bytes: 256 * 1024,
+            seed: me.node.0 ^ me.incarnation.0.rotate_left(17),
+            #[cfg(feature = "sim")]
+            bugs: Bugs::default(),
+            #[cfg(feature = "sim")]
+            core_bugs: paxos::Bugs::default(),
         }
     }
 }
@@ -127,7 +161,10 @@ impl NotServing {
     pub fn reason(&self) -> String {
         match self {
             NotServing::CatchingUp(why) | NotServing::Lagging(why) => why.clone(),
-            NotServing::Removed(r) => format!("removed from the cluster at epoch {} (learned from the {})", r.epoch, r.source),
+            NotServing::Removed(r) => format!(
+                "removed from the cluster at epoch {} (learned from the {})",
+                r.epoch, r.source
+            ),
         }
     }
 }
@@ -299,14 +336,39 @@ impl std::fmt::Debug for Input {
         match self {
             Input::Peer(env) => f.debug_tuple("Peer").field(env).finish(),
             Input::Hint(l) => f.debug_tuple("Hint").field(l).finish(),
-            Input::Write { token, session, op, forward } => {
-                f.debug_struct("Write").field("token", token).field("session", session).field("op", op).field("forward", forward).finish()
-            }
-            Input::Read { token, consistency, .. } => f.debug_struct("Read").field("token", token).field("consistency", consistency).finish(),
+            Input::Write {
+                token,
+                session,
+                op,
+                forward,
+            } => f
+                .debug_struct("Write")
+                .field("token", token)
+                .field("session", session)
+                .field("op", op)
+                .field("forward", forward)
+                .finish(),
+            Input::Read {
+                token, consistency, ..
+            } => f
+                .debug_struct("Read")
+                .field("token", token)
+                .field("consistency", consistency)
+                .finish(),
             Input::Cancel(t) => f.debug_tuple("Cancel").field(t).finish(),
-            Input::Reconfigure { token, change } => f.debug_struct("Reconfigure").field("token", token).field("change", change).finish(),
-            Input::InstallSnapshot { meta, .. } => f.debug_struct("InstallSnapshot").field("meta", meta).finish(),
-            Input::SnapshotEncoded { meta } => f.debug_struct("SnapshotEncoded").field("meta", meta).finish(),
+            Input::Reconfigure { token, change } => f
+                .debug_struct("Reconfigure")
+                .field("token", token)
+                .field("change", change)
+                .finish(),
+            Input::InstallSnapshot { meta, .. } => f
+                .debug_struct("InstallSnapshot")
+                .field("meta", meta)
+                .finish(),
+            Input::SnapshotEncoded { meta } => f
+                .debug_struct("SnapshotEncoded")
+                .field("meta", meta)
+                .finish(),
             Input::Removed(r) => f.debug_tuple("Removed").field(r).finish(),
         }
     }

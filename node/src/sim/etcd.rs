@@ -1,0 +1,117 @@
+//! A simulated etcd: leases, the election, and suspicions, as `driver/src/etcd.rs` uses them.
+//!
+//! * A node's **lease** is renewed at every tick while the node is up and can reach etcd; it
+//!   expires `ttl_ms` after the last renewal. A node with a live lease campaigns (it is appended
+//!   to the election's queue); one whose lease expired, or was revoked, leaves the queue and
+//!   campaigns again once it renews a lease.
+//! * The **election** names the oldest campaigner in the queue, as etcd's election API does. A
+//!   node that resigns leaves the queue and campaigns again at the next tick, at its end.
+//! * **Suspicions**: a node that suspects the leader records it (under the leader's lease, so
+//!   they vanish with it). Once a majority of the acceptors the suspecters list suspects the
+//!   current leader, its lease is revoked.
+//!
+//! etcd itself never fails here: the driver's behaviour when etcd is down is not modelled (see
+//! docs/node.md). Nodes cut from etcd lose their lease and hear no hints until they reconnect.
+
+use paxos::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The simulated etcd.
+#[derive(Debug)]
+pub(super) struct Etcd {
+    /// Lease lifetime (ms).
+    pub(super) ttl_ms: u64,
+    /// When each node's lease expires (absent: no lease).
+    leases: BTreeMap<NodeId, u64>,
+    /// Campaigners, oldest first.
+    queue: Vec<NodeId>,
+    /// Suspicions: suspecter -> (suspected leader, acceptors the suspecter runs with).
+    suspicions: BTreeMap<NodeId, (NodeId, Vec<NodeId>)>,
+    /// Nodes that cannot reach etcd.
+    pub(super) cut: BTreeSet<NodeId>,
+    /// Lease revocations by suspicion (for the stats).
+    pub(super) revocations: u64,
+}
+
+impl Etcd {
+    pub(super) fn new(ttl_ms: u64) -> Self {
+        Etcd {
+            ttl_ms,
+            leases: BTreeMap::new(),
+            queue: Vec::new(),
+            suspicions: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            revocations: 0,
+        }
+    }
+
+    /// The elected leader.
+    pub(super) fn leader(&self) -> Option<NodeId> {
+        self.queue.first().copied()
+    }
+
+    /// Advance to `now`: renew the leases of `reachable` nodes, expire the others, let every node
+    /// with a live lease campaign, revoke a leader a majority suspects. Returns the leader after.
+    pub(super) fn tick(&mut self, now: u64, up: &BTreeSet<NodeId>) -> Option<NodeId> {
+        for n in up {
+            if !self.cut.contains(n) {
+                self.leases.insert(*n, now + self.ttl_ms);
+            }
+        }
+        let expired: Vec<NodeId> = self
+            .leases
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in expired {
+            self.drop_lease(n);
+        }
+        let campaigners: Vec<NodeId> = self
+            .leases
+            .keys()
+            .copied()
+            .filter(|n| !self.queue.contains(n))
+            .collect();
+        self.queue.extend(campaigners);
+        if let Some(l) = self.leader() {
+            let against: Vec<&(NodeId, Vec<NodeId>)> =
+                self.suspicions.values().filter(|(s, _)| *s == l).collect();
+            if let Some((_, acceptors)) = against.first() {
+                let quorum = acceptors.len() / 2 + 1;
+                if against.len() >= quorum {
+                    self.revocations += 1;
+                    self.drop_lease(l);
+                }
+            }
+        }
+        self.leader()
+    }
+
+    /// The lease of `n` ends (expired or revoked): it leaves the election, and the suspicions
+    /// attached to its lease go with it.
+    fn drop_lease(&mut self, n: NodeId) {
+        self.leases.remove(&n);
+        self.queue.retain(|q| *q != n);
+        self.suspicions.retain(|_, (s, _)| *s != n);
+    }
+
+    /// `n` resigns: it leaves the queue and campaigns again at the next tick.
+    pub(super) fn resign(&mut self, n: NodeId) {
+        self.queue.retain(|q| *q != n);
+    }
+
+    /// `n` suspects `leader` (or withdraws its suspicion).
+    pub(super) fn suspect(&mut self, n: NodeId, s: Option<(NodeId, Vec<NodeId>)>) {
+        match s {
+            Some((leader, acceptors))
+                if self.leases.contains_key(&leader) && !self.cut.contains(&n) =>
+            {
+                self.suspicions.insert(n, (leader, acceptors));
+            }
+            _ => {
+                self.suspicions.remove(&n);
+            }
+        }
+    }
+}

@@ -1,0 +1,1140 @@
+//! The simulated world: replicas (node layer), network, etcd, clients, faults, and the verdicts.
+
+use super::client::{op_kind, settle_write, Ask, Client, InFlight, Tagging, COUNTERS, REGISTERS};
+use super::etcd::Etcd;
+use super::net::Net;
+use crate::{Bugs, Consistency, Input, Node, NodeSettings, Output, ReadAnswer, Refused};
+use checker::{Budget, CheckOptions, CheckResult, Op, OpKind, Outcome};
+use kvstore::{CasExpect, Store, StoreConfig, WriteOp};
+use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, SnapshotMeta, Time};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed: the whole run follows from it.
+    pub seed: u64,
+    /// Replicas (all acceptors of the founding configuration).
+    pub replicas: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Length of the phase with faults (virtual ms).
+    pub safety_ms: u64,
+    /// Inject faults.
+    pub faults: bool,
+    /// Bugs to put back in the node layer (negative tests).
+    pub bugs: Bugs,
+    /// Bugs to put back in the core.
+    pub core_bugs: paxos::Bugs,
+}
+
+impl SimConfig {
+    /// The default shape for `seed`: 3 or 5 replicas, 3-6 clients, 12 s of faults.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            replicas: if seed % 3 == 2 { 5 } else { 3 },
+            clients: 3 + (seed % 4) as usize,
+            safety_ms: 12_000,
+            faults: true,
+            bugs: Bugs::default(),
+            core_bugs: paxos::Bugs::default(),
+        }
+    }
+}
+
+/// What happened in a run (to show that the faults and the paths under test really ran).
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+    /// Writes every attempt of which was refused (nothing done; not in the history).
+    pub writes_refused: u64,
+    pub writes_unknown: u64,
+    pub lin_reads: u64,
+    pub seq_reads: u64,
+    /// Attempts after the first (refusals, timeouts, unknown outcomes).
+    pub retries: u64,
+    /// Retries of a write whose earlier attempt may have applied (the exactly-once path).
+    pub risky_retries: u64,
+    /// Answers "outcome unknown" from a replica (not timeouts).
+    pub unknown_answers: u64,
+    pub timeouts: u64,
+    pub pauses: u64,
+    pub isolations: u64,
+    pub one_way_cuts: u64,
+    pub holds: u64,
+    pub etcd_cuts: u64,
+    pub wrong_hints: u64,
+    pub leader_changes: u64,
+    pub revocations: u64,
+    pub snapshots_installed: u64,
+    /// Operations the checker examined.
+    pub ops_checked: usize,
+    /// The checker's budget ran out (the run then counts as passed, unproven).
+    pub check_unknown: bool,
+}
+
+/// A violated verdict.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub at: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} at {} ms: {}", self.seed, self.at, self.what)
+    }
+}
+
+enum Ev {
+    /// A peer message reaches `env.to`.
+    Deliver(Envelope),
+    /// A client request (or cancellation) reaches a replica.
+    Request { node: NodeId, input: Input },
+    /// A reply reaches a client.
+    Reply {
+        client: u64,
+        token: u64,
+        reply: Reply,
+    },
+    /// A client issues its next request.
+    ClientTurn(u64),
+    /// A client's attempt times out.
+    ClientTimeout { client: u64, token: u64 },
+    /// An election hint reaches a replica.
+    Hint {
+        node: NodeId,
+        leader: Option<NodeId>,
+    },
+    /// A snapshot finished encoding.
+    Encoded {
+        node: NodeId,
+        inc: Incarnation,
+        meta: SnapshotMeta,
+    },
+    /// A snapshot transfer arrives.
+    Install {
+        node: NodeId,
+        meta: SnapshotMeta,
+        store: Box<Store>,
+    },
+    /// A held link's release is due.
+    Release { from: NodeId, to: NodeId },
+    /// A paused replica resumes.
+    Resume(NodeId),
+    /// Cut links heal.
+    Heal(Vec<(NodeId, NodeId)>),
+    /// A node reaches etcd again.
+    EtcdHeal(NodeId),
+    /// etcd's lease and election tick.
+    EtcdTick,
+    /// Time for another fault.
+    Fault,
+}
+
+enum Reply {
+    Write(Result<crate::WriteDone, Refused>),
+    Read(Result<crate::ReadDone, Refused>),
+}
+
+struct SimNode {
+    node: Node,
+    inc: Incarnation,
+    up: bool,
+    /// What reached it while paused, in order.
+    inbox: Vec<Input>,
+    /// Encoded snapshots by last slot (the "bytes" the shell keeps).
+    encoded: BTreeMap<paxos::Slot, (SnapshotMeta, Store)>,
+}
+
+struct World {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    seq: u64,
+    nodes: BTreeMap<NodeId, SimNode>,
+    net: Net,
+    etcd: Etcd,
+    /// What each node was last told by the election, and when that hint arrives (hints arrive in order).
+    hinted: BTreeMap<NodeId, (Option<NodeId>, u64)>,
+    elected: Option<NodeId>,
+    clients: Vec<Client>,
+    /// Live tokens: token -> (client, node).
+    tokens: BTreeMap<u64, (u64, NodeId)>,
+    next_token: u64,
+    next_idem: u64,
+    history: Vec<Op>,
+    stats: SimStats,
+    healed: bool,
+    /// Print every client step (`NODE_SIM_TRACE=1`).
+    trace: bool,
+}
+
+/// How long a client waits for one attempt.
+const ATTEMPT_TIMEOUT_MS: u64 = 1_500;
+/// Attempts per request before the client gives up.
+const MAX_ATTEMPTS: u32 = 12;
+/// After the network heals, every client must finish within this.
+const SETTLE_MS: u64 = 30_000;
+
+/// Run one seed.
+pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
+    let mut w = World::new(cfg);
+    let r = w.run_all();
+    w.stats.revocations = w.etcd.revocations;
+    r.map_err(|what| Failure {
+        seed: w.cfg.seed,
+        at: w.now,
+        what,
+    })?;
+    Ok(w.stats)
+}
+
+impl World {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let members: Vec<Member> = (1..=cfg.replicas as u64)
+            .map(|n| Member {
+                node: NodeId(n),
+                incarnation: Incarnation(1),
+            })
+            .collect();
+        let bootstrap = Configuration::bootstrap(members.iter().copied());
+        let snapshot_every = rng.gen_range(5..=60);
+        let max_retained = rng.gen_range(20..=200);
+        let batch_delay = rng.gen_range(0..=2);
+        let max_read_lag = *[5u64, 50, 1_000].choose(&mut rng).unwrap();
+        let mut nodes = BTreeMap::new();
+        for m in &members {
+            let settings = NodeSettings {
+                me: *m,
+                start_number: 1,
+                bootstrap: Some(bootstrap.clone()),
+                heartbeat_ms: 20,
+                leader_lease_ms: 300,
+                batch_delay_ms: batch_delay,
+                snapshot_every,
+                max_retained_slots: max_retained,
+                store: StoreConfig::default(),
+                max_read_lag_slots: max_read_lag,
+                max_read_staleness_ms: 0,
+                suspect_leader_after_ms: 200,
+                snapshot_chunk_bytes: 64 * 1024,
+                seed: cfg.seed.wrapping_mul(31).wrapping_add(m.node.0),
+                bugs: cfg.bugs,
+                core_bugs: cfg.core_bugs,
+            };
+            let node = Node::new(settings, Time(0));
+            nodes.insert(
+                m.node,
+                SimNode {
+                    node,
+                    inc: m.incarnation,
+                    up: true,
+                    inbox: Vec::new(),
+                    encoded: BTreeMap::new(),
+                },
+            );
+        }
+        let net = if cfg.faults {
+            Net {
+                loss: rng.gen_range(0.0..0.08),
+                dup: rng.gen_range(0.0..0.04),
+                max_delay: rng.gen_range(2..30),
+                ..Net::default()
+            }
+        } else {
+            Net {
+                max_delay: 2,
+                ..Net::default()
+            }
+        };
+        let taggings = [Tagging::Session, Tagging::IdempotencyKey, Tagging::None];
+        let clients = (0..cfg.clients as u64)
+            .map(|c| Client::new(c, taggings[c as usize % 3]))
+            .collect();
+        World {
+            cfg,
+            rng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            nodes,
+            net,
+            etcd: Etcd::new(600),
+            hinted: BTreeMap::new(),
+            elected: None,
+            clients,
+            tokens: BTreeMap::new(),
+            next_token: 0,
+            next_idem: 0,
+            history: Vec::new(),
+            stats: SimStats::default(),
+            healed: false,
+            trace: std::env::var("NODE_SIM_TRACE").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn run_all(&mut self) -> Result<(), String> {
+        self.schedule(0, Ev::EtcdTick);
+        for c in 0..self.clients.len() as u64 {
+            let at = self.rng.gen_range(100..400);
+            self.schedule(at, Ev::ClientTurn(c));
+        }
+        if self.cfg.faults {
+            let at = self.rng.gen_range(500..1_500);
+            self.schedule(at, Ev::Fault);
+        }
+        let safety_end = self.cfg.safety_ms;
+        self.run_until(safety_end)?;
+        self.heal_all();
+        // Every client finishes what it is doing, then reads every key once.
+        for c in &mut self.clients {
+            c.finishing = true;
+            c.final_keys = REGISTERS
+                .iter()
+                .chain(COUNTERS)
+                .map(|k| k.to_string())
+                .collect();
+        }
+        let deadline = self.now + SETTLE_MS;
+        while !self.clients.iter().all(|c| c.done) {
+            if self.now >= deadline {
+                let stuck: Vec<String> = self
+                    .clients
+                    .iter()
+                    .filter(|c| !c.done)
+                    .map(|c| {
+                        format!(
+                            "client {} ({:?})",
+                            c.id,
+                            c.in_flight
+                                .as_ref()
+                                .map(|f| (&f.op.kind, f.attempts, f.node))
+                        )
+                    })
+                    .collect();
+                return Err(format!(
+                    "liveness: {SETTLE_MS} ms after the network healed, clients still wait: {}",
+                    stuck.join(", ")
+                ));
+            }
+            let step_end = self.now + 100;
+            self.run_until(step_end)?;
+        }
+        self.converge()?;
+        self.verdict()
+    }
+
+    /// Process events and timeouts up to `until`.
+    fn run_until(&mut self, until: u64) -> Result<(), String> {
+        let mut spins = 0u32;
+        loop {
+            let next_ev = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_timer = self
+                .nodes
+                .values()
+                .filter(|n| n.up)
+                .filter_map(|n| n.node.poll_timeout())
+                .map(|t| t.0)
+                .min();
+            let next = match (next_ev, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => {
+                        self.now = until;
+                        return Ok(());
+                    }
+                },
+            };
+            if next > until {
+                self.now = until;
+                return Ok(());
+            }
+            if next <= self.now {
+                spins += 1;
+                if spins > 100_000 {
+                    return Err("the simulation spins: a timer or an event keeps firing at the same instant".into());
+                }
+            } else {
+                spins = 0;
+            }
+            self.now = self.now.max(next);
+            if next_timer == Some(next) && next_ev.is_none_or(|e| e > next) {
+                let due: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.up && n.node.poll_timeout().is_some_and(|t| t.0 <= self.now))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    let now = Time(self.now);
+                    self.nodes.get_mut(&id).unwrap().node.handle_timeout(now);
+                    self.outputs(id)?;
+                }
+                continue;
+            }
+            let Reverse((_, seq)) = self.queue.pop().unwrap();
+            let ev = self.events.remove(&seq).unwrap();
+            self.dispatch(ev)?;
+        }
+    }
+
+    fn dispatch(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver(env) => {
+                let to = env.to;
+                self.feed(to, Input::Peer(env))
+            }
+            Ev::Request { node, input } => self.feed(node, input),
+            Ev::Reply {
+                client,
+                token,
+                reply,
+            } => self.client_reply(client, token, reply),
+            Ev::ClientTurn(c) => self.client_turn(c),
+            Ev::ClientTimeout { client, token } => self.client_timeout(client, token),
+            Ev::Hint { node, leader } => self.feed(node, Input::Hint(leader)),
+            Ev::Encoded { node, inc, meta } => {
+                if self.nodes[&node].inc != inc {
+                    return Ok(());
+                }
+                self.feed(node, Input::SnapshotEncoded { meta })
+            }
+            Ev::Install { node, meta, store } => {
+                self.stats.snapshots_installed += 1;
+                self.feed(node, Input::InstallSnapshot { meta, store })
+            }
+            Ev::Release { from, to } => match self.net.release(from, to, self.now) {
+                Ok(msgs) => {
+                    for env in msgs {
+                        // Delivered at once and in order: the stalled stream drains.
+                        self.deliver_now(env)?;
+                    }
+                    Ok(())
+                }
+                Err(Some(t)) => {
+                    self.schedule(t, Ev::Release { from, to });
+                    Ok(())
+                }
+                Err(None) => Ok(()),
+            },
+            Ev::Resume(id) => self.resume(id),
+            Ev::Heal(links) => {
+                for l in links {
+                    self.net.cut.remove(&l);
+                }
+                Ok(())
+            }
+            Ev::EtcdHeal(id) => {
+                self.etcd.cut.remove(&id);
+                // It hears the election's current view when it reconnects.
+                let leader = self.elected;
+                self.hint(id, leader, 0);
+                Ok(())
+            }
+            Ev::EtcdTick => {
+                let up: BTreeSet<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.up)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let leader = self.etcd.tick(self.now, &up);
+                if leader != self.elected {
+                    self.elected = leader;
+                    self.stats.leader_changes += 1;
+                    let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                    for id in ids {
+                        if !self.etcd.cut.contains(&id) {
+                            let d = self.rng.gen_range(0..150);
+                            self.hint(id, leader, d);
+                        }
+                    }
+                }
+                let at = self.now + 50;
+                self.schedule(at, Ev::EtcdTick);
+                Ok(())
+            }
+            Ev::Fault => {
+                if !self.healed {
+                    self.fault()?;
+                    let at = self.now + self.rng.gen_range(200..1_200);
+                    self.schedule(at, Ev::Fault);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Tell `id` the election's view after `delay` ms, never before an earlier hint.
+    fn hint(&mut self, id: NodeId, leader: Option<NodeId>, delay: u64) {
+        let prev = self.hinted.get(&id).map_or(0, |(_, t)| *t);
+        let at = (self.now + delay).max(prev);
+        self.hinted.insert(id, (leader, at));
+        self.schedule(at, Ev::Hint { node: id, leader });
+    }
+
+    /// Hand `input` to a replica (queued while it is paused), then run what it outputs.
+    fn feed(&mut self, id: NodeId, input: Input) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).unwrap();
+        if !n.up {
+            n.inbox.push(input);
+            return Ok(());
+        }
+        n.node.handle(Time(self.now), input);
+        self.outputs(id)
+    }
+
+    fn resume(&mut self, id: NodeId) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).unwrap();
+        if n.up {
+            return Ok(());
+        }
+        n.up = true;
+        let now = Time(self.now);
+        n.node.handle_timeout(now);
+        let inbox = std::mem::take(&mut n.inbox);
+        self.outputs(id)?;
+        for input in inbox {
+            self.feed(id, input)?;
+        }
+        Ok(())
+    }
+
+    /// Run everything `id` wants done.
+    fn outputs(&mut self, id: NodeId) -> Result<(), String> {
+        while let Some(out) = self.nodes.get_mut(&id).unwrap().node.poll_output() {
+            match out {
+                Output::Send(env) => self.send(env)?,
+                Output::WriteDone { token, result } => self.reply(token, Reply::Write(result)),
+                Output::ReadDone { token, result } => self.reply(token, Reply::Read(result)),
+                Output::EncodeSnapshot { meta, store } => {
+                    let inc = self.nodes[&id].inc;
+                    self.nodes
+                        .get_mut(&id)
+                        .unwrap()
+                        .encoded
+                        .insert(meta.last_slot, (meta.clone(), *store));
+                    let at = self.now + self.rng.gen_range(1..50);
+                    self.schedule(
+                        at,
+                        Ev::Encoded {
+                            node: id,
+                            inc,
+                            meta,
+                        },
+                    );
+                }
+                Output::SendSnapshot { to, from } => {
+                    let (meta, store) = match from {
+                        crate::SnapshotSource::Encoded(meta) => {
+                            match self.nodes[&id].encoded.get(&meta.last_slot) {
+                                Some((m, s)) => (m.clone(), s.clone()),
+                                None => {
+                                    return Err(format!(
+                                        "{id} asked to send snapshot {meta:?} it never encoded"
+                                    ))
+                                }
+                            }
+                        }
+                        crate::SnapshotSource::Store { meta, store } => (meta, *store),
+                    };
+                    if !self.net.is_cut(id, to) {
+                        let at = self.now + self.rng.gen_range(5..200);
+                        self.schedule(
+                            at,
+                            Ev::Install {
+                                node: to,
+                                meta,
+                                store: Box::new(store),
+                            },
+                        );
+                    }
+                }
+                Output::Resign => self.etcd.resign(id),
+                Output::Suspect(s) => self.etcd.suspect(id, s.map(|s| (s.leader, s.acceptors))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, env: Envelope) -> Result<(), String> {
+        let (from, to) = (env.from.node, env.to);
+        if to == from {
+            self.schedule(self.now, Ev::Deliver(env));
+            return Ok(());
+        }
+        if !self.nodes.contains_key(&to) || self.net.is_cut(from, to) {
+            return Ok(());
+        }
+        if self.net.hold(&env) {
+            return Ok(());
+        }
+        if self.rng.gen_bool(self.net.loss) {
+            return Ok(());
+        }
+        let copies = if self.rng.gen_bool(self.net.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let d = self.rng.gen_range(1..=self.net.max_delay);
+            self.schedule(self.now + d, Ev::Deliver(env.clone()));
+        }
+        Ok(())
+    }
+
+    fn deliver_now(&mut self, env: Envelope) -> Result<(), String> {
+        if self.net.is_cut(env.from.node, env.to) {
+            return Ok(());
+        }
+        let to = env.to;
+        self.feed(to, Input::Peer(env))
+    }
+
+    fn reply(&mut self, token: u64, reply: Reply) {
+        if let Some((client, _)) = self.tokens.get(&token).copied() {
+            let at = self.now + self.rng.gen_range(1..4);
+            self.schedule(
+                at,
+                Ev::Reply {
+                    client,
+                    token,
+                    reply,
+                },
+            );
+        }
+    }
+
+    // ---- clients ----
+
+    fn pick_node(&mut self, avoid: Option<NodeId>) -> NodeId {
+        let ids: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| Some(*n) != avoid)
+            .collect();
+        *ids.choose(&mut self.rng).unwrap()
+    }
+
+    fn client_turn(&mut self, c: u64) -> Result<(), String> {
+        let ci = c as usize;
+        if self.clients[ci].in_flight.is_some() || self.clients[ci].done {
+            return Ok(());
+        }
+        let ask = if self.clients[ci].finishing {
+            match self.clients[ci].final_keys.pop() {
+                Some(key) => Ask::Read {
+                    key,
+                    linearizable: true,
+                },
+                None => {
+                    self.clients[ci].done = true;
+                    return Ok(());
+                }
+            }
+        } else {
+            self.new_ask(ci)
+        };
+        let op = match &ask {
+            Ask::Write { op, .. } => {
+                let (key, kind) = op_kind(op);
+                Op::new(c, key, kind, self.now, None, Outcome::Unknown)
+            }
+            Ask::Read { key, .. } => Op::new(
+                c,
+                key.clone(),
+                OpKind::Read { result: None },
+                self.now,
+                None,
+                Outcome::Unknown,
+            ),
+        };
+        let node = self.pick_node(None);
+        self.clients[ci].in_flight = Some(InFlight {
+            op,
+            ask,
+            attempts: 0,
+            maybe_applied: false,
+            token: 0,
+            node,
+        });
+        self.attempt(c, node, 0)
+    }
+
+    fn new_ask(&mut self, ci: usize) -> Ask {
+        let roll = self.rng.gen_range(0..100);
+        let reg = REGISTERS[self.rng.gen_range(0..REGISTERS.len())].to_string();
+        if roll < 25 {
+            return Ask::Read {
+                key: reg,
+                linearizable: true,
+            };
+        }
+        if roll < 40 {
+            let key = if self.rng.gen_bool(0.7) {
+                reg
+            } else {
+                COUNTERS[self.rng.gen_range(0..COUNTERS.len())].to_string()
+            };
+            return Ask::Read {
+                key,
+                linearizable: false,
+            };
+        }
+        let session = self.clients[ci].tag(&mut self.next_idem);
+        let op = if roll < 65 {
+            let value = self.clients[ci].value();
+            WriteOp::Put {
+                key: reg.into_bytes(),
+                value: value.into_bytes(),
+                guard: None,
+            }
+        } else if roll < 80 {
+            let expected = self.clients[ci].last_value.get(&reg).cloned().flatten();
+            let new = self.clients[ci].value();
+            WriteOp::Cas {
+                key: reg.into_bytes(),
+                expected: CasExpect::Value(expected.map(String::into_bytes)),
+                new: Some(new.into_bytes()),
+            }
+        } else {
+            let key = COUNTERS[self.rng.gen_range(0..COUNTERS.len())];
+            WriteOp::Incr {
+                key: key.as_bytes().to_vec(),
+                delta: self.rng.gen_range(1..=5),
+                initial: 0,
+            }
+        };
+        Ask::Write { session, op }
+    }
+
+    /// Send the client's request to `node` after `delay` ms.
+    fn attempt(&mut self, c: u64, node: NodeId, delay: u64) -> Result<(), String> {
+        self.next_token += 1;
+        let token = self.next_token;
+        let ci = c as usize;
+        let f = self.clients[ci].in_flight.as_mut().unwrap();
+        f.attempts += 1;
+        f.token = token;
+        f.node = node;
+        if f.attempts > 1 {
+            self.stats.retries += 1;
+            if f.maybe_applied && matches!(f.ask, Ask::Write { .. }) {
+                self.stats.risky_retries += 1;
+            }
+        }
+        let seen = self.clients[ci].seen_index;
+        let input = match &self.clients[ci].in_flight.as_ref().unwrap().ask {
+            Ask::Write { session, op } => Input::Write {
+                token,
+                session: *session,
+                op: op.clone(),
+                forward: true,
+            },
+            Ask::Read { key, linearizable } => {
+                let k = key.clone().into_bytes();
+                let consistency = if *linearizable {
+                    Consistency::Linearizable
+                } else {
+                    Consistency::Sequential { min_index: seen }
+                };
+                Input::Read {
+                    token,
+                    consistency,
+                    f: Box::new(move |s: &Store| ReadAnswer::Get(s.get(&k))),
+                }
+            }
+        };
+        self.tokens.insert(token, (c, node));
+        if self.trace {
+            eprintln!(
+                "{:>6} client {c} token {token} -> {node}: {input:?}",
+                self.now
+            );
+        }
+        let at = self.now + delay + self.rng.gen_range(1..4);
+        self.schedule(at, Ev::Request { node, input });
+        self.schedule(
+            at + ATTEMPT_TIMEOUT_MS,
+            Ev::ClientTimeout { client: c, token },
+        );
+        Ok(())
+    }
+
+    fn client_timeout(&mut self, c: u64, token: u64) -> Result<(), String> {
+        let ci = c as usize;
+        let Some(f) = self.clients[ci].in_flight.as_mut() else {
+            return Ok(());
+        };
+        if f.token != token {
+            return Ok(());
+        }
+        self.stats.timeouts += 1;
+        if self.trace {
+            eprintln!("{:>6} client {c} token {token} timed out", self.now);
+        }
+        let node = f.node;
+        f.maybe_applied = true;
+        self.tokens.remove(&token);
+        self.schedule(
+            self.now + 1,
+            Ev::Request {
+                node,
+                input: Input::Cancel(token),
+            },
+        );
+        self.retry_or_give_up(c, Some(node), None)
+    }
+
+    /// After an attempt ended without a definite answer: retry if allowed, else settle.
+    fn retry_or_give_up(
+        &mut self,
+        c: u64,
+        avoid: Option<NodeId>,
+        to: Option<NodeId>,
+    ) -> Result<(), String> {
+        let ci = c as usize;
+        let f = self.clients[ci].in_flight.as_ref().unwrap();
+        let retry_ok = !f.maybe_applied || Client::may_retry_unknown(&f.ask);
+        if retry_ok && f.attempts < MAX_ATTEMPTS {
+            let node = match to {
+                Some(l) => l,
+                None => self.pick_node(avoid),
+            };
+            let delay = if to.is_some() {
+                0
+            } else {
+                self.rng.gen_range(10..100)
+            };
+            return self.attempt(c, node, delay);
+        }
+        let f = self.clients[ci].in_flight.take().unwrap();
+        let mut op = f.op;
+        match f.ask {
+            Ask::Write { .. } if f.maybe_applied => {
+                op.outcome = Outcome::Unknown;
+                op.complete = None;
+                self.stats.writes_unknown += 1;
+                self.history.push(op);
+            }
+            // Every attempt was refused before it was ordered: the write had no effect and
+            // observed nothing (a compare-and-set recorded as `Fail` would claim its guard was
+            // evaluated and failed), so it leaves no record.
+            Ask::Write { .. } => self.stats.writes_refused += 1,
+            // A read that got no answer observed nothing.
+            Ask::Read { .. } => {}
+        }
+        self.next_turn(c);
+        Ok(())
+    }
+
+    fn next_turn(&mut self, c: u64) {
+        let at = self.now + self.rng.gen_range(0..40);
+        self.schedule(at, Ev::ClientTurn(c));
+    }
+
+    fn client_reply(&mut self, c: u64, token: u64, reply: Reply) -> Result<(), String> {
+        let ci = c as usize;
+        if self.trace {
+            let what = match &reply {
+                Reply::Write(r) => format!("{r:?}"),
+                Reply::Read(r) => format!("{r:?}"),
+            };
+            eprintln!("{:>6} client {c} token {token} <- {what}", self.now);
+        }
+        if self.tokens.remove(&token).is_none() {
+            return Ok(()); // timed out already
+        }
+        let Some(f) = self.clients[ci].in_flight.as_mut() else {
+            return Ok(());
+        };
+        if f.token != token {
+            return Ok(());
+        }
+        let node = f.node;
+        let refused = match reply {
+            Reply::Write(Ok(done)) => {
+                let mut f = self.clients[ci].in_flight.take().unwrap();
+                settle_write(&mut f.op, &done.output, self.now);
+                let client = &mut self.clients[ci];
+                client.seen_index = client.seen_index.max(f.op.index.unwrap_or(0));
+                let key = f.op.key.clone();
+                match (&f.op.kind, &done.output) {
+                    (OpKind::Write { value }, Ok(_)) | (OpKind::Cas { new: value, .. }, Ok(_)) => {
+                        client.last_value.insert(key, Some(value.clone()));
+                    }
+                    (_, Err(kvstore::WriteError::CasFailed { current })) => {
+                        client.last_value.insert(
+                            key,
+                            current
+                                .as_ref()
+                                .map(|v| String::from_utf8_lossy(&v.value).into_owned()),
+                        );
+                    }
+                    _ => {}
+                }
+                match f.op.outcome {
+                    Outcome::Ok => self.stats.writes_ok += 1,
+                    _ => self.stats.writes_failed += 1,
+                }
+                self.history.push(f.op);
+                self.next_turn(c);
+                return Ok(());
+            }
+            Reply::Read(Ok(done)) => {
+                let mut f = self.clients[ci].in_flight.take().unwrap();
+                let result = match done.answer {
+                    ReadAnswer::Get(v) => v.map(|v| String::from_utf8_lossy(&v.value).into_owned()),
+                    other => return Err(format!("a single-key read answered {other:?}")),
+                };
+                let linearizable = matches!(
+                    f.ask,
+                    Ask::Read {
+                        linearizable: true,
+                        ..
+                    }
+                );
+                let client = &mut self.clients[ci];
+                client.seen_index = client.seen_index.max(done.index);
+                if REGISTERS.contains(&f.op.key.as_str()) {
+                    client.last_value.insert(f.op.key.clone(), result.clone());
+                }
+                f.op.kind = OpKind::Read { result };
+                f.op.complete = Some(self.now);
+                f.op.outcome = Outcome::Ok;
+                let op = if linearizable {
+                    self.stats.lin_reads += 1;
+                    f.op.with_index(done.index)
+                } else {
+                    self.stats.seq_reads += 1;
+                    f.op.sequential(done.index)
+                };
+                self.history.push(op);
+                self.next_turn(c);
+                return Ok(());
+            }
+            Reply::Write(Err(r)) | Reply::Read(Err(r)) => r,
+        };
+        match refused {
+            Refused::NotLeader { leader } | Refused::NotServing { leader, .. } => {
+                let to = leader.filter(|l| *l != node && self.nodes.contains_key(l));
+                self.retry_or_give_up(c, Some(node), to)
+            }
+            Refused::OutcomeUnknown => {
+                self.stats.unknown_answers += 1;
+                self.clients[ci].in_flight.as_mut().unwrap().maybe_applied = true;
+                self.retry_or_give_up(c, Some(node), None)
+            }
+            Refused::TooLarge { .. } | Refused::Config(_) => {
+                Err(format!("client {c}: unexpected refusal {refused:?}"))
+            }
+            // Busy, lost, shutting down, removed: nothing was done; try elsewhere.
+            _ => self.retry_or_give_up(c, Some(node), None),
+        }
+    }
+
+    // ---- faults ----
+
+    fn up_count(&self) -> usize {
+        self.nodes.values().filter(|n| n.up).count()
+    }
+
+    fn fault(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let victim = *ids.choose(&mut self.rng).unwrap();
+        let minority = (ids.len() - 1) / 2;
+        // Faults aim at the elected leader half of the time: that is where they hurt.
+        let victim = match self.elected {
+            Some(l) if self.rng.gen_bool(0.5) => l,
+            _ => victim,
+        };
+        match self.rng.gen_range(0..100) {
+            0..=19 => {
+                // Pause (SIGSTOP), long enough for the lease to expire and a new leader to rise.
+                if self.nodes[&victim].up && ids.len() - self.up_count() < minority {
+                    self.nodes.get_mut(&victim).unwrap().up = false;
+                    self.stats.pauses += 1;
+                    let at = self.now + self.rng.gen_range(300..6_000);
+                    self.schedule(at, Ev::Resume(victim));
+                }
+            }
+            20..=39 => {
+                // Cut from every peer (and half the time from etcd too).
+                let mut links = Vec::new();
+                for o in &ids {
+                    if *o != victim {
+                        links.push((victim, *o));
+                        links.push((*o, victim));
+                    }
+                }
+                for l in &links {
+                    self.net.cut.insert(*l);
+                }
+                self.stats.isolations += 1;
+                let until = self.now + self.rng.gen_range(500..8_000);
+                self.schedule(until, Ev::Heal(links));
+                if self.rng.gen_bool(0.5) {
+                    self.cut_etcd(victim, until);
+                }
+            }
+            40..=54 => {
+                let other = self.pick_node(Some(victim));
+                let link = if self.rng.gen_bool(0.5) {
+                    (victim, other)
+                } else {
+                    (other, victim)
+                };
+                self.net.cut.insert(link);
+                self.stats.one_way_cuts += 1;
+                let at = self.now + self.rng.gen_range(500..5_000);
+                self.schedule(at, Ev::Heal(vec![link]));
+            }
+            55..=74 => {
+                // Stall the streams from some followers into the victim (often the leader): their
+                // acknowledgements arrive late, all at once, in another term.
+                let k = self.rng.gen_range(1..=ids.len() / 2);
+                let mut others: Vec<NodeId> =
+                    ids.iter().copied().filter(|o| *o != victim).collect();
+                others.shuffle(&mut self.rng);
+                let until = self.now + self.rng.gen_range(500..5_000);
+                for o in others.into_iter().take(k) {
+                    if self.net.start_hold(o, victim, until) {
+                        self.schedule(
+                            until,
+                            Ev::Release {
+                                from: o,
+                                to: victim,
+                            },
+                        );
+                    }
+                }
+                self.stats.holds += 1;
+            }
+            75..=87 => {
+                let until = self.now + self.rng.gen_range(500..4_000);
+                self.cut_etcd(victim, until);
+            }
+            _ => {
+                // The election tells one node a wrong leader for a while.
+                let wrong = self.pick_node(Some(victim));
+                let elected = self.elected;
+                self.hint(victim, Some(wrong), 0);
+                let d = self.rng.gen_range(200..3_000);
+                self.hint(victim, elected, d);
+                self.stats.wrong_hints += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn cut_etcd(&mut self, id: NodeId, until: u64) {
+        if self.etcd.cut.insert(id) {
+            self.stats.etcd_cuts += 1;
+            self.schedule(until, Ev::EtcdHeal(id));
+        }
+    }
+
+    fn heal_all(&mut self) {
+        self.healed = true;
+        self.net.cut.clear();
+        let held: Vec<(NodeId, NodeId)> = self.net.held.keys().copied().collect();
+        for (from, to) in held {
+            if let Some((until, _)) = self.net.held.get_mut(&(from, to)) {
+                *until = self.now;
+            }
+            self.schedule(self.now, Ev::Release { from, to });
+        }
+        let paused: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.up)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in paused {
+            self.schedule(self.now, Ev::Resume(id));
+        }
+        let cut: Vec<NodeId> = self.etcd.cut.iter().copied().collect();
+        for id in cut {
+            self.schedule(self.now, Ev::EtcdHeal(id));
+        }
+        self.net.loss = 0.0;
+        self.net.dup = 0.0;
+    }
+
+    // ---- verdicts ----
+
+    /// Every replica reaches the same state: same applied index, same hash.
+    fn converge(&mut self) -> Result<(), String> {
+        let deadline = self.now + 20_000;
+        loop {
+            let states: BTreeSet<(u64, u64)> = self
+                .nodes
+                .values()
+                .map(|n| (n.node.store().last_applied(), n.node.store().state_hash().0))
+                .collect();
+            let indexes: BTreeSet<u64> = states.iter().map(|(i, _)| *i).collect();
+            if indexes.len() == 1 {
+                if states.len() > 1 {
+                    return Err(format!(
+                        "replicas applied the same index with different states: {states:?}"
+                    ));
+                }
+                return Ok(());
+            }
+            if self.now >= deadline {
+                let per: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|(id, n)| format!("{id}: {}", n.node.store().last_applied()))
+                    .collect();
+                return Err(format!(
+                    "replicas did not converge 20 s after the clients finished: {}",
+                    per.join(", ")
+                ));
+            }
+            let step = self.now + 100;
+            self.run_until(step)?;
+        }
+    }
+
+    fn verdict(&mut self) -> Result<(), String> {
+        let opts = CheckOptions {
+            budget: Budget {
+                max_steps: 5_000_000,
+                timeout: None,
+            },
+        };
+        let v = checker::check_with(&self.history, &opts);
+        self.stats.ops_checked = v.ops_checked;
+        match v.result {
+            CheckResult::Linearizable => Ok(()),
+            CheckResult::Unknown => {
+                self.stats.check_unknown = true;
+                Ok(())
+            }
+            CheckResult::Violation => Err(format!("client histories: {v}")),
+        }
+    }
+}
