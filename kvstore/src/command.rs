@@ -46,11 +46,7 @@ pub struct Stamp {
 impl Stamp {
     /// A stamp from proposer `(node, incarnation)` at `mono_ms`.
     pub fn new(node: u64, incarnation: u64, mono_ms: u64) -> Self {
-        Stamp {
-            node,
-            incarnation,
-            mono_ms,
-        }
+        Stamp { node, incarnation, mono_ms }
     }
 
     /// Whether two stamps come from the same process.
@@ -236,8 +232,8 @@ impl Request {
         if tag != REQUEST_FORMAT {
             return Err(CodecError::UnknownFormat { got: tag });
         }
-        let (req, rest) = postcard::take_from_bytes::<Request>(body)
-            .map_err(|e| CodecError::Body(e.to_string()))?;
+        let (req, rest) =
+            postcard::take_from_bytes::<Request>(body).map_err(|e| CodecError::Body(e.to_string()))?;
         if !rest.is_empty() {
             return Err(CodecError::Trailing { extra: rest.len() });
         }
@@ -278,22 +274,12 @@ mod tests {
 
     fn sample() -> Request {
         Request {
-            session: Some(SessionRef {
-                client: ClientId(7),
-                seq: 3,
-            }),
+            session: Some(SessionRef { client: ClientId(7), seq: 3 }),
             stamp: Stamp::new(2, 1_700_000_000_000_000, 12_345),
             op: WriteOp::PutMany {
                 ops: vec![
-                    BatchOp::Put {
-                        key: b"a".to_vec(),
-                        value: b"1".to_vec(),
-                        guard: Some(Guard::Absent),
-                    },
-                    BatchOp::Delete {
-                        key: b"b".to_vec(),
-                        guard: Some(Guard::Value(b"x".to_vec())),
-                    },
+                    BatchOp::Put { key: b"a".to_vec(), value: b"1".to_vec(), guard: Some(Guard::Absent) },
+                    BatchOp::Delete { key: b"b".to_vec(), guard: Some(Guard::Value(b"x".to_vec())) },
                 ],
             },
         }
@@ -310,43 +296,23 @@ mod tests {
     #[test]
     fn decode_rejects_bad_input_without_panicking() {
         assert_eq!(Request::decode(&[]), Err(CodecError::Empty));
-        assert_eq!(
-            Request::decode(&[9, 0]),
-            Err(CodecError::UnknownFormat { got: 9 })
-        );
+        assert_eq!(Request::decode(&[9, 0]), Err(CodecError::UnknownFormat { got: 9 }));
         let mut bytes = sample().encode();
         bytes.push(0);
-        assert_eq!(
-            Request::decode(&bytes),
-            Err(CodecError::Trailing { extra: 1 })
-        );
+        assert_eq!(Request::decode(&bytes), Err(CodecError::Trailing { extra: 1 }));
         let truncated = &sample().encode()[..10];
-        assert!(matches!(
-            Request::decode(truncated),
-            Err(CodecError::Body(_))
-        ));
+        assert!(matches!(Request::decode(truncated), Err(CodecError::Body(_))));
     }
 
     #[test]
     fn fingerprints_tell_operations_apart() {
-        let put = |k: &str, v: &str| WriteOp::Put {
-            key: k.into(),
-            value: v.into(),
-            guard: None,
-        };
+        let put = |k: &str, v: &str| WriteOp::Put { key: k.into(), value: v.into(), guard: None };
         assert_eq!(put("a", "1").fingerprint(), put("a", "1").fingerprint());
         assert_ne!(put("a", "1").fingerprint(), put("b", "1").fingerprint());
         assert_ne!(put("a", "1").fingerprint(), put("a", "2").fingerprint());
-        let del = WriteOp::Delete {
-            key: b"a".to_vec(),
-            guard: None,
-        };
+        let del = WriteOp::Delete { key: b"a".to_vec(), guard: None };
         assert_ne!(put("a", "").fingerprint(), del.fingerprint());
-        let guarded = WriteOp::Put {
-            key: b"a".to_vec(),
-            value: b"1".to_vec(),
-            guard: Some(Guard::Version(3)),
-        };
+        let guarded = WriteOp::Put { key: b"a".to_vec(), value: b"1".to_vec(), guard: Some(Guard::Version(3)) };
         assert_ne!(put("a", "1").fingerprint(), guarded.fingerprint());
     }
 
@@ -356,14 +322,8 @@ mod tests {
         let req = Request {
             session: None,
             stamp: Stamp::default(),
-            op: WriteOp::Append {
-                key: b"key".to_vec(),
-                value: vec![],
-            },
+            op: WriteOp::Append { key: b"key".to_vec(), value: vec![] },
         };
-        assert_eq!(
-            req.encode(),
-            vec![REQUEST_FORMAT, 0, 0, 0, 0, 5, 3, b'k', b'e', b'y', 0]
-        );
+        assert_eq!(req.encode(), vec![REQUEST_FORMAT, 0, 0, 0, 0, 5, 3, b'k', b'e', b'y', 0]);
     }
 }

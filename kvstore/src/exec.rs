@@ -46,9 +46,7 @@ impl Store {
                     CasExpect::Version(v) => current.map_or(0, |c| c.version) == *v,
                 };
                 if !matches {
-                    return Err(WriteError::CasFailed {
-                        current: current.cloned(),
-                    });
+                    return Err(WriteError::CasFailed { current: current.cloned() });
                 }
                 let previous_version = match new {
                     Some(v) => self.put_raw(key.clone(), v.clone(), index),
@@ -56,31 +54,21 @@ impl Store {
                 };
                 done(WriteOutcome::Swapped { previous_version })
             }
-            WriteOp::Incr {
-                key,
-                delta,
-                initial,
-            } => {
+            WriteOp::Incr { key, delta, initial } => {
                 let current = match self.data.get(key) {
                     None => *initial,
-                    Some(c) => parse_int(&c.value)
-                        .ok_or_else(|| WriteError::NotAnInteger { key: key.clone() })?,
+                    Some(c) => parse_int(&c.value).ok_or_else(|| WriteError::NotAnInteger { key: key.clone() })?,
                 };
-                let value = current.checked_add(*delta).ok_or(WriteError::Overflow {
-                    current,
-                    delta: *delta,
-                })?;
+                let value = current
+                    .checked_add(*delta)
+                    .ok_or(WriteError::Overflow { current, delta: *delta })?;
                 self.put_raw(key.clone(), value.to_string().into_bytes(), index);
                 done(WriteOutcome::Incremented { value })
             }
             WriteOp::Append { key, value } => {
                 let old_len = self.data.get(key).map_or(0, |c| c.value.len());
                 self.config.limits.check_value(old_len + value.len())?;
-                let mut new = self
-                    .data
-                    .get(key)
-                    .map(|c| c.value.clone())
-                    .unwrap_or_default();
+                let mut new = self.data.get(key).map(|c| c.value.clone()).unwrap_or_default();
                 new.extend_from_slice(value);
                 let len = new.len() as u64;
                 self.put_raw(key.clone(), new, index);
@@ -89,12 +77,7 @@ impl Store {
         }
     }
 
-    fn check_guard(
-        &self,
-        index_in_batch: u32,
-        key: &[u8],
-        guard: Option<&Guard>,
-    ) -> Result<(), WriteError> {
+    fn check_guard(&self, index_in_batch: u32, key: &[u8], guard: Option<&Guard>) -> Result<(), WriteError> {
         let Some(guard) = guard else { return Ok(()) };
         let current = self.data.get(key);
         if guard_holds(guard, current) {
@@ -113,9 +96,7 @@ impl Store {
         let mut seen = BTreeSet::new();
         for op in ops {
             if !seen.insert(op.key()) {
-                return Err(WriteError::DuplicateKey {
-                    key: op.key().to_vec(),
-                });
+                return Err(WriteError::DuplicateKey { key: op.key().to_vec() });
             }
         }
         for (i, op) in ops.iter().enumerate() {
@@ -135,9 +116,6 @@ impl Store {
                 }
             }
         }
-        Ok(WriteResult {
-            index,
-            outcome: WriteOutcome::Batch { puts, deletes },
-        })
+        Ok(WriteResult { index, outcome: WriteOutcome::Batch { puts, deletes } })
     }
 }

@@ -42,10 +42,7 @@ pub(crate) struct StateHasher {
 
 /// The hash of one entry, summed (wrapping) over all entries into the state hash.
 pub(crate) fn entry_hash(key: &[u8], value: &[u8], version: u64) -> u64 {
-    let mut h = StateHasher {
-        h: 0x6a09_e667_f3bc_c908,
-        entries: 0,
-    };
+    let mut h = StateHasher { h: 0x6a09_e667_f3bc_c908, entries: 0 };
     h.bytes(key);
     h.bytes(value);
     h.word(version);
@@ -54,10 +51,7 @@ pub(crate) fn entry_hash(key: &[u8], value: &[u8], version: u64) -> u64 {
 
 impl StateHasher {
     pub(crate) fn new() -> Self {
-        StateHasher {
-            h: 0xcbf2_9ce4_8422_2325,
-            entries: 0,
-        }
+        StateHasher { h: 0xcbf2_9ce4_8422_2325, entries: 0 }
     }
 
     fn word(&mut self, w: u64) {
@@ -84,14 +78,7 @@ impl StateHasher {
         self.bytes(b);
     }
 
-    pub(crate) fn header(
-        &mut self,
-        last_applied: u64,
-        clock_ms: u64,
-        last_stamp: Option<Stamp>,
-        entries: u64,
-        sessions: u64,
-    ) {
+    pub(crate) fn header(&mut self, last_applied: u64, clock_ms: u64, last_stamp: Option<Stamp>, entries: u64, sessions: u64) {
         for w in [last_applied, clock_ms, entries, sessions] {
             self.word(w);
         }
@@ -126,8 +113,7 @@ impl StateHasher {
         self.word(e.last_active_ms);
         self.word(e.fingerprint);
         // Encoding an Output into a Vec cannot fail (plain data, no I/O).
-        let result =
-            postcard::to_stdvec(&e.result).expect("postcard encoding into a Vec is infallible");
+        let result = postcard::to_stdvec(&e.result).expect("postcard encoding into a Vec is infallible");
         self.bytes(&result);
     }
 

@@ -44,9 +44,7 @@ pub mod store;
 
 mod exec;
 
-pub use command::{
-    BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, Stamp, WriteOp,
-};
+pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, Stamp, WriteOp};
 pub use hash::StateHash;
 pub use limits::{LimitKind, Limits};
 pub use output::{Output, Versioned, WriteError, WriteOutcome, WriteResult};

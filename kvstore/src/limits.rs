@@ -63,11 +63,7 @@ impl Default for Limits {
 }
 
 fn too_large(what: LimitKind, limit: usize, got: usize) -> WriteError {
-    WriteError::TooLarge {
-        what,
-        limit: limit as u64,
-        got: got as u64,
-    }
+    WriteError::TooLarge { what, limit: limit as u64, got: got as u64 }
 }
 
 impl Limits {
@@ -98,11 +94,7 @@ impl Limits {
             }
             WriteOp::PutMany { ops } => {
                 if ops.len() > self.max_batch_ops {
-                    return Err(too_large(
-                        LimitKind::BatchOps,
-                        self.max_batch_ops,
-                        ops.len(),
-                    ));
+                    return Err(too_large(LimitKind::BatchOps, self.max_batch_ops, ops.len()));
                 }
                 for (i, op) in ops.iter().enumerate() {
                     self.check_key(op.key(), i as u32)?;
@@ -115,11 +107,7 @@ impl Limits {
             }
         }
         if total > self.max_request_bytes {
-            return Err(too_large(
-                LimitKind::RequestBytes,
-                self.max_request_bytes,
-                total,
-            ));
+            return Err(too_large(LimitKind::RequestBytes, self.max_request_bytes, total));
         }
         Ok(())
     }
@@ -129,11 +117,7 @@ impl Limits {
             return Err(WriteError::EmptyKey { index_in_batch });
         }
         if key.len() > self.max_key_bytes {
-            return Err(too_large(
-                LimitKind::KeyBytes,
-                self.max_key_bytes,
-                key.len(),
-            ));
+            return Err(too_large(LimitKind::KeyBytes, self.max_key_bytes, key.len()));
         }
         Ok(())
     }
@@ -152,110 +136,53 @@ mod tests {
     use super::*;
 
     fn put(key: Vec<u8>, value: Vec<u8>) -> BatchOp {
-        BatchOp::Put {
-            key,
-            value,
-            guard: None,
-        }
+        BatchOp::Put { key, value, guard: None }
     }
 
     fn small() -> Limits {
-        Limits {
-            max_key_bytes: 4,
-            max_value_bytes: 8,
-            max_batch_ops: 3,
-            max_request_bytes: 20,
-            max_page_entries: 5,
-        }
+        Limits { max_key_bytes: 4, max_value_bytes: 8, max_batch_ops: 3, max_request_bytes: 20, max_page_entries: 5 }
     }
 
     #[test]
     fn each_limit_reports_what_limit_and_got() {
         let l = small();
-        let op = WriteOp::Put {
-            key: b"abcde".to_vec(),
-            value: vec![],
-            guard: None,
-        };
+        let op = WriteOp::Put { key: b"abcde".to_vec(), value: vec![], guard: None };
         assert_eq!(
             l.check_op(&op),
-            Err(WriteError::TooLarge {
-                what: LimitKind::KeyBytes,
-                limit: 4,
-                got: 5
-            })
+            Err(WriteError::TooLarge { what: LimitKind::KeyBytes, limit: 4, got: 5 })
         );
-        let op = WriteOp::Append {
-            key: b"k".to_vec(),
-            value: vec![0; 9],
-        };
+        let op = WriteOp::Append { key: b"k".to_vec(), value: vec![0; 9] };
         assert_eq!(
             l.check_op(&op),
-            Err(WriteError::TooLarge {
-                what: LimitKind::ValueBytes,
-                limit: 8,
-                got: 9
-            })
+            Err(WriteError::TooLarge { what: LimitKind::ValueBytes, limit: 8, got: 9 })
         );
-        let op = WriteOp::PutMany {
-            ops: (0..4).map(|i| put(vec![b'a' + i], vec![])).collect(),
-        };
+        let op = WriteOp::PutMany { ops: (0..4).map(|i| put(vec![b'a' + i], vec![])).collect() };
         assert_eq!(
             l.check_op(&op),
-            Err(WriteError::TooLarge {
-                what: LimitKind::BatchOps,
-                limit: 3,
-                got: 4
-            })
+            Err(WriteError::TooLarge { what: LimitKind::BatchOps, limit: 3, got: 4 })
         );
         // 3 x (1 + 8) = 27 bytes > 20, though each op is within the per-key/value limits.
-        let op = WriteOp::PutMany {
-            ops: (0..3).map(|i| put(vec![b'a' + i], vec![0; 8])).collect(),
-        };
+        let op = WriteOp::PutMany { ops: (0..3).map(|i| put(vec![b'a' + i], vec![0; 8])).collect() };
         assert_eq!(
             l.check_op(&op),
-            Err(WriteError::TooLarge {
-                what: LimitKind::RequestBytes,
-                limit: 20,
-                got: 27
-            })
+            Err(WriteError::TooLarge { what: LimitKind::RequestBytes, limit: 20, got: 27 })
         );
     }
 
     #[test]
     fn empty_keys_are_refused_with_their_position() {
-        let op = WriteOp::PutMany {
-            ops: vec![put(b"a".to_vec(), vec![]), put(vec![], vec![])],
-        };
-        assert_eq!(
-            small().check_op(&op),
-            Err(WriteError::EmptyKey { index_in_batch: 1 })
-        );
-        let op = WriteOp::Incr {
-            key: vec![],
-            delta: 1,
-            initial: 0,
-        };
-        assert_eq!(
-            small().check_op(&op),
-            Err(WriteError::EmptyKey { index_in_batch: 0 })
-        );
+        let op = WriteOp::PutMany { ops: vec![put(b"a".to_vec(), vec![]), put(vec![], vec![])] };
+        assert_eq!(small().check_op(&op), Err(WriteError::EmptyKey { index_in_batch: 1 }));
+        let op = WriteOp::Incr { key: vec![], delta: 1, initial: 0 };
+        assert_eq!(small().check_op(&op), Err(WriteError::EmptyKey { index_in_batch: 0 }));
     }
 
     #[test]
     fn requests_at_the_limits_pass() {
         let l = small();
-        let op = WriteOp::Put {
-            key: b"abcd".to_vec(),
-            value: vec![0; 8],
-            guard: None,
-        };
+        let op = WriteOp::Put { key: b"abcd".to_vec(), value: vec![0; 8], guard: None };
         assert_eq!(l.check_op(&op), Ok(()));
-        let op = WriteOp::Cas {
-            key: b"k".to_vec(),
-            expected: crate::CasExpect::Version(0),
-            new: None,
-        };
+        let op = WriteOp::Cas { key: b"k".to_vec(), expected: crate::CasExpect::Version(0), new: None };
         assert_eq!(l.check_op(&op), Ok(()));
     }
 }

@@ -159,9 +159,7 @@ pub enum WriteError {
     /// A new session was refused because the table already holds `max_sessions` live sessions
     /// (none is ever evicted before it expires). Nothing was applied; retry after about
     /// `retry_after_ms` of log time, when the oldest session expires, or reuse a session.
-    #[error(
-        "the session table is full ({max_sessions} live sessions); retry in {retry_after_ms} ms"
-    )]
+    #[error("the session table is full ({max_sessions} live sessions); retry in {retry_after_ms} ms")]
     SessionsFull {
         /// The configured cap.
         max_sessions: u64,

@@ -92,10 +92,7 @@ impl Store {
 
     /// Several keys at one applied index.
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> GetMany {
-        GetMany {
-            index: self.last_applied,
-            values: keys.iter().map(|k| self.get(k.as_ref())).collect(),
-        }
+        GetMany { index: self.last_applied, values: keys.iter().map(|k| self.get(k.as_ref())).collect() }
     }
 
     /// One page of a range or prefix scan.
@@ -105,10 +102,7 @@ impl Store {
 
         // Lower bound: the largest of start, prefix and cursor (each is a lower bound).
         let mut lo: &[u8] = &q.start;
-        for b in [q.prefix.as_deref(), q.cursor.as_deref()]
-            .into_iter()
-            .flatten()
-        {
+        for b in [q.prefix.as_deref(), q.cursor.as_deref()].into_iter().flatten() {
             if b > lo {
                 lo = b;
             }
@@ -119,11 +113,7 @@ impl Store {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let mut page = RangePage {
-            index: self.last_applied,
-            entries: Vec::new(),
-            next_cursor: None,
-        };
+        let mut page = RangePage { index: self.last_applied, entries: Vec::new(), next_cursor: None };
         if hi.is_some_and(|h| h <= lo) {
             return page; // Empty range; the map's range would panic on start > end.
         }
@@ -132,11 +122,7 @@ impl Store {
         for (k, v) in iter.by_ref().take(limit) {
             page.entries.push(RangeEntry {
                 key: k.clone(),
-                value: if q.keys_only {
-                    None
-                } else {
-                    Some(v.value.clone())
-                },
+                value: if q.keys_only { None } else { Some(v.value.clone()) },
                 version: v.version,
             });
         }
@@ -153,29 +139,14 @@ mod tests {
     fn store_with(keys: &[&str]) -> Store {
         let mut s = Store::default();
         for (i, k) in keys.iter().enumerate() {
-            let op = WriteOp::Put {
-                key: k.as_bytes().to_vec(),
-                value: format!("v{i}").into_bytes(),
-                guard: None,
-            };
-            s.apply_request(
-                i as u64 + 1,
-                &Request {
-                    session: None,
-                    stamp: Stamp::new(0, 0, 0),
-                    op,
-                },
-            )
-            .unwrap();
+            let op = WriteOp::Put { key: k.as_bytes().to_vec(), value: format!("v{i}").into_bytes(), guard: None };
+            s.apply_request(i as u64 + 1, &Request { session: None, stamp: Stamp::new(0, 0, 0), op }).unwrap();
         }
         s
     }
 
     fn keys(p: &RangePage) -> Vec<String> {
-        p.entries
-            .iter()
-            .map(|e| String::from_utf8(e.key.clone()).unwrap())
-            .collect()
+        p.entries.iter().map(|e| String::from_utf8(e.key.clone()).unwrap()).collect()
     }
 
     #[test]
@@ -189,11 +160,7 @@ mod tests {
     #[test]
     fn prefix_scan_pages_with_cursor() {
         let s = store_with(&["a", "b/1", "b/2", "b/3", "c"]);
-        let mut q = RangeQuery {
-            prefix: Some(b"b/".to_vec()),
-            limit: 2,
-            ..Default::default()
-        };
+        let mut q = RangeQuery { prefix: Some(b"b/".to_vec()), limit: 2, ..Default::default() };
         let p1 = s.range(&q);
         assert_eq!(keys(&p1), vec!["b/1", "b/2"]);
         assert_eq!(p1.next_cursor, Some(b"b/3".to_vec()));
@@ -207,28 +174,15 @@ mod tests {
     #[test]
     fn range_is_half_open_and_keys_only_drops_values() {
         let s = store_with(&["a", "b", "c", "d"]);
-        let q = RangeQuery {
-            start: b"b".to_vec(),
-            end: Some(b"d".to_vec()),
-            keys_only: true,
-            ..Default::default()
-        };
+        let q = RangeQuery { start: b"b".to_vec(), end: Some(b"d".to_vec()), keys_only: true, ..Default::default() };
         let p = s.range(&q);
         assert_eq!(keys(&p), vec!["b", "c"]);
         assert!(p.entries.iter().all(|e| e.value.is_none()));
         assert_eq!(p.entries[0].version, 2);
         // Inverted or empty ranges are empty, not a panic.
-        let q = RangeQuery {
-            start: b"d".to_vec(),
-            end: Some(b"b".to_vec()),
-            ..Default::default()
-        };
+        let q = RangeQuery { start: b"d".to_vec(), end: Some(b"b".to_vec()), ..Default::default() };
         assert_eq!(s.range(&q).entries, vec![]);
-        let q = RangeQuery {
-            start: b"b".to_vec(),
-            end: Some(b"b".to_vec()),
-            ..Default::default()
-        };
+        let q = RangeQuery { start: b"b".to_vec(), end: Some(b"b".to_vec()), ..Default::default() };
         assert_eq!(s.range(&q).entries, vec![]);
     }
 
@@ -236,16 +190,10 @@ mod tests {
     fn limit_is_clamped_to_the_page_maximum() {
         let mut s = store_with(&["a", "b", "c"]);
         s.config.limits.max_page_entries = 2;
-        let p = s.range(&RangeQuery {
-            limit: 0,
-            ..Default::default()
-        });
+        let p = s.range(&RangeQuery { limit: 0, ..Default::default() });
         assert_eq!(keys(&p), vec!["a", "b"]);
         assert_eq!(p.next_cursor, Some(b"c".to_vec()));
-        let p = s.range(&RangeQuery {
-            limit: 100,
-            ..Default::default()
-        });
+        let p = s.range(&RangeQuery { limit: 100, ..Default::default() });
         assert_eq!(p.entries.len(), 2);
     }
 
@@ -254,15 +202,6 @@ mod tests {
         let s = store_with(&["a", "b"]);
         let g = s.get_many(&[b"b".to_vec(), b"zz".to_vec()]);
         assert_eq!(g.index, 2);
-        assert_eq!(
-            g.values,
-            vec![
-                Some(Versioned {
-                    value: b"v1".to_vec(),
-                    version: 2
-                }),
-                None
-            ]
-        );
+        assert_eq!(g.values, vec![Some(Versioned { value: b"v1".to_vec(), version: 2 }), None]);
     }
 }

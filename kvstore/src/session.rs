@@ -132,9 +132,7 @@ impl SessionTable {
         match self.last_stamp {
             Some(prev) if prev.same_proposer(&stamp) => {
                 if stamp.mono_ms > prev.mono_ms {
-                    self.clock_ms = self
-                        .clock_ms
-                        .saturating_add((stamp.mono_ms - prev.mono_ms).min(max_step_ms));
+                    self.clock_ms = self.clock_ms.saturating_add((stamp.mono_ms - prev.mono_ms).min(max_step_ms));
                     self.last_stamp = Some(stamp);
                 }
                 // A reading below the previous one (an old proposal adopted late) adds nothing
@@ -159,13 +157,7 @@ impl SessionTable {
     /// session is refused while the table holds `max_sessions` entries (0: unbounded); the
     /// refusal says in how much log time the oldest session expires (`ttl_ms` after its last
     /// activity).
-    pub fn check(
-        &mut self,
-        session: SessionRef,
-        fingerprint: u64,
-        max_sessions: usize,
-        ttl_ms: u64,
-    ) -> SessionCheck {
+    pub fn check(&mut self, session: SessionRef, fingerprint: u64, max_sessions: usize, ttl_ms: u64) -> SessionCheck {
         if session.seq == 0 {
             return SessionCheck::Answer(Err(WriteError::Malformed(
                 "sequence numbers start at 1".to_string(),
@@ -176,28 +168,18 @@ impl SessionTable {
             None if session.seq == 1 => {
                 if max_sessions > 0 && self.entries.len() >= max_sessions {
                     let oldest = self.by_activity.first().map_or(clock, |&(t, _)| t);
-                    let retry_after_ms = (oldest.saturating_add(ttl_ms).saturating_add(1))
-                        .saturating_sub(clock)
-                        .max(1);
-                    return SessionCheck::Answer(Err(WriteError::SessionsFull {
-                        max_sessions: max_sessions as u64,
-                        retry_after_ms,
-                    }));
+                    let retry_after_ms = (oldest.saturating_add(ttl_ms).saturating_add(1)).saturating_sub(clock).max(1);
+                    return SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: max_sessions as u64, retry_after_ms }));
                 }
                 SessionCheck::Apply
             }
-            None => SessionCheck::Answer(Err(WriteError::SessionExpired {
-                client: session.client,
-            })),
+            None => SessionCheck::Answer(Err(WriteError::SessionExpired { client: session.client })),
             Some(e) if session.seq < e.seq => {
                 SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: e.seq }))
             }
             Some(e) if session.seq == e.seq => {
                 if e.fingerprint != fingerprint {
-                    return SessionCheck::Answer(Err(WriteError::RequestMismatch {
-                        client: session.client,
-                        seq: e.seq,
-                    }));
+                    return SessionCheck::Answer(Err(WriteError::RequestMismatch { client: session.client, seq: e.seq }));
                 }
                 self.by_activity.remove(&(e.last_active_ms, session.client));
                 e.last_active_ms = clock;
@@ -211,12 +193,7 @@ impl SessionTable {
     /// Store the output of a newly applied request. Never evicts: [`SessionTable::check`]
     /// refused the request if a new session had no room.
     pub fn record(&mut self, session: SessionRef, fingerprint: u64, result: Output) {
-        let entry = SessionEntry {
-            seq: session.seq,
-            last_active_ms: self.clock_ms,
-            fingerprint,
-            result,
-        };
+        let entry = SessionEntry { seq: session.seq, last_active_ms: self.clock_ms, fingerprint, result };
         self.insert(session.client, entry);
     }
 
@@ -252,19 +229,11 @@ mod tests {
     const STEP: u64 = 10 * 60 * 1000;
 
     fn s(client: u64, seq: u64) -> SessionRef {
-        SessionRef {
-            client: ClientId(client),
-            seq,
-        }
+        SessionRef { client: ClientId(client), seq }
     }
 
     fn ok(index: u64) -> Output {
-        Ok(WriteResult {
-            index,
-            outcome: WriteOutcome::Put {
-                previous_version: None,
-            },
-        })
+        Ok(WriteResult { index, outcome: WriteOutcome::Put { previous_version: None } })
     }
 
     /// Proposer 1 (incarnation 1) at `ms` on its monotonic clock.
@@ -281,10 +250,7 @@ mod tests {
         assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
         assert_eq!(t.check(s(1, 3), 8, 0, 1000), SessionCheck::Apply);
         t.record(s(1, 3), 8, ok(6));
-        assert_eq!(
-            t.check(s(1, 2), 9, 0, 1000),
-            SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 }))
-        );
+        assert_eq!(t.check(s(1, 2), 9, 0, 1000), SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 })));
     }
 
     #[test]
@@ -293,10 +259,7 @@ mod tests {
         t.record(s(1, 1), 7, ok(5));
         assert_eq!(
             t.check(s(1, 1), 8, 0, 1000),
-            SessionCheck::Answer(Err(WriteError::RequestMismatch {
-                client: ClientId(1),
-                seq: 1
-            }))
+            SessionCheck::Answer(Err(WriteError::RequestMismatch { client: ClientId(1), seq: 1 }))
         );
         assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
     }
@@ -306,14 +269,9 @@ mod tests {
         let mut t = SessionTable::new();
         assert_eq!(
             t.check(s(9, 2), 0, 0, 1000),
-            SessionCheck::Answer(Err(WriteError::SessionExpired {
-                client: ClientId(9)
-            }))
+            SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(9) }))
         );
-        assert!(matches!(
-            t.check(s(9, 0), 0, 0, 1000),
-            SessionCheck::Answer(Err(WriteError::Malformed(_)))
-        ));
+        assert!(matches!(t.check(s(9, 0), 0, 0, 1000), SessionCheck::Answer(Err(WriteError::Malformed(_)))));
     }
 
     #[test]
@@ -335,9 +293,7 @@ mod tests {
         assert_eq!(t.get(ClientId(2)).map(|e| e.seq), Some(1));
         assert_eq!(
             t.check(s(1, 2), 0, 0, 500),
-            SessionCheck::Answer(Err(WriteError::SessionExpired {
-                client: ClientId(1)
-            }))
+            SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(1) }))
         );
     }
 
@@ -348,11 +304,7 @@ mod tests {
         t.record(s(1, 1), 0, ok(1));
         t.advance(a(90), 100, STEP);
         assert_eq!(t.check(s(1, 1), 0, 0, 100), SessionCheck::Answer(ok(1)));
-        assert_eq!(
-            t.advance(a(150), 100, STEP),
-            0,
-            "the retry at 90 refreshed activity"
-        );
+        assert_eq!(t.advance(a(150), 100, STEP), 0, "the retry at 90 refreshed activity");
         assert_eq!(t.advance(a(191), 100, STEP), 1);
     }
 
@@ -370,10 +322,7 @@ mod tests {
         // Client 1 was last active at 10; the clock is at 30: it expires at 1_011.
         assert_eq!(
             t.check(s(3, 1), 0, 2, 1_000),
-            SessionCheck::Answer(Err(WriteError::SessionsFull {
-                max_sessions: 2,
-                retry_after_ms: 981
-            }))
+            SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: 2, retry_after_ms: 981 }))
         );
         let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
         assert_eq!(live, vec![1, 2], "nothing was evicted");
@@ -382,11 +331,7 @@ mod tests {
         assert_eq!(t.check(s(2, 2), 0, 2, 1_000), SessionCheck::Apply);
         // Once the oldest expires, there is room.
         t.advance(a(1_025), 1_000, STEP);
-        assert_eq!(
-            t.len(),
-            1,
-            "client 2 (last active at 20) expired; client 1 was refreshed at 30"
-        );
+        assert_eq!(t.len(), 1, "client 2 (last active at 20) expired; client 1 was refreshed at 30");
         assert_eq!(t.check(s(3, 1), 0, 2, 1_000), SessionCheck::Apply);
     }
 
@@ -414,10 +359,7 @@ mod tests {
         // A proposer whose own clock jumps by 25 h between two requests: one capped step.
         t.advance(c(60_005 + 25 * HOUR), ttl, STEP);
         assert_eq!(t.clock_ms(), 180_000 + STEP);
-        assert!(
-            t.get(ClientId(1)).is_some(),
-            "the session is still inside its window"
-        );
+        assert!(t.get(ClientId(1)).is_some(), "the session is still inside its window");
         // Back to A (a new incarnation would be a new proposer too): no credit for the gap.
         t.advance(a(10 * HOUR), ttl, STEP);
         assert_eq!(t.clock_ms(), 180_000 + STEP);

@@ -162,10 +162,7 @@ pub enum SnapshotError {
 }
 
 fn body_err(what: &'static str) -> impl Fn(postcard::Error) -> SnapshotError {
-    move |e| SnapshotError::Body {
-        what,
-        reason: e.to_string(),
-    }
+    move |e| SnapshotError::Body { what, reason: e.to_string() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,39 +233,20 @@ impl<'a> SnapshotEncoder<'a> {
                 let m = self.meta();
                 self.buf.extend_from_slice(MAGIC);
                 self.frame(TAG_HEADER, &m);
-                self.hasher.header(
-                    m.last_applied,
-                    m.log_clock_ms,
-                    m.last_stamp,
-                    m.entries,
-                    m.sessions,
-                );
+                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions);
                 self.stage = EncStage::Entries;
             }
             EncStage::Entries => match self.entries.next() {
                 Some((k, v)) => {
                     self.hasher.entry(k, &v.value, v.version);
-                    self.frame(
-                        TAG_ENTRY,
-                        &EntryRef {
-                            key: k,
-                            value: &v.value,
-                            version: v.version,
-                        },
-                    );
+                    self.frame(TAG_ENTRY, &EntryRef { key: k, value: &v.value, version: v.version });
                 }
                 None => self.stage = EncStage::Sessions,
             },
             EncStage::Sessions => match self.sessions.next() {
                 Some((c, e)) => {
                     self.hasher.session(*c, e);
-                    let rec = SessionRecordRef {
-                        client: *c,
-                        seq: e.seq,
-                        last_active_ms: e.last_active_ms,
-                        fingerprint: e.fingerprint,
-                        result: &e.result,
-                    };
+                    let rec = SessionRecordRef { client: *c, seq: e.seq, last_active_ms: e.last_active_ms, fingerprint: e.fingerprint, result: &e.result };
                     self.frame(TAG_SESSION, &rec);
                 }
                 None => self.stage = EncStage::Trailer,
@@ -418,10 +396,7 @@ impl SnapshotDecoder {
                     }
                     let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
                     if len > MAX_FRAME_BYTES {
-                        return Err(SnapshotError::FrameTooLarge {
-                            len,
-                            max: MAX_FRAME_BYTES,
-                        });
+                        return Err(SnapshotError::FrameTooLarge { len, max: MAX_FRAME_BYTES });
                     }
                     if len == 0 {
                         return Err(SnapshotError::Invalid("empty frame".to_string()));
@@ -450,10 +425,7 @@ impl SnapshotDecoder {
             DecStage::Magic | DecStage::Done => 0,
         };
         if tag != expected_tag {
-            return Err(SnapshotError::UnexpectedRecord {
-                expected: self.stage.expecting(),
-                got: tag,
-            });
+            return Err(SnapshotError::UnexpectedRecord { expected: self.stage.expecting(), got: tag });
         }
         match self.stage {
             DecStage::Header => {
@@ -463,13 +435,7 @@ impl SnapshotDecoder {
                 }
                 self.store.last_applied = m.last_applied;
                 self.store.sessions.set_clock(m.log_clock_ms, m.last_stamp);
-                self.hasher.header(
-                    m.last_applied,
-                    m.log_clock_ms,
-                    m.last_stamp,
-                    m.entries,
-                    m.sessions,
-                );
+                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions);
                 // Reserve for the announced count, but never trust a header with a huge claim.
                 self.pending.reserve(m.entries.min(1 << 16) as usize);
                 self.meta = Some(m);
@@ -491,13 +457,7 @@ impl SnapshotDecoder {
                 }
                 self.hasher.entry(&e.key, &e.value, e.version);
                 self.store.data_bytes += (e.key.len() + e.value.len()) as u64;
-                self.pending.push((
-                    e.key,
-                    Versioned {
-                        value: e.value,
-                        version: e.version,
-                    },
-                ));
+                self.pending.push((e.key, Versioned { value: e.value, version: e.version }));
                 self.stage = DecStage::Entries { left: left - 1 };
             }
             DecStage::Sessions { left } => {
@@ -506,17 +466,10 @@ impl SnapshotDecoder {
                     return Err(SnapshotError::Invalid("sessions out of order".to_string()));
                 }
                 if s.seq == 0 || s.last_active_ms > self.store.sessions.clock_ms() {
-                    return Err(SnapshotError::Invalid(
-                        "session seq 0 or active after the log clock".to_string(),
-                    ));
+                    return Err(SnapshotError::Invalid("session seq 0 or active after the log clock".to_string()));
                 }
                 self.last_client = Some(s.client);
-                let entry = SessionEntry {
-                    seq: s.seq,
-                    last_active_ms: s.last_active_ms,
-                    fingerprint: s.fingerprint,
-                    result: s.result,
-                };
+                let entry = SessionEntry { seq: s.seq, last_active_ms: s.last_active_ms, fingerprint: s.fingerprint, result: s.result };
                 self.hasher.session(s.client, &entry);
                 self.store.sessions.insert(s.client, entry);
                 self.stage = DecStage::Sessions { left: left - 1 };
@@ -541,9 +494,7 @@ impl SnapshotDecoder {
         if let DecStage::Entries { left: 0 } = self.stage {
             self.store.data = std::mem::take(&mut self.pending).into_iter().collect();
             self.store.data_sum = self.hasher.entries_sum();
-            self.stage = DecStage::Sessions {
-                left: self.meta.map_or(0, |m| m.sessions),
-            };
+            self.stage = DecStage::Sessions { left: self.meta.map_or(0, |m| m.sessions) };
         }
         if let DecStage::Sessions { left: 0 } = self.stage {
             self.stage = DecStage::Trailer;
@@ -556,9 +507,7 @@ impl SnapshotDecoder {
             return Err(e);
         }
         if self.stage != DecStage::Done {
-            return Err(SnapshotError::Truncated {
-                expecting: self.stage.expecting(),
-            });
+            return Err(SnapshotError::Truncated { expecting: self.stage.expecting() });
         }
         Ok(self.store)
     }

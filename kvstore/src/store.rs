@@ -10,8 +10,8 @@ use crate::hash::{entry_hash, StateHash, StateHasher};
 use crate::limits::Limits;
 use crate::output::{Output, Versioned, WriteError};
 use crate::session::{SessionCheck, SessionTable};
-use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
+use imbl::OrdMap;
 
 /// Settings that change results, so they must be equal on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,14 +66,7 @@ impl Default for Store {
 impl Store {
     /// An empty store at index 0.
     pub fn new(config: StoreConfig) -> Self {
-        Store {
-            config,
-            data: OrdMap::new(),
-            sessions: SessionTable::new(),
-            last_applied: 0,
-            data_bytes: 0,
-            data_sum: 0,
-        }
+        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0 }
     }
 
     /// The configuration.
@@ -137,10 +130,7 @@ impl Store {
 
     fn advance_index(&mut self, index: u64) -> Result<(), WriteError> {
         if index <= self.last_applied {
-            return Err(WriteError::OutOfOrder {
-                last_applied: self.last_applied,
-                got: index,
-            });
+            return Err(WriteError::OutOfOrder { last_applied: self.last_applied, got: index });
         }
         self.last_applied = index;
         Ok(())
@@ -166,14 +156,10 @@ impl Store {
     pub fn apply_request(&mut self, index: u64, req: &Request) -> Output {
         self.advance_index(index)?;
         let cfg = self.config;
-        self.sessions
-            .advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
+        self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
         let fingerprint = req.session.map(|_| req.op.fingerprint()).unwrap_or(0);
         if let Some(session) = req.session {
-            if let SessionCheck::Answer(out) =
-                self.sessions
-                    .check(session, fingerprint, cfg.max_sessions, cfg.session_ttl_ms)
-            {
+            if let SessionCheck::Answer(out) = self.sessions.check(session, fingerprint, cfg.max_sessions, cfg.session_ttl_ms) {
                 return out;
             }
         }
@@ -214,19 +200,14 @@ impl Store {
         match self.data.get_mut(&key) {
             Some(old) => {
                 self.data_bytes = self.data_bytes - old.value.len() as u64 + value.len() as u64;
-                self.data_sum = self
-                    .data_sum
-                    .wrapping_sub(entry_hash(&key, &old.value, old.version))
-                    .wrapping_add(entry_hash(&key, &value, version));
+                self.data_sum = self.data_sum.wrapping_sub(entry_hash(&key, &old.value, old.version)).wrapping_add(entry_hash(&key, &value, version));
                 let prev = old.version;
                 *old = Versioned { value, version };
                 Some(prev)
             }
             None => {
                 self.data_bytes += add;
-                self.data_sum = self
-                    .data_sum
-                    .wrapping_add(entry_hash(&key, &value, version));
+                self.data_sum = self.data_sum.wrapping_add(entry_hash(&key, &value, version));
                 self.data.insert(key, Versioned { value, version });
                 None
             }
@@ -237,9 +218,7 @@ impl Store {
     pub(crate) fn delete_raw(&mut self, key: &[u8]) -> Option<u64> {
         let old = self.data.remove(key)?;
         self.data_bytes -= (key.len() + old.value.len()) as u64;
-        self.data_sum = self
-            .data_sum
-            .wrapping_sub(entry_hash(key, &old.value, old.version));
+        self.data_sum = self.data_sum.wrapping_sub(entry_hash(key, &old.value, old.version));
         Some(old.version)
     }
 }

@@ -26,12 +26,7 @@ const FIRST_KEY_CLIENT: u64 = 4;
 const ORIGIN: [u64; 3] = [50 * HOUR, 25 * HOUR, 0];
 
 fn config() -> StoreConfig {
-    StoreConfig {
-        session_ttl_ms: TTL,
-        max_sessions: MAX_SESSIONS,
-        max_clock_step_ms: STEP,
-        ..StoreConfig::default()
-    }
+    StoreConfig { session_ttl_ms: TTL, max_sessions: MAX_SESSIONS, max_clock_step_ms: STEP, ..StoreConfig::default() }
 }
 
 #[derive(Debug, Clone)]
@@ -63,16 +58,11 @@ struct Sent {
 }
 
 fn incr(id: u64) -> WriteOp {
-    WriteOp::Incr {
-        key: format!("r{id}").into_bytes(),
-        delta: 1,
-        initial: 0,
-    }
+    WriteOp::Incr { key: format!("r{id}").into_bytes(), delta: 1, initial: 0 }
 }
 
 fn applied(s: &Store, id: u64) -> i64 {
-    s.get(format!("r{id}").as_bytes())
-        .map_or(0, |v| String::from_utf8(v.value).unwrap().parse().unwrap())
+    s.get(format!("r{id}").as_bytes()).map_or(0, |v| String::from_utf8(v.value).unwrap().parse().unwrap())
 }
 
 fn run(events: Vec<Ev>) -> bool {
@@ -103,19 +93,12 @@ fn run(events: Vec<Ev>) -> bool {
         let keyed = client >= FIRST_KEY_CLIENT;
         let mut fresh = |sent_seq: u64| {
             next_id += 1;
-            Sent {
-                seq: sent_seq,
-                id: next_id,
-            }
+            Sent { seq: sent_seq, id: next_id }
         };
         // Pick the request to send.
         let (req, kind) = match (ev.kind, sent.get(&client).copied()) {
             (0..=4, prev) | (_, prev @ None) => {
-                let seq = if keyed {
-                    1
-                } else {
-                    prev.map_or(1, |p| p.seq + 1)
-                };
+                let seq = if keyed { 1 } else { prev.map_or(1, |p| p.seq + 1) };
                 let r = fresh(seq);
                 sent.insert(client, r);
                 (r, "new")
@@ -126,27 +109,13 @@ fn run(events: Vec<Ev>) -> bool {
             // numbers: the store could not tell they are the same).
             (_, Some(prev)) => (fresh(prev.seq.saturating_sub(1).max(1)), "stale"),
         };
-        let session = SessionRef {
-            client: ClientId(client),
-            seq: req.seq,
-        };
+        let session = SessionRef { client: ClientId(client), seq: req.seq };
         let live_before = s.sessions().get(ClientId(client)).cloned();
-        let sessions_before: BTreeMap<ClientId, u64> = s
-            .sessions()
-            .iter()
-            .map(|(c, e)| (*c, e.last_active_ms))
-            .collect();
+        let sessions_before: BTreeMap<ClientId, u64> = s.sessions().iter().map(|(c, e)| (*c, e.last_active_ms)).collect();
         let count_before = applied(&s, req.id);
         let clock_before = s.log_clock_ms();
         index += 1;
-        let out = s.apply_request(
-            index,
-            &Request {
-                session: Some(session),
-                stamp,
-                op: incr(req.id),
-            },
-        );
+        let out = s.apply_request(index, &Request { session: Some(session), stamp, op: incr(req.id) });
         let clock = s.log_clock_ms();
         let count = applied(&s, req.id);
         // The entry as the session check saw it: after this request's own expiry pass.
@@ -158,11 +127,7 @@ fn run(events: Vec<Ev>) -> bool {
             Some(l) if l.same_proposer(&stamp) => stamp.mono_ms.saturating_sub(l.mono_ms),
             _ => 0,
         };
-        assert!(
-            clock - clock_before <= measured.min(STEP),
-            "clock moved {} with {measured} measured",
-            clock - clock_before
-        );
+        assert!(clock - clock_before <= measured.min(STEP), "clock moved {} with {measured} measured", clock - clock_before);
         if last_stamp.is_none_or(|l| !l.same_proposer(&stamp) || stamp.mono_ms > l.mono_ms) {
             last_stamp = Some(stamp);
         }
@@ -170,10 +135,7 @@ fn run(events: Vec<Ev>) -> bool {
         // No session disappears inside its window.
         for (c, last_active) in &sessions_before {
             if s.sessions().get(*c).is_none() {
-                assert!(
-                    clock - last_active > TTL,
-                    "session {c:?} dropped at {clock}, last active {last_active}"
-                );
+                assert!(clock - last_active > TTL, "session {c:?} dropped at {clock}, last active {last_active}");
             }
             if clock - last_active > TTL {
                 // Expired at this step (this request may have started a new one under its id).
@@ -185,14 +147,8 @@ fn run(events: Vec<Ev>) -> bool {
         // At most once within the window: again only once the session that applied it expired.
         if count > count_before {
             if let Some(&at) = applied_at.get(&req.id) {
-                let expired_since = vanished
-                    .get(&client)
-                    .is_some_and(|v| v.iter().any(|&x| x >= at));
-                assert!(
-                    expired_since,
-                    "request {} applied again while its session lived ({kind})",
-                    req.id
-                );
+                let expired_since = vanished.get(&client).is_some_and(|v| v.iter().any(|&x| x >= at));
+                assert!(expired_since, "request {} applied again while its session lived ({kind})", req.id);
             }
             applied_at.insert(req.id, step);
         }
@@ -215,10 +171,7 @@ fn run(events: Vec<Ev>) -> bool {
         if let Some(e) = &live_before {
             let owner = first.get(&(client, req.seq)).map(|f| f.0);
             if e.seq == req.seq && owner.is_some_and(|o| o != req.id) {
-                assert!(
-                    matches!(out, Err(WriteError::RequestMismatch { .. })),
-                    "another request's result for a reused number: {out:?}"
-                );
+                assert!(matches!(out, Err(WriteError::RequestMismatch { .. })), "another request's result for a reused number: {out:?}");
             }
         }
         if let (Some(e), Some((owner, first_out))) = (&live_before, first.get(&(client, req.seq))) {
@@ -236,11 +189,7 @@ fn run(events: Vec<Ev>) -> bool {
 
 #[test]
 fn each_request_applies_at_most_once_within_its_window() {
-    QuickCheck::new()
-        .tests(500)
-        .max_tests(2_000)
-        .rng(Gen::new(120))
-        .quickcheck(run as fn(Vec<Ev>) -> bool);
+    QuickCheck::new().tests(500).max_tests(2_000).rng(Gen::new(120)).quickcheck(run as fn(Vec<Ev>) -> bool);
 }
 
 /// The same, with long runs, so sessions fill the table, expire, and get refused.
@@ -255,17 +204,11 @@ fn long_runs_fill_expire_and_refuse() {
         for (i, e) in evs.iter().enumerate() {
             let p = usize::from(e.proposer);
             let req = Request {
-                session: Some(SessionRef {
-                    client: ClientId(u64::from(e.client) % CLIENTS),
-                    seq: 1,
-                }),
+                session: Some(SessionRef { client: ClientId(u64::from(e.client) % CLIENTS), seq: 1 }),
                 stamp: Stamp::new(p as u64, 1, i as u64 * 50),
                 op: incr(i as u64),
             };
-            if matches!(
-                s.apply_request(i as u64 + 1, &req),
-                Err(WriteError::SessionsFull { .. })
-            ) {
+            if matches!(s.apply_request(i as u64 + 1, &req), Err(WriteError::SessionsFull { .. })) {
                 full += 1;
             }
         }

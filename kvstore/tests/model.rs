@@ -9,16 +9,7 @@ use quickcheck::{Arbitrary, Gen, QuickCheck};
 use std::collections::{BTreeMap, BTreeSet};
 
 const KEYS: &[&str] = &["a", "b", "c", "d", "e", ""];
-const VALUES: &[&str] = &[
-    "",
-    "0",
-    "1",
-    "-5",
-    "x",
-    "9223372036854775807",
-    "-9223372036854775808",
-    "longer-value",
-];
+const VALUES: &[&str] = &["", "0", "1", "-5", "x", "9223372036854775807", "-9223372036854775808", "longer-value"];
 const MAX_VALUE: usize = 16;
 const MAX_OPS: usize = 3;
 
@@ -35,11 +26,7 @@ fn pick(g: &mut Gen, from: &[&str]) -> Vec<u8> {
 
 fn key(g: &mut Gen) -> Vec<u8> {
     // Empty keys are rare: they only test the error path.
-    if u8::arbitrary(g) % 20 == 0 {
-        Vec::new()
-    } else {
-        pick(g, &KEYS[..5])
-    }
+    if u8::arbitrary(g) % 20 == 0 { Vec::new() } else { pick(g, &KEYS[..5]) }
 }
 
 fn guard(g: &mut Gen) -> Option<Guard> {
@@ -59,30 +46,16 @@ struct Op(WriteOp);
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Self {
         let op = match u8::arbitrary(g) % 7 {
-            0 | 1 => WriteOp::Put {
-                key: key(g),
-                value: pick(g, VALUES),
-                guard: guard(g),
-            },
-            2 => WriteOp::Delete {
-                key: key(g),
-                guard: guard(g),
-            },
+            0 | 1 => WriteOp::Put { key: key(g), value: pick(g, VALUES), guard: guard(g) },
+            2 => WriteOp::Delete { key: key(g), guard: guard(g) },
             3 => {
                 let n = usize::arbitrary(g) % (MAX_OPS + 2);
                 let ops = (0..n)
                     .map(|_| {
                         if bool::arbitrary(g) {
-                            BatchOp::Put {
-                                key: key(g),
-                                value: pick(g, VALUES),
-                                guard: guard(g),
-                            }
+                            BatchOp::Put { key: key(g), value: pick(g, VALUES), guard: guard(g) }
                         } else {
-                            BatchOp::Delete {
-                                key: key(g),
-                                guard: guard(g),
-                            }
+                            BatchOp::Delete { key: key(g), guard: guard(g) }
                         }
                     })
                     .collect();
@@ -92,35 +65,16 @@ impl Arbitrary for Op {
                 let expected = if bool::arbitrary(g) {
                     CasExpect::Version(u64::arbitrary(g) % 8)
                 } else {
-                    CasExpect::Value(if bool::arbitrary(g) {
-                        Some(pick(g, VALUES))
-                    } else {
-                        None
-                    })
+                    CasExpect::Value(if bool::arbitrary(g) { Some(pick(g, VALUES)) } else { None })
                 };
-                let new = if u8::arbitrary(g) % 4 == 0 {
-                    None
-                } else {
-                    Some(pick(g, VALUES))
-                };
-                WriteOp::Cas {
-                    key: key(g),
-                    expected,
-                    new,
-                }
+                let new = if u8::arbitrary(g) % 4 == 0 { None } else { Some(pick(g, VALUES)) };
+                WriteOp::Cas { key: key(g), expected, new }
             }
             5 => {
                 let delta = *g.choose(&[1, -1, 7, i64::MAX, i64::MIN]).unwrap();
-                WriteOp::Incr {
-                    key: key(g),
-                    delta,
-                    initial: *g.choose(&[0, 10, i64::MAX]).unwrap(),
-                }
+                WriteOp::Incr { key: key(g), delta, initial: *g.choose(&[0, 10, i64::MAX]).unwrap() }
             }
-            _ => WriteOp::Append {
-                key: key(g),
-                value: pick(g, VALUES),
-            },
+            _ => WriteOp::Append { key: key(g), value: pick(g, VALUES) },
         };
         Op(op)
     }
@@ -134,10 +88,7 @@ struct Model {
 
 impl Model {
     fn current(&self, key: &[u8]) -> Option<Versioned> {
-        self.data.get(key).map(|(v, ver)| Versioned {
-            value: v.clone(),
-            version: *ver,
-        })
+        self.data.get(key).map(|(v, ver)| Versioned { value: v.clone(), version: *ver })
     }
 
     fn guard_ok(&self, guard: &Option<Guard>, key: &[u8]) -> bool {
@@ -152,11 +103,7 @@ impl Model {
     }
 
     fn too_large(what: LimitKind, limit: usize, got: usize) -> WriteError {
-        WriteError::TooLarge {
-            what,
-            limit: limit as u64,
-            got: got as u64,
-        }
+        WriteError::TooLarge { what, limit: limit as u64, got: got as u64 }
     }
 
     fn limits(op: &WriteOp) -> Result<(), WriteError> {
@@ -165,16 +112,12 @@ impl Model {
                 return Err(WriteError::EmptyKey { index_in_batch: i });
             }
             match value {
-                Some(v) if v.len() > MAX_VALUE => {
-                    Err(Self::too_large(LimitKind::ValueBytes, MAX_VALUE, v.len()))
-                }
+                Some(v) if v.len() > MAX_VALUE => Err(Self::too_large(LimitKind::ValueBytes, MAX_VALUE, v.len())),
                 _ => Ok(()),
             }
         };
         match op {
-            WriteOp::Put { key, value, .. } | WriteOp::Append { key, value } => {
-                check(0, key, Some(value))
-            }
+            WriteOp::Put { key, value, .. } | WriteOp::Append { key, value } => check(0, key, Some(value)),
             WriteOp::Delete { key, .. } | WriteOp::Incr { key, .. } => check(0, key, None),
             WriteOp::Cas { key, new, .. } => check(0, key, new.as_ref()),
             WriteOp::PutMany { ops } => {
@@ -195,43 +138,31 @@ impl Model {
     fn apply(&mut self, index: u64, op: &WriteOp) -> Output {
         Self::limits(op)?;
         let done = |outcome| Ok(WriteResult { index, outcome });
-        let guard_failed =
-            |m: &Model, i: usize, key: &Vec<u8>, g: &Option<Guard>| WriteError::GuardFailed {
-                index_in_batch: i as u32,
-                key: key.clone(),
-                guard: g.clone().unwrap(),
-                current: m.current(key),
-            };
+        let guard_failed = |m: &Model, i: usize, key: &Vec<u8>, g: &Option<Guard>| WriteError::GuardFailed {
+            index_in_batch: i as u32,
+            key: key.clone(),
+            guard: g.clone().unwrap(),
+            current: m.current(key),
+        };
         match op {
             WriteOp::Put { key, value, guard } => {
                 if !self.guard_ok(guard, key) {
                     return Err(guard_failed(self, 0, key, guard));
                 }
-                let prev = self
-                    .data
-                    .insert(key.clone(), (value.clone(), index))
-                    .map(|p| p.1);
-                done(WriteOutcome::Put {
-                    previous_version: prev,
-                })
+                let prev = self.data.insert(key.clone(), (value.clone(), index)).map(|p| p.1);
+                done(WriteOutcome::Put { previous_version: prev })
             }
             WriteOp::Delete { key, guard } => {
                 if !self.guard_ok(guard, key) {
                     return Err(guard_failed(self, 0, key, guard));
                 }
-                done(WriteOutcome::Deleted {
-                    previous_version: self.data.remove(key).map(|p| p.1),
-                })
+                done(WriteOutcome::Deleted { previous_version: self.data.remove(key).map(|p| p.1) })
             }
             WriteOp::PutMany { ops } => {
                 let keys: BTreeSet<&[u8]> = ops.iter().map(|o| o.key()).collect();
                 if keys.len() != ops.len() {
                     let mut seen = BTreeSet::new();
-                    let dup = ops
-                        .iter()
-                        .map(|o| o.key())
-                        .find(|k| !seen.insert(*k))
-                        .unwrap();
+                    let dup = ops.iter().map(|o| o.key()).find(|k| !seen.insert(*k)).unwrap();
                     return Err(WriteError::DuplicateKey { key: dup.to_vec() });
                 }
                 for (i, o) in ops.iter().enumerate() {
@@ -262,41 +193,26 @@ impl Model {
                     CasExpect::Version(v) => cur.as_ref().map_or(0, |c| c.1) == *v,
                 };
                 if !ok {
-                    return Err(WriteError::CasFailed {
-                        current: self.current(key),
-                    });
+                    return Err(WriteError::CasFailed { current: self.current(key) });
                 }
                 match new {
                     Some(v) => self.data.insert(key.clone(), (v.clone(), index)),
                     None => self.data.remove(key),
                 };
-                done(WriteOutcome::Swapped {
-                    previous_version: cur.map(|c| c.1),
-                })
+                done(WriteOutcome::Swapped { previous_version: cur.map(|c| c.1) })
             }
-            WriteOp::Incr {
-                key,
-                delta,
-                initial,
-            } => {
+            WriteOp::Incr { key, delta, initial } => {
                 let current = match self.data.get(key) {
                     None => *initial,
-                    Some((v, _)) => match String::from_utf8(v.clone())
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                    {
+                    Some((v, _)) => match String::from_utf8(v.clone()).ok().and_then(|s| s.parse::<i64>().ok()) {
                         Some(n) => n,
                         None => return Err(WriteError::NotAnInteger { key: key.clone() }),
                     },
                 };
                 let Some(value) = current.checked_add(*delta) else {
-                    return Err(WriteError::Overflow {
-                        current,
-                        delta: *delta,
-                    });
+                    return Err(WriteError::Overflow { current, delta: *delta });
                 };
-                self.data
-                    .insert(key.clone(), (value.to_string().into_bytes(), index));
+                self.data.insert(key.clone(), (value.to_string().into_bytes(), index));
                 done(WriteOutcome::Incremented { value })
             }
             WriteOp::Append { key, value } => {
@@ -317,18 +233,11 @@ impl Model {
 fn dump(s: &Store) -> BTreeMap<Vec<u8>, (Vec<u8>, u64)> {
     let page = s.range(&RangeQuery::default());
     assert_eq!(page.next_cursor, None, "test stores fit one page");
-    page.entries
-        .into_iter()
-        .map(|e| (e.key, (e.value.unwrap(), e.version)))
-        .collect()
+    page.entries.into_iter().map(|e| (e.key, (e.value.unwrap(), e.version))).collect()
 }
 
 fn req(op: &WriteOp, session: Option<SessionRef>) -> Request {
-    Request {
-        session,
-        stamp: Stamp::new(0, 0, 0),
-        op: op.clone(),
-    }
+    Request { session, stamp: Stamp::new(0, 0, 0), op: op.clone() }
 }
 
 fn qc() -> QuickCheck {
@@ -367,18 +276,8 @@ fn snapshot_restore_is_identity() {
     fn prop(ops: Vec<Op>, chunk: u16, more: Vec<Op>) -> bool {
         let mut s = Store::new(config());
         for (i, Op(op)) in ops.iter().enumerate() {
-            let session = Some(SessionRef {
-                client: ClientId(i as u64 % 4),
-                seq: i as u64 / 4 + 1,
-            });
-            let _ = s.apply_request(
-                i as u64 + 1,
-                &Request {
-                    session,
-                    stamp: Stamp::new(0, 0, i as u64 * 100),
-                    op: op.clone(),
-                },
-            );
+            let session = Some(SessionRef { client: ClientId(i as u64 % 4), seq: i as u64 / 4 + 1 });
+            let _ = s.apply_request(i as u64 + 1, &Request { session, stamp: Stamp::new(0, 0, i as u64 * 100), op: op.clone() });
         }
         let chunks: Vec<Vec<u8>> = s.snapshot(chunk as usize + 1).collect();
         let mut r = Store::restore(config(), &chunks).unwrap();
@@ -386,17 +285,8 @@ fn snapshot_restore_is_identity() {
         assert_eq!(r, s);
         let base = s.last_applied();
         for (i, Op(op)) in more.iter().enumerate() {
-            let q = req(
-                op,
-                Some(SessionRef {
-                    client: ClientId(i as u64 % 5),
-                    seq: 1_000 + i as u64,
-                }),
-            );
-            assert_eq!(
-                r.apply_request(base + 1 + i as u64, &q),
-                s.apply_request(base + 1 + i as u64, &q)
-            );
+            let q = req(op, Some(SessionRef { client: ClientId(i as u64 % 5), seq: 1_000 + i as u64 }));
+            assert_eq!(r.apply_request(base + 1 + i as u64, &q), s.apply_request(base + 1 + i as u64, &q));
         }
         r.state_hash() == s.state_hash()
     }
@@ -416,53 +306,21 @@ fn retries_apply_once() {
             let client = i as u64 % 3;
             let seq = first.get(&client).map_or(1, |f| f.0 + 1);
             index += 1;
-            let out = s.apply_request(
-                index,
-                &req(
-                    op,
-                    Some(SessionRef {
-                        client: ClientId(client),
-                        seq,
-                    }),
-                ),
-            );
+            let out = s.apply_request(index, &req(op, Some(SessionRef { client: ClientId(client), seq })));
             assert_eq!(out, model.apply(index, op));
             first.insert(client, (seq, op.clone(), out));
             // Retry some client's latest request, maybe several times, in later slots.
             let r = retries.get(i).copied().unwrap_or(0);
             for _ in 0..r % 3 {
                 let c = u64::from(r) % 3;
-                let Some((seq, retried, out)) = first.get(&c).cloned() else {
-                    continue;
-                };
+                let Some((seq, retried, out)) = first.get(&c).cloned() else { continue };
                 let before = dump(&s);
                 index += 1;
-                assert_eq!(
-                    s.apply_request(
-                        index,
-                        &req(
-                            &retried,
-                            Some(SessionRef {
-                                client: ClientId(c),
-                                seq
-                            })
-                        )
-                    ),
-                    out
-                );
+                assert_eq!(s.apply_request(index, &req(&retried, Some(SessionRef { client: ClientId(c), seq }))), out);
                 assert_eq!(dump(&s), before);
                 if seq > 1 {
                     index += 1;
-                    let stale = s.apply_request(
-                        index,
-                        &req(
-                            &retried,
-                            Some(SessionRef {
-                                client: ClientId(c),
-                                seq: seq - 1,
-                            }),
-                        ),
-                    );
+                    let stale = s.apply_request(index, &req(&retried, Some(SessionRef { client: ClientId(c), seq: seq - 1 })));
                     assert_eq!(stale, Err(WriteError::SessionStale { latest_seq: seq }));
                 }
             }
@@ -478,15 +336,7 @@ fn replicas_agree() {
     fn prop(ops: Vec<Op>) -> bool {
         let (mut a, mut b) = (Store::new(config()), Store::new(config()));
         for (i, Op(op)) in ops.iter().enumerate() {
-            let bytes = Request {
-                session: Some(SessionRef {
-                    client: ClientId(i as u64 % 2),
-                    seq: i as u64 + 1,
-                }),
-                stamp: Stamp::new(0, 0, i as u64),
-                op: op.clone(),
-            }
-            .encode();
+            let bytes = Request { session: Some(SessionRef { client: ClientId(i as u64 % 2), seq: i as u64 + 1 }), stamp: Stamp::new(0, 0, i as u64), op: op.clone() }.encode();
             assert_eq!(a.apply(i as u64 + 1, &bytes), b.apply(i as u64 + 1, &bytes));
         }
         a.state_hash() == b.state_hash()
@@ -498,14 +348,7 @@ fn replicas_agree() {
 #[test]
 fn codecs_round_trip_and_never_panic() {
     fn prop(op: Op, junk: Vec<u8>, cut: usize) -> bool {
-        let r = Request {
-            session: Some(SessionRef {
-                client: ClientId(1),
-                seq: 2,
-            }),
-            stamp: Stamp::new(0, 0, 3),
-            op: op.0,
-        };
+        let r = Request { session: Some(SessionRef { client: ClientId(1), seq: 2 }), stamp: Stamp::new(0, 0, 3), op: op.0 };
         let bytes = r.encode();
         assert_eq!(Request::decode(&bytes), Ok(r));
         let _ = Request::decode(&junk);

@@ -100,29 +100,17 @@ pub fn next_step(
     pending.iter().find_map(|p| match *p {
         PendingChange::Leave { id } if id == me.node.0 => Some(Step::HandOff),
         PendingChange::Leave { id } => match config.member(NodeId(id)) {
-            Some(_) => Some(Step::Propose(
-                ConfigChange::Remove(NodeId(id)),
-                After::Nothing,
-            )),
+            Some(_) => Some(Step::Propose(ConfigChange::Remove(NodeId(id)), After::Nothing)),
             // Removed: once every remaining member runs the configuration without it, tell the
             // leaving node (it may now drop out of discovery). Its incarnation is whatever is
             // registered (a leaving node is still alive; a dead one cannot read the mark anyway).
             None => {
                 let incarnation = registered.get(&NodeId(id)).copied().unwrap_or(0);
-                Some(Step::Complete(
-                    p.clone(),
-                    Some(EpochMark {
-                        incarnation,
-                        epoch: config.epoch,
-                    }),
-                ))
+                Some(Step::Complete(p.clone(), Some(EpochMark { incarnation, epoch: config.epoch })))
             }
         },
         PendingChange::Join { id, incarnation } => {
-            let m = Member {
-                node: NodeId(id),
-                incarnation: Incarnation(incarnation),
-            };
+            let m = Member { node: NodeId(id), incarnation: Incarnation(incarnation) };
             match registered.get(&m.node).copied() {
                 // Superseded by a newer process (it posts its own request): drop it.
                 Some(reg) if reg > incarnation => Some(Step::Complete(p.clone(), None)),
@@ -132,9 +120,7 @@ pub fn next_step(
                 // Not registered (yet, or any more): nothing to do now.
                 None => None,
                 Some(_) if config.is_acceptor(&m) => Some(Step::Complete(p.clone(), None)),
-                Some(_) if config.learners.contains(&m) => {
-                    promotable(m).then_some(Step::Propose(ConfigChange::Promote(m), After::Nothing))
-                }
+                Some(_) if config.learners.contains(&m) => promotable(m).then_some(Step::Propose(ConfigChange::Promote(m), After::Nothing)),
                 Some(_) => Some(Step::Propose(ConfigChange::AddLearner(m), After::Nothing)),
             }
         }
@@ -143,34 +129,19 @@ pub fn next_step(
 
 /// The barrier: the live members of `config` that have not yet reported running it (empty:
 /// passed). A member that is not registered does not hold the barrier up.
-pub fn barrier_behind(
-    config: &Configuration,
-    registered: &Registered,
-    epochs: &BTreeMap<u64, EpochMark>,
-) -> Vec<NodeId> {
+pub fn barrier_behind(config: &Configuration, registered: &Registered, epochs: &BTreeMap<u64, EpochMark>) -> Vec<NodeId> {
     config
         .members()
         .filter(|m| live(registered, m))
-        .filter(|m| {
-            !epochs
-                .get(&m.node.0)
-                .is_some_and(|e| e.incarnation == m.incarnation.0 && e.epoch >= config.epoch)
-        })
+        .filter(|m| !epochs.get(&m.node.0).is_some_and(|e| e.incarnation == m.incarnation.0 && e.epoch >= config.epoch))
         .map(|m| m.node)
         .collect()
 }
 
 /// Whether this node may campaign: an acceptor of the configuration it runs that is neither
 /// leaving nor removed.
-pub fn eligible(
-    me: Member,
-    config: &Configuration,
-    pending: &[PendingChange],
-    removed: bool,
-) -> bool {
-    let leaving = pending
-        .iter()
-        .any(|p| matches!(p, PendingChange::Leave { id } if *id == me.node.0));
+pub fn eligible(me: Member, config: &Configuration, pending: &[PendingChange], removed: bool) -> bool {
+    let leaving = pending.iter().any(|p| matches!(p, PendingChange::Leave { id } if *id == me.node.0));
     config.is_acceptor(&me) && !leaving && !removed
 }
 
@@ -202,11 +173,7 @@ pub struct FailurePolicy {
 impl FailurePolicy {
     /// The policy of node `me` (never a candidate itself), removing acceptors gone `after_ms`.
     pub fn new(me: Member, after_ms: u64) -> Self {
-        FailurePolicy {
-            me,
-            after_ms,
-            absent_since: BTreeMap::new(),
-        }
+        FailurePolicy { me, after_ms, absent_since: BTreeMap::new() }
     }
 
     /// Look at the acceptors at `now`: the first one (in id order) whose registration has been
@@ -235,18 +202,10 @@ impl FailurePolicy {
             }
         }
         let m = candidate?;
-        let configured = config.acceptors.len()
-            + evicted
-                .keys()
-                .filter(|id| !config.contains_node(NodeId(**id)))
-                .count();
+        let configured = config.acceptors.len() + evicted.keys().filter(|id| !config.contains_node(NodeId(**id))).count();
         let left = config.acceptors.len() - 1;
         if left < configured / 2 + 1 {
-            return Some(Verdict::Kept {
-                member: m,
-                left,
-                configured,
-            });
+            return Some(Verdict::Kept { member: m, left, configured });
         }
         Some(Verdict::Remove(m))
     }

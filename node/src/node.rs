@@ -22,8 +22,8 @@
 use crate::types::*;
 use kvstore::{Request, SessionRef, Stamp, Store, WriteOp};
 use paxos::{
-    Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica,
-    RequestId, Slot, SnapshotMeta, Time, Value,
+    Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica, RequestId, Slot,
+    SnapshotMeta, Time, Value,
 };
 use std::collections::{BTreeMap, VecDeque};
 use tracing::{debug, info, warn};
@@ -137,10 +137,7 @@ impl Node {
             latest_encoded: None,
             snapshot_encoding: false,
             last_snapshot_slot: Slot(0),
-            config: settings
-                .bootstrap
-                .clone()
-                .unwrap_or_else(|| Configuration::bootstrap([])),
+            config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
             leader_contact: None,
             catch_up_target: None,
             caught_up: false,
@@ -175,25 +172,10 @@ impl Node {
                 debug!(?leader, "leader hint from the election");
                 self.replica.handle(now, Event::LeaderHint { leader });
             }
-            Input::Write {
-                token,
-                session,
-                op,
-                forward,
-            } => {
-                self.propose(PendingWrite {
-                    token,
-                    session,
-                    op,
-                    forward,
-                    retried: false,
-                });
+            Input::Write { token, session, op, forward } => {
+                self.propose(PendingWrite { token, session, op, forward, retried: false });
             }
-            Input::Read {
-                token,
-                consistency,
-                f,
-            } => self.read(consistency, PendingRead { token, f }),
+            Input::Read { token, consistency, f } => self.read(consistency, PendingRead { token, f }),
             Input::Cancel(token) => self.cancel(token),
             Input::Reconfigure { token, change } => self.reconfigure(token, change),
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
@@ -215,14 +197,7 @@ impl Node {
     /// moment the known leader's silence turns into a suspicion, and the moment a follower's last
     /// contact grows older than `max_read_staleness_ms`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [
-            self.replica.poll_timeout(),
-            self.suspicion_deadline(),
-            self.staleness_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.replica.poll_timeout(), self.suspicion_deadline(), self.staleness_deadline()].into_iter().flatten().min()
     }
 
     /// The next thing for the shell to do, in order.
@@ -300,10 +275,7 @@ impl Node {
             return None;
         }
         self.next_seq += 1;
-        Some(RequestId {
-            node: self.settings.me.node,
-            seq: self.next_seq,
-        })
+        Some(RequestId { node: self.settings.me.node, seq: self.next_seq })
     }
 
     fn write_done(&mut self, token: Token, result: Result<WriteDone, Refused>) {
@@ -324,15 +296,8 @@ impl Node {
         let now = self.now;
         let me = self.settings.me;
         let stamp = Stamp::new(me.node.0, me.incarnation.0, now.0);
-        let request = Request {
-            session: pending.session,
-            stamp,
-            op: pending.op.clone(),
-        };
-        let command = Command {
-            id,
-            payload: request.encode(),
-        };
+        let request = Request { session: pending.session, stamp, op: pending.op.clone() };
+        let command = Command { id, payload: request.encode() };
         let mut result = self.replica.propose(now, command.clone());
         if let Err(ProposeError::NotLeader { leader: Some(l) }) = result {
             // A follower that serves hands the command to the leader inside the peer stream and
@@ -354,9 +319,7 @@ impl Node {
             }
             Err(e) => {
                 let refused = match e {
-                    ProposeError::NotLeader { leader } => Refused::NotLeader {
-                        leader: leader.or(self.leader),
-                    },
+                    ProposeError::NotLeader { leader } => Refused::NotLeader { leader: leader.or(self.leader) },
                     ProposeError::Backpressure => Refused::Busy,
                     ProposeError::TooLarge { size, limit } => Refused::TooLarge { size, limit },
                     ProposeError::Config(_) => Refused::Busy,
@@ -368,10 +331,7 @@ impl Node {
 
     fn reconfigure(&mut self, token: Token, change: ConfigChange) {
         let Some(id) = self.next_id() else {
-            self.outputs.push_back(Output::ReconfigureDone {
-                token,
-                result: Err(Refused::Busy),
-            });
+            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Busy) });
             return;
         };
         match self.replica.propose_config(self.now, id, change) {
@@ -380,17 +340,11 @@ impl Node {
                 self.reconfigs.insert(id, token);
             }
             Err(ProposeError::NotLeader { leader }) => {
-                let result = Err(Refused::NotLeader {
-                    leader: leader.or(self.leader),
-                });
-                self.outputs
-                    .push_back(Output::ReconfigureDone { token, result });
+                let result = Err(Refused::NotLeader { leader: leader.or(self.leader) });
+                self.outputs.push_back(Output::ReconfigureDone { token, result });
             }
             Err(e) => {
-                self.outputs.push_back(Output::ReconfigureDone {
-                    token,
-                    result: Err(Refused::Config(e.to_string())),
-                });
+                self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Config(e.to_string())) });
             }
         }
     }
@@ -398,10 +352,7 @@ impl Node {
     fn read(&mut self, consistency: Consistency, read: PendingRead) {
         if let Some(r) = self.removed {
             self.counters.reads_not_served += 1;
-            self.outputs.push_back(Output::ReadDone {
-                token: read.token,
-                result: Err(Refused::Removed(r)),
-            });
+            self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Removed(r)) });
             return;
         }
         match consistency {
@@ -409,10 +360,7 @@ impl Node {
                 if let Err(not) = self.serving() {
                     self.counters.reads_not_served += 1;
                     let result = Err(self.refusal(not));
-                    self.outputs.push_back(Output::ReadDone {
-                        token: read.token,
-                        result,
-                    });
+                    self.outputs.push_back(Output::ReadDone { token: read.token, result });
                     return;
                 }
                 if self.store.last_applied() >= min_index {
@@ -427,13 +375,8 @@ impl Node {
                 // catching up or lagging: then it could not apply the index in time, so the read
                 // goes to the leader.
                 if !self.replica.is_leader() && self.serving().is_err() {
-                    let result = Err(Refused::NotLeader {
-                        leader: self.leader,
-                    });
-                    self.outputs.push_back(Output::ReadDone {
-                        token: read.token,
-                        result,
-                    });
+                    let result = Err(Refused::NotLeader { leader: self.leader });
+                    self.outputs.push_back(Output::ReadDone { token: read.token, result });
                     return;
                 }
                 if self.bug(|b| b.local_linearizable_read) && !self.replica.is_leader() {
@@ -447,19 +390,11 @@ impl Node {
                         self.confirming.insert(id, read);
                     }
                     Err(ProposeError::NotLeader { leader }) => {
-                        let result = Err(Refused::NotLeader {
-                            leader: leader.or(self.leader),
-                        });
-                        self.outputs.push_back(Output::ReadDone {
-                            token: read.token,
-                            result,
-                        });
+                        let result = Err(Refused::NotLeader { leader: leader.or(self.leader) });
+                        self.outputs.push_back(Output::ReadDone { token: read.token, result });
                     }
                     Err(_) => {
-                        self.outputs.push_back(Output::ReadDone {
-                            token: read.token,
-                            result: Err(Refused::Busy),
-                        });
+                        self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Busy) });
                     }
                 }
             }
@@ -468,16 +403,8 @@ impl Node {
 
     fn serve(&mut self, read: PendingRead) {
         let answer = (read.f)(&self.store);
-        let done = ReadDone {
-            answer,
-            index: self.store.last_applied(),
-            lag_slots: self.lag_slots(),
-            last_contact_ms: self.last_contact_ms(),
-        };
-        self.outputs.push_back(Output::ReadDone {
-            token: read.token,
-            result: Ok(done),
-        });
+        let done = ReadDone { answer, index: self.store.last_applied(), lag_slots: self.lag_slots(), last_contact_ms: self.last_contact_ms() };
+        self.outputs.push_back(Output::ReadDone { token: read.token, result: Ok(done) });
     }
 
     /// Forget a request whose client stopped waiting. A proposed write stays in the core (it may
@@ -489,11 +416,7 @@ impl Node {
         }
         self.reconfigs.retain(|_, t| *t != token);
         self.confirming.retain(|_, r| r.token != token);
-        for list in self
-            .wait_slot
-            .values_mut()
-            .chain(self.wait_index.values_mut())
-        {
+        for list in self.wait_slot.values_mut().chain(self.wait_index.values_mut()) {
             list.retain(|r| r.token != token);
         }
         self.wait_slot.retain(|_, l| !l.is_empty());
@@ -526,10 +449,7 @@ impl Node {
                 Action::ReadsFailed { reads, leader } => {
                     for id in reads {
                         if let Some(r) = self.confirming.remove(&id) {
-                            self.outputs.push_back(Output::ReadDone {
-                                token: r.token,
-                                result: Err(Refused::NotLeader { leader }),
-                            });
+                            self.outputs.push_back(Output::ReadDone { token: r.token, result: Err(Refused::NotLeader { leader }) });
                         }
                     }
                 }
@@ -538,8 +458,7 @@ impl Node {
                 Action::LeaderChanged { leader, ballot } => {
                     info!(?leader, %ballot, "leader changed");
                     self.leader = leader;
-                    self.outputs
-                        .push_back(Output::LeaderChanged { leader, ballot });
+                    self.outputs.push_back(Output::LeaderChanged { leader, ballot });
                 }
                 Action::SteppedDown => {
                     info!("stepped down; resigning from the election");
@@ -548,17 +467,11 @@ impl Node {
                 Action::ConfigChanged { slot, config } => {
                     info!(%slot, epoch = config.epoch, acceptors = ?config.acceptors, learners = ?config.learners, "configuration changed");
                     self.config = config.clone();
-                    self.outputs
-                        .push_back(Output::ConfigChanged(config.clone()));
-                    let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied)
-                        .into_iter()
-                        .partition(|(s, _)| *s == slot);
+                    self.outputs.push_back(Output::ConfigChanged(config.clone()));
+                    let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied).into_iter().partition(|(s, _)| *s == slot);
                     self.reconfig_applied = rest;
                     for (_, token) in done {
-                        self.outputs.push_back(Output::ReconfigureDone {
-                            token,
-                            result: Ok(config.clone()),
-                        });
+                        self.outputs.push_back(Output::ReconfigureDone { token, result: Ok(config.clone()) });
                     }
                 }
             }
@@ -566,11 +479,8 @@ impl Node {
         // A change whose slot was applied without a `ConfigChanged` was refused by the
         // configuration in force at its slot (a stale proposal): it had no effect.
         for (_, token) in std::mem::take(&mut self.reconfig_applied) {
-            let result = Err(Refused::Config(
-                "the change had no effect at its slot".into(),
-            ));
-            self.outputs
-                .push_back(Output::ReconfigureDone { token, result });
+            let result = Err(Refused::Config("the change had no effect at its slot".into()));
+            self.outputs.push_back(Output::ReconfigureDone { token, result });
         }
         if applied_any {
             self.release_reads();
@@ -618,15 +528,10 @@ impl Node {
     fn lost(&mut self, id: RequestId) {
         self.counters.proposals_lost += 1;
         if let Some(token) = self.reconfigs.remove(&id) {
-            self.outputs.push_back(Output::ReconfigureDone {
-                token,
-                result: Err(Refused::Lost),
-            });
+            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Lost) });
             return;
         }
-        let Some(mut w) = self.writes.remove(&id) else {
-            return;
-        };
+        let Some(mut w) = self.writes.remove(&id) else { return };
         if w.retried {
             self.write_done(w.token, Err(Refused::Lost));
         } else {
@@ -661,16 +566,9 @@ impl Node {
     /// result, that is its answer; otherwise nobody can say any more whether it was applied, and
     /// the client hears "outcome unknown" now rather than at its timeout.
     pub(crate) fn settle_untracked_writes(&mut self) {
-        let untracked: Vec<RequestId> = self
-            .writes
-            .keys()
-            .copied()
-            .filter(|id| !self.replica.tracks(*id))
-            .collect();
+        let untracked: Vec<RequestId> = self.writes.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
         for id in untracked {
-            let Some(w) = self.writes.remove(&id) else {
-                continue;
-            };
+            let Some(w) = self.writes.remove(&id) else { continue };
             let from_session = w.session.and_then(|s| {
                 let e = self.store.sessions().get(s.client)?;
                 (e.seq == s.seq && e.fingerprint == w.op.fingerprint()).then(|| e.result.clone())
@@ -689,18 +587,10 @@ impl Node {
         }
         // A membership change the core forgot: the installed configuration may or may not hold
         // it; the manager re-derives its next step from the configuration.
-        let untracked: Vec<RequestId> = self
-            .reconfigs
-            .keys()
-            .copied()
-            .filter(|id| !self.replica.tracks(*id))
-            .collect();
+        let untracked: Vec<RequestId> = self.reconfigs.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
         for id in untracked {
             if let Some(token) = self.reconfigs.remove(&id) {
-                self.outputs.push_back(Output::ReconfigureDone {
-                    token,
-                    result: Err(Refused::OutcomeUnknown),
-                });
+                self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::OutcomeUnknown) });
             }
         }
     }
@@ -724,12 +614,7 @@ impl Node {
             return None;
         }
         self.store.skip(index).ok()?;
-        Some(Ok(kvstore::WriteResult {
-            index,
-            outcome: kvstore::WriteOutcome::Put {
-                previous_version: None,
-            },
-        }))
+        Some(Ok(kvstore::WriteResult { index, outcome: kvstore::WriteOutcome::Put { previous_version: None } }))
     }
 }
 

@@ -21,10 +21,7 @@ use tracing::{debug, info, warn};
 
 impl Node {
     pub(crate) fn lag_slots(&self) -> u64 {
-        self.replica
-            .known_commit()
-            .0
-            .saturating_sub(self.applied_slot.0)
+        self.replica.known_commit().0.saturating_sub(self.applied_slot.0)
     }
 
     /// Milliseconds since this node last heard from the leader, as of the latest input.
@@ -81,23 +78,11 @@ impl Node {
 
     pub(crate) fn refusal(&self, not: NotServing) -> Refused {
         let me = self.settings.me.node;
-        let leader = self
-            .replica
-            .known_leader()
-            .or(self.leader)
-            .filter(|l| *l != me);
+        let leader = self.replica.known_leader().or(self.leader).filter(|l| *l != me);
         match not {
             NotServing::Removed(r) => Refused::Removed(r),
-            NotServing::CatchingUp(reason) => Refused::NotServing {
-                leader,
-                catching_up: true,
-                reason,
-            },
-            NotServing::Lagging(reason) => Refused::NotServing {
-                leader,
-                catching_up: false,
-                reason,
-            },
+            NotServing::CatchingUp(reason) => Refused::NotServing { leader, catching_up: true, reason },
+            NotServing::Lagging(reason) => Refused::NotServing { leader, catching_up: false, reason },
         }
     }
 
@@ -110,10 +95,7 @@ impl Node {
             } else if self.was_member {
                 // It applied a configuration without this incarnation (removed, or replaced by a
                 // newer incarnation of the same id).
-                self.mark_removed(Removal {
-                    epoch: self.config.epoch,
-                    source: "log",
-                });
+                self.mark_removed(Removal { epoch: self.config.epoch, source: "log" });
             }
         }
         if self.removed.is_none() {
@@ -121,10 +103,7 @@ impl Node {
                 self.leader_contact = Some(now);
             }
             if !self.caught_up {
-                if self.catch_up_target.is_none()
-                    && self.is_member()
-                    && self.leader_contact.is_some()
-                {
+                if self.catch_up_target.is_none() && self.is_member() && self.leader_contact.is_some() {
                     let target = self.replica.known_commit();
                     info!(target = %target, applied = %self.applied_slot, "catch-up target fixed: no reads from this replica before it applies it");
                     self.catch_up_target = Some(target);
@@ -146,11 +125,7 @@ impl Node {
         if self.removed.is_some() {
             return;
         }
-        warn!(
-            epoch = r.epoch,
-            source = r.source,
-            "this replica was removed from the cluster: it serves no client request any more"
-        );
+        warn!(epoch = r.epoch, source = r.source, "this replica was removed from the cluster: it serves no client request any more");
         self.removed = Some(r);
         self.outputs.push_back(Output::Removed(r));
         // Reads waiting here would never be served.
@@ -160,10 +135,7 @@ impl Node {
             .chain(std::mem::take(&mut self.wait_index).into_values().flatten())
             .collect();
         for read in waiting {
-            self.outputs.push_back(Output::ReadDone {
-                token: read.token,
-                result: Err(Refused::Removed(r)),
-            });
+            self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Removed(r)) });
         }
     }
 
@@ -186,9 +158,7 @@ impl Node {
             return None;
         }
         match self.heard {
-            Some((leader, since)) if self.may_suspect(leader) => {
-                Some(Time(since.0.saturating_add(after)))
-            }
+            Some((leader, since)) if self.may_suspect(leader) => Some(Time(since.0.saturating_add(after))),
             _ => None,
         }
     }
@@ -196,43 +166,30 @@ impl Node {
     /// When a serving follower's last contact grows older than the staleness bound.
     pub(crate) fn staleness_deadline(&self) -> Option<Time> {
         let bound = self.settings.max_read_staleness_ms;
-        if bound == 0
-            || self.serving_said != Some(true)
-            || self.leader == Some(self.settings.me.node)
-        {
+        if bound == 0 || self.serving_said != Some(true) || self.leader == Some(self.settings.me.node) {
             return None;
         }
-        self.leader_contact
-            .map(|t| Time(t.0.saturating_add(bound).saturating_add(1)))
+        self.leader_contact.map(|t| Time(t.0.saturating_add(bound).saturating_add(1)))
     }
 
     /// Suspect the known leader when it has been silent for `suspect_leader_after_ms`; withdraw
     /// the suspicion when it speaks again or another leader is known.
     pub(crate) fn check_leader_silence(&mut self, now: Time) {
-        let Some(after) = self.suspect_after() else {
-            return;
-        };
+        let Some(after) = self.suspect_after() else { return };
         let known = self.replica.known_leader();
         if known != self.heard.map(|(l, _)| l) {
             // A new leader (or none): its silence counts from now.
             self.heard = known.map(|l| (l, now));
         }
         let want = match self.heard {
-            Some((leader, since))
-                if self.may_suspect(leader) && now.0.saturating_sub(since.0) >= after =>
-            {
-                Some(Suspicion {
-                    leader,
-                    acceptors: self.config.acceptors.iter().map(|m| m.node).collect(),
-                })
+            Some((leader, since)) if self.may_suspect(leader) && now.0.saturating_sub(since.0) >= after => {
+                Some(Suspicion { leader, acceptors: self.config.acceptors.iter().map(|m| m.node).collect() })
             }
             _ => None,
         };
         if want != self.suspicion {
             match &want {
-                Some(s) => {
-                    info!(leader = %s.leader, silent_ms = after, "no word from the leader: suspecting it")
-                }
+                Some(s) => info!(leader = %s.leader, silent_ms = after, "no word from the leader: suspecting it"),
                 None => debug!("leader suspicion withdrawn"),
             }
             self.suspicion = want.clone();

@@ -27,41 +27,25 @@ impl Node {
             debug!(%slot, "snapshot asked while one is being encoded; skipped");
             return;
         }
-        let since = self
-            .applied_slot
-            .0
-            .saturating_sub(self.last_snapshot_slot.0);
-        if since
-            < (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE)
-                .min(self.settings.max_retained_slots)
-        {
+        let since = self.applied_slot.0.saturating_sub(self.last_snapshot_slot.0);
+        if since < (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE).min(self.settings.max_retained_slots) {
             debug!(%slot, since, keys = self.store.len(), "snapshot deferred: log short relative to the store");
             return;
         }
         // The node's configuration, not the core's: the core may already have applied (and
         // queued) slots past this one, and a snapshot must carry the configuration governing the
         // slot right after its last one.
-        let meta = SnapshotMeta {
-            last_slot: self.applied_slot,
-            config: self.config.clone(),
-        };
+        let meta = SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
         self.snapshot_encoding = true;
         self.last_snapshot_slot = self.applied_slot;
-        self.outputs.push_back(Output::EncodeSnapshot {
-            meta,
-            store: Box::new(self.store.clone()),
-        });
+        self.outputs.push_back(Output::EncodeSnapshot { meta, store: Box::new(self.store.clone()) });
     }
 
     pub(crate) fn snapshot_encoded(&mut self, meta: SnapshotMeta) {
         self.snapshot_encoding = false;
         self.counters.snapshots_taken += 1;
         debug!(slot = %meta.last_slot, "snapshot taken");
-        if self
-            .latest_encoded
-            .as_ref()
-            .is_none_or(|l| l.last_slot < meta.last_slot)
-        {
+        if self.latest_encoded.as_ref().is_none_or(|l| l.last_slot < meta.last_slot) {
             self.latest_encoded = Some(meta.clone());
         }
         // The core ignores a snapshot at or below one it already has (after an install).
@@ -76,14 +60,8 @@ impl Node {
         let from = match &self.latest_encoded {
             Some(m) if m.last_slot == self.applied_slot => SnapshotSource::Encoded(m.clone()),
             _ => {
-                let meta = SnapshotMeta {
-                    last_slot: self.applied_slot,
-                    config: self.config.clone(),
-                };
-                SnapshotSource::Store {
-                    meta,
-                    store: Box::new(self.store.clone()),
-                }
+                let meta = SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
+                SnapshotSource::Store { meta, store: Box::new(self.store.clone()) }
             }
         };
         self.outputs.push_back(Output::SendSnapshot { to, from });
@@ -102,10 +80,8 @@ impl Node {
         self.last_snapshot_slot = meta.last_slot;
         self.config = meta.config.clone();
         self.counters.snapshots_installed += 1;
-        self.outputs
-            .push_back(Output::ConfigChanged(meta.config.clone()));
-        self.replica
-            .handle(self.now, Event::SnapshotInstalled(meta));
+        self.outputs.push_back(Output::ConfigChanged(meta.config.clone()));
+        self.replica.handle(self.now, Event::SnapshotInstalled(meta));
         // Duty 5 runs once the core's queued actions ran (`Node::after`): an `Apply` of a slot
         // past the snapshot may still answer a write the core no longer lists as pending.
         self.settle_after_install = true;

@@ -1,12 +1,8 @@
 //! The node layer's vocabulary: its settings, what goes in ([`Input`]), what comes out
 //! ([`Output`]), and the answers and refusals a client request can get.
 
-use kvstore::{
-    GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp,
-};
-use paxos::{
-    Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status,
-};
+use kvstore::{GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp};
+use paxos::{Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status};
 
 /// How the node is set up. Equal on every run with the same flags: nothing here reads a clock.
 #[derive(Clone, Debug)]
@@ -52,9 +48,9 @@ pub struct NodeSettings {
 }
 
 /// Deliberate bugs of the node layer, for the simulator's negative tests only: each is a mistake
-/// the client-history check must catch.
-/// (The struct exists in every build so the code that consults it compiles alike; only the
-/// `sim` feature adds it to [`NodeSettings`], so a production node never has one switched on.)
+/// the client-history check must catch. (The struct exists in every build so the code that
+/// consults it compiles alike; only the `sim` feature adds it to [`NodeSettings`], so a
+/// production node never has one switched on.)
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bugs {
@@ -64,7 +60,8 @@ pub struct Bugs {
     /// The session table forgets every entry right after recording it (on every replica alike),
     /// so a retried write is applied again.
     pub forget_sessions: bool,
-    /// Every third plain put is acknowledged but not written (on every replica alike).
+    /// Every third plain put (by request id) is acknowledged but not written (on every replica
+    /// alike).
     pub drop_acked_writes: bool,
 }
 
@@ -161,10 +158,7 @@ impl NotServing {
     pub fn reason(&self) -> String {
         match self {
             NotServing::CatchingUp(why) | NotServing::Lagging(why) => why.clone(),
-            NotServing::Removed(r) => format!(
-                "removed from the cluster at epoch {} (learned from the {})",
-                r.epoch, r.source
-            ),
+            NotServing::Removed(r) => format!("removed from the cluster at epoch {} (learned from the {})", r.epoch, r.source),
         }
     }
 }
@@ -336,39 +330,14 @@ impl std::fmt::Debug for Input {
         match self {
             Input::Peer(env) => f.debug_tuple("Peer").field(env).finish(),
             Input::Hint(l) => f.debug_tuple("Hint").field(l).finish(),
-            Input::Write {
-                token,
-                session,
-                op,
-                forward,
-            } => f
-                .debug_struct("Write")
-                .field("token", token)
-                .field("session", session)
-                .field("op", op)
-                .field("forward", forward)
-                .finish(),
-            Input::Read {
-                token, consistency, ..
-            } => f
-                .debug_struct("Read")
-                .field("token", token)
-                .field("consistency", consistency)
-                .finish(),
+            Input::Write { token, session, op, forward } => {
+                f.debug_struct("Write").field("token", token).field("session", session).field("op", op).field("forward", forward).finish()
+            }
+            Input::Read { token, consistency, .. } => f.debug_struct("Read").field("token", token).field("consistency", consistency).finish(),
             Input::Cancel(t) => f.debug_tuple("Cancel").field(t).finish(),
-            Input::Reconfigure { token, change } => f
-                .debug_struct("Reconfigure")
-                .field("token", token)
-                .field("change", change)
-                .finish(),
-            Input::InstallSnapshot { meta, .. } => f
-                .debug_struct("InstallSnapshot")
-                .field("meta", meta)
-                .finish(),
-            Input::SnapshotEncoded { meta } => f
-                .debug_struct("SnapshotEncoded")
-                .field("meta", meta)
-                .finish(),
+            Input::Reconfigure { token, change } => f.debug_struct("Reconfigure").field("token", token).field("change", change).finish(),
+            Input::InstallSnapshot { meta, .. } => f.debug_struct("InstallSnapshot").field("meta", meta).finish(),
+            Input::SnapshotEncoded { meta } => f.debug_struct("SnapshotEncoded").field("meta", meta).finish(),
             Input::Removed(r) => f.debug_tuple("Removed").field(r).finish(),
         }
     }

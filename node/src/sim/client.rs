@@ -14,7 +14,7 @@
 //! The recorded [`checker::Op`] spans from the first attempt to the answer that settled it.
 
 use checker::{Op, OpKind, Outcome};
-use kvstore::{CasExpect, ClientId, Output, SessionRef, WriteError, WriteOp, WriteOutcome};
+use kvstore::{CasExpect, ClientId, Output, SessionRef, WriteOp, WriteOutcome};
 use paxos::NodeId;
 
 /// Keys written with plain puts and compare-and-sets.
@@ -37,10 +37,7 @@ pub(super) enum Tagging {
 #[derive(Clone, Debug)]
 pub(super) enum Ask {
     /// A write.
-    Write {
-        session: Option<SessionRef>,
-        op: WriteOp,
-    },
+    Write { session: Option<SessionRef>, op: WriteOp },
     /// A read of one key.
     Read { key: String, linearizable: bool },
 }
@@ -100,6 +97,12 @@ impl Client {
         }
     }
 
+    /// Start a new session (the store answered `SessionExpired`).
+    pub(super) fn new_session(&mut self) {
+        self.session = ClientId(self.session.0 + 1_000_000);
+        self.seq = 0;
+    }
+
     /// A fresh unique value.
     pub(super) fn value(&mut self) -> String {
         self.written += 1;
@@ -111,18 +114,12 @@ impl Client {
         match self.tagging {
             Tagging::Session => {
                 self.seq += 1;
-                Some(SessionRef {
-                    client: self.session,
-                    seq: self.seq,
-                })
+                Some(SessionRef { client: self.session, seq: self.seq })
             }
             Tagging::IdempotencyKey => {
                 *idem += 1;
                 // The driver hashes a key into a client id; distinct keys, distinct ids.
-                Some(SessionRef {
-                    client: ClientId(1 << 40 | *idem),
-                    seq: 1,
-                })
+                Some(SessionRef { client: ClientId(1 << 40 | *idem), seq: 1 })
             }
             Tagging::None => None,
         }
@@ -142,24 +139,10 @@ pub(super) fn op_kind(op: &WriteOp) -> (String, OpKind) {
     let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match op {
         WriteOp::Put { key, value, .. } => (s(key), OpKind::Write { value: s(value) }),
-        WriteOp::Cas {
-            key,
-            expected: CasExpect::Value(e),
-            new: Some(n),
-        } => (
-            s(key),
-            OpKind::Cas {
-                expected: e.as_deref().map(s),
-                new: s(n),
-            },
-        ),
-        WriteOp::Incr { key, delta, .. } => (
-            s(key),
-            OpKind::Incr {
-                delta: *delta,
-                result: None,
-            },
-        ),
+        WriteOp::Cas { key, expected: CasExpect::Value(e), new: Some(n) } => {
+            (s(key), OpKind::Cas { expected: e.as_deref().map(s), new: s(n) })
+        }
+        WriteOp::Incr { key, delta, .. } => (s(key), OpKind::Incr { delta: *delta, result: None }),
         other => panic!("the simulated clients do not issue {other:?}"),
     }
 }
@@ -171,15 +154,12 @@ pub(super) fn settle_write(op: &mut Op, output: &Output, now: u64) {
         Ok(r) => {
             op.outcome = Outcome::Ok;
             op.index = Some(r.index);
-            if let (OpKind::Incr { result, .. }, WriteOutcome::Incremented { value }) =
-                (&mut op.kind, &r.outcome)
-            {
+            if let (OpKind::Incr { result, .. }, WriteOutcome::Incremented { value }) = (&mut op.kind, &r.outcome) {
                 *result = Some(*value);
             }
         }
-        // A compare-and-set whose guard was evaluated and failed: definitely not written.
-        Err(WriteError::CasFailed { .. }) => op.outcome = Outcome::Fail,
-        // Any other deterministic failure: nothing written either.
+        // A compare-and-set whose guard was evaluated and failed: definitely not written, and
+        // the value differed from the expected one (other refusals never reach here).
         Err(_) => op.outcome = Outcome::Fail,
     }
 }

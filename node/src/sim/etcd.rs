@@ -21,10 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(super) struct Etcd {
     /// Lease lifetime (ms).
     pub(super) ttl_ms: u64,
-    /// When each node's lease expires (absent: no lease).
-    leases: BTreeMap<NodeId, u64>,
-    /// Campaigners, oldest first.
-    queue: Vec<NodeId>,
+    /// Each node id's registration: the incarnation holding it and when its lease expires.
+    leases: BTreeMap<NodeId, (u64, u64)>,
+    /// Campaigners, oldest first, each with the revision of its campaign key.
+    queue: Vec<(NodeId, u64)>,
+    /// The last revision handed out.
+    revision: u64,
     /// Suspicions: suspecter -> (suspected leader, acceptors the suspecter runs with).
     suspicions: BTreeMap<NodeId, (NodeId, Vec<NodeId>)>,
     /// Nodes that cannot reach etcd.
@@ -39,44 +41,52 @@ impl Etcd {
             ttl_ms,
             leases: BTreeMap::new(),
             queue: Vec::new(),
+            revision: 0,
             suspicions: BTreeMap::new(),
             cut: BTreeSet::new(),
             revocations: 0,
         }
     }
 
-    /// The elected leader.
-    pub(super) fn leader(&self) -> Option<NodeId> {
+    /// The elected leader and the revision of its campaign: a leader that resigned and won
+    /// again has a new revision, and observers hear of it again (as etcd's `observe` reports
+    /// every new leader key).
+    pub(super) fn leader(&self) -> Option<(NodeId, u64)> {
         self.queue.first().copied()
     }
 
-    /// Advance to `now`: renew the leases of `reachable` nodes, expire the others, let every node
-    /// with a live lease campaign, revoke a leader a majority suspects. Returns the leader after.
-    pub(super) fn tick(&mut self, now: u64, up: &BTreeSet<NodeId>) -> Option<NodeId> {
-        for n in up {
-            if !self.cut.contains(n) {
-                self.leases.insert(*n, now + self.ttl_ms);
+    /// Advance to `now`: renew the leases of the processes in `up` (id -> incarnation, and
+    /// whether it may campaign) that can reach etcd (a newer incarnation registers only once the
+    /// lease of an older one has expired), expire the others, let every eligible holder of a
+    /// live lease campaign, revoke a leader a majority suspects. Returns the leader after.
+    pub(super) fn tick(&mut self, now: u64, up: &BTreeMap<NodeId, (u64, bool)>) -> Option<(NodeId, u64)> {
+        for (n, (inc, _)) in up {
+            if self.cut.contains(n) {
+                continue;
+            }
+            match self.leases.get(n) {
+                Some((held, until)) if *held < *inc && *until > now => {}
+                _ => {
+                    self.leases.insert(*n, (*inc, now + self.ttl_ms));
+                }
             }
         }
-        let expired: Vec<NodeId> = self
-            .leases
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(n, _)| *n)
-            .collect();
+        let expired: Vec<NodeId> = self.leases.iter().filter(|(_, (_, until))| *until <= now).map(|(n, _)| *n).collect();
         for n in expired {
             self.drop_lease(n);
         }
-        let campaigners: Vec<NodeId> = self
-            .leases
-            .keys()
-            .copied()
-            .filter(|n| !self.queue.contains(n))
-            .collect();
-        self.queue.extend(campaigners);
-        if let Some(l) = self.leader() {
-            let against: Vec<&(NodeId, Vec<NodeId>)> =
-                self.suspicions.values().filter(|(s, _)| *s == l).collect();
+        // Only the process that holds the registration campaigns, and only while eligible.
+        let eligible = |n: &NodeId, inc: u64| up.get(n).is_some_and(|(i, e)| *i == inc && *e);
+        let leases = self.leases.clone();
+        self.queue.retain(|(n, _)| leases.get(n).is_some_and(|(inc, _)| eligible(n, *inc)));
+        let campaigners: Vec<NodeId> =
+            leases.iter().filter(|(n, (inc, _))| eligible(n, *inc) && !self.queue.iter().any(|(q, _)| q == *n)).map(|(n, _)| *n).collect();
+        for n in campaigners {
+            self.revision += 1;
+            self.queue.push((n, self.revision));
+        }
+        if let Some((l, _)) = self.leader() {
+            let against: Vec<&(NodeId, Vec<NodeId>)> = self.suspicions.values().filter(|(s, _)| *s == l).collect();
             if let Some((_, acceptors)) = against.first() {
                 let quorum = acceptors.len() / 2 + 1;
                 if against.len() >= quorum {
@@ -88,25 +98,28 @@ impl Etcd {
         self.leader()
     }
 
+    /// Who is registered: node id -> the incarnation holding its lease.
+    pub(super) fn registered(&self) -> BTreeMap<NodeId, u64> {
+        self.leases.iter().map(|(n, (inc, _))| (*n, *inc)).collect()
+    }
+
     /// The lease of `n` ends (expired or revoked): it leaves the election, and the suspicions
     /// attached to its lease go with it.
     fn drop_lease(&mut self, n: NodeId) {
         self.leases.remove(&n);
-        self.queue.retain(|q| *q != n);
+        self.queue.retain(|(q, _)| *q != n);
         self.suspicions.retain(|_, (s, _)| *s != n);
     }
 
     /// `n` resigns: it leaves the queue and campaigns again at the next tick.
     pub(super) fn resign(&mut self, n: NodeId) {
-        self.queue.retain(|q| *q != n);
+        self.queue.retain(|(q, _)| *q != n);
     }
 
     /// `n` suspects `leader` (or withdraws its suspicion).
     pub(super) fn suspect(&mut self, n: NodeId, s: Option<(NodeId, Vec<NodeId>)>) {
         match s {
-            Some((leader, acceptors))
-                if self.leases.contains_key(&leader) && !self.cut.contains(&n) =>
-            {
+            Some((leader, acceptors)) if self.leases.contains_key(&leader) && !self.cut.contains(&n) => {
                 self.suspicions.insert(n, (leader, acceptors));
             }
             _ => {

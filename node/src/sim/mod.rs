@@ -52,12 +52,7 @@ pub use world::{run, Failure, SimConfig, SimStats};
 /// The seed range from the environment: `NODE_SIM_FIRST_SEED` (default `default_first`) and
 /// `NODE_SIM_SEEDS` (default `default_count`).
 pub fn seed_range(default_first: u64, default_count: u64) -> std::ops::Range<u64> {
-    let get = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let get = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let first = get("NODE_SIM_FIRST_SEED", default_first);
     let count = get("NODE_SIM_SEEDS", default_count);
     first..first + count

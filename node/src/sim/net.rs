@@ -53,20 +53,11 @@ impl Net {
 
     /// Release the link if its time has come: the messages in the order sent, or `Err(Some(t))`
     /// to try again at `t` (the hold was extended), or `Err(None)` if it is not held.
-    pub(super) fn release(
-        &mut self,
-        from: NodeId,
-        to: NodeId,
-        now: u64,
-    ) -> Result<Vec<Envelope>, Option<u64>> {
+    pub(super) fn release(&mut self, from: NodeId, to: NodeId, now: u64) -> Result<Vec<Envelope>, Option<u64>> {
         match self.held.get(&(from, to)) {
             None => Err(None),
             Some((until, _)) if *until > now => Err(Some(*until)),
-            Some(_) => Ok(self
-                .held
-                .remove(&(from, to))
-                .map(|(_, m)| m)
-                .unwrap_or_default()),
+            Some(_) => Ok(self.held.remove(&(from, to)).map(|(_, m)| m).unwrap_or_default()),
         }
     }
 }

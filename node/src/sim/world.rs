@@ -3,7 +3,8 @@
 use super::client::{op_kind, settle_write, Ask, Client, InFlight, Tagging, COUNTERS, REGISTERS};
 use super::etcd::Etcd;
 use super::net::Net;
-use crate::{Bugs, Consistency, Input, Node, NodeSettings, Output, ReadAnswer, Refused};
+use crate::membership::{barrier_behind, eligible, next_step, EpochMark, PendingChange, Step};
+use crate::{Bugs, Consistency, Input, Node, NodeSettings, NotServing, Output, ReadAnswer, Refused};
 use checker::{Budget, CheckOptions, CheckResult, Op, OpKind, Outcome};
 use kvstore::{CasExpect, Store, StoreConfig, WriteOp};
 use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, SnapshotMeta, Time};
@@ -73,6 +74,12 @@ pub struct SimStats {
     pub leader_changes: u64,
     pub revocations: u64,
     pub snapshots_installed: u64,
+    /// Crashes with amnesia (the process and its state gone).
+    pub crashes: u64,
+    /// Promotions of restarted incarnations back to acceptor, proposed.
+    pub rejoined: u64,
+    /// Membership changes applied.
+    pub config_changes: u64,
     /// Operations the checker examined.
     pub ops_checked: usize,
     /// The checker's budget ran out (the run then counts as passed, unproven).
@@ -99,36 +106,23 @@ enum Ev {
     /// A client request (or cancellation) reaches a replica.
     Request { node: NodeId, input: Input },
     /// A reply reaches a client.
-    Reply {
-        client: u64,
-        token: u64,
-        reply: Reply,
-    },
+    Reply { client: u64, token: u64, reply: Reply },
     /// A client issues its next request.
     ClientTurn(u64),
     /// A client's attempt times out.
     ClientTimeout { client: u64, token: u64 },
     /// An election hint reaches a replica.
-    Hint {
-        node: NodeId,
-        leader: Option<NodeId>,
-    },
+    Hint { node: NodeId, leader: Option<NodeId> },
     /// A snapshot finished encoding.
-    Encoded {
-        node: NodeId,
-        inc: Incarnation,
-        meta: SnapshotMeta,
-    },
+    Encoded { node: NodeId, inc: Incarnation, meta: SnapshotMeta },
     /// A snapshot transfer arrives.
-    Install {
-        node: NodeId,
-        meta: SnapshotMeta,
-        store: Box<Store>,
-    },
+    Install { node: NodeId, meta: SnapshotMeta, store: Box<Store> },
     /// A held link's release is due.
     Release { from: NodeId, to: NodeId },
     /// A paused replica resumes.
     Resume(NodeId),
+    /// A crashed replica starts again, empty, with a new incarnation.
+    Restart(NodeId),
     /// Cut links heal.
     Heal(Vec<(NodeId, NodeId)>),
     /// A node reaches etcd again.
@@ -147,15 +141,51 @@ enum Reply {
 struct SimNode {
     node: Node,
     inc: Incarnation,
+    /// The process start number (drawn in etcd by the driver; one more per restart).
+    start: u64,
     up: bool,
+    /// Crashed (killed): its state is gone; it restarts with a new incarnation.
+    dead: bool,
     /// What reached it while paused, in order.
     inbox: Vec<Input>,
     /// Encoded snapshots by last slot (the "bytes" the shell keeps).
     encoded: BTreeMap<paxos::Slot, (SnapshotMeta, Store)>,
 }
 
+/// The settings every replica of a run shares.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch_delay: u64,
+    snapshot_every: u64,
+    max_retained: u64,
+    max_read_lag: u64,
+}
+
+fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstrap: Option<Configuration>) -> NodeSettings {
+    let mut s = NodeSettings::new(me, start, bootstrap);
+    s.heartbeat_ms = 20;
+    s.leader_lease_ms = 300;
+    s.batch_delay_ms = shape.batch_delay;
+    s.snapshot_every = shape.snapshot_every;
+    s.max_retained_slots = shape.max_retained;
+    s.store = StoreConfig::default();
+    s.max_read_lag_slots = shape.max_read_lag;
+    s.max_read_staleness_ms = 0;
+    s.suspect_leader_after_ms = 200;
+    s.snapshot_chunk_bytes = 64 * 1024;
+    s.seed = cfg.seed.wrapping_mul(31).wrapping_add(me.node.0 * 7 + me.incarnation.0);
+    s.bugs = cfg.bugs;
+    s.core_bugs = cfg.core_bugs;
+    s
+}
+
 struct World {
     cfg: SimConfig,
+    shape: Shape,
+    /// Membership requests posted in etcd (`P/pending/`), oldest first.
+    pending: Vec<PendingChange>,
+    /// The membership change proposed and not yet answered: (token, leader, since).
+    reconfig: Option<(u64, NodeId, u64)>,
     rng: ChaCha8Rng,
     now: u64,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
@@ -167,6 +197,8 @@ struct World {
     /// What each node was last told by the election, and when that hint arrives (hints arrive in order).
     hinted: BTreeMap<NodeId, (Option<NodeId>, u64)>,
     elected: Option<NodeId>,
+    /// The election's leader with the revision of its campaign (a re-election is news).
+    elected_rev: Option<(NodeId, u64)>,
     clients: Vec<Client>,
     /// Live tokens: token -> (client, node).
     tokens: BTreeMap<u64, (u64, NodeId)>,
@@ -191,23 +223,14 @@ pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
     let mut w = World::new(cfg);
     let r = w.run_all();
     w.stats.revocations = w.etcd.revocations;
-    r.map_err(|what| Failure {
-        seed: w.cfg.seed,
-        at: w.now,
-        what,
-    })?;
+    r.map_err(|what| Failure { seed: w.cfg.seed, at: w.now, what })?;
     Ok(w.stats)
 }
 
 impl World {
     fn new(cfg: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let members: Vec<Member> = (1..=cfg.replicas as u64)
-            .map(|n| Member {
-                node: NodeId(n),
-                incarnation: Incarnation(1),
-            })
-            .collect();
+        let members: Vec<Member> = (1..=cfg.replicas as u64).map(|n| Member { node: NodeId(n), incarnation: Incarnation(1) }).collect();
         let bootstrap = Configuration::bootstrap(members.iter().copied());
         let snapshot_every = rng.gen_range(5..=60);
         let max_retained = rng.gen_range(20..=200);
@@ -215,55 +238,25 @@ impl World {
         let max_read_lag = *[5u64, 50, 1_000].choose(&mut rng).unwrap();
         let mut nodes = BTreeMap::new();
         for m in &members {
-            let settings = NodeSettings {
-                me: *m,
-                start_number: 1,
-                bootstrap: Some(bootstrap.clone()),
-                heartbeat_ms: 20,
-                leader_lease_ms: 300,
-                batch_delay_ms: batch_delay,
-                snapshot_every,
-                max_retained_slots: max_retained,
-                store: StoreConfig::default(),
-                max_read_lag_slots: max_read_lag,
-                max_read_staleness_ms: 0,
-                suspect_leader_after_ms: 200,
-                snapshot_chunk_bytes: 64 * 1024,
-                seed: cfg.seed.wrapping_mul(31).wrapping_add(m.node.0),
-                bugs: cfg.bugs,
-                core_bugs: cfg.core_bugs,
-            };
-            let node = Node::new(settings, Time(0));
-            nodes.insert(
-                m.node,
-                SimNode {
-                    node,
-                    inc: m.incarnation,
-                    up: true,
-                    inbox: Vec::new(),
-                    encoded: BTreeMap::new(),
-                },
-            );
+            let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
+            let node = Node::new(node_settings(&cfg, &shape, *m, 1, Some(bootstrap.clone())), Time(0));
+            let sim_node =
+                SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() };
+            nodes.insert(m.node, sim_node);
         }
+        let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
         let net = if cfg.faults {
-            Net {
-                loss: rng.gen_range(0.0..0.08),
-                dup: rng.gen_range(0.0..0.04),
-                max_delay: rng.gen_range(2..30),
-                ..Net::default()
-            }
+            Net { loss: rng.gen_range(0.0..0.08), dup: rng.gen_range(0.0..0.04), max_delay: rng.gen_range(2..30), ..Net::default() }
         } else {
-            Net {
-                max_delay: 2,
-                ..Net::default()
-            }
+            Net { max_delay: 2, ..Net::default() }
         };
         let taggings = [Tagging::Session, Tagging::IdempotencyKey, Tagging::None];
-        let clients = (0..cfg.clients as u64)
-            .map(|c| Client::new(c, taggings[c as usize % 3]))
-            .collect();
+        let clients = (0..cfg.clients as u64).map(|c| Client::new(c, taggings[c as usize % 3])).collect();
         World {
             cfg,
+            shape,
+            pending: Vec::new(),
+            reconfig: None,
             rng,
             now: 0,
             queue: BinaryHeap::new(),
@@ -274,6 +267,7 @@ impl World {
             etcd: Etcd::new(600),
             hinted: BTreeMap::new(),
             elected: None,
+            elected_rev: None,
             clients,
             tokens: BTreeMap::new(),
             next_token: 0,
@@ -307,11 +301,7 @@ impl World {
         // Every client finishes what it is doing, then reads every key once.
         for c in &mut self.clients {
             c.finishing = true;
-            c.final_keys = REGISTERS
-                .iter()
-                .chain(COUNTERS)
-                .map(|k| k.to_string())
-                .collect();
+            c.final_keys = REGISTERS.iter().chain(COUNTERS).map(|k| k.to_string()).collect();
         }
         let deadline = self.now + SETTLE_MS;
         while !self.clients.iter().all(|c| c.done) {
@@ -320,20 +310,9 @@ impl World {
                     .clients
                     .iter()
                     .filter(|c| !c.done)
-                    .map(|c| {
-                        format!(
-                            "client {} ({:?})",
-                            c.id,
-                            c.in_flight
-                                .as_ref()
-                                .map(|f| (&f.op.kind, f.attempts, f.node))
-                        )
-                    })
+                    .map(|c| format!("client {} ({:?})", c.id, c.in_flight.as_ref().map(|f| (&f.op.kind, f.attempts, f.node))))
                     .collect();
-                return Err(format!(
-                    "liveness: {SETTLE_MS} ms after the network healed, clients still wait: {}",
-                    stuck.join(", ")
-                ));
+                return Err(format!("liveness: {SETTLE_MS} ms after the network healed, clients still wait: {}", stuck.join(", ")));
             }
             let step_end = self.now + 100;
             self.run_until(step_end)?;
@@ -347,13 +326,7 @@ impl World {
         let mut spins = 0u32;
         loop {
             let next_ev = self.queue.peek().map(|Reverse((t, _))| *t);
-            let next_timer = self
-                .nodes
-                .values()
-                .filter(|n| n.up)
-                .filter_map(|n| n.node.poll_timeout())
-                .map(|t| t.0)
-                .min();
+            let next_timer = self.nodes.values().filter(|n| n.up).filter_map(|n| n.node.poll_timeout()).map(|t| t.0).min();
             let next = match (next_ev, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => match a.or(b) {
@@ -404,14 +377,15 @@ impl World {
                 self.feed(to, Input::Peer(env))
             }
             Ev::Request { node, input } => self.feed(node, input),
-            Ev::Reply {
-                client,
-                token,
-                reply,
-            } => self.client_reply(client, token, reply),
+            Ev::Reply { client, token, reply } => self.client_reply(client, token, reply),
             Ev::ClientTurn(c) => self.client_turn(c),
             Ev::ClientTimeout { client, token } => self.client_timeout(client, token),
-            Ev::Hint { node, leader } => self.feed(node, Input::Hint(leader)),
+            Ev::Hint { node, leader } => {
+                if self.trace {
+                    eprintln!("{:>6} {node} hears the election name {leader:?}", self.now);
+                }
+                self.feed(node, Input::Hint(leader))
+            }
             Ev::Encoded { node, inc, meta } => {
                 if self.nodes[&node].inc != inc {
                     return Ok(());
@@ -437,6 +411,7 @@ impl World {
                 Err(None) => Ok(()),
             },
             Ev::Resume(id) => self.resume(id),
+            Ev::Restart(id) => self.restart(id),
             Ev::Heal(links) => {
                 for l in links {
                     self.net.cut.remove(&l);
@@ -451,14 +426,26 @@ impl World {
                 Ok(())
             }
             Ev::EtcdTick => {
-                let up: BTreeSet<NodeId> = self
+                // Every live process keeps its registration; acceptors that are neither removed
+                // nor leaving campaign (`membership::eligible`).
+                let up: BTreeMap<NodeId, (u64, bool)> = self
                     .nodes
                     .iter()
                     .filter(|(_, n)| n.up)
-                    .map(|(id, _)| *id)
+                    .map(|(id, n)| {
+                        let me = Member { node: *id, incarnation: n.inc };
+                        let removed = matches!(n.node.serving(), Err(NotServing::Removed(_)));
+                        (*id, (n.inc.0, eligible(me, n.node.config(), &self.pending, removed)))
+                    })
                     .collect();
-                let leader = self.etcd.tick(self.now, &up);
-                if leader != self.elected {
+                let head = self.etcd.tick(self.now, &up);
+                self.membership_step()?;
+                let leader = head.map(|(l, _)| l);
+                if head != self.elected_rev {
+                    self.elected_rev = head;
+                    if self.trace {
+                        eprintln!("{:>6} etcd elects {leader:?}", self.now);
+                    }
                     self.elected = leader;
                     self.stats.leader_changes += 1;
                     let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -495,6 +482,9 @@ impl World {
     /// Hand `input` to a replica (queued while it is paused), then run what it outputs.
     fn feed(&mut self, id: NodeId, input: Input) -> Result<(), String> {
         let n = self.nodes.get_mut(&id).unwrap();
+        if n.dead {
+            return Ok(());
+        }
         if !n.up {
             n.inbox.push(input);
             return Ok(());
@@ -505,7 +495,7 @@ impl World {
 
     fn resume(&mut self, id: NodeId) -> Result<(), String> {
         let n = self.nodes.get_mut(&id).unwrap();
-        if n.up {
+        if n.up || n.dead {
             return Ok(());
         }
         n.up = true;
@@ -528,48 +518,43 @@ impl World {
                 Output::ReadDone { token, result } => self.reply(token, Reply::Read(result)),
                 Output::EncodeSnapshot { meta, store } => {
                     let inc = self.nodes[&id].inc;
-                    self.nodes
-                        .get_mut(&id)
-                        .unwrap()
-                        .encoded
-                        .insert(meta.last_slot, (meta.clone(), *store));
+                    self.nodes.get_mut(&id).unwrap().encoded.insert(meta.last_slot, (meta.clone(), *store));
                     let at = self.now + self.rng.gen_range(1..50);
-                    self.schedule(
-                        at,
-                        Ev::Encoded {
-                            node: id,
-                            inc,
-                            meta,
-                        },
-                    );
+                    self.schedule(at, Ev::Encoded { node: id, inc, meta });
                 }
                 Output::SendSnapshot { to, from } => {
                     let (meta, store) = match from {
-                        crate::SnapshotSource::Encoded(meta) => {
-                            match self.nodes[&id].encoded.get(&meta.last_slot) {
-                                Some((m, s)) => (m.clone(), s.clone()),
-                                None => {
-                                    return Err(format!(
-                                        "{id} asked to send snapshot {meta:?} it never encoded"
-                                    ))
-                                }
-                            }
-                        }
+                        crate::SnapshotSource::Encoded(meta) => match self.nodes[&id].encoded.get(&meta.last_slot) {
+                            Some((m, s)) => (m.clone(), s.clone()),
+                            None => return Err(format!("{id} asked to send snapshot {meta:?} it never encoded")),
+                        },
                         crate::SnapshotSource::Store { meta, store } => (meta, *store),
                     };
                     if !self.net.is_cut(id, to) {
                         let at = self.now + self.rng.gen_range(5..200);
-                        self.schedule(
-                            at,
-                            Ev::Install {
-                                node: to,
-                                meta,
-                                store: Box::new(store),
-                            },
-                        );
+                        self.schedule(at, Ev::Install { node: to, meta, store: Box::new(store) });
                     }
                 }
-                Output::Resign => self.etcd.resign(id),
+                Output::Resign => {
+                    if self.trace {
+                        eprintln!("{:>6} {id} resigns", self.now);
+                    }
+                    self.etcd.resign(id)
+                }
+                Output::LeaderChanged { leader, ballot } if self.trace => {
+                    eprintln!("{:>6} {id}: core says leader {leader:?} at {ballot:?}", self.now);
+                }
+                Output::ReconfigureDone { token, result } => {
+                    if self.trace {
+                        eprintln!("{:>6} {id}: reconfigure {token} -> {result:?}", self.now);
+                    }
+                    if self.reconfig.is_some_and(|(t, _, _)| t == token) {
+                        self.reconfig = None;
+                        if result.is_ok() {
+                            self.stats.config_changes += 1;
+                        }
+                    }
+                }
                 Output::Suspect(s) => self.etcd.suspect(id, s.map(|s| (s.leader, s.acceptors))),
                 _ => {}
             }
@@ -592,11 +577,7 @@ impl World {
         if self.rng.gen_bool(self.net.loss) {
             return Ok(());
         }
-        let copies = if self.rng.gen_bool(self.net.dup) {
-            2
-        } else {
-            1
-        };
+        let copies = if self.rng.gen_bool(self.net.dup) { 2 } else { 1 };
         for _ in 0..copies {
             let d = self.rng.gen_range(1..=self.net.max_delay);
             self.schedule(self.now + d, Ev::Deliver(env.clone()));
@@ -615,26 +596,14 @@ impl World {
     fn reply(&mut self, token: u64, reply: Reply) {
         if let Some((client, _)) = self.tokens.get(&token).copied() {
             let at = self.now + self.rng.gen_range(1..4);
-            self.schedule(
-                at,
-                Ev::Reply {
-                    client,
-                    token,
-                    reply,
-                },
-            );
+            self.schedule(at, Ev::Reply { client, token, reply });
         }
     }
 
     // ---- clients ----
 
     fn pick_node(&mut self, avoid: Option<NodeId>) -> NodeId {
-        let ids: Vec<NodeId> = self
-            .nodes
-            .keys()
-            .copied()
-            .filter(|n| Some(*n) != avoid)
-            .collect();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().filter(|n| Some(*n) != avoid).collect();
         *ids.choose(&mut self.rng).unwrap()
     }
 
@@ -645,10 +614,7 @@ impl World {
         }
         let ask = if self.clients[ci].finishing {
             match self.clients[ci].final_keys.pop() {
-                Some(key) => Ask::Read {
-                    key,
-                    linearizable: true,
-                },
+                Some(key) => Ask::Read { key, linearizable: true },
                 None => {
                     self.clients[ci].done = true;
                     return Ok(());
@@ -662,24 +628,10 @@ impl World {
                 let (key, kind) = op_kind(op);
                 Op::new(c, key, kind, self.now, None, Outcome::Unknown)
             }
-            Ask::Read { key, .. } => Op::new(
-                c,
-                key.clone(),
-                OpKind::Read { result: None },
-                self.now,
-                None,
-                Outcome::Unknown,
-            ),
+            Ask::Read { key, .. } => Op::new(c, key.clone(), OpKind::Read { result: None }, self.now, None, Outcome::Unknown),
         };
         let node = self.pick_node(None);
-        self.clients[ci].in_flight = Some(InFlight {
-            op,
-            ask,
-            attempts: 0,
-            maybe_applied: false,
-            token: 0,
-            node,
-        });
+        self.clients[ci].in_flight = Some(InFlight { op, ask, attempts: 0, maybe_applied: false, token: 0, node });
         self.attempt(c, node, 0)
     }
 
@@ -687,30 +639,16 @@ impl World {
         let roll = self.rng.gen_range(0..100);
         let reg = REGISTERS[self.rng.gen_range(0..REGISTERS.len())].to_string();
         if roll < 25 {
-            return Ask::Read {
-                key: reg,
-                linearizable: true,
-            };
+            return Ask::Read { key: reg, linearizable: true };
         }
         if roll < 40 {
-            let key = if self.rng.gen_bool(0.7) {
-                reg
-            } else {
-                COUNTERS[self.rng.gen_range(0..COUNTERS.len())].to_string()
-            };
-            return Ask::Read {
-                key,
-                linearizable: false,
-            };
+            let key = if self.rng.gen_bool(0.7) { reg } else { COUNTERS[self.rng.gen_range(0..COUNTERS.len())].to_string() };
+            return Ask::Read { key, linearizable: false };
         }
         let session = self.clients[ci].tag(&mut self.next_idem);
         let op = if roll < 65 {
             let value = self.clients[ci].value();
-            WriteOp::Put {
-                key: reg.into_bytes(),
-                value: value.into_bytes(),
-                guard: None,
-            }
+            WriteOp::Put { key: reg.into_bytes(), value: value.into_bytes(), guard: None }
         } else if roll < 80 {
             let expected = self.clients[ci].last_value.get(&reg).cloned().flatten();
             let new = self.clients[ci].value();
@@ -721,11 +659,7 @@ impl World {
             }
         } else {
             let key = COUNTERS[self.rng.gen_range(0..COUNTERS.len())];
-            WriteOp::Incr {
-                key: key.as_bytes().to_vec(),
-                delta: self.rng.gen_range(1..=5),
-                initial: 0,
-            }
+            WriteOp::Incr { key: key.as_bytes().to_vec(), delta: self.rng.gen_range(1..=5), initial: 0 }
         };
         Ask::Write { session, op }
     }
@@ -747,39 +681,20 @@ impl World {
         }
         let seen = self.clients[ci].seen_index;
         let input = match &self.clients[ci].in_flight.as_ref().unwrap().ask {
-            Ask::Write { session, op } => Input::Write {
-                token,
-                session: *session,
-                op: op.clone(),
-                forward: true,
-            },
+            Ask::Write { session, op } => Input::Write { token, session: *session, op: op.clone(), forward: true },
             Ask::Read { key, linearizable } => {
                 let k = key.clone().into_bytes();
-                let consistency = if *linearizable {
-                    Consistency::Linearizable
-                } else {
-                    Consistency::Sequential { min_index: seen }
-                };
-                Input::Read {
-                    token,
-                    consistency,
-                    f: Box::new(move |s: &Store| ReadAnswer::Get(s.get(&k))),
-                }
+                let consistency = if *linearizable { Consistency::Linearizable } else { Consistency::Sequential { min_index: seen } };
+                Input::Read { token, consistency, f: Box::new(move |s: &Store| ReadAnswer::Get(s.get(&k))) }
             }
         };
         self.tokens.insert(token, (c, node));
         if self.trace {
-            eprintln!(
-                "{:>6} client {c} token {token} -> {node}: {input:?}",
-                self.now
-            );
+            eprintln!("{:>6} client {c} token {token} -> {node}: {input:?}", self.now);
         }
         let at = self.now + delay + self.rng.gen_range(1..4);
         self.schedule(at, Ev::Request { node, input });
-        self.schedule(
-            at + ATTEMPT_TIMEOUT_MS,
-            Ev::ClientTimeout { client: c, token },
-        );
+        self.schedule(at + ATTEMPT_TIMEOUT_MS, Ev::ClientTimeout { client: c, token });
         Ok(())
     }
 
@@ -798,23 +713,12 @@ impl World {
         let node = f.node;
         f.maybe_applied = true;
         self.tokens.remove(&token);
-        self.schedule(
-            self.now + 1,
-            Ev::Request {
-                node,
-                input: Input::Cancel(token),
-            },
-        );
+        self.schedule(self.now + 1, Ev::Request { node, input: Input::Cancel(token) });
         self.retry_or_give_up(c, Some(node), None)
     }
 
     /// After an attempt ended without a definite answer: retry if allowed, else settle.
-    fn retry_or_give_up(
-        &mut self,
-        c: u64,
-        avoid: Option<NodeId>,
-        to: Option<NodeId>,
-    ) -> Result<(), String> {
+    fn retry_or_give_up(&mut self, c: u64, avoid: Option<NodeId>, to: Option<NodeId>) -> Result<(), String> {
         let ci = c as usize;
         let f = self.clients[ci].in_flight.as_ref().unwrap();
         let retry_ok = !f.maybe_applied || Client::may_retry_unknown(&f.ask);
@@ -823,11 +727,7 @@ impl World {
                 Some(l) => l,
                 None => self.pick_node(avoid),
             };
-            let delay = if to.is_some() {
-                0
-            } else {
-                self.rng.gen_range(10..100)
-            };
+            let delay = if to.is_some() { 0 } else { self.rng.gen_range(10..100) };
             return self.attempt(c, node, delay);
         }
         let f = self.clients[ci].in_flight.take().unwrap();
@@ -875,6 +775,21 @@ impl World {
         }
         let node = f.node;
         let refused = match reply {
+            Reply::Write(Ok(done)) if matches!(done.output, Err(ref e) if !matches!(e, kvstore::WriteError::CasFailed { .. })) => {
+                // The state machine refused the request (for example `SessionExpired`: the
+                // session never had a request applied, so the store cannot tell; the client
+                // starts a new session). This attempt applied nothing and observed nothing: the
+                // request leaves no record unless an earlier attempt may have applied.
+                if self.trace {
+                    eprintln!("{:>6} client {c}: refused by the state machine: {:?}", self.now, done.output);
+                }
+                if matches!(done.output, Err(kvstore::WriteError::SessionExpired { .. })) {
+                    self.clients[ci].new_session();
+                }
+                let f = self.clients[ci].in_flight.as_mut().unwrap();
+                f.attempts = MAX_ATTEMPTS;
+                return self.retry_or_give_up(c, Some(node), None);
+            }
             Reply::Write(Ok(done)) => {
                 let mut f = self.clients[ci].in_flight.take().unwrap();
                 settle_write(&mut f.op, &done.output, self.now);
@@ -886,12 +801,7 @@ impl World {
                         client.last_value.insert(key, Some(value.clone()));
                     }
                     (_, Err(kvstore::WriteError::CasFailed { current })) => {
-                        client.last_value.insert(
-                            key,
-                            current
-                                .as_ref()
-                                .map(|v| String::from_utf8_lossy(&v.value).into_owned()),
-                        );
+                        client.last_value.insert(key, current.as_ref().map(|v| String::from_utf8_lossy(&v.value).into_owned()));
                     }
                     _ => {}
                 }
@@ -909,13 +819,7 @@ impl World {
                     ReadAnswer::Get(v) => v.map(|v| String::from_utf8_lossy(&v.value).into_owned()),
                     other => return Err(format!("a single-key read answered {other:?}")),
                 };
-                let linearizable = matches!(
-                    f.ask,
-                    Ask::Read {
-                        linearizable: true,
-                        ..
-                    }
-                );
+                let linearizable = matches!(f.ask, Ask::Read { linearizable: true, .. });
                 let client = &mut self.clients[ci];
                 client.seen_index = client.seen_index.max(done.index);
                 if REGISTERS.contains(&f.op.key.as_str()) {
@@ -947,9 +851,7 @@ impl World {
                 self.clients[ci].in_flight.as_mut().unwrap().maybe_applied = true;
                 self.retry_or_give_up(c, Some(node), None)
             }
-            Refused::TooLarge { .. } | Refused::Config(_) => {
-                Err(format!("client {c}: unexpected refusal {refused:?}"))
-            }
+            Refused::TooLarge { .. } | Refused::Config(_) => Err(format!("client {c}: unexpected refusal {refused:?}")),
             // Busy, lost, shutting down, removed: nothing was done; try elsewhere.
             _ => self.retry_or_give_up(c, Some(node), None),
         }
@@ -971,7 +873,23 @@ impl World {
             _ => victim,
         };
         match self.rng.gen_range(0..100) {
-            0..=19 => {
+            0..=7 => {
+                // kill -9: the state is gone; it comes back as a new incarnation and rejoins.
+                if self.may_crash(victim) {
+                    let n = self.nodes.get_mut(&victim).unwrap();
+                    n.up = false;
+                    n.dead = true;
+                    n.inbox.clear();
+                    n.encoded.clear();
+                    self.stats.crashes += 1;
+                    if self.trace {
+                        eprintln!("{:>6} {victim} crashes", self.now);
+                    }
+                    let at = self.now + self.rng.gen_range(200..4_000);
+                    self.schedule(at, Ev::Restart(victim));
+                }
+            }
+            8..=19 => {
                 // Pause (SIGSTOP), long enough for the lease to expire and a new leader to rise.
                 if self.nodes[&victim].up && ids.len() - self.up_count() < minority {
                     self.nodes.get_mut(&victim).unwrap().up = false;
@@ -1001,11 +919,7 @@ impl World {
             }
             40..=54 => {
                 let other = self.pick_node(Some(victim));
-                let link = if self.rng.gen_bool(0.5) {
-                    (victim, other)
-                } else {
-                    (other, victim)
-                };
+                let link = if self.rng.gen_bool(0.5) { (victim, other) } else { (other, victim) };
                 self.net.cut.insert(link);
                 self.stats.one_way_cuts += 1;
                 let at = self.now + self.rng.gen_range(500..5_000);
@@ -1015,19 +929,12 @@ impl World {
                 // Stall the streams from some followers into the victim (often the leader): their
                 // acknowledgements arrive late, all at once, in another term.
                 let k = self.rng.gen_range(1..=ids.len() / 2);
-                let mut others: Vec<NodeId> =
-                    ids.iter().copied().filter(|o| *o != victim).collect();
+                let mut others: Vec<NodeId> = ids.iter().copied().filter(|o| *o != victim).collect();
                 others.shuffle(&mut self.rng);
                 let until = self.now + self.rng.gen_range(500..5_000);
                 for o in others.into_iter().take(k) {
                     if self.net.start_hold(o, victim, until) {
-                        self.schedule(
-                            until,
-                            Ev::Release {
-                                from: o,
-                                to: victim,
-                            },
-                        );
+                        self.schedule(until, Ev::Release { from: o, to: victim });
                     }
                 }
                 self.stats.holds += 1;
@@ -1049,6 +956,91 @@ impl World {
         Ok(())
     }
 
+    /// A crash must leave a live quorum in every configuration some live replica still runs,
+    /// once every paused node resumes (or the cluster would stop for good, visibly: that is
+    /// `paxos::sim::majority_loss`'s subject, not this simulator's). So: no membership change
+    /// pending, and without the victim a quorum of the acceptors of each configuration the live
+    /// replicas have applied (a change one replica applied may be unknown to the others, who
+    /// still need a quorum of the configuration before it to learn of it).
+    fn may_crash(&self, victim: NodeId) -> bool {
+        if !self.pending.is_empty() || self.reconfig.is_some() || self.nodes[&victim].dead {
+            return false;
+        }
+        let alive = |m: &Member| m.node != victim && self.nodes.get(&m.node).is_some_and(|n| !n.dead && n.inc == m.incarnation);
+        self.nodes
+            .values()
+            .filter(|n| !n.dead)
+            .map(|n| n.node.config())
+            .all(|c| !c.acceptors.is_empty() && c.acceptors.iter().filter(|m| alive(m)).count() >= c.quorum())
+            && self.nodes.values().any(|n| !n.dead && !n.node.config().acceptors.is_empty())
+    }
+
+    fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        let (inc, start) = {
+            let n = &self.nodes[&id];
+            (Incarnation(n.inc.0 + 1), n.start + 1)
+        };
+        let me = Member { node: id, incarnation: inc };
+        let node = Node::new(node_settings(&self.cfg, &self.shape, me, start, None), Time(self.now));
+        self.nodes.insert(id, SimNode { node, inc, start, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() });
+        // The driver posts its join request before it registers.
+        self.pending.retain(|p| p.id() != id.0);
+        self.pending.push(PendingChange::Join { id: id.0, incarnation: inc.0 });
+        let leader = self.elected;
+        self.hint(id, leader, 0);
+        self.outputs(id)
+    }
+
+    /// The membership manager of the replica whose core leads (`driver/src/membership.rs`, with
+    /// the decisions of `crate::membership`): one step per tick.
+    fn membership_step(&mut self) -> Result<(), String> {
+        if let Some((_, leader, since)) = self.reconfig {
+            let gone = !self.nodes[&leader].up || !self.nodes[&leader].node.replica().is_leader();
+            if gone || self.now > since + 3_000 {
+                self.reconfig = None;
+            } else {
+                return Ok(());
+            }
+        }
+        let Some(leader) = self.nodes.iter().find(|(_, n)| n.up && n.node.replica().is_leader()).map(|(id, _)| *id) else {
+            return Ok(());
+        };
+        let registered: BTreeMap<NodeId, u64> = self.etcd.registered();
+        let epochs: BTreeMap<u64, EpochMark> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .map(|(id, n)| (id.0, EpochMark { incarnation: n.inc.0, epoch: n.node.config().epoch }))
+            .collect();
+        let n = &self.nodes[&leader];
+        let me = Member { node: leader, incarnation: n.inc };
+        let config = n.node.config().clone();
+        let step = next_step(me, &config, &self.pending, &registered, |m| n.node.replica().promotable(m).is_ok());
+        if self.trace && !self.pending.is_empty() {
+            let behind = barrier_behind(&config, &registered, &epochs);
+            eprintln!("{:>6} membership at {leader}: config {config:?} registered {registered:?} behind {behind:?} -> {step:?}", self.now);
+        }
+        match step {
+            Some(Step::Propose(change, _)) => {
+                if !barrier_behind(&config, &registered, &epochs).is_empty() {
+                    return Ok(());
+                }
+                if let paxos::ConfigChange::Promote(_) = change {
+                    self.stats.rejoined += 1;
+                }
+                self.next_token += 1;
+                let token = self.next_token;
+                self.reconfig = Some((token, leader, self.now));
+                self.feed(leader, Input::Reconfigure { token, change })
+            }
+            Some(Step::Complete(p, _)) => {
+                self.pending.retain(|q| *q != p);
+                Ok(())
+            }
+            Some(Step::HandOff) | None => Ok(()),
+        }
+    }
+
     fn cut_etcd(&mut self, id: NodeId, until: u64) {
         if self.etcd.cut.insert(id) {
             self.stats.etcd_cuts += 1;
@@ -1066,12 +1058,7 @@ impl World {
             }
             self.schedule(self.now, Ev::Release { from, to });
         }
-        let paused: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| !n.up)
-            .map(|(id, _)| *id)
-            .collect();
+        let paused: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| !n.up && !n.dead).map(|(id, _)| *id).collect();
         for id in paused {
             self.schedule(self.now, Ev::Resume(id));
         }
@@ -1089,17 +1076,12 @@ impl World {
     fn converge(&mut self) -> Result<(), String> {
         let deadline = self.now + 20_000;
         loop {
-            let states: BTreeSet<(u64, u64)> = self
-                .nodes
-                .values()
-                .map(|n| (n.node.store().last_applied(), n.node.store().state_hash().0))
-                .collect();
+            let states: BTreeSet<(u64, u64)> =
+                self.nodes.values().map(|n| (n.node.store().last_applied(), n.node.store().state_hash().0)).collect();
             let indexes: BTreeSet<u64> = states.iter().map(|(i, _)| *i).collect();
-            if indexes.len() == 1 {
+            if indexes.len() == 1 && self.pending.is_empty() {
                 if states.len() > 1 {
-                    return Err(format!(
-                        "replicas applied the same index with different states: {states:?}"
-                    ));
+                    return Err(format!("replicas applied the same index with different states: {states:?}"));
                 }
                 return Ok(());
             }
@@ -1107,11 +1089,18 @@ impl World {
                 let per: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|(id, n)| format!("{id}: {}", n.node.store().last_applied()))
+                    .map(|(id, n)| {
+                        let st = n.node.replica().status();
+                        if self.trace {
+                            eprintln!("{id}: {st:?}");
+                        }
+                        format!("{id}: {}", n.node.store().last_applied())
+                    })
                     .collect();
                 return Err(format!(
-                    "replicas did not converge 20 s after the clients finished: {}",
-                    per.join(", ")
+                    "replicas did not converge 20 s after the clients finished: {}; membership requests left: {:?}",
+                    per.join(", "),
+                    self.pending
                 ));
             }
             let step = self.now + 100;
@@ -1120,12 +1109,7 @@ impl World {
     }
 
     fn verdict(&mut self) -> Result<(), String> {
-        let opts = CheckOptions {
-            budget: Budget {
-                max_steps: 5_000_000,
-                timeout: None,
-            },
-        };
+        let opts = CheckOptions { budget: Budget { max_steps: 5_000_000, timeout: None } };
         let v = checker::check_with(&self.history, &opts);
         self.stats.ops_checked = v.ops_checked;
         match v.result {
