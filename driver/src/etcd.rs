@@ -50,7 +50,7 @@
 
 use crate::directory::{Directory, PeerInfo};
 use crate::metrics::Metrics;
-use crate::node::{ElectionCmd, Input};
+use crate::node::{ElectionCmd, Input, NodeHandle};
 use anyhow::{bail, Context as _};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, PutOptions, ResignOptions, Txn, TxnOp, WatchOptions,
@@ -278,21 +278,7 @@ pub async fn bootstrap(
     }
 }
 
-/// A follower's report that the leader it knows has been silent (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Suspicion {
-    /// The silent leader.
-    pub leader: NodeId,
-    /// The acceptors of the configuration this node runs (the leader among them).
-    pub acceptors: Vec<NodeId>,
-}
-
-impl Suspicion {
-    /// How many acceptors must suspect before the lease is revoked: a majority of all acceptors.
-    pub fn quorum(&self) -> usize {
-        self.acceptors.len() / 2 + 1
-    }
-}
+pub use ::node::Suspicion;
 
 /// Act on this node's suspicions until the channel closes: while one is raised, make sure the
 /// election still names the suspected node, record the suspicion under that node's election
@@ -351,13 +337,9 @@ async fn suspect_once(
         *recorded = Some((lease, key));
     }
     let all = client.kv_client().get(dir.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
-    let suspects: Vec<u64> = all
-        .kvs()
-        .iter()
-        .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok())
-        .filter(|id| s.acceptors.contains(&NodeId(*id)) && NodeId(*id) != s.leader)
-        .collect();
-    if suspects.len() >= s.quorum() {
+    let records = all.kvs().iter().filter_map(|kv| kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok()).map(NodeId);
+    let suspects = s.suspects(records);
+    if s.majority(&suspects) {
         client.lease_client().revoke(lease).await?;
         metrics.leader_leases_revoked.inc();
         warn!(leader = %s.leader, lease, suspects = ?suspects, "a majority of acceptors hears nothing from the leader: revoked its etcd lease");
@@ -375,7 +357,7 @@ pub struct EtcdTask {
     /// What this node publishes.
     pub info: PeerInfo,
     /// The node loop.
-    pub inputs: mpsc::Sender<Input>,
+    pub inputs: NodeHandle,
     /// Peer addresses, kept up to date from the watch.
     pub directory: Directory,
     /// `etcd_up` lives here.
@@ -554,7 +536,7 @@ async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: tokio::sync
 }
 
 /// Keep the directory equal to `P/nodes/`: a full read, then a watch from the next revision.
-async fn discover(mut client: Client, prefix: String, directory: Directory, inputs: mpsc::Sender<Input>) {
+async fn discover(mut client: Client, prefix: String, directory: Directory, inputs: NodeHandle) {
     let dir = format!("{prefix}/nodes/");
     loop {
         let resp = match client.get(dir.clone(), Some(GetOptions::new().with_prefix())).await {
@@ -612,7 +594,7 @@ async fn discover(mut client: Client, prefix: String, directory: Directory, inpu
 
 /// Tell the node who won the election whenever it changes (other nodes only: the winner hears
 /// it from its own campaign).
-async fn observe(client: Client, name: String, me: NodeId, inputs: mpsc::Sender<Input>) {
+async fn observe(client: Client, name: String, me: NodeId, inputs: NodeHandle) {
     loop {
         let mut ec = client.election_client();
         if let Ok(mut stream) = ec.observe(name.clone()).await {

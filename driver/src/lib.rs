@@ -1,11 +1,14 @@
 //! Synod's driver: everything that touches the outside world.
 //!
-//! The consensus core (`paxos`) and the state machine (`kvstore`) are pure; this crate runs them.
-//! One tokio task, the [`node`] loop, owns the core replica and the store. Every other task talks
-//! to it over channels:
+//! The consensus core (`paxos`), the state machine (`kvstore`) and the node layer around them
+//! (`node`: matching client requests to outcomes, the serving rule, snapshot cadence, suspicion,
+//! membership decisions) are pure; this crate runs them. One tokio task, the [`node`] loop, owns
+//! the `node::Node` and maps its inputs and outputs. Every other task talks to it over three
+//! channels (peer, client, control) through a [`node::NodeHandle`]:
 //!
-//! * [`peer`]: the gRPC service other replicas call (one long-lived stream per sender, request
-//!   forwarding, snapshot install) and one outbound stream task per peer behind a bounded queue;
+//! * [`peer`]: one outbound stream task per peer behind a bounded queue;
+//! * [`inbound`]: the gRPC service other replicas call (one long-lived stream per sender, request
+//!   forwarding, snapshot install);
 //! * [`rest`]: the hyper HTTP server for clients (`/v1/...`, `/metrics`, `/livez`, `/readyz`);
 //! * [`etcd`]: registration under a lease (the failure detector), discovery of peers by watching
 //!   the cluster prefix, the election that hints who should lead, and the bootstrap barrier;
@@ -20,6 +23,7 @@ pub mod codec;
 pub mod dev;
 pub mod directory;
 pub mod etcd;
+pub mod inbound;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -46,53 +46,18 @@
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::node::{ElectionCmd, Input, NodeStatus, Refused};
+use crate::node::{ElectionCmd, Input, NodeHandle, NodeStatus, Refused};
+use ::node::membership::{self as policy, After, FailurePolicy, Registered, Step, Verdict};
 use anyhow::Context as _;
 use etcd_client::{Client, GetOptions, LockOptions, SortOrder, SortTarget};
-use paxos::{ConfigChange, Configuration, Member, NodeId, RoleKind};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use paxos::{ConfigChange, Configuration, Member, RoleKind, Time};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-/// A membership request, as posted under `P/pending/<id>` (one per node id: a later request
-/// for the same id replaces an earlier one).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PendingChange {
-    /// Make this incarnation a learner, then an acceptor once caught up.
-    Join {
-        /// The node id.
-        id: u64,
-        /// The incarnation of the process that asked.
-        incarnation: u64,
-    },
-    /// Remove the node (any incarnation).
-    Leave {
-        /// The node id.
-        id: u64,
-    },
-}
-
-impl PendingChange {
-    /// The node the request is about.
-    pub fn id(&self) -> u64 {
-        match self {
-            PendingChange::Join { id, .. } | PendingChange::Leave { id } => *id,
-        }
-    }
-}
-
-/// "This incarnation is at (or was removed at) this epoch."
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochMark {
-    /// The incarnation.
-    pub incarnation: u64,
-    /// The configuration epoch.
-    pub epoch: u64,
-}
+pub use ::node::membership::{EpochMark, PendingChange};
 
 /// Reads and writes the membership keys; shared by the manager, the REST API and start-up.
 #[derive(Clone)]
@@ -190,14 +155,15 @@ pub struct ManagerSettings {
     pub tick: Duration,
 }
 
-/// The per-node membership task (see the module docs).
+/// The per-node membership task (see the module docs). It reads etcd and the node's status,
+/// asks [`::node::membership`] what to do, and does it.
 pub struct Manager {
     /// The etcd keys.
     pub membership: Membership,
     /// Settings.
     pub settings: ManagerSettings,
     /// The node loop.
-    pub inputs: mpsc::Sender<Input>,
+    pub inputs: NodeHandle,
     /// Who is registered (alive) in etcd.
     pub directory: Directory,
     /// Counters.
@@ -208,27 +174,13 @@ pub struct Manager {
     pub eligible: watch::Sender<bool>,
 }
 
-/// What one look at the pending requests decided.
-enum Step {
-    /// Propose this change; on success, then do `after`.
-    Propose(ConfigChange, After),
-    /// The request is complete: delete it (after writing a removal mark, for a leave).
-    Complete(PendingChange, Option<EpochMark>),
-    /// This leader is the one leaving: withdraw from the election.
-    HandOff,
-}
-
-/// Bookkeeping after a change took effect.
-enum After {
-    Nothing,
-    Evicted(u64, EpochMark),
-}
-
 impl Manager {
     /// Run until the node loop goes away.
     pub async fn run(self) {
         let mut reported: Option<EpochMark> = None;
-        let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
+        let me = self.settings.me;
+        let start = Instant::now();
+        let mut failures = self.settings.remove_failed_after.map(|d| FailurePolicy::new(me, d.as_millis() as u64));
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -239,7 +191,6 @@ impl Manager {
                 }
                 continue;
             };
-            let me = self.settings.me;
             // The barrier mark: the epoch this node runs, once it is a member at all.
             let mark = EpochMark { incarnation: me.incarnation.0, epoch: st.config.epoch };
             if st.config.members().any(|m| *m == me) && reported != Some(mark) {
@@ -255,23 +206,24 @@ impl Manager {
                     continue;
                 }
             };
-            let leaving = pending.iter().any(|p| matches!(p, PendingChange::Leave { id } if *id == me.node.0));
             // The leader's mark names the incarnation it removed: a later process with this id
             // (started again with --join) is not the one removed.
             let mark = self.membership.removed(me.node.0).await.ok().flatten().filter(|m| m.incarnation == me.incarnation.0);
-            let removed = mark.is_some();
             if let Some(m) = mark {
                 // It may have missed the slot that removed it (the leader stops talking to
-                // non-members): the mark tells it instead. The loop ignores a second notice.
+                // non-members): the mark tells it instead. The node ignores a second notice.
                 let _ = self.inputs.send(Input::Removed(crate::node::Removal { epoch: m.epoch, source: "etcd" })).await;
             }
-            let eligible = st.config.is_acceptor(&me) && !leaving && !removed;
+            let eligible = policy::eligible(me, &st.config, &pending, mark.is_some());
             self.eligible.send_if_modified(|e| std::mem::replace(e, eligible) != eligible);
             if st.core.role != RoleKind::Leader {
-                absent_since.clear();
+                if let Some(f) = failures.as_mut() {
+                    f.clear();
+                }
                 continue;
             }
-            if let Err(e) = self.lead(&st, &pending, &mut absent_since).await {
+            let now = Time(start.elapsed().as_millis() as u64);
+            if let Err(e) = self.lead(&st, &pending, failures.as_mut(), now).await {
                 debug!(error = %e, "membership step failed; retrying");
             }
         }
@@ -283,20 +235,15 @@ impl Manager {
         tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
     }
 
-    /// Whether the registration of exactly this incarnation is in etcd.
-    fn live(&self, m: &Member) -> bool {
-        self.directory.get(m.node).is_some_and(|i| i.incarnation == m.incarnation.0)
+    /// Who is registered now (node id to incarnation).
+    fn registered(&self) -> Registered {
+        self.directory.all().into_iter().map(|(n, i)| (n, i.incarnation)).collect()
     }
 
     /// The barrier: every live member of `config` runs it (has reported its epoch).
     async fn barrier_passed(&self, config: &Configuration) -> anyhow::Result<bool> {
         let epochs = self.membership.epochs().await?;
-        let behind: Vec<NodeId> = config
-            .members()
-            .filter(|m| self.live(m))
-            .filter(|m| !epochs.get(&m.node.0).is_some_and(|e| e.incarnation == m.incarnation.0 && e.epoch >= config.epoch))
-            .map(|m| m.node)
-            .collect();
+        let behind = policy::barrier_behind(config, &self.registered(), &epochs);
         if !behind.is_empty() {
             debug!(epoch = config.epoch, ?behind, "barrier: waiting for members to run the configuration");
         }
@@ -304,51 +251,24 @@ impl Manager {
     }
 
     /// One leader step: the first pending request that can move, else the failure policy.
-    async fn lead(&self, st: &NodeStatus, pending: &[PendingChange], absent_since: &mut HashMap<NodeId, Instant>) -> anyhow::Result<()> {
+    async fn lead(&self, st: &NodeStatus, pending: &[PendingChange], failures: Option<&mut FailurePolicy>, now: Time) -> anyhow::Result<()> {
         let config = &st.config;
-        let me = self.settings.me;
-        let mut step = None;
-        for p in pending {
-            step = match *p {
-                PendingChange::Leave { id } if id == me.node.0 => Some(Step::HandOff),
-                PendingChange::Leave { id } => match config.member(NodeId(id)) {
-                    Some(_) => Some(Step::Propose(ConfigChange::Remove(NodeId(id)), After::Nothing)),
-                    // Removed: once every remaining member runs the configuration without it,
-                    // tell the leaving node (it may now drop out of discovery).
-                    None => Some(Step::Complete(p.clone(), Some(EpochMark { incarnation: self.removed_incarnation(id), epoch: config.epoch }))),
-                },
-                PendingChange::Join { id, incarnation } => {
-                    let m = Member { node: NodeId(id), incarnation: paxos::Incarnation(incarnation) };
-                    match self.directory.get(m.node) {
-                        // Superseded by a newer process (it posts its own request): drop it.
-                        Some(info) if info.incarnation > incarnation => Some(Step::Complete(p.clone(), None)),
-                        // Still the registration of an older process: a restarted process posts
-                        // its join before it registers, and the crashed one's registration
-                        // lasts until its lease expires (up to a TTL). Wait for the new one;
-                        // dropping the request here would leave the restart out for good.
-                        Some(info) if info.incarnation < incarnation => {
-                            debug!(node = id, registered = info.incarnation, incarnation, "join: waiting for this incarnation to register");
-                            None
-                        }
-                        // Not registered (yet, or any more): nothing to do now.
-                        None => None,
-                        Some(_) if config.is_acceptor(&m) => Some(Step::Complete(p.clone(), None)),
-                        Some(_) if config.learners.contains(&m) => {
-                            // The core's catch-up rule (it checks it again on propose); the barrier
-                            // checks that it runs the configuration that added it (it installed a snapshot).
-                            let caught_up = st.core.promotable(m).is_ok();
-                            caught_up.then_some(Step::Propose(ConfigChange::Promote(m), After::Nothing))
-                        }
-                        Some(_) => Some(Step::Propose(ConfigChange::AddLearner(m), After::Nothing)),
-                    }
-                }
-            };
-            if step.is_some() {
-                break;
-            }
-        }
+        let registered = self.registered();
+        let mut step = policy::next_step(self.settings.me, config, pending, &registered, |m| st.core.promotable(m).is_ok());
         if step.is_none() {
-            step = self.failure_policy(config, pending, absent_since).await?;
+            if let Some(f) = failures {
+                let evicted = self.membership.evicted().await?;
+                match f.decide(now, config, &registered, pending, &evicted) {
+                    Some(Verdict::Remove(m)) => {
+                        warn!(node = %m.node, after = ?self.settings.remove_failed_after, "acceptor failed (no etcd lease); removing it");
+                        step = Some(Step::Propose(ConfigChange::Remove(m.node), After::Evicted(m.node.0, m.incarnation.0)));
+                    }
+                    Some(Verdict::Kept { member, left, configured }) => {
+                        warn!(node = %member.node, left, configured, "failed acceptor kept: removing it would go below a majority of the configured set (an operator may remove it)");
+                    }
+                    None => {}
+                }
+            }
         }
         let Some(step) = step else { return Ok(()) };
         match step {
@@ -378,52 +298,12 @@ impl Manager {
                 let next = self.propose_locked(change).await?;
                 self.metrics.membership_changes.inc();
                 info!(?change, epoch = next.epoch, "membership change took effect");
-                if let After::Evicted(id, mark) = after {
-                    self.membership.put_mark("evicted", id, EpochMark { epoch: next.epoch, ..mark }).await?;
+                if let After::Evicted(id, incarnation) = after {
+                    self.membership.put_mark("evicted", id, EpochMark { incarnation, epoch: next.epoch }).await?;
                 }
             }
         }
         Ok(())
-    }
-
-    fn removed_incarnation(&self, id: u64) -> u64 {
-        // The removed member's incarnation is whatever is registered (a leaving node is still
-        // alive); a dead one cannot read the mark anyway.
-        self.directory.get(NodeId(id)).map_or(0, |i| i.incarnation)
-    }
-
-    /// The failure policy (see the module docs).
-    async fn failure_policy(
-        &self,
-        config: &Configuration,
-        pending: &[PendingChange],
-        absent_since: &mut HashMap<NodeId, Instant>,
-    ) -> anyhow::Result<Option<Step>> {
-        let Some(after) = self.settings.remove_failed_after else { return Ok(None) };
-        let now = Instant::now();
-        absent_since.retain(|n, _| config.contains_node(*n));
-        let mut candidate = None;
-        for m in &config.acceptors {
-            if *m == self.settings.me || self.live(m) {
-                absent_since.remove(&m.node);
-                continue;
-            }
-            let since = *absent_since.entry(m.node).or_insert(now);
-            let joining = pending.iter().any(|p| p.id() == m.node.0);
-            if candidate.is_none() && !joining && now.duration_since(since) >= after {
-                candidate = Some(*m);
-            }
-        }
-        let Some(m) = candidate else { return Ok(None) };
-        let evicted = self.membership.evicted().await?;
-        let configured = config.acceptors.len() + evicted.keys().filter(|id| !config.contains_node(NodeId(**id))).count();
-        let left = config.acceptors.len() - 1;
-        if left < configured / 2 + 1 {
-            warn!(node = %m.node, left, configured, "failed acceptor kept: removing it would go below a majority of the configured set (an operator may remove it)");
-            return Ok(None);
-        }
-        warn!(node = %m.node, after = ?after, "acceptor failed (no etcd lease); removing it");
-        Ok(Some(Step::Propose(ConfigChange::Remove(m.node), After::Evicted(m.node.0, EpochMark { incarnation: m.incarnation.0, epoch: 0 }))))
     }
 
     /// Take the etcd lock, propose `change`, wait for it to take effect, release the lock.

@@ -5,7 +5,7 @@
 //! rendered as Prometheus summaries (quantiles, sum, count). The core's own view (role, ballot,
 //! commit and applied slots, its counters) is read from a [`NodeStatus`] at scrape time.
 
-use crate::node::NodeStatus;
+use ::node::NodeStatus;
 use hdrhistogram::Histogram;
 use paxos::{Ballot, NodeId, RoleKind};
 use std::collections::BTreeMap;
@@ -22,6 +22,10 @@ impl Counter {
     /// Add one.
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Add `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
     /// The current value.
     pub fn get(&self) -> u64 {

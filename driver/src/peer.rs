@@ -1,21 +1,14 @@
-//! gRPC between replicas: the `Peer` service other replicas call, and one outbound stream per peer.
+//! gRPC between replicas, outbound: one long-lived stream per peer (the inbound side, the `Peer`
+//! service, is in `inbound.rs`).
 //!
 //! **Outbound.** The node loop never waits for a peer. Each peer has a [`PeerSender`]: a bounded
 //! queue and a task that keeps one long-lived client-streaming `Stream` call open and feeds the
 //! queue into it. When the queue is full the loop drops the message and counts it; when the peer
 //! is unreachable the task drops what is queued, backs off, and reconnects. Dropping is safe:
 //! the core tolerates loss and resends what matters (phase 1/2 retries, heartbeats, fetches).
-//!
-//! **Inbound.** [`PeerService`] decodes every envelope of an incoming stream and hands it to the
-//! node loop; a message that does not decode is dropped and counted, never a panic. `Forward`
-//! runs a relayed client request through the same REST dispatcher a direct request would use, so
-//! the answer is byte-for-byte what the leader would have said. `InstallSnapshot` is in
-//! [`crate::snapshot`].
+
 
 use crate::metrics::Metrics;
-use crate::node::Input;
-use crate::rest::{self, Ctx};
-use bytes::Bytes;
 use paxos::NodeId;
 use proto::pb;
 use proto::pb::peer_client::PeerClient;
@@ -25,8 +18,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
-use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
+
+/// Largest gRPC message (forwarded requests and replies, snapshot chunks).
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE: usize = 4096;
@@ -143,69 +138,5 @@ async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::En
             }
         }
         tokio::time::sleep(backoff).await;
-    }
-}
-
-/// The `Peer` gRPC service of one replica.
-#[derive(Clone)]
-pub struct PeerService {
-    me: NodeId,
-    inputs: mpsc::Sender<Input>,
-    metrics: Arc<Metrics>,
-    rest: Arc<Ctx>,
-}
-
-impl PeerService {
-    /// A service that feeds `inputs` and serves forwarded requests with `rest`.
-    pub fn new(me: NodeId, inputs: mpsc::Sender<Input>, metrics: Arc<Metrics>, rest: Arc<Ctx>) -> Self {
-        PeerService { me, inputs, metrics, rest }
-    }
-}
-
-#[tonic::async_trait]
-impl pb::peer_server::Peer for PeerService {
-    async fn stream(&self, request: Request<Streaming<pb::Envelope>>) -> Result<Response<pb::StreamAck>, Status> {
-        let mut stream = request.into_inner();
-        let (mut received, mut dropped) = (0u64, 0u64);
-        while let Ok(Some(m)) = stream.message().await {
-            received += 1;
-            match proto::decode_envelope(m) {
-                Ok(env) if env.to == self.me => {
-                    if self.inputs.send(Input::Peer(env)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) | Err(_) => {
-                    dropped += 1;
-                    self.metrics.peer_decode_errors.inc();
-                }
-            }
-        }
-        Ok(Response::new(pb::StreamAck { received, dropped }))
-    }
-
-    async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardReply>, Status> {
-        let f = request.into_inner();
-        let mut builder = hyper::Request::builder().method(f.method.as_str()).uri(f.path_and_query.as_str());
-        for h in &f.headers {
-            builder = builder.header(h.name.as_str(), h.value.as_slice());
-        }
-        let req = builder.body(Bytes::from(f.body)).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let resp = rest::dispatch(self.rest.clone(), req, f.hops).await;
-        let (parts, body) = resp.into_parts();
-        let headers = parts
-            .headers
-            .iter()
-            .map(|(k, v)| pb::Header { name: k.as_str().to_string(), value: v.as_bytes().to_vec() })
-            .collect();
-        Ok(Response::new(pb::ForwardReply { status: u32::from(parts.status.as_u16()), headers, body: body.to_vec() }))
-    }
-
-    async fn install_snapshot(
-        &self,
-        request: Request<Streaming<pb::SnapshotChunk>>,
-    ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let ack = crate::snapshot::receive(request.into_inner(), &self.inputs).await;
-        Ok(Response::new(ack))
     }
 }

@@ -12,8 +12,8 @@ use crate::directory::{Directory, PeerInfo};
 use crate::etcd::{self, EtcdSettings, EtcdTask};
 use crate::membership::{self, Manager, ManagerSettings, Membership, PendingChange};
 use crate::metrics::Metrics;
-use crate::node::{Input, Node, NodeSettings};
-use crate::peer::PeerService;
+use crate::inbound::PeerService;
+use crate::node::{Input, NodeHandle, NodeLoop, NodeSettings, Wiring};
 use crate::rest::problem::Problem;
 use crate::rest::{self, Ctx};
 use anyhow::Context as _;
@@ -42,8 +42,7 @@ pub const PEER_WINDOW: u32 = 256 * 1024;
 /// How long a removed replica keeps answering 410 before it exits (at least).
 pub const REMOVED_GRACE: Duration = Duration::from_secs(2);
 
-/// Largest gRPC message (forwarded requests and replies, snapshot chunks).
-pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+pub use crate::peer::MAX_GRPC_MESSAGE;
 
 /// Flags of `synod node` (each also read from a `SYNOD_*` environment variable).
 #[derive(clap::Args, Debug, Clone)]
@@ -187,18 +186,19 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         max_read_lag_slots: args.max_read_lag_slots,
         max_read_staleness_ms: args.max_read_staleness_ms,
         suspect_leader_after_ms: args.suspect_leader_after_ms,
+        snapshot_chunk_bytes: crate::snapshot::CHUNK_BYTES,
     };
     let directory = Directory::new();
     let metrics = Arc::new(Metrics::default());
-    let (inputs, inputs_rx) = mpsc::channel::<Input>(65_536);
+    let (inputs, inbox) = NodeHandle::channels();
     let (election_tx, election_rx) = mpsc::unbounded_channel();
     let (removal_tx, mut removal_rx) = watch::channel(None);
-    let mut node = Node::new(&settings, directory.clone(), metrics.clone(), election_tx.clone(), inputs.clone(), removal_tx);
     let (suspicion_tx, suspicion_rx) = watch::channel(None);
-    node.set_suspicion(suspicion_tx);
+    let wiring = Wiring { directory: directory.clone(), metrics: metrics.clone(), election: election_tx.clone(), removal: removal_tx, suspicion: suspicion_tx };
+    let node = NodeLoop::new(settings.clone(), inputs.clone(), wiring);
     let recheck = Duration::from_millis((args.suspect_leader_after_ms / 4).clamp(20, 100));
     let suspect_task = tokio::spawn(etcd::suspect(client.clone(), args.prefix.clone(), me.node, suspicion_rx, metrics.clone(), recheck));
-    let node_task = tokio::spawn(node.run(inputs_rx));
+    let node_task = tokio::spawn(node.run(inbox));
 
     let mut ctx = Ctx::new(me.node, inputs.clone(), directory.clone(), metrics.clone(), store.limits);
     ctx.write_timeout = Duration::from_millis(args.write_timeout_ms);

@@ -7,17 +7,15 @@
 //! task streams those bytes (or encodes a fresh clone first, off the loop) over `InstallSnapshot`,
 //! one chunk at a time; the first chunk carries the metadata. Nothing here costs the node loop
 //! more than O(1) per snapshot. The receiver decodes as chunks arrive (the decoder verifies order,
-//! counts and the hash), and only a complete, valid stream reaches the node loop, which replaces
-//! its store and reports `Event::SnapshotInstalled`.
+//! counts and the hash; `inbound.rs`), and only a complete, valid stream reaches the node
+//! loop, which replaces its store and reports `Event::SnapshotInstalled`.
 
 use crate::metrics::Metrics;
-use crate::node::Input;
-use kvstore::{SnapshotDecoder, Store};
+use kvstore::Store;
 use paxos::{Member, NodeId};
 use proto::pb;
 use proto::pb::peer_client::PeerClient;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Bytes per `SnapshotChunk` on the wire.
@@ -116,51 +114,4 @@ pub fn spawn_send(me: Member, to: NodeId, addr: String, source: Source, metrics:
             }
         }
     })
-}
-
-/// Receive a snapshot stream, decode it, and hand the store to the node loop.
-pub async fn receive(mut stream: tonic::Streaming<pb::SnapshotChunk>, inputs: &mpsc::Sender<Input>) -> pb::SnapshotAck {
-    let fail = |error: String| pb::SnapshotAck { installed: false, last_slot: 0, error };
-    let mut decoder = SnapshotDecoder::new();
-    let mut meta = None;
-    let mut expect = 0u64;
-    let mut done = false;
-    loop {
-        let chunk = match stream.message().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return fail(format!("stream broke: {e}")),
-        };
-        if chunk.offset != expect {
-            return fail(format!("expected offset {expect}, got {}", chunk.offset));
-        }
-        if chunk.offset == 0 {
-            match chunk.meta.map(proto::decode_snapshot_meta) {
-                Some(Ok(m)) => meta = Some(m),
-                Some(Err(e)) => return fail(format!("bad metadata: {e}")),
-                None => return fail("first chunk lacks metadata".into()),
-            }
-        }
-        expect += chunk.data.len() as u64;
-        if let Err(e) = decoder.push(&chunk.data) {
-            return fail(format!("bad snapshot: {e}"));
-        }
-        if chunk.done {
-            done = true;
-            break;
-        }
-    }
-    let Some(meta) = meta else { return fail("empty stream".into()) };
-    if !done {
-        return fail("stream ended before the last chunk".into());
-    }
-    let store = match decoder.finish() {
-        Ok(s) => s,
-        Err(e) => return fail(format!("bad snapshot: {e}")),
-    };
-    let last_slot = meta.last_slot.0;
-    if inputs.send(Input::InstallSnapshot { meta, store: Box::new(store) }).await.is_err() {
-        return fail("node is shutting down".into());
-    }
-    pb::SnapshotAck { installed: true, last_slot, error: String::new() }
 }

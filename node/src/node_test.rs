@@ -1,0 +1,457 @@
+//! The node layer's story, told by its outputs. A small in-memory network (`Net`) routes the
+//! `Send` outputs between nodes at a virtual time and records everything else as [`Seen`], so each
+//! test asserts the exact answers, serving changes and suspicions a node emits, in order.
+
+use crate::*;
+use kvstore::{ClientId, Output as StoreOutput, SessionRef, Versioned, WriteOp, WriteOutcome, WriteResult};
+use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, Slot, SnapshotMeta, Time};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// A non-`Send` output, reduced to what a test compares.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Write(Token, Result<WriteDone, Refused>),
+    Read(Token, Result<ReadDone, Refused>),
+    Reconfigured(Token, Result<u64, Refused>),
+    Encode(Slot),
+    SendSnapshot(NodeId, Slot),
+    Resign,
+    Suspect(Option<Suspicion>),
+    Leader(Option<NodeId>),
+    Config(u64),
+    Removed(Removal),
+    Serving(bool),
+}
+
+fn member(id: u64) -> Member {
+    Member { node: NodeId(id), incarnation: Incarnation(1) }
+}
+
+fn put(key: &str, value: &str) -> WriteOp {
+    WriteOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), guard: None }
+}
+
+fn get(key: &str) -> ReadFn {
+    let key = key.as_bytes().to_vec();
+    Box::new(move |s: &kvstore::Store| ReadAnswer::Get(s.get(&key)))
+}
+
+fn put_done(index: u64, previous_version: Option<u64>) -> Result<WriteDone, Refused> {
+    Ok(WriteDone { output: Ok(WriteResult { index, outcome: WriteOutcome::Put { previous_version } }), index })
+}
+
+fn value(v: &str, version: u64) -> ReadAnswer {
+    ReadAnswer::Get(Some(Versioned { value: v.as_bytes().to_vec(), version }))
+}
+
+/// Nodes `1..=n` founding one configuration, a FIFO network and a virtual clock.
+struct Net {
+    nodes: BTreeMap<NodeId, Node>,
+    now: Time,
+    wire: VecDeque<Envelope>,
+    /// Nodes cut off: messages to or from them are dropped.
+    cut: BTreeSet<NodeId>,
+    seen: BTreeMap<NodeId, Vec<Seen>>,
+}
+
+impl Net {
+    fn new(n: u64, tune: impl Fn(&mut NodeSettings)) -> Net {
+        let config = Configuration::bootstrap((1..=n).map(member));
+        let mut net = Net { nodes: BTreeMap::new(), now: Time(0), wire: VecDeque::new(), cut: BTreeSet::new(), seen: BTreeMap::new() };
+        for id in 1..=n {
+            let mut settings = NodeSettings::new(member(id), 1, Some(config.clone()));
+            tune(&mut settings);
+            net.nodes.insert(NodeId(id), Node::new(settings, Time(0)));
+            net.collect(NodeId(id));
+        }
+        net
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[&NodeId(id)]
+    }
+
+    fn input(&mut self, id: u64, input: Input) {
+        let now = self.now;
+        self.nodes.get_mut(&NodeId(id)).expect("a node of this net").handle(now, input);
+        self.collect(NodeId(id));
+    }
+
+    fn collect(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("a node of this net");
+        let seen = self.seen.entry(id).or_default();
+        while let Some(out) = node.poll_output() {
+            seen.push(match out {
+                Output::Send(env) => {
+                    self.wire.push_back(env);
+                    continue;
+                }
+                Output::WriteDone { token, result } => Seen::Write(token, result),
+                Output::ReadDone { token, result } => Seen::Read(token, result),
+                Output::ReconfigureDone { token, result } => Seen::Reconfigured(token, result.map(|c| c.epoch)),
+                Output::EncodeSnapshot { meta, .. } => Seen::Encode(meta.last_slot),
+                Output::SendSnapshot { to, from: SnapshotSource::Encoded(meta) | SnapshotSource::Store { meta, .. } } => {
+                    Seen::SendSnapshot(to, meta.last_slot)
+                }
+                Output::Resign => Seen::Resign,
+                Output::Suspect(s) => Seen::Suspect(s),
+                Output::LeaderChanged { leader, .. } => Seen::Leader(leader),
+                Output::ConfigChanged(c) => Seen::Config(c.epoch),
+                Output::Removed(r) => Seen::Removed(r),
+                Output::ServingChanged(s) => Seen::Serving(s),
+            });
+        }
+    }
+
+    /// Deliver every message on the wire (and those they cause) at the current time.
+    fn stabilize(&mut self) {
+        for _ in 0..100_000 {
+            let Some(env) = self.wire.pop_front() else { return };
+            if self.cut.contains(&env.to) || self.cut.contains(&env.from.node) {
+                continue;
+            }
+            let to = env.to;
+            self.input(to.0, Input::Peer(env));
+        }
+        panic!("the network did not settle");
+    }
+
+    /// Let `ms` of virtual time pass: fire every node's timeouts as they fall due, delivering
+    /// the messages they cause at once.
+    fn advance(&mut self, ms: u64) {
+        let until = Time(self.now.0 + ms);
+        for _ in 0..100_000 {
+            let due = self.nodes.values().filter_map(Node::poll_timeout).min();
+            match due {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+                    for id in ids {
+                        self.nodes.get_mut(&id).expect("listed").handle_timeout(now);
+                        self.collect(id);
+                    }
+                    self.stabilize();
+                }
+                _ => {
+                    self.now = until;
+                    return;
+                }
+            }
+        }
+        panic!("timeouts kept falling due");
+    }
+
+    /// Node `id`'s status now (as the driver asks for it: after bringing the node's clock to now).
+    fn status(&mut self, id: u64) -> NodeStatus {
+        let now = self.now;
+        self.nodes.get_mut(&NodeId(id)).expect("a node of this net").handle_timeout(now);
+        self.collect(NodeId(id));
+        self.node(id).status()
+    }
+
+    /// What node `id` emitted since the last call.
+    fn take(&mut self, id: u64) -> Vec<Seen> {
+        std::mem::take(self.seen.entry(NodeId(id)).or_default())
+    }
+
+    /// Elect `leader`: every node hears the election's hint.
+    fn elect(&mut self, leader: u64) {
+        let ids: Vec<u64> = self.nodes.keys().map(|n| n.0).collect();
+        for id in ids {
+            self.input(id, Input::Hint(Some(NodeId(leader))));
+        }
+        self.stabilize();
+    }
+}
+
+#[test]
+fn a_write_on_a_one_node_cluster_is_proposed_applied_and_answered_with_its_index() {
+    // A founding member starts without a leader: it does not serve reads yet.
+    let mut net = Net::new(1, |_| {});
+    assert_eq!(net.take(1), vec![Seen::Serving(false)]);
+
+    // The election names it: phase 1 against itself, and it leads. Its own commit point is the
+    // catch-up target, already reached, so it serves.
+    net.elect(1);
+    assert_eq!(net.take(1), vec![Seen::Leader(Some(NodeId(1))), Seen::Serving(true)]);
+
+    // A write is proposed, chosen by the quorum of one, applied, and answered with the store
+    // index it applied at (the first command: index 1).
+    net.input(1, Input::Write { token: 7, session: None, op: put("a", "1"), forward: true });
+    net.stabilize();
+    assert_eq!(net.take(1), vec![Seen::Write(7, put_done(1, None))]);
+    assert_eq!(net.node(1).store().get(b"a"), Some(Versioned { value: b"1".to_vec(), version: 1 }));
+    assert_eq!(net.node(1).counters().proposals, 1);
+    assert_eq!(net.node(1).counters().applied_commands, 1);
+}
+
+#[test]
+fn a_sequential_read_with_min_index_waits_for_the_index_and_is_released() {
+    let mut net = Net::new(1, |_| {});
+    net.elect(1);
+    net.input(1, Input::Write { token: 1, session: None, op: put("a", "1"), forward: true });
+    net.stabilize();
+    net.take(1);
+
+    // The client saw index 2 elsewhere; this replica has applied only 1: the read waits.
+    net.input(1, Input::Read { token: 2, consistency: Consistency::Sequential { min_index: 2 }, f: get("a") });
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.node(1).status().pending_reads, 1);
+
+    // The second write applies index 2: its answer, then the read, which reflects it.
+    net.input(1, Input::Write { token: 3, session: None, op: put("a", "2"), forward: true });
+    net.stabilize();
+    let read = ReadDone { answer: value("2", 2), index: 2, lag_slots: 0, last_contact_ms: Some(0) };
+    assert_eq!(net.take(1), vec![Seen::Write(3, put_done(2, Some(1))), Seen::Read(2, Ok(read))]);
+    assert_eq!(net.node(1).status().pending_reads, 0);
+
+    // A read whose index is already applied is answered at once.
+    net.input(1, Input::Read { token: 4, consistency: Consistency::Sequential { min_index: 1 }, f: get("a") });
+    let read = ReadDone { answer: value("2", 2), index: 2, lag_slots: 0, last_contact_ms: Some(0) };
+    assert_eq!(net.take(1), vec![Seen::Read(4, Ok(read))]);
+}
+
+#[test]
+fn a_linearizable_read_on_a_follower_waits_for_the_read_index() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+
+    // Follower 2 is cut off while a write is chosen by 1 and 3.
+    net.cut.insert(NodeId(2));
+    net.input(1, Input::Write { token: 1, session: None, op: put("k", "v"), forward: true });
+    net.stabilize();
+    assert_eq!(net.take(1), vec![Seen::Write(1, put_done(1, None))]);
+    assert_eq!(net.node(2).store().get(b"k"), None);
+
+    // Healed, follower 2 is asked a linearizable read before it learned the write. The leader
+    // confirms its ballot with a quorum and returns its commit point (read index); the follower
+    // answers only once it applied that index, so the read sees the write (read-index reads,
+    // Ongaro's thesis 6.4).
+    net.cut.clear();
+    net.input(2, Input::Read { token: 9, consistency: Consistency::Linearizable, f: get("k") });
+    assert_eq!(net.take(2), vec![], "nothing to answer before the leader confirms");
+    net.stabilize();
+    net.advance(200);
+    let seen = net.take(2);
+    let read = ReadDone { answer: value("v", 1), index: 1, lag_slots: 0, last_contact_ms: Some(0) };
+    assert_eq!(seen, vec![Seen::Read(9, Ok(read))]);
+    assert_eq!(net.node(2).applied_slot(), net.node(1).applied_slot());
+}
+
+#[test]
+fn a_removed_node_refuses_everything_with_removed() {
+    let mut net = Net::new(1, |_| {});
+    net.elect(1);
+    net.take(1);
+    // A read waits for an index that will never come here.
+    net.input(1, Input::Read { token: 1, consistency: Consistency::Sequential { min_index: 5 }, f: get("a") });
+    assert_eq!(net.take(1), vec![]);
+
+    // The leader's removal mark arrives (the node missed the slot that removed it): the waiting
+    // read is refused, serving stops, and every later request is refused with `Removed` (410).
+    let r = Removal { epoch: 4, source: "etcd" };
+    net.input(1, Input::Removed(r));
+    assert_eq!(net.take(1), vec![Seen::Removed(r), Seen::Read(1, Err(Refused::Removed(r))), Seen::Serving(false)]);
+    net.input(1, Input::Write { token: 2, session: None, op: put("a", "1"), forward: true });
+    net.input(1, Input::Read { token: 3, consistency: Consistency::Linearizable, f: get("a") });
+    net.input(1, Input::Read { token: 4, consistency: Consistency::Sequential { min_index: 0 }, f: get("a") });
+    assert_eq!(
+        net.take(1),
+        vec![Seen::Write(2, Err(Refused::Removed(r))), Seen::Read(3, Err(Refused::Removed(r))), Seen::Read(4, Err(Refused::Removed(r)))]
+    );
+    // A second notice changes nothing.
+    net.input(1, Input::Removed(Removal { epoch: 9, source: "log" }));
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.node(1).serving(), Err(NotServing::Removed(r)));
+}
+
+#[test]
+fn a_snapshot_install_settles_the_writes_the_core_no_longer_tracks() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+
+    // Leader 1 proposes two writes, one with a session and one without. Its accepts reach 2 and
+    // 3, but it is cut off before it hears that they were accepted.
+    let session = SessionRef { client: ClientId(42), seq: 1 };
+    net.input(1, Input::Write { token: 1, session: Some(session), op: put("s", "1"), forward: true });
+    net.input(1, Input::Write { token: 2, session: None, op: put("n", "1"), forward: true });
+    let accepts: Vec<Envelope> = net.wire.drain(..).collect();
+    for env in accepts {
+        let to = env.to;
+        net.input(to.0, Input::Peer(env));
+    }
+    net.cut.insert(NodeId(1));
+    net.stabilize();
+    assert_eq!(net.take(1), vec![], "1 has not learned the outcome");
+
+    // Node 2 is elected; phase 1 adopts both accepted values (Paxos Made Simple 2.3), so both
+    // writes are chosen and applied on 2 and 3.
+    net.input(2, Input::Hint(Some(NodeId(2))));
+    net.input(3, Input::Hint(Some(NodeId(2))));
+    net.stabilize();
+    assert_eq!(net.node(2).store().last_applied(), 2);
+
+    // Node 1 installs a snapshot of node 2's state. Its core stops tracking both proposals (their
+    // slots are inside the snapshot). Duty 5: the session-tagged write is answered from the
+    // installed session table (its result, at the snapshot's index); the other can no longer be
+    // told apart from a lost one, and is answered "outcome unknown" at once, not at its timeout.
+    let meta = SnapshotMeta { last_slot: net.node(2).applied_slot(), config: net.node(2).config().clone() };
+    let store = Box::new(net.node(2).store().clone());
+    net.input(1, Input::InstallSnapshot { meta, store });
+    let session_result: StoreOutput = Ok(WriteResult { index: 1, outcome: WriteOutcome::Put { previous_version: None } });
+    // (The install also steps the old leader down: it resigns from the election.)
+    assert_eq!(
+        net.take(1),
+        vec![
+            Seen::Config(0),
+            Seen::Resign,
+            Seen::Leader(None),
+            Seen::Write(1, Ok(WriteDone { output: session_result, index: 2 })),
+            Seen::Write(2, Err(Refused::OutcomeUnknown)),
+        ]
+    );
+    assert_eq!(net.node(1).status().pending_writes, 0);
+    assert_eq!((net.node(1).counters().settled_from_sessions, net.node(1).counters().settled_unknown), (1, 1));
+}
+
+#[test]
+fn a_catching_up_replica_serves_only_after_reaching_its_target_and_stops_when_lagging() {
+    let mut net = Net::new(3, |s| s.max_read_lag_slots = 2);
+    // Node 3 is cut off from the start: it never heard from a leader.
+    net.cut.insert(NodeId(3));
+    net.elect(1);
+    for token in 1..=5 {
+        net.input(1, Input::Write { token, session: None, op: put("k", &token.to_string()), forward: true });
+        net.stabilize();
+    }
+    // (The election's hint names the leader, but a hint is not word from the leader.)
+    assert_eq!(net.take(3), vec![Seen::Serving(false), Seen::Leader(Some(NodeId(1)))]);
+    assert_eq!(net.node(3).serving(), Err(NotServing::CatchingUp("catching up: no word from a leader yet".into())));
+    net.input(3, Input::Read { token: 10, consistency: Consistency::Sequential { min_index: 0 }, f: get("k") });
+    let refused = Refused::NotServing { leader: Some(NodeId(1)), catching_up: true, reason: "catching up: no word from a leader yet".into() };
+    assert_eq!(net.take(3), vec![Seen::Read(10, Err(refused))]);
+
+    // Healed: the first word from the leader fixes the catch-up target at the commit point it
+    // carries (slot 6: the leader's no-op and five writes); the replica serves once it applied
+    // that, and not before.
+    net.cut.clear();
+    net.advance(60);
+    let target = net.node(1).applied_slot();
+    assert_eq!(net.node(3).status().catch_up_target, Some(target));
+    assert_eq!(net.node(3).applied_slot(), target);
+    assert_eq!(net.take(3), vec![Seen::Serving(true)]);
+
+    // Cut off again while three slots are chosen: on the next word from the leader it is three
+    // slots behind the commit point it heard of, over the bound of 2, and stops serving until it
+    // fetched them.
+    net.cut.insert(NodeId(3));
+    for token in 6..=8 {
+        net.input(1, Input::Write { token, session: None, op: put("k", &token.to_string()), forward: true });
+        net.stabilize();
+    }
+    net.cut.clear();
+    net.advance(60);
+    assert_eq!(net.take(3), vec![Seen::Serving(false), Seen::Serving(true)]);
+}
+
+#[test]
+fn a_silent_leader_is_suspected_once_and_the_suspicion_withdrawn_when_it_speaks() {
+    let mut net = Net::new(3, |s| s.suspect_leader_after_ms = 400);
+    net.elect(1);
+    net.advance(100);
+    for id in 1..=3 {
+        net.take(id);
+    }
+
+    // The leader is cut off. Its last heartbeat reached the followers `contact` ms ago; the
+    // suspicion comes exactly when the silence reaches 400 ms.
+    net.cut.insert(NodeId(1));
+    let contact = net.status(2).last_contact_ms.expect("heard from the leader");
+    net.advance(400 - contact - 1);
+    assert_eq!(net.take(2), vec![]);
+    net.advance(1);
+    let acceptors = vec![NodeId(1), NodeId(2), NodeId(3)];
+    assert_eq!(net.take(2), vec![Seen::Suspect(Some(Suspicion { leader: NodeId(1), acceptors: acceptors.clone() }))]);
+    assert_eq!(net.take(3), vec![Seen::Suspect(Some(Suspicion { leader: NodeId(1), acceptors }))]);
+
+    // Emitted once: more silence says nothing new. The leader never suspects itself.
+    net.advance(300);
+    assert_eq!(net.take(2), vec![]);
+    assert_eq!(net.take(1), vec![]);
+
+    // Its next heartbeat withdraws the suspicion.
+    net.cut.clear();
+    net.advance(50);
+    assert_eq!(net.take(2), vec![Seen::Suspect(None)]);
+    assert_eq!(net.take(3), vec![Seen::Suspect(None)]);
+}
+
+#[test]
+fn a_cancelled_request_gets_no_answer_though_a_proposed_write_may_still_apply() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // The write is proposed (its accepts are on the wire) when the client gives up.
+    net.input(1, Input::Write { token: 1, session: None, op: put("a", "1"), forward: true });
+    net.input(1, Input::Cancel(1));
+    net.stabilize();
+    // Nobody hears of it, but it was chosen and applied: "outcome unknown" was the truth.
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.node(1).store().get(b"a"), Some(Versioned { value: b"1".to_vec(), version: 1 }));
+
+    // A waiting read is forgotten too.
+    net.input(1, Input::Read { token: 2, consistency: Consistency::Sequential { min_index: 9 }, f: get("a") });
+    assert_eq!(net.node(1).status().pending_reads, 1);
+    net.input(1, Input::Cancel(2));
+    assert_eq!(net.node(1).status().pending_reads, 0);
+    assert_eq!(net.take(1), vec![]);
+}
+
+#[test]
+fn a_follower_that_serves_forwards_a_write_inside_the_peer_stream_and_answers_from_its_log() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // Follower 2 serves: the command goes to the leader (paxos/src/forward.rs) and the answer
+    // comes from 2's own apply of the chosen slot.
+    // (The follower learns the commit point on the leader's next heartbeat.)
+    net.input(2, Input::Write { token: 5, session: None, op: put("f", "1"), forward: true });
+    net.stabilize();
+    net.advance(60);
+    assert_eq!(net.take(2), vec![Seen::Write(5, put_done(1, None))]);
+    assert_eq!((net.node(2).counters().proposals, net.node(2).counters().forwarded), (1, 1));
+    // The client asked to be redirected instead: "not the leader", with the leader to go to.
+    net.input(2, Input::Write { token: 6, session: None, op: put("f", "2"), forward: false });
+    assert_eq!(net.take(2), vec![Seen::Write(6, Err(Refused::NotLeader { leader: Some(NodeId(1)) }))]);
+}
+
+#[test]
+fn a_follower_stops_serving_the_moment_its_last_contact_is_older_than_the_staleness_bound() {
+    let mut net = Net::new(3, |s| s.max_read_staleness_ms = 200);
+    net.elect(1);
+    net.advance(100);
+    assert_eq!(net.take(2), vec![Seen::Serving(false), Seen::Leader(Some(NodeId(1))), Seen::Serving(true)]);
+    net.take(1);
+    // The leader goes silent; the follower's serving state changes exactly when the silence
+    // exceeds 200 ms (a deadline of its own in `poll_timeout`, no input needed).
+    net.cut.insert(NodeId(1));
+    let contact = net.status(2).last_contact_ms.expect("heard from the leader");
+    net.advance(200 - contact);
+    assert_eq!(net.take(2), vec![]);
+    net.advance(1);
+    assert_eq!(net.take(2), vec![Seen::Serving(false)]);
+    // The leader itself never goes stale.
+    assert_eq!(net.take(1), vec![]);
+    assert_eq!(net.status(1).serving, Ok(()));
+}

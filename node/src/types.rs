@@ -253,6 +253,21 @@ impl Suspicion {
     pub fn quorum(&self) -> usize {
         self.acceptors.len() / 2 + 1
     }
+
+    /// Of the nodes that recorded a suspicion of this leader, those that count: acceptors of
+    /// this configuration other than the leader, each once, in id order.
+    pub fn suspects(&self, recorded: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+        let counted: std::collections::BTreeSet<NodeId> =
+            recorded.into_iter().filter(|id| *id != self.leader && self.acceptors.contains(id)).collect();
+        counted.into_iter().collect()
+    }
+
+    /// Whether `suspects` (from [`Suspicion::suspects`]) are a majority of the acceptors: then
+    /// the leader's election lease is revoked. A leader cut off from a minority only still
+    /// commits and is left alone; one a majority cannot hear cannot commit either.
+    pub fn majority(&self, suspects: &[NodeId]) -> bool {
+        suspects.len() >= self.quorum()
+    }
 }
 
 /// What a snapshot transfer sends.

@@ -68,8 +68,9 @@ impl Replica {
         // Configurations before the snapshot no longer matter; the snapshot's governs after it.
         self.log.configs.retain(|k, _| *k > last);
         self.log.configs.insert(last, meta.config);
-        // Our proposals in the skipped slots: their outcome is unknown to us (the driver times
-        // them out as "unknown"); stop tracking them.
+        // Our proposals in the skipped slots: their outcome is inside the snapshot, unknown to
+        // us; stop tracking them (the node layer settles them from the installed session table,
+        // or as "outcome unknown": duty 5).
         self.pending = self.pending.split_off(&last.next());
         self.snapshot = last;
         self.snapshot_asked = last;

@@ -16,7 +16,7 @@ pub mod problem;
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::node::{Input, NodeStatus, Refused};
+use crate::node::{Input, NodeHandle, NodeStatus, Refused};
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
@@ -27,7 +27,7 @@ use proto::pb;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Most times a request is relayed between replicas before the answer is 503.
 pub const MAX_HOPS: u32 = 2;
@@ -55,8 +55,8 @@ pub const SERVED_BY_HEADER: &str = "x-synod-served-by";
 pub struct Ctx {
     /// This replica.
     pub me: NodeId,
-    /// The node loop's input channel.
-    pub inputs: mpsc::Sender<Input>,
+    /// The node loop's input channels.
+    pub inputs: NodeHandle,
     /// Peer addresses.
     pub directory: Directory,
     /// Counters.
@@ -79,10 +79,10 @@ pub struct Ctx {
 
 impl Ctx {
     /// A context for replica `me`.
-    pub fn new(me: NodeId, inputs: mpsc::Sender<Input>, directory: Directory, metrics: Arc<Metrics>, limits: Limits) -> Self {
+    pub fn new(me: NodeId, inputs: impl Into<NodeHandle>, directory: Directory, metrics: Arc<Metrics>, limits: Limits) -> Self {
         Ctx {
             me,
-            inputs,
+            inputs: inputs.into(),
             directory,
             metrics,
             limits,
@@ -142,6 +142,7 @@ impl From<Problem> for Outcome {
 pub fn refused(r: Refused) -> Outcome {
     match r {
         Refused::NotLeader { leader } => Outcome::NotLeader(leader),
+        Refused::OutcomeUnknown => Problem::outcome_unknown().into(),
         Refused::Lost => Problem::unavailable("proposal-lost", "the write was not applied (its slot went to another value); retry").into(),
         Refused::Busy => Problem::unavailable("busy", "too many proposals in flight; retry").into(),
         Refused::TooLarge { size, limit } => {
@@ -280,7 +281,7 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
         }
     };
     let timeout = ctx.write_timeout + Duration::from_secs(1);
-    let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE);
+    let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::peer::MAX_GRPC_MESSAGE);
     let call = client.forward(f);
     let reply = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(r)) => r.into_inner(),
@@ -354,9 +355,10 @@ mod tests {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
 
     fn ctx() -> Ctx {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mpsc::channel::<Input>(1);
         let mut c = Ctx::new(NodeId(1), tx, Directory::new(), Arc::new(Metrics::default()), Limits::default());
         c.write_timeout = Duration::from_secs(2);
         c

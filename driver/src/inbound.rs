@@ -1,0 +1,128 @@
+//! gRPC between replicas, inbound: the `Peer` service other replicas call.
+//!
+//! [`PeerService`] decodes every envelope of an incoming stream and hands it to the node loop's
+//! peer channel; a message that does not decode is dropped and counted, never a panic. `Forward`
+//! runs a relayed client request through the same REST dispatcher a direct request would use, so
+//! the answer is byte-for-byte what the leader would have said. `InstallSnapshot` decodes the
+//! chunks as they arrive ([`receive`]) and hands a complete, valid store to the node loop.
+
+use crate::metrics::Metrics;
+use crate::node::{Input, NodeHandle};
+use crate::rest::{self, Ctx};
+use bytes::Bytes;
+use kvstore::SnapshotDecoder;
+use paxos::NodeId;
+use proto::pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The `Peer` gRPC service of one replica.
+#[derive(Clone)]
+pub struct PeerService {
+    me: NodeId,
+    inputs: NodeHandle,
+    metrics: Arc<Metrics>,
+    rest: Arc<Ctx>,
+}
+
+impl PeerService {
+    /// A service that feeds `inputs` and serves forwarded requests with `rest`.
+    pub fn new(me: NodeId, inputs: NodeHandle, metrics: Arc<Metrics>, rest: Arc<Ctx>) -> Self {
+        PeerService { me, inputs, metrics, rest }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    async fn stream(&self, request: Request<Streaming<pb::Envelope>>) -> Result<Response<pb::StreamAck>, Status> {
+        let mut stream = request.into_inner();
+        let (mut received, mut dropped) = (0u64, 0u64);
+        while let Ok(Some(m)) = stream.message().await {
+            received += 1;
+            match proto::decode_envelope(m) {
+                Ok(env) if env.to == self.me => {
+                    if self.inputs.send(Input::Peer(env)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    dropped += 1;
+                    self.metrics.peer_decode_errors.inc();
+                }
+            }
+        }
+        Ok(Response::new(pb::StreamAck { received, dropped }))
+    }
+
+    async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardReply>, Status> {
+        let f = request.into_inner();
+        let mut builder = hyper::Request::builder().method(f.method.as_str()).uri(f.path_and_query.as_str());
+        for h in &f.headers {
+            builder = builder.header(h.name.as_str(), h.value.as_slice());
+        }
+        let req = builder.body(Bytes::from(f.body)).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let resp = rest::dispatch(self.rest.clone(), req, f.hops).await;
+        let (parts, body) = resp.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| pb::Header { name: k.as_str().to_string(), value: v.as_bytes().to_vec() })
+            .collect();
+        Ok(Response::new(pb::ForwardReply { status: u32::from(parts.status.as_u16()), headers, body: body.to_vec() }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotAck>, Status> {
+        let ack = receive(request.into_inner(), &self.inputs).await;
+        Ok(Response::new(ack))
+    }
+}
+
+/// Receive a snapshot stream, decode it, and hand the store to the node loop.
+pub async fn receive(mut stream: tonic::Streaming<pb::SnapshotChunk>, inputs: &NodeHandle) -> pb::SnapshotAck {
+    let fail = |error: String| pb::SnapshotAck { installed: false, last_slot: 0, error };
+    let mut decoder = SnapshotDecoder::new();
+    let mut meta = None;
+    let mut expect = 0u64;
+    let mut done = false;
+    loop {
+        let chunk = match stream.message().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return fail(format!("stream broke: {e}")),
+        };
+        if chunk.offset != expect {
+            return fail(format!("expected offset {expect}, got {}", chunk.offset));
+        }
+        if chunk.offset == 0 {
+            match chunk.meta.map(proto::decode_snapshot_meta) {
+                Some(Ok(m)) => meta = Some(m),
+                Some(Err(e)) => return fail(format!("bad metadata: {e}")),
+                None => return fail("first chunk lacks metadata".into()),
+            }
+        }
+        expect += chunk.data.len() as u64;
+        if let Err(e) = decoder.push(&chunk.data) {
+            return fail(format!("bad snapshot: {e}"));
+        }
+        if chunk.done {
+            done = true;
+            break;
+        }
+    }
+    let Some(meta) = meta else { return fail("empty stream".into()) };
+    if !done {
+        return fail("stream ended before the last chunk".into());
+    }
+    let store = match decoder.finish() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("bad snapshot: {e}")),
+    };
+    let last_slot = meta.last_slot.0;
+    if inputs.send(Input::InstallSnapshot { meta, store: Box::new(store) }).await.is_err() {
+        return fail("node is shutting down".into());
+    }
+    pb::SnapshotAck { installed: true, last_slot, error: String::new() }
+}
