@@ -48,6 +48,8 @@ fn client_histories_pass_the_checker_under_faults() {
         ("crashes with amnesia", sum(|s| s.crashes), 20),
         ("restarted incarnations promoted", sum(|s| s.rejoined), 10),
         ("membership changes applied", sum(|s| s.config_changes), 20),
+        ("spares asked to leave", sum(|s| s.leaves), 20),
+        ("stale-leader sequences on a change", sum(|s| s.stale_leaders), 20),
     ];
     for (name, v, _) in &totals {
         eprintln!("{name}: {v}");

@@ -21,6 +21,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Replicas (all acceptors of the founding configuration).
     pub replicas: usize,
+    /// Spare replicas outside the founding configuration: they join, leave and join again.
+    pub spares: usize,
     /// Clients.
     pub clients: usize,
     /// Length of the phase with faults (virtual ms).
@@ -39,6 +41,7 @@ impl SimConfig {
         SimConfig {
             seed,
             replicas: if seed % 3 == 2 { 5 } else { 3 },
+            spares: usize::from(seed % 2 == 1),
             clients: 3 + (seed % 4) as usize,
             safety_ms: 12_000,
             faults: true,
@@ -80,6 +83,10 @@ pub struct SimStats {
     pub rejoined: u64,
     /// Membership changes applied.
     pub config_changes: u64,
+    /// Spares asked to leave.
+    pub leaves: u64,
+    /// Stale-leader sequences lined up on a membership change.
+    pub stale_leaders: u64,
     /// Operations the checker examined.
     pub ops_checked: usize,
     /// The checker's budget ran out (the run then counts as passed, unproven).
@@ -123,6 +130,8 @@ enum Ev {
     Resume(NodeId),
     /// A crashed replica starts again, empty, with a new incarnation.
     Restart(NodeId),
+    /// Links are cut.
+    Cut(Vec<(NodeId, NodeId)>),
     /// Cut links heal.
     Heal(Vec<(NodeId, NodeId)>),
     /// A node reaches etcd again.
@@ -186,6 +195,8 @@ struct World {
     pending: Vec<PendingChange>,
     /// The membership change proposed and not yet answered: (token, leader, since).
     reconfig: Option<(u64, NodeId, u64)>,
+    /// The spare replicas (outside the founding configuration).
+    spares: Vec<NodeId>,
     rng: ChaCha8Rng,
     now: u64,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
@@ -245,6 +256,17 @@ impl World {
             nodes.insert(m.node, sim_node);
         }
         let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
+        let spares: Vec<NodeId> = (cfg.replicas as u64 + 1..=(cfg.replicas + cfg.spares) as u64).map(NodeId).collect();
+        let mut pending = Vec::new();
+        for n in cfg.replicas + 1..=cfg.replicas + cfg.spares {
+            let m = Member { node: NodeId(n as u64), incarnation: Incarnation(1) };
+            let node = Node::new(node_settings(&cfg, &shape, m, 1, None), Time(0));
+            nodes.insert(
+                m.node,
+                SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() },
+            );
+            pending.push(PendingChange::Join { id: m.node.0, incarnation: 1 });
+        }
         let net = if cfg.faults {
             Net { loss: rng.gen_range(0.0..0.08), dup: rng.gen_range(0.0..0.04), max_delay: rng.gen_range(2..30), ..Net::default() }
         } else {
@@ -255,8 +277,9 @@ impl World {
         World {
             cfg,
             shape,
-            pending: Vec::new(),
+            pending,
             reconfig: None,
+            spares,
             rng,
             now: 0,
             queue: BinaryHeap::new(),
@@ -412,6 +435,12 @@ impl World {
             },
             Ev::Resume(id) => self.resume(id),
             Ev::Restart(id) => self.restart(id),
+            Ev::Cut(links) => {
+                if !self.healed {
+                    self.net.cut.extend(links);
+                }
+                Ok(())
+            }
             Ev::Heal(links) => {
                 for l in links {
                     self.net.cut.remove(&l);
@@ -943,6 +972,7 @@ impl World {
                 let until = self.now + self.rng.gen_range(500..4_000);
                 self.cut_etcd(victim, until);
             }
+            88..=93 => self.cycle_spare(),
             _ => {
                 // The election tells one node a wrong leader for a while.
                 let wrong = self.pick_node(Some(victim));
@@ -1031,14 +1061,82 @@ impl World {
                 self.next_token += 1;
                 let token = self.next_token;
                 self.reconfig = Some((token, leader, self.now));
-                self.feed(leader, Input::Reconfigure { token, change })
+                self.feed(leader, Input::Reconfigure { token, change })?;
+                if self.cfg.faults && !self.healed && self.rng.gen_bool(0.4) {
+                    self.stale_leader(leader);
+                }
+                Ok(())
             }
             Some(Step::Complete(p, _)) => {
                 self.pending.retain(|q| *q != p);
                 Ok(())
             }
-            Some(Step::HandOff) | None => Ok(()),
+            Some(Step::HandOff) => {
+                // The leader is the one leaving: it withdraws from the election (it is no longer
+                // eligible, so it does not campaign again) and the next leader carries on.
+                self.etcd.resign(leader);
+                Ok(())
+            }
+            None => Ok(()),
         }
+    }
+
+    /// Move a spare along its cycle: a member is asked to leave; one that left (removed: it
+    /// exits) is started again as a new incarnation and asks to join.
+    fn cycle_spare(&mut self) {
+        let Some(&spare) = self.spares.choose(&mut self.rng) else { return };
+        if !self.pending.is_empty() || self.nodes[&spare].dead {
+            return;
+        }
+        let n = &self.nodes[&spare];
+        let me = Member { node: spare, incarnation: n.inc };
+        let removed = matches!(n.node.serving(), Err(NotServing::Removed(_)));
+        if removed {
+            // A removed replica drains and exits; the operator starts it again with --join.
+            let n = self.nodes.get_mut(&spare).unwrap();
+            n.up = false;
+            n.dead = true;
+            let at = self.now + self.rng.gen_range(100..1_000);
+            self.schedule(at, Ev::Restart(spare));
+        } else if n.node.config().members().any(|m| *m == me) {
+            self.pending.push(PendingChange::Leave { id: spare.0 });
+            self.stats.leaves += 1;
+        }
+    }
+
+    /// The stale-leader sequence, lined up on a membership change just proposed at `leader`:
+    /// the streams into it from some followers stall (their acknowledgements arrive late, in
+    /// another term), and a moment later it is cut off while the others hear of a new leader.
+    fn stale_leader(&mut self, leader: NodeId) {
+        let others: Vec<NodeId> = self.nodes.iter().filter(|(id, n)| **id != leader && !n.dead).map(|(id, _)| *id).collect();
+        let config = self.nodes[&leader].node.config().clone();
+        let k = config.quorum().saturating_sub(1).max(1);
+        let mut held = others.clone();
+        held.shuffle(&mut self.rng);
+        let until = self.now + self.rng.gen_range(300..3_000);
+        for o in held.into_iter().take(k) {
+            if self.net.start_hold(o, leader, until) {
+                self.schedule(until, Ev::Release { from: o, to: leader });
+            }
+        }
+        let cut_at = self.now + self.rng.gen_range(2..60);
+        let heal_at = cut_at + self.rng.gen_range(500..3_000);
+        let links: Vec<(NodeId, NodeId)> = others.iter().flat_map(|o| [(leader, *o), (*o, leader)]).collect();
+        self.schedule(cut_at, Ev::Cut(links.clone()));
+        self.schedule(heal_at, Ev::Heal(links));
+        let acceptors: Vec<NodeId> = config.acceptors.iter().map(|m| m.node).filter(|n| *n != leader && others.contains(n)).collect();
+        if let Some(&next) = acceptors.choose(&mut self.rng) {
+            for o in others {
+                let d = cut_at - self.now + self.rng.gen_range(0..50);
+                self.hint(o, Some(next), d);
+            }
+            let elected = self.elected;
+            for o in self.nodes.keys().copied().collect::<Vec<_>>() {
+                let d = heal_at - self.now;
+                self.hint(o, elected, d);
+            }
+        }
+        self.stats.stale_leaders += 1;
     }
 
     fn cut_etcd(&mut self, id: NodeId, until: u64) {
@@ -1076,8 +1174,15 @@ impl World {
     fn converge(&mut self) -> Result<(), String> {
         let deadline = self.now + 20_000;
         loop {
-            let states: BTreeSet<(u64, u64)> =
-                self.nodes.values().map(|n| (n.node.store().last_applied(), n.node.store().state_hash().0)).collect();
+            // The members of the newest configuration (a removed spare stops applying).
+            let newest = self.nodes.values().filter(|n| !n.dead).map(|n| n.node.config().clone()).max_by_key(|c| c.epoch);
+            let members: BTreeSet<Member> = newest.iter().flat_map(|c| c.members().copied()).collect();
+            let states: BTreeSet<(u64, u64)> = self
+                .nodes
+                .iter()
+                .filter(|(id, n)| members.contains(&Member { node: **id, incarnation: n.inc }))
+                .map(|(_, n)| (n.node.store().last_applied(), n.node.store().state_hash().0))
+                .collect();
             let indexes: BTreeSet<u64> = states.iter().map(|(i, _)| *i).collect();
             if indexes.len() == 1 && self.pending.is_empty() {
                 if states.len() > 1 {
