@@ -50,6 +50,7 @@ fn client_histories_pass_the_checker_under_faults() {
         ("membership changes applied", sum(|s| s.config_changes), 20),
         ("spares asked to leave", sum(|s| s.leaves), 20),
         ("stale-leader sequences on a change", sum(|s| s.stale_leaders), 20),
+        ("lost stop signs on a change", sum(|s| s.lost_stop_signs), 20),
     ];
     for (name, v, _) in &totals {
         eprintln!("{name}: {v}");

@@ -111,6 +111,19 @@ impl Etcd {
         self.suspicions.retain(|_, (s, _)| *s != n);
     }
 
+    /// The leader's lease is lost (its keep-alive failed) and `n`'s campaign comes first among
+    /// the rest: `n` leads (if it campaigns). The old leader campaigns again at the next tick.
+    pub(super) fn hand_to(&mut self, n: NodeId) {
+        let Some(pos) = self.queue.iter().position(|(q, _)| *q == n) else { return };
+        if pos == 0 {
+            return;
+        }
+        let entry = self.queue.remove(pos);
+        let old = self.queue.remove(0);
+        self.queue.insert(0, entry);
+        self.leases.remove(&old.0);
+    }
+
     /// `n` resigns: it leaves the queue and campaigns again at the next tick.
     pub(super) fn resign(&mut self, n: NodeId) {
         self.queue.retain(|(q, _)| *q != n);

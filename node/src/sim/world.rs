@@ -87,6 +87,8 @@ pub struct SimStats {
     pub leaves: u64,
     /// Stale-leader sequences lined up on a membership change.
     pub stale_leaders: u64,
+    /// Lost-stop-sign sequences lined up on a membership change.
+    pub lost_stop_signs: u64,
     /// Operations the checker examined.
     pub ops_checked: usize,
     /// The checker's budget ran out (the run then counts as passed, unproven).
@@ -138,6 +140,8 @@ enum Ev {
     EtcdHeal(NodeId),
     /// etcd's lease and election tick.
     EtcdTick,
+    /// The leader's lease is lost and the election names this node next.
+    HandTo(NodeId),
     /// Time for another fault.
     Fault,
 }
@@ -197,6 +201,8 @@ struct World {
     reconfig: Option<(u64, NodeId, u64)>,
     /// The spare replicas (outside the founding configuration).
     spares: Vec<NodeId>,
+    /// Drop the next `Accept` of a membership change on this link (leader, follower).
+    drop_reconfig_accept: Option<(NodeId, NodeId)>,
     rng: ChaCha8Rng,
     now: u64,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
@@ -280,6 +286,7 @@ impl World {
             pending,
             reconfig: None,
             spares,
+            drop_reconfig_accept: None,
             rng,
             now: 0,
             queue: BinaryHeap::new(),
@@ -454,6 +461,12 @@ impl World {
                 self.hint(id, leader, 0);
                 Ok(())
             }
+            Ev::HandTo(n) => {
+                if !self.healed {
+                    self.etcd.hand_to(n);
+                }
+                Ok(())
+            }
             Ev::EtcdTick => {
                 // Every live process keeps its registration; acceptors that are neither removed
                 // nor leaving campaign (`membership::eligible`).
@@ -602,6 +615,12 @@ impl World {
         }
         if self.net.hold(&env) {
             return Ok(());
+        }
+        if let Some((l, f)) = self.drop_reconfig_accept {
+            if (from, to) == (l, f) && matches!(env.msg, paxos::Message::Accept { value: paxos::Value::Reconfigure { .. }, .. }) {
+                self.drop_reconfig_accept = None;
+                return Ok(());
+            }
         }
         if self.rng.gen_bool(self.net.loss) {
             return Ok(());
@@ -1062,8 +1081,12 @@ impl World {
                 let token = self.next_token;
                 self.reconfig = Some((token, leader, self.now));
                 self.feed(leader, Input::Reconfigure { token, change })?;
-                if self.cfg.faults && !self.healed && self.rng.gen_bool(0.4) {
-                    self.stale_leader(leader);
+                if self.cfg.faults && !self.healed {
+                    match self.rng.gen_range(0..10) {
+                        0..=3 => self.stale_leader(leader),
+                        4..=6 => self.lost_stop_sign(leader),
+                        _ => {}
+                    }
                 }
                 Ok(())
             }
@@ -1126,17 +1149,27 @@ impl World {
         self.schedule(heal_at, Ev::Heal(links));
         let acceptors: Vec<NodeId> = config.acceptors.iter().map(|m| m.node).filter(|n| *n != leader && others.contains(n)).collect();
         if let Some(&next) = acceptors.choose(&mut self.rng) {
-            for o in others {
-                let d = cut_at - self.now + self.rng.gen_range(0..50);
-                self.hint(o, Some(next), d);
-            }
-            let elected = self.elected;
-            for o in self.nodes.keys().copied().collect::<Vec<_>>() {
-                let d = heal_at - self.now;
-                self.hint(o, elected, d);
-            }
+            // The election names another acceptor while the old leader still believes it leads.
+            self.schedule(cut_at, Ev::HandTo(next));
         }
         self.stats.stale_leaders += 1;
+    }
+
+    /// The other sequence lined up on a membership change: the `Accept` carrying the change to
+    /// one follower is lost (it learns the slot is chosen from the commit point and fetches it),
+    /// and the election soon names that follower, whose fetch answer may arrive while it runs
+    /// phase 1 (the schedule of issue 10, bug 1).
+    fn lost_stop_sign(&mut self, leader: NodeId) {
+        let config = self.nodes[&leader].node.config().clone();
+        let followers: Vec<NodeId> =
+            config.acceptors.iter().map(|m| m.node).filter(|n| *n != leader && self.nodes.get(n).is_some_and(|x| x.up)).collect();
+        let Some(&f) = followers.choose(&mut self.rng) else { return };
+        self.drop_reconfig_accept = Some((leader, f));
+        // Soon the leader's lease is lost and the election names `f`, for good: it keeps `f`
+        // until `f` resigns (no rescue).
+        let d = self.rng.gen_range(5..80);
+        self.schedule(self.now + d, Ev::HandTo(f));
+        self.stats.lost_stop_signs += 1;
     }
 
     fn cut_etcd(&mut self, id: NodeId, until: u64) {
