@@ -197,6 +197,13 @@ impl SessionTable {
         self.insert(session.client, entry);
     }
 
+    /// Remove `client`'s entry (see [`crate::Store::forget_session`]: negative tests only).
+    pub(crate) fn remove(&mut self, client: ClientId) {
+        if let Some(e) = self.entries.remove(&client) {
+            self.by_activity.remove(&(e.last_active_ms, client));
+        }
+    }
+
     /// Insert or replace an entry as is (used by snapshot restore and `record`).
     pub(crate) fn insert(&mut self, client: ClientId, entry: SessionEntry) {
         if let Some(old) = self.entries.get(&client) {

@@ -110,6 +110,14 @@ impl Store {
         self.sessions.clock_ms()
     }
 
+    /// Drop a session's entry from the table. **Only for negative tests**: the node simulator's
+    /// `forget_sessions` bug uses it to show that a forgetful session table is caught; nothing
+    /// else may call it (a forgotten entry lets a retried write apply twice).
+    #[doc(hidden)]
+    pub fn forget_session(&mut self, client: crate::ClientId) {
+        self.sessions.remove(client);
+    }
+
     /// Advance past a slot that holds no kv command (a no-op or a configuration change).
     pub fn skip(&mut self, index: u64) -> Result<(), WriteError> {
         self.advance_index(index)

@@ -34,6 +34,9 @@ mod serving;
 mod snapshot;
 mod types;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 pub use node::Node;
 pub use types::*;
 

@@ -110,6 +110,11 @@ impl Node {
         options.batch_delay_ms = settings.batch_delay_ms;
         options.snapshot_every = settings.snapshot_every;
         options.max_retained_slots = settings.max_retained_slots;
+        options.seed = settings.seed;
+        #[cfg(feature = "sim")]
+        {
+            options.bugs = settings.core_bugs;
+        }
         let mut node = Node {
             replica: Replica::new(options, now),
             store: Store::new(settings.store),
@@ -374,6 +379,10 @@ impl Node {
                     self.outputs.push_back(Output::ReadDone { token: read.token, result });
                     return;
                 }
+                if self.bug(|b| b.local_linearizable_read) && !self.replica.is_leader() {
+                    self.serve(read);
+                    return;
+                }
                 self.next_read += 1;
                 let id = ReadId(self.next_read);
                 match self.replica.read(self.now, id) {
@@ -491,7 +500,22 @@ impl Node {
         if let Value::Batch(cmds) = value {
             for cmd in cmds {
                 let index = self.store.last_applied() + 1;
+                #[cfg(feature = "sim")]
+                if let Some(output) = self.apply_bugs(index, &cmd) {
+                    if let Some(w) = self.writes.remove(&cmd.id) {
+                        self.write_done(w.token, Ok(WriteDone { output, index }));
+                    }
+                    continue;
+                }
                 let output = self.store.apply(index, &cmd.payload);
+                #[cfg(feature = "sim")]
+                if self.bug(|b| b.forget_sessions) {
+                    if let Ok(req) = Request::decode(&cmd.payload) {
+                        if let Some(s) = req.session {
+                            self.store.forget_session(s.client);
+                        }
+                    }
+                }
                 self.counters.applied_commands += 1;
                 if let Some(w) = self.writes.remove(&cmd.id) {
                     self.write_done(w.token, Ok(WriteDone { output, index }));
@@ -569,5 +593,34 @@ impl Node {
                 self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::OutcomeUnknown) });
             }
         }
+    }
+}
+
+#[cfg(feature = "sim")]
+impl Node {
+    /// Whether a deliberate bug is switched on (always false without the `sim` feature).
+    fn bug(&self, f: impl Fn(&Bugs) -> bool) -> bool {
+        f(&self.settings.bugs)
+    }
+
+    /// `drop_acked_writes`: every third plain put (by request id) is skipped in the store but
+    /// acknowledged as applied, identically on every replica.
+    fn apply_bugs(&mut self, index: u64, cmd: &paxos::Command) -> Option<kvstore::Output> {
+        if !self.bug(|b| b.drop_acked_writes) || !cmd.id.seq.is_multiple_of(3) {
+            return None;
+        }
+        let req = Request::decode(&cmd.payload).ok()?;
+        if !matches!(req.op, WriteOp::Put { guard: None, .. }) {
+            return None;
+        }
+        self.store.skip(index).ok()?;
+        Some(Ok(kvstore::WriteResult { index, outcome: kvstore::WriteOutcome::Put { previous_version: None } }))
+    }
+}
+
+#[cfg(not(feature = "sim"))]
+impl Node {
+    fn bug(&self, _f: impl Fn(&Bugs) -> bool) -> bool {
+        false
     }
 }

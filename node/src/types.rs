@@ -37,6 +37,32 @@ pub struct NodeSettings {
     pub suspect_leader_after_ms: u64,
     /// Encoder chunk size the shell uses for snapshots (bytes). The node only carries it.
     pub snapshot_chunk_bytes: usize,
+    /// The core's RNG seed (the simulator gives each replica its own; see `paxos::Options::seed`).
+    pub seed: u64,
+    /// Bugs to put back in this layer (the simulator's negative tests only).
+    #[cfg(feature = "sim")]
+    pub bugs: Bugs,
+    /// Bugs to put back in the core (the simulator's negative tests only).
+    #[cfg(feature = "sim")]
+    pub core_bugs: paxos::Bugs,
+}
+
+/// Deliberate bugs of the node layer, for the simulator's negative tests only: each is a mistake
+/// the client-history check must catch. (The struct exists in every build so the code that
+/// consults it compiles alike; only the `sim` feature adds it to [`NodeSettings`], so a
+/// production node never has one switched on.)
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// A follower answers a linearizable read from its own applied state at once, without a read
+    /// index from the leader.
+    pub local_linearizable_read: bool,
+    /// The session table forgets every entry right after recording it (on every replica alike),
+    /// so a retried write is applied again.
+    pub forget_sessions: bool,
+    /// Every third plain put (by request id) is acknowledged but not written (on every replica
+    /// alike).
+    pub drop_acked_writes: bool,
 }
 
 impl NodeSettings {
@@ -57,6 +83,11 @@ impl NodeSettings {
             max_read_staleness_ms: 0,
             suspect_leader_after_ms: 400,
             snapshot_chunk_bytes: 256 * 1024,
+            seed: me.node.0 ^ me.incarnation.0.rotate_left(17),
+            #[cfg(feature = "sim")]
+            bugs: Bugs::default(),
+            #[cfg(feature = "sim")]
+            core_bugs: paxos::Bugs::default(),
         }
     }
 }

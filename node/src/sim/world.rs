@@ -1,0 +1,1262 @@
+//! The simulated world: replicas (node layer), network, etcd, clients, faults, and the verdicts.
+
+use super::client::{op_kind, settle_write, Ask, Client, InFlight, Tagging, COUNTERS, REGISTERS};
+use super::etcd::Etcd;
+use super::net::Net;
+use crate::membership::{barrier_behind, eligible, next_step, EpochMark, PendingChange, Step};
+use crate::{Bugs, Consistency, Input, Node, NodeSettings, NotServing, Output, ReadAnswer, Refused};
+use checker::{Budget, CheckOptions, CheckResult, Op, OpKind, Outcome};
+use kvstore::{CasExpect, Store, StoreConfig, WriteOp};
+use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, SnapshotMeta, Time};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// What one run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed: the whole run follows from it.
+    pub seed: u64,
+    /// Replicas (all acceptors of the founding configuration).
+    pub replicas: usize,
+    /// Spare replicas outside the founding configuration: they join, leave and join again.
+    pub spares: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Length of the phase with faults (virtual ms).
+    pub safety_ms: u64,
+    /// Inject faults.
+    pub faults: bool,
+    /// Bugs to put back in the node layer (negative tests).
+    pub bugs: Bugs,
+    /// Bugs to put back in the core.
+    pub core_bugs: paxos::Bugs,
+}
+
+impl SimConfig {
+    /// The default shape for `seed`: 3 or 5 replicas, 3-6 clients, 12 s of faults.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            replicas: if seed % 3 == 2 { 5 } else { 3 },
+            spares: usize::from(seed % 2 == 1),
+            clients: 3 + (seed % 4) as usize,
+            safety_ms: 12_000,
+            faults: true,
+            bugs: Bugs::default(),
+            core_bugs: paxos::Bugs::default(),
+        }
+    }
+}
+
+/// What happened in a run (to show that the faults and the paths under test really ran).
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+    /// Writes every attempt of which was refused (nothing done; not in the history).
+    pub writes_refused: u64,
+    pub writes_unknown: u64,
+    pub lin_reads: u64,
+    pub seq_reads: u64,
+    /// Attempts after the first (refusals, timeouts, unknown outcomes).
+    pub retries: u64,
+    /// Retries of a write whose earlier attempt may have applied (the exactly-once path).
+    pub risky_retries: u64,
+    /// Answers "outcome unknown" from a replica (not timeouts).
+    pub unknown_answers: u64,
+    pub timeouts: u64,
+    pub pauses: u64,
+    pub isolations: u64,
+    pub one_way_cuts: u64,
+    pub holds: u64,
+    pub etcd_cuts: u64,
+    pub wrong_hints: u64,
+    pub leader_changes: u64,
+    pub revocations: u64,
+    pub snapshots_installed: u64,
+    /// Crashes with amnesia (the process and its state gone).
+    pub crashes: u64,
+    /// Promotions of restarted incarnations back to acceptor, proposed.
+    pub rejoined: u64,
+    /// Membership changes applied.
+    pub config_changes: u64,
+    /// Spares asked to leave.
+    pub leaves: u64,
+    /// Stale-leader sequences lined up on a membership change.
+    pub stale_leaders: u64,
+    /// Lost-stop-sign sequences lined up on a membership change.
+    pub lost_stop_signs: u64,
+    /// Operations the checker examined.
+    pub ops_checked: usize,
+    /// The checker's budget ran out (the run then counts as passed, unproven).
+    pub check_unknown: bool,
+}
+
+/// A violated verdict.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub at: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} at {} ms: {}", self.seed, self.at, self.what)
+    }
+}
+
+enum Ev {
+    /// A peer message reaches `env.to`.
+    Deliver(Envelope),
+    /// A client request (or cancellation) reaches a replica.
+    Request { node: NodeId, input: Input },
+    /// A reply reaches a client.
+    Reply { client: u64, token: u64, reply: Reply },
+    /// A client issues its next request.
+    ClientTurn(u64),
+    /// A client's attempt times out.
+    ClientTimeout { client: u64, token: u64 },
+    /// An election hint reaches a replica.
+    Hint { node: NodeId, leader: Option<NodeId> },
+    /// A snapshot finished encoding.
+    Encoded { node: NodeId, inc: Incarnation, meta: SnapshotMeta },
+    /// A snapshot transfer arrives.
+    Install { node: NodeId, meta: SnapshotMeta, store: Box<Store> },
+    /// A held link's release is due.
+    Release { from: NodeId, to: NodeId },
+    /// A paused replica resumes.
+    Resume(NodeId),
+    /// A crashed replica starts again, empty, with a new incarnation.
+    Restart(NodeId),
+    /// Links are cut.
+    Cut(Vec<(NodeId, NodeId)>),
+    /// Cut links heal.
+    Heal(Vec<(NodeId, NodeId)>),
+    /// A node reaches etcd again.
+    EtcdHeal(NodeId),
+    /// etcd's lease and election tick.
+    EtcdTick,
+    /// The leader's lease is lost and the election names this node next.
+    HandTo(NodeId),
+    /// Time for another fault.
+    Fault,
+}
+
+enum Reply {
+    Write(Result<crate::WriteDone, Refused>),
+    Read(Result<crate::ReadDone, Refused>),
+}
+
+struct SimNode {
+    node: Node,
+    inc: Incarnation,
+    /// The process start number (drawn in etcd by the driver; one more per restart).
+    start: u64,
+    up: bool,
+    /// Crashed (killed): its state is gone; it restarts with a new incarnation.
+    dead: bool,
+    /// What reached it while paused, in order.
+    inbox: Vec<Input>,
+    /// Encoded snapshots by last slot (the "bytes" the shell keeps).
+    encoded: BTreeMap<paxos::Slot, (SnapshotMeta, Store)>,
+}
+
+/// The settings every replica of a run shares.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch_delay: u64,
+    snapshot_every: u64,
+    max_retained: u64,
+    max_read_lag: u64,
+}
+
+fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstrap: Option<Configuration>) -> NodeSettings {
+    let mut s = NodeSettings::new(me, start, bootstrap);
+    s.heartbeat_ms = 20;
+    s.leader_lease_ms = 300;
+    s.batch_delay_ms = shape.batch_delay;
+    s.snapshot_every = shape.snapshot_every;
+    s.max_retained_slots = shape.max_retained;
+    s.store = StoreConfig::default();
+    s.max_read_lag_slots = shape.max_read_lag;
+    s.max_read_staleness_ms = 0;
+    s.suspect_leader_after_ms = 200;
+    s.snapshot_chunk_bytes = 64 * 1024;
+    s.seed = cfg.seed.wrapping_mul(31).wrapping_add(me.node.0 * 7 + me.incarnation.0);
+    s.bugs = cfg.bugs;
+    s.core_bugs = cfg.core_bugs;
+    s
+}
+
+struct World {
+    cfg: SimConfig,
+    shape: Shape,
+    /// Membership requests posted in etcd (`P/pending/`), oldest first.
+    pending: Vec<PendingChange>,
+    /// The membership change proposed and not yet answered: (token, leader, since).
+    reconfig: Option<(u64, NodeId, u64)>,
+    /// The spare replicas (outside the founding configuration).
+    spares: Vec<NodeId>,
+    /// Drop the next `Accept` of a membership change on this link (leader, follower).
+    drop_reconfig_accept: Option<(NodeId, NodeId)>,
+    rng: ChaCha8Rng,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    seq: u64,
+    nodes: BTreeMap<NodeId, SimNode>,
+    net: Net,
+    etcd: Etcd,
+    /// What each node was last told by the election, and when that hint arrives (hints arrive in order).
+    hinted: BTreeMap<NodeId, (Option<NodeId>, u64)>,
+    elected: Option<NodeId>,
+    /// The election's leader with the revision of its campaign (a re-election is news).
+    elected_rev: Option<(NodeId, u64)>,
+    clients: Vec<Client>,
+    /// Live tokens: token -> (client, node).
+    tokens: BTreeMap<u64, (u64, NodeId)>,
+    next_token: u64,
+    next_idem: u64,
+    history: Vec<Op>,
+    stats: SimStats,
+    healed: bool,
+    /// Print every client step (`NODE_SIM_TRACE=1`).
+    trace: bool,
+}
+
+/// How long a client waits for one attempt.
+const ATTEMPT_TIMEOUT_MS: u64 = 1_500;
+/// Attempts per request before the client gives up.
+const MAX_ATTEMPTS: u32 = 12;
+/// After the network heals, every client must finish within this.
+const SETTLE_MS: u64 = 30_000;
+
+/// Run one seed.
+pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
+    let mut w = World::new(cfg);
+    let r = w.run_all();
+    w.stats.revocations = w.etcd.revocations;
+    r.map_err(|what| Failure { seed: w.cfg.seed, at: w.now, what })?;
+    Ok(w.stats)
+}
+
+impl World {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let members: Vec<Member> = (1..=cfg.replicas as u64).map(|n| Member { node: NodeId(n), incarnation: Incarnation(1) }).collect();
+        let bootstrap = Configuration::bootstrap(members.iter().copied());
+        let snapshot_every = rng.gen_range(5..=60);
+        let max_retained = rng.gen_range(20..=200);
+        let batch_delay = rng.gen_range(0..=2);
+        let max_read_lag = *[5u64, 50, 1_000].choose(&mut rng).unwrap();
+        let mut nodes = BTreeMap::new();
+        for m in &members {
+            let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
+            let node = Node::new(node_settings(&cfg, &shape, *m, 1, Some(bootstrap.clone())), Time(0));
+            let sim_node =
+                SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() };
+            nodes.insert(m.node, sim_node);
+        }
+        let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
+        let spares: Vec<NodeId> = (cfg.replicas as u64 + 1..=(cfg.replicas + cfg.spares) as u64).map(NodeId).collect();
+        let mut pending = Vec::new();
+        for n in cfg.replicas + 1..=cfg.replicas + cfg.spares {
+            let m = Member { node: NodeId(n as u64), incarnation: Incarnation(1) };
+            let node = Node::new(node_settings(&cfg, &shape, m, 1, None), Time(0));
+            nodes.insert(
+                m.node,
+                SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() },
+            );
+            pending.push(PendingChange::Join { id: m.node.0, incarnation: 1 });
+        }
+        let net = if cfg.faults {
+            Net { loss: rng.gen_range(0.0..0.08), dup: rng.gen_range(0.0..0.04), max_delay: rng.gen_range(2..30), ..Net::default() }
+        } else {
+            Net { max_delay: 2, ..Net::default() }
+        };
+        let taggings = [Tagging::Session, Tagging::IdempotencyKey, Tagging::None];
+        let clients = (0..cfg.clients as u64).map(|c| Client::new(c, taggings[c as usize % 3])).collect();
+        World {
+            cfg,
+            shape,
+            pending,
+            reconfig: None,
+            spares,
+            drop_reconfig_accept: None,
+            rng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            nodes,
+            net,
+            etcd: Etcd::new(600),
+            hinted: BTreeMap::new(),
+            elected: None,
+            elected_rev: None,
+            clients,
+            tokens: BTreeMap::new(),
+            next_token: 0,
+            next_idem: 0,
+            history: Vec::new(),
+            stats: SimStats::default(),
+            healed: false,
+            trace: std::env::var("NODE_SIM_TRACE").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn run_all(&mut self) -> Result<(), String> {
+        self.schedule(0, Ev::EtcdTick);
+        for c in 0..self.clients.len() as u64 {
+            let at = self.rng.gen_range(100..400);
+            self.schedule(at, Ev::ClientTurn(c));
+        }
+        if self.cfg.faults {
+            let at = self.rng.gen_range(500..1_500);
+            self.schedule(at, Ev::Fault);
+        }
+        let safety_end = self.cfg.safety_ms;
+        self.run_until(safety_end)?;
+        self.heal_all();
+        // Every client finishes what it is doing, then reads every key once.
+        for c in &mut self.clients {
+            c.finishing = true;
+            c.final_keys = REGISTERS.iter().chain(COUNTERS).map(|k| k.to_string()).collect();
+        }
+        let deadline = self.now + SETTLE_MS;
+        while !self.clients.iter().all(|c| c.done) {
+            if self.now >= deadline {
+                let stuck: Vec<String> = self
+                    .clients
+                    .iter()
+                    .filter(|c| !c.done)
+                    .map(|c| format!("client {} ({:?})", c.id, c.in_flight.as_ref().map(|f| (&f.op.kind, f.attempts, f.node))))
+                    .collect();
+                return Err(format!("liveness: {SETTLE_MS} ms after the network healed, clients still wait: {}", stuck.join(", ")));
+            }
+            let step_end = self.now + 100;
+            self.run_until(step_end)?;
+        }
+        self.converge()?;
+        self.verdict()
+    }
+
+    /// Process events and timeouts up to `until`.
+    fn run_until(&mut self, until: u64) -> Result<(), String> {
+        let mut spins = 0u32;
+        loop {
+            let next_ev = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_timer = self.nodes.values().filter(|n| n.up).filter_map(|n| n.node.poll_timeout()).map(|t| t.0).min();
+            let next = match (next_ev, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => {
+                        self.now = until;
+                        return Ok(());
+                    }
+                },
+            };
+            if next > until {
+                self.now = until;
+                return Ok(());
+            }
+            if next <= self.now {
+                spins += 1;
+                if spins > 100_000 {
+                    return Err("the simulation spins: a timer or an event keeps firing at the same instant".into());
+                }
+            } else {
+                spins = 0;
+            }
+            self.now = self.now.max(next);
+            if next_timer == Some(next) && next_ev.is_none_or(|e| e > next) {
+                let due: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.up && n.node.poll_timeout().is_some_and(|t| t.0 <= self.now))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in due {
+                    let now = Time(self.now);
+                    self.nodes.get_mut(&id).unwrap().node.handle_timeout(now);
+                    self.outputs(id)?;
+                }
+                continue;
+            }
+            let Reverse((_, seq)) = self.queue.pop().unwrap();
+            let ev = self.events.remove(&seq).unwrap();
+            self.dispatch(ev)?;
+        }
+    }
+
+    fn dispatch(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver(env) => {
+                let to = env.to;
+                self.feed(to, Input::Peer(env))
+            }
+            Ev::Request { node, input } => self.feed(node, input),
+            Ev::Reply { client, token, reply } => self.client_reply(client, token, reply),
+            Ev::ClientTurn(c) => self.client_turn(c),
+            Ev::ClientTimeout { client, token } => self.client_timeout(client, token),
+            Ev::Hint { node, leader } => {
+                if self.trace {
+                    eprintln!("{:>6} {node} hears the election name {leader:?}", self.now);
+                }
+                self.feed(node, Input::Hint(leader))
+            }
+            Ev::Encoded { node, inc, meta } => {
+                if self.nodes[&node].inc != inc {
+                    return Ok(());
+                }
+                self.feed(node, Input::SnapshotEncoded { meta })
+            }
+            Ev::Install { node, meta, store } => {
+                self.stats.snapshots_installed += 1;
+                self.feed(node, Input::InstallSnapshot { meta, store })
+            }
+            Ev::Release { from, to } => match self.net.release(from, to, self.now) {
+                Ok(msgs) => {
+                    for env in msgs {
+                        // Delivered at once and in order: the stalled stream drains.
+                        self.deliver_now(env)?;
+                    }
+                    Ok(())
+                }
+                Err(Some(t)) => {
+                    self.schedule(t, Ev::Release { from, to });
+                    Ok(())
+                }
+                Err(None) => Ok(()),
+            },
+            Ev::Resume(id) => self.resume(id),
+            Ev::Restart(id) => self.restart(id),
+            Ev::Cut(links) => {
+                if !self.healed {
+                    self.net.cut.extend(links);
+                }
+                Ok(())
+            }
+            Ev::Heal(links) => {
+                for l in links {
+                    self.net.cut.remove(&l);
+                }
+                Ok(())
+            }
+            Ev::EtcdHeal(id) => {
+                self.etcd.cut.remove(&id);
+                // It hears the election's current view when it reconnects.
+                let leader = self.elected;
+                self.hint(id, leader, 0);
+                Ok(())
+            }
+            Ev::HandTo(n) => {
+                if !self.healed {
+                    self.etcd.hand_to(n);
+                }
+                Ok(())
+            }
+            Ev::EtcdTick => {
+                // Every live process keeps its registration; acceptors that are neither removed
+                // nor leaving campaign (`membership::eligible`).
+                let up: BTreeMap<NodeId, (u64, bool)> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.up)
+                    .map(|(id, n)| {
+                        let me = Member { node: *id, incarnation: n.inc };
+                        let removed = matches!(n.node.serving(), Err(NotServing::Removed(_)));
+                        (*id, (n.inc.0, eligible(me, n.node.config(), &self.pending, removed)))
+                    })
+                    .collect();
+                let head = self.etcd.tick(self.now, &up);
+                self.membership_step()?;
+                let leader = head.map(|(l, _)| l);
+                if head != self.elected_rev {
+                    self.elected_rev = head;
+                    if self.trace {
+                        eprintln!("{:>6} etcd elects {leader:?}", self.now);
+                    }
+                    self.elected = leader;
+                    self.stats.leader_changes += 1;
+                    let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                    for id in ids {
+                        if !self.etcd.cut.contains(&id) {
+                            let d = self.rng.gen_range(0..150);
+                            self.hint(id, leader, d);
+                        }
+                    }
+                }
+                let at = self.now + 50;
+                self.schedule(at, Ev::EtcdTick);
+                Ok(())
+            }
+            Ev::Fault => {
+                if !self.healed {
+                    self.fault()?;
+                    let at = self.now + self.rng.gen_range(200..1_200);
+                    self.schedule(at, Ev::Fault);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Tell `id` the election's view after `delay` ms, never before an earlier hint.
+    fn hint(&mut self, id: NodeId, leader: Option<NodeId>, delay: u64) {
+        let prev = self.hinted.get(&id).map_or(0, |(_, t)| *t);
+        let at = (self.now + delay).max(prev);
+        self.hinted.insert(id, (leader, at));
+        self.schedule(at, Ev::Hint { node: id, leader });
+    }
+
+    /// Hand `input` to a replica (queued while it is paused), then run what it outputs.
+    fn feed(&mut self, id: NodeId, input: Input) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).unwrap();
+        if n.dead {
+            return Ok(());
+        }
+        if !n.up {
+            n.inbox.push(input);
+            return Ok(());
+        }
+        n.node.handle(Time(self.now), input);
+        self.outputs(id)
+    }
+
+    fn resume(&mut self, id: NodeId) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).unwrap();
+        if n.up || n.dead {
+            return Ok(());
+        }
+        n.up = true;
+        let now = Time(self.now);
+        n.node.handle_timeout(now);
+        let inbox = std::mem::take(&mut n.inbox);
+        self.outputs(id)?;
+        for input in inbox {
+            self.feed(id, input)?;
+        }
+        Ok(())
+    }
+
+    /// Run everything `id` wants done.
+    fn outputs(&mut self, id: NodeId) -> Result<(), String> {
+        while let Some(out) = self.nodes.get_mut(&id).unwrap().node.poll_output() {
+            match out {
+                Output::Send(env) => self.send(env)?,
+                Output::WriteDone { token, result } => self.reply(token, Reply::Write(result)),
+                Output::ReadDone { token, result } => self.reply(token, Reply::Read(result)),
+                Output::EncodeSnapshot { meta, store } => {
+                    let inc = self.nodes[&id].inc;
+                    self.nodes.get_mut(&id).unwrap().encoded.insert(meta.last_slot, (meta.clone(), *store));
+                    let at = self.now + self.rng.gen_range(1..50);
+                    self.schedule(at, Ev::Encoded { node: id, inc, meta });
+                }
+                Output::SendSnapshot { to, from } => {
+                    let (meta, store) = match from {
+                        crate::SnapshotSource::Encoded(meta) => match self.nodes[&id].encoded.get(&meta.last_slot) {
+                            Some((m, s)) => (m.clone(), s.clone()),
+                            None => return Err(format!("{id} asked to send snapshot {meta:?} it never encoded")),
+                        },
+                        crate::SnapshotSource::Store { meta, store } => (meta, *store),
+                    };
+                    if !self.net.is_cut(id, to) {
+                        let at = self.now + self.rng.gen_range(5..200);
+                        self.schedule(at, Ev::Install { node: to, meta, store: Box::new(store) });
+                    }
+                }
+                Output::Resign => {
+                    if self.trace {
+                        eprintln!("{:>6} {id} resigns", self.now);
+                    }
+                    self.etcd.resign(id)
+                }
+                Output::LeaderChanged { leader, ballot } if self.trace => {
+                    eprintln!("{:>6} {id}: core says leader {leader:?} at {ballot:?}", self.now);
+                }
+                Output::ReconfigureDone { token, result } => {
+                    if self.trace {
+                        eprintln!("{:>6} {id}: reconfigure {token} -> {result:?}", self.now);
+                    }
+                    if self.reconfig.is_some_and(|(t, _, _)| t == token) {
+                        self.reconfig = None;
+                        if result.is_ok() {
+                            self.stats.config_changes += 1;
+                        }
+                    }
+                }
+                Output::Suspect(s) => self.etcd.suspect(id, s.map(|s| (s.leader, s.acceptors))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, env: Envelope) -> Result<(), String> {
+        let (from, to) = (env.from.node, env.to);
+        if to == from {
+            self.schedule(self.now, Ev::Deliver(env));
+            return Ok(());
+        }
+        if !self.nodes.contains_key(&to) || self.net.is_cut(from, to) {
+            return Ok(());
+        }
+        if self.net.hold(&env) {
+            return Ok(());
+        }
+        if let Some((l, f)) = self.drop_reconfig_accept {
+            if (from, to) == (l, f) && matches!(env.msg, paxos::Message::Accept { value: paxos::Value::Reconfigure { .. }, .. }) {
+                self.drop_reconfig_accept = None;
+                return Ok(());
+            }
+        }
+        if self.rng.gen_bool(self.net.loss) {
+            return Ok(());
+        }
+        let copies = if self.rng.gen_bool(self.net.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let d = self.rng.gen_range(1..=self.net.max_delay);
+            self.schedule(self.now + d, Ev::Deliver(env.clone()));
+        }
+        Ok(())
+    }
+
+    fn deliver_now(&mut self, env: Envelope) -> Result<(), String> {
+        if self.net.is_cut(env.from.node, env.to) {
+            return Ok(());
+        }
+        let to = env.to;
+        self.feed(to, Input::Peer(env))
+    }
+
+    fn reply(&mut self, token: u64, reply: Reply) {
+        if let Some((client, _)) = self.tokens.get(&token).copied() {
+            let at = self.now + self.rng.gen_range(1..4);
+            self.schedule(at, Ev::Reply { client, token, reply });
+        }
+    }
+
+    // ---- clients ----
+
+    fn pick_node(&mut self, avoid: Option<NodeId>) -> NodeId {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().filter(|n| Some(*n) != avoid).collect();
+        *ids.choose(&mut self.rng).unwrap()
+    }
+
+    fn client_turn(&mut self, c: u64) -> Result<(), String> {
+        let ci = c as usize;
+        if self.clients[ci].in_flight.is_some() || self.clients[ci].done {
+            return Ok(());
+        }
+        let ask = if self.clients[ci].finishing {
+            match self.clients[ci].final_keys.pop() {
+                Some(key) => Ask::Read { key, linearizable: true },
+                None => {
+                    self.clients[ci].done = true;
+                    return Ok(());
+                }
+            }
+        } else {
+            self.new_ask(ci)
+        };
+        let op = match &ask {
+            Ask::Write { op, .. } => {
+                let (key, kind) = op_kind(op);
+                Op::new(c, key, kind, self.now, None, Outcome::Unknown)
+            }
+            Ask::Read { key, .. } => Op::new(c, key.clone(), OpKind::Read { result: None }, self.now, None, Outcome::Unknown),
+        };
+        let node = self.pick_node(None);
+        self.clients[ci].in_flight = Some(InFlight { op, ask, attempts: 0, maybe_applied: false, token: 0, node });
+        self.attempt(c, node, 0)
+    }
+
+    fn new_ask(&mut self, ci: usize) -> Ask {
+        let roll = self.rng.gen_range(0..100);
+        let reg = REGISTERS[self.rng.gen_range(0..REGISTERS.len())].to_string();
+        if roll < 25 {
+            return Ask::Read { key: reg, linearizable: true };
+        }
+        if roll < 40 {
+            let key = if self.rng.gen_bool(0.7) { reg } else { COUNTERS[self.rng.gen_range(0..COUNTERS.len())].to_string() };
+            return Ask::Read { key, linearizable: false };
+        }
+        let session = self.clients[ci].tag(&mut self.next_idem);
+        let op = if roll < 65 {
+            let value = self.clients[ci].value();
+            WriteOp::Put { key: reg.into_bytes(), value: value.into_bytes(), guard: None }
+        } else if roll < 80 {
+            let expected = self.clients[ci].last_value.get(&reg).cloned().flatten();
+            let new = self.clients[ci].value();
+            WriteOp::Cas {
+                key: reg.into_bytes(),
+                expected: CasExpect::Value(expected.map(String::into_bytes)),
+                new: Some(new.into_bytes()),
+            }
+        } else {
+            let key = COUNTERS[self.rng.gen_range(0..COUNTERS.len())];
+            WriteOp::Incr { key: key.as_bytes().to_vec(), delta: self.rng.gen_range(1..=5), initial: 0 }
+        };
+        Ask::Write { session, op }
+    }
+
+    /// Send the client's request to `node` after `delay` ms.
+    fn attempt(&mut self, c: u64, node: NodeId, delay: u64) -> Result<(), String> {
+        self.next_token += 1;
+        let token = self.next_token;
+        let ci = c as usize;
+        let f = self.clients[ci].in_flight.as_mut().unwrap();
+        f.attempts += 1;
+        f.token = token;
+        f.node = node;
+        if f.attempts > 1 {
+            self.stats.retries += 1;
+            if f.maybe_applied && matches!(f.ask, Ask::Write { .. }) {
+                self.stats.risky_retries += 1;
+            }
+        }
+        let seen = self.clients[ci].seen_index;
+        let input = match &self.clients[ci].in_flight.as_ref().unwrap().ask {
+            Ask::Write { session, op } => Input::Write { token, session: *session, op: op.clone(), forward: true },
+            Ask::Read { key, linearizable } => {
+                let k = key.clone().into_bytes();
+                let consistency = if *linearizable { Consistency::Linearizable } else { Consistency::Sequential { min_index: seen } };
+                Input::Read { token, consistency, f: Box::new(move |s: &Store| ReadAnswer::Get(s.get(&k))) }
+            }
+        };
+        self.tokens.insert(token, (c, node));
+        if self.trace {
+            eprintln!("{:>6} client {c} token {token} -> {node}: {input:?}", self.now);
+        }
+        let at = self.now + delay + self.rng.gen_range(1..4);
+        self.schedule(at, Ev::Request { node, input });
+        self.schedule(at + ATTEMPT_TIMEOUT_MS, Ev::ClientTimeout { client: c, token });
+        Ok(())
+    }
+
+    fn client_timeout(&mut self, c: u64, token: u64) -> Result<(), String> {
+        let ci = c as usize;
+        let Some(f) = self.clients[ci].in_flight.as_mut() else {
+            return Ok(());
+        };
+        if f.token != token {
+            return Ok(());
+        }
+        self.stats.timeouts += 1;
+        if self.trace {
+            eprintln!("{:>6} client {c} token {token} timed out", self.now);
+        }
+        let node = f.node;
+        f.maybe_applied = true;
+        self.tokens.remove(&token);
+        self.schedule(self.now + 1, Ev::Request { node, input: Input::Cancel(token) });
+        self.retry_or_give_up(c, Some(node), None)
+    }
+
+    /// After an attempt ended without a definite answer: retry if allowed, else settle.
+    fn retry_or_give_up(&mut self, c: u64, avoid: Option<NodeId>, to: Option<NodeId>) -> Result<(), String> {
+        let ci = c as usize;
+        let f = self.clients[ci].in_flight.as_ref().unwrap();
+        let retry_ok = !f.maybe_applied || Client::may_retry_unknown(&f.ask);
+        if retry_ok && f.attempts < MAX_ATTEMPTS {
+            let node = match to {
+                Some(l) => l,
+                None => self.pick_node(avoid),
+            };
+            let delay = if to.is_some() { 0 } else { self.rng.gen_range(10..100) };
+            return self.attempt(c, node, delay);
+        }
+        let f = self.clients[ci].in_flight.take().unwrap();
+        let mut op = f.op;
+        match f.ask {
+            Ask::Write { .. } if f.maybe_applied => {
+                op.outcome = Outcome::Unknown;
+                op.complete = None;
+                self.stats.writes_unknown += 1;
+                self.history.push(op);
+            }
+            // Every attempt was refused before it was ordered: the write had no effect and
+            // observed nothing (a compare-and-set recorded as `Fail` would claim its guard was
+            // evaluated and failed), so it leaves no record.
+            Ask::Write { .. } => self.stats.writes_refused += 1,
+            // A read that got no answer observed nothing.
+            Ask::Read { .. } => {}
+        }
+        self.next_turn(c);
+        Ok(())
+    }
+
+    fn next_turn(&mut self, c: u64) {
+        let at = self.now + self.rng.gen_range(0..40);
+        self.schedule(at, Ev::ClientTurn(c));
+    }
+
+    fn client_reply(&mut self, c: u64, token: u64, reply: Reply) -> Result<(), String> {
+        let ci = c as usize;
+        if self.trace {
+            let what = match &reply {
+                Reply::Write(r) => format!("{r:?}"),
+                Reply::Read(r) => format!("{r:?}"),
+            };
+            eprintln!("{:>6} client {c} token {token} <- {what}", self.now);
+        }
+        if self.tokens.remove(&token).is_none() {
+            return Ok(()); // timed out already
+        }
+        let Some(f) = self.clients[ci].in_flight.as_mut() else {
+            return Ok(());
+        };
+        if f.token != token {
+            return Ok(());
+        }
+        let node = f.node;
+        let refused = match reply {
+            Reply::Write(Ok(done)) if matches!(done.output, Err(ref e) if !matches!(e, kvstore::WriteError::CasFailed { .. })) => {
+                // The state machine refused the request (for example `SessionExpired`: the
+                // session never had a request applied, so the store cannot tell; the client
+                // starts a new session). This attempt applied nothing and observed nothing: the
+                // request leaves no record unless an earlier attempt may have applied.
+                if self.trace {
+                    eprintln!("{:>6} client {c}: refused by the state machine: {:?}", self.now, done.output);
+                }
+                if matches!(done.output, Err(kvstore::WriteError::SessionExpired { .. })) {
+                    self.clients[ci].new_session();
+                }
+                let f = self.clients[ci].in_flight.as_mut().unwrap();
+                f.attempts = MAX_ATTEMPTS;
+                return self.retry_or_give_up(c, Some(node), None);
+            }
+            Reply::Write(Ok(done)) => {
+                let mut f = self.clients[ci].in_flight.take().unwrap();
+                settle_write(&mut f.op, &done.output, self.now);
+                let client = &mut self.clients[ci];
+                client.seen_index = client.seen_index.max(f.op.index.unwrap_or(0));
+                let key = f.op.key.clone();
+                match (&f.op.kind, &done.output) {
+                    (OpKind::Write { value }, Ok(_)) | (OpKind::Cas { new: value, .. }, Ok(_)) => {
+                        client.last_value.insert(key, Some(value.clone()));
+                    }
+                    (_, Err(kvstore::WriteError::CasFailed { current })) => {
+                        client.last_value.insert(key, current.as_ref().map(|v| String::from_utf8_lossy(&v.value).into_owned()));
+                    }
+                    _ => {}
+                }
+                match f.op.outcome {
+                    Outcome::Ok => self.stats.writes_ok += 1,
+                    _ => self.stats.writes_failed += 1,
+                }
+                self.history.push(f.op);
+                self.next_turn(c);
+                return Ok(());
+            }
+            Reply::Read(Ok(done)) => {
+                let mut f = self.clients[ci].in_flight.take().unwrap();
+                let result = match done.answer {
+                    ReadAnswer::Get(v) => v.map(|v| String::from_utf8_lossy(&v.value).into_owned()),
+                    other => return Err(format!("a single-key read answered {other:?}")),
+                };
+                let linearizable = matches!(f.ask, Ask::Read { linearizable: true, .. });
+                let client = &mut self.clients[ci];
+                client.seen_index = client.seen_index.max(done.index);
+                if REGISTERS.contains(&f.op.key.as_str()) {
+                    client.last_value.insert(f.op.key.clone(), result.clone());
+                }
+                f.op.kind = OpKind::Read { result };
+                f.op.complete = Some(self.now);
+                f.op.outcome = Outcome::Ok;
+                let op = if linearizable {
+                    self.stats.lin_reads += 1;
+                    f.op.with_index(done.index)
+                } else {
+                    self.stats.seq_reads += 1;
+                    f.op.sequential(done.index)
+                };
+                self.history.push(op);
+                self.next_turn(c);
+                return Ok(());
+            }
+            Reply::Write(Err(r)) | Reply::Read(Err(r)) => r,
+        };
+        match refused {
+            Refused::NotLeader { leader } | Refused::NotServing { leader, .. } => {
+                let to = leader.filter(|l| *l != node && self.nodes.contains_key(l));
+                self.retry_or_give_up(c, Some(node), to)
+            }
+            Refused::OutcomeUnknown => {
+                self.stats.unknown_answers += 1;
+                self.clients[ci].in_flight.as_mut().unwrap().maybe_applied = true;
+                self.retry_or_give_up(c, Some(node), None)
+            }
+            Refused::TooLarge { .. } | Refused::Config(_) => Err(format!("client {c}: unexpected refusal {refused:?}")),
+            // Busy, lost, shutting down, removed: nothing was done; try elsewhere.
+            _ => self.retry_or_give_up(c, Some(node), None),
+        }
+    }
+
+    // ---- faults ----
+
+    fn up_count(&self) -> usize {
+        self.nodes.values().filter(|n| n.up).count()
+    }
+
+    fn fault(&mut self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let victim = *ids.choose(&mut self.rng).unwrap();
+        let minority = (ids.len() - 1) / 2;
+        // Faults aim at the elected leader half of the time: that is where they hurt.
+        let victim = match self.elected {
+            Some(l) if self.rng.gen_bool(0.5) => l,
+            _ => victim,
+        };
+        match self.rng.gen_range(0..100) {
+            0..=7 => {
+                // kill -9: the state is gone; it comes back as a new incarnation and rejoins.
+                if self.may_crash(victim) {
+                    let n = self.nodes.get_mut(&victim).unwrap();
+                    n.up = false;
+                    n.dead = true;
+                    n.inbox.clear();
+                    n.encoded.clear();
+                    self.stats.crashes += 1;
+                    if self.trace {
+                        eprintln!("{:>6} {victim} crashes", self.now);
+                    }
+                    let at = self.now + self.rng.gen_range(200..4_000);
+                    self.schedule(at, Ev::Restart(victim));
+                }
+            }
+            8..=19 => {
+                // Pause (SIGSTOP), long enough for the lease to expire and a new leader to rise.
+                if self.nodes[&victim].up && ids.len() - self.up_count() < minority {
+                    self.nodes.get_mut(&victim).unwrap().up = false;
+                    self.stats.pauses += 1;
+                    let at = self.now + self.rng.gen_range(300..6_000);
+                    self.schedule(at, Ev::Resume(victim));
+                }
+            }
+            20..=39 => {
+                // Cut from every peer (and half the time from etcd too).
+                let mut links = Vec::new();
+                for o in &ids {
+                    if *o != victim {
+                        links.push((victim, *o));
+                        links.push((*o, victim));
+                    }
+                }
+                for l in &links {
+                    self.net.cut.insert(*l);
+                }
+                self.stats.isolations += 1;
+                let until = self.now + self.rng.gen_range(500..8_000);
+                self.schedule(until, Ev::Heal(links));
+                if self.rng.gen_bool(0.5) {
+                    self.cut_etcd(victim, until);
+                }
+            }
+            40..=54 => {
+                let other = self.pick_node(Some(victim));
+                let link = if self.rng.gen_bool(0.5) { (victim, other) } else { (other, victim) };
+                self.net.cut.insert(link);
+                self.stats.one_way_cuts += 1;
+                let at = self.now + self.rng.gen_range(500..5_000);
+                self.schedule(at, Ev::Heal(vec![link]));
+            }
+            55..=74 => {
+                // Stall the streams from some followers into the victim (often the leader): their
+                // acknowledgements arrive late, all at once, in another term.
+                let k = self.rng.gen_range(1..=ids.len() / 2);
+                let mut others: Vec<NodeId> = ids.iter().copied().filter(|o| *o != victim).collect();
+                others.shuffle(&mut self.rng);
+                let until = self.now + self.rng.gen_range(500..5_000);
+                for o in others.into_iter().take(k) {
+                    if self.net.start_hold(o, victim, until) {
+                        self.schedule(until, Ev::Release { from: o, to: victim });
+                    }
+                }
+                self.stats.holds += 1;
+            }
+            75..=87 => {
+                let until = self.now + self.rng.gen_range(500..4_000);
+                self.cut_etcd(victim, until);
+            }
+            88..=93 => self.cycle_spare(),
+            _ => {
+                // The election tells one node a wrong leader for a while.
+                let wrong = self.pick_node(Some(victim));
+                let elected = self.elected;
+                self.hint(victim, Some(wrong), 0);
+                let d = self.rng.gen_range(200..3_000);
+                self.hint(victim, elected, d);
+                self.stats.wrong_hints += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A crash must leave a live quorum in every configuration some live replica still runs,
+    /// once every paused node resumes (or the cluster would stop for good, visibly: that is
+    /// `paxos::sim::majority_loss`'s subject, not this simulator's). So: no membership change
+    /// pending, and without the victim a quorum of the acceptors of each configuration the live
+    /// replicas have applied (a change one replica applied may be unknown to the others, who
+    /// still need a quorum of the configuration before it to learn of it).
+    fn may_crash(&self, victim: NodeId) -> bool {
+        if !self.pending.is_empty() || self.reconfig.is_some() || self.nodes[&victim].dead {
+            return false;
+        }
+        let alive = |m: &Member| m.node != victim && self.nodes.get(&m.node).is_some_and(|n| !n.dead && n.inc == m.incarnation);
+        self.nodes
+            .values()
+            .filter(|n| !n.dead)
+            .map(|n| n.node.config())
+            .all(|c| !c.acceptors.is_empty() && c.acceptors.iter().filter(|m| alive(m)).count() >= c.quorum())
+            && self.nodes.values().any(|n| !n.dead && !n.node.config().acceptors.is_empty())
+    }
+
+    fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        let (inc, start) = {
+            let n = &self.nodes[&id];
+            (Incarnation(n.inc.0 + 1), n.start + 1)
+        };
+        let me = Member { node: id, incarnation: inc };
+        let node = Node::new(node_settings(&self.cfg, &self.shape, me, start, None), Time(self.now));
+        self.nodes.insert(id, SimNode { node, inc, start, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() });
+        // The driver posts its join request before it registers.
+        self.pending.retain(|p| p.id() != id.0);
+        self.pending.push(PendingChange::Join { id: id.0, incarnation: inc.0 });
+        let leader = self.elected;
+        self.hint(id, leader, 0);
+        self.outputs(id)
+    }
+
+    /// The membership manager of the replica whose core leads (`driver/src/membership.rs`, with
+    /// the decisions of `crate::membership`): one step per tick.
+    fn membership_step(&mut self) -> Result<(), String> {
+        if let Some((_, leader, since)) = self.reconfig {
+            let gone = !self.nodes[&leader].up || !self.nodes[&leader].node.replica().is_leader();
+            if gone || self.now > since + 3_000 {
+                self.reconfig = None;
+            } else {
+                return Ok(());
+            }
+        }
+        let Some(leader) = self.nodes.iter().find(|(_, n)| n.up && n.node.replica().is_leader()).map(|(id, _)| *id) else {
+            return Ok(());
+        };
+        let registered: BTreeMap<NodeId, u64> = self.etcd.registered();
+        let epochs: BTreeMap<u64, EpochMark> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .map(|(id, n)| (id.0, EpochMark { incarnation: n.inc.0, epoch: n.node.config().epoch }))
+            .collect();
+        let n = &self.nodes[&leader];
+        let me = Member { node: leader, incarnation: n.inc };
+        let config = n.node.config().clone();
+        let step = next_step(me, &config, &self.pending, &registered, |m| n.node.replica().promotable(m).is_ok());
+        if self.trace && !self.pending.is_empty() {
+            let behind = barrier_behind(&config, &registered, &epochs);
+            eprintln!("{:>6} membership at {leader}: config {config:?} registered {registered:?} behind {behind:?} -> {step:?}", self.now);
+        }
+        match step {
+            Some(Step::Propose(change, _)) => {
+                if !barrier_behind(&config, &registered, &epochs).is_empty() {
+                    return Ok(());
+                }
+                if let paxos::ConfigChange::Promote(_) = change {
+                    self.stats.rejoined += 1;
+                }
+                self.next_token += 1;
+                let token = self.next_token;
+                self.reconfig = Some((token, leader, self.now));
+                self.feed(leader, Input::Reconfigure { token, change })?;
+                if self.cfg.faults && !self.healed {
+                    match self.rng.gen_range(0..10) {
+                        0..=3 => self.stale_leader(leader),
+                        4..=6 => self.lost_stop_sign(leader),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Some(Step::Complete(p, _)) => {
+                self.pending.retain(|q| *q != p);
+                Ok(())
+            }
+            Some(Step::HandOff) => {
+                // The leader is the one leaving: it withdraws from the election (it is no longer
+                // eligible, so it does not campaign again) and the next leader carries on.
+                self.etcd.resign(leader);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Move a spare along its cycle: a member is asked to leave; one that left (removed: it
+    /// exits) is started again as a new incarnation and asks to join.
+    fn cycle_spare(&mut self) {
+        let Some(&spare) = self.spares.choose(&mut self.rng) else { return };
+        if !self.pending.is_empty() || self.nodes[&spare].dead {
+            return;
+        }
+        let n = &self.nodes[&spare];
+        let me = Member { node: spare, incarnation: n.inc };
+        let removed = matches!(n.node.serving(), Err(NotServing::Removed(_)));
+        if removed {
+            // A removed replica drains and exits; the operator starts it again with --join.
+            let n = self.nodes.get_mut(&spare).unwrap();
+            n.up = false;
+            n.dead = true;
+            let at = self.now + self.rng.gen_range(100..1_000);
+            self.schedule(at, Ev::Restart(spare));
+        } else if n.node.config().members().any(|m| *m == me) {
+            self.pending.push(PendingChange::Leave { id: spare.0 });
+            self.stats.leaves += 1;
+        }
+    }
+
+    /// The stale-leader sequence, lined up on a membership change just proposed at `leader`:
+    /// the streams into it from some followers stall (their acknowledgements arrive late, in
+    /// another term), and a moment later it is cut off while the others hear of a new leader.
+    fn stale_leader(&mut self, leader: NodeId) {
+        let others: Vec<NodeId> = self.nodes.iter().filter(|(id, n)| **id != leader && !n.dead).map(|(id, _)| *id).collect();
+        let config = self.nodes[&leader].node.config().clone();
+        let k = config.quorum().saturating_sub(1).max(1);
+        let mut held = others.clone();
+        held.shuffle(&mut self.rng);
+        let until = self.now + self.rng.gen_range(300..3_000);
+        for o in held.into_iter().take(k) {
+            if self.net.start_hold(o, leader, until) {
+                self.schedule(until, Ev::Release { from: o, to: leader });
+            }
+        }
+        let cut_at = self.now + self.rng.gen_range(2..60);
+        let heal_at = cut_at + self.rng.gen_range(500..3_000);
+        let links: Vec<(NodeId, NodeId)> = others.iter().flat_map(|o| [(leader, *o), (*o, leader)]).collect();
+        self.schedule(cut_at, Ev::Cut(links.clone()));
+        self.schedule(heal_at, Ev::Heal(links));
+        let acceptors: Vec<NodeId> = config.acceptors.iter().map(|m| m.node).filter(|n| *n != leader && others.contains(n)).collect();
+        if let Some(&next) = acceptors.choose(&mut self.rng) {
+            // The election names another acceptor while the old leader still believes it leads.
+            self.schedule(cut_at, Ev::HandTo(next));
+        }
+        self.stats.stale_leaders += 1;
+    }
+
+    /// The other sequence lined up on a membership change: the `Accept` carrying the change to
+    /// one follower is lost (it learns the slot is chosen from the commit point and fetches it),
+    /// and the election soon names that follower, whose fetch answer may arrive while it runs
+    /// phase 1 (the schedule of issue 10, bug 1).
+    fn lost_stop_sign(&mut self, leader: NodeId) {
+        let config = self.nodes[&leader].node.config().clone();
+        let followers: Vec<NodeId> =
+            config.acceptors.iter().map(|m| m.node).filter(|n| *n != leader && self.nodes.get(n).is_some_and(|x| x.up)).collect();
+        let Some(&f) = followers.choose(&mut self.rng) else { return };
+        self.drop_reconfig_accept = Some((leader, f));
+        // Soon the leader's lease is lost and the election names `f`, for good: it keeps `f`
+        // until `f` resigns (no rescue).
+        let d = self.rng.gen_range(5..80);
+        self.schedule(self.now + d, Ev::HandTo(f));
+        self.stats.lost_stop_signs += 1;
+    }
+
+    fn cut_etcd(&mut self, id: NodeId, until: u64) {
+        if self.etcd.cut.insert(id) {
+            self.stats.etcd_cuts += 1;
+            self.schedule(until, Ev::EtcdHeal(id));
+        }
+    }
+
+    fn heal_all(&mut self) {
+        self.healed = true;
+        self.net.cut.clear();
+        let held: Vec<(NodeId, NodeId)> = self.net.held.keys().copied().collect();
+        for (from, to) in held {
+            if let Some((until, _)) = self.net.held.get_mut(&(from, to)) {
+                *until = self.now;
+            }
+            self.schedule(self.now, Ev::Release { from, to });
+        }
+        let paused: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| !n.up && !n.dead).map(|(id, _)| *id).collect();
+        for id in paused {
+            self.schedule(self.now, Ev::Resume(id));
+        }
+        let cut: Vec<NodeId> = self.etcd.cut.iter().copied().collect();
+        for id in cut {
+            self.schedule(self.now, Ev::EtcdHeal(id));
+        }
+        self.net.loss = 0.0;
+        self.net.dup = 0.0;
+    }
+
+    // ---- verdicts ----
+
+    /// Every replica reaches the same state: same applied index, same hash.
+    fn converge(&mut self) -> Result<(), String> {
+        let deadline = self.now + 20_000;
+        loop {
+            // The members of the newest configuration (a removed spare stops applying).
+            let newest = self.nodes.values().filter(|n| !n.dead).map(|n| n.node.config().clone()).max_by_key(|c| c.epoch);
+            let members: BTreeSet<Member> = newest.iter().flat_map(|c| c.members().copied()).collect();
+            let states: BTreeSet<(u64, u64)> = self
+                .nodes
+                .iter()
+                .filter(|(id, n)| members.contains(&Member { node: **id, incarnation: n.inc }))
+                .map(|(_, n)| (n.node.store().last_applied(), n.node.store().state_hash().0))
+                .collect();
+            let indexes: BTreeSet<u64> = states.iter().map(|(i, _)| *i).collect();
+            if indexes.len() == 1 && self.pending.is_empty() {
+                if states.len() > 1 {
+                    return Err(format!("replicas applied the same index with different states: {states:?}"));
+                }
+                return Ok(());
+            }
+            if self.now >= deadline {
+                let per: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|(id, n)| {
+                        let st = n.node.replica().status();
+                        if self.trace {
+                            eprintln!("{id}: {st:?}");
+                        }
+                        format!("{id}: {}", n.node.store().last_applied())
+                    })
+                    .collect();
+                return Err(format!(
+                    "replicas did not converge 20 s after the clients finished: {}; membership requests left: {:?}",
+                    per.join(", "),
+                    self.pending
+                ));
+            }
+            let step = self.now + 100;
+            self.run_until(step)?;
+        }
+    }
+
+    fn verdict(&mut self) -> Result<(), String> {
+        let opts = CheckOptions { budget: Budget { max_steps: 5_000_000, timeout: None } };
+        let v = checker::check_with(&self.history, &opts);
+        self.stats.ops_checked = v.ops_checked;
+        match v.result {
+            CheckResult::Linearizable => Ok(()),
+            CheckResult::Unknown => {
+                self.stats.check_unknown = true;
+                Ok(())
+            }
+            CheckResult::Violation => Err(format!("client histories: {v}")),
+        }
+    }
+}
