@@ -943,6 +943,7 @@ impl Node {
         }
         self.applied_slot = slot;
         self.metrics.applied_slot.set(slot.0);
+        self.metrics.store_index.set(self.store.last_applied());
     }
 
     fn lost(&mut self, id: RequestId) {
@@ -1099,6 +1100,7 @@ impl Node {
         self.metrics.config_epoch.set(meta.config.epoch);
         self.metrics.snapshots_installed.inc();
         self.metrics.applied_slot.set(meta.last_slot.0);
+        self.metrics.store_index.set(self.store.last_applied());
         let now = self.now();
         self.replica.handle(now, Event::SnapshotInstalled(meta));
         self.release_reads();
