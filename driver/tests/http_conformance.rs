@@ -251,3 +251,64 @@ async fn protocol_edges_are_problems() {
     assert!(r.header("x-request-id").is_some());
 }
 
+/// Run the `synod` CLI against `url`, with `stdin` piped in.
+fn synod(args: &[&str], url: &str, session: &std::path::Path, stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    use std::io::Write as _;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synod"));
+    cmd.args(args);
+    if args[0] != "health" {
+        cmd.arg(format!("--endpoints={url}")).arg(format!("--session-file={}", session.display()));
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("synod runs");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("stdin written");
+    let out = child.wait_with_output().expect("synod exits");
+    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_is_binary_safe_and_health_follows_readyz() {
+    let c = Cluster::start(1, 2, 10_000).await;
+    let n = c.wait_leader(Duration::from_secs(60)).await;
+    let url = c.url(n).to_string();
+    let session = c.dir.path().join("session.json");
+
+    // A value from stdin, any bytes, read back byte for byte (`-w simple`: no newline added).
+    let value = [0xffu8, 0x00, b'\n', 0x80];
+    let (code, _, err) = synod(&["kv", "put", "bin", "-"], &url, &session, &value);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = synod(&["kv", "get", "bin", "-w", "simple"], &url, &session, b"");
+    assert_eq!((code, out.as_slice()), (0, &value[..]), "{err}");
+    // Listings show binary values as base64:..., never `?`, and keep the "more" hint.
+    let (code, _, err) = synod(&["kv", "put", "text", "plain"], &url, &session, b"");
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = synod(&["kv", "ls", "--limit", "1", "-w", "simple"], &url, &session, b"");
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("bin\tbase64:/wAKgA==\t"), "{out}");
+    let cursor = err.trim().strip_prefix("(more: --cursor ").and_then(|c| c.strip_suffix(')')).expect("a more hint").to_string();
+    let (_, out, _) = synod(&["kv", "ls", "--limit", "1", "--cursor", &cursor, "-w", "simple"], &url, &session, b"");
+    assert!(String::from_utf8(out).unwrap().starts_with("text\tplain\t"), "the cursor continues after bin");
+    // A CAS names its new value or --delete.
+    let (code, _, _) = synod(&["kv", "cas", "text", "--expected", "plain"], &url, &session, b"");
+    assert_eq!(code, 2, "clap refuses a cas with neither --new nor --delete");
+    let (code, _, err) = synod(&["kv", "cas", "text", "--expected", "plain", "--delete"], &url, &session, b"");
+    assert_eq!(code, 0, "{err}");
+    // Tables have headers.
+    let (code, out, err) = synod(&["members", "list"], &url, &session, b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(String::from_utf8(out).unwrap().lines().any(|l| l.starts_with("ID ")), "members table header");
+
+    // `synod health` is 0 only while /readyz is 200.
+    let (code, _, err) = synod(&["health", "--url", &format!("{url}/readyz")], &url, &session, b"");
+    assert_eq!(code, 0, "{err}");
+    let mut c = c;
+    c.kill9(n);
+    let (code, _, err) = synod(&["health", "--url", &format!("{url}/readyz"), "--timeout-ms", "500"], &url, &session, b"");
+    assert_eq!(code, 1, "a replica that does not answer is not healthy: {err}");
+    assert!(err.starts_with("not ready:"), "{err}");
+}
