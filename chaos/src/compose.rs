@@ -1,11 +1,18 @@
 //! The compose file, generated for any number of replicas.
 //!
 //! `docker-compose.yaml` at the repository root is exactly `render(5)` (a unit test holds them
-//! equal), and `synod-chaos compose --replicas 9` writes the 9-replica file. Format "2.4" is the
-//! newest that Debian's docker-compose 1.29 accepts with `depends_on: condition:`.
+//! equal), and `synod-chaos compose --replicas 9` writes the 9-replica file. It has no `version:`
+//! key: that key is obsolete in the Compose Specification, which both docker-compose 1.27+ (v1,
+//! Debian's 1.29) and `docker compose` (v2) read, `depends_on: condition:` included.
 //!
 //! Every replica is a founder (`SYNOD_BOOTSTRAP` lists them all); replica `i` publishes its
-//! REST port on `127.0.0.1:(8080+i)`. Three etcd members form a static cluster.
+//! REST port on `127.0.0.1:(8080+i)` and *advertises* that address (`SYNOD_HTTP_ADVERTISE`), so
+//! `Location` on a redirect and `leader_http` in `/v1/status` are addresses a client on the host
+//! can use. Three etcd members form a static cluster. Every container has `restart:
+//! unless-stopped` (a crashed process comes back by itself; `docker kill` and `docker stop`
+//! disable the policy until the next `docker start`, so the fault test's kills stay down until
+//! it starts them). A replica's healthcheck is `synod health` on its own `/readyz` (the image is
+//! `FROM scratch`: the binary is the only tool in it).
 
 use std::fmt::Write as _;
 
@@ -29,7 +36,6 @@ pub fn render(replicas: usize) -> String {
     let _ = writeln!(y, "# Images come from docker/build.sh (no registry is needed):");
     let _ = writeln!(y, "#   docker/build.sh && docker-compose -p synod up -d --no-build");
     let _ = writeln!(y, "# Replica i serves REST on 127.0.0.1:808i. See docs/docker.md.");
-    let _ = writeln!(y, "version: \"2.4\"");
     let _ = writeln!(y);
     let _ = writeln!(y, "networks:");
     let _ = writeln!(y, "  {NETWORK}: {{}}");
@@ -41,6 +47,7 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    build: {{ context: target/docker-stage/etcd }}");
         let _ = writeln!(y, "    hostname: etcd-{i}");
         let _ = writeln!(y, "    networks: [{NETWORK}]");
+        let _ = writeln!(y, "    restart: unless-stopped");
         let _ = writeln!(y, "    command:");
         for arg in [
             format!("--name=etcd-{i}"),
@@ -65,12 +72,13 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    build: {{ context: target/docker-stage/synod }}");
         let _ = writeln!(y, "    hostname: synod-{i}");
         let _ = writeln!(y, "    networks: [{NETWORK}]");
+        let _ = writeln!(y, "    restart: unless-stopped");
         let _ = writeln!(y, "    command: [node]");
         let _ = writeln!(y, "    environment:");
         for (k, v) in [
             ("SYNOD_ID", i.to_string()),
             ("SYNOD_HTTP_LISTEN", "0.0.0.0:8080".to_string()),
-            ("SYNOD_HTTP_ADVERTISE", format!("synod-{i}:8080")),
+            ("SYNOD_HTTP_ADVERTISE", format!("127.0.0.1:{}", host_port(i))),
             ("SYNOD_GRPC_LISTEN", "0.0.0.0:9090".to_string()),
             ("SYNOD_GRPC_ADVERTISE", format!("synod-{i}:9090")),
             ("SYNOD_ETCD", "http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379".to_string()),
@@ -86,7 +94,7 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    healthcheck:");
         let _ = writeln!(
             y,
-            "      test: [\"CMD\", \"/synod\", \"status\", \"--endpoints\", \"http://127.0.0.1:8080\", \"--timeout-ms\", \"2000\"]"
+            "      test: [\"CMD\", \"/synod\", \"health\", \"--url\", \"http://127.0.0.1:8080/readyz\", \"--timeout-ms\", \"2000\"]"
         );
         let _ = writeln!(y, "      interval: 2s");
         let _ = writeln!(y, "      timeout: 8s");
@@ -128,5 +136,13 @@ mod tests {
             assert!(y.contains(&format!("SYNOD_GRPC_ADVERTISE: \"synod-{i}:9090\"")));
         }
         assert_eq!(y.matches("condition: service_healthy").count(), 27);
+        assert_eq!(y.matches("restart: unless-stopped").count(), 12);
+        assert!(!y.contains("version:"), "the obsolete version key is gone");
+        for i in 1..=9 {
+            // Redirects and leader_http name an address the host can reach.
+            assert!(y.contains(&format!("SYNOD_HTTP_ADVERTISE: \"127.0.0.1:{}\"", 8080 + i)), "replica {i} advertise");
+        }
+        // The healthcheck fails unless /readyz is 200 (a replica with no leader is unhealthy).
+        assert_eq!(y.matches("\"/synod\", \"health\", \"--url\", \"http://127.0.0.1:8080/readyz\"").count(), 9);
     }
 }

@@ -1,4 +1,11 @@
-//! Client commands: `synod kv get|put|del|ls|cas|incr|batch-get|batch-put` and `synod status`.
+//! Client commands: `synod kv get|put|del|ls|cas|incr|batch-get|batch-put`, `synod status`,
+//! `synod members ...` and `synod health`.
+//!
+//! Output (`-w table|json|simple`): `json` is the server's JSON; `table` aligns columns under a
+//! header; `simple` prints one tab-separated line per item with no header, for scripts. `get`
+//! writes the value's raw bytes (binary-safe; a newline follows except with `-w simple`). In
+//! listings a key or value that is not UTF-8 is printed as `base64:<standard base64>` (the same
+//! form problem details use), never replaced by `?`. `put KEY -` reads the value from stdin.
 //!
 //! Endpoints are tried in turn: a refused connection, a 503, 504 or 410 moves on to the next one,
 //! and after a whole round a jittered backoff, until `--retry-deadline-ms`. A write
@@ -29,10 +36,12 @@ fn jittered(b: Duration, seed: u64) -> Duration {
 /// How to print answers.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// Human-readable text.
+    /// Aligned columns under a header.
     Table,
     /// The JSON the server sent.
     Json,
+    /// One tab-separated line per item, no header (for scripts).
+    Simple,
 }
 
 /// Options shared by every client command.
@@ -41,8 +50,16 @@ pub struct ClientOpts {
     /// Replica REST endpoints, tried in turn (comma separated).
     #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081", global = true)]
     pub endpoints: Vec<String>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    /// Output format: table, json or simple (`-o`/`--output` are accepted too).
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        visible_short_alias = 'o',
+        visible_alias = "output",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
     pub output: OutputFormat,
     /// Where the session state lives (default ~/.synod/session.json).
     #[arg(long, env = "SYNOD_SESSION_FILE", global = true)]
@@ -79,7 +96,7 @@ pub enum KvCmd {
     Put {
         /// The key.
         key: String,
-        /// The value.
+        /// The value; `-` reads it from stdin (any bytes).
         value: String,
     },
     /// Delete one key.
@@ -121,9 +138,12 @@ pub enum KvCmd {
         /// Expect the key to be absent.
         #[arg(long)]
         absent: bool,
-        /// The new value (omit to delete).
-        #[arg(long)]
+        /// The new value.
+        #[arg(long, required_unless_present = "delete", conflicts_with = "delete")]
         new: Option<String>,
+        /// Delete the key if the expectation holds (instead of `--new`).
+        #[arg(long)]
+        delete: bool,
     },
     /// Add to an integer value.
     Incr {
@@ -236,7 +256,7 @@ impl Cli {
             query.push(("consistency".into(), "sequential".into()));
             query.push(("min_index".into(), self.session.last_index.to_string()));
         }
-        let q = query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v.as_bytes()))).collect::<Vec<_>>().join("&");
+        let q = query.iter().map(|(k, v)| format!("{k}={}", crate::codec::query_encode(v))).collect::<Vec<_>>().join("&");
         let pq = if q.is_empty() { path.to_string() } else { format!("{path}?{q}") };
         let r = self.send(Method::GET, &pq, &[], Vec::new()).await;
         self.save();
@@ -279,7 +299,16 @@ pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
     let out = cli.opts.output;
     let r = match &cmd {
         KvCmd::Get { key } => cli.read(&kv_path(key), vec![]).await?,
-        KvCmd::Put { key, value } => cli.write(Method::PUT, &kv_path(key), None, value.clone().into_bytes()).await?,
+        KvCmd::Put { key, value } => {
+            let bytes = if value == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading the value from stdin")?;
+                b
+            } else {
+                value.clone().into_bytes()
+            };
+            cli.write(Method::PUT, &kv_path(key), None, bytes).await?
+        }
         KvCmd::Del { key } => cli.write(Method::DELETE, &kv_path(key), None, Vec::new()).await?,
         KvCmd::Ls { prefix, start, end, limit, cursor, keys_only } => {
             let mut q = Vec::new();
@@ -296,8 +325,12 @@ pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
             }
             cli.read("/v1/kv", q).await?
         }
-        KvCmd::Cas { key, expected, expected_version, absent, new } => {
-            let mut body = json!({ "op": "cas", "key": key, "new": new });
+        KvCmd::Cas { key, expected, expected_version, absent, new, delete } => {
+            let mut body = json!({ "op": "cas", "key": key });
+            match new {
+                Some(n) => body["new"] = json!(n),
+                None => body["delete"] = json!(delete),
+            }
             if let Some(e) = expected {
                 body["expected"] = json!(e);
             }
@@ -336,12 +369,52 @@ pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
     Ok(if (200..300).contains(&r.status) { 0 } else { 1 })
 }
 
+/// A byte string from a reply's JSON for a terminal: the text, or `base64:...` for
+/// `{"base64": ...}` (never `?`).
+pub fn show_bytes(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("base64").and_then(Value::as_str) {
+            Some(b) => format!("base64:{b}"),
+            None => v.to_string(),
+        },
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Print rows: `table` aligns columns under `header`; `simple` prints tab-separated rows.
+pub fn print_rows(out: OutputFormat, header: &[&str], rows: &[Vec<String>]) {
+    if out == OutputFormat::Simple {
+        for r in rows {
+            println!("{}", r.join("\t"));
+        }
+        return;
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
 fn print_reply(cmd: &KvCmd, r: &HttpResponse, out: OutputFormat) {
     if !(200..300).contains(&r.status) {
         let j = r.json();
         match out {
             OutputFormat::Json => println!("{}", if j.is_null() { r.text() } else { j.to_string() }),
-            OutputFormat::Table => {
+            OutputFormat::Table | OutputFormat::Simple => {
                 eprintln!("error {}: {}", r.status, j["detail"].as_str().unwrap_or(&r.text()));
                 if !j["current"].is_null() {
                     eprintln!("current: {}", j["current"]);
@@ -355,40 +428,58 @@ fn print_reply(cmd: &KvCmd, r: &HttpResponse, out: OutputFormat) {
         match out {
             OutputFormat::Json => println!(
                 "{}",
-                json!({ "key": key, "value": r.text(), "version": version, "index": r.index() })
+                json!({ "key": key, "value": crate::rest::problem::bytes_value(&r.body), "version": version, "index": r.index() })
             ),
-            OutputFormat::Table => println!("{}", r.text()),
+            // The value's bytes as they are: binary-safe when piped.
+            OutputFormat::Table | OutputFormat::Simple => {
+                use std::io::Write as _;
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&r.body);
+                if out == OutputFormat::Table {
+                    let _ = o.write_all(b"\n");
+                }
+            }
         }
         return;
     }
     let j = r.json();
-    match out {
-        OutputFormat::Json => println!("{j}"),
-        OutputFormat::Table => match cmd {
-            KvCmd::Ls { .. } => {
-                for e in j["entries"].as_array().into_iter().flatten() {
-                    let key = e["key"].as_str().unwrap_or("?");
-                    match e.get("value") {
-                        Some(v) => println!("{key}\t{}\t(v{})", v.as_str().unwrap_or(&v.to_string()), e["version"]),
-                        None => println!("{key}\t(v{})", e["version"]),
+    match (out, cmd) {
+        (OutputFormat::Json, _) => println!("{j}"),
+        (_, KvCmd::Ls { .. }) => {
+            let rows: Vec<Vec<String>> = j["entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let mut row = vec![show_bytes(&e["key"])];
+                    if let Some(v) = e.get("value") {
+                        row.push(show_bytes(v));
                     }
-                }
-                if let Some(c) = j["next_cursor"].as_str() {
-                    println!("(more: --cursor {c})");
-                }
+                    row.push(e["version"].to_string());
+                    row
+                })
+                .collect();
+            let keys_only = rows.first().is_some_and(|r| r.len() == 2);
+            print_rows(out, if keys_only { &["KEY", "VERSION"] } else { &["KEY", "VALUE", "VERSION"] }, &rows);
+            // The hint goes to stderr, so `-w simple` output stays one line per key.
+            if let Some(c) = j["next_cursor"].as_str() {
+                eprintln!("(more: --cursor {c})");
             }
-            KvCmd::BatchGet { .. } => {
-                for e in j["values"].as_array().into_iter().flatten() {
-                    let key = e["key"].as_str().unwrap_or("?");
-                    match e.get("value") {
-                        Some(v) => println!("{key}\t{}", v.as_str().unwrap_or(&v.to_string())),
-                        None => println!("{key}\t(missing)"),
-                    }
-                }
-            }
-            KvCmd::Incr { .. } => println!("{}", j["value"]),
-            _ => println!("OK (index {})", j["index"]),
-        },
+        }
+        (_, KvCmd::BatchGet { .. }) => {
+            let rows: Vec<Vec<String>> = j["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let value = e.get("value").map_or("(missing)".to_string(), show_bytes);
+                    vec![show_bytes(&e["key"]), value, e.get("version").map_or("-".to_string(), Value::to_string)]
+                })
+                .collect();
+            print_rows(out, &["KEY", "VALUE", "VERSION"], &rows);
+        }
+        (_, KvCmd::Incr { .. }) => println!("{}", j["value"]),
+        _ => println!("OK (index {})", j["index"]),
     }
 }
 
@@ -401,23 +492,47 @@ pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
         println!("{}", if j.is_null() { r.text() } else { j.to_string() });
         return Ok(if r.status == 200 { 0 } else { 1 });
     }
-    println!("node      {} ({})", j["id"], j["role"].as_str().unwrap_or("?"));
-    println!("leader    {} at {}", j["leader"], j["leader_http"]);
-    println!("ballot    {}.{}@{}", j["ballot"]["round"], j["ballot"]["node"], j["ballot"]["incarnation"]);
-    println!("slots     commit {} applied {} checkpoint {} snapshot {}", j["commit_slot"], j["applied_slot"], j["checkpoint_slot"], j["snapshot_slot"]);
-    println!("index     {} ({} keys)", j["index"], j["keys"]);
-    println!("members   (epoch {})", j["epoch"]);
-    for m in j["members"].as_array().into_iter().flatten() {
-        println!(
-            "  {:>4}  {:<8}  live={:<5}  learned={:<6}  http={}",
-            m["id"],
-            m["state"].as_str().unwrap_or("?"),
-            m["live"],
-            m["learned"],
-            m["http"].as_str().unwrap_or("-")
-        );
-    }
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let summary = vec![
+        vec!["node".to_string(), format!("{} ({})", j["id"], s(&j["role"]))],
+        vec!["leader".to_string(), format!("{} at {}", j["leader"], s(&j["leader_http"]))],
+        vec!["ballot".to_string(), format!("{}.{}@{}", j["ballot"]["round"], j["ballot"]["node"], j["ballot"]["incarnation"])],
+        vec![
+            "slots".to_string(),
+            format!("commit {} applied {} checkpoint {} snapshot {}", j["commit_slot"], j["applied_slot"], j["checkpoint_slot"], j["snapshot_slot"]),
+        ],
+        vec!["index".to_string(), format!("{} ({} keys)", j["index"], j["keys"])],
+        vec!["serving".to_string(), if j["serving"] == json!(true) { "yes".to_string() } else { format!("no: {}", s(&j["reason"])) }],
+        vec!["epoch".to_string(), j["epoch"].to_string()],
+    ];
+    print_rows(cli.opts.output, &["FIELD", "VALUE"], &summary);
+    println!();
+    let members: Vec<Vec<String>> = j["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| vec![m["id"].to_string(), s(&m["state"]), m["live"].to_string(), m["learned"].to_string(), s(&m["http"])])
+        .collect();
+    print_rows(cli.opts.output, &["ID", "STATE", "LIVE", "LEARNED", "HTTP"], &members);
     Ok(0)
+}
+
+/// `synod health`: exit 0 if `url` (a replica's `/readyz`) answers 200 within `timeout`, else
+/// print why (the problem's `detail`, or the connection error) and exit 1. Made for container
+/// healthchecks: the image is `FROM scratch`, so the binary is the only tool there.
+pub async fn run_health(url: &str, timeout: Duration) -> i32 {
+    match HttpClient::new().request(Method::GET, url, &[], Vec::new(), timeout).await {
+        Ok(r) if r.status == 200 => 0,
+        Ok(r) => {
+            let j = r.json();
+            eprintln!("not ready: {} {}", r.status, j["detail"].as_str().map_or_else(|| r.text(), str::to_string));
+            1
+        }
+        Err(e) => {
+            eprintln!("not ready: {e:#}");
+            1
+        }
+    }
 }
 
 /// `synod members ...`
@@ -523,21 +638,29 @@ pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i3
     }
     match cmd {
         MembersCmd::List => {
-            println!("epoch {}  leader {}", j["epoch"], j["leader"]);
-            for m in j["members"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:>4}  inc={:<16}  {:<8}  live={:<5}  learned={:<6}  http={}  grpc={}",
-                    m["id"],
-                    m["incarnation"],
-                    m["role"].as_str().unwrap_or("?"),
-                    m["live"],
-                    m["learned"],
-                    m["http"].as_str().unwrap_or("-"),
-                    m["grpc"].as_str().unwrap_or("-")
-                );
+            let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            if cli.opts.output == OutputFormat::Table {
+                println!("epoch {}  leader {}", j["epoch"], j["leader"]);
             }
+            let rows: Vec<Vec<String>> = j["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    vec![
+                        m["id"].to_string(),
+                        m["incarnation"].to_string(),
+                        s(&m["role"]),
+                        m["live"].to_string(),
+                        m["learned"].to_string(),
+                        s(&m["http"]),
+                        s(&m["grpc"]),
+                    ]
+                })
+                .collect();
+            print_rows(cli.opts.output, &["ID", "INCARNATION", "ROLE", "LIVE", "LEARNED", "HTTP", "GRPC"], &rows);
             for p in j["pending"].as_array().into_iter().flatten() {
-                println!("  pending {p}");
+                println!("pending {p}");
             }
         }
         _ => println!("requested: {}", j["pending"]),

@@ -1,4 +1,4 @@
-//! The `synod` binary: `node`, `dev`, `kv ...`, `status`. Every flag is also read from a
+//! The `synod` binary: `node`, `dev`, `kv ...`, `status`, `members ...`, `health`. Every flag is also read from a
 //! `SYNOD_*` environment variable.
 
 use clap::{Parser, Subcommand};
@@ -41,6 +41,16 @@ enum Cmd {
         opts: ClientOpts,
         #[command(subcommand)]
         cmd: MembersCmd,
+    },
+    /// Exit 0 if a replica is ready (its `/readyz` answers 200), else print why and exit 1 (a
+    /// container healthcheck).
+    Health {
+        /// The replica's `/readyz` URL.
+        #[arg(long, env = "SYNOD_HEALTH_URL", default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
     },
 }
 
@@ -88,6 +98,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Members { opts, cmd } => {
             init_logs(&args.log_format, "warn");
             rt.block_on(driver::cli::run_members(opts, cmd))?
+        }
+        Cmd::Health { url, timeout_ms } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_health(&url, std::time::Duration::from_millis(timeout_ms)))
         }
     };
     drop(rt);

@@ -1,51 +1,71 @@
-//! Metrics in Prometheus text format, without a registry crate.
+//! Metrics through `prometheus-client`, served as OpenMetrics text on `/metrics`.
 //!
 //! Counters and gauges are atomics bumped by whichever task sees the event (the node loop, peer
-//! senders, REST handlers); latencies go into HDR histograms (one per request kind) and are
-//! rendered as Prometheus summaries (quantiles, sum, count). The core's own view (role, ballot,
-//! commit and applied slots, its counters) is read from a [`NodeStatus`] at scrape time.
+//! senders, REST handlers). Request latency is a histogram by route, method and status class,
+//! so replicas' figures add up (a summary's quantiles cannot be aggregated). The core's own view
+//! (role, ballot, commit and applied slots, its counters) is read from a [`NodeStatus`] at scrape
+//! time, as are the process figures (resident memory and open descriptors, from `/proc`).
 
 use ::node::NodeStatus;
-use hdrhistogram::Histogram;
 use paxos::{Ballot, NodeId, RoleKind};
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// A monotone counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// The `Content-Type` of `/metrics` (OpenMetrics 1.0 text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A monotone counter (exposed as `<name>_total`).
+#[derive(Debug, Default, Clone)]
+pub struct Counter(prometheus_client::metrics::counter::Counter);
 
 impl Counter {
     /// Add one.
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
     /// Add `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
+    }
+    /// Raise to `v` (for counters kept elsewhere, copied at scrape time; never goes down).
+    fn raise_to(&self, v: u64) {
+        self.0.inc_by(v.saturating_sub(self.0.get()));
     }
 }
 
 /// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
+#[derive(Debug, Default, Clone)]
+pub struct Gauge(prometheus_client::metrics::gauge::Gauge);
 
 impl Gauge {
     /// Set the value.
     pub fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
+        self.0.set(i64::try_from(v).unwrap_or(i64::MAX));
     }
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        u64::try_from(self.0.get()).unwrap_or(0)
     }
+}
+
+/// Labels of a client request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's path pattern (`/v1/kv/*key`), never the raw path.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// `2xx`, `3xx`, `4xx` or `5xx`.
+    pub code: String,
 }
 
 /// Everything the driver counts.
@@ -59,6 +79,8 @@ pub struct Metrics {
     pub applied_commands: Counter,
     /// The last applied slot.
     pub applied_slot: Gauge,
+    /// The store's last applied command index (what `X-Synod-Index` says on a refusal).
+    pub store_index: Gauge,
     /// Requests forwarded to the leader (writes handed over in the peer stream, and requests
     /// relayed over gRPC `Forward`).
     pub forwarded: Counter,
@@ -86,23 +108,54 @@ pub struct Metrics {
     pub reads_not_served: Counter,
     /// Whether this replica answers reads from its own state (1) or not (0).
     pub serving: Gauge,
-    /// Leader as last reported (0: none).
+    /// Whether the etcd lease is alive (1) or not (0).
+    pub etcd_up: Gauge,
+    /// Leader as last reported (0: none); replaced by the core's view when it answers.
     leader: Gauge,
     /// Ballot round as last reported.
     ballot_round: Gauge,
-    /// Whether the etcd lease is alive (1) or not (0).
-    pub etcd_up: Gauge,
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram<u64>>>,
+    requests: Family<RequestLabels, prometheus_client::metrics::counter::Counter>,
+    latency: Family<RequestLabels, Histogram>,
+    scrape: ScrapeTime,
+    registry: Mutex<Registry>,
+}
+
+/// Values copied from the node loop's status and `/proc` at each scrape.
+#[derive(Debug, Default)]
+struct ScrapeTime {
+    is_leader: Gauge,
+    commit_slot: Gauge,
+    keys: Gauge,
+    sessions: Gauge,
+    sessions_max: Gauge,
+    log_clock_ms: Gauge,
+    pending_writes: Gauge,
+    pending_reads: Gauge,
+    core_commands_applied: Counter,
+    core_proposals_lost: Counter,
+    core_dropped_messages: Counter,
+    core_elections_started: Counter,
+    core_became_leader: Counter,
+    core_stepped_down: Counter,
+    core_config_changes: Counter,
+    core_snapshots_installed: Counter,
+    resident_memory_bytes: Gauge,
+    open_fds: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 250 µs .. ~8 s in 16 doubling buckets.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let m = Metrics {
             proposals: Counter::default(),
             proposals_lost: Counter::default(),
             applied_commands: Counter::default(),
             applied_slot: Gauge::default(),
+            store_index: Gauge::default(),
             forwarded: Counter::default(),
             forward_failures: Counter::default(),
             peer_send_failures: Counter::default(),
@@ -116,107 +169,166 @@ impl Default for Metrics {
             membership_changes: Counter::default(),
             reads_not_served: Counter::default(),
             serving: Gauge::default(),
+            etcd_up: Gauge::default(),
             leader: Gauge::default(),
             ballot_round: Gauge::default(),
-            etcd_up: Gauge::default(),
-            requests: Mutex::new(BTreeMap::new()),
-            latency: Mutex::new(BTreeMap::new()),
-        }
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            scrape: ScrapeTime::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        m.register();
+        m
     }
 }
 
 impl Metrics {
+    /// Put every metric in the registry (they share their values with the fields).
+    fn register(&self) {
+        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &self.scrape;
+        let counters: [(&str, &str, &Counter); 22] = [
+            ("synod_proposals", "Commands proposed by this node.", &self.proposals),
+            ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
+            ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
+            ("synod_forwarded_requests", "Client requests forwarded to the leader.", &self.forwarded),
+            ("synod_forward_failures", "Forwarding attempts that failed.", &self.forward_failures),
+            ("synod_peer_send_failures", "Peer sends that failed.", &self.peer_send_failures),
+            ("synod_peer_queue_drops", "Peer sends dropped on a full queue.", &self.peer_queue_drops),
+            (
+                "synod_leader_leases_revoked",
+                "Election leases of a silent leader revoked here (a majority of acceptors suspected it).",
+                &self.leader_leases_revoked,
+            ),
+            ("synod_peer_decode_errors", "Peer messages that did not decode.", &self.peer_decode_errors),
+            ("synod_snapshots_taken", "Snapshots taken.", &self.snapshots_taken),
+            ("synod_snapshots_sent", "Snapshots streamed to peers.", &self.snapshots_sent),
+            ("synod_snapshots_installed", "Snapshots installed from peers.", &self.snapshots_installed),
+            ("synod_membership_changes", "Membership changes proposed here that took effect.", &self.membership_changes),
+            ("synod_reads_not_served", "Reads not answered from this replica's state (catching up, lagging, removed).", &self.reads_not_served),
+            ("synod_core_commands_applied", "Commands chosen through the core.", &s.core_commands_applied),
+            ("synod_core_proposals_lost", "Proposals lost (core view).", &s.core_proposals_lost),
+            ("synod_core_dropped_messages", "Peer messages the core dropped.", &s.core_dropped_messages),
+            ("synod_core_elections_started", "Phase 1 runs started.", &s.core_elections_started),
+            ("synod_core_became_leader", "Times this node became leader.", &s.core_became_leader),
+            ("synod_core_stepped_down", "Times this node stepped down.", &s.core_stepped_down),
+            ("synod_core_config_changes", "Configuration changes applied (core view).", &s.core_config_changes),
+            ("synod_core_snapshots_installed", "Snapshots installed (core view).", &s.core_snapshots_installed),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.0.clone());
+        }
+        let gauges: [(&str, &str, &Gauge); 17] = [
+            ("synod_etcd_up", "Whether this node's etcd lease is alive.", &self.etcd_up),
+            ("synod_config_epoch", "The epoch of the configuration applied last.", &self.config_epoch),
+            ("synod_serving", "1 if this replica answers reads from its own state.", &self.serving),
+            ("synod_leader", "The leader's node id (0: none known).", &self.leader),
+            ("synod_is_leader", "1 if this node leads.", &s.is_leader),
+            ("synod_ballot_round", "The highest ballot round seen.", &self.ballot_round),
+            ("synod_commit_slot", "Every slot up to here is chosen.", &s.commit_slot),
+            ("synod_applied_slot", "Every slot up to here is applied.", &self.applied_slot),
+            ("synod_store_index", "The store's applied command index.", &self.store_index),
+            ("synod_keys", "Keys in the store.", &s.keys),
+            ("synod_sessions", "Live exactly-once sessions (new ones are refused, 503, at synod_sessions_max).", &s.sessions),
+            ("synod_sessions_max", "The session table's cap (0: none).", &s.sessions_max),
+            ("synod_log_clock_ms", "The store's log clock (log time that expires sessions).", &s.log_clock_ms),
+            ("synod_pending_writes", "Writes waiting for their outcome.", &s.pending_writes),
+            ("synod_pending_reads", "Reads waiting.", &s.pending_reads),
+            ("process_resident_memory_bytes", "Resident memory of this process, from /proc/self/statm.", &s.resident_memory_bytes),
+            ("process_open_fds", "Open file descriptors of this process, from /proc/self/fd.", &s.open_fds),
+        ];
+        for (name, help, g) in gauges {
+            r.register(name, help, g.0.clone());
+        }
+        r.register("synod_requests", "Client requests by route, method and status class.", self.requests.clone());
+        r.register("synod_request_seconds", "Client request latency by route, method and status class.", self.latency.clone());
+        r.register("synod_build", "The running build.", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
+    }
+
     /// Record who leads.
     pub fn set_leader(&self, leader: Option<NodeId>, ballot: Ballot) {
         self.leader.set(leader.map_or(0, |n| n.0));
         self.ballot_round.set(ballot.round);
     }
 
-    /// Record one finished client request.
-    pub fn observe_request(&self, kind: &str, status: u16, took: Duration) {
-        *self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry((kind.to_string(), status)).or_default() += 1;
-        let mut lat = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let h = lat.entry(kind.to_string()).or_insert_with(|| {
-            // 1 µs .. 60 s at 3 significant digits; the bounds are constants, so this cannot fail.
-            Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-        });
-        let _ = h.record((took.as_micros() as u64).clamp(1, 60_000_000));
+    /// Record one finished client request on `route` (its path pattern).
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let labels = RequestLabels { route: route.to_string(), method: method.to_string(), code: format!("{}xx", status / 100) };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
-    /// Render everything in the Prometheus text format.
+    /// Render everything as OpenMetrics text, with the core's view from `status` if it answered.
     pub fn render(&self, status: Option<&NodeStatus>) -> String {
+        let s = &self.scrape;
+        if let Some(st) = status {
+            self.leader.set(st.core.leader.map_or(0, |n| n.0));
+            s.is_leader.set(u64::from(st.core.role == RoleKind::Leader));
+            self.ballot_round.set(st.core.ballot.round);
+            s.commit_slot.set(st.core.commit.0);
+            self.applied_slot.set(st.core.applied.0);
+            self.store_index.set(st.store_index);
+            s.keys.set(st.keys as u64);
+            s.sessions.set(st.sessions as u64);
+            s.sessions_max.set(st.sessions_max as u64);
+            s.log_clock_ms.set(st.log_clock_ms);
+            s.pending_writes.set(st.pending_writes as u64);
+            s.pending_reads.set(st.pending_reads as u64);
+            let c = &st.counters;
+            s.core_commands_applied.raise_to(c.commands_applied);
+            s.core_proposals_lost.raise_to(c.proposals_lost);
+            s.core_dropped_messages.raise_to(c.dropped_messages);
+            s.core_elections_started.raise_to(c.elections_started);
+            s.core_became_leader.raise_to(c.became_leader);
+            s.core_stepped_down.raise_to(c.stepped_down);
+            s.core_config_changes.raise_to(c.config_changes);
+            s.core_snapshots_installed.raise_to(c.snapshots_installed);
+        }
+        if let Some(rss) = resident_memory_bytes() {
+            s.resident_memory_bytes.set(rss);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            s.open_fds.set(fds.count() as u64);
+        }
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter("synod_proposals_total", "Commands proposed by this node.", self.proposals.get());
-        counter("synod_proposals_lost_total", "Proposals reported lost by the core.", self.proposals_lost.get());
-        counter("synod_applied_commands_total", "Commands applied to the store.", self.applied_commands.get());
-        counter("synod_forwarded_requests_total", "Client requests forwarded to the leader.", self.forwarded.get());
-        counter("synod_forward_failures_total", "Forwarding attempts that failed.", self.forward_failures.get());
-        counter("synod_peer_send_failures_total", "Peer sends that failed.", self.peer_send_failures.get());
-        counter("synod_peer_queue_drops_total", "Peer sends dropped on a full queue.", self.peer_queue_drops.get());
-        counter("synod_leader_leases_revoked_total", "Election leases of a silent leader revoked here (a majority of acceptors suspected it).", self.leader_leases_revoked.get());
-        counter("synod_peer_decode_errors_total", "Peer messages that did not decode.", self.peer_decode_errors.get());
-        counter("synod_snapshots_taken_total", "Snapshots taken.", self.snapshots_taken.get());
-        counter("synod_snapshots_sent_total", "Snapshots streamed to peers.", self.snapshots_sent.get());
-        counter("synod_snapshots_installed_total", "Snapshots installed from peers.", self.snapshots_installed.get());
-        counter("synod_membership_changes_total", "Membership changes proposed here that took effect.", self.membership_changes.get());
-        counter(
-            "synod_reads_not_served_total",
-            "Reads not answered from this replica's state (catching up, lagging, removed).",
-            self.reads_not_served.get(),
-        );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge("synod_etcd_up", "Whether this node's etcd lease is alive.", self.etcd_up.get());
-        gauge("synod_config_epoch", "The epoch of the configuration applied last.", self.config_epoch.get());
-        gauge("synod_serving", "1 if this replica answers reads from its own state.", self.serving.get());
-        if let Some(s) = status {
-            gauge("synod_leader", "The leader's node id (0: none known).", s.core.leader.map_or(0, |n| n.0));
-            gauge("synod_is_leader", "1 if this node leads.", u64::from(s.core.role == RoleKind::Leader));
-            gauge("synod_ballot_round", "The highest ballot round seen.", s.core.ballot.round);
-            gauge("synod_commit_slot", "Every slot up to here is chosen.", s.core.commit.0);
-            gauge("synod_applied_slot", "Every slot up to here is applied.", s.core.applied.0);
-            gauge("synod_store_index", "The store's applied command index.", s.store_index);
-            gauge("synod_keys", "Keys in the store.", s.keys as u64);
-            gauge("synod_sessions", "Live exactly-once sessions (new ones are refused, 503, at synod_sessions_max).", s.sessions as u64);
-            gauge("synod_sessions_max", "The session table's cap (0: none).", s.sessions_max as u64);
-            gauge("synod_log_clock_ms", "The store's log clock (log time that expires sessions).", s.log_clock_ms);
-            gauge("synod_pending_writes", "Writes waiting for their outcome.", s.pending_writes as u64);
-            gauge("synod_pending_reads", "Reads waiting.", s.pending_reads as u64);
-            let c = &s.counters;
-            let mut counter = |name: &str, help: &str, v: u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-            };
-            counter("synod_core_commands_applied_total", "Commands chosen through the core.", c.commands_applied);
-            counter("synod_core_proposals_lost_total", "Proposals lost (core view).", c.proposals_lost);
-            counter("synod_core_dropped_messages_total", "Peer messages the core dropped.", c.dropped_messages);
-            counter("synod_core_elections_started_total", "Phase 1 runs started.", c.elections_started);
-            counter("synod_core_became_leader_total", "Times this node became leader.", c.became_leader);
-            counter("synod_core_stepped_down_total", "Times this node stepped down.", c.stepped_down);
-            counter("synod_core_config_changes_total", "Configuration changes applied (core view).", c.config_changes);
-            counter("synod_core_snapshots_installed_total", "Snapshots installed (core view).", c.snapshots_installed);
-        } else {
-            gauge("synod_leader", "The leader's node id (0: none known).", self.leader.get());
-            gauge("synod_ballot_round", "The highest ballot round seen.", self.ballot_round.get());
-            gauge("synod_applied_slot", "Every slot up to here is applied.", self.applied_slot.get());
-        }
-        let _ = writeln!(out, "# HELP synod_requests_total Client requests by kind and status.\n# TYPE synod_requests_total counter");
-        for ((kind, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "synod_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {n}");
-        }
-        let _ = writeln!(out, "# HELP synod_request_seconds Client request latency.\n# TYPE synod_request_seconds summary");
-        for (kind, h) in self.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            for q in [0.5, 0.9, 0.99, 0.999] {
-                let v = h.value_at_quantile(q) as f64 / 1e6;
-                let _ = writeln!(out, "synod_request_seconds{{kind=\"{kind}\",quantile=\"{q}\"}} {v}");
-            }
-            let sum = h.mean() * h.len() as f64 / 1e6;
-            let _ = writeln!(out, "synod_request_seconds_sum{{kind=\"{kind}\"}} {sum}");
-            let _ = writeln!(out, "synod_request_seconds_count{{kind=\"{kind}\"}} {}", h.len());
-        }
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         out
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (pages, second field) times the page size.
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // Linux on the platforms we build for uses 4 KiB pages.
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_openmetrics_with_histograms_and_names_the_docs_use() {
+        let m = Metrics::default();
+        m.forwarded.inc();
+        m.observe_request("/v1/kv/*key", "GET", 200, Duration::from_millis(3));
+        m.observe_request("/v1/kv/*key", "GET", 404, Duration::from_millis(1));
+        let text = m.render(None);
+        for line in [
+            "synod_forwarded_requests_total 1",
+            "synod_requests_total{route=\"/v1/kv/*key\",method=\"GET\",code=\"2xx\"} 1",
+            "synod_request_seconds_count{route=\"/v1/kv/*key\",method=\"GET\",code=\"4xx\"} 1",
+            "# TYPE synod_request_seconds histogram",
+            "synod_build_info{version=\"0.1.0\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+        }
+        assert!(text.contains("synod_request_seconds_bucket{le=\"0.004\",route=\"/v1/kv/*key\",method=\"GET\",code=\"2xx\"} 1"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("process_resident_memory_bytes ") && !l.ends_with(" 0")), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("process_open_fds ")), "{text}");
     }
 }

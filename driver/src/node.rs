@@ -410,6 +410,7 @@ impl NodeLoop {
     /// nothing costs one comparison).
     fn export_counters(&mut self) {
         self.wiring.metrics.applied_slot.set(self.node.applied_slot().0);
+        self.wiring.metrics.store_index.set(self.node.store().last_applied());
         let now = self.node.counters();
         if *now == self.exported {
             return;

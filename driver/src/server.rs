@@ -17,13 +17,16 @@ use crate::node::{Input, NodeHandle, NodeLoop, NodeSettings, Wiring};
 use crate::rest::problem::Problem;
 use crate::rest::{self, Ctx};
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use axum::body::Body;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 use kvstore::StoreConfig;
 use paxos::{Member, NodeId};
 use proto::pb::peer_server::PeerServer;
@@ -53,8 +56,10 @@ pub struct NodeArgs {
     /// Where the REST API listens.
     #[arg(long, env = "SYNOD_HTTP_LISTEN", default_value = "127.0.0.1:8081")]
     pub http_listen: SocketAddr,
-    /// The REST address peers redirect clients to (default: the bound listen address).
-    #[arg(long, env = "SYNOD_HTTP_ADVERTISE")]
+    /// The REST address redirects (`Location`) and `leader_http` give clients (default: the bound
+    /// listen address). Behind NAT or Docker port mapping, give the address clients use
+    /// (compose: `127.0.0.1:808i`). Also `--advertise-http`.
+    #[arg(long, alias = "advertise-http", env = "SYNOD_HTTP_ADVERTISE")]
     pub http_advertise: Option<String>,
     /// Where the gRPC peer service listens.
     #[arg(long, env = "SYNOD_GRPC_LISTEN", default_value = "127.0.0.1:9081")]
@@ -173,21 +178,19 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     }
 
     let store = StoreConfig::default();
-    let settings = NodeSettings {
-        me,
-        start_number: start.number,
-        bootstrap,
-        heartbeat_ms: args.heartbeat_ms,
-        leader_lease_ms: args.leader_lease_ms,
-        batch_delay_ms: args.batch_delay_ms,
-        snapshot_every: args.snapshot_every,
-        max_retained_slots: args.max_retained_slots,
-        store,
-        max_read_lag_slots: args.max_read_lag_slots,
-        max_read_staleness_ms: args.max_read_staleness_ms,
-        suspect_leader_after_ms: args.suspect_leader_after_ms,
-        snapshot_chunk_bytes: crate::snapshot::CHUNK_BYTES,
-    };
+    // Built from `new` and then set field by field: the node crate's simulator adds fields of
+    // its own (bug switches) when its `sim` feature is on.
+    let mut settings = NodeSettings::new(me, start.number, bootstrap);
+    settings.heartbeat_ms = args.heartbeat_ms;
+    settings.leader_lease_ms = args.leader_lease_ms;
+    settings.batch_delay_ms = args.batch_delay_ms;
+    settings.snapshot_every = args.snapshot_every;
+    settings.max_retained_slots = args.max_retained_slots;
+    settings.store = store;
+    settings.max_read_lag_slots = args.max_read_lag_slots;
+    settings.max_read_staleness_ms = args.max_read_staleness_ms;
+    settings.suspect_leader_after_ms = args.suspect_leader_after_ms;
+    settings.snapshot_chunk_bytes = crate::snapshot::CHUNK_BYTES;
     let directory = Directory::new();
     let metrics = Arc::new(Metrics::default());
     let (inputs, inbox) = NodeHandle::channels();
@@ -328,14 +331,31 @@ async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop:
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let signal = stop;
     tokio::pin!(signal);
+    // A safety net above the handlers' own deadlines (a write answers 504 after the write
+    // timeout, a relayed one a second later), so a stuck request still gets an answer.
+    let deadline = ctx.write_timeout + ctx.read_timeout + Duration::from_secs(5);
+    let request_ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
-                let svc = service_fn(move |req| handle_http(ctx.clone(), req));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                let edge = ctx.clone();
+                let svc = tower::ServiceBuilder::new()
+                    // Every request gets an `X-Request-Id` (the client's, or a counter), echoed
+                    // on the reply and recorded on the access-log span.
+                    .layer(SetRequestIdLayer::x_request_id(CountingIds(request_ids.clone())))
+                    .layer(PropagateRequestIdLayer::x_request_id())
+                    // The access log: one span per request, a `DEBUG` event per reply on target
+                    // `tower_http::trace` (`RUST_LOG=tower_http=debug` turns it on).
+                    .layer(TraceLayer::new_for_http())
+                    // Answers made here rather than by the dispatcher (a timeout, a body too
+                    // large) get a problem body and `X-Synod-Index` too.
+                    .map_response(move |r| rest::stamp_index(&edge, rest::routes::problem_for_bare_error(r)))
+                    .layer(TimeoutLayer::with_status_code(hyper::StatusCode::GATEWAY_TIMEOUT, deadline))
+                    .service_fn(move |req| handle_http(ctx.clone(), req));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = fut.await;
@@ -353,15 +373,27 @@ async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop:
     }
 }
 
-async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Request ids from a per-process counter (unique per replica and start; a client's own
+/// `X-Request-Id` is kept).
+#[derive(Clone)]
+struct CountingIds(Arc<std::sync::atomic::AtomicU64>);
+
+impl MakeRequestId for CountingIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        Some(RequestId::new(hyper::header::HeaderValue::from(n)))
+    }
+}
+
+async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     // The whole body is buffered (it may have to be relayed to the leader); the cap is the
     // largest request the store accepts plus room for JSON framing.
     let cap = ctx.limits.max_request_bytes + 64 * 1024;
     let (parts, body) = req.into_parts();
     let resp = match Limited::new(body, cap).collect().await {
-        Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await,
+        Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await.map(Body::from),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
         Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
     };
-    Ok(resp.map(Full::new))
+    Ok(resp)
 }

@@ -65,3 +65,13 @@ pub mod opt {
         Ok(Option::<Owned>::deserialize(d)?.map(|o| o.0))
     }
 }
+
+/// Bytes for a human message: `"text"` (quoted, escaped like a Rust string) when they are
+/// UTF-8, else `base64:<standard base64>`. Never a Debug byte array.
+pub fn show(b: &[u8]) -> String {
+    use base64::Engine as _;
+    match std::str::from_utf8(b) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(b)),
+    }
+}

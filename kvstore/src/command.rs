@@ -81,6 +81,29 @@ pub enum Guard {
     Absent,
     /// The key exists and holds exactly this value.
     Value(#[serde(with = "crate::bytes")] Vec<u8>),
+    /// The key's version is one of these (HTTP `If-Match` with a list of entity tags); an empty
+    /// list never holds. Appended after the older variants so their encoding is unchanged.
+    VersionIn(Vec<u64>),
+    /// The key is absent, or its version is none of these (HTTP `If-None-Match` with a list).
+    VersionNotIn(Vec<u64>),
+}
+
+fn join(vs: &[u64]) -> String {
+    vs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Guard::Version(0) => write!(f, "absent (version 0)"),
+            Guard::Version(v) => write!(f, "version = {v}"),
+            Guard::Exists => write!(f, "exists"),
+            Guard::Absent => write!(f, "absent"),
+            Guard::Value(v) => write!(f, "value = {}", crate::bytes::show(v)),
+            Guard::VersionIn(vs) => write!(f, "version is one of {{{}}}", join(vs)),
+            Guard::VersionNotIn(vs) => write!(f, "absent or version is none of {{{}}}", join(vs)),
+        }
+    }
 }
 
 /// One write inside an atomic [`WriteOp::PutMany`].

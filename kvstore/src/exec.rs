@@ -16,6 +16,8 @@ pub(crate) fn guard_holds(guard: &Guard, current: Option<&Versioned>) -> bool {
         Guard::Exists => current.is_some(),
         Guard::Absent => current.is_none(),
         Guard::Value(want) => current.is_some_and(|c| &c.value == want),
+        Guard::VersionIn(vs) => current.is_some_and(|c| vs.contains(&c.version)),
+        Guard::VersionNotIn(vs) => !current.is_some_and(|c| vs.contains(&c.version)),
     }
 }
 

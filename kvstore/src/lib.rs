@@ -44,6 +44,7 @@ pub mod store;
 
 mod exec;
 
+pub use bytes::show as show_bytes;
 pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, Stamp, WriteOp};
 pub use hash::StateHash;
 pub use limits::{LimitKind, Limits};

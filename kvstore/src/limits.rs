@@ -96,8 +96,14 @@ impl Limits {
                 if ops.len() > self.max_batch_ops {
                     return Err(too_large(LimitKind::BatchOps, self.max_batch_ops, ops.len()));
                 }
+                // A key named twice is refused whatever the state (the store refuses it at apply
+                // time too); checking here keeps such a batch from taking a log slot.
+                let mut seen = std::collections::BTreeSet::new();
                 for (i, op) in ops.iter().enumerate() {
                     self.check_key(op.key(), i as u32)?;
+                    if !seen.insert(op.key()) {
+                        return Err(WriteError::DuplicateKey { key: op.key().to_vec() });
+                    }
                     total += op.key().len();
                     if let BatchOp::Put { value, .. } = op {
                         self.check_value(value.len())?;
@@ -175,6 +181,16 @@ mod tests {
         assert_eq!(small().check_op(&op), Err(WriteError::EmptyKey { index_in_batch: 1 }));
         let op = WriteOp::Incr { key: vec![], delta: 1, initial: 0 };
         assert_eq!(small().check_op(&op), Err(WriteError::EmptyKey { index_in_batch: 0 }));
+    }
+
+    #[test]
+    fn a_batch_naming_a_key_twice_is_refused_before_ordering_and_shown_readably() {
+        let op = WriteOp::PutMany { ops: vec![put(b"a".to_vec(), vec![]), put(b"b".to_vec(), vec![]), put(b"a".to_vec(), vec![])] };
+        let e = small().check_op(&op).unwrap_err();
+        assert_eq!(e, WriteError::DuplicateKey { key: b"a".to_vec() });
+        assert_eq!(e.to_string(), "key \"a\" appears more than once in the batch");
+        let op = WriteOp::PutMany { ops: vec![put(vec![0xff], vec![]), put(vec![0xff], vec![])] };
+        assert_eq!(small().check_op(&op).unwrap_err().to_string(), "key base64:/w== appears more than once in the batch");
     }
 
     #[test]

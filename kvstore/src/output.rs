@@ -76,7 +76,7 @@ pub enum WriteOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WriteError {
     /// A guard did not hold. `index_in_batch` is 0 for single-key writes.
-    #[error("guard {guard:?} failed on key {key:?} (operation {index_in_batch} of the batch)")]
+    #[error("guard {guard} failed on key {} (operation {index_in_batch} of the batch)", crate::bytes::show(key))]
     GuardFailed {
         /// Position of the failing operation in the batch.
         index_in_batch: u32,
@@ -89,13 +89,13 @@ pub enum WriteError {
         current: Option<Versioned>,
     },
     /// A compare-and-set did not match.
-    #[error("compare-and-set did not match; current is {current:?}")]
+    #[error("compare-and-set did not match; current version is {}", current.as_ref().map_or(0, |c| c.version))]
     CasFailed {
         /// The key's current value and version, `None` if absent.
         current: Option<Versioned>,
     },
     /// An increment met a value that is not a decimal `i64`.
-    #[error("value of key {key:?} is not a decimal integer")]
+    #[error("value of key {} is not a decimal integer", crate::bytes::show(key))]
     NotAnInteger {
         /// The key.
         #[serde(with = "crate::bytes")]
@@ -126,7 +126,7 @@ pub enum WriteError {
         index_in_batch: u32,
     },
     /// The same key appears twice in one batch.
-    #[error("key {key:?} appears more than once in the batch")]
+    #[error("key {} appears more than once in the batch", crate::bytes::show(key))]
     DuplicateKey {
         /// The repeated key.
         #[serde(with = "crate::bytes")]

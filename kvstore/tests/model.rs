@@ -30,11 +30,14 @@ fn key(g: &mut Gen) -> Vec<u8> {
 }
 
 fn guard(g: &mut Gen) -> Option<Guard> {
-    match u8::arbitrary(g) % 6 {
+    let versions = |g: &mut Gen| (0..u8::arbitrary(g) % 3).map(|_| u64::arbitrary(g) % 8).collect();
+    match u8::arbitrary(g) % 8 {
         0 => Some(Guard::Version(u64::arbitrary(g) % 8)),
         1 => Some(Guard::Exists),
         2 => Some(Guard::Absent),
         3 => Some(Guard::Value(pick(g, VALUES))),
+        4 => Some(Guard::VersionIn(versions(g))),
+        5 => Some(Guard::VersionNotIn(versions(g))),
         _ => None,
     }
 }
@@ -99,6 +102,8 @@ impl Model {
             Some(Guard::Version(v)) => cur.is_some_and(|c| c.1 == *v),
             Some(Guard::Exists) => cur.is_some(),
             Some(Guard::Value(want)) => cur.is_some_and(|c| &c.0 == want),
+            Some(Guard::VersionIn(vs)) => cur.is_some_and(|c| vs.contains(&c.1)),
+            Some(Guard::VersionNotIn(vs)) => !cur.is_some_and(|c| vs.contains(&c.1)),
         }
     }
 
@@ -124,11 +129,19 @@ impl Model {
                 if ops.len() > MAX_OPS {
                     return Err(Self::too_large(LimitKind::BatchOps, MAX_OPS, ops.len()));
                 }
+                // A key named twice is refused with the limits, before the guards are looked
+                // at (so it never takes a slot), at the first repeat in batch order.
+                let mut seen = BTreeSet::new();
                 for (i, op) in ops.iter().enumerate() {
-                    match op {
-                        BatchOp::Put { key, value, .. } => check(i as u32, key, Some(value))?,
-                        BatchOp::Delete { key, .. } => check(i as u32, key, None)?,
+                    let (key, value) = match op {
+                        BatchOp::Put { key, value, .. } => (key, Some(value)),
+                        BatchOp::Delete { key, .. } => (key, None),
+                    };
+                    check(i as u32, key, None)?;
+                    if !seen.insert(key.as_slice()) {
+                        return Err(WriteError::DuplicateKey { key: key.clone() });
                     }
+                    check(i as u32, key, value)?;
                 }
                 Ok(())
             }

@@ -13,24 +13,38 @@
 //!
 //! Requests go to etcd (`membership.rs`); the leader turns them into configuration commands.
 
-use super::handlers::parse_json;
+use super::json::Json;
+use super::loop_io;
 use super::problem::Problem;
+use super::query::{flag, NoParams, Q};
 use super::{json_reply, Ctx, Outcome};
 use crate::membership::PendingChange;
-use bytes::Bytes;
-use hyper::{Request, StatusCode};
+use axum::extract::Path;
+use axum::Extension;
+use hyper::StatusCode;
 use paxos::{NodeId, RoleKind};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Query of `GET /v1/cluster/members`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Answer from this replica's own view rather than the leader's.
+    #[serde(default, deserialize_with = "flag")]
+    pub local: bool,
+    /// Answer 307 to the leader rather than forwarding.
+    #[serde(default, deserialize_with = "flag")]
+    pub redirect: bool,
+}
 
 /// `GET /v1/cluster/members`.
-pub async fn list(ctx: &Ctx, q: &BTreeMap<String, String>) -> Outcome {
-    let Some(s) = ctx.status().await else {
+pub async fn list(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<ListParams>) -> Outcome {
+    let Some(s) = loop_io::status(&ctx).await else {
         return Problem::unavailable("shutting-down", "the node loop is not answering").into();
     };
-    let local = q.get("local").is_some_and(|v| v == "true");
-    if !local && s.core.role != RoleKind::Leader {
+    if !q.local && s.core.role != RoleKind::Leader {
         return Outcome::NotLeader(s.core.leader.filter(|l| *l != ctx.me));
     }
     let dir = ctx.directory.all();
@@ -62,18 +76,16 @@ pub async fn list(ctx: &Ctx, q: &BTreeMap<String, String>) -> Outcome {
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
 }
 
+/// Body of `POST /v1/cluster/members`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddBody {
-    id: u64,
+pub struct AddBody {
+    /// The id the new process registered under.
+    pub id: u64,
 }
 
 /// `POST /v1/cluster/members`.
-pub async fn add(ctx: &Ctx, req: &Request<Bytes>) -> Outcome {
-    let body: AddBody = match parse_json(req) {
-        Ok(b) => b,
-        Err(p) => return p.into(),
-    };
+pub async fn add(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, Json(body): Json<AddBody>) -> Outcome {
     let Some(info) = ctx.directory.get(NodeId(body.id)) else {
         return Problem::new(
             StatusCode::CONFLICT,
@@ -83,26 +95,31 @@ pub async fn add(ctx: &Ctx, req: &Request<Bytes>) -> Outcome {
         )
         .into();
     };
-    post(ctx, PendingChange::Join { id: body.id, incarnation: info.incarnation }).await
+    post(&ctx, PendingChange::Join { id: body.id, incarnation: info.incarnation }).await
 }
 
 /// `DELETE /v1/cluster/members/{id}`.
-pub async fn remove(ctx: &Ctx, id: &str) -> Outcome {
+pub async fn remove(Extension(ctx): Extension<Arc<Ctx>>, Path(id): Path<String>, _: Q<NoParams>) -> Outcome {
     let Ok(id) = id.parse::<u64>() else {
         return Problem::bad_request(format!("member id {id:?} is not a number")).into();
     };
-    let Some(s) = ctx.status().await else {
+    let Some(s) = loop_io::status(&ctx).await else {
         return Problem::unavailable("shutting-down", "the node loop is not answering").into();
     };
     if !s.config.contains_node(NodeId(id)) {
-        return Problem::new(StatusCode::NOT_FOUND, "not-a-member", "Not a member", format!("node {id} is not in configuration {}", s.config.epoch))
-            .into();
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-a-member",
+            "Not a member",
+            format!("node {id} is not in configuration {}", s.config.epoch),
+        )
+        .into();
     }
     if let Some(m) = &ctx.membership {
         // An operator's removal is final: it no longer counts in the configured set.
         let _ = m.forget_evicted(id).await;
     }
-    post(ctx, PendingChange::Leave { id }).await
+    post(&ctx, PendingChange::Leave { id }).await
 }
 
 async fn post(ctx: &Ctx, change: PendingChange) -> Outcome {

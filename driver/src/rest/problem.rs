@@ -4,14 +4,65 @@
 //! `Retry-After`; 504 says the write's outcome is unknown (never "failed"). The mapping from the
 //! state machine's deterministic failures lives here so every endpoint answers alike.
 
-use crate::codec::base64;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use kvstore::{Versioned, WriteError};
 use serde_json::{json, Map, Value};
 
-/// The base of every problem `type` URI.
-pub const TYPE_BASE: &str = "https://synod.dev/problems/";
+/// The base of every problem `type` URI: a relative reference, resolved against the request's
+/// URL to this same server, which serves the page documenting the type at `/problems/<slug>`
+/// (the pages are `docs/problems/<slug>.md`, compiled in). A client can therefore always look a
+/// type up on the replica that answered, whatever host name it used, and no domain has to be
+/// kept alive for the URIs to stay true (RFC 9457 3.1.1 allows relative references).
+pub const TYPE_BASE: &str = "/problems/";
+
+/// Every problem type with its page (`docs/problems/<type>.md`), served at `/problems/<type>`.
+pub const PAGES: &[(&str, &str)] = &[
+    ("busy", include_str!("../../../docs/problems/busy.md")),
+    ("cas-failed", include_str!("../../../docs/problems/cas-failed.md")),
+    ("catching-up", include_str!("../../../docs/problems/catching-up.md")),
+    ("config-refused", include_str!("../../../docs/problems/config-refused.md")),
+    ("forward-failed", include_str!("../../../docs/problems/forward-failed.md")),
+    ("guard-failed", include_str!("../../../docs/problems/guard-failed.md")),
+    ("idempotency-key-reused", include_str!("../../../docs/problems/idempotency-key-reused.md")),
+    ("internal", include_str!("../../../docs/problems/internal.md")),
+    ("lagging", include_str!("../../../docs/problems/lagging.md")),
+    ("malformed", include_str!("../../../docs/problems/malformed.md")),
+    ("method-not-allowed", include_str!("../../../docs/problems/method-not-allowed.md")),
+    ("no-etcd", include_str!("../../../docs/problems/no-etcd.md")),
+    ("no-leader", include_str!("../../../docs/problems/no-leader.md")),
+    ("no-quorum", include_str!("../../../docs/problems/no-quorum.md")),
+    ("no-route", include_str!("../../../docs/problems/no-route.md")),
+    ("not-a-member", include_str!("../../../docs/problems/not-a-member.md")),
+    ("not-an-integer", include_str!("../../../docs/problems/not-an-integer.md")),
+    ("not-found", include_str!("../../../docs/problems/not-found.md")),
+    ("not-ready", include_str!("../../../docs/problems/not-ready.md")),
+    ("not-registered", include_str!("../../../docs/problems/not-registered.md")),
+    ("outcome-unknown", include_str!("../../../docs/problems/outcome-unknown.md")),
+    ("overflow", include_str!("../../../docs/problems/overflow.md")),
+    ("precondition-failed", include_str!("../../../docs/problems/precondition-failed.md")),
+    ("proposal-lost", include_str!("../../../docs/problems/proposal-lost.md")),
+    ("redirect", include_str!("../../../docs/problems/redirect.md")),
+    ("removed", include_str!("../../../docs/problems/removed.md")),
+    ("session-expired", include_str!("../../../docs/problems/session-expired.md")),
+    ("session-seq-reused", include_str!("../../../docs/problems/session-seq-reused.md")),
+    ("session-stale", include_str!("../../../docs/problems/session-stale.md")),
+    ("sessions-full", include_str!("../../../docs/problems/sessions-full.md")),
+    ("shutting-down", include_str!("../../../docs/problems/shutting-down.md")),
+    ("timeout", include_str!("../../../docs/problems/timeout.md")),
+    ("too-large", include_str!("../../../docs/problems/too-large.md")),
+    ("too-many-hops", include_str!("../../../docs/problems/too-many-hops.md")),
+    ("unsupported-content-encoding", include_str!("../../../docs/problems/unsupported-content-encoding.md")),
+    ("unsupported-media-type", include_str!("../../../docs/problems/unsupported-media-type.md")),
+    ("uri-too-long", include_str!("../../../docs/problems/uri-too-long.md")),
+];
+
+/// The page documenting problem type `slug`.
+pub fn page(slug: &str) -> Option<&'static str> {
+    PAGES.iter().find(|(s, _)| *s == slug).map(|(_, p)| *p)
+}
 
 /// One problem answer.
 #[derive(Debug, Clone)]
@@ -28,12 +79,15 @@ pub struct Problem {
     pub extra: Map<String, Value>,
     /// Seconds for `Retry-After` (503 only).
     pub retry_after: Option<u64>,
+    /// Send `Accept-Encoding: identity` (a 415 for a content coding).
+    pub accept_encoding: bool,
 }
 
 impl Problem {
     /// A problem of this kind.
     pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Problem { status, slug, title, detail: detail.into(), extra: Map::new(), retry_after: None }
+        debug_assert!(page(slug).is_some(), "problem type {slug} has no page in docs/problems");
+        Problem { status, slug, title, detail: detail.into(), extra: Map::new(), retry_after: None, accept_encoding: false }
     }
 
     /// Add an extension member.
@@ -46,6 +100,53 @@ impl Problem {
     /// 400: the request is malformed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request", detail)
+    }
+
+    /// 500: a bug in this replica.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
+    }
+
+    /// 414: the request target is longer than any valid one.
+    pub fn uri_too_long(len: usize, limit: usize) -> Self {
+        Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            format!("the request target is {len} bytes, limit is {limit}"),
+        )
+        .with("limit", json!(limit))
+        .with("got", json!(len))
+    }
+
+    /// 414: the key in the path exceeds the key limit.
+    pub fn key_too_long(len: usize, limit: usize) -> Self {
+        Problem::new(StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long", format!("the key is {len} bytes, limit is {limit}"))
+            .with("limit", json!(limit))
+            .with("got", json!(len))
+    }
+
+    /// 415: a body in a content coding the server does not decode.
+    pub fn unsupported_encoding(got: &str) -> Self {
+        let mut p = Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-content-encoding",
+            "Unsupported content encoding",
+            format!("Content-Encoding {got:?} is not supported; send the body unencoded (identity)"),
+        );
+        p.accept_encoding = true;
+        p
+    }
+
+    /// 504: the request did not finish within the server's overall deadline.
+    pub fn timeout() -> Self {
+        Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "Request timed out",
+            "the request did not finish in time; a write may or may not have applied. \
+             Retry with the same Idempotency-Key or session sequence number to learn its result",
+        )
     }
 
     /// 404: no such key.
@@ -98,7 +199,7 @@ impl Problem {
 
     /// 413: the body exceeds the server's limit.
     pub fn body_too_large(limit: usize) -> Self {
-        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", format!("the body exceeds {limit} bytes"))
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Content too large", format!("the body exceeds {limit} bytes"))
             .with("limit", json!(limit))
     }
 
@@ -112,7 +213,7 @@ impl Problem {
                 } else {
                     (StatusCode::CONFLICT, "guard-failed", "Guard failed")
                 };
-                Problem::new(status, slug, title, format!("guard {guard:?} does not hold for key {}", show(key)))
+                Problem::new(status, slug, title, format!("guard {guard} does not hold for key {}", show(key)))
                     .with("op_index", json!(index_in_batch))
                     .with("key", bytes_value(key))
                     .with("current", versioned_json(current.as_ref()))
@@ -127,27 +228,19 @@ impl Problem {
                 "Not an integer",
                 format!("the value of {} is not a decimal integer", show(key)),
             ),
-            WriteError::Overflow { current, delta } => Problem::new(
-                StatusCode::CONFLICT,
-                "overflow",
-                "Integer overflow",
-                format!("{current} + {delta} leaves the 64-bit range"),
-            ),
+            WriteError::Overflow { current, delta } => {
+                Problem::new(StatusCode::CONFLICT, "overflow", "Integer overflow", format!("{current} + {delta} leaves the 64-bit range"))
+            }
             WriteError::TooLarge { what, limit, got } => {
                 Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", format!("{what} is {got}, limit is {limit}"))
                     .with("limit", json!(limit))
                     .with("got", json!(got))
             }
-            WriteError::EmptyKey { .. } | WriteError::DuplicateKey { .. } | WriteError::Malformed(_) => {
-                Problem::bad_request(e.to_string())
+            WriteError::EmptyKey { .. } | WriteError::DuplicateKey { .. } | WriteError::Malformed(_) => Problem::bad_request(e.to_string()),
+            WriteError::SessionStale { latest_seq } => {
+                Problem::new(StatusCode::CONFLICT, "session-stale", "Stale sequence number", e.to_string())
+                    .with("latest_seq", json!(latest_seq))
             }
-            WriteError::SessionStale { latest_seq } => Problem::new(
-                StatusCode::CONFLICT,
-                "session-stale",
-                "Stale sequence number",
-                e.to_string(),
-            )
-            .with("latest_seq", json!(latest_seq)),
             WriteError::SessionExpired { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 "session-expired",
@@ -193,33 +286,43 @@ impl Problem {
     }
 
     /// The HTTP response.
-    pub fn into_response(self) -> Response<bytes::Bytes> {
+    pub fn into_response(self) -> Response {
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("{TYPE_BASE}{}", self.slug)));
         body.insert("title".into(), json!(self.title));
         body.insert("status".into(), json!(self.status.as_u16()));
         body.insert("detail".into(), json!(self.detail));
         body.extend(self.extra);
-        let mut resp = Response::new(bytes::Bytes::from(Value::Object(body).to_string()));
+        let mut resp = Response::new(axum::body::Body::from(Value::Object(body).to_string()));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
         }
+        if self.accept_encoding {
+            resp.headers_mut().insert(hyper::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        }
         resp
     }
 }
 
-/// A key for a human message.
-fn show(key: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(key))
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        Problem::into_response(self)
+    }
 }
 
-/// Bytes as JSON: a string if UTF-8, else `{"base64": ...}`.
+/// A key for a human message: quoted UTF-8, or `base64:...` (the same rule as [`bytes_value`]).
+pub fn show(key: &[u8]) -> String {
+    kvstore::show_bytes(key)
+}
+
+/// Bytes as JSON: a string if UTF-8, else `{"base64": ...}` (standard alphabet, padded). A
+/// request may use either form wherever a reply does ([`super::json::Bin`]).
 pub fn bytes_value(b: &[u8]) -> Value {
     match std::str::from_utf8(b) {
         Ok(s) => json!(s),
-        Err(_) => json!({ "base64": base64(b) }),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
     }
 }
 
@@ -237,6 +340,23 @@ mod tests {
     use kvstore::ClientId;
 
     #[test]
+    fn every_problem_type_has_its_page_and_every_page_a_type() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/problems");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".md").to_string())
+            .filter(|f| f != "README")
+            .collect();
+        files.sort();
+        let mut slugs: Vec<String> = PAGES.iter().map(|(s, _)| s.to_string()).collect();
+        slugs.sort();
+        assert_eq!(files, slugs);
+        for (slug, md) in PAGES {
+            assert!(md.starts_with(&format!("# {slug}\n")), "{slug}");
+        }
+    }
+
+    #[test]
     fn reused_keys_are_422_and_a_full_session_table_is_503_with_retry_after() {
         let key = Problem::from_write_error(&WriteError::RequestMismatch { client: ClientId(5 | 1 << 63), seq: 1 }, true);
         assert_eq!((key.status, key.slug), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused"));
@@ -244,7 +364,7 @@ mod tests {
         assert_eq!((seq.status, seq.slug), (StatusCode::UNPROCESSABLE_ENTITY, "session-seq-reused"));
         let full = Problem::from_write_error(&WriteError::SessionsFull { max_sessions: 10, retry_after_ms: 2_500 }, false);
         assert_eq!((full.status, full.slug, full.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "sessions-full", Some(3)));
-        let r = full.into_response();
+        let r = Problem::into_response(full);
         assert_eq!(r.headers().get(RETRY_AFTER).unwrap(), "3");
     }
 }

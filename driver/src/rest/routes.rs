@@ -1,0 +1,233 @@
+//! The one route table, and the operational endpoints (`/livez`, `/readyz`, `/metrics`,
+//! `/v1/status`, `/problems/{type}`).
+//!
+//! Each route names its path, its methods and its handler; a handler's arguments name what it
+//! reads (a [`super::query::Q`] struct per query, a [`super::json::Json`] body type), so an
+//! OpenAPI document can be written from this table and those types. axum answers `HEAD`
+//! wherever `GET` is routed (the `GET` handler runs, the body is dropped), and 405 with `Allow`
+//! for a method a path does not take; [`bare_errors_as_problems`] gives every such bodiless
+//! error a problem+json body.
+
+use super::loop_io::{self, NotServing};
+use super::problem::Problem;
+use super::query::{NoParams, Q};
+use super::{batch, json_reply, kv, members, Ctx, Outcome};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, delete, get, post};
+use axum::{Extension, Router};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::StatusCode;
+use paxos::RoleKind;
+use serde_json::json;
+use std::sync::Arc;
+
+/// The route a request matched (its path pattern), left on the response for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+/// The route table.
+pub fn router() -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/problems/:type", get(problem_page))
+        .route("/v1/status", get(status))
+        .route("/v1/kv", get(kv::range))
+        .route("/v1/kv/", any(kv::empty_key))
+        .route("/v1/kv/*key", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/batch/get", post(batch::get))
+        .route("/v1/batch/put", post(batch::put))
+        .route("/v1/rmw", post(batch::rmw))
+        .route("/v1/cluster/members", get(members::list).post(members::add))
+        .route("/v1/cluster/members/:id", delete(members::remove))
+        .fallback(no_route)
+        .layer(middleware::map_response(bare_errors_as_problems))
+        .layer(middleware::from_fn(label))
+}
+
+/// The routes that are not client requests: served while draining, not counted.
+pub fn is_ops(path: &str) -> bool {
+    matches!(path, "/livez" | "/readyz" | "/metrics") || path.starts_with("/problems/")
+}
+
+/// The static label of a matched path (the table's patterns), for the metrics.
+fn static_label(path: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/problems/:type",
+        "/v1/status",
+        "/v1/kv",
+        "/v1/kv/",
+        "/v1/kv/*key",
+        "/v1/batch/get",
+        "/v1/batch/put",
+        "/v1/rmw",
+        "/v1/cluster/members",
+        "/v1/cluster/members/:id",
+    ];
+    ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other")
+}
+
+async fn label(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("other", |m| static_label(m.as_str()));
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(RouteLabel(route));
+    resp
+}
+
+async fn bare_errors_as_problems(resp: Response) -> Response {
+    problem_for_bare_error(resp)
+}
+
+/// A 4xx or 5xx without a body of ours (axum's 405, the edge's timeout) becomes problem+json;
+/// its headers (`Allow`) stay.
+pub fn problem_for_bare_error(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || resp.headers().contains_key(CONTENT_TYPE) {
+        return resp;
+    }
+    if status == StatusCode::MISDIRECTED_REQUEST {
+        // A "send it to the leader" marker, replaced by the dispatcher.
+        return resp;
+    }
+    let (parts, _) = resp.into_parts();
+    let allow = parts.headers.get(ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let p = match status {
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(status, "method-not-allowed", "Method not allowed", format!("allowed: {allow}")),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Problem::timeout(),
+        _ => Problem::new(status, "internal", "Internal error", format!("HTTP {status} without details")),
+    };
+    let mut r = p.into_response();
+    for (k, v) in parts.headers.iter() {
+        if !r.headers().contains_key(k) {
+            r.headers_mut().insert(k, v.clone());
+        }
+    }
+    r.extensions_mut().extend(parts.extensions);
+    r
+}
+
+async fn no_route(req: Request) -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "no-route", "No such endpoint", format!("no endpoint at {}", req.uri().path()))
+}
+
+pub(super) fn text(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+async fn livez(_: Q<NoParams>) -> Response {
+    text(StatusCode::OK, "ok\n".into())
+}
+
+/// Ready: an etcd lease, a known leader, and reads served from this replica's own state (caught
+/// up, not lagging, not removed).
+async fn readyz(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome {
+    let etcd = ctx.metrics.etcd_up.get() == 1;
+    let Some(s) = loop_io::status(&ctx).await else {
+        return Problem::unavailable("not-ready", "the node loop is not answering").into();
+    };
+    let why = match (&s.serving, etcd, s.core.leader) {
+        (Err(not), _, _) => not.reason(),
+        (Ok(()), false, _) => "no etcd lease".to_string(),
+        (Ok(()), true, None) => "no known leader".to_string(),
+        (Ok(()), true, Some(_)) => return Outcome::Reply(text(StatusCode::OK, "ready\n".into())),
+    };
+    let mut p = Problem::unavailable("not-ready", why);
+    if let Err(NotServing::Removed(r)) = &s.serving {
+        p = p.with("removed", json!({ "epoch": r.epoch, "source": r.source }));
+    }
+    p.into()
+}
+
+async fn metrics(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Response {
+    let status = loop_io::status(&ctx).await;
+    let mut r = text(StatusCode::OK, ctx.metrics.render(status.as_ref()));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    r
+}
+
+/// `GET /problems/{type}`: the page that documents a problem type (the target of every
+/// problem's `type` URI), as Markdown.
+async fn problem_page(Path(slug): Path<String>, _: Q<NoParams>) -> Response {
+    match super::problem::page(&slug) {
+        Some(md) => {
+            let mut r = text(StatusCode::OK, md.to_string());
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/markdown; charset=utf-8"));
+            r
+        }
+        None => {
+            Problem::new(StatusCode::NOT_FOUND, "no-route", "No such problem type", format!("no problem type {slug:?}")).into_response()
+        }
+    }
+}
+
+async fn status(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome {
+    let Some(s) = loop_io::status(&ctx).await else {
+        return Problem::unavailable("shutting-down", "the node loop is not answering").into();
+    };
+    let dir = ctx.directory.all();
+    let removed = match &s.serving {
+        Err(NotServing::Removed(r)) => Some(*r),
+        _ => None,
+    };
+    let role = match s.core.role {
+        _ if removed.is_some() => "removed",
+        RoleKind::Follower => "follower",
+        RoleKind::Candidate => "candidate",
+        RoleKind::Leader => "leader",
+        RoleKind::Learner => "learner",
+    };
+    let mut members = Vec::new();
+    for (m, state) in s.core.config.acceptors.iter().map(|m| (m, "acceptor")).chain(s.core.config.learners.iter().map(|m| (m, "learner"))) {
+        let info = dir.get(&m.node);
+        members.push(json!({
+            "id": m.node.0,
+            "incarnation": m.incarnation.0,
+            "state": state,
+            "live": info.is_some_and(|i| i.incarnation == m.incarnation.0),
+            "learned": s.core.learned.get(&m.node).map(|l| l.0),
+            "http": info.map(|i| i.http.clone()),
+            "grpc": info.map(|i| i.grpc.clone()),
+        }));
+    }
+    let leader_http = s.core.leader.and_then(|l| dir.get(&l)).map(|i| i.http.clone());
+    let body = json!({
+        "id": s.core.me.node.0,
+        "incarnation": s.core.me.incarnation.0,
+        "role": role,
+        "leader": s.core.leader.map(|l| l.0),
+        "leader_http": leader_http,
+        "ballot": { "round": s.core.ballot.round, "node": s.core.ballot.node.0, "incarnation": s.core.ballot.incarnation.0 },
+        "commit_slot": s.core.commit.0,
+        "known_commit_slot": s.core.known_commit.0,
+        "applied_slot": s.core.applied.0,
+        "serving": s.serving.is_ok(),
+        "reason": s.serving.as_ref().err().map(|n| n.reason()),
+        "removed": removed.map(|r| json!({ "epoch": r.epoch, "source": r.source })),
+        "lag_slots": s.lag_slots,
+        "last_leader_contact_ms": s.last_contact_ms,
+        "catch_up_target_slot": s.catch_up_target.map(|t| t.0),
+        "checkpoint_slot": s.core.checkpoint.0,
+        "snapshot_slot": s.core.snapshot.0,
+        "index": s.store_index,
+        "keys": s.keys,
+        "epoch": s.core.config.epoch,
+        "store_applied_slot": s.applied_slot.0,
+        "state_hash": format!("{:016x}", s.state_hash),
+        "state_hash_index": s.state_hash_index,
+        "snapshots_installed": s.counters.snapshots_installed,
+        "config_changes": s.counters.config_changes,
+        "members": members,
+        "etcd": ctx.metrics.etcd_up.get() == 1,
+    });
+    Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
+}
