@@ -115,6 +115,11 @@ for r in rows:
         f"leader writes: baseline {r['baseline_rate']:.0f}/s; during the transfer ({r['transfer_s']:.1f} s) {r['transfer_rate']:.0f}/s = "
         f"{r['ratio']:.2f}x (target >= 0.7)" + (f"; slowest second {worst:.0f}/s = {worst / max(r['baseline_rate'], 1e-9):.2f}x" if worst is not None else "")
     )
+    if "leader_cores_baseline" in r:
+        print(
+            f"  CPU (cores of {r.get('cores', '?')}): leader {r['leader_cores_baseline']:.2f} in the baseline, {r['leader_cores_transfer']:.2f} during the transfer; "
+            f"the restarted replica {r['restarted_cores']:.2f} ({r['restarted_cpu_s']:.1f} CPU-s)"
+        )
     for x in rows:
         if x.get("label") == "rss" and x["phase"] == "restarted" and x["keys"] == r["keys"]:
             print(f"  restarted replica RSS {x['rss_kib'] / 1024:.0f} MiB")
