@@ -112,7 +112,7 @@ for r in rows:
         print(f"  (/v1/status said serving after {r['restart_to_status_serving_s']:.1f} s)")
     worst = r.get("worst_second_rate")
     print(
-        f"leader writes: baseline {r['baseline_rate']:.0f}/s; during the transfer ({r['transfer_s']:.1f} s) {r['transfer_rate']:.0f}/s = "
+        f"leader writes: baseline {r['baseline_rate']:.0f}/s (before {r.get('before_rate', 0):.0f}, after {r.get('after_rate', 0):.0f}); during the transfer ({r['transfer_s']:.1f} s) {r['transfer_rate']:.0f}/s = "
         f"{r['ratio']:.2f}x (target >= 0.7)" + (f"; slowest second {worst:.0f}/s = {worst / max(r['baseline_rate'], 1e-9):.2f}x" if worst is not None else "")
     )
     if "leader_cores_baseline" in r:
