@@ -42,7 +42,11 @@ fn post(url: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let addr = url.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -90,7 +94,8 @@ fn load(url: &str, op: &str, keys: u64) -> serde_json::Value {
         .output()
         .unwrap();
     assert!(out.status.success(), "synod-load --op {op} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("synod-load --op {op}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("synod-load --op {op}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
