@@ -5,8 +5,10 @@
 //! Operations (keys are `k<n>` with `n` uniform in `0..keys`, values `value_size` bytes):
 //! `put` (`PUT /v1/kv/k`), `get` (linearizable `GET`), `get-seq` (`?consistency=sequential`),
 //! `preload` (writes every key once through `POST /v1/batch/put`, 1,000 per request), and
-//! `etcd-put` / `etcd-get` / `etcd-preload` for etcd's v3 JSON gateway (`/v3/kv/put`,
-//! `/v3/kv/range`; linearizable by default), so the same tool measures both in one run.
+//! `etcd-put` / `etcd-get` / `etcd-get-seq` / `etcd-preload` for etcd's v3 JSON gateway
+//! (`/v3/kv/put`, `/v3/kv/range`: linearizable by default, `"serializable": true` for
+//! `etcd-get-seq`, etcd's local read; `/v3/kv/txn` for the preload, so etcd needs
+//! `--max-txn-ops 1000`), so the same tool measures both in one run.
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -23,7 +25,7 @@ struct Args {
     /// Base URL of the replica (or etcd client URL), e.g. http://127.0.0.1:8081.
     #[arg(long)]
     url: String,
-    /// put | get | get-seq | preload | etcd-put | etcd-get | etcd-preload.
+    /// put | get | get-seq | preload | etcd-put | etcd-get | etcd-get-seq | etcd-preload.
     #[arg(long)]
     op: String,
     /// Concurrent workers (requests in flight).
@@ -71,6 +73,10 @@ fn request(a: &Args, op: &str, k: u64, value: &Bytes) -> Request<Full<Bytes>> {
         }
         "etcd-get" => {
             let body = serde_json::json!({"key": b64(key.as_bytes())}).to_string();
+            (Method::POST, format!("{}/v3/kv/range", a.url), Bytes::from(body))
+        }
+        "etcd-get-seq" => {
+            let body = serde_json::json!({"key": b64(key.as_bytes()), "serializable": true}).to_string();
             (Method::POST, format!("{}/v3/kv/range", a.url), Bytes::from(body))
         }
         other => unreachable!("checked: {other}"),
@@ -135,7 +141,7 @@ async fn main() -> Result<()> {
     match a.op.as_str() {
         "preload" => return preload(&a, &client, false).await,
         "etcd-preload" => return preload(&a, &client, true).await,
-        "put" | "get" | "get-seq" | "etcd-put" | "etcd-get" => {}
+        "put" | "get" | "get-seq" | "etcd-put" | "etcd-get" | "etcd-get-seq" => {}
         other => bail!("unknown op {other}"),
     }
     let value = Bytes::from(vec![b'x'; a.value_size]);
