@@ -335,7 +335,7 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
         }
     };
     let timeout = ctx.write_timeout + Duration::from_secs(1);
-    let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE);
+    let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::peer::MAX_GRPC_MESSAGE);
     let call = client.forward(f);
     let reply = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(r)) => r.into_inner(),
