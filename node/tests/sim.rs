@@ -97,28 +97,22 @@ fn an_acknowledged_write_that_is_dropped_is_caught() {
     eprintln!("caught: {f}");
 }
 
+/// Two of the core's bug switches show in what clients see: a leader that skips adoption forks
+/// the replicas' states, and a duplicated `Forward` taken twice applies an increment twice. (The
+/// issue-10 bugs need schedules the paxos simulator's nemesis lines up; see docs/node.md.)
 #[test]
-#[ignore = "exploration: which core bugs the client-level checks see"]
-fn core_bugs_seen_by_clients() {
-    let bugs = [
+fn core_bugs_that_clients_see_are_caught() {
+    for (name, bugs) in [
         ("skip_adoption", paxos::Bugs { skip_adoption: true, ..Default::default() }),
-        ("wedge_stop_sign", paxos::Bugs { wedge_stop_sign: true, ..Default::default() }),
-        ("reset_read_round", paxos::Bugs { reset_read_round: true, ..Default::default() }),
-        ("early_checkpoint", paxos::Bugs { early_checkpoint: true, ..Default::default() }),
-        ("read_index_without_round", paxos::Bugs { read_index_without_round: true, ..Default::default() }),
         ("forward_twice", paxos::Bugs { forward_twice: true, ..Default::default() }),
-    ];
-    let budget = std::env::var("NODE_SIM_BUG_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(500u64);
-    for (name, b) in bugs {
-        let hit = (0..budget).find_map(|seed| {
+    ] {
+        let hit = (0..100).find_map(|seed| {
             let mut cfg = SimConfig::new(seed);
-            cfg.core_bugs = b;
+            cfg.core_bugs = bugs;
             run(cfg).err()
         });
-        match hit {
-            Some(f) => eprintln!("{name}: caught at {f}"),
-            None => eprintln!("{name}: not caught in {budget} seeds"),
-        }
+        let f = hit.unwrap_or_else(|| panic!("{name} was not caught in 100 seeds"));
+        eprintln!("{name}: caught: {f}");
     }
 }
 
