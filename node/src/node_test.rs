@@ -455,3 +455,40 @@ fn a_follower_stops_serving_the_moment_its_last_contact_is_older_than_the_stalen
     assert_eq!(net.take(1), vec![]);
     assert_eq!(net.status(1).serving, Ok(()));
 }
+
+// ---- REVIEW (adversarial review, branch `review`): FAILING tests that show bugs; not fixes ----
+
+/// REVIEW FINDING: the staleness bound does not apply to a leader that was cut off. It keeps
+/// `last_contact_ms = Some(0)` and serves sequential reads until its core's lease runs out
+/// (`leader_lease_ms`, 1000 ms by default), while a new leader has acknowledged newer writes.
+/// With `max_read_staleness_ms = 100`, a read 500 ms after the cut returns the old value with
+/// `X-Synod-Last-Contact: 0`.
+#[test]
+fn review_an_isolated_old_leader_serves_sequential_reads_past_the_staleness_bound() {
+    let mut net = Net::new(3, |s| s.max_read_staleness_ms = 100);
+    net.elect(1);
+    net.advance(100);
+    net.input(1, Input::Write { token: 1, session: None, op: put("k", "old"), forward: true });
+    net.stabilize();
+    net.advance(60);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // t0: leader 1 is cut off. Nodes 2 and 3 elect 2, which acknowledges a newer write.
+    net.cut.insert(NodeId(1));
+    net.input(2, Input::Hint(Some(NodeId(2))));
+    net.input(3, Input::Hint(Some(NodeId(2))));
+    net.stabilize();
+    net.input(2, Input::Write { token: 2, session: None, op: put("k", "new"), forward: true });
+    net.stabilize();
+    assert!(net.take(2).iter().any(|s| matches!(s, Seen::Write(2, Ok(_)))), "2 acknowledged the new write");
+    // t0 + 500 ms: five times the staleness bound. Node 1 has heard from no one.
+    net.advance(500);
+    net.take(1);
+    net.input(1, Input::Read { token: 3, consistency: Consistency::Sequential { min_index: 0 }, f: get("k") });
+    let seen = net.take(1);
+    assert!(
+        matches!(seen.as_slice(), [Seen::Read(3, Err(Refused::NotServing { .. }))]),
+        "a replica that heard from nobody for 500 ms (bound 100 ms) served: {seen:?}"
+    );
+}
