@@ -455,3 +455,79 @@ fn a_follower_stops_serving_the_moment_its_last_contact_is_older_than_the_stalen
     assert_eq!(net.take(1), vec![]);
     assert_eq!(net.status(1).serving, Ok(()));
 }
+
+// ---- REVIEW (adversarial review, branch `review`): FAILING tests that show bugs; not fixes ----
+
+/// REVIEW FINDING: the staleness bound does not apply to a leader that was cut off. It keeps
+/// `last_contact_ms = Some(0)` and serves sequential reads until its core's lease runs out
+/// (`leader_lease_ms`, 1000 ms by default), while a new leader has acknowledged newer writes.
+/// With `max_read_staleness_ms = 100`, a read 500 ms after the cut returns the old value with
+/// `X-Synod-Last-Contact: 0`.
+#[test]
+fn review_an_isolated_old_leader_serves_sequential_reads_past_the_staleness_bound() {
+    let mut net = Net::new(3, |s| s.max_read_staleness_ms = 100);
+    net.elect(1);
+    net.advance(100);
+    net.input(1, Input::Write { token: 1, session: None, op: put("k", "old"), forward: true });
+    net.stabilize();
+    net.advance(60);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // t0: leader 1 is cut off. Nodes 2 and 3 elect 2, which acknowledges a newer write.
+    net.cut.insert(NodeId(1));
+    net.input(2, Input::Hint(Some(NodeId(2))));
+    net.input(3, Input::Hint(Some(NodeId(2))));
+    net.stabilize();
+    net.input(2, Input::Write { token: 2, session: None, op: put("k", "new"), forward: true });
+    net.stabilize();
+    assert!(net.take(2).iter().any(|s| matches!(s, Seen::Write(2, Ok(_)))), "2 acknowledged the new write");
+    // t0 + 500 ms: five times the staleness bound. Node 1 has heard from no one.
+    net.advance(500);
+    net.take(1);
+    net.input(1, Input::Read { token: 3, consistency: Consistency::Sequential { min_index: 0 }, f: get("k") });
+    let seen = net.take(1);
+    assert!(
+        matches!(seen.as_slice(), [Seen::Read(3, Err(Refused::NotServing { .. }))]),
+        "a replica that heard from nobody for 500 ms (bound 100 ms) served: {seen:?}"
+    );
+}
+
+/// REVIEW FINDING: duty 5 skips writes this follower forwarded. The core keeps tracking a
+/// forwarded id until its slot is applied here or `FORWARD_TRACK_MS` (10 s) passes; a snapshot
+/// install that covers the slot never applies it, so `settle_untracked_writes` leaves the write
+/// pending, and once the core forgets it nothing runs duty 5 again: the client is answered only
+/// by the shell's timeout ("outcome unknown"), though the installed session table holds its result.
+#[test]
+fn review_a_forwarded_write_covered_by_an_installed_snapshot_is_never_settled() {
+    let mut net = Net::new(3, |_| {});
+    net.elect(1);
+    net.advance(100);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    // Follower 3 forwards a session-tagged write; the Forward reaches 1, then 3 is cut off.
+    let session = SessionRef { client: ClientId(7), seq: 1 };
+    net.input(3, Input::Write { token: 1, session: Some(session), op: put("f", "1"), forward: true });
+    assert_eq!(net.node(3).counters().forwarded, 1);
+    let forward: Vec<Envelope> = net.wire.drain(..).collect();
+    net.cut.insert(NodeId(3));
+    for env in forward {
+        let to = env.to;
+        net.input(to.0, Input::Peer(env));
+    }
+    net.stabilize();
+    net.advance(100);
+    assert_eq!(net.node(1).store().last_applied(), 1, "chosen and applied by 1 and 2");
+    // 3 installs a snapshot of 1's state: the write's slot is inside it.
+    let meta = SnapshotMeta { last_slot: net.node(1).applied_slot(), config: net.node(1).config().clone() };
+    let store = Box::new(net.node(1).store().clone());
+    net.input(3, Input::InstallSnapshot { meta, store });
+    net.advance(11_000);
+    let seen = net.take(3);
+    assert!(
+        seen.iter().any(|s| matches!(s, Seen::Write(1, _))),
+        "the write is still pending ({} pending) after the install and 11 s: {seen:?}",
+        net.node(3).status().pending_writes
+    );
+}
