@@ -566,23 +566,26 @@ impl Node {
     /// result, that is its answer; otherwise nobody can say any more whether it was applied, and
     /// the client hears "outcome unknown" now rather than at its timeout.
     pub(crate) fn settle_untracked_writes(&mut self) {
-        let untracked: Vec<RequestId> = self.writes.keys().copied().filter(|id| !self.replica.tracks(*id)).collect();
-        for id in untracked {
-            let Some(w) = self.writes.remove(&id) else { continue };
-            let from_session = w.session.and_then(|s| {
+        // A write whose exact request (session, number, fingerprint) the installed session table
+        // holds was applied inside the snapshot: answer its result, whether or not the core still
+        // tracks the id (it keeps tracking a forwarded id for a while, but that slot will never be
+        // applied here). Any other write the core no longer tracks: outcome unknown.
+        let pending: Vec<RequestId> = self.writes.keys().copied().collect();
+        for id in pending {
+            let from_session = self.writes.get(&id).and_then(|w| {
+                let s = w.session?;
                 let e = self.store.sessions().get(s.client)?;
                 (e.seq == s.seq && e.fingerprint == w.op.fingerprint()).then(|| e.result.clone())
             });
-            match from_session {
-                Some(output) => {
-                    self.counters.settled_from_sessions += 1;
-                    let index = self.store.last_applied();
-                    self.write_done(w.token, Ok(WriteDone { output, index }));
-                }
-                None => {
-                    self.counters.settled_unknown += 1;
-                    self.write_done(w.token, Err(Refused::OutcomeUnknown));
-                }
+            if let Some(output) = from_session {
+                let Some(w) = self.writes.remove(&id) else { continue };
+                self.counters.settled_from_sessions += 1;
+                let index = self.store.last_applied();
+                self.write_done(w.token, Ok(WriteDone { output, index }));
+            } else if !self.replica.tracks(id) {
+                let Some(w) = self.writes.remove(&id) else { continue };
+                self.counters.settled_unknown += 1;
+                self.write_done(w.token, Err(Refused::OutcomeUnknown));
             }
         }
         // A membership change the core forgot: the installed configuration may or may not hold

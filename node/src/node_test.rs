@@ -451,14 +451,15 @@ fn a_follower_stops_serving_the_moment_its_last_contact_is_older_than_the_stalen
     assert_eq!(net.take(2), vec![]);
     net.advance(1);
     assert_eq!(net.take(2), vec![Seen::Serving(false)]);
-    // The leader itself never goes stale.
-    assert_eq!(net.take(1), vec![]);
-    assert_eq!(net.status(1).serving, Ok(()));
+    // The leader, cut off from its quorum too, has gone stale as well: its last contact is the
+    // last time a quorum of acceptors answered it (the review finding below).
+    assert!(net.take(1).contains(&Seen::Serving(false)));
+    assert!(matches!(net.status(1).serving, Err(NotServing::Lagging(_))), "{:?}", net.status(1).serving);
 }
 
-// ---- REVIEW (adversarial review, branch `review`): FAILING tests that show bugs; not fixes ----
+// ---- Found by an adversarial review (failing before their fixes) ----
 
-/// REVIEW FINDING: the staleness bound does not apply to a leader that was cut off. It keeps
+/// Review finding (fixed: a leader's last contact is its last quorum contact): the staleness bound does not apply to a leader that was cut off. It keeps
 /// `last_contact_ms = Some(0)` and serves sequential reads until its core's lease runs out
 /// (`leader_lease_ms`, 1000 ms by default), while a new leader has acknowledged newer writes.
 /// With `max_read_staleness_ms = 100`, a read 500 ms after the cut returns the old value with
@@ -493,7 +494,8 @@ fn review_an_isolated_old_leader_serves_sequential_reads_past_the_staleness_boun
     );
 }
 
-/// REVIEW FINDING: duty 5 skips writes this follower forwarded. The core keeps tracking a
+/// Review finding (fixed: duty 5 answers from the installed session table whether or not the
+/// core still tracks the id): duty 5 skipped writes this follower forwarded. The core keeps tracking a
 /// forwarded id until its slot is applied here or `FORWARD_TRACK_MS` (10 s) passes; a snapshot
 /// install that covers the slot never applies it, so `settle_untracked_writes` leaves the write
 /// pending, and once the core forgets it nothing runs duty 5 again: the client is answered only

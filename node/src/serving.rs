@@ -26,9 +26,6 @@ impl Node {
 
     /// Milliseconds since this node last heard from the leader, as of the latest input.
     pub(crate) fn last_contact_ms(&self) -> Option<u64> {
-        if self.leader == Some(self.settings.me.node) {
-            return Some(0);
-        }
         self.leader_contact.map(|t| self.now.0.saturating_sub(t.0))
     }
 
@@ -100,7 +97,12 @@ impl Node {
         }
         if self.removed.is_none() {
             if self.leader == Some(self.settings.me.node) {
-                self.leader_contact = Some(now);
+                // A leader's last contact is the last time a quorum of acceptors answered it, so
+                // a leader cut off from its quorum ages like a follower and the staleness bound
+                // applies to it too (it would otherwise serve until its lease runs out).
+                if let Some(t) = self.replica.quorum_contact(now) {
+                    self.leader_contact = Some(t);
+                }
             }
             if !self.caught_up {
                 if self.catch_up_target.is_none() && self.is_member() && self.leader_contact.is_some() {
@@ -163,10 +165,10 @@ impl Node {
         }
     }
 
-    /// When a serving follower's last contact grows older than the staleness bound.
+    /// When a serving replica's last contact (a leader's: with a quorum) grows older than the staleness bound.
     pub(crate) fn staleness_deadline(&self) -> Option<Time> {
         let bound = self.settings.max_read_staleness_ms;
-        if bound == 0 || self.serving_said != Some(true) || self.leader == Some(self.settings.me.node) {
+        if bound == 0 || self.serving_said != Some(true) {
             return None;
         }
         self.leader_contact.map(|t| Time(t.0.saturating_add(bound).saturating_add(1)))

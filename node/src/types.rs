@@ -234,7 +234,7 @@ pub struct ReadDone {
     pub index: u64,
     /// How many slots this replica was behind the highest commit point it had heard of.
     pub lag_slots: u64,
-    /// Milliseconds since it last heard from the leader (0 on the leader; `None`: never).
+    /// Milliseconds since it last heard from the leader (on the leader: since a quorum of acceptors last answered it; `None`: never).
     pub last_contact_ms: Option<u64>,
 }
 
@@ -476,7 +476,7 @@ pub struct NodeStatus {
     pub serving: Result<(), NotServing>,
     /// Slots between the applied slot and the highest commit point heard of.
     pub lag_slots: u64,
-    /// Milliseconds since it last heard from the leader (0 on the leader; `None`: never), as of
+    /// Milliseconds since it last heard from the leader (on the leader: since a quorum of acceptors last answered it; `None`: never), as of
     /// the last input or timeout the node handled.
     pub last_contact_ms: Option<u64>,
     /// The commit point this replica must apply before its first read (`None`: not fixed yet).

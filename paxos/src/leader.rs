@@ -134,6 +134,16 @@ impl Leader {
 }
 
 impl Replica {
+    /// While leading: the latest time a quorum of the acceptors was heard from (this replica
+    /// counted as `now`); `None` in any other role. A leader cut off from its quorum sees it age
+    /// (the node layer applies its read staleness bound to it, as to a follower's last contact).
+    pub fn quorum_contact(&self, now: Time) -> Option<Time> {
+        match &self.role {
+            Role::Leader(l) => l.quorum_heard(self.me, now),
+            _ => None,
+        }
+    }
+
     /// The ballot for a new candidacy: re-use the last one if it never reached phase 2 and nothing
     /// higher was seen since; otherwise one round above everything seen.
     fn next_ballot(&mut self) -> Ballot {

@@ -172,6 +172,7 @@ struct Shape {
     snapshot_every: u64,
     max_retained: u64,
     max_read_lag: u64,
+    max_read_staleness: u64,
 }
 
 fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstrap: Option<Configuration>) -> NodeSettings {
@@ -183,7 +184,7 @@ fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstr
     s.max_retained_slots = shape.max_retained;
     s.store = StoreConfig::default();
     s.max_read_lag_slots = shape.max_read_lag;
-    s.max_read_staleness_ms = 0;
+    s.max_read_staleness_ms = shape.max_read_staleness;
     s.suspect_leader_after_ms = 200;
     s.snapshot_chunk_bytes = 64 * 1024;
     s.seed = cfg.seed.wrapping_mul(31).wrapping_add(me.node.0 * 7 + me.incarnation.0);
@@ -253,15 +254,16 @@ impl World {
         let max_retained = rng.gen_range(20..=200);
         let batch_delay = rng.gen_range(0..=2);
         let max_read_lag = *[5u64, 50, 1_000].choose(&mut rng).unwrap();
+        let max_read_staleness = *[0u64, 0, 150, 400].choose(&mut rng).unwrap();
         let mut nodes = BTreeMap::new();
         for m in &members {
-            let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
+            let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag, max_read_staleness };
             let node = Node::new(node_settings(&cfg, &shape, *m, 1, Some(bootstrap.clone())), Time(0));
             let sim_node =
                 SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() };
             nodes.insert(m.node, sim_node);
         }
-        let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag };
+        let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag, max_read_staleness };
         let spares: Vec<NodeId> = (cfg.replicas as u64 + 1..=(cfg.replicas + cfg.spares) as u64).map(NodeId).collect();
         let mut pending = Vec::new();
         for n in cfg.replicas + 1..=cfg.replicas + cfg.spares {
