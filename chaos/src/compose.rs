@@ -8,10 +8,12 @@
 //! Every replica is a founder (`SYNOD_BOOTSTRAP` lists them all); replica `i` publishes its
 //! REST port on `127.0.0.1:(8080+i)` and *advertises* that address (`SYNOD_HTTP_ADVERTISE`), so
 //! `Location` on a redirect and `leader_http` in `/v1/status` are addresses a client on the host
-//! can use. Three etcd members form a static cluster. Every container has `restart:
-//! unless-stopped` (a crashed process comes back by itself; `docker kill` and `docker stop`
-//! disable the policy until the next `docker start`, so the fault test's kills stay down until
-//! it starts them). A replica's healthcheck is `synod health` on its own `/readyz` (the image is
+//! can use. Three etcd members form a static cluster. etcd members have `restart:
+//! unless-stopped`, replicas `restart: on-failure`: a process that crashes comes back by itself,
+//! but a replica removed from the cluster exits 0 and must stay down (with `unless-stopped` it
+//! was restarted and, as a restarted founder, rejoined as an acceptor: the removal was undone).
+//! `docker kill` and `docker stop` disable a policy until the next `docker start`, so the fault
+//! test's kills stay down until it starts them. A replica's healthcheck is `synod health` on its own `/readyz` (the image is
 //! `FROM scratch`: the binary is the only tool in it).
 
 use std::fmt::Write as _;
@@ -72,7 +74,7 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    build: {{ context: target/docker-stage/synod }}");
         let _ = writeln!(y, "    hostname: synod-{i}");
         let _ = writeln!(y, "    networks: [{NETWORK}]");
-        let _ = writeln!(y, "    restart: unless-stopped");
+        let _ = writeln!(y, "    restart: on-failure");
         let _ = writeln!(y, "    command: [node]");
         let _ = writeln!(y, "    environment:");
         for (k, v) in [
@@ -136,7 +138,8 @@ mod tests {
             assert!(y.contains(&format!("SYNOD_GRPC_ADVERTISE: \"synod-{i}:9090\"")));
         }
         assert_eq!(y.matches("condition: service_healthy").count(), 27);
-        assert_eq!(y.matches("restart: unless-stopped").count(), 12);
+        assert_eq!(y.matches("restart: unless-stopped").count(), 3, "etcd");
+        assert_eq!(y.matches("restart: on-failure").count(), 9, "replicas: a removed one exits 0 and stays down");
         assert!(!y.contains("version:"), "the obsolete version key is gone");
         for i in 1..=9 {
             // Redirects and leader_http name an address the host can reach.
