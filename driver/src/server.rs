@@ -25,7 +25,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use kvstore::StoreConfig;
 use paxos::{Member, NodeId};
@@ -353,8 +352,7 @@ async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop:
                     // Answers made here rather than by the dispatcher (a timeout, a body too
                     // large) get a problem body and `X-Synod-Index` too.
                     .map_response(move |r| rest::stamp_index(&edge, rest::routes::problem_for_bare_error(r)))
-                    .layer(TimeoutLayer::with_status_code(hyper::StatusCode::GATEWAY_TIMEOUT, deadline))
-                    .service_fn(move |req| handle_http(ctx.clone(), req));
+                    .service_fn(move |req| handle_http(ctx.clone(), req, deadline));
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -385,15 +383,24 @@ impl MakeRequestId for CountingIds {
     }
 }
 
-async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // A change stream is not buffered, relayed or bounded by the deadline (`rest::watch`).
+    if rest::watch::is_stream(&parts.method, parts.uri.path()) {
+        return Ok(rest::watch::stream(ctx, parts).await);
+    }
+    // A long-poll may take its `wait` on top of the deadline.
+    let deadline = deadline + rest::watch::extra_time(parts.uri.query());
     // The whole body is buffered (it may have to be relayed to the leader); the cap is the
     // largest request the store accepts plus room for JSON framing.
     let cap = ctx.limits.max_request_bytes + 64 * 1024;
-    let (parts, body) = req.into_parts();
-    let resp = match Limited::new(body, cap).collect().await {
-        Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await.map(Body::from),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
-        Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
+    let work = async move {
+        match Limited::new(body, cap).collect().await {
+            Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await.map(Body::from),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
+            Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
+        }
     };
-    Ok(resp)
+    // 504 `timeout` when the deadline passes (what tower-http's timeout layer answered here).
+    Ok(tokio::time::timeout(deadline, work).await.unwrap_or_else(|_| Problem::timeout().into_response()))
 }
