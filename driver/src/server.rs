@@ -122,6 +122,16 @@ pub struct NodeArgs {
     /// none is reachable) until it has caught up. Reads it does serve carry `X-Synod-Lag`.
     #[arg(long, env = "SYNOD_MAX_READ_LAG_SLOTS", default_value_t = 1000)]
     pub max_read_lag_slots: u64,
+    /// Changes each replica keeps for watches (long-polls and `/v1/watch` streams); a watch
+    /// from an older index is 410 `compacted`. Not replicated: each replica keeps its own.
+    #[arg(long, env = "SYNOD_WATCH_HISTORY", default_value_t = 10_000)]
+    pub watch_history: usize,
+    /// Bytes of keys and values the watch history keeps at most.
+    #[arg(long, env = "SYNOD_WATCH_HISTORY_BYTES", default_value_t = 64 << 20)]
+    pub watch_history_bytes: usize,
+    /// Watchers (long-polls and streams waiting) one replica holds at most; more get 503 `busy`.
+    #[arg(long, env = "SYNOD_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
     /// A follower that has not heard from the leader for longer than this (milliseconds) answers
     /// no sequential read from its own state (forwarded or 503 as above). 0: no limit (a
     /// partitioned follower keeps serving its state; `X-Synod-Last-Contact` says how old).
@@ -187,6 +197,9 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.max_retained_slots = args.max_retained_slots;
     settings.store = store;
     settings.max_read_lag_slots = args.max_read_lag_slots;
+    settings.watch_history_changes = args.watch_history;
+    settings.watch_history_bytes = args.watch_history_bytes;
+    settings.max_watchers = args.max_watchers;
     settings.max_read_staleness_ms = args.max_read_staleness_ms;
     settings.suspect_leader_after_ms = args.suspect_leader_after_ms;
     settings.snapshot_chunk_bytes = crate::snapshot::CHUNK_BYTES;
