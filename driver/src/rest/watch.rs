@@ -131,7 +131,9 @@ pub async fn long_poll(ctx: Arc<Ctx>, key: Vec<u8>, q: ReadParams, lp: LongPoll,
 fn watch_refused(e: WatchError) -> Problem {
     match e {
         WatchError::Compacted { oldest_index } => compacted(oldest_index),
-        WatchError::TooMany { limit } => Problem::unavailable("busy", format!("too many watchers ({limit}) on this replica; retry or use another")),
+        WatchError::TooMany { limit } => {
+            Problem::unavailable("busy", format!("too many watchers ({limit}) on this replica; retry or use another"))
+        }
         WatchError::Removed(r) => Problem::removed(r),
     }
 }
@@ -221,7 +223,10 @@ async fn open(ctx: &Ctx, parts: &Parts) -> Result<(WatchSpec, u64), Problem> {
     let last_id = match parts.headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
-            v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| Problem::bad_request("Last-Event-ID must be an index (a u64)"))?,
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Problem::bad_request("Last-Event-ID must be an index (a u64)"))?,
         ),
     };
     let status = loop_io::status(ctx).await.ok_or_else(|| Problem::unavailable("shutting-down", "the node loop is not answering"))?;
