@@ -112,6 +112,23 @@ async fn long_polls_streams_across_a_kill_and_compaction() {
     follow_until(vec![c.url(f).to_string()], again.clone(), until.clone()).await;
     assert_eq!(*again.lock().unwrap(), got.iter().filter(|(i, _)| *i <= last).cloned().collect::<Vec<_>>());
 
+    // The CLI prints the same changes, one line each (`-w simple`: index, kind, key, value).
+    let mut cli = std::process::Command::new(common::synod_bin())
+        .args(["kv", "watch", "s/", "--prefix", "--from-index", "1", "-w", "simple", "--endpoints", c.url(f)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("synod kv watch starts");
+    let out = cli.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(out).lines().take(3).map(|l| l.unwrap()).collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(10), lines).await.expect("three lines from the CLI").unwrap();
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let want: Vec<String> = got[..3].iter().map(|(i, k)| format!("{i}\tput\t{k}\tv")).collect();
+    assert_eq!(lines, want);
+
     // Phase 4: past the history's 40 changes, index 1 is gone: 410 `compacted` with the oldest
     // index still held.
     for n in 0..30 {
