@@ -170,11 +170,14 @@ pub(crate) struct Watches {
     pub(crate) history: History,
     waiting: BTreeMap<Token, WatchSpec>,
     max_watchers: usize,
+    /// The changes up to this index were offered to the waiting watchers already: by the
+    /// invariant, a waiting watcher matches none of them, so waking looks only at newer ones.
+    offered_upto: u64,
 }
 
 impl Watches {
     pub(crate) fn new(max_changes: usize, max_bytes: usize, max_watchers: usize) -> Watches {
-        Watches { history: History::new(max_changes, max_bytes), waiting: BTreeMap::new(), max_watchers }
+        Watches { history: History::new(max_changes, max_bytes), waiting: BTreeMap::new(), max_watchers, offered_upto: 0 }
     }
 
     /// Watchers waiting.
@@ -217,17 +220,23 @@ impl Watches {
     }
 
     /// After a slot's changes were recorded: answer every watcher that has some, then trim.
+    ///
+    /// Only the changes recorded since the last wake are matched against each watcher
+    /// (O(watchers x new changes) per slot, not the whole history per watcher).
     pub(crate) fn wake(&mut self, index: u64) -> Vec<(Token, Result<Changes, WatchError>)> {
         let mut done = Vec::new();
         let history = &self.history;
-        self.waiting.retain(|token, spec| {
-            let changes = history.collect(spec);
-            if changes.is_empty() {
-                return true;
-            }
-            done.push((*token, Ok(Changes { changes, index })));
-            false
-        });
+        let fresh = history.changes.range(history.changes.partition_point(|c| c.index <= self.offered_upto)..);
+        if fresh.len() > 0 {
+            self.waiting.retain(|token, spec| {
+                if !fresh.clone().any(|c| spec.matches(c)) {
+                    return true;
+                }
+                done.push((*token, Ok(Changes { changes: history.collect(spec), index })));
+                false
+            });
+        }
+        self.offered_upto = self.offered_upto.max(index);
         self.history.trim();
         done
     }
@@ -237,6 +246,7 @@ impl Watches {
     /// is answered `Compacted`.
     pub(crate) fn installed(&mut self, index: u64) -> Vec<(Token, Result<Changes, WatchError>)> {
         self.history.reset(index);
+        self.offered_upto = index;
         let oldest_index = index + 1;
         let waiting = std::mem::take(&mut self.waiting);
         let (behind, ahead): (BTreeMap<_, _>, BTreeMap<_, _>) = waiting.into_iter().partition(|(_, s)| s.after < index);
