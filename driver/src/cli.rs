@@ -163,6 +163,19 @@ pub enum KvCmd {
         /// `key=value` pairs.
         pairs: Vec<String>,
     },
+    /// Print every change to a key (or under a prefix) as it is applied, one line each:
+    /// `index put|delete key [value]` (tab-separated with `-w simple`, JSON with `-w json`).
+    /// Resumes on the next endpoint after a replica fails, without losing or repeating a change.
+    Watch {
+        /// The key (or prefix).
+        key: String,
+        /// Watch every key under `key`.
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this index (default: changes from now on).
+        #[arg(long)]
+        from_index: Option<u64>,
+    },
 }
 
 struct Cli {
@@ -295,10 +308,15 @@ fn kv_path(key: &str) -> String {
 
 /// Run a `synod kv` command; returns the process exit code.
 pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
+    if let KvCmd::Watch { key, prefix, from_index } = &cmd {
+        return crate::watch_client::run_watch(&opts, key, *prefix, *from_index).await;
+    }
     let mut cli = Cli::new(opts)?;
     let out = cli.opts.output;
     let r = match &cmd {
         KvCmd::Get { key } => cli.read(&kv_path(key), vec![]).await?,
+        // Answered above, before a session is loaded.
+        KvCmd::Watch { .. } => return Ok(0),
         KvCmd::Put { key, value } => {
             let bytes = if value == "-" {
                 let mut b = Vec::new();

@@ -32,6 +32,7 @@ pub mod rest;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod watch_client;
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn wall_ms() -> u64 {

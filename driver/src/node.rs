@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use ::node::{
+    Change, Changes, WatchError, WatchSpec,
     Consistency, NodeSettings, NodeStatus, NotServing, ReadAnswer, ReadDone, ReadFn, Refused,
     Removal, Suspicion, WriteDone, MAX_START_NUMBER, REQUEST_COUNTER_BITS, SNAPSHOT_LOG_TO_STORE,
 };
@@ -72,6 +73,14 @@ pub enum Input {
         f: ReadFn,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<ReadDone, Refused>>,
+    },
+    /// Wait for changes to a key or prefix after an index (client channel). Answered once; a
+    /// dropped receiver is cancelled by the sweep.
+    Watch {
+        /// What to wait for.
+        spec: WatchSpec,
+        /// Where the changes go.
+        reply: oneshot::Sender<Result<Changes, WatchError>>,
     },
     /// Report the status (control).
     Status(oneshot::Sender<NodeStatus>),
@@ -150,7 +159,7 @@ impl NodeHandle {
     fn route(&self, input: &Input) -> &mpsc::Sender<Input> {
         match input {
             Input::Peer(_) => &self.peer,
-            Input::Write { .. } | Input::Read { .. } => &self.client,
+            Input::Write { .. } | Input::Read { .. } | Input::Watch { .. } => &self.client,
             _ => &self.control,
         }
     }
@@ -214,6 +223,7 @@ pub struct NodeLoop {
     writes: BTreeMap<Token, oneshot::Sender<Result<WriteDone, Refused>>>,
     reads: BTreeMap<Token, oneshot::Sender<Result<ReadDone, Refused>>>,
     reconfigs: BTreeMap<Token, oneshot::Sender<Result<Configuration, Refused>>>,
+    watches: BTreeMap<Token, oneshot::Sender<Result<Changes, WatchError>>>,
     /// The node's counters as last exported to the metrics.
     exported: NodeCounters,
 }
@@ -239,6 +249,7 @@ impl NodeLoop {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             reconfigs: BTreeMap::new(),
+            watches: BTreeMap::new(),
             exported: NodeCounters::default(),
         }
     }
@@ -317,6 +328,11 @@ impl NodeLoop {
                     consistency,
                     f,
                 }
+            }
+            Input::Watch { spec, reply } => {
+                let token = self.token();
+                self.watches.insert(token, reply);
+                ::node::Input::Watch { token, spec }
             }
             Input::Reconfigure { change, reply } => {
                 let token = self.token();
@@ -401,6 +417,11 @@ impl NodeLoop {
                 Output::ServingChanged(serving) => {
                     self.wiring.metrics.serving.set(u64::from(serving))
                 }
+                Output::WatchDone { token, result } => {
+                    if let Some(reply) = self.watches.remove(&token) {
+                        let _ = reply.send(result);
+                    }
+                }
             }
         }
         self.export_counters();
@@ -470,6 +491,12 @@ impl NodeLoop {
                 .filter(|(_, r)| r.is_closed())
                 .map(|(t, _)| *t),
         );
+        gone.extend(
+            self.watches
+                .iter()
+                .filter(|(_, r)| r.is_closed())
+                .map(|(t, _)| *t),
+        );
         if gone.is_empty() {
             return;
         }
@@ -478,6 +505,7 @@ impl NodeLoop {
             self.writes.remove(&token);
             self.reads.remove(&token);
             self.reconfigs.remove(&token);
+            self.watches.remove(&token);
             self.node.handle(now, ::node::Input::Cancel(token));
         }
         self.snapshot_sends.retain(|_, h| !h.is_finished());

@@ -25,7 +25,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use kvstore::StoreConfig;
 use paxos::{Member, NodeId};
@@ -123,6 +122,16 @@ pub struct NodeArgs {
     /// none is reachable) until it has caught up. Reads it does serve carry `X-Synod-Lag`.
     #[arg(long, env = "SYNOD_MAX_READ_LAG_SLOTS", default_value_t = 1000)]
     pub max_read_lag_slots: u64,
+    /// Changes each replica keeps for watches (long-polls and `/v1/watch` streams); a watch
+    /// from an older index is 410 `compacted`. Not replicated: each replica keeps its own.
+    #[arg(long, env = "SYNOD_WATCH_HISTORY", default_value_t = 10_000)]
+    pub watch_history: usize,
+    /// Bytes of keys and values the watch history keeps at most.
+    #[arg(long, env = "SYNOD_WATCH_HISTORY_BYTES", default_value_t = 64 << 20)]
+    pub watch_history_bytes: usize,
+    /// Watchers (long-polls and streams waiting) one replica holds at most; more get 503 `busy`.
+    #[arg(long, env = "SYNOD_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
     /// A follower that has not heard from the leader for longer than this (milliseconds) answers
     /// no sequential read from its own state (forwarded or 503 as above). 0: no limit (a
     /// partitioned follower keeps serving its state; `X-Synod-Last-Contact` says how old).
@@ -188,6 +197,9 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.max_retained_slots = args.max_retained_slots;
     settings.store = store;
     settings.max_read_lag_slots = args.max_read_lag_slots;
+    settings.watch_history_changes = args.watch_history;
+    settings.watch_history_bytes = args.watch_history_bytes;
+    settings.max_watchers = args.max_watchers;
     settings.max_read_staleness_ms = args.max_read_staleness_ms;
     settings.suspect_leader_after_ms = args.suspect_leader_after_ms;
     settings.snapshot_chunk_bytes = crate::snapshot::CHUNK_BYTES;
@@ -353,8 +365,7 @@ async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop:
                     // Answers made here rather than by the dispatcher (a timeout, a body too
                     // large) get a problem body and `X-Synod-Index` too.
                     .map_response(move |r| rest::stamp_index(&edge, rest::routes::problem_for_bare_error(r)))
-                    .layer(TimeoutLayer::with_status_code(hyper::StatusCode::GATEWAY_TIMEOUT, deadline))
-                    .service_fn(move |req| handle_http(ctx.clone(), req));
+                    .service_fn(move |req| handle_http(ctx.clone(), req, deadline));
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -385,15 +396,24 @@ impl MakeRequestId for CountingIds {
     }
 }
 
-async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // A change stream is not buffered, relayed or bounded by the deadline (`rest::watch`).
+    if rest::watch::is_stream(&parts.method, parts.uri.path()) {
+        return Ok(rest::watch::stream(ctx, parts).await);
+    }
+    // A long-poll may take its `wait` on top of the deadline.
+    let deadline = deadline + rest::watch::extra_time(parts.uri.query());
     // The whole body is buffered (it may have to be relayed to the leader); the cap is the
     // largest request the store accepts plus room for JSON framing.
     let cap = ctx.limits.max_request_bytes + 64 * 1024;
-    let (parts, body) = req.into_parts();
-    let resp = match Limited::new(body, cap).collect().await {
-        Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await.map(Body::from),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
-        Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
+    let work = async move {
+        match Limited::new(body, cap).collect().await {
+            Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await.map(Body::from),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
+            Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
+        }
     };
-    Ok(resp)
+    // 504 `timeout` when the deadline passes (what tower-http's timeout layer answered here).
+    Ok(tokio::time::timeout(deadline, work).await.unwrap_or_else(|_| Problem::timeout().into_response()))
 }

@@ -33,12 +33,16 @@ mod node;
 mod serving;
 mod snapshot;
 mod types;
+pub mod watch;
 
 #[cfg(feature = "sim")]
 pub mod sim;
 
 pub use node::Node;
 pub use types::*;
+pub use watch::{Change, Changes, WatchError, WatchSpec};
 
 #[cfg(test)]
 mod node_test;
+#[cfg(test)]
+mod watch_test;

@@ -20,6 +20,7 @@
 //! store's index for `min_index`.
 
 use crate::types::*;
+use crate::watch::{self, WatchSpec, Watches};
 use kvstore::{Request, SessionRef, Stamp, Store, WriteOp};
 use paxos::{
     Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica, RequestId, Slot,
@@ -96,6 +97,8 @@ pub struct Node {
     pub(crate) serving_said: Option<bool>,
     /// A snapshot was installed in this turn: settle untracked writes after the drain (duty 5).
     pub(crate) settle_after_install: bool,
+    /// The history of changes and the watchers waiting on it (`watch.rs`).
+    pub(crate) watches: Watches,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) counters: NodeCounters,
 }
@@ -147,6 +150,7 @@ impl Node {
             suspicion: None,
             serving_said: None,
             settle_after_install: false,
+            watches: Watches::new(settings.watch_history_changes, settings.watch_history_bytes, settings.max_watchers),
             outputs: VecDeque::new(),
             counters: NodeCounters::default(),
             settings,
@@ -181,6 +185,7 @@ impl Node {
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
             Input::SnapshotEncoded { meta } => self.snapshot_encoded(meta),
             Input::Removed(r) => self.mark_removed(r),
+            Input::Watch { token, spec } => self.watch(token, spec),
         }
         self.after(now);
     }
@@ -255,6 +260,9 @@ impl Node {
             lag_slots: self.lag_slots(),
             last_contact_ms: self.last_contact_ms(),
             catch_up_target: self.catch_up_target,
+            watchers: self.watches.waiting(),
+            history_changes: self.watches.history.len(),
+            history_oldest_index: self.watches.history.complete_after() + 1,
         }
     }
 
@@ -401,6 +409,25 @@ impl Node {
         }
     }
 
+    /// A watch: answered from the history now, or it waits for an apply (`watch.rs`). Like a
+    /// sequential read, it reflects this replica's applied state; unlike one, it is not refused
+    /// while catching up or lagging: it only waits longer.
+    fn watch(&mut self, token: Token, spec: WatchSpec) {
+        let result = match self.removed {
+            Some(r) => Some(Err(crate::WatchError::Removed(r))),
+            None => self.watches.watch(token, spec, self.store.last_applied()),
+        };
+        if let Some(result) = result {
+            self.outputs.push_back(Output::WatchDone { token, result });
+        }
+    }
+
+    pub(crate) fn watches_done(&mut self, done: Vec<(Token, Result<crate::Changes, crate::WatchError>)>) {
+        for (token, result) in done {
+            self.outputs.push_back(Output::WatchDone { token, result });
+        }
+    }
+
     fn serve(&mut self, read: PendingRead) {
         let answer = (read.f)(&self.store);
         let done = ReadDone { answer, index: self.store.last_applied(), lag_slots: self.lag_slots(), last_contact_ms: self.last_contact_ms() };
@@ -412,6 +439,9 @@ impl Node {
     fn cancel(&mut self, token: Token) {
         if let Some(id) = self.write_ids.remove(&token) {
             self.writes.remove(&id);
+            return;
+        }
+        if self.watches.cancel(token) {
             return;
         }
         self.reconfigs.retain(|_, t| *t != token);
@@ -507,7 +537,17 @@ impl Node {
                     }
                     continue;
                 }
-                let output = self.store.apply(index, &cmd.payload);
+                // Decoded once here (the store would decode it too) to note which keys the
+                // command may write, for the watch history.
+                let output = match Request::decode(&cmd.payload) {
+                    Ok(req) => {
+                        let before = watch::keys_before(&self.store, &req.op);
+                        let output = self.store.apply_request(index, &req);
+                        self.watches.record(index, before, &self.store);
+                        output
+                    }
+                    Err(_) => self.store.apply(index, &cmd.payload),
+                };
                 #[cfg(feature = "sim")]
                 if self.bug(|b| b.forget_sessions) {
                     if let Ok(req) = Request::decode(&cmd.payload) {
@@ -523,6 +563,8 @@ impl Node {
             }
         }
         self.applied_slot = slot;
+        let done = self.watches.wake(self.store.last_applied());
+        self.watches_done(done);
     }
 
     fn lost(&mut self, id: RequestId) {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A non-`Send` output, reduced to what a test compares.
 #[derive(Debug, PartialEq)]
-enum Seen {
+pub(crate) enum Seen {
     Write(Token, Result<WriteDone, Refused>),
     Read(Token, Result<ReadDone, Refused>),
     Reconfigured(Token, Result<u64, Refused>),
@@ -21,13 +21,14 @@ enum Seen {
     Config(u64),
     Removed(Removal),
     Serving(bool),
+    Watch(Token, Result<Changes, WatchError>),
 }
 
 fn member(id: u64) -> Member {
     Member { node: NodeId(id), incarnation: Incarnation(1) }
 }
 
-fn put(key: &str, value: &str) -> WriteOp {
+pub(crate) fn put(key: &str, value: &str) -> WriteOp {
     WriteOp::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec(), guard: None }
 }
 
@@ -45,17 +46,17 @@ fn value(v: &str, version: u64) -> ReadAnswer {
 }
 
 /// Nodes `1..=n` founding one configuration, a FIFO network and a virtual clock.
-struct Net {
+pub(crate) struct Net {
     nodes: BTreeMap<NodeId, Node>,
     now: Time,
-    wire: VecDeque<Envelope>,
+    pub(crate) wire: VecDeque<Envelope>,
     /// Nodes cut off: messages to or from them are dropped.
-    cut: BTreeSet<NodeId>,
+    pub(crate) cut: BTreeSet<NodeId>,
     seen: BTreeMap<NodeId, Vec<Seen>>,
 }
 
 impl Net {
-    fn new(n: u64, tune: impl Fn(&mut NodeSettings)) -> Net {
+    pub(crate) fn new(n: u64, tune: impl Fn(&mut NodeSettings)) -> Net {
         let config = Configuration::bootstrap((1..=n).map(member));
         let mut net = Net { nodes: BTreeMap::new(), now: Time(0), wire: VecDeque::new(), cut: BTreeSet::new(), seen: BTreeMap::new() };
         for id in 1..=n {
@@ -67,11 +68,11 @@ impl Net {
         net
     }
 
-    fn node(&self, id: u64) -> &Node {
+    pub(crate) fn node(&self, id: u64) -> &Node {
         &self.nodes[&NodeId(id)]
     }
 
-    fn input(&mut self, id: u64, input: Input) {
+    pub(crate) fn input(&mut self, id: u64, input: Input) {
         let now = self.now;
         self.nodes.get_mut(&NodeId(id)).expect("a node of this net").handle(now, input);
         self.collect(NodeId(id));
@@ -99,12 +100,13 @@ impl Net {
                 Output::ConfigChanged(c) => Seen::Config(c.epoch),
                 Output::Removed(r) => Seen::Removed(r),
                 Output::ServingChanged(s) => Seen::Serving(s),
+                Output::WatchDone { token, result } => Seen::Watch(token, result),
             });
         }
     }
 
     /// Deliver every message on the wire (and those they cause) at the current time.
-    fn stabilize(&mut self) {
+    pub(crate) fn stabilize(&mut self) {
         for _ in 0..100_000 {
             let Some(env) = self.wire.pop_front() else { return };
             if self.cut.contains(&env.to) || self.cut.contains(&env.from.node) {
@@ -118,7 +120,7 @@ impl Net {
 
     /// Let `ms` of virtual time pass: fire every node's timeouts as they fall due, delivering
     /// the messages they cause at once.
-    fn advance(&mut self, ms: u64) {
+    pub(crate) fn advance(&mut self, ms: u64) {
         let until = Time(self.now.0 + ms);
         for _ in 0..100_000 {
             let due = self.nodes.values().filter_map(Node::poll_timeout).min();
@@ -143,7 +145,7 @@ impl Net {
     }
 
     /// Node `id`'s status now (as the driver asks for it: after bringing the node's clock to now).
-    fn status(&mut self, id: u64) -> NodeStatus {
+    pub(crate) fn status(&mut self, id: u64) -> NodeStatus {
         let now = self.now;
         self.nodes.get_mut(&NodeId(id)).expect("a node of this net").handle_timeout(now);
         self.collect(NodeId(id));
@@ -151,12 +153,12 @@ impl Net {
     }
 
     /// What node `id` emitted since the last call.
-    fn take(&mut self, id: u64) -> Vec<Seen> {
+    pub(crate) fn take(&mut self, id: u64) -> Vec<Seen> {
         std::mem::take(self.seen.entry(NodeId(id)).or_default())
     }
 
     /// Elect `leader`: every node hears the election's hint.
-    fn elect(&mut self, leader: u64) {
+    pub(crate) fn elect(&mut self, leader: u64) {
         let ids: Vec<u64> = self.nodes.keys().map(|n| n.0).collect();
         for id in ids {
             self.input(id, Input::Hint(Some(NodeId(leader))));

@@ -139,6 +139,8 @@ impl Node {
         for read in waiting {
             self.outputs.push_back(Output::ReadDone { token: read.token, result: Err(Refused::Removed(r)) });
         }
+        let done = self.watches.removed(r);
+        self.watches_done(done);
     }
 
     /// Whether this node may suspect `leader` at all (an acceptor that does not lead it).

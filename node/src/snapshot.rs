@@ -86,5 +86,7 @@ impl Node {
         // past the snapshot may still answer a write the core no longer lists as pending.
         self.settle_after_install = true;
         self.release_reads();
+        let done = self.watches.installed(self.store.last_applied());
+        self.watches_done(done);
     }
 }

@@ -2,6 +2,7 @@
 //! ([`Output`]), and the answers and refusals a client request can get.
 
 use kvstore::{GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp};
+use crate::watch::{Changes, WatchError, WatchSpec};
 use paxos::{Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status};
 
 /// How the node is set up. Equal on every run with the same flags: nothing here reads a clock.
@@ -39,6 +40,12 @@ pub struct NodeSettings {
     pub snapshot_chunk_bytes: usize,
     /// The core's RNG seed (the simulator gives each replica its own; see `paxos::Options::seed`).
     pub seed: u64,
+    /// The watch history keeps at most this many changes (`crate::watch`).
+    pub watch_history_changes: usize,
+    /// The watch history keeps at most this many bytes of keys and values.
+    pub watch_history_bytes: usize,
+    /// At most this many watchers wait at once; more are refused [`crate::WatchError::TooMany`].
+    pub max_watchers: usize,
     /// Bugs to put back in this layer (the simulator's negative tests only).
     #[cfg(feature = "sim")]
     pub bugs: Bugs,
@@ -84,6 +91,9 @@ impl NodeSettings {
             suspect_leader_after_ms: 400,
             snapshot_chunk_bytes: 256 * 1024,
             seed: me.node.0 ^ me.incarnation.0.rotate_left(17),
+            watch_history_changes: 10_000,
+            watch_history_bytes: 64 << 20,
+            max_watchers: 10_000,
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),
             #[cfg(feature = "sim")]
@@ -338,6 +348,14 @@ pub enum Input {
     },
     /// The leader's removal mark names this incarnation (it missed the slot that removed it).
     Removed(Removal),
+    /// Wait for changes to a key (or under a prefix) after a store index (`crate::watch`).
+    /// Answered once by [`Output::WatchDone`]; [`Input::Cancel`] forgets it.
+    Watch {
+        /// Identifies the request.
+        token: Token,
+        /// The key or prefix, and the index the changes must be above.
+        spec: WatchSpec,
+    },
 }
 
 impl std::fmt::Debug for Input {
@@ -354,6 +372,7 @@ impl std::fmt::Debug for Input {
             Input::InstallSnapshot { meta, .. } => f.debug_struct("InstallSnapshot").field("meta", meta).finish(),
             Input::SnapshotEncoded { meta } => f.debug_struct("SnapshotEncoded").field("meta", meta).finish(),
             Input::Removed(r) => f.debug_tuple("Removed").field(r).finish(),
+            Input::Watch { token, spec } => f.debug_struct("Watch").field("token", token).field("spec", spec).finish(),
         }
     }
 }
@@ -417,6 +436,13 @@ pub enum Output {
     Removed(Removal),
     /// Whether this replica answers reads from its own state (emitted only on a change).
     ServingChanged(bool),
+    /// The answer to [`Input::Watch`].
+    WatchDone {
+        /// The request.
+        token: Token,
+        /// The changes, or why not.
+        result: Result<Changes, WatchError>,
+    },
 }
 
 /// Plain counters of the node layer; the shell exports them as metrics.
@@ -481,4 +507,10 @@ pub struct NodeStatus {
     pub last_contact_ms: Option<u64>,
     /// The commit point this replica must apply before its first read (`None`: not fixed yet).
     pub catch_up_target: Option<Slot>,
+    /// Watchers waiting.
+    pub watchers: usize,
+    /// Changes in the watch history.
+    pub history_changes: usize,
+    /// The smallest first index a watch can ask for (the history holds every change from it).
+    pub history_oldest_index: u64,
 }

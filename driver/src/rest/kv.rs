@@ -47,7 +47,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
 }
 
 /// Percent-decode, refusing a `%` not followed by two hex digits (the crate passes it through).
-fn percent_decode_strict(s: &str) -> Option<Vec<u8>> {
+pub(super) fn percent_decode_strict(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let ok = b.iter().enumerate().all(|(i, c)| *c != b'%' || b.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
     ok.then(|| percent_encoding::percent_decode(b).collect())
@@ -81,6 +81,13 @@ pub struct ReadParams {
     /// Answer 307 to the leader rather than forwarding.
     #[serde(default, deserialize_with = "flag")]
     pub redirect: bool,
+    /// Long-poll: answer once the key changed at an index above this ([`super::watch`]).
+    pub wait_index: Option<u64>,
+    /// Long-poll: how long to wait (`30s`, `5m`; default 5 minutes).
+    pub wait: Option<String>,
+    /// The key is a prefix: list the keys under it (with `wait_index`: wait for any of them).
+    #[serde(default, deserialize_with = "flag")]
+    pub prefix: bool,
 }
 
 impl ReadParams {
@@ -168,7 +175,11 @@ pub fn with_index(mut r: Response, index: u64) -> Outcome {
 
 /// `GET`/`HEAD /v1/kv/{key}`: the value as `application/octet-stream`, its version as a strong
 /// `ETag`; `If-Match` (strong) and `If-None-Match` (weak) are evaluated on the state read.
-pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(q): Q<ReadParams>, headers: HeaderMap) -> Outcome {
+pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(mut q): Q<ReadParams>, headers: HeaderMap) -> Outcome {
+    if q.wait_index.is_some() || q.wait.is_some() || q.prefix {
+        let lp = super::watch::LongPoll { wait_index: q.wait_index.take(), wait: q.wait.take(), prefix: std::mem::take(&mut q.prefix) };
+        return Box::pin(super::watch::long_poll(ctx, key, q, lp, headers)).await;
+    }
     let (consistency, pre) = match (q.consistency(), Preconditions::from_headers(&headers)) {
         (Ok(c), Ok(p)) => (c, p),
         (Err(p), _) | (_, Err(p)) => return p.into(),

@@ -8,7 +8,7 @@ use kvstore::{SessionRef, WriteOp};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-pub use crate::node::{Consistency, Input, NodeStatus, NotServing, ReadAnswer, ReadDone, ReadFn, Refused, WriteDone};
+pub use crate::node::{Change, Changes, WatchError, WatchSpec, Consistency, Input, NodeStatus, NotServing, ReadAnswer, ReadDone, ReadFn, Refused, WriteDone};
 
 /// Map a refusal from the node loop.
 pub fn refused(r: Refused) -> Outcome {
@@ -79,4 +79,12 @@ pub async fn write(ctx: &Ctx, session: Option<SessionRef>, op: WriteOp, forward:
         // Proposed, then the loop went away or time ran out: it may still be chosen.
         Ok(Err(_)) | Err(_) => Err(Problem::outcome_unknown().into()),
     }
+}
+
+/// Wait for changes matching `spec` (see `node::watch`). `Ok(None)`: the loop is gone. Dropping
+/// the future drops the receiver, and the loop's sweep cancels the watcher.
+pub async fn watch(ctx: &Ctx, spec: WatchSpec) -> Option<Result<Changes, WatchError>> {
+    let (tx, rx) = oneshot::channel();
+    ctx.inputs.send(Input::Watch { spec, reply: tx }).await.ok()?;
+    rx.await.ok()
 }

@@ -25,6 +25,7 @@ pub mod members;
 pub mod problem;
 pub mod query;
 pub mod routes;
+pub mod watch;
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;

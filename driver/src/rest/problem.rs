@@ -22,6 +22,7 @@ pub const TYPE_BASE: &str = "/problems/";
 pub const PAGES: &[(&str, &str)] = &[
     ("busy", include_str!("../../../docs/problems/busy.md")),
     ("cas-failed", include_str!("../../../docs/problems/cas-failed.md")),
+    ("compacted", include_str!("../../../docs/problems/compacted.md")),
     ("catching-up", include_str!("../../../docs/problems/catching-up.md")),
     ("config-refused", include_str!("../../../docs/problems/config-refused.md")),
     ("forward-failed", include_str!("../../../docs/problems/forward-failed.md")),

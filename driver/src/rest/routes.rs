@@ -11,7 +11,7 @@
 use super::loop_io::{self, NotServing};
 use super::problem::Problem;
 use super::query::{NoParams, Q};
-use super::{batch, json_reply, kv, members, Ctx, Outcome};
+use super::{batch, json_reply, kv, members, watch, Ctx, Outcome};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Path, Request};
 use axum::middleware::{self, Next};
@@ -39,6 +39,7 @@ pub fn router() -> Router {
         .route("/v1/kv", get(kv::range))
         .route("/v1/kv/", any(kv::empty_key))
         .route("/v1/kv/*key", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/watch/*key", any(watch::relayed))
         .route("/v1/batch/get", post(batch::get))
         .route("/v1/batch/put", post(batch::put))
         .route("/v1/rmw", post(batch::rmw))
@@ -65,6 +66,7 @@ fn static_label(path: &str) -> &'static str {
         "/v1/kv",
         "/v1/kv/",
         "/v1/kv/*key",
+        "/v1/watch/*key",
         "/v1/batch/get",
         "/v1/batch/put",
         "/v1/rmw",

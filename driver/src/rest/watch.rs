@@ -1,0 +1,327 @@
+//! Watches over HTTP: the long-poll (`GET /v1/kv/{key}?wait_index=N&wait=30s`, Consul's
+//! blocking query) and the change stream (`GET /v1/watch/{key}`, server-sent events).
+//!
+//! Both ride on the node's one-shot watches (`node::watch`, via [`loop_io::watch`]): the node
+//! answers from its bounded history of changes, or wakes the watcher on the apply that records a
+//! matching change. Both are served by any replica from its own applied state, like a sequential
+//! read: a follower's stream may trail the leader's, never skips or repeats a change, and numbers
+//! changes by the store index, equal on every replica, so a client resumes on another replica
+//! with `Last-Event-ID`.
+//!
+//! The stream is not a buffered request: [`is_stream`] lets the HTTP server hand it to
+//! [`stream`] before the dispatcher (which buffers replies and relays requests to the leader).
+
+use super::kv::{self, Key, RangeParams, ReadParams};
+use super::loop_io::{self, Changes, WatchError, WatchSpec};
+use super::problem::{bytes_value, Problem};
+use super::query::{self, flag, Q};
+use super::{Ctx, Outcome};
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use axum::Extension;
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::http::request::Parts;
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a long-poll waits without `wait` (Consul's default).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+/// The longest `wait` accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// A stream with nothing to say sends an SSE comment this often, so proxies and clients see a
+/// live connection (and this replica sees a dead one).
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+const STREAM_PREFIX: &str = "/v1/watch/";
+
+/// Parse a `wait` duration: `500ms`, `30s`, `5m`, or plain seconds; at most [`MAX_WAIT`].
+pub fn parse_wait(s: &str) -> Result<Duration, Problem> {
+    let bad = || Problem::bad_request(format!("wait {s:?} is not a duration like 500ms, 30s or 5m"));
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(bad()),
+    };
+    if d > MAX_WAIT {
+        return Err(Problem::bad_request(format!("wait {s:?} is longer than the limit of {}s", MAX_WAIT.as_secs())));
+    }
+    Ok(d)
+}
+
+/// How much longer than the server's deadline a request may take: its long-poll `wait`.
+pub fn extra_time(query: Option<&str>) -> Duration {
+    #[derive(Deserialize)]
+    struct Only {
+        wait_index: Option<String>,
+        wait: Option<String>,
+    }
+    match query.and_then(|q| serde_urlencoded::from_str::<Only>(q).ok()) {
+        Some(Only { wait_index: Some(_), wait }) => wait.and_then(|w| parse_wait(&w).ok()).unwrap_or(DEFAULT_WAIT),
+        _ => Duration::ZERO,
+    }
+}
+
+/// A long-poll or a prefix read on `/v1/kv/{key}` (the parameters [`kv::get`] hands over).
+pub struct LongPoll {
+    /// Answer once a change after this index happened (or `wait` passed).
+    pub wait_index: Option<u64>,
+    /// How long to wait.
+    pub wait: Option<String>,
+    /// The key is a prefix: the answer lists the keys under it.
+    pub prefix: bool,
+}
+
+/// `GET /v1/kv/{key}?wait_index=N[&wait=30s][&prefix=true]`: wait until the key (or a key under
+/// the prefix) changes at an index above `N`, or `wait` passes, then answer with the current
+/// state, like a read. Without `consistency`, the read is sequential at the index of the change
+/// that woke it (this replica's applied state, which reflects that change). If this replica's
+/// history no longer reaches back to `N`, it answers at once (a client cannot tell that from a
+/// change, which is what Consul clients expect: compare `X-Synod-Index` and re-read).
+pub async fn long_poll(ctx: Arc<Ctx>, key: Vec<u8>, q: ReadParams, lp: LongPoll, headers: HeaderMap) -> Outcome {
+    let wait = match lp.wait.as_deref().map(parse_wait).transpose() {
+        Ok(w) => w.unwrap_or(DEFAULT_WAIT),
+        Err(p) => return p.into(),
+    };
+    if lp.wait.is_some() && lp.wait_index.is_none() {
+        return Problem::bad_request("wait needs wait_index").into();
+    }
+    let mut woke_at = None;
+    if let Some(n) = lp.wait_index {
+        let spec = WatchSpec { key: key.clone(), prefix: lp.prefix, after: n };
+        match tokio::time::timeout(wait, loop_io::watch(&ctx, spec)).await {
+            Ok(Some(Ok(changes))) => woke_at = changes.changes.last().map(|c| c.index),
+            Ok(Some(Err(WatchError::Compacted { .. }))) | Err(_) => {}
+            Ok(Some(Err(e))) => return watch_refused(e).into(),
+            Ok(None) => return Problem::unavailable("shutting-down", "the node loop is gone").into(),
+        }
+    }
+    let (consistency, min_index) = match q.consistency.as_deref() {
+        None => (Some("sequential".to_string()), Some(woke_at.unwrap_or(0))),
+        Some(_) => (q.consistency.clone(), q.min_index),
+    };
+    if !lp.prefix {
+        let read = ReadParams { consistency, min_index, redirect: q.redirect, wait_index: None, wait: None, prefix: false };
+        return kv::get(Extension(ctx), Key(key), Q(read), headers).await;
+    }
+    let range = RangeParams {
+        start: None,
+        end: None,
+        prefix: Some(kv::encode_cursor(&key)),
+        encoding: Some("base64url".into()),
+        limit: None,
+        cursor: None,
+        keys_only: false,
+        consistency,
+        min_index,
+        redirect: q.redirect,
+    };
+    kv::range(Extension(ctx), Q(range)).await
+}
+
+fn watch_refused(e: WatchError) -> Problem {
+    match e {
+        WatchError::Compacted { oldest_index } => compacted(oldest_index),
+        WatchError::TooMany { limit } => {
+            Problem::unavailable("busy", format!("too many watchers ({limit}) on this replica; retry or use another"))
+        }
+        WatchError::Removed(r) => Problem::removed(r),
+    }
+}
+
+/// 410: the history no longer holds the changes asked for.
+pub fn compacted(oldest_index: u64) -> Problem {
+    Problem::new(
+        StatusCode::GONE,
+        "compacted",
+        "Changes compacted",
+        format!(
+            "this replica's history of changes starts at index {oldest_index}; read the current state and watch from its X-Synod-Index + 1, or ask a replica with a longer history"
+        ),
+    )
+    .with("oldest_index", json!(oldest_index))
+}
+
+/// Query of `GET /v1/watch/{key}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// The key is a prefix (an empty key with `prefix=true` watches every key).
+    #[serde(default, deserialize_with = "flag")]
+    pub prefix: bool,
+    /// The first index to deliver (default: changes after the index applied now).
+    pub from_index: Option<u64>,
+    /// Accepted and ignored: a stream is served by any replica.
+    #[serde(default, deserialize_with = "flag")]
+    pub redirect: bool,
+}
+
+/// Whether the request is a change stream (served by [`stream`], not the dispatcher).
+pub fn is_stream(method: &Method, path: &str) -> bool {
+    *method == Method::GET && path.starts_with(STREAM_PREFIX)
+}
+
+/// `/v1/watch/{key}` reached through the dispatcher (another method, or relayed by a peer).
+pub async fn relayed() -> Problem {
+    Problem::bad_request("GET /v1/watch/{key} is a server-sent event stream: ask any replica directly over HTTP")
+}
+
+/// One change as a server-sent event: `id` is its index, `event` is `put` or `delete`.
+pub fn event(c: &loop_io::Change) -> String {
+    let mut data = json!({ "index": c.index, "key": bytes_value(&c.key), "version": c.version });
+    let kind = match &c.value {
+        Some(v) => {
+            data["value"] = bytes_value(v);
+            "put"
+        }
+        None => "delete",
+    };
+    format!("id: {}\nevent: {kind}\ndata: {data}\n\n", c.index)
+}
+
+/// `GET /v1/watch/{key}[?prefix=true][&from_index=N]`, with `Last-Event-ID` to resume: every
+/// change to the key (or under the prefix) from `from_index` (or after `Last-Event-ID`, or after
+/// the index applied now), in index order, each once, as `text/event-stream`. An index the
+/// history no longer holds is 410 `compacted` before the stream starts, and an `event:
+/// compacted` (then the end of the stream) if a snapshot install skips past it later.
+pub async fn stream(ctx: Arc<Ctx>, parts: Parts) -> Response {
+    match open(&ctx, &parts).await {
+        Ok((spec, index)) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+            tokio::spawn(pump(ctx.clone(), spec, tx));
+            let mut r = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r.headers_mut().insert(super::INDEX_HEADER, HeaderValue::from(index));
+            r.headers_mut().insert(super::SERVED_BY_HEADER, HeaderValue::from(ctx.me.0));
+            r
+        }
+        Err(p) => super::stamp_index(&ctx, p.into_response()),
+    }
+}
+
+/// Check the request and the history: the watch to start with, and the applied index.
+async fn open(ctx: &Ctx, parts: &Parts) -> Result<(WatchSpec, u64), Problem> {
+    if ctx.draining.load(Ordering::Relaxed) {
+        return Err(Problem::unavailable("shutting-down", "this replica is shutting down"));
+    }
+    let raw = parts.uri.path().strip_prefix(STREAM_PREFIX).unwrap_or("");
+    let key = kv::percent_decode_strict(raw).ok_or_else(|| Problem::bad_request("malformed percent-encoding in the key"))?;
+    let q: StreamParams = query::parse(parts.uri.query().unwrap_or(""))?;
+    if key.is_empty() && !q.prefix {
+        return Err(Problem::bad_request("empty key (watch every key with /v1/watch/?prefix=true)"));
+    }
+    let last_id = match parts.headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Problem::bad_request("Last-Event-ID must be an index (a u64)"))?,
+        ),
+    };
+    let status = loop_io::status(ctx).await.ok_or_else(|| Problem::unavailable("shutting-down", "the node loop is not answering"))?;
+    if let Err(loop_io::NotServing::Removed(r)) = status.serving {
+        return Err(Problem::removed(r));
+    }
+    // Last-Event-ID (a reconnecting client) wins over the from_index of the URL it reuses.
+    let after = match (last_id, q.from_index) {
+        (Some(id), _) => id,
+        (None, Some(from)) => from.saturating_sub(1),
+        (None, None) => status.store_index,
+    };
+    if after + 1 < status.history_oldest_index {
+        return Err(compacted(status.history_oldest_index));
+    }
+    Ok((WatchSpec { key, prefix: q.prefix, after }, status.store_index))
+}
+
+/// Feed the stream: one watch after another, each from the last index delivered, until the
+/// client goes away (the channel closes; dropping the pending watch cancels it in the node) or
+/// the replica drains.
+async fn pump(ctx: Arc<Ctx>, mut spec: WatchSpec, tx: tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut quiet = Duration::ZERO;
+    loop {
+        let w = loop_io::watch(&ctx, spec.clone());
+        tokio::pin!(w);
+        let answer = loop {
+            tokio::select! {
+                a = &mut w => break a,
+                _ = tx.closed() => return,
+                _ = tick.tick() => {
+                    if ctx.draining.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    quiet += Duration::from_secs(1);
+                    if quiet >= KEEPALIVE {
+                        quiet = Duration::ZERO;
+                        if tx.send(Ok(Bytes::from_static(b": keepalive\n\n"))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let text = match answer {
+            None => return,
+            Some(Ok(Changes { changes, .. })) => {
+                let mut text = String::new();
+                for c in &changes {
+                    text.push_str(&event(c));
+                    spec.after = c.index;
+                }
+                text
+            }
+            Some(Err(e)) => {
+                let (kind, data) = match e {
+                    WatchError::Compacted { oldest_index } => ("compacted", json!({ "oldest_index": oldest_index })),
+                    WatchError::TooMany { limit } => ("busy", json!({ "limit": limit })),
+                    WatchError::Removed(r) => ("removed", json!({ "epoch": r.epoch })),
+                };
+                let _ = tx.send(Ok(Bytes::from(format!("event: {kind}\ndata: {data}\n\n")))).await;
+                return;
+            }
+        };
+        quiet = Duration::ZERO;
+        if tx.send(Ok(Bytes::from(text))).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse_and_are_bounded() {
+        assert_eq!(parse_wait("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_wait("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_wait("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_wait("7").unwrap(), Duration::from_secs(7));
+        for bad in ["", "s", "1h", "-1s", "11m", "1.5s"] {
+            assert!(parse_wait(bad).is_err(), "{bad}");
+        }
+        assert_eq!(extra_time(Some("wait_index=3&wait=20s")), Duration::from_secs(20));
+        assert_eq!(extra_time(Some("wait_index=3")), DEFAULT_WAIT);
+        assert_eq!(extra_time(Some("wait=20s")), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_change_is_one_event_with_its_index_as_id() {
+        let put = loop_io::Change { index: 7, key: b"a".to_vec(), value: Some(b"v".to_vec()), version: 7 };
+        assert_eq!(event(&put), "id: 7\nevent: put\ndata: {\"index\":7,\"key\":\"a\",\"value\":\"v\",\"version\":7}\n\n");
+        let del = loop_io::Change { index: 8, key: b"a".to_vec(), value: None, version: 8 };
+        assert_eq!(event(&del), "id: 8\nevent: delete\ndata: {\"index\":8,\"key\":\"a\",\"version\":8}\n\n");
+    }
+}

@@ -1,0 +1,186 @@
+//! A client for the change stream (`GET /v1/watch/{key}`, server-sent events), for
+//! `synod kv watch` and the tests.
+//!
+//! The request is HTTP/1.0, so the server ends the body by closing the connection instead of
+//! chunking it, and the events are read line by line as they arrive. [`follow`] resumes on the
+//! next endpoint with `Last-Event-ID` whenever a stream ends or a replica cannot be reached, so
+//! every change is delivered once, in index order, across a replica's crash.
+
+use anyhow::{bail, Context as _};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One server-sent event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The `id:` field (the change's index), if any.
+    pub id: Option<u64>,
+    /// The `event:` field (`put`, `delete`, `compacted`, ...).
+    pub event: String,
+    /// The `data:` field (JSON).
+    pub data: String,
+}
+
+/// An open stream, or the server's refusal.
+pub enum Opened {
+    /// 200: read events with [`Stream::next`].
+    Stream(Stream),
+    /// Anything else: the status and the body (problem+json).
+    Refused(u16, String),
+}
+
+/// A change stream being read.
+pub struct Stream {
+    reader: BufReader<TcpStream>,
+}
+
+/// Open `GET {path_and_query}` on `base` (`http://host:port`), resuming after `last_event_id`.
+pub async fn open(base: &str, path_and_query: &str, last_event_id: Option<u64>) -> anyhow::Result<Opened> {
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let stream = TcpStream::connect(host).await.with_context(|| format!("connecting to {host}"))?;
+    let mut reader = BufReader::new(stream);
+    let mut req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n");
+    if let Some(id) = last_event_id {
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    req.push_str("\r\n");
+    reader.get_mut().write_all(req.as_bytes()).await?;
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("bad status line {line:?}"))?;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 || line.trim_end().is_empty() {
+            break;
+        }
+    }
+    if status != 200 {
+        let mut body = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut body).await;
+        return Ok(Opened::Refused(status, body));
+    }
+    Ok(Opened::Stream(Stream { reader }))
+}
+
+impl Stream {
+    /// The next event (comments skipped); `None` when the server closed the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+        let mut ev = Event { id: None, event: "message".into(), data: String::new() };
+        let mut any = false;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).await? == 0 {
+                return Ok(None);
+            }
+            let l = line.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                if any {
+                    return Ok(Some(ev));
+                }
+                continue;
+            }
+            if l.starts_with(':') {
+                continue;
+            }
+            let (field, value) = l.split_once(':').map_or((l, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+            any = true;
+            match field {
+                "id" => ev.id = value.parse().ok(),
+                "event" => ev.event = value.to_string(),
+                "data" => ev.data.push_str(value),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Follow the stream over `endpoints` in turn, calling `on` for each change (`put`/`delete`)
+/// event, from `from_index` (or from now), until `on` returns false. A stream that ends or a
+/// replica that cannot be reached moves on to the next endpoint with `Last-Event-ID`; a refusal
+/// other than 503 (a 410 `compacted`, a 400) ends it with an error; the retries end after
+/// `give_up` without an open stream.
+pub async fn follow(
+    endpoints: &[String],
+    path_and_query: &str,
+    mut last: Option<u64>,
+    give_up: Duration,
+    mut on: impl FnMut(&Event) -> bool,
+) -> anyhow::Result<()> {
+    if endpoints.is_empty() {
+        bail!("no endpoints given");
+    }
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    for attempt in 0.. {
+        let ep = &endpoints[attempt % endpoints.len()];
+        match open(ep, path_and_query, last).await {
+            Ok(Opened::Stream(mut s)) => {
+                failing_since = None;
+                while let Ok(Some(ev)) = s.next().await {
+                    match ev.event.as_str() {
+                        "put" | "delete" => {
+                            last = ev.id.or(last);
+                            if !on(&ev) {
+                                return Ok(());
+                            }
+                        }
+                        // The history skipped past us here (a snapshot install): another
+                        // replica may still hold it.
+                        "compacted" | "busy" | "removed" => break,
+                        _ => {}
+                    }
+                }
+            }
+            Ok(Opened::Refused(503, _)) | Err(_) => {}
+            Ok(Opened::Refused(status, body)) => bail!("{ep} answered {status}: {body}"),
+        }
+        let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() > give_up {
+            bail!("no replica served the stream for {give_up:?}");
+        }
+        if attempt % endpoints.len() == endpoints.len() - 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// `synod kv watch`: print one line per change until interrupted.
+pub async fn run_watch(opts: &crate::cli::ClientOpts, key: &str, prefix: bool, from_index: Option<u64>) -> anyhow::Result<i32> {
+    use crate::cli::OutputFormat;
+    let mut pq = format!("/v1/watch/{}", crate::codec::percent_encode(key.as_bytes()));
+    let mut q = Vec::new();
+    if prefix {
+        q.push("prefix=true".to_string());
+    }
+    if let Some(i) = from_index {
+        q.push(format!("from_index={i}"));
+    }
+    if !q.is_empty() {
+        pq = format!("{pq}?{}", q.join("&"));
+    }
+    let out = opts.output;
+    let give_up = Duration::from_millis(opts.retry_deadline_ms);
+    follow(&opts.endpoints, &pq, None, give_up, |ev| {
+        let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+        let show = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => format!("base64:{}", o.get("base64").and_then(|b| b.as_str()).unwrap_or("")),
+            _ => String::new(),
+        };
+        let index = ev.id.unwrap_or(0);
+        let value = data.get("value").map(show);
+        match out {
+            OutputFormat::Json => println!("{}", ev.data),
+            OutputFormat::Simple => println!("{index}\t{}\t{}\t{}", ev.event, show(&data["key"]), value.unwrap_or_default()),
+            OutputFormat::Table => match value {
+                Some(v) => println!("{index:<8} {:<6} {} = {v}", ev.event, show(&data["key"])),
+                None => println!("{index:<8} {:<6} {}", ev.event, show(&data["key"])),
+            },
+        }
+        true
+    })
+    .await?;
+    Ok(0)
+}
