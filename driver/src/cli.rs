@@ -309,7 +309,7 @@ fn kv_path(key: &str) -> String {
 /// Run a `synod kv` command; returns the process exit code.
 pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
     if let KvCmd::Watch { key, prefix, from_index } = &cmd {
-        return crate::watch_client::run_watch(&opts, key, *prefix, *from_index).await;
+        return run_watch(&opts, key, *prefix, *from_index).await;
     }
     let mut cli = Cli::new(opts)?;
     let out = cli.opts.output;
@@ -683,6 +683,44 @@ pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i3
         }
         _ => println!("requested: {}", j["pending"]),
     }
+    Ok(0)
+}
+
+/// `synod kv watch`: print one line per change until interrupted.
+async fn run_watch(opts: &ClientOpts, key: &str, prefix: bool, from_index: Option<u64>) -> anyhow::Result<i32> {
+    let mut pq = format!("/v1/watch/{}", crate::codec::percent_encode(key.as_bytes()));
+    let mut q = Vec::new();
+    if prefix {
+        q.push("prefix=true".to_string());
+    }
+    if let Some(i) = from_index {
+        q.push(format!("from_index={i}"));
+    }
+    if !q.is_empty() {
+        pq = format!("{pq}?{}", q.join("&"));
+    }
+    let out = opts.output;
+    let give_up = std::time::Duration::from_millis(opts.retry_deadline_ms);
+    crate::watch_client::follow(&opts.endpoints, &pq, None, give_up, |ev| {
+        let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+        let show = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => format!("base64:{}", o.get("base64").and_then(|b| b.as_str()).unwrap_or("")),
+            _ => String::new(),
+        };
+        let index = ev.id.unwrap_or(0);
+        let value = data.get("value").map(show);
+        match out {
+            OutputFormat::Json => println!("{}", ev.data),
+            OutputFormat::Simple => println!("{index}\t{}\t{}\t{}", ev.event, show(&data["key"]), value.unwrap_or_default()),
+            OutputFormat::Table => match value {
+                Some(v) => println!("{index:<8} {:<6} {} = {v}", ev.event, show(&data["key"])),
+                None => println!("{index:<8} {:<6} {}", ev.event, show(&data["key"])),
+            },
+        }
+        true
+    })
+    .await?;
     Ok(0)
 }
 

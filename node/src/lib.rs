@@ -40,7 +40,7 @@ pub mod sim;
 
 pub use node::Node;
 pub use types::*;
-pub use watch::{Change, Changes, WatchError, WatchSpec};
+
 
 #[cfg(test)]
 mod node_test;

@@ -20,7 +20,7 @@
 //! store's index for `min_index`.
 
 use crate::types::*;
-use crate::watch::{self, WatchSpec, Watches};
+use crate::watch::{self, Watches};
 use kvstore::{Request, SessionRef, Stamp, Store, WriteOp};
 use paxos::{
     Action, Command, ConfigChange, Configuration, Event, Options, ProposeError, ReadId, Replica, RequestId, Slot,

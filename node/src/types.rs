@@ -2,7 +2,6 @@
 //! ([`Output`]), and the answers and refusals a client request can get.
 
 use kvstore::{GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp};
-use crate::watch::{Changes, WatchError, WatchSpec};
 use paxos::{Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status};
 
 /// How the node is set up. Equal on every run with the same flags: nothing here reads a clock.
@@ -40,7 +39,7 @@ pub struct NodeSettings {
     pub snapshot_chunk_bytes: usize,
     /// The core's RNG seed (the simulator gives each replica its own; see `paxos::Options::seed`).
     pub seed: u64,
-    /// The watch history keeps at most this many changes (`crate::watch`).
+    /// The watch history keeps at most this many changes (`watch.rs`).
     pub watch_history_changes: usize,
     /// The watch history keeps at most this many bytes of keys and values.
     pub watch_history_bytes: usize,
@@ -348,7 +347,7 @@ pub enum Input {
     },
     /// The leader's removal mark names this incarnation (it missed the slot that removed it).
     Removed(Removal),
-    /// Wait for changes to a key (or under a prefix) after a store index (`crate::watch`).
+    /// Wait for changes to a key (or under a prefix) after a store index (`watch.rs`).
     /// Answered once by [`Output::WatchDone`]; [`Input::Cancel`] forgets it.
     Watch {
         /// Identifies the request.
@@ -513,4 +512,74 @@ pub struct NodeStatus {
     pub history_changes: usize,
     /// The smallest first index a watch can ask for (the history holds every change from it).
     pub history_oldest_index: u64,
+}
+
+// ---- watches (`watch.rs` keeps the history and the waiting watchers) ----
+
+/// One applied change to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The store index of the command that made it (equal on every replica).
+    pub index: u64,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value; `None`: the key was deleted.
+    pub value: Option<Vec<u8>>,
+    /// The key's version after the change (the index for a write; for a deletion, the index
+    /// too: the version the deletion happened at).
+    pub version: u64,
+}
+
+impl Change {
+    pub(crate) fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// What a watcher is waiting for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// The key, or the prefix.
+    pub key: Vec<u8>,
+    /// Whether `key` is a prefix.
+    pub prefix: bool,
+    /// Only changes with an index above this.
+    pub after: u64,
+}
+
+impl WatchSpec {
+    pub(crate) fn matches(&self, c: &Change) -> bool {
+        c.index > self.after && if self.prefix { c.key.starts_with(&self.key) } else { c.key == self.key }
+    }
+}
+
+/// The answer to a watch: the matching changes above its `after`, oldest first (at least one,
+/// at most `MAX_CHANGES_PER_ANSWER` (`watch.rs`)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changes {
+    /// The changes.
+    pub changes: Vec<Change>,
+    /// The store index this replica had applied when it answered.
+    pub index: u64,
+}
+
+/// Why a watch cannot be answered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// The history no longer holds every change after the index asked for: resume from
+    /// `oldest_index` (after reading the current state) or ask a replica with a longer history.
+    #[error("changes before index {oldest_index} are no longer in this replica's history")]
+    Compacted {
+        /// The smallest first index a watch can ask for now.
+        oldest_index: u64,
+    },
+    /// Too many watchers wait on this replica.
+    #[error("too many watchers ({limit})")]
+    TooMany {
+        /// The cap (`max_watchers`).
+        limit: usize,
+    },
+    /// This replica was removed from the cluster.
+    #[error("removed from the cluster at epoch {}", .0.epoch)]
+    Removed(Removal),
 }

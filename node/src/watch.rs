@@ -23,80 +23,13 @@
 //!
 //! Cost: recording is O(keys written); waking is O(watchers) per applied slot.
 
-use crate::types::{Removal, Token};
+use crate::types::{Change, Changes, Removal, Token, WatchError, WatchSpec};
 use kvstore::{Store, WriteOp};
 use std::collections::{BTreeMap, VecDeque};
 
 /// At most this many changes in one [`Changes`] answer; a stream asks again from the last one.
 pub const MAX_CHANGES_PER_ANSWER: usize = 1024;
 
-/// One applied change to one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// The store index of the command that made it (equal on every replica).
-    pub index: u64,
-    /// The key.
-    pub key: Vec<u8>,
-    /// The new value; `None`: the key was deleted.
-    pub value: Option<Vec<u8>>,
-    /// The key's version after the change (the index for a write; for a deletion, the index
-    /// too: the version the deletion happened at).
-    pub version: u64,
-}
-
-impl Change {
-    fn bytes(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
-    }
-}
-
-/// What a watcher is waiting for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchSpec {
-    /// The key, or the prefix.
-    pub key: Vec<u8>,
-    /// Whether `key` is a prefix.
-    pub prefix: bool,
-    /// Only changes with an index above this.
-    pub after: u64,
-}
-
-impl WatchSpec {
-    fn matches(&self, c: &Change) -> bool {
-        c.index > self.after && if self.prefix { c.key.starts_with(&self.key) } else { c.key == self.key }
-    }
-}
-
-/// The answer to a watch: the matching changes above its `after`, oldest first (at least one,
-/// at most [`MAX_CHANGES_PER_ANSWER`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Changes {
-    /// The changes.
-    pub changes: Vec<Change>,
-    /// The store index this replica had applied when it answered.
-    pub index: u64,
-}
-
-/// Why a watch cannot be answered.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WatchError {
-    /// The history no longer holds every change after the index asked for: resume from
-    /// `oldest_index` (after reading the current state) or ask a replica with a longer history.
-    #[error("changes before index {oldest_index} are no longer in this replica's history")]
-    Compacted {
-        /// The smallest first index a watch can ask for now.
-        oldest_index: u64,
-    },
-    /// Too many watchers wait on this replica.
-    #[error("too many watchers ({limit})")]
-    TooMany {
-        /// The cap (`max_watchers`).
-        limit: usize,
-    },
-    /// This replica was removed from the cluster.
-    #[error("removed from the cluster at epoch {}", .0.epoch)]
-    Removed(Removal),
-}
 
 /// The bounded history of changes (see the module docs).
 #[derive(Debug)]
