@@ -472,31 +472,11 @@ impl NodeLoop {
 
     /// Forget the requests whose client stopped waiting, and tell the node.
     fn sweep(&mut self) {
-        let mut gone: Vec<Token> = Vec::new();
-        gone.extend(
-            self.writes
-                .iter()
-                .filter(|(_, r)| r.is_closed())
-                .map(|(t, _)| *t),
-        );
-        gone.extend(
-            self.reads
-                .iter()
-                .filter(|(_, r)| r.is_closed())
-                .map(|(t, _)| *t),
-        );
-        gone.extend(
-            self.reconfigs
-                .iter()
-                .filter(|(_, r)| r.is_closed())
-                .map(|(t, _)| *t),
-        );
-        gone.extend(
-            self.watches
-                .iter()
-                .filter(|(_, r)| r.is_closed())
-                .map(|(t, _)| *t),
-        );
+        let gone: Vec<Token> = closed(&self.writes)
+            .chain(closed(&self.reads))
+            .chain(closed(&self.reconfigs))
+            .chain(closed(&self.watches))
+            .collect();
         if gone.is_empty() {
             return;
         }
@@ -569,6 +549,11 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// The tokens of the waiters whose client stopped waiting (the receiving half is gone).
+fn closed<T>(waiting: &BTreeMap<Token, oneshot::Sender<T>>) -> impl Iterator<Item = Token> + '_ {
+    waiting.iter().filter(|(_, r)| r.is_closed()).map(|(t, _)| *t)
 }
 
 #[cfg(test)]
