@@ -535,3 +535,31 @@ fn review_a_forwarded_write_covered_by_an_installed_snapshot_is_never_settled() 
         net.node(3).status().pending_writes
     );
 }
+
+/// Found by a second review (fixed: a leader's contact is computed when asked): with one acceptor, a leader's quorum contact is "now" only as of the
+/// node's *last input*: `update_serving` stores `quorum_contact(now)` in `leader_contact`, and a
+/// read is judged (`serving()`, at the new `self.now`) *before* `after()` refreshes it. A one-node
+/// cluster (or one acceptor plus learners, as while a cluster grows by joins) has nobody to lose
+/// contact with, yet a sequential read that reaches the loop before its overdue timer (the
+/// driver's `select!` is unbiased; any loop stall longer than bound - heartbeat) is refused as
+/// "stale: no word from a leader for 150 ms", and every read it serves carries a non-zero
+/// `X-Synod-Last-Contact` (the time since its last input).
+#[test]
+fn review2_a_one_node_leader_refuses_a_sequential_read_as_stale() {
+    let mut net = Net::new(1, |s| s.max_read_staleness_ms = 100);
+    net.elect(1);
+    net.advance(10);
+    net.take(1);
+    // The loop was held up for 150 ms; the client's read is handled before the timers.
+    let t = Time(net.now.0 + 150);
+    net.nodes.get_mut(&NodeId(1)).expect("node 1").handle(
+        t,
+        Input::Read { token: 1, consistency: Consistency::Sequential { min_index: 0 }, f: get("k") },
+    );
+    net.collect(NodeId(1));
+    let seen = net.take(1);
+    assert!(
+        matches!(seen.as_slice(), [Seen::Read(1, Ok(ReadDone { last_contact_ms: Some(0), .. }))]),
+        "a one-node leader, which has nobody to hear from, answered: {seen:?}"
+    );
+}

@@ -26,7 +26,11 @@ impl Node {
 
     /// Milliseconds since this node last heard from the leader, as of the latest input.
     pub(crate) fn last_contact_ms(&self) -> Option<u64> {
-        self.leader_contact.map(|t| self.now.0.saturating_sub(t.0))
+        // A leader's contact is its last quorum contact as of now (with one acceptor: now), not
+        // as of its previous input.
+        let leading = self.leader == Some(self.settings.me.node);
+        let contact = if leading { self.replica.quorum_contact(self.now).or(self.leader_contact) } else { self.leader_contact };
+        contact.map(|t| self.now.0.saturating_sub(t.0))
     }
 
     fn is_member(&self) -> bool {
