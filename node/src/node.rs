@@ -286,8 +286,18 @@ impl Node {
         Some(RequestId { node: self.settings.me.node, seq: self.next_seq })
     }
 
-    fn write_done(&mut self, token: Token, result: Result<WriteDone, Refused>) {
+    fn write_done(&mut self, token: Token, mut result: Result<WriteDone, Refused>) {
         self.write_ids.remove(&token);
+        // A write that took effect reports the index it took effect at. For a retry answered from
+        // the session table that is the original's index (kept in its stored result), not the
+        // slot of the duplicate or of an installed snapshot: a client (and the checker) takes a
+        // write's index as its place in the order of writes (CI chaos seed 50620 found the
+        // later index making a correct read look like a missed write).
+        if let Ok(WriteDone { output: Ok(r), index }) = &mut result {
+            if !self.bug(|b| b.duplicate_index) {
+                *index = r.index;
+            }
+        }
         self.outputs.push_back(Output::WriteDone { token, result });
     }
 

@@ -302,7 +302,7 @@ fn a_snapshot_install_settles_the_writes_the_core_no_longer_tracks() {
 
     // Node 1 installs a snapshot of node 2's state. Its core stops tracking both proposals (their
     // slots are inside the snapshot). Duty 5: the session-tagged write is answered from the
-    // installed session table (its result, at the snapshot's index); the other can no longer be
+    // installed session table (its result, at the index it took effect at); the other can no longer be
     // told apart from a lost one, and is answered "outcome unknown" at once, not at its timeout.
     let meta = SnapshotMeta { last_slot: net.node(2).applied_slot(), config: net.node(2).config().clone() };
     let store = Box::new(net.node(2).store().clone());
@@ -315,7 +315,7 @@ fn a_snapshot_install_settles_the_writes_the_core_no_longer_tracks() {
             Seen::Config(0),
             Seen::Resign,
             Seen::Leader(None),
-            Seen::Write(1, Ok(WriteDone { output: session_result, index: 2 })),
+            Seen::Write(1, Ok(WriteDone { output: session_result, index: 1 })),
             Seen::Write(2, Err(Refused::OutcomeUnknown)),
         ]
     );

@@ -69,6 +69,9 @@ pub struct Bugs {
     /// Every third plain put (by request id) is acknowledged but not written (on every replica
     /// alike).
     pub drop_acked_writes: bool,
+    /// A retried write answered from the session table reports the index of the duplicate's slot
+    /// (or of the installed snapshot) instead of the index it took effect at.
+    pub duplicate_index: bool,
 }
 
 impl NodeSettings {
@@ -229,8 +232,10 @@ pub enum Refused {
 pub struct WriteDone {
     /// What the state machine answered (success or a deterministic failure).
     pub output: StoreOutput,
-    /// The store's applied index right after this command (for a write settled by a snapshot
-    /// install, the snapshot's index: the reply reflects at least that).
+    /// For a write that took effect: the index it took effect at, also for a retry answered from
+    /// the session table (the original's index, not the duplicate's slot). For a refusal by the
+    /// state machine (CAS failed, session errors): the store's applied index right after the
+    /// command was evaluated (for one settled by a snapshot install, the snapshot's index).
     pub index: u64,
 }
 

@@ -97,6 +97,16 @@ fn an_acknowledged_write_that_is_dropped_is_caught() {
     eprintln!("caught: {f}");
 }
 
+/// CI chaos seed 50620: a retried write answered from the session table replied with the index
+/// of the duplicate's slot, so a read between the original and the duplicate looked like it
+/// missed the client's own write (the simulator recorded the stored result's index, not what the
+/// reply says, and could not see it).
+#[test]
+fn a_retry_that_reports_the_duplicates_index_is_caught() {
+    let f = caught(Bugs { duplicate_index: true, ..Bugs::default() }, 300);
+    eprintln!("caught: {f}");
+}
+
 /// Two of the core's bug switches show in what clients see: a leader that skips adoption forks
 /// the replicas' states, and a duplicated `Forward` taken twice applies an increment twice. (The
 /// issue-10 bugs need schedules the paxos simulator's nemesis lines up; see docs/node.md.)

@@ -147,13 +147,15 @@ pub(super) fn op_kind(op: &WriteOp) -> (String, OpKind) {
     }
 }
 
-/// Record a write's answer: outcome, result and index.
-pub(super) fn settle_write(op: &mut Op, output: &Output, now: u64) {
+/// Record a write's answer: outcome, result and the index the reply carries (`WriteDone::index`,
+/// which the REST layer sends as `X-Synod-Index` and the body's `index`: what an HTTP client sees
+/// and records, so the checker judges exactly that).
+pub(super) fn settle_write(op: &mut Op, output: &Output, index: u64, now: u64) {
     op.complete = Some(now);
     match output {
         Ok(r) => {
             op.outcome = Outcome::Ok;
-            op.index = Some(r.index);
+            op.index = Some(index);
             if let (OpKind::Incr { result, .. }, WriteOutcome::Incremented { value }) = (&mut op.kind, &r.outcome) {
                 *result = Some(*value);
             }

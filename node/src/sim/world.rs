@@ -842,7 +842,7 @@ impl World {
             }
             Reply::Write(Ok(done)) => {
                 let mut f = self.clients[ci].in_flight.take().unwrap();
-                settle_write(&mut f.op, &done.output, self.now);
+                settle_write(&mut f.op, &done.output, done.index, self.now);
                 let client = &mut self.clients[ci];
                 client.seen_index = client.seen_index.max(f.op.index.unwrap_or(0));
                 let key = f.op.key.clone();
