@@ -55,6 +55,14 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         u64::try_from(self.0.get()).unwrap_or(0)
     }
+    /// Add one (atomically, for gauges that several tasks move).
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+    /// Take one away (atomically).
+    pub fn dec(&self) {
+        self.0.dec();
+    }
 }
 
 /// Labels of a client request.
@@ -110,6 +118,10 @@ pub struct Metrics {
     pub serving: Gauge,
     /// Whether the etcd lease is alive (1) or not (0).
     pub etcd_up: Gauge,
+    /// Server-sent-event watch streams open on this replica (`GET /v1/watch/...`).
+    pub watch_streams: Gauge,
+    /// Watch streams opened since start.
+    pub watch_streams_opened: Counter,
     /// Leader as last reported (0: none); replaced by the core's view when it answers.
     leader: Gauge,
     /// Ballot round as last reported.
@@ -131,6 +143,9 @@ struct ScrapeTime {
     log_clock_ms: Gauge,
     pending_writes: Gauge,
     pending_reads: Gauge,
+    watchers: Gauge,
+    watch_history_changes: Gauge,
+    watch_history_oldest_index: Gauge,
     core_commands_applied: Counter,
     core_proposals_lost: Counter,
     core_dropped_messages: Counter,
@@ -170,6 +185,8 @@ impl Default for Metrics {
             reads_not_served: Counter::default(),
             serving: Gauge::default(),
             etcd_up: Gauge::default(),
+            watch_streams: Gauge::default(),
+            watch_streams_opened: Counter::default(),
             leader: Gauge::default(),
             ballot_round: Gauge::default(),
             requests: Family::default(),
@@ -187,7 +204,7 @@ impl Metrics {
     fn register(&self) {
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.scrape;
-        let counters: [(&str, &str, &Counter); 22] = [
+        let counters: [(&str, &str, &Counter); 23] = [
             ("synod_proposals", "Commands proposed by this node.", &self.proposals),
             ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
             ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
@@ -205,6 +222,7 @@ impl Metrics {
             ("synod_snapshots_sent", "Snapshots streamed to peers.", &self.snapshots_sent),
             ("synod_snapshots_installed", "Snapshots installed from peers.", &self.snapshots_installed),
             ("synod_membership_changes", "Membership changes proposed here that took effect.", &self.membership_changes),
+            ("synod_watch_streams_opened", "Watch streams (server-sent events) opened.", &self.watch_streams_opened),
             ("synod_reads_not_served", "Reads not answered from this replica's state (catching up, lagging, removed).", &self.reads_not_served),
             ("synod_core_commands_applied", "Commands chosen through the core.", &s.core_commands_applied),
             ("synod_core_proposals_lost", "Proposals lost (core view).", &s.core_proposals_lost),
@@ -218,7 +236,7 @@ impl Metrics {
         for (name, help, c) in counters {
             r.register(name, help, c.0.clone());
         }
-        let gauges: [(&str, &str, &Gauge); 17] = [
+        let gauges: [(&str, &str, &Gauge); 21] = [
             ("synod_etcd_up", "Whether this node's etcd lease is alive.", &self.etcd_up),
             ("synod_config_epoch", "The epoch of the configuration applied last.", &self.config_epoch),
             ("synod_serving", "1 if this replica answers reads from its own state.", &self.serving),
@@ -234,6 +252,14 @@ impl Metrics {
             ("synod_log_clock_ms", "The store's log clock (log time that expires sessions).", &s.log_clock_ms),
             ("synod_pending_writes", "Writes waiting for their outcome.", &s.pending_writes),
             ("synod_pending_reads", "Reads waiting.", &s.pending_reads),
+            ("synod_watch_streams", "Watch streams (server-sent events) open on this replica.", &self.watch_streams),
+            ("synod_watchers", "Watches waiting in the node loop (long-polls and streams between changes).", &s.watchers),
+            ("synod_watch_history_changes", "Changes held in the watch history.", &s.watch_history_changes),
+            (
+                "synod_watch_history_oldest_index",
+                "The oldest index a watch can start from (older ones are 410 compacted).",
+                &s.watch_history_oldest_index,
+            ),
             ("process_resident_memory_bytes", "Resident memory of this process, from /proc/self/statm.", &s.resident_memory_bytes),
             ("process_open_fds", "Open file descriptors of this process, from /proc/self/fd.", &s.open_fds),
         ];
@@ -274,6 +300,9 @@ impl Metrics {
             s.log_clock_ms.set(st.log_clock_ms);
             s.pending_writes.set(st.pending_writes as u64);
             s.pending_reads.set(st.pending_reads as u64);
+            s.watchers.set(st.watchers as u64);
+            s.watch_history_changes.set(st.history_changes as u64);
+            s.watch_history_oldest_index.set(st.history_oldest_index);
             let c = &st.counters;
             s.core_commands_applied.raise_to(c.commands_applied);
             s.core_proposals_lost.raise_to(c.proposals_lost);

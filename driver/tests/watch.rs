@@ -90,6 +90,9 @@ async fn long_polls_streams_across_a_kill_and_compaction() {
         (seen.lock().unwrap().len() >= 5).then_some(())
     })
     .await;
+    // The open stream shows in the leader's metrics.
+    assert_eq!(c.metric(leader, "synod_watch_streams").await, Some(1));
+    assert!(c.metric(leader, "synod_watch_streams_opened_total").await >= Some(1));
     c.kill9(leader);
     let mut last = 0;
     for n in 10..20 {
@@ -126,6 +129,12 @@ async fn long_polls_streams_across_a_kill_and_compaction() {
     let lines = tokio::time::timeout(Duration::from_secs(10), lines).await.expect("three lines from the CLI").unwrap();
     let _ = cli.kill();
     let _ = cli.wait();
+    // Every stream on `f` ended with its client: the gauge is back to 0, the counter kept them.
+    common::poll(Duration::from_secs(10), "the streams on f closed", || async {
+        (c.metric(f, "synod_watch_streams").await == Some(0)).then_some(())
+    })
+    .await;
+    assert!(c.metric(f, "synod_watch_streams_opened_total").await >= Some(2));
     let want: Vec<String> = got[..3].iter().map(|(i, k)| format!("{i}\tput\t{k}\tv")).collect();
     assert_eq!(lines, want);
 

@@ -245,10 +245,29 @@ async fn open(ctx: &Ctx, parts: &Parts) -> Result<(WatchSpec, u64), Problem> {
     Ok((WatchSpec { key, prefix: q.prefix, after }, status.store_index))
 }
 
+/// Counts a stream in `synod_watch_streams` while it is fed, whichever way the feeding ends.
+struct OpenStream(Arc<crate::metrics::Metrics>);
+
+impl OpenStream {
+    fn new(ctx: &Ctx) -> Self {
+        let m = ctx.metrics.clone();
+        m.watch_streams_opened.inc();
+        m.watch_streams.inc();
+        OpenStream(m)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.watch_streams.dec();
+    }
+}
+
 /// Feed the stream: one watch after another, each from the last index delivered, until the
 /// client goes away (the channel closes; dropping the pending watch cancels it in the node) or
 /// the replica drains.
 async fn pump(ctx: Arc<Ctx>, mut spec: WatchSpec, tx: tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>) {
+    let _open = OpenStream::new(&ctx);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut quiet = Duration::ZERO;
     loop {
