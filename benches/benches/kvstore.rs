@@ -3,7 +3,8 @@
 //! Run: `cargo bench -p benches --bench kvstore -- --warm-up-time 1 --measurement-time 2`.
 //! Apply benches measure `Store::apply` on pre-encoded log bytes (decode + limits + sessions +
 //! execute), the work a replica does per chosen command. Snapshot benches stream a store of
-//! `ENTRIES` 100-byte values in 64 KiB chunks; throughput is in snapshot bytes.
+//! `ENTRIES` 100-byte values in 64 KiB chunks; throughput is in snapshot bytes. Get benches
+//! read random keys of a 10 k and a 1 M key store (`-- kvstore_get`).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kvstore::{BatchOp, ClientId, Request, SessionRef, SnapshotDecoder, Stamp, Store, StoreConfig, WriteOp};
@@ -138,5 +139,39 @@ fn bench_snapshot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_snapshot);
+/// Point reads (`Store::get`) of uniformly random keys in a store of 10 k and of 1 M keys (the
+/// load generator's key shape, `k<i>`, 128-byte values): the per-lookup cost that grows with the
+/// store. Throughput in reads.
+fn bench_get(c: &mut Criterion) {
+    const READS: u64 = 100_000;
+    let mut g = c.benchmark_group("kvstore_get");
+    g.throughput(Throughput::Elements(READS));
+    for n in [10_000u64, 1_000_000] {
+        let mut s = Store::new(StoreConfig::default());
+        for i in 0..n {
+            let op = WriteOp::Put { key: format!("k{i}").into_bytes(), value: vec![7; 128], guard: None };
+            s.apply_request(i + 1, &Request { session: None, stamp: Stamp::new(0, 0, i), op }).ok();
+        }
+        // A fixed pseudo-random sequence (an LCG), the same for every run.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let keys: Vec<Vec<u8>> = (0..READS)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                format!("k{}", (x >> 33) % n).into_bytes()
+            })
+            .collect();
+        g.bench_function(format!("{n}_keys"), |b| {
+            b.iter(|| {
+                let mut found = 0u64;
+                for k in &keys {
+                    found += s.get_ref(k).map_or(0, |v| v.version);
+                }
+                black_box(found)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_snapshot, bench_get);
 criterion_main!(benches);

@@ -42,7 +42,7 @@ impl Store {
             }
             WriteOp::PutMany { ops } => self.put_many(index, ops),
             WriteOp::Cas { key, expected, new } => {
-                let current = self.data.get(key);
+                let current = self.data.get(key.as_slice());
                 let matches = match expected {
                     CasExpect::Value(want) => current.map(|c| &c.value) == want.as_ref(),
                     CasExpect::Version(v) => current.map_or(0, |c| c.version) == *v,
@@ -57,7 +57,7 @@ impl Store {
                 done(WriteOutcome::Swapped { previous_version })
             }
             WriteOp::Incr { key, delta, initial } => {
-                let current = match self.data.get(key) {
+                let current = match self.data.get(key.as_slice()) {
                     None => *initial,
                     Some(c) => parse_int(&c.value).ok_or_else(|| WriteError::NotAnInteger { key: key.clone() })?,
                 };
@@ -68,9 +68,9 @@ impl Store {
                 done(WriteOutcome::Incremented { value })
             }
             WriteOp::Append { key, value } => {
-                let old_len = self.data.get(key).map_or(0, |c| c.value.len());
+                let old_len = self.data.get(key.as_slice()).map_or(0, |c| c.value.len());
                 self.config.limits.check_value(old_len + value.len())?;
-                let mut new = self.data.get(key).map(|c| c.value.clone()).unwrap_or_default();
+                let mut new = self.data.get(key.as_slice()).map(|c| c.value.clone()).unwrap_or_default();
                 new.extend_from_slice(value);
                 let len = new.len() as u64;
                 self.put_raw(key.clone(), new, index);

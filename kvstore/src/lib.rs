@@ -52,7 +52,7 @@ pub use output::{Output, Versioned, WriteError, WriteOutcome, WriteResult};
 pub use read::{GetMany, RangeEntry, RangePage, RangeQuery};
 pub use session::{SessionEntry, SessionTable};
 pub use snapshot::{SnapshotDecoder, SnapshotEncoder, SnapshotError, SnapshotMeta};
-pub use store::{Store, StoreConfig};
+pub use store::{Store, StoreConfig, INLINE_KEY_BYTES};
 
 #[cfg(test)]
 mod store_tests;

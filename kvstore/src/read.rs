@@ -121,12 +121,12 @@ impl Store {
         let mut iter = self.data.range::<_, [u8]>((Bound::Included(lo), upper));
         for (k, v) in iter.by_ref().take(limit) {
             page.entries.push(RangeEntry {
-                key: k.clone(),
+                key: k.to_vec(),
                 value: if q.keys_only { None } else { Some(v.value.clone()) },
                 version: v.version,
             });
         }
-        page.next_cursor = iter.next().map(|(k, _)| k.clone());
+        page.next_cursor = iter.next().map(|(k, _)| k.to_vec());
         page
     }
 }

@@ -183,7 +183,7 @@ pub struct SnapshotEncoder<'a> {
     store: &'a Store,
     chunk_bytes: usize,
     stage: EncStage,
-    entries: imbl::ordmap::Iter<'a, Vec<u8>, Versioned, imbl::shared_ptr::DefaultSharedPtr>,
+    entries: imbl::ordmap::Iter<'a, crate::store::MapKey, Versioned, imbl::shared_ptr::DefaultSharedPtr>,
     sessions: btree_map::Iter<'a, ClientId, SessionEntry>,
     hasher: StateHasher,
     buf: Vec<u8>,
@@ -492,7 +492,7 @@ impl SnapshotDecoder {
     /// the trailer. Applied after every record, so zero counts need no special case.
     fn normalise(&mut self) {
         if let DecStage::Entries { left: 0 } = self.stage {
-            self.store.data = std::mem::take(&mut self.pending).into_iter().collect();
+            self.store.data = std::mem::take(&mut self.pending).into_iter().map(|(k, v)| (crate::store::map_key(k), v)).collect();
             self.store.data_sum = self.hasher.entries_sum();
             self.stage = DecStage::Sessions { left: self.meta.map_or(0, |m| m.sessions) };
         }

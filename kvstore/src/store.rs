@@ -40,6 +40,26 @@ impl Default for StoreConfig {
     }
 }
 
+/// Keys of at most this many bytes live inside the map's tree nodes ([`MapKey`]).
+pub const INLINE_KEY_BYTES: usize = 24;
+
+/// A key as the map holds it: up to [`INLINE_KEY_BYTES`] bytes inline, in the tree node itself,
+/// longer ones on the heap; it orders as its bytes. A lookup compares the sought key with several
+/// keys of every node on its path; with keys on the heap each comparison first follows a pointer,
+/// a cache miss once the store outgrows the caches, which made point reads at 1 M keys about
+/// twice as slow per lookup as inline keys (`cargo bench -p benches --bench kvstore -- get`). It
+/// also saves the heap block of every short key.
+pub(crate) type MapKey = smallvec::SmallVec<[u8; INLINE_KEY_BYTES]>;
+
+/// Make a map key, inline when it fits (`SmallVec::from_vec` would keep the heap block).
+pub(crate) fn map_key(key: Vec<u8>) -> MapKey {
+    if key.len() <= INLINE_KEY_BYTES {
+        MapKey::from_slice(&key)
+    } else {
+        MapKey::from_vec(key)
+    }
+}
+
 /// The replicated key-value state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
@@ -47,7 +67,7 @@ pub struct Store {
     /// A persistent (structurally shared) ordered map: cloning the store is O(1) and costs memory
     /// only for the nodes later changed, so a snapshot can be encoded off the node loop from a
     /// clone while the original keeps applying.
-    pub(crate) data: OrdMap<Vec<u8>, Versioned>,
+    pub(crate) data: OrdMap<MapKey, Versioned>,
     pub(crate) sessions: SessionTable,
     pub(crate) last_applied: u64,
     /// Sum of key and value lengths, kept for metrics and snapshot size estimates.
@@ -197,7 +217,7 @@ impl Store {
     /// Insert a value, keeping `data_bytes` right. Returns the previous version.
     pub(crate) fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) -> Option<u64> {
         let add = (key.len() + value.len()) as u64;
-        match self.data.get_mut(&key) {
+        match self.data.get_mut(key.as_slice()) {
             Some(old) => {
                 self.data_bytes = self.data_bytes - old.value.len() as u64 + value.len() as u64;
                 self.data_sum = self.data_sum.wrapping_sub(entry_hash(&key, &old.value, old.version)).wrapping_add(entry_hash(&key, &value, version));
@@ -208,7 +228,7 @@ impl Store {
             None => {
                 self.data_bytes += add;
                 self.data_sum = self.data_sum.wrapping_add(entry_hash(&key, &value, version));
-                self.data.insert(key, Versioned { value, version });
+                self.data.insert(map_key(key), Versioned { value, version });
                 None
             }
         }
