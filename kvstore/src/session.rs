@@ -51,6 +51,7 @@
 //! the TTL of real time, as above).
 
 use crate::command::{ClientId, SessionRef, Stamp};
+use crate::hash::session_hash;
 use crate::output::{Output, WriteError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,6 +84,9 @@ pub struct SessionTable {
     entries: BTreeMap<ClientId, SessionEntry>,
     /// `(last_active_ms, client)` for every entry: the expiry order.
     by_activity: BTreeSet<(u64, ClientId)>,
+    /// Wrapping sum of [`session_hash`] over the entries, kept up to date by every change, so the
+    /// state hash never walks the table.
+    hash_sum: u64,
     clock_ms: u64,
     /// The stamp of the last request applied, whose proposer may extend the clock next.
     last_stamp: Option<Stamp>,
@@ -102,6 +106,11 @@ impl SessionTable {
     /// The stamp of the last request applied (it decides whether the next one extends the clock).
     pub fn last_stamp(&self) -> Option<Stamp> {
         self.last_stamp
+    }
+
+    /// The wrapping sum of every entry's [`session_hash`] (the sessions' part of the state hash).
+    pub(crate) fn hash_sum(&self) -> u64 {
+        self.hash_sum
     }
 
     /// Number of live sessions.
@@ -146,7 +155,9 @@ impl SessionTable {
                 break;
             }
             self.by_activity.pop_first();
-            self.entries.remove(&client);
+            if let Some(e) = self.entries.remove(&client) {
+                self.hash_sum = self.hash_sum.wrapping_sub(session_hash(client, &e));
+            }
             expired += 1;
         }
         expired
@@ -182,7 +193,9 @@ impl SessionTable {
                     return SessionCheck::Answer(Err(WriteError::RequestMismatch { client: session.client, seq: e.seq }));
                 }
                 self.by_activity.remove(&(e.last_active_ms, session.client));
+                self.hash_sum = self.hash_sum.wrapping_sub(session_hash(session.client, e));
                 e.last_active_ms = clock;
+                self.hash_sum = self.hash_sum.wrapping_add(session_hash(session.client, e));
                 self.by_activity.insert((clock, session.client));
                 SessionCheck::Answer(e.result.clone())
             }
@@ -201,6 +214,7 @@ impl SessionTable {
     pub(crate) fn remove(&mut self, client: ClientId) {
         if let Some(e) = self.entries.remove(&client) {
             self.by_activity.remove(&(e.last_active_ms, client));
+            self.hash_sum = self.hash_sum.wrapping_sub(session_hash(client, &e));
         }
     }
 
@@ -208,7 +222,9 @@ impl SessionTable {
     pub(crate) fn insert(&mut self, client: ClientId, entry: SessionEntry) {
         if let Some(old) = self.entries.get(&client) {
             self.by_activity.remove(&(old.last_active_ms, client));
+            self.hash_sum = self.hash_sum.wrapping_sub(session_hash(client, old));
         }
+        self.hash_sum = self.hash_sum.wrapping_add(session_hash(client, &entry));
         self.by_activity.insert((entry.last_active_ms, client));
         self.entries.insert(client, entry);
     }

@@ -1,6 +1,6 @@
 //! Streaming snapshots: encode the store as a sequence of chunks, and rebuild it from chunks.
 //!
-//! # Format (version 3)
+//! # Format (version 4)
 //!
 //! ```text
 //! stream  := MAGIC frame*
@@ -15,7 +15,9 @@
 //!
 //! Version 3 has the same frames as version 2; only the state hash's definition changed (the
 //! data's part became an order-independent sum of per-entry hashes), so a version-2 trailer would
-//! not verify and the version is bumped to make that an explicit error.
+//! not verify and the version is bumped to make that an explicit error. Version 4 again has the
+//! same frames; the sessions' part of the hash became a sum too (a store with sessions hashes
+//! differently from version 3).
 //!
 //! The encoder writes one record at a time into a chunk buffer and hands out chunks of exactly
 //! `chunk_bytes` (the last may be shorter), so memory use is one chunk plus one record no matter
@@ -37,7 +39,7 @@ use std::collections::btree_map;
 /// The first eight bytes of every snapshot stream.
 pub const MAGIC: &[u8; 8] = b"SYNODKV\0";
 /// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// The largest frame the decoder accepts (a key and value at any sane limit fit easily).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 

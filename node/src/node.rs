@@ -236,8 +236,8 @@ impl Node {
         &self.config
     }
 
-    /// The state for `/v1/status`. Cost: O(sessions + members) (the state hash walks the session
-    /// table, never the keys: `kvstore::Store::state_hash`).
+    /// The state for `/v1/status`. Cost: O(members + waiting read slots); the state hash is O(1)
+    /// (`kvstore::Store::state_hash` keeps running sums of the keys' and the sessions' hashes).
     pub fn status(&self) -> NodeStatus {
         let pending_reads = self.confirming.len()
             + self.wait_slot.values().map(Vec::len).sum::<usize>()
