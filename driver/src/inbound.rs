@@ -180,3 +180,59 @@ impl SnapshotStream for Streaming<pb::SnapshotChunk> {
         Streaming::message(self).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! One inbound snapshot stream at a time: a second one is refused before anything of it is
+    //! read or decoded, and the gate opens again when the first ends.
+    use super::*;
+    use crate::node::NodeHandle;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::mpsc;
+
+    /// A stream whose chunks come from a channel; counts how often it was polled.
+    struct Chunks(mpsc::Receiver<pb::SnapshotChunk>, Arc<AtomicUsize>);
+
+    #[tonic::async_trait]
+    impl SnapshotStream for Chunks {
+        async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Ok(self.0.recv().await)
+        }
+    }
+
+    fn stream() -> (mpsc::Sender<pb::SnapshotChunk>, Chunks, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::channel(4);
+        let polled = Arc::new(AtomicUsize::new(0));
+        (tx, Chunks(rx, polled.clone()), polled)
+    }
+
+    #[tokio::test]
+    async fn a_second_concurrent_snapshot_stream_is_refused_unread() {
+        let (tx, _inbox) = mpsc::channel(16);
+        let inputs = NodeHandle::from(tx);
+        let gate = SnapshotGate::default();
+        // The first stream is being received (its sender has not sent a chunk yet).
+        let (first_tx, first, first_polled) = stream();
+        let (inputs1, gate1) = (inputs.clone(), gate.clone());
+        let first_task = tokio::spawn(async move { receive(first, &inputs1, &gate1).await });
+        while first_polled.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // A second one, meanwhile: refused at once, never polled.
+        let (_second_tx, second, second_polled) = stream();
+        let ack = receive(second, &inputs, &gate).await;
+        assert!(!ack.installed);
+        assert_eq!(ack.error, BUSY);
+        assert_eq!(second_polled.load(Ordering::SeqCst), 0, "the refused stream was read");
+        // The first ends (here: broken off); the gate opens for the next stream.
+        drop(first_tx);
+        let ack = first_task.await.unwrap();
+        assert!(!ack.installed && ack.error != BUSY, "{ack:?}");
+        let (third_tx, third, third_polled) = stream();
+        drop(third_tx);
+        let ack = receive(third, &inputs, &gate).await;
+        assert_eq!(third_polled.load(Ordering::SeqCst), 1);
+        assert_ne!(ack.error, BUSY);
+    }
+}

@@ -173,6 +173,10 @@ impl Replica {
 
     /// Fetch missing slots unless a fetch is already outstanding.
     pub(crate) fn maybe_fetch(&mut self, now: Time) {
+        if self.log.known_commit <= self.log.commit {
+            // Caught up: the next time it falls behind, it starts again from the leader.
+            self.fetch_source = None;
+        }
         if self.log.known_commit > self.log.commit && !self.timers.is_set(Timer::Fetch) {
             self.send_fetch(now);
         }
@@ -181,6 +185,8 @@ impl Replica {
     /// Ask the fetch source for the slots we miss.
     pub(crate) fn send_fetch(&mut self, now: Time) {
         if self.log.known_commit <= self.log.commit || matches!(self.role, Role::Leader(_)) {
+            // Caught up: the next time it falls behind, it starts again from the leader.
+            self.fetch_source = None;
             self.timers.cancel(Timer::Fetch);
             return;
         }
