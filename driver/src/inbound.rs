@@ -5,6 +5,11 @@
 //! runs a relayed client request through the same REST dispatcher a direct request would use, so
 //! the answer is byte-for-byte what the leader would have said. `InstallSnapshot` decodes the
 //! chunks as they arrive ([`receive`]) and hands a complete, valid store to the node loop.
+//!
+//! **One inbound snapshot at a time.** Decoding a whole store costs O(store) CPU and memory; a
+//! second stream arriving while one is being received (from another member the learner turned
+//! to, or a late duplicate) is refused at once, before any chunk is read or decoded: its sender
+//! hears `installed: false` with [`BUSY`] and reports the transfer failed to its core.
 
 use crate::metrics::Metrics;
 use crate::node::{Input, NodeHandle};
@@ -13,8 +18,34 @@ use bytes::Bytes;
 use kvstore::SnapshotDecoder;
 use paxos::NodeId;
 use proto::pb;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
+
+/// The error of a snapshot stream refused because another is being received.
+pub const BUSY: &str = "busy: another snapshot is being received";
+
+/// Admits one inbound snapshot stream at a time (shared by the clones of a service).
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotGate(Arc<AtomicBool>);
+
+/// Held while a stream is received; dropping it (also when the handler is cancelled) opens the
+/// gate again.
+#[derive(Debug)]
+pub struct GatePass(Arc<AtomicBool>);
+
+impl SnapshotGate {
+    /// Enter, unless a stream is already being received.
+    pub fn try_enter(&self) -> Option<GatePass> {
+        (!self.0.swap(true, Ordering::AcqRel)).then(|| GatePass(self.0.clone()))
+    }
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 /// The `Peer` gRPC service of one replica.
 #[derive(Clone)]
@@ -23,12 +54,13 @@ pub struct PeerService {
     inputs: NodeHandle,
     metrics: Arc<Metrics>,
     rest: Arc<Ctx>,
+    snapshots: SnapshotGate,
 }
 
 impl PeerService {
     /// A service that feeds `inputs` and serves forwarded requests with `rest`.
     pub fn new(me: NodeId, inputs: NodeHandle, metrics: Arc<Metrics>, rest: Arc<Ctx>) -> Self {
-        PeerService { me, inputs, metrics, rest }
+        PeerService { me, inputs, metrics, rest, snapshots: SnapshotGate::default() }
     }
 }
 
@@ -75,14 +107,22 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let ack = receive(request.into_inner(), &self.inputs).await;
+        let ack = receive(request.into_inner(), &self.inputs, &self.snapshots).await;
         Ok(Response::new(ack))
     }
 }
 
-/// Receive a snapshot stream, decode it, and hand the store to the node loop.
-pub async fn receive(mut stream: tonic::Streaming<pb::SnapshotChunk>, inputs: &NodeHandle) -> pb::SnapshotAck {
+/// Receive a snapshot stream, decode it, and hand the store to the node loop; refused at once
+/// (nothing read) while `gate` admits another stream.
+pub async fn receive<S>(mut stream: S, inputs: &NodeHandle, gate: &SnapshotGate) -> pb::SnapshotAck
+where
+    S: SnapshotStream,
+{
     let fail = |error: String| pb::SnapshotAck { installed: false, last_slot: 0, error };
+    let Some(_pass) = gate.try_enter() else {
+        tracing::info!("a second snapshot stream refused: one is being received");
+        return fail(BUSY.into());
+    };
     let mut decoder = SnapshotDecoder::new();
     let mut meta = None;
     let mut expect = 0u64;
@@ -125,4 +165,74 @@ pub async fn receive(mut stream: tonic::Streaming<pb::SnapshotChunk>, inputs: &N
         return fail("node is shutting down".into());
     }
     pb::SnapshotAck { installed: true, last_slot, error: String::new() }
+}
+
+/// A stream of snapshot chunks: a gRPC request stream, or (in tests) anything else.
+#[tonic::async_trait]
+pub trait SnapshotStream: Send {
+    /// The next chunk, `None` at the end.
+    async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status>;
+}
+
+#[tonic::async_trait]
+impl SnapshotStream for Streaming<pb::SnapshotChunk> {
+    async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status> {
+        Streaming::message(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One inbound snapshot stream at a time: a second one is refused before anything of it is
+    //! read or decoded, and the gate opens again when the first ends.
+    use super::*;
+    use crate::node::NodeHandle;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::mpsc;
+
+    /// A stream whose chunks come from a channel; counts how often it was polled.
+    struct Chunks(mpsc::Receiver<pb::SnapshotChunk>, Arc<AtomicUsize>);
+
+    #[tonic::async_trait]
+    impl SnapshotStream for Chunks {
+        async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Ok(self.0.recv().await)
+        }
+    }
+
+    fn stream() -> (mpsc::Sender<pb::SnapshotChunk>, Chunks, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::channel(4);
+        let polled = Arc::new(AtomicUsize::new(0));
+        (tx, Chunks(rx, polled.clone()), polled)
+    }
+
+    #[tokio::test]
+    async fn a_second_concurrent_snapshot_stream_is_refused_unread() {
+        let (tx, _inbox) = mpsc::channel(16);
+        let inputs = NodeHandle::from(tx);
+        let gate = SnapshotGate::default();
+        // The first stream is being received (its sender has not sent a chunk yet).
+        let (first_tx, first, first_polled) = stream();
+        let (inputs1, gate1) = (inputs.clone(), gate.clone());
+        let first_task = tokio::spawn(async move { receive(first, &inputs1, &gate1).await });
+        while first_polled.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // A second one, meanwhile: refused at once, never polled.
+        let (_second_tx, second, second_polled) = stream();
+        let ack = receive(second, &inputs, &gate).await;
+        assert!(!ack.installed);
+        assert_eq!(ack.error, BUSY);
+        assert_eq!(second_polled.load(Ordering::SeqCst), 0, "the refused stream was read");
+        // The first ends (here: broken off); the gate opens for the next stream.
+        drop(first_tx);
+        let ack = first_task.await.unwrap();
+        assert!(!ack.installed && ack.error != BUSY, "{ack:?}");
+        let (third_tx, third, third_polled) = stream();
+        drop(third_tx);
+        let ack = receive(third, &inputs, &gate).await;
+        assert_eq!(third_polled.load(Ordering::SeqCst), 1);
+        assert_ne!(ack.error, BUSY);
+    }
 }

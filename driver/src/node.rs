@@ -12,7 +12,8 @@
 //!   HTTP timeout fired) is swept every 500 ms and the node hears [`::node::Input::Cancel`];
 //! * [`Output::EncodeSnapshot`] to a blocking thread (the result comes back on the control
 //!   channel, and the shell keeps the bytes), [`Output::SendSnapshot`] to
-//!   [`snapshot::spawn_send`] (one transfer per peer at a time);
+//!   [`snapshot::spawn_send`] (one transfer per peer at a time; its end goes back to the node
+//!   as [`::node::Input::SnapshotSent`]);
 //! * election, suspicion and removal outputs to the etcd task's channels, counters to [`Metrics`].
 //!
 //! **Three channels.** Peer traffic, client requests and control (status, hints, snapshots,
@@ -105,6 +106,14 @@ pub enum Input {
     PeersChanged,
     /// The leader's removal mark names this incarnation (control).
     Removed(Removal),
+    /// A snapshot transfer to `to` ended; `delivered` when the peer acknowledged an installed
+    /// snapshot (control).
+    SnapshotSent {
+        /// The peer.
+        to: NodeId,
+        /// Whether it was installed.
+        delivered: bool,
+    },
     /// Stop the loop (control).
     Shutdown,
 }
@@ -365,6 +374,7 @@ impl NodeLoop {
                 return;
             }
             Input::Removed(r) => ::node::Input::Removed(r),
+            Input::SnapshotSent { to, delivered } => ::node::Input::SnapshotSent { to, delivered },
             Input::Shutdown => return,
         };
         self.node.handle(now, input);
@@ -517,8 +527,13 @@ impl NodeLoop {
         {
             return;
         }
+        // Every transfer the node asked for is reported as ended, also one never started.
+        let failed = |handle: &NodeHandle| {
+            let _ = handle.try_send(Input::SnapshotSent { to, delivered: false });
+        };
         let Some(info) = self.wiring.directory.get(to) else {
             self.wiring.metrics.peer_send_failures.inc();
+            failed(&self.handle);
             return;
         };
         let source = match from {
@@ -529,6 +544,7 @@ impl NodeLoop {
                 _ => {
                     // The shell keeps the newest blob by the same rule as the node: unreachable.
                     warn!(peer = %to, slot = %meta.last_slot, "the snapshot the node named is not held here; not sent");
+                    failed(&self.handle);
                     return;
                 }
             },
@@ -538,8 +554,14 @@ impl NodeLoop {
                 chunk_bytes: self.chunk_bytes,
             },
         };
-        let handle =
-            snapshot::spawn_send(self.me, to, info.grpc, source, self.wiring.metrics.clone());
+        let handle = snapshot::spawn_send(
+            self.me,
+            to,
+            info.grpc,
+            source,
+            self.wiring.metrics.clone(),
+            self.handle.clone(),
+        );
         self.snapshot_sends.insert(to, handle);
     }
 }

@@ -62,56 +62,72 @@ pub enum Source {
     },
 }
 
-/// Stream a snapshot to `to` at `addr` in the background.
-pub fn spawn_send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+/// Stream a snapshot to `to` at `addr` in the background; report the end to the node loop
+/// (`Input::SnapshotSent`: delivered when the peer acknowledged an installed snapshot).
+pub fn spawn_send(
+    me: Member,
+    to: NodeId,
+    addr: String,
+    source: Source,
+    metrics: Arc<Metrics>,
+    node: crate::node::NodeHandle,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let blob = match source {
-            Source::Encoded(b) => b,
-            Source::Store { store, meta, chunk_bytes } => {
-                match tokio::task::spawn_blocking(move || encode(&store, meta, chunk_bytes)).await {
-                    Ok(b) => Arc::new(b),
-                    Err(e) => {
-                        warn!(peer = %to, error = %e, "snapshot encoding failed");
-                        return;
-                    }
+        let delivered = send(me, to, addr, source, metrics).await;
+        let _ = node.send(crate::node::Input::SnapshotSent { to, delivered }).await;
+    })
+}
+
+async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc<Metrics>) -> bool {
+    let blob = match source {
+        Source::Encoded(b) => b,
+        Source::Store { store, meta, chunk_bytes } => {
+            match tokio::task::spawn_blocking(move || encode(&store, meta, chunk_bytes)).await {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    warn!(peer = %to, error = %e, "snapshot encoding failed");
+                    return false;
                 }
             }
-        };
-        let channel = match crate::peer::channel(&addr) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(peer = %to, error = %e, "bad address for snapshot");
-                return;
-            }
-        };
-        let total = blob.bytes.len() as u64;
-        let from = pb::Member { node: me.node.0, incarnation: me.incarnation.0 };
-        let meta = proto::encode_snapshot_meta(&blob.meta);
-        // Chunks are cut from the shared bytes as the stream is polled, not copied up front.
-        let n = blob.bytes.len().div_ceil(CHUNK_BYTES).max(1);
-        let bytes = blob.clone();
-        let chunks = (0..n).map(move |i| {
-            let lo = (i * CHUNK_BYTES).min(bytes.bytes.len());
-            let hi = ((i + 1) * CHUNK_BYTES).min(bytes.bytes.len());
-            pb::SnapshotChunk {
-                from: Some(from),
-                offset: lo as u64,
-                data: bytes.bytes[lo..hi].to_vec(),
-                done: i + 1 == n,
-                meta: (i == 0).then(|| meta.clone()),
-                total_bytes: total,
-            }
-        });
-        match PeerClient::new(channel).install_snapshot(tokio_stream::iter(chunks)).await {
-            Ok(ack) => {
-                let ack = ack.into_inner();
-                metrics.snapshots_sent.inc();
-                info!(peer = %to, bytes = total, installed = ack.installed, error = %ack.error, "snapshot sent");
-            }
-            Err(e) => {
-                metrics.peer_send_failures.inc();
-                warn!(peer = %to, error = %e, "snapshot send failed");
-            }
         }
-    })
+    };
+    let channel = match crate::peer::channel(&addr) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(peer = %to, error = %e, "bad address for snapshot");
+            return false;
+        }
+    };
+    let total = blob.bytes.len() as u64;
+    let from = pb::Member { node: me.node.0, incarnation: me.incarnation.0 };
+    let meta = proto::encode_snapshot_meta(&blob.meta);
+    // Chunks are cut from the shared bytes as the stream is polled, not copied up front.
+    let n = blob.bytes.len().div_ceil(CHUNK_BYTES).max(1);
+    let bytes = blob.clone();
+    let chunks = (0..n).map(move |i| {
+        let lo = (i * CHUNK_BYTES).min(bytes.bytes.len());
+        let hi = ((i + 1) * CHUNK_BYTES).min(bytes.bytes.len());
+        pb::SnapshotChunk {
+            from: Some(from),
+            offset: lo as u64,
+            data: bytes.bytes[lo..hi].to_vec(),
+            done: i + 1 == n,
+            meta: (i == 0).then(|| meta.clone()),
+            total_bytes: total,
+        }
+    });
+    info!(peer = %to, slot = %blob.meta.last_slot, bytes = total, "snapshot transfer started");
+    match PeerClient::new(channel).install_snapshot(tokio_stream::iter(chunks)).await {
+        Ok(ack) => {
+            let ack = ack.into_inner();
+            metrics.snapshots_sent.inc();
+            info!(peer = %to, bytes = total, installed = ack.installed, error = %ack.error, "snapshot sent");
+            ack.installed
+        }
+        Err(e) => {
+            metrics.peer_send_failures.inc();
+            warn!(peer = %to, error = %e, "snapshot send failed");
+            false
+        }
+    }
 }

@@ -185,6 +185,9 @@ impl Node {
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
             Input::SnapshotEncoded { meta } => self.snapshot_encoded(meta),
             Input::Removed(r) => self.mark_removed(r),
+            Input::SnapshotSent { to, delivered } => {
+                self.replica.handle(self.now, paxos::Event::SnapshotSent { to, delivered })
+            }
             Input::Watch { token, spec } => self.watch(token, spec),
         }
         self.after(now);

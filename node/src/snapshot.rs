@@ -14,11 +14,18 @@ use tracing::{debug, info, warn};
 
 impl Node {
     /// The core asks every `snapshot_every` slots. Cadence: a snapshot costs O(store), so one is
-    /// taken only once the log since the last one holds at least 1/[`SNAPSHOT_LOG_TO_STORE`] as
-    /// many slots as the store has keys (a slot holds one write or more), which keeps the
-    /// amortised encoding cost per write constant and the retained log within a fixed fraction of
-    /// the store; but never more than `max_retained_slots` (the operator's bound on the log).
+    /// taken about once the log since the last one holds 1/[`SNAPSHOT_LOG_TO_STORE`] as many
+    /// slots as the store has keys (a slot holds one write or more), which keeps the amortised
+    /// encoding cost per write constant and the retained log within a fixed fraction of the
+    /// store; but never more than `max_retained_slots` (the operator's bound on the log).
     /// Asks declined here are repeated by the core `snapshot_every` slots later.
+    ///
+    /// Staggered: every replica applies the same slots, so with the same cadence all would
+    /// encode the whole store at the same moment. A snapshot is taken when the applied slot
+    /// crosses a line of a grid of that cadence shifted by this node's
+    /// [`paxos::snapshot_phase`] (and at least half a cadence after the last one, since the
+    /// cadence follows the store's size), so replicas take theirs at different slots, also
+    /// after one installed another's snapshot.
     pub(crate) fn take_snapshot(&mut self, slot: Slot) {
         if slot != self.applied_slot {
             warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
@@ -28,8 +35,10 @@ impl Node {
             return;
         }
         let since = self.applied_slot.0.saturating_sub(self.last_snapshot_slot.0);
-        if since < (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE).min(self.settings.max_retained_slots) {
-            debug!(%slot, since, keys = self.store.len(), "snapshot deferred: log short relative to the store");
+        let cadence = (self.store.len() as u64 / SNAPSHOT_LOG_TO_STORE).min(self.settings.max_retained_slots);
+        let phase = paxos::snapshot_phase(self.settings.me.node, cadence);
+        if cadence > 0 && (since < cadence / 2 || !paxos::crosses_grid(self.last_snapshot_slot, self.applied_slot, cadence, phase)) {
+            debug!(%slot, since, cadence, phase, keys = self.store.len(), "snapshot deferred: log short relative to the store");
             return;
         }
         // The node's configuration, not the core's: the core may already have applied (and

@@ -352,6 +352,16 @@ pub enum Input {
     },
     /// The leader's removal mark names this incarnation (it missed the slot that removed it).
     Removed(Removal),
+    /// A transfer started on [`Output::SendSnapshot`] ended: `delivered` when the peer
+    /// acknowledged a complete snapshot, `false` when it failed or was refused. Report every
+    /// transfer started (one per peer at a time; a `SendSnapshot` for a peer whose transfer is
+    /// still running may be dropped).
+    SnapshotSent {
+        /// The peer.
+        to: NodeId,
+        /// Whether it acknowledged a complete snapshot.
+        delivered: bool,
+    },
     /// Wait for changes to a key (or under a prefix) after a store index (`watch.rs`).
     /// Answered once by [`Output::WatchDone`]; [`Input::Cancel`] forgets it.
     Watch {
@@ -376,6 +386,9 @@ impl std::fmt::Debug for Input {
             Input::InstallSnapshot { meta, .. } => f.debug_struct("InstallSnapshot").field("meta", meta).finish(),
             Input::SnapshotEncoded { meta } => f.debug_struct("SnapshotEncoded").field("meta", meta).finish(),
             Input::Removed(r) => f.debug_tuple("Removed").field(r).finish(),
+            Input::SnapshotSent { to, delivered } => {
+                f.debug_struct("SnapshotSent").field("to", to).field("delivered", delivered).finish()
+            }
             Input::Watch { token, spec } => f.debug_struct("Watch").field("token", token).field("spec", spec).finish(),
         }
     }

@@ -39,8 +39,12 @@ pub enum Action {
     /// Snapshot the state machine as of `slot` (the driver has applied exactly up to it), then
     /// report [`crate::Event::SnapshotTaken`].
     TakeSnapshot { slot: Slot },
-    /// Stream the latest local snapshot to `to`; its driver installs it and reports
-    /// [`crate::Event::SnapshotInstalled`].
+    /// Stream a snapshot to `to`: the latest local one if it is at the commit point this action
+    /// was issued at, else one of the state machine as it is now (never older: the core keeps
+    /// the log above that commit point for `to`). Its driver installs it and reports
+    /// [`crate::Event::SnapshotInstalled`]; report the end here with
+    /// [`crate::Event::SnapshotSent`] (one transfer per peer at a time: while one runs, another
+    /// `SendSnapshot` for the same peer may be dropped, its end reported once).
     SendSnapshot { to: NodeId },
     /// Who leads changed (as far as this replica knows), for forwarding and metrics.
     LeaderChanged { leader: Option<NodeId>, ballot: Ballot },

@@ -13,24 +13,127 @@
 //!   1 starts above its own commit point). **Lag rule:** a member more than
 //!   `max_retained_slots` behind the leader's commit is not waited for; it will need a snapshot,
 //!   and until it installs one it cannot lead (its `Prepare` is answered `Compacted`).
+//! * **Transfers** (one per restart). A peer asking below the compaction point gets
+//!   `Action::SendSnapshot` once per transfer: another only after the driver reported the end
+//!   (`Event::SnapshotSent`; after a delivered one, not before `snapshot_resend_ms`, since the
+//!   peer's fetches sent before its install are still on the way), or after `snapshot_wait_ms`
+//!   without a report. While a peer is being sent a snapshot, and while it then fetches the log
+//!   after it, the log above the slot it needs is **held**: not compacted, even when a snapshot
+//!   taken meanwhile would allow it, so the installed snapshot is never already below this
+//!   replica's compaction point (which would start a second whole-store transfer). A hold ends
+//!   when the peer has not fetched for `snapshot_resend_ms`, or when it is more than
+//!   `max_retained_slots` behind the commit point (the lag rule's bound: such a peer would be
+//!   sent a snapshot anyway). Holds only keep more of the chosen log; they never touch the
+//!   acceptor's checkpoint.
+//! * **Staggered snapshots.** Every replica applies the same slots, so with one cadence all
+//!   would snapshot at the same slot and encode the whole store at the same moment. Each asks
+//!   on a grid shifted by [`snapshot_phase`] of its node id.
 
 use crate::action::Action;
 use crate::ids::{NodeId, Slot, Time};
 use crate::message::SnapshotMeta;
 use crate::replica::{Replica, Role};
 
+/// Where on a cadence of `period` slots node `node` takes its snapshots: an offset in
+/// `0..period`, the fractional part of `node * golden ratio` (a Weyl sequence: ids 1, 2, 3 land
+/// at 0.62, 0.24 and 0.85 of the period, and any few consecutive ids stay well apart).
+/// Deterministic: the same node always gets the same phase.
+pub fn snapshot_phase(node: NodeId, period: u64) -> u64 {
+    let frac = node.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32; // in 0..2^32
+    ((u128::from(period) * u128::from(frac)) >> 32) as u64
+}
+
+/// Whether a grid of `period` slots, shifted by `phase`, has a line in `(last, slot]`.
+pub fn crosses_grid(last: Slot, slot: Slot, period: u64, phase: u64) -> bool {
+    period > 0 && (slot.0 + phase) / period > (last.0 + phase) / period
+}
+
+/// A snapshot transfer to one peer, and the log held for it (see the module comment).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Transfer {
+    /// No new `SendSnapshot` for this peer before this time.
+    pub(crate) resend_at: Time,
+    /// The log above this slot is not compacted while the peer keeps fetching.
+    pub(crate) hold: Option<Slot>,
+    /// When the peer last fetched from us (or the transfer was started or ended).
+    pub(crate) heard: Time,
+}
+
 impl Replica {
-    /// After applying `slot`: ask for a snapshot every `snapshot_every` slots.
+    /// After applying `slot`: ask for a snapshot every `snapshot_every` slots, on this node's
+    /// phase of that grid.
     pub(crate) fn maybe_snapshot(&mut self, slot: Slot) {
         let every = self.opts.snapshot_every;
-        if every > 0 && slot.0 >= self.snapshot_asked.0 + every {
+        if crosses_grid(self.snapshot_asked, slot, every, snapshot_phase(self.me.node, every)) {
             self.snapshot_asked = slot;
             self.actions.push_back(Action::TakeSnapshot { slot });
         }
     }
 
+    /// A peer asked below the compaction point: start a transfer unless one is under way (or
+    /// was just delivered), and hold the log above the commit point for it.
+    pub(crate) fn start_transfer(&mut self, now: Time, to: NodeId) {
+        if self.transfers.get(&to).is_some_and(|t| now < t.resend_at) {
+            return;
+        }
+        // The driver sends a snapshot at or above the commit point as of now (`Action`).
+        let hold = Some(self.log.commit);
+        self.transfers.insert(to, Transfer { resend_at: now.plus(self.opts.snapshot_wait_ms), hold, heard: now });
+        self.counters.snapshots_sent += 1;
+        self.actions.push_back(Action::SendSnapshot { to });
+    }
+
+    /// A peer that was sent a snapshot fetches again: it is alive, and from a fetch above the
+    /// compaction point on it needs the log above `from - 1` (the hold only rises).
+    pub(crate) fn note_transfer_fetch(&mut self, now: Time, peer: NodeId, from: Slot) {
+        let compacted = self.log.compacted;
+        if let Some(t) = self.transfers.get_mut(&peer) {
+            t.heard = now;
+            if from > compacted {
+                let need = Slot(from.0 - 1);
+                t.hold = Some(t.hold.map_or(need, |h| h.max(need)));
+            }
+        }
+    }
+
+    /// The driver reports how a transfer ended.
+    pub(crate) fn on_snapshot_sent(&mut self, now: Time, to: NodeId, delivered: bool) {
+        if let Some(t) = self.transfers.get_mut(&to) {
+            t.heard = now;
+            // Delivered: the peer's fetches from before its install are still arriving; they
+            // must not start a second transfer. Failed: the next fetch starts one again.
+            t.resend_at = if delivered { now.plus(self.opts.snapshot_resend_ms) } else { now };
+        }
+    }
+
+    /// Release the holds of peers that stopped fetching from us (caught up, gone, or asking
+    /// another member) for `snapshot_resend_ms`, and forget their transfers once no longer
+    /// under way.
+    pub(crate) fn prune_transfers(&mut self, now: Time) {
+        let quiet = self.opts.snapshot_resend_ms;
+        let mut released = false;
+        for t in self.transfers.values_mut() {
+            if t.hold.is_some() && now >= t.heard.plus(quiet) {
+                t.hold = None;
+                released = true;
+            }
+        }
+        self.transfers.retain(|_, t| t.hold.is_some() || now < t.resend_at);
+        if released {
+            self.compact_log();
+        }
+    }
+
+    /// The lowest slot a hold keeps the log above, among holds within the lag bound.
+    fn held(&self) -> Option<Slot> {
+        let commit = self.log.commit;
+        let retained = self.opts.max_retained_slots;
+        self.transfers.values().filter_map(|t| t.hold).filter(|h| commit.0.saturating_sub(h.0) <= retained).min()
+    }
+
     /// The driver took a snapshot: drop the chosen log at or below it.
-    pub(crate) fn on_snapshot_taken(&mut self, _now: Time, meta: SnapshotMeta) {
+    pub(crate) fn on_snapshot_taken(&mut self, now: Time, meta: SnapshotMeta) {
+        self.prune_transfers(now);
         if meta.last_slot <= self.snapshot || meta.last_slot > self.log.commit {
             self.counters.dropped_messages += 1;
             return;
@@ -43,8 +146,12 @@ impl Replica {
     /// Drop log entries covered by both the snapshot and the checkpoint: below the snapshot a
     /// fetch can be answered with the snapshot, but a member that has not learned a slot yet
     /// (and is within the lag rule) should catch up from the log, not from a snapshot.
+    /// A transfer's hold keeps the log above the slot its peer needs (module comment).
     pub(crate) fn compact_log(&mut self) {
-        let upto = self.snapshot.min(self.checkpoint);
+        let mut upto = self.snapshot.min(self.checkpoint);
+        if let Some(h) = self.held() {
+            upto = upto.min(h);
+        }
         if upto > self.log.compacted {
             self.log.entries = self.log.entries.split_off(&upto.next());
             self.log.compacted = upto;
@@ -75,21 +182,32 @@ impl Replica {
         self.snapshot = last;
         self.snapshot_asked = last;
         self.counters.snapshots_installed += 1;
+        if let Some(s) = self.fetch_source.as_mut() {
+            s.heard = now;
+            s.waiting = None;
+        }
         self.advance(now);
         self.maybe_fetch(now);
     }
 
     /// A peer says what we asked for is disposed of; its driver streams us a snapshot.
-    pub(crate) fn on_compacted(&mut self, now: Time, snapshot_slot: crate::ids::Slot) {
+    pub(crate) fn on_compacted(&mut self, now: Time, from: NodeId, snapshot_slot: crate::ids::Slot) {
         let _ = snapshot_slot;
         // A leader or candidate told so is behind a checkpoint: it cannot lead from here.
         if !matches!(self.role, Role::Follower) {
             self.step_down(now, false);
+            return;
+        }
+        // A snapshot is coming from our fetch source: wait for it there (`learner.rs`).
+        if let Some(s) = self.fetch_source.as_mut().filter(|s| s.node == from) {
+            s.heard = now;
+            s.waiting.get_or_insert(now);
         }
     }
 
     /// The leader's checkpoint arrived: dispose of slots at or below it (that we learned).
-    pub(crate) fn on_checkpoint(&mut self, _now: Time, checkpoint: Slot) {
+    pub(crate) fn on_checkpoint(&mut self, now: Time, checkpoint: Slot) {
+        self.prune_transfers(now);
         let cp = checkpoint.min(self.log.commit);
         if cp > self.checkpoint {
             self.dispose_through(cp);

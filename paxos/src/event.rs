@@ -17,4 +17,8 @@ pub enum Event {
     /// The driver installed a snapshot received from a peer; the state machine now reflects
     /// exactly `meta.last_slot`.
     SnapshotInstalled(SnapshotMeta),
+    /// A transfer started on `Action::SendSnapshot { to }` ended: `delivered` when the peer
+    /// acknowledged a complete snapshot, `false` when it broke off or was refused (the next
+    /// `Fetch` from `to` below the compaction point starts another).
+    SnapshotSent { to: NodeId, delivered: bool },
 }

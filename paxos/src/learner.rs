@@ -22,6 +22,27 @@ use std::collections::BTreeMap;
 /// Most slots asked for or sent in one `Fetch`/`Chosen`.
 pub(crate) const FETCH_BATCH: u64 = 128;
 
+/// A fetch source that sent nothing useful for this many `retry_ms` is replaced.
+pub(crate) const FETCH_SILENCE_RETRIES: u64 = 3;
+
+/// The one peer a replica behind the commit point fetches from (one transfer per restart).
+///
+/// It is the known leader when there is one (it has every slot). The replica keeps asking the
+/// same source; it turns to another member only when the source sent nothing useful (values
+/// that advanced the commit point, or `Compacted`) for [`FETCH_SILENCE_RETRIES`] retries, or
+/// when the source answered `Compacted` (a snapshot is on its way from it) and no snapshot
+/// arrived within `snapshot_wait_ms`. Outside a transfer it follows a new leader at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FetchSource {
+    pub(crate) node: NodeId,
+    /// The leader known when this source was picked.
+    pub(crate) leader: Option<NodeId>,
+    /// When the source last sent something useful (or was picked).
+    pub(crate) heard: Time,
+    /// Since when a snapshot from the source has been awaited (its first `Compacted`).
+    pub(crate) waiting: Option<Time>,
+}
+
 /// The replica's view of the log.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Log {
@@ -152,28 +173,24 @@ impl Replica {
 
     /// Fetch missing slots unless a fetch is already outstanding.
     pub(crate) fn maybe_fetch(&mut self, now: Time) {
+        if self.log.known_commit <= self.log.commit {
+            // Caught up: the next time it falls behind, it starts again from the leader.
+            self.fetch_source = None;
+        }
         if self.log.known_commit > self.log.commit && !self.timers.is_set(Timer::Fetch) {
             self.send_fetch(now);
         }
     }
 
-    /// Ask a peer (the leader if known, else a random member) for the slots we miss.
+    /// Ask the fetch source for the slots we miss.
     pub(crate) fn send_fetch(&mut self, now: Time) {
         if self.log.known_commit <= self.log.commit || matches!(self.role, Role::Leader(_)) {
+            // Caught up: the next time it falls behind, it starts again from the leader.
+            self.fetch_source = None;
             self.timers.cancel(Timer::Fetch);
             return;
         }
-        let peers: Vec<NodeId> = match self.log.current_config() {
-            Some(c) => c.members().map(|m| m.node).filter(|n| *n != self.me.node).collect(),
-            None => Vec::new(),
-        };
-        let target = match self.known_leader.filter(|l| *l != self.me.node) {
-            // Every other try goes to a random peer, in case the leader is cut off from us.
-            Some(l) if peers.is_empty() || self.rng.gen_bool(0.5) => Some(l),
-            _ if !peers.is_empty() => Some(peers[self.rng.gen_range(0..peers.len())]),
-            _ => None,
-        };
-        if let Some(to) = target {
+        if let Some(to) = self.fetch_target(now) {
             // Without a configuration we cannot interpret the log: ask from slot 0, which every
             // peer answers with `Compacted` and a snapshot (that carries the configuration).
             let from = if self.log.configs.is_empty() { Slot(0) } else { self.log.commit.next() };
@@ -183,21 +200,56 @@ impl Replica {
         self.timers.set(Timer::Fetch, now.plus(self.opts.retry_ms));
     }
 
+    /// The peer to fetch from: the current source while it serves (see [`FetchSource`]), else
+    /// the known leader, else (or when the leader is the source that failed) a random member.
+    pub(crate) fn fetch_target(&mut self, now: Time) -> Option<NodeId> {
+        let leader = self.known_leader.filter(|l| *l != self.me.node);
+        let peers: Vec<NodeId> = match self.log.current_config() {
+            Some(c) => c.members().map(|m| m.node).filter(|n| *n != self.me.node).collect(),
+            None => Vec::new(),
+        };
+        let mut failed = None;
+        if let Some(s) = self.fetch_source {
+            let known = Some(s.node) == leader || peers.contains(&s.node);
+            let silent = now >= s.heard.plus(FETCH_SILENCE_RETRIES * self.opts.retry_ms);
+            let stalled = s.waiting.is_some_and(|t| now >= t.plus(self.opts.snapshot_wait_ms));
+            let new_leader = s.waiting.is_none() && leader.is_some() && leader != s.leader;
+            if known && !silent && !stalled && !new_leader {
+                return Some(s.node);
+            }
+            if silent || stalled {
+                failed = Some(s.node);
+            }
+        }
+        let pick = match leader {
+            Some(l) if Some(l) != failed => Some(l),
+            _ => {
+                let others: Vec<NodeId> = peers.iter().copied().filter(|p| Some(*p) != failed).collect();
+                if others.is_empty() {
+                    // Nobody else is known: try the same one again.
+                    leader.or(failed)
+                } else {
+                    Some(others[self.rng.gen_range(0..others.len())])
+                }
+            }
+        };
+        self.fetch_source = pick.map(|node| FetchSource { node, leader, heard: now, waiting: None });
+        pick
+    }
+
     /// A peer asks for chosen values.
     pub(crate) fn on_fetch(&mut self, now: Time, from_node: NodeId, from: Slot, to: Slot) {
         if from > to {
             self.counters.dropped_messages += 1;
             return;
         }
+        self.prune_transfers(now);
+        self.note_transfer_fetch(now, from_node, from);
         if from <= self.log.compacted {
             self.send(from_node, Message::Compacted { snapshot_slot: self.log.compacted });
-            // The asker re-fetches every `retry_ms` until a snapshot arrives: start a transfer
-            // at most once per `snapshot_resend_ms` per peer (a lost one is retried after that).
-            let due = self.snapshot_sent.get(&from_node).is_none_or(|t| now >= t.plus(self.opts.snapshot_resend_ms));
-            if due {
-                self.snapshot_sent.insert(from_node, now);
-                self.actions.push_back(Action::SendSnapshot { to: from_node });
-            }
+            // The asker re-fetches every `retry_ms` until a snapshot arrives: one transfer at a
+            // time per peer (`compaction.rs`).
+            self.start_transfer(now, from_node);
             return;
         }
         let last = Slot(to.0.min(from.0.saturating_add(FETCH_BATCH)));
@@ -207,7 +259,7 @@ impl Replica {
     }
 
     /// Chosen values from a peer.
-    pub(crate) fn on_chosen(&mut self, now: Time, entries: Vec<(Slot, Value)>, commit: Slot) {
+    pub(crate) fn on_chosen(&mut self, now: Time, from: NodeId, entries: Vec<(Slot, Value)>, commit: Slot) {
         if matches!(self.role, Role::Leader(_)) {
             // A leader knows every slot up to its first proposed one; values for later slots
             // come from its own quorums. A stale answer to an old fetch is dropped.
@@ -230,6 +282,10 @@ impl Replica {
         self.advance(now);
         if self.log.commit > before {
             self.timers.cancel(Timer::Fetch);
+            if let Some(s) = self.fetch_source.as_mut().filter(|s| s.node == from) {
+                s.heard = now;
+                s.waiting = None;
+            }
         }
         self.maybe_fetch(now);
     }

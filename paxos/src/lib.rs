@@ -78,8 +78,11 @@ mod review_test;
 mod forward_test;
 #[cfg(test)]
 mod review2_test;
+#[cfg(test)]
+mod catchup_test;
 
 pub use action::{Action, Persist};
+pub use compaction::{crosses_grid, snapshot_phase};
 pub use config::{ConfigChange, ConfigError, Configuration};
 pub use error::ProposeError;
 pub use event::Event;

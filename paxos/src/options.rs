@@ -43,6 +43,11 @@ pub struct Options {
     /// answered `Compacted`; without this limit every answer would also start a transfer.
     /// A few times `retry_ms` (default 10 x) leaves room for one transfer to arrive.
     pub snapshot_resend_ms: u64,
+    /// How long a whole-store transfer may take. A learner that a peer answered `Compacted`
+    /// (a snapshot is coming from it) asks that peer only, and turns to another member only
+    /// when no snapshot arrived within this long; a sender that never heard how a transfer it
+    /// started ended (`Event::SnapshotSent`) starts another after this long.
+    pub snapshot_wait_ms: u64,
     /// How far past what a replica knows a peer's message may name a slot: an `Accept` more
     /// than this past the acceptor's commit point, a `Promise` reporting a value more than this
     /// past its `first_slot`, are malformed (dropped and counted: no vote, no promise counted,
@@ -100,6 +105,7 @@ impl Options {
             snapshot_every: 10_000,
             max_retained_slots: 100_000,
             snapshot_resend_ms: 2_000, // 10 x retry_ms
+            snapshot_wait_ms: 60_000,
             max_slot_gap: 1 << 20,
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),

@@ -62,9 +62,10 @@ pub struct Replica {
     pub(crate) snapshot: Slot,
     /// The last slot a snapshot was asked for.
     pub(crate) snapshot_asked: Slot,
-    /// When we last told the driver to send each peer a snapshot (rate limit, see
-    /// `Options::snapshot_resend_ms`).
-    pub(crate) snapshot_sent: BTreeMap<NodeId, Time>,
+    /// Snapshot transfers to peers, and the log held for them (`compaction.rs`).
+    pub(crate) transfers: BTreeMap<NodeId, crate::compaction::Transfer>,
+    /// The one peer this replica fetches missing slots from (`learner.rs`).
+    pub(crate) fetch_source: Option<crate::learner::FetchSource>,
     /// How far each member (in one incarnation) said it has learned, on `Promise`, `Accepted` or
     /// `HeartbeatAck`. A member's learned point only grows within its incarnation, so every report
     /// ever heard is a lower bound, whatever role this replica had when it arrived; a new leader
@@ -113,7 +114,8 @@ impl Replica {
             checkpoint: Slot(0),
             snapshot: Slot(0),
             snapshot_asked: Slot(0),
-            snapshot_sent: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            fetch_source: None,
             learned: BTreeMap::new(),
             read_round: 0,
             read_index: Default::default(),
@@ -130,6 +132,7 @@ impl Replica {
             Event::LeaderHint { leader } => self.on_leader_hint(now, leader),
             Event::SnapshotTaken(meta) => self.on_snapshot_taken(now, meta),
             Event::SnapshotInstalled(meta) => self.on_snapshot_installed(now, meta),
+            Event::SnapshotSent { to, delivered } => self.on_snapshot_sent(now, to, delivered),
         }
         self.drain_loopback(now);
     }
@@ -324,8 +327,8 @@ impl Replica {
                 self.on_heartbeat_ack(now, from, ballot, read_round)
             }
             Message::Fetch { from: lo, to: hi } => self.on_fetch(now, from.node, lo, hi),
-            Message::Chosen { entries, commit } => self.on_chosen(now, entries, commit),
-            Message::Compacted { snapshot_slot } => self.on_compacted(now, snapshot_slot),
+            Message::Chosen { entries, commit } => self.on_chosen(now, from.node, entries, commit),
+            Message::Compacted { snapshot_slot } => self.on_compacted(now, from.node, snapshot_slot),
             Message::ReadIndex { id } => self.on_read_index(now, from, id),
             Message::ReadIndexReply { id, incarnation, index } => self.on_read_index_reply(now, from, id, incarnation, index),
             Message::Forward { to, cmds } => self.on_forward(now, from, to, cmds),

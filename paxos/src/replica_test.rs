@@ -348,11 +348,15 @@ fn snapshot_transfers_are_rate_limited_per_peer() {
     // The limit is per peer: another learner gets its own transfer at once.
     recv(&mut r, retry, 5, fetch0.clone());
     assert_eq!(actions(&mut r), vec![send(1, 5, compacted.clone()), Action::SendSnapshot { to: NodeId(5) }]);
-    // Just before the window ends, still none; once it has passed (the transfer may have been
-    // lost), one more.
-    recv(&mut r, resend - 1, 4, fetch0.clone());
+    // The driver reports the transfer to 4 failed: the next fetch starts another.
+    r.handle(Time(2 * retry), Event::SnapshotSent { to: NodeId(4), delivered: false });
+    recv(&mut r, 3 * retry, 4, fetch0.clone());
+    assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone()), Action::SendSnapshot { to: NodeId(4) }]);
+    // A transfer never reported ended is started again only after `snapshot_wait_ms`.
+    let wait = r.opts.snapshot_wait_ms;
+    recv(&mut r, 3 * retry + wait - 1, 4, fetch0.clone());
     assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone())]);
-    recv(&mut r, resend, 4, fetch0);
+    recv(&mut r, 3 * retry + wait, 4, fetch0);
     assert_eq!(actions(&mut r), vec![send(1, 4, compacted), Action::SendSnapshot { to: NodeId(4) }]);
 }
 

@@ -78,6 +78,8 @@ pub struct Counters {
     pub snapshots_taken: u64,
     /// Snapshots installed from a peer.
     pub snapshots_installed: u64,
+    /// Transfers started (`Action::SendSnapshot` issued).
+    pub snapshots_sent: u64,
     /// Configuration changes applied.
     pub config_changes: u64,
     /// Slots disposed of by checkpoints.

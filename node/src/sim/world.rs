@@ -126,6 +126,8 @@ enum Ev {
     Encoded { node: NodeId, inc: Incarnation, meta: SnapshotMeta },
     /// A snapshot transfer arrives.
     Install { node: NodeId, meta: SnapshotMeta, store: Box<Store> },
+    /// The sender's shell hears how its transfer ended.
+    Sent { node: NodeId, inc: Incarnation, to: NodeId, delivered: bool },
     /// A held link's release is due.
     Release { from: NodeId, to: NodeId },
     /// A paused replica resumes.
@@ -428,6 +430,12 @@ impl World {
                 self.stats.snapshots_installed += 1;
                 self.feed(node, Input::InstallSnapshot { meta, store })
             }
+            Ev::Sent { node, inc, to, delivered } => {
+                if self.nodes[&node].inc != inc {
+                    return Ok(());
+                }
+                self.feed(node, Input::SnapshotSent { to, delivered })
+            }
             Ev::Release { from, to } => match self.net.release(from, to, self.now) {
                 Ok(msgs) => {
                     for env in msgs {
@@ -574,10 +582,13 @@ impl World {
                         },
                         crate::SnapshotSource::Store { meta, store } => (meta, *store),
                     };
-                    if !self.net.is_cut(id, to) {
-                        let at = self.now + self.rng.gen_range(5..200);
+                    let at = self.now + self.rng.gen_range(5..200);
+                    let delivered = !self.net.is_cut(id, to);
+                    if delivered {
                         self.schedule(at, Ev::Install { node: to, meta, store: Box::new(store) });
                     }
+                    let inc = self.nodes[&id].inc;
+                    self.schedule(at + 1, Ev::Sent { node: id, inc, to, delivered });
                 }
                 Output::Resign => {
                     if self.trace {

@@ -385,6 +385,7 @@ impl Sim {
         o.snapshot_every = snapshot_every;
         o.max_retained_slots = max_retained;
         o.snapshot_resend_ms = 10 * o.retry_ms;
+        o.snapshot_wait_ms = 20 * o.retry_ms;
         o.bugs = cfg.bugs;
         o
     }
@@ -651,11 +652,22 @@ impl Sim {
                     self.schedule(self.now, Ev::Local(id, inc, Event::SnapshotTaken(SnapshotMeta { last_slot: slot, config })));
                 }
                 Action::SendSnapshot { to } => {
-                    let snap = n.snap.clone();
-                    if !self.net.is_blocked(id, to) {
-                        let d = self.rng.gen_range(1..=self.net.max_delay * 3);
+                    // As the node layer does: the latest snapshot if it is at the applied slot,
+                    // else one of the state as it is now (the core holds the log above it).
+                    let snap = match &n.config {
+                        Some(config) if n.snap.slot < n.applied => {
+                            Snap { slot: n.applied, hash: n.hash, config: config.clone() }
+                        }
+                        _ => n.snap.clone(),
+                    };
+                    let inc = n.inc.0;
+                    let d = self.rng.gen_range(1..=self.net.max_delay * 3);
+                    let delivered = !self.net.is_blocked(id, to);
+                    if delivered {
                         self.schedule(self.now.plus(d), Ev::Snapshot { to, snap });
                     }
+                    // The driver reports the end of the transfer (a blocked one fails).
+                    self.schedule(self.now.plus(d + 1), Ev::Local(id, inc, Event::SnapshotSent { to, delivered }));
                 }
                 Action::LeaderChanged { leader, .. } => {
                     if leader == Some(id) {

@@ -1,0 +1,212 @@
+//! Catch-up with one whole-store transfer per restart: the learner's single fetch source, the
+//! sender's one transfer at a time and the log it holds for the peer, and staggered snapshot asks.
+//! Each test failed on the code before these rules (random fetch targets, a resend every
+//! `snapshot_resend_ms`, compaction to the next snapshot during a transfer, one cadence for all).
+
+use crate::action::Action;
+use crate::event::Event;
+use crate::ids::{NodeId, Slot, Time};
+use crate::message::{Message, SnapshotMeta, Value};
+use crate::replica::Replica;
+use crate::testkit::*;
+
+/// Replica `r` follows leader 2 (ballot 1.2): accepts slots `from..=to` and hears a heartbeat
+/// with commit and checkpoint `to`. Actions are discarded.
+fn follow(r: &mut Replica, now: u64, from: u64, to: u64) {
+    for s in from..=to {
+        recv(r, now, 2, Message::Accept { ballot: b(1, 2), slot: Slot(s), value: Value::Noop, commit: Slot(s - 1) });
+    }
+    recv(r, now, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(to), checkpoint: Slot(to), read_round: 0 });
+    assert_eq!(r.commit(), Slot(to));
+    let _ = actions(r);
+}
+
+fn snapshot_taken(r: &mut Replica, now: u64, slot: u64) {
+    let config = r.log.current_config().cloned().expect("config");
+    r.handle(Time(now), Event::SnapshotTaken(SnapshotMeta { last_slot: Slot(slot), config }));
+    let _ = actions(r);
+}
+
+/// The destinations of the `Fetch` messages among `acts`.
+fn fetch_targets(acts: &[Action]) -> Vec<NodeId> {
+    sends(acts).into_iter().filter(|(_, m)| matches!(m, Message::Fetch { .. })).map(|(to, _)| to).collect()
+}
+
+fn answers(r: &mut Replica) -> Vec<Message> {
+    sends(&actions(r)).into_iter().map(|(_, m)| m).collect()
+}
+
+/// A member behind the leader's commit point (node 3 of {1, 2, 3}, leader 1) that fetches.
+fn lagging_member() -> Replica {
+    let mut r = replica(3, 3);
+    recv(&mut r, 0, 1, Message::Heartbeat { ballot: b(1, 1), commit: Slot(500), checkpoint: Slot(0), read_round: 0 });
+    assert_eq!(fetch_targets(&actions(&mut r)), vec![NodeId(1)]);
+    r
+}
+
+#[test]
+fn a_member_waiting_for_a_snapshot_asks_its_source_only_until_the_wait_bound() {
+    let mut r = lagging_member();
+    let (retry, wait) = (r.opts.retry_ms, r.opts.snapshot_wait_ms);
+    // The leader answers `Compacted`: its driver streams a snapshot. Every retry goes to it
+    // (it keeps answering), not to node 2, which would start a second whole-store transfer.
+    let mut now = 1;
+    recv(&mut r, now, 1, Message::Compacted { snapshot_slot: Slot(400) });
+    let mut targets = Vec::new();
+    while now + retry < wait {
+        now += retry;
+        r.handle_timeout(Time(now));
+        targets.extend(fetch_targets(&actions(&mut r)));
+        recv(&mut r, now, 1, Message::Compacted { snapshot_slot: Slot(400) });
+    }
+    assert!(targets.len() > 100 && targets.iter().all(|t| *t == NodeId(1)), "fetched from {targets:?}");
+    // No snapshot within the bound: the next fetch goes to the other member.
+    now += retry;
+    r.handle_timeout(Time(now));
+    assert_eq!(fetch_targets(&actions(&mut r)), vec![NodeId(2)]);
+}
+
+#[test]
+fn a_silent_source_is_replaced_after_three_retries_and_the_new_one_kept() {
+    let mut r = lagging_member();
+    let retry = r.opts.retry_ms;
+    let mut targets = Vec::new();
+    for i in 1..=12 {
+        r.handle_timeout(Time(i * retry));
+        targets.extend(fetch_targets(&actions(&mut r)));
+    }
+    // Nobody answers: leader 1 is asked until three retries passed (at 0, 1 and 2 x retry_ms),
+    // then node 2 for three retries (not only once: the leader did not change), then 1 again.
+    let (one, two) = (NodeId(1), NodeId(2));
+    assert_eq!(targets, vec![one, one, two, two, two, one, one, one, two, two, two, one]);
+}
+
+#[test]
+fn after_installing_a_snapshot_a_member_fetches_the_log_from_its_source() {
+    let mut r = lagging_member();
+    recv(&mut r, 1, 1, Message::Compacted { snapshot_slot: Slot(400) });
+    let config = r.log.current_config().cloned().expect("config");
+    r.handle(Time(2), Event::SnapshotInstalled(SnapshotMeta { last_slot: Slot(450), config }));
+    let retry = r.opts.retry_ms;
+    let mut targets = fetch_targets(&actions(&mut r));
+    // The source keeps answering with values: every fetch goes to it.
+    for i in 0..20u64 {
+        let s = 451 + i;
+        recv(&mut r, 3 + i * retry, 1, Message::Chosen { entries: vec![(Slot(s), Value::Noop)], commit: Slot(500) });
+        r.handle_timeout(Time(3 + (i + 1) * retry));
+        targets.extend(fetch_targets(&actions(&mut r)));
+    }
+    assert_eq!(r.commit(), Slot(470));
+    assert!(targets.len() >= 20 && targets.iter().all(|t| *t == NodeId(1)), "fetched from {targets:?}");
+}
+
+#[test]
+fn a_transfer_is_started_once_and_a_late_fetch_after_its_delivery_starts_none() {
+    let mut r = replica(1, 3);
+    let (retry, resend) = (r.opts.retry_ms, r.opts.snapshot_resend_ms);
+    let fetch0 = Message::Fetch { from: Slot(0), to: Slot(0) };
+    recv(&mut r, 0, 4, fetch0.clone());
+    assert!(actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(4) }));
+    // A transfer of a large store takes longer than `snapshot_resend_ms`: the learner's retries
+    // during it start nothing.
+    let mut t = 0;
+    while t < 5 * resend {
+        t += retry;
+        recv(&mut r, t, 4, fetch0.clone());
+        assert!(!actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(4) }), "a second transfer at {t}");
+    }
+    // Delivered. A fetch the learner sent before its install arrives after: no new transfer.
+    r.handle(Time(t), Event::SnapshotSent { to: NodeId(4), delivered: true });
+    recv(&mut r, t + retry, 4, fetch0.clone());
+    assert!(!actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(4) }));
+    // One that still asks from slot 0 after the window needs another snapshot.
+    recv(&mut r, t + resend, 4, fetch0);
+    assert!(actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(4) }));
+}
+
+#[test]
+fn the_log_above_a_snapshot_being_sent_is_kept_until_the_peer_fetched_it() {
+    let mut r = replica(1, 3);
+    r.opts.snapshot_every = 0;
+    let (retry, resend) = (r.opts.retry_ms, r.opts.snapshot_resend_ms);
+    follow(&mut r, 0, 1, 20);
+    snapshot_taken(&mut r, 1, 10);
+    assert_eq!(r.log.compacted, Slot(10));
+    // Node 3 (restarted, empty) asks from slot 0: a transfer of the state at 20 starts.
+    recv(&mut r, 100, 3, Message::Fetch { from: Slot(0), to: Slot(20) });
+    assert!(actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(3) }));
+    // While it streams, the log moves on and this replica takes its next snapshot, at 40; node 3
+    // keeps asking from 0 meanwhile.
+    follow(&mut r, 150, 21, 40);
+    recv(&mut r, 200, 3, Message::Fetch { from: Slot(0), to: Slot(40) });
+    snapshot_taken(&mut r, 210, 40);
+    r.handle(Time(250), Event::SnapshotSent { to: NodeId(3), delivered: true });
+    // Node 3 installed the snapshot at 20 and asks for what follows: the values, not a second
+    // whole-store transfer.
+    recv(&mut r, 300, 3, Message::Fetch { from: Slot(21), to: Slot(40) });
+    match answers(&mut r).as_slice() {
+        [Message::Chosen { entries, .. }] => assert_eq!(entries.len(), 20),
+        other => panic!("node 3 at 20 was answered {other:?}"),
+    }
+    assert_eq!(r.log.compacted, Slot(20), "compacted only up to the hold");
+    // Caught up, it stops fetching; after `snapshot_resend_ms` of quiet the hold ends and the
+    // log is compacted to the snapshot on the next occasion (a checkpoint here).
+    recv(&mut r, 300 + retry, 3, Message::Fetch { from: Slot(41), to: Slot(41) });
+    let _ = actions(&mut r);
+    recv(&mut r, 300 + retry + resend, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(40), checkpoint: Slot(40), read_round: 0 });
+    assert_eq!(r.log.compacted, Slot(40));
+}
+
+#[test]
+fn a_hold_ends_once_the_peer_lags_beyond_max_retained_slots() {
+    let mut r = replica(1, 3);
+    r.opts.snapshot_every = 0;
+    r.opts.max_retained_slots = 15;
+    follow(&mut r, 0, 1, 20);
+    snapshot_taken(&mut r, 1, 10);
+    recv(&mut r, 100, 3, Message::Fetch { from: Slot(0), to: Slot(20) });
+    let _ = actions(&mut r);
+    // 20 slots past the hold at 20: more than the lag bound, so the snapshot at 40 compacts.
+    follow(&mut r, 150, 21, 40);
+    recv(&mut r, 200, 3, Message::Fetch { from: Slot(0), to: Slot(40) });
+    snapshot_taken(&mut r, 210, 40);
+    assert_eq!(r.log.compacted, Slot(40));
+}
+
+#[test]
+fn replicas_ask_for_snapshots_at_different_slots() {
+    let mut asked = Vec::new();
+    for me in 1..=3 {
+        let mut r = replica(me, 3);
+        r.opts.snapshot_every = 100;
+        let mut slots = Vec::new();
+        let leader = if me == 3 { 1 } else { 3 };
+        for s in 1..=400 {
+            let accept = Message::Accept { ballot: b(1, leader), slot: Slot(s), value: Value::Noop, commit: Slot(s - 1) };
+            recv(&mut r, s, leader, accept);
+            slots.extend(actions(&mut r).into_iter().filter_map(|a| match a {
+                Action::TakeSnapshot { slot } => Some(slot.0),
+                _ => None,
+            }));
+        }
+        // One ask per 100 slots, on this node's phase.
+        assert!(slots.windows(2).all(|w| w[1] - w[0] == 100), "node {me} asked at {slots:?}");
+        asked.push(slots[0]);
+    }
+    // Node ids 1, 2, 3: phases 0.62, 0.24 and 0.85 of the cadence.
+    assert_eq!(asked, vec![39, 77, 15]);
+}
+
+#[test]
+fn the_phase_is_a_fraction_of_the_period() {
+    for node in 0..50 {
+        for period in [0, 1, 7, 100, 100_000, u64::MAX] {
+            let p = crate::snapshot_phase(NodeId(node), period);
+            assert!(p < period.max(1), "node {node} period {period}: phase {p}");
+        }
+    }
+    assert!(crate::crosses_grid(Slot(99), Slot(100), 100, 0));
+    assert!(!crate::crosses_grid(Slot(100), Slot(199), 100, 0));
+    assert!(crate::crosses_grid(Slot(0), Slot(39), 100, 62) && !crate::crosses_grid(Slot(0), Slot(37), 100, 62));
+    assert!(!crate::crosses_grid(Slot(0), Slot(1000), 0, 0));
+}
