@@ -20,6 +20,7 @@ use paxos::NodeId;
 use proto::pb;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The error of a snapshot stream refused because another is being received.
@@ -107,14 +108,21 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let ack = receive(request.into_inner(), &self.inputs, &self.snapshots).await;
+        let ack = receive(request.into_inner(), &self.inputs, &self.snapshots, SNAPSHOT_IDLE).await;
         Ok(Response::new(ack))
     }
 }
 
+/// How long a snapshot stream may go without a chunk before the receiver gives up on it. The
+/// gRPC connection has no keepalive, so a sender whose host died (or that was cut off without a
+/// FIN or RST) would otherwise hold the one-stream gate for ever, and every later transfer, from
+/// any member, would be refused busy (found by review). The sender encodes before it connects,
+/// so chunks follow each other at network speed; 30 s is far above any pause between them.
+pub const SNAPSHOT_IDLE: Duration = Duration::from_secs(30);
+
 /// Receive a snapshot stream, decode it, and hand the store to the node loop; refused at once
-/// (nothing read) while `gate` admits another stream.
-pub async fn receive<S>(mut stream: S, inputs: &NodeHandle, gate: &SnapshotGate) -> pb::SnapshotAck
+/// (nothing read) while `gate` admits another stream; abandoned when no chunk came for `idle`.
+pub async fn receive<S>(mut stream: S, inputs: &NodeHandle, gate: &SnapshotGate, idle: Duration) -> pb::SnapshotAck
 where
     S: SnapshotStream,
 {
@@ -128,10 +136,14 @@ where
     let mut expect = 0u64;
     let mut done = false;
     loop {
-        let chunk = match stream.message().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return fail(format!("stream broke: {e}")),
+        let chunk = match tokio::time::timeout(idle, stream.message()).await {
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return fail(format!("stream broke: {e}")),
+            Err(_) => {
+                tracing::warn!(after = ?idle, "a snapshot stream went silent: abandoned");
+                return fail(format!("no chunk for {idle:?}"));
+            }
         };
         if chunk.offset != expect {
             return fail(format!("expected offset {expect}, got {}", chunk.offset));
@@ -215,13 +227,13 @@ mod tests {
         // The first stream is being received (its sender has not sent a chunk yet).
         let (first_tx, first, first_polled) = stream();
         let (inputs1, gate1) = (inputs.clone(), gate.clone());
-        let first_task = tokio::spawn(async move { receive(first, &inputs1, &gate1).await });
+        let first_task = tokio::spawn(async move { receive(first, &inputs1, &gate1, SNAPSHOT_IDLE).await });
         while first_polled.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         // A second one, meanwhile: refused at once, never polled.
         let (_second_tx, second, second_polled) = stream();
-        let ack = receive(second, &inputs, &gate).await;
+        let ack = receive(second, &inputs, &gate, SNAPSHOT_IDLE).await;
         assert!(!ack.installed);
         assert_eq!(ack.error, BUSY);
         assert_eq!(second_polled.load(Ordering::SeqCst), 0, "the refused stream was read");
@@ -231,8 +243,104 @@ mod tests {
         assert!(!ack.installed && ack.error != BUSY, "{ack:?}");
         let (third_tx, third, third_polled) = stream();
         drop(third_tx);
-        let ack = receive(third, &inputs, &gate).await;
+        let ack = receive(third, &inputs, &gate, SNAPSHOT_IDLE).await;
         assert_eq!(third_polled.load(Ordering::SeqCst), 1);
         assert_ne!(ack.error, BUSY);
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    //! Found by the adversarial review of the one-stream gate: the inbound gate and the
+    //! send-side end report under a peer that goes silent without closing its connection (host
+    //! death, partition, frozen process). Both failed before the idle and stall bounds.
+    use super::*;
+    use crate::node::{Input, NodeHandle};
+    use paxos::{Configuration, Incarnation, Member, SnapshotMeta, Slot};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    /// The receiver's idle bound and the sender's stall bound in these tests (the real ones are
+    /// `SNAPSHOT_IDLE` and `snapshot::SNAPSHOT_STALL`), and how long the tests wait for them.
+    const IDLE: Duration = Duration::from_millis(300);
+    const BOUND: Duration = Duration::from_secs(5);
+
+    /// A stream whose sender went silent: no chunk, no error, no end, ever.
+    struct Silent;
+
+    #[tonic::async_trait]
+    impl SnapshotStream for Silent {
+        async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn review_a_silent_inbound_stream_does_not_hold_the_gate_forever() {
+        let (tx, _inbox) = mpsc::channel(16);
+        let inputs = NodeHandle::from(tx);
+        let gate = SnapshotGate::default();
+        let (inputs1, gate1) = (inputs.clone(), gate.clone());
+        let silent = tokio::spawn(async move { receive(Silent, &inputs1, &gate1, IDLE).await });
+        tokio::time::sleep(IDLE * 3).await;
+        // Every later sender (another member, the same one after a restart) is refused.
+        let (_chunk_tx, chunk_rx) = mpsc::channel::<pb::SnapshotChunk>(1);
+        struct Rx(mpsc::Receiver<pb::SnapshotChunk>);
+        #[tonic::async_trait]
+        impl SnapshotStream for Rx {
+            async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status> {
+                Ok(self.0.recv().await)
+            }
+        }
+        let next = tokio::time::timeout(Duration::from_millis(100), receive(Rx(chunk_rx), &inputs, &gate, IDLE)).await;
+        let finished = silent.is_finished();
+        silent.abort();
+        assert!(finished, "a stream silent for {:?} is still being received", IDLE * 3);
+        assert!(!matches!(next, Ok(ref ack) if ack.error == BUSY), "the next sender is refused BUSY after {:?}", IDLE * 3);
+    }
+
+    #[tokio::test]
+    async fn review_a_transfer_to_a_silent_peer_is_reported_ended() {
+        // The peer's port accepts the TCP connection and then never says a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                held.push(sock);
+            }
+        });
+        let (tx, mut inbox) = mpsc::channel(16);
+        let node = NodeHandle::from(tx);
+        let me = Member { node: NodeId(1), incarnation: Incarnation(1) };
+        let config = Configuration::bootstrap([me]);
+        let blob = crate::snapshot::SnapshotBlob {
+            meta: SnapshotMeta { last_slot: Slot(7), config },
+            bytes: vec![0u8; 64],
+        };
+        let _task = crate::snapshot::spawn_send(
+            me,
+            NodeId(2),
+            addr,
+            crate::snapshot::Source::Encoded(Arc::new(blob)),
+            Arc::new(Metrics::default()),
+            node,
+            Duration::from_secs(1),
+        );
+        let report = tokio::time::timeout(BOUND, async {
+            loop {
+                match inbox.recv().await {
+                    Some(Input::SnapshotSent { to, delivered }) => return (to, delivered),
+                    Some(_) => continue,
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await;
+        holder.abort();
+        // Without a report the core waits `snapshot_wait_ms`, then asks again, and the node loop
+        // drops every later `SendSnapshot` to this peer (the task is never finished).
+        assert_eq!(report.ok(), Some((NodeId(2), false)), "no failed SnapshotSent within {BOUND:?}: the transfer task never ends");
     }
 }

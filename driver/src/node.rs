@@ -561,6 +561,7 @@ impl NodeLoop {
             source,
             self.wiring.metrics.clone(),
             self.handle.clone(),
+            snapshot::SNAPSHOT_STALL,
         );
         self.snapshot_sends.insert(to, handle);
     }

@@ -21,6 +21,14 @@ use tracing::{info, warn};
 /// Bytes per `SnapshotChunk` on the wire.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
+/// A transfer that has not handed the transport a chunk for this long (the peer stopped reading:
+/// its host died, or it was cut off without a FIN or RST, and the gRPC connection has no
+/// keepalive), or waits this long for the acknowledgement after the last chunk (the receiver
+/// decodes and rebuilds the store then), is abandoned and reported failed. Without it the task
+/// never ends, the core never hears `SnapshotSent`, and the node loop, which runs one transfer
+/// per peer, would drop every later transfer to that peer (found by review).
+pub const SNAPSHOT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The latest snapshot: what the core knows of it and the encoded store.
 #[derive(Debug)]
 pub struct SnapshotBlob {
@@ -71,14 +79,15 @@ pub fn spawn_send(
     source: Source,
     metrics: Arc<Metrics>,
     node: crate::node::NodeHandle,
+    stall: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let delivered = send(me, to, addr, source, metrics).await;
+        let delivered = send(me, to, addr, source, metrics, stall).await;
         let _ = node.send(crate::node::Input::SnapshotSent { to, delivered }).await;
     })
 }
 
-async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc<Metrics>) -> bool {
+async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc<Metrics>, stall: std::time::Duration) -> bool {
     let blob = match source {
         Source::Encoded(b) => b,
         Source::Store { store, meta, chunk_bytes } => {
@@ -104,7 +113,12 @@ async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc
     // Chunks are cut from the shared bytes as the stream is polled, not copied up front.
     let n = blob.bytes.len().div_ceil(CHUNK_BYTES).max(1);
     let bytes = blob.clone();
+    // The time the transport last took a chunk (ms since `started`), for the stall watchdog.
+    let started = tokio::time::Instant::now();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pulled = progress.clone();
     let chunks = (0..n).map(move |i| {
+        pulled.store(started.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
         let lo = (i * CHUNK_BYTES).min(bytes.bytes.len());
         let hi = ((i + 1) * CHUNK_BYTES).min(bytes.bytes.len());
         pb::SnapshotChunk {
@@ -117,7 +131,28 @@ async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc
         }
     });
     info!(peer = %to, slot = %blob.meta.last_slot, bytes = total, "snapshot transfer started");
-    match PeerClient::new(channel).install_snapshot(tokio_stream::iter(chunks)).await {
+    let mut client = PeerClient::new(channel);
+    let call = client.install_snapshot(tokio_stream::iter(chunks));
+    tokio::pin!(call);
+    let stall_ms = stall.as_millis() as u64;
+    let outcome = loop {
+        let last = progress.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = started + std::time::Duration::from_millis(last + stall_ms);
+        tokio::select! {
+            r = &mut call => break Some(r),
+            _ = tokio::time::sleep_until(deadline) => {
+                if progress.load(std::sync::atomic::Ordering::Relaxed) == last {
+                    break None;
+                }
+            }
+        }
+    };
+    let Some(outcome) = outcome else {
+        metrics.peer_send_failures.inc();
+        warn!(peer = %to, after = ?stall, "snapshot transfer stalled: abandoned");
+        return false;
+    };
+    match outcome {
         Ok(ack) => {
             let ack = ack.into_inner();
             metrics.snapshots_sent.inc();

@@ -210,3 +210,62 @@ fn the_phase_is_a_fraction_of_the_period() {
     assert!(crate::crosses_grid(Slot(0), Slot(39), 100, 62) && !crate::crosses_grid(Slot(0), Slot(37), 100, 62));
     assert!(!crate::crosses_grid(Slot(0), Slot(1000), 0, 0));
 }
+
+// ---- found by the adversarial review of these rules (each failed before its fix) ----
+
+/// A transfer its driver reports failed at once (the learner's inbound gate answered BUSY: it
+/// is receiving another member's snapshot) is restarted on every fetch, i.e. every `retry_ms`,
+/// and each restart is a whole-store clone + encode on the sender when its latest snapshot is
+/// not at the applied slot. Main limited restarts to one per `snapshot_resend_ms`.
+#[test]
+fn review_a_transfer_that_fails_at_once_is_not_restarted_on_every_fetch() {
+    let mut r = replica(1, 3);
+    let (retry, resend) = (r.opts.retry_ms, r.opts.snapshot_resend_ms);
+    let fetch0 = Message::Fetch { from: Slot(0), to: Slot(0) };
+    let mut started = 0;
+    let mut t = 0;
+    while t < resend {
+        recv(&mut r, t, 4, fetch0.clone());
+        if actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(4) }) {
+            started += 1;
+            // The learner refuses it at once (busy with another stream).
+            r.handle(Time(t + 1), Event::SnapshotSent { to: NodeId(4), delivered: false });
+        }
+        t += retry;
+    }
+    assert!(started <= 1, "{started} whole-store transfers started within snapshot_resend_ms ({resend} ms)");
+}
+
+/// Sender side of the two-source schedule: node 2 became the learner's source after node 1's
+/// transfer passed `snapshot_wait_ms`; node 1's stream still holds the learner's inbound gate,
+/// so node 2's transfers are refused (BUSY) and restarted, each restart moving the hold up to
+/// node 2's commit at that moment. Node 2 takes a snapshot and compacts past the slot of node
+/// 1's snapshot; when that one is installed (slot 20) and node 3 asks node 2 for 21.., it is
+/// answered `Compacted`: a second whole-store transfer, though node 2 held a log for it.
+#[test]
+fn review_a_restarted_transfer_does_not_raise_the_hold_of_a_peer_still_waiting() {
+    // `r` plays the second source (node 1 here; leader 2 feeds it); node 3 is the learner.
+    let mut r = replica(1, 3);
+    r.opts.snapshot_every = 0;
+    let retry = r.opts.retry_ms;
+    follow(&mut r, 0, 1, 20);
+    snapshot_taken(&mut r, 1, 10);
+    // Node 3 (fresh) asks from 0: a transfer of the state at 20, refused at once (BUSY).
+    recv(&mut r, 100, 3, Message::Fetch { from: Slot(0), to: Slot(20) });
+    assert!(actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(3) }));
+    r.handle(Time(101), Event::SnapshotSent { to: NodeId(3), delivered: false });
+    // The log moves on; node 3 keeps asking from 0 (still receiving node 1's stream); the
+    // restarted transfer is refused again.
+    follow(&mut r, 150, 21, 40);
+    recv(&mut r, 100 + retry, 3, Message::Fetch { from: Slot(0), to: Slot(40) });
+    let _ = actions(&mut r);
+    r.handle(Time(101 + retry), Event::SnapshotSent { to: NodeId(3), delivered: false });
+    snapshot_taken(&mut r, 100 + 2 * retry, 40);
+    // Node 1's snapshot (at 20, node 1's commit when its transfer started) is installed.
+    recv(&mut r, 100 + 3 * retry, 3, Message::Fetch { from: Slot(21), to: Slot(40) });
+    match answers(&mut r).as_slice() {
+        [Message::Chosen { entries, .. }] => assert_eq!(entries.len(), 20),
+        other => panic!("node 3 at 20 was answered {other:?} (log compacted to {})", r.log.compacted.0),
+    }
+}
+

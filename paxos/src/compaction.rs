@@ -15,9 +15,11 @@
 //!   and until it installs one it cannot lead (its `Prepare` is answered `Compacted`).
 //! * **Transfers** (one per restart). A peer asking below the compaction point gets
 //!   `Action::SendSnapshot` once per transfer: another only after the driver reported the end
-//!   (`Event::SnapshotSent`; after a delivered one, not before `snapshot_resend_ms`, since the
-//!   peer's fetches sent before its install are still on the way), or after `snapshot_wait_ms`
-//!   without a report. While a peer is being sent a snapshot, and while it then fetches the log
+//!   (`Event::SnapshotSent`) and `snapshot_resend_ms` passed (after a delivered one, the peer's
+//!   fetches sent before its install are still on the way; after a failed one, a peer busy with
+//!   another member's stream would otherwise cost a whole-store encoding per fetch), or after
+//!   `snapshot_wait_ms` without a report. A restarted transfer keeps the lower of its old hold
+//!   and the new commit point. While a peer is being sent a snapshot, and while it then fetches the log
 //!   after it, the log above the slot it needs is **held**: not compacted, even when a snapshot
 //!   taken meanwhile would allow it, so the installed snapshot is never already below this
 //!   replica's compaction point (which would start a second whole-store transfer). A hold ends
@@ -76,8 +78,11 @@ impl Replica {
         if self.transfers.get(&to).is_some_and(|t| now < t.resend_at) {
             return;
         }
-        // The driver sends a snapshot at or above the commit point as of now (`Action`).
-        let hold = Some(self.log.commit);
+        // The driver sends a snapshot at or above the commit point as of now (`Action`). A
+        // restarted transfer never raises a hold the peer may still need: it may yet install an
+        // older snapshot from another member and then fetch the log after it from us (review).
+        let commit = self.log.commit;
+        let hold = Some(self.transfers.get(&to).and_then(|t| t.hold).map_or(commit, |h| h.min(commit)));
         self.transfers.insert(to, Transfer { resend_at: now.plus(self.opts.snapshot_wait_ms), hold, heard: now });
         self.counters.snapshots_sent += 1;
         self.actions.push_back(Action::SendSnapshot { to });
@@ -96,13 +101,15 @@ impl Replica {
         }
     }
 
-    /// The driver reports how a transfer ended.
-    pub(crate) fn on_snapshot_sent(&mut self, now: Time, to: NodeId, delivered: bool) {
+    /// The driver reports how a transfer ended (delivered or not, the next one waits the same).
+    pub(crate) fn on_snapshot_sent(&mut self, now: Time, to: NodeId, _delivered: bool) {
         if let Some(t) = self.transfers.get_mut(&to) {
             t.heard = now;
             // Delivered: the peer's fetches from before its install are still arriving; they
-            // must not start a second transfer. Failed: the next fetch starts one again.
-            t.resend_at = if delivered { now.plus(self.opts.snapshot_resend_ms) } else { now };
+            // must not start a second transfer. Failed: not again before `snapshot_resend_ms`
+            // either, since a transfer that failed at once (the peer is receiving another
+            // member's stream) would otherwise cost a whole-store encoding on every fetch (review).
+            t.resend_at = now.plus(self.opts.snapshot_resend_ms);
         }
     }
 
