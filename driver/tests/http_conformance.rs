@@ -239,6 +239,27 @@ async fn protocol_edges_are_problems() {
     let r = settle(&c, n, Method::GET, "/v2/nothing", &[], "").await;
     assert_problem(&c, n, &r, 404, "no-route").await;
 
+    // A path segment that is not UTF-8 is a problem like any malformed request (axum's own
+    // rejection answered it in text/plain; Schemathesis checks every answer against the document).
+    for (m, path) in [(Method::DELETE, "/v1/cluster/members/%FF"), (Method::GET, "/problems/%FF")] {
+        let r = settle(&c, n, m, path, &[], "").await;
+        assert_problem(&c, n, &r, 400, "malformed").await;
+    }
+    // RFC 9110 9.3.2: HEAD of a change stream answers the stream's headers without a body (it
+    // was a 400 "ask any replica directly"); other methods are 405, as on the empty key.
+    let r = settle(&c, n, Method::HEAD, "/v1/watch/k", &[], "").await;
+    assert_eq!((r.status, r.header("content-type")), (200, Some("text/event-stream")));
+    assert!(r.body.is_empty() && r.index().is_some());
+    for (m, path) in [(Method::POST, "/v1/watch/k"), (Method::POST, "/v1/kv/")] {
+        let r = settle(&c, n, m.clone(), path, &[], "").await;
+        assert_problem(&c, n, &r, 405, "method-not-allowed").await;
+    }
+    // The API's own description, OpenAPI 3.1, is served.
+    let r = settle(&c, n, Method::GET, "/v1/openapi.json", &[], "").await;
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")));
+    assert!(r.json()["openapi"].as_str().unwrap().starts_with("3.1."));
+    assert!(r.json()["paths"]["/v1/kv/{key}"]["put"].is_object());
+
     // Every reply carries X-Synod-Index, refusals and operational endpoints included.
     for path in ["/livez", "/readyz", "/metrics", "/v1/kv", "/v1/cluster/members"] {
         let r = settle(&c, n, Method::GET, path, &[], "").await;

@@ -6,10 +6,10 @@
 //! new value nor `delete`) is refused before it is proposed.
 
 use super::json::{Bin, Json};
-use super::kv::{entry_json, freshness, with_index, write, ReadParams};
+use super::kv::{self, entry_json, freshness, with_index, write};
 use super::loop_io::{self, ReadAnswer};
 use super::problem::{bytes_value, Problem};
-use super::query::{NoParams, Q};
+use super::query::{flag, NoParams, Q};
 use super::{json_reply, Ctx, Outcome};
 use axum::Extension;
 use hyper::header::HeaderMap;
@@ -27,9 +27,24 @@ pub struct BatchGetBody {
     pub keys: Vec<Bin>,
 }
 
+/// Query of `POST /v1/batch/get`: the consistency of a read (a batch neither long-polls nor
+/// lists a prefix, so `wait_index`, `wait` and `prefix` are unknown parameters here, not
+/// silently ignored ones as when this took a one-key read's query).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct BatchReadParams {
+    /// `linearizable` (default) or `sequential`.
+    pub consistency: Option<String>,
+    /// With `sequential`: the least store index the answer must reflect.
+    pub min_index: Option<u64>,
+    /// Answer 307 to the leader rather than forwarding.
+    #[serde(default, deserialize_with = "flag")]
+    pub redirect: bool,
+}
+
 /// `POST /v1/batch/get`: several keys read at one index.
-pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<ReadParams>, Json(body): Json<BatchGetBody>) -> Outcome {
-    let consistency = match q.consistency() {
+pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<BatchReadParams>, Json(body): Json<BatchGetBody>) -> Outcome {
+    let consistency = match kv::consistency(q.consistency.as_deref(), q.min_index) {
         Ok(c) => c,
         Err(p) => return p.into(),
     };
@@ -266,6 +281,17 @@ mod tests {
 
     fn op(body: &str) -> Result<WriteOp, Problem> {
         serde_json::from_str::<RmwJson>(body).map_err(|e| Problem::bad_request(e.to_string()))?.into_op()
+    }
+
+    #[test]
+    fn a_batch_read_takes_no_long_poll_parameters() {
+        let q: BatchReadParams = crate::rest::query::parse("consistency=sequential&min_index=3&redirect").unwrap();
+        assert_eq!((q.consistency.as_deref(), q.min_index, q.redirect), (Some("sequential"), Some(3), true));
+        // These used to be accepted and ignored (the one-key read's query), and `wait_index`
+        // stretched the request's deadline by the default long-poll wait.
+        for bad in ["wait_index=1", "wait=1s", "prefix=true"] {
+            assert!(crate::rest::query::parse::<BatchReadParams>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

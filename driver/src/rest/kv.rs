@@ -59,7 +59,7 @@ pub async fn empty_key() -> Problem {
 }
 
 /// The consistency parameters of a read.
-fn consistency(level: Option<&str>, min_index: Option<u64>) -> Result<Consistency, Problem> {
+pub(super) fn consistency(level: Option<&str>, min_index: Option<u64>) -> Result<Consistency, Problem> {
     match (level, min_index) {
         (None | Some("linearizable"), None) => Ok(Consistency::Linearizable),
         (None | Some("linearizable"), Some(_)) => Err(Problem::bad_request(

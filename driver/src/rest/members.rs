@@ -16,10 +16,9 @@
 use super::json::Json;
 use super::loop_io;
 use super::problem::Problem;
-use super::query::{flag, NoParams, Q};
+use super::query::{flag, NoParams, Segment, Q};
 use super::{json_reply, Ctx, Outcome};
 use crate::membership::PendingChange;
-use axum::extract::Path;
 use axum::Extension;
 use hyper::StatusCode;
 use paxos::{NodeId, RoleKind};
@@ -99,7 +98,7 @@ pub async fn add(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, Json(body)
 }
 
 /// `DELETE /v1/cluster/members/{id}`.
-pub async fn remove(Extension(ctx): Extension<Arc<Ctx>>, Path(id): Path<String>, _: Q<NoParams>) -> Outcome {
+pub async fn remove(Extension(ctx): Extension<Arc<Ctx>>, Segment(id): Segment, _: Q<NoParams>) -> Outcome {
     let Ok(id) = id.parse::<u64>() else {
         return Problem::bad_request(format!("member id {id:?} is not a number")).into();
     };

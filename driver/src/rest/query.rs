@@ -37,6 +37,23 @@ pub fn parse<T: for<'de> Deserialize<'de>>(query: &str) -> Result<T, Problem> {
     serde_urlencoded::from_str(query).map_err(|e| Problem::bad_request(format!("query: {e}")))
 }
 
+/// One path parameter (`:id`, `:type`) as text. axum's own `Path` answers a segment that does
+/// not percent-decode to UTF-8 with a plain-text 400; this answers it as problem+json like every
+/// other malformed request.
+pub struct Segment(pub String);
+
+#[axum::async_trait]
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(s)) => Ok(Segment(s)),
+            Err(e) => Err(Problem::bad_request(format!("path: {}", e.body_text()))),
+        }
+    }
+}
+
 /// A boolean parameter: `true`/`false`, `1`/`0`, or present without a value (`?keys_only`).
 pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     match String::deserialize(d)?.as_str() {

@@ -10,16 +10,16 @@
 
 use super::loop_io::{self, NotServing};
 use super::problem::Problem;
-use super::query::{NoParams, Q};
+use super::query::{NoParams, Segment, Q};
 use super::{batch, json_reply, kv, members, watch, Ctx, Outcome};
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 use paxos::RoleKind;
 use serde_json::json;
 use std::sync::Arc;
@@ -28,18 +28,45 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 
-/// The route table.
+/// Every path pattern of [`router`] with the methods it takes (`HEAD` wherever `GET` is: axum
+/// answers it with the `GET` handler). The one list the rest of the crate reads: the metrics'
+/// route labels come from it, a test checks that [`router`] routes exactly these (every listed
+/// method reaches a handler, every other one is 405) and that `docs/openapi.json` documents
+/// exactly these paths and methods. Adding a route means adding it here, then to the document.
+pub const ROUTES: &[(&str, &[Method])] = &[
+    ("/livez", &[Method::GET, Method::HEAD]),
+    ("/readyz", &[Method::GET, Method::HEAD]),
+    ("/metrics", &[Method::GET, Method::HEAD]),
+    ("/problems/:type", &[Method::GET, Method::HEAD]),
+    ("/v1/openapi.json", &[Method::GET, Method::HEAD]),
+    ("/v1/status", &[Method::GET, Method::HEAD]),
+    ("/v1/kv", &[Method::GET, Method::HEAD]),
+    ("/v1/kv/", &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE]),
+    ("/v1/kv/*key", &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE]),
+    ("/v1/watch/*key", &[Method::GET, Method::HEAD]),
+    ("/v1/batch/get", &[Method::POST]),
+    ("/v1/batch/put", &[Method::POST]),
+    ("/v1/rmw", &[Method::POST]),
+    ("/v1/cluster/members", &[Method::GET, Method::HEAD, Method::POST]),
+    ("/v1/cluster/members/:id", &[Method::DELETE]),
+];
+
+/// The OpenAPI 3.1 description of this API (`docs/openapi.json`), served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// The route table ([`ROUTES`] lists its paths and methods).
 pub fn router() -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/problems/:type", get(problem_page))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/status", get(status))
         .route("/v1/kv", get(kv::range))
-        .route("/v1/kv/", any(kv::empty_key))
+        .route("/v1/kv/", get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key))
         .route("/v1/kv/*key", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/v1/watch/*key", any(watch::relayed))
+        .route("/v1/watch/*key", get(watch::relayed))
         .route("/v1/batch/get", post(batch::get))
         .route("/v1/batch/put", post(batch::put))
         .route("/v1/rmw", post(batch::rmw))
@@ -57,23 +84,7 @@ pub fn is_ops(path: &str) -> bool {
 
 /// The static label of a matched path (the table's patterns), for the metrics.
 fn static_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/livez",
-        "/readyz",
-        "/metrics",
-        "/problems/:type",
-        "/v1/status",
-        "/v1/kv",
-        "/v1/kv/",
-        "/v1/kv/*key",
-        "/v1/watch/*key",
-        "/v1/batch/get",
-        "/v1/batch/put",
-        "/v1/rmw",
-        "/v1/cluster/members",
-        "/v1/cluster/members/:id",
-    ];
-    ROUTES.iter().find(|r| **r == path).copied().unwrap_or("other")
+    ROUTES.iter().map(|(p, _)| *p).find(|r| *r == path).unwrap_or("other")
 }
 
 async fn label(req: Request, next: Next) -> Response {
@@ -159,7 +170,7 @@ async fn metrics(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Respons
 
 /// `GET /problems/{type}`: the page that documents a problem type (the target of every
 /// problem's `type` URI), as Markdown.
-async fn problem_page(Path(slug): Path<String>, _: Q<NoParams>) -> Response {
+async fn problem_page(Segment(slug): Segment, _: Q<NoParams>) -> Response {
     match super::problem::page(&slug) {
         Some(md) => {
             let mut r = text(StatusCode::OK, md.to_string());
@@ -170,6 +181,13 @@ async fn problem_page(Path(slug): Path<String>, _: Q<NoParams>) -> Response {
             Problem::new(StatusCode::NOT_FOUND, "no-route", "No such problem type", format!("no problem type {slug:?}")).into_response()
         }
     }
+}
+
+/// `GET /v1/openapi.json`: [`OPENAPI`].
+async fn openapi(_: Q<NoParams>) -> Response {
+    let mut r = text(StatusCode::OK, OPENAPI.to_string());
+    r.headers_mut().insert(CONTENT_TYPE, super::json::JSON);
+    r
 }
 
 async fn status(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome {
@@ -232,4 +250,122 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome 
         "etcd": ctx.metrics.etcd_up.get() == 1,
     });
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use tower::ServiceExt as _;
+
+    const METHODS: [Method; 8] =
+        [Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS, Method::TRACE];
+
+    /// A path that the pattern matches (`:id` and `*key` become `x`).
+    fn concrete(pattern: &str) -> String {
+        pattern.split('/').map(|s| if s.starts_with(':') || s.starts_with('*') { "x" } else { s }).collect::<Vec<_>>().join("/")
+    }
+
+    /// The pattern in OpenAPI's form (`:id` and `*key` become `{id}` and `{key}`).
+    fn openapi_form(pattern: &str) -> String {
+        pattern
+            .split('/')
+            .map(|s| match s.strip_prefix(':').or_else(|| s.strip_prefix('*')) {
+                Some(name) => format!("{{{name}}}"),
+                None => s.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The table lists every route `router()` builds: the `.route("...")` calls in its source.
+    #[test]
+    fn the_table_lists_every_route_of_the_router() {
+        let src = include_str!("routes.rs");
+        let body = &src[src.find("pub fn router()").unwrap()..];
+        let body = &body[..body.find(".fallback(").unwrap()];
+        let built: BTreeSet<&str> = body.split(".route(\"").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+        let listed: BTreeSet<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
+        assert_eq!(built, listed, "router() and ROUTES differ");
+        assert_eq!(listed.len(), ROUTES.len(), "a path is listed twice");
+    }
+
+    /// Every listed method of every listed path reaches that route's handler; every other
+    /// method is 405.
+    #[tokio::test]
+    async fn the_router_takes_exactly_the_listed_methods() {
+        for (pattern, methods) in ROUTES {
+            let path = concrete(pattern);
+            for m in METHODS {
+                let req = Request::builder().method(m.clone()).uri(&path).body(Body::empty()).unwrap();
+                let resp = router().oneshot(req).await.unwrap();
+                let label = resp.extensions().get::<RouteLabel>().map(|l| l.0);
+                if methods.contains(&m) {
+                    assert_ne!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
+                    assert_eq!(label, Some(*pattern), "{m} {path} reaches its route");
+                } else {
+                    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{m} {path} is not listed");
+                }
+            }
+        }
+    }
+
+    /// `docs/openapi.json` is OpenAPI 3.1, documents exactly the table's paths and methods, and
+    /// every `$ref` in it resolves.
+    #[test]
+    fn the_openapi_document_describes_exactly_the_table() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        let version = doc["openapi"].as_str().expect("an openapi field");
+        assert!(version.starts_with("3.1."), "OpenAPI {version}, not 3.1.x");
+        let verbs = ["get", "head", "put", "post", "delete", "patch", "options", "trace"];
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(p, item)| {
+                item.as_object().unwrap().keys().filter(|k| verbs.contains(&k.as_str())).map(move |m| (p.clone(), m.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|(p, ms)| ms.iter().map(move |m| (openapi_form(p), m.as_str().to_ascii_lowercase())))
+            .collect();
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(undocumented.is_empty() && unrouted.is_empty(), "routed, not documented: {undocumented:?}; documented, not routed: {unrouted:?}");
+
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r} is not local"));
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
+
+    /// Every problem type the document names has a page, so `type` always resolves.
+    #[test]
+    fn the_document_names_only_problem_types_that_exist() {
+        let mut rest = OPENAPI;
+        while let Some(i) = rest.find("Problem types: ") {
+            rest = &rest[i + "Problem types: ".len()..];
+            let list = &rest[..rest.find('.').unwrap()];
+            for slug in list.split(", ") {
+                let slug = slug.trim_matches('`');
+                assert!(super::super::problem::page(slug).is_some(), "no problem type {slug}");
+            }
+        }
+    }
 }

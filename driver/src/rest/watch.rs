@@ -165,12 +165,13 @@ pub struct StreamParams {
     pub redirect: bool,
 }
 
-/// Whether the request is a change stream (served by [`stream`], not the dispatcher).
+/// Whether the request is a change stream (served by [`stream`], not the dispatcher): `GET`, and
+/// `HEAD` (the stream's headers, or its refusal, without opening it).
 pub fn is_stream(method: &Method, path: &str) -> bool {
-    *method == Method::GET && path.starts_with(STREAM_PREFIX)
+    (*method == Method::GET || *method == Method::HEAD) && path.starts_with(STREAM_PREFIX)
 }
 
-/// `/v1/watch/{key}` reached through the dispatcher (another method, or relayed by a peer).
+/// `GET /v1/watch/{key}` reached through the dispatcher (relayed by a peer: streams are not).
 pub async fn relayed() -> Problem {
     Problem::bad_request("GET /v1/watch/{key} is a server-sent event stream: ask any replica directly over HTTP")
 }
@@ -195,18 +196,28 @@ pub fn event(c: &loop_io::Change) -> String {
 /// compacted` (then the end of the stream) if a snapshot install skips past it later.
 pub async fn stream(ctx: Arc<Ctx>, parts: Parts) -> Response {
     match open(&ctx, &parts).await {
+        Ok((_, index)) if parts.method == Method::HEAD => {
+            // RFC 9110 9.3.2: the headers a GET would get, no body, and no watch opened.
+            let mut r = Response::new(Body::empty());
+            stream_headers(&ctx, &mut r, index);
+            r
+        }
         Ok((spec, index)) => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
             tokio::spawn(pump(ctx.clone(), spec, tx));
             let mut r = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r.headers_mut().insert(super::INDEX_HEADER, HeaderValue::from(index));
-            r.headers_mut().insert(super::SERVED_BY_HEADER, HeaderValue::from(ctx.me.0));
+            stream_headers(&ctx, &mut r, index);
             r
         }
         Err(p) => super::stamp_index(&ctx, p.into_response()),
     }
+}
+
+fn stream_headers(ctx: &Ctx, r: &mut Response, index: u64) {
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(super::INDEX_HEADER, HeaderValue::from(index));
+    r.headers_mut().insert(super::SERVED_BY_HEADER, HeaderValue::from(ctx.me.0));
 }
 
 /// Check the request and the history: the watch to start with, and the applied index.
