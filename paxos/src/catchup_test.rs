@@ -269,3 +269,45 @@ fn review_a_restarted_transfer_does_not_raise_the_hold_of_a_peer_still_waiting()
     }
 }
 
+
+/// A `Chosen` answer is bounded by slots (`FETCH_BATCH`) and by bytes (`FETCH_BYTES`, at least one
+/// slot): small slots come thousands per round trip (a replica that installed a snapshot catches
+/// up on the log chosen meanwhile in a few round trips, not hundreds), and full slots never make
+/// a message above the transport's limit.
+#[test]
+fn a_fetch_answer_is_bounded_by_slots_and_by_bytes() {
+    use crate::learner::{FETCH_BATCH, FETCH_BYTES};
+    // Small slots: as many as FETCH_BATCH allows (the old bound was 128).
+    let mut r = replica(1, 3);
+    follow(&mut r, 0, 1, 5_000);
+    recv(&mut r, 10, 3, Message::Fetch { from: Slot(1), to: Slot(5_000) });
+    match answers(&mut r).as_slice() {
+        [Message::Chosen { entries, commit }] => {
+            assert_eq!(*commit, Slot(5_000));
+            assert_eq!(entries.len() as u64, FETCH_BATCH + 1, "slots 1..=1+FETCH_BATCH");
+            assert!(entries.windows(2).all(|w| w[1].0 == w[0].0.next()), "consecutive slots");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Full slots (1 MiB each): about FETCH_BYTES of them, at least one.
+    let mut r = replica(1, 3);
+    let big = |s: u64| {
+        let mut c = cmd(2, s);
+        c.payload = vec![7; 1 << 20];
+        Value::Batch(vec![c])
+    };
+    for s in 1..=10 {
+        recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(s), value: big(s), commit: Slot(s - 1) });
+    }
+    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(10), checkpoint: Slot(10), read_round: 0 });
+    let _ = actions(&mut r);
+    recv(&mut r, 10, 3, Message::Fetch { from: Slot(1), to: Slot(10) });
+    match answers(&mut r).as_slice() {
+        [Message::Chosen { entries, .. }] => {
+            let bytes: usize = entries.iter().map(|(_, v)| v.size_hint()).sum();
+            assert!(!entries.is_empty() && bytes <= FETCH_BYTES, "{} slots, {bytes} bytes", entries.len());
+            assert_eq!(entries.len(), FETCH_BYTES / ((1 << 20) + 24), "as many full slots as fit");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -20,7 +20,14 @@ use rand::Rng;
 use std::collections::BTreeMap;
 
 /// Most slots asked for or sent in one `Fetch`/`Chosen`.
-pub(crate) const FETCH_BATCH: u64 = 128;
+pub(crate) const FETCH_BATCH: u64 = 4096;
+
+/// A `Chosen` stops adding slots once their values reach about this many bytes (it carries at
+/// least one). With 128 slots per round trip a replica that installed a snapshot at 1 M keys
+/// needed 2.7 s for the 85,000 slots chosen during the transfer; and 128 full slots (1 MiB each
+/// by default) would have made a message above the peer transport's 64 MiB limit, which is
+/// dropped, so the fetch would be retried for ever.
+pub(crate) const FETCH_BYTES: usize = 4 << 20;
 
 /// A fetch source that sent nothing useful for this many `retry_ms` is replaced.
 pub(crate) const FETCH_SILENCE_RETRIES: u64 = 3;
@@ -253,8 +260,15 @@ impl Replica {
             return;
         }
         let last = Slot(to.0.min(from.0.saturating_add(FETCH_BATCH)));
-        let entries: Vec<(Slot, Value)> =
-            self.log.entries.range(from..=last).filter(|(s, _)| **s <= self.log.commit).map(|(s, v)| (*s, v.clone())).collect();
+        let mut bytes = 0;
+        let mut entries: Vec<(Slot, Value)> = Vec::new();
+        for (s, v) in self.log.entries.range(from..=last) {
+            if *s > self.log.commit || (!entries.is_empty() && bytes + v.size_hint() > FETCH_BYTES) {
+                break;
+            }
+            bytes += v.size_hint();
+            entries.push((*s, v.clone()));
+        }
         self.send(from_node, Message::Chosen { entries, commit: self.log.commit });
     }
 

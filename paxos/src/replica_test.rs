@@ -348,15 +348,20 @@ fn snapshot_transfers_are_rate_limited_per_peer() {
     // The limit is per peer: another learner gets its own transfer at once.
     recv(&mut r, retry, 5, fetch0.clone());
     assert_eq!(actions(&mut r), vec![send(1, 5, compacted.clone()), Action::SendSnapshot { to: NodeId(5) }]);
-    // The driver reports the transfer to 4 failed: the next fetch starts another.
+    // The driver reports the transfer to 4 failed: a fetch starts another once
+    // `snapshot_resend_ms` passed since the report, not before (a peer busy with another
+    // member's stream would otherwise cost a whole-store encoding per fetch).
     r.handle(Time(2 * retry), Event::SnapshotSent { to: NodeId(4), delivered: false });
     recv(&mut r, 3 * retry, 4, fetch0.clone());
+    assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone())]);
+    let again = 2 * retry + resend;
+    recv(&mut r, again, 4, fetch0.clone());
     assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone()), Action::SendSnapshot { to: NodeId(4) }]);
     // A transfer never reported ended is started again only after `snapshot_wait_ms`.
     let wait = r.opts.snapshot_wait_ms;
-    recv(&mut r, 3 * retry + wait - 1, 4, fetch0.clone());
+    recv(&mut r, again + wait - 1, 4, fetch0.clone());
     assert_eq!(actions(&mut r), vec![send(1, 4, compacted.clone())]);
-    recv(&mut r, 3 * retry + wait, 4, fetch0);
+    recv(&mut r, again + wait, 4, fetch0);
     assert_eq!(actions(&mut r), vec![send(1, 4, compacted), Action::SendSnapshot { to: NodeId(4) }]);
 }
 
