@@ -169,7 +169,7 @@ fn a_hold_ends_once_the_peer_lags_beyond_its_bound() {
     let _ = actions(&mut r);
     // 20 slots past the hold at 20: more than HOLD_LAG_FACTOR x 4 = 16, so the snapshot at 40
     // compacts.
-    assert!(HOLD_LAG_FACTOR * 4 < 20);
+    const _: () = assert!(HOLD_LAG_FACTOR * 4 < 20);
     follow(&mut r, 150, 21, 40);
     recv(&mut r, 200, 3, Message::Fetch { from: Slot(0), to: Slot(40) });
     snapshot_taken(&mut r, 210, 40);
