@@ -6,6 +6,12 @@ use driver::cli::{ClientOpts, KvCmd, MembersCmd};
 use driver::dev::DevArgs;
 use driver::server::NodeArgs;
 
+/// mimalloc instead of glibc's malloc: a profile of the leader under a put load spent about a
+/// quarter of its samples in glibc's allocator (`_int_free`, `_int_malloc`, `malloc_consolidate`
+/// and its arena locks, contended by the tokio workers); see docs/performance.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Synod: a replicated key-value service on MultiPaxos.
 #[derive(Parser, Debug)]
 #[command(name = "synod", version, about)]
