@@ -345,3 +345,49 @@ fn a_fetch_answer_is_bounded_by_slots_and_by_bytes() {
         other => panic!("{other:?}"),
     }
 }
+
+
+/// Found by the second review: a restarted transfer keeps the lower of its old hold and the commit point; when the
+/// old hold has meanwhile fallen more than HOLD_LAG_FACTOR x max_retained_slots behind, `held()`
+/// ignores it, so the restarted transfer has no effective hold at all, and the peer that installs
+/// its snapshot finds the log already compacted past it: another whole-store transfer, for ever
+/// under a write load (the peer keeps fetching, so the stale hold is never pruned).
+#[test]
+fn review2_a_restarted_transfer_after_its_hold_went_stale_still_holds_the_log() {
+    use crate::compaction::HOLD_LAG_FACTOR;
+    let mut r = replica(1, 3);
+    r.opts.snapshot_every = 0;
+    r.opts.max_retained_slots = 4; // hold bound: 16 slots
+    const _: () = assert!(HOLD_LAG_FACTOR * 4 < 20);
+    let (retry, resend) = (r.opts.retry_ms, r.opts.snapshot_resend_ms);
+    follow(&mut r, 0, 1, 20);
+    snapshot_taken(&mut r, 1, 10);
+    // Node 3 (fresh) asks from 0: a transfer of the state at 20, hold 20. It fails (the stream
+    // stalled, or the peer was busy).
+    recv(&mut r, 100, 3, Message::Fetch { from: Slot(0), to: Slot(20) });
+    assert!(actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(3) }));
+    r.handle(Time(100 + retry), Event::SnapshotSent { to: NodeId(3), delivered: false });
+    // Meanwhile 20 slots were committed (beyond the hold's bound); node 3 keeps asking from 0.
+    follow(&mut r, 150, 21, 40);
+    let mut t = 100 + 2 * retry;
+    let mut restarted = false;
+    while t <= 100 + retry + resend + retry {
+        recv(&mut r, t, 3, Message::Fetch { from: Slot(0), to: Slot(40) });
+        restarted |= actions(&mut r).contains(&Action::SendSnapshot { to: NodeId(3) });
+        t += retry;
+    }
+    assert!(restarted, "the transfer was restarted");
+    // The restarted transfer sends the state at 40 (the commit point when it started). While it
+    // streams, 5 more slots (well inside the bound) are committed and a snapshot at 45 is taken.
+    follow(&mut r, t, 41, 45);
+    recv(&mut r, t + 1, 3, Message::Fetch { from: Slot(0), to: Slot(45) });
+    let _ = actions(&mut r);
+    snapshot_taken(&mut r, t + 2, 45);
+    r.handle(Time(t + 3), Event::SnapshotSent { to: NodeId(3), delivered: true });
+    // Node 3 installed the state at 40 and asks for 41..45.
+    recv(&mut r, t + 4, 3, Message::Fetch { from: Slot(41), to: Slot(45) });
+    match answers(&mut r).as_slice() {
+        [Message::Chosen { entries, .. }] => assert_eq!(entries.len(), 5),
+        other => panic!("node 3 at 40 was answered {other:?} (log compacted to {}): another whole-store transfer", r.log.compacted.0),
+    }
+}

@@ -90,8 +90,12 @@ impl Replica {
         // The driver sends a snapshot at or above the commit point as of now (`Action`). A
         // restarted transfer never raises a hold the peer may still need: it may yet install an
         // older snapshot from another member and then fetch the log after it from us (review).
+        // An old hold already past the hold's bound is ignored by `held()`: keeping it would
+        // leave the restarted transfer with no effective hold at all (second review).
         let commit = self.log.commit;
-        let hold = Some(self.transfers.get(&to).and_then(|t| t.hold).map_or(commit, |h| h.min(commit)));
+        let bound = self.opts.max_retained_slots.saturating_mul(HOLD_LAG_FACTOR);
+        let old = self.transfers.get(&to).and_then(|t| t.hold).filter(|h| commit.0.saturating_sub(h.0) <= bound);
+        let hold = Some(old.map_or(commit, |h| h.min(commit)));
         self.transfers.insert(to, Transfer { resend_at: now.plus(self.opts.snapshot_wait_ms), hold, heard: now });
         self.counters.snapshots_sent += 1;
         self.actions.push_back(Action::SendSnapshot { to });
