@@ -13,7 +13,7 @@
 //!
 //! The session table enters the same way: the wrapping sum of [`session_hash`] over its entries,
 //! kept up to date by [`crate::SessionTable`] on every insert, refresh and expiry (snapshot
-//! format 4). So [`crate::Store::state_hash`] is O(1): `/v1/status`, which the membership manager
+//! format 4; format 5 adds each entry's evaluation index). So [`crate::Store::state_hash`] is O(1): `/v1/status`, which the membership manager
 //! asks for every 200 ms, no longer walks up to 100,000 sessions on the node loop.
 //!
 //! The snapshot encoder feeds the same walk as it streams, so the hash it writes in the trailer
@@ -58,7 +58,7 @@ pub(crate) fn entry_hash(key: &[u8], value: &[u8], version: u64) -> u64 {
 /// The hash of one session entry, summed (wrapping) over the session table into the state hash.
 pub(crate) fn session_hash(client: ClientId, e: &SessionEntry) -> u64 {
     let mut h = StateHasher { h: 0xbb67_ae85_84ca_a73b, entries: 0, sessions: 0 };
-    for w in [client.0, e.seq, e.last_active_ms, e.fingerprint] {
+    for w in [client.0, e.seq, e.last_active_ms, e.fingerprint, e.index] {
         h.word(w);
     }
     // Encoding an Output into a Vec cannot fail (plain data, no I/O).

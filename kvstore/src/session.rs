@@ -67,6 +67,10 @@ pub struct SessionEntry {
     pub fingerprint: u64,
     /// The output of request `seq`, returned again on retry.
     pub result: Output,
+    /// The store index request `seq` was evaluated at (applied, or refused with the `current`
+    /// value its result carries): the index a retry's reply reports, since that is the state the
+    /// stored result reflects.
+    pub index: u64,
 }
 
 /// What to do with an incoming session-tagged request.
@@ -205,8 +209,8 @@ impl SessionTable {
 
     /// Store the output of a newly applied request. Never evicts: [`SessionTable::check`]
     /// refused the request if a new session had no room.
-    pub fn record(&mut self, session: SessionRef, fingerprint: u64, result: Output) {
-        let entry = SessionEntry { seq: session.seq, last_active_ms: self.clock_ms, fingerprint, result };
+    pub fn record(&mut self, session: SessionRef, fingerprint: u64, result: Output, index: u64) {
+        let entry = SessionEntry { seq: session.seq, last_active_ms: self.clock_ms, fingerprint, result, index };
         self.insert(session.client, entry);
     }
 
@@ -262,17 +266,17 @@ mod tests {
         let mut t = SessionTable::new();
         t.advance(a(100), 1000, STEP);
         assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Apply);
-        t.record(s(1, 1), 7, ok(5));
+        t.record(s(1, 1), 7, ok(5), 5);
         assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
         assert_eq!(t.check(s(1, 3), 8, 0, 1000), SessionCheck::Apply);
-        t.record(s(1, 3), 8, ok(6));
+        t.record(s(1, 3), 8, ok(6), 6);
         assert_eq!(t.check(s(1, 2), 9, 0, 1000), SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 })));
     }
 
     #[test]
     fn same_seq_with_another_operation_is_refused_and_keeps_the_result() {
         let mut t = SessionTable::new();
-        t.record(s(1, 1), 7, ok(5));
+        t.record(s(1, 1), 7, ok(5), 5);
         assert_eq!(
             t.check(s(1, 1), 8, 0, 1000),
             SessionCheck::Answer(Err(WriteError::RequestMismatch { client: ClientId(1), seq: 1 }))
@@ -295,10 +299,10 @@ mod tests {
         let mut t = SessionTable::new();
         t.advance(a(1_000), 500, STEP);
         assert_eq!(t.clock_ms(), 0, "the first stamp only sets the reference");
-        t.record(s(1, 1), 0, ok(1));
+        t.record(s(1, 1), 0, ok(1), 1);
         t.advance(a(1_200), 500, STEP);
         assert_eq!(t.clock_ms(), 200);
-        t.record(s(2, 1), 0, ok(2));
+        t.record(s(2, 1), 0, ok(2), 2);
         // An older reading of the same proposer (an adopted proposal) adds nothing.
         t.advance(a(10), 500, STEP);
         assert_eq!(t.clock_ms(), 200);
@@ -317,7 +321,7 @@ mod tests {
     fn a_retry_keeps_its_session_alive() {
         let mut t = SessionTable::new();
         t.advance(a(0), 100, STEP);
-        t.record(s(1, 1), 0, ok(1));
+        t.record(s(1, 1), 0, ok(1), 1);
         t.advance(a(90), 100, STEP);
         assert_eq!(t.check(s(1, 1), 0, 0, 100), SessionCheck::Answer(ok(1)));
         assert_eq!(t.advance(a(150), 100, STEP), 0, "the retry at 90 refreshed activity");
@@ -332,7 +336,7 @@ mod tests {
             t.advance(a(c * 10), 1_000, STEP);
             assert_eq!(t.check(s(c, 1), 0, 2, 1_000) == SessionCheck::Apply, c <= 2);
             if c <= 2 {
-                t.record(s(c, 1), 0, ok(c));
+                t.record(s(c, 1), 0, ok(c), c);
             }
         }
         // Client 1 was last active at 10; the clock is at 30: it expires at 1_011.
@@ -356,7 +360,7 @@ mod tests {
         let ttl = 24 * HOUR;
         let mut t = SessionTable::new();
         t.advance(a(1_000), ttl, STEP);
-        t.record(s(1, 1), 0, ok(1));
+        t.record(s(1, 1), 0, ok(1), 1);
         t.advance(a(61_000), ttl, STEP);
         assert_eq!(t.clock_ms(), 60_000);
         // Leader B: its clock (monotonic or wall, whatever it reads) is 25 h ahead of A's.

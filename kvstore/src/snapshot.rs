@@ -1,6 +1,6 @@
 //! Streaming snapshots: encode the store as a sequence of chunks, and rebuild it from chunks.
 //!
-//! # Format (version 4)
+//! # Format (version 5)
 //!
 //! ```text
 //! stream  := MAGIC frame*
@@ -9,7 +9,7 @@
 //! frames  := Header  Entry{header.entries}  Session{header.sessions}  Trailer
 //! Header  (tag 1) := format:u16, last_applied, log_clock_ms, last_stamp, entries, sessions
 //! Entry   (tag 2) := key:bytes, value:bytes, version          (strictly increasing keys)
-//! Session (tag 3) := client, seq, last_active_ms, fingerprint, result  (increasing clients)
+//! Session (tag 3) := client, seq, last_active_ms, fingerprint, result, index  (increasing clients)
 //! Trailer (tag 4) := state_hash
 //! ```
 //!
@@ -17,7 +17,8 @@
 //! data's part became an order-independent sum of per-entry hashes), so a version-2 trailer would
 //! not verify and the version is bumped to make that an explicit error. Version 4 again has the
 //! same frames; the sessions' part of the hash became a sum too (a store with sessions hashes
-//! differently from version 3).
+//! differently from version 3). Version 5 adds the index each session's stored result was
+//! evaluated at (what a retry's reply reports).
 //!
 //! The encoder writes one record at a time into a chunk buffer and hands out chunks of exactly
 //! `chunk_bytes` (the last may be shorter), so memory use is one chunk plus one record no matter
@@ -39,7 +40,7 @@ use std::collections::btree_map;
 /// The first eight bytes of every snapshot stream.
 pub const MAGIC: &[u8; 8] = b"SYNODKV\0";
 /// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// The largest frame the decoder accepts (a key and value at any sane limit fit easily).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
@@ -91,6 +92,7 @@ struct SessionRecordRef<'a> {
     last_active_ms: u64,
     fingerprint: u64,
     result: &'a Output,
+    index: u64,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +102,7 @@ struct SessionRecordOwned {
     last_active_ms: u64,
     fingerprint: u64,
     result: Output,
+    index: u64,
 }
 
 /// Why a snapshot stream could not be decoded.
@@ -248,7 +251,14 @@ impl<'a> SnapshotEncoder<'a> {
             EncStage::Sessions => match self.sessions.next() {
                 Some((c, e)) => {
                     self.hasher.session(*c, e);
-                    let rec = SessionRecordRef { client: *c, seq: e.seq, last_active_ms: e.last_active_ms, fingerprint: e.fingerprint, result: &e.result };
+                    let rec = SessionRecordRef {
+                        client: *c,
+                        seq: e.seq,
+                        last_active_ms: e.last_active_ms,
+                        fingerprint: e.fingerprint,
+                        result: &e.result,
+                        index: e.index,
+                    };
                     self.frame(TAG_SESSION, &rec);
                 }
                 None => self.stage = EncStage::Trailer,
@@ -470,8 +480,11 @@ impl SnapshotDecoder {
                 if s.seq == 0 || s.last_active_ms > self.store.sessions.clock_ms() {
                     return Err(SnapshotError::Invalid("session seq 0 or active after the log clock".to_string()));
                 }
+                if s.index == 0 || s.index > self.store.last_applied {
+                    return Err(SnapshotError::Invalid(format!("session index {} outside 1..={}", s.index, self.store.last_applied)));
+                }
                 self.last_client = Some(s.client);
-                let entry = SessionEntry { seq: s.seq, last_active_ms: s.last_active_ms, fingerprint: s.fingerprint, result: s.result };
+                let entry = SessionEntry { seq: s.seq, last_active_ms: s.last_active_ms, fingerprint: s.fingerprint, result: s.result, index: s.index };
                 self.hasher.session(s.client, &entry);
                 self.store.sessions.insert(s.client, entry);
                 self.stage = DecStage::Sessions { left: left - 1 };

@@ -188,7 +188,7 @@ impl Store {
             Err(e) => Err(e),
         };
         if let Some(session) = req.session {
-            self.sessions.record(session, fingerprint, out.clone());
+            self.sessions.record(session, fingerprint, out.clone(), index);
         }
         out
     }

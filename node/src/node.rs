@@ -289,19 +289,28 @@ impl Node {
         Some(RequestId { node: self.settings.me.node, seq: self.next_seq })
     }
 
-    fn write_done(&mut self, token: Token, mut result: Result<WriteDone, Refused>) {
+    fn write_done(&mut self, token: Token, result: Result<WriteDone, Refused>) {
         self.write_ids.remove(&token);
-        // A write that took effect reports the index it took effect at. For a retry answered from
-        // the session table that is the original's index (kept in its stored result), not the
-        // slot of the duplicate or of an installed snapshot: a client (and the checker) takes a
-        // write's index as its place in the order of writes (CI chaos seed 50620 found the
-        // later index making a correct read look like a missed write).
-        if let Ok(WriteDone { output: Ok(r), index }) = &mut result {
-            if !self.bug(|b| b.duplicate_index) {
-                *index = r.index;
-            }
-        }
         self.outputs.push_back(Output::WriteDone { token, result });
+    }
+
+    /// The index a write's reply reports: the index its result was evaluated at. A request
+    /// answered from the session table (a retry) reports the first evaluation's index, kept in the
+    /// entry, not the slot of the duplicate: the stored result (a write that took effect there,
+    /// or a refusal carrying the key's value then) reflects that state. A client (and the
+    /// checker) takes a write's index as its place among writes: CI chaos seed 50620 found the
+    /// later index making a correct read look like a missed write, and a review found a retried
+    /// refusal naming an index at which the key no longer held the value it showed.
+    fn reply_index(&self, req: &Request, index: u64) -> u64 {
+        if self.bug(|b| b.duplicate_index) {
+            return index;
+        }
+        req.session
+            .and_then(|s| {
+                let e = self.store.sessions().get(s.client)?;
+                (e.seq == s.seq && e.fingerprint == req.op.fingerprint()).then_some(e.index)
+            })
+            .unwrap_or(index)
     }
 
     fn propose(&mut self, pending: PendingWrite) {
@@ -552,14 +561,15 @@ impl Node {
                 }
                 // Decoded once here (the store would decode it too) to note which keys the
                 // command may write, for the watch history.
-                let output = match Request::decode(&cmd.payload) {
+                let (output, reply_index) = match Request::decode(&cmd.payload) {
                     Ok(req) => {
                         let before = watch::keys_before(&self.store, &req.op);
                         let output = self.store.apply_request(index, &req);
                         self.watches.record(index, before, &self.store);
-                        output
+                        let at = if self.writes.contains_key(&cmd.id) { self.reply_index(&req, index) } else { index };
+                        (output, at)
                     }
-                    Err(_) => self.store.apply(index, &cmd.payload),
+                    Err(_) => (self.store.apply(index, &cmd.payload), index),
                 };
                 #[cfg(feature = "sim")]
                 if self.bug(|b| b.forget_sessions) {
@@ -571,7 +581,7 @@ impl Node {
                 }
                 self.counters.applied_commands += 1;
                 if let Some(w) = self.writes.remove(&cmd.id) {
-                    self.write_done(w.token, Ok(WriteDone { output, index }));
+                    self.write_done(w.token, Ok(WriteDone { output, index: reply_index }));
                 }
             }
         }
@@ -630,12 +640,13 @@ impl Node {
             let from_session = self.writes.get(&id).and_then(|w| {
                 let s = w.session?;
                 let e = self.store.sessions().get(s.client)?;
-                (e.seq == s.seq && e.fingerprint == w.op.fingerprint()).then(|| e.result.clone())
+                (e.seq == s.seq && e.fingerprint == w.op.fingerprint()).then(|| (e.result.clone(), e.index))
             });
-            if let Some(output) = from_session {
+            if let Some((output, at)) = from_session {
                 let Some(w) = self.writes.remove(&id) else { continue };
                 self.counters.settled_from_sessions += 1;
-                let index = self.store.last_applied();
+                // The index the stored result was evaluated at (`reply_index`).
+                let index = if self.bug(|b| b.duplicate_index) { self.store.last_applied() } else { at };
                 self.write_done(w.token, Ok(WriteDone { output, index }));
             } else if !self.replica.tracks(id) {
                 let Some(w) = self.writes.remove(&id) else { continue };

@@ -563,3 +563,38 @@ fn review2_a_one_node_leader_refuses_a_sequential_read_as_stale() {
         "a one-node leader, which has nobody to hear from, answered: {seen:?}"
     );
 }
+
+
+/// Found by the second review of 2026-11-30 (894ee0a): a retried write that took effect now reports the index it took effect at,
+/// but a retried *refusal* (a failed guard stored in the session table) still reports the
+/// duplicate's index, while the `current` it carries is the key as of the original evaluation.
+/// `X-Synod-Index` on the 409/412 then names an index at which the key did not hold `current`
+/// ("every reply says which store index it reflects"); `WriteDone::index` is documented as "the
+/// store's applied index right after the command was evaluated".
+#[test]
+fn review2_a_retried_guard_failure_reports_the_index_its_current_value_reflects() {
+    use kvstore::{Guard, WriteError};
+    let mut net = Net::new(1, |_| {});
+    net.elect(1);
+    net.input(1, Input::Write { token: 1, session: None, op: put("k", "0"), forward: true });
+    net.stabilize();
+    // Session 5, request 1: a guarded put whose guard fails at index 2 (k is "0" at version 1).
+    let session = SessionRef { client: ClientId(5), seq: 1 };
+    let guarded = WriteOp::Put { key: b"k".to_vec(), value: b"x".to_vec(), guard: Some(Guard::Version(99)) };
+    net.input(1, Input::Write { token: 2, session: Some(session), op: guarded.clone(), forward: true });
+    net.stabilize();
+    // Another client writes k at index 3; then the first client retries its request 1 (its reply
+    // was lost), which is answered from the session table at index 4.
+    net.input(1, Input::Write { token: 3, session: None, op: put("k", "9"), forward: true });
+    net.stabilize();
+    net.take(1);
+    net.input(1, Input::Write { token: 4, session: Some(session), op: guarded, forward: true });
+    net.stabilize();
+    let seen = net.take(1);
+    let [Seen::Write(4, Ok(WriteDone { output: Err(WriteError::GuardFailed { current, .. }), index }))] = seen.as_slice() else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(current.as_ref().map(|v| v.version), Some(1), "the stored refusal: k as of index 2");
+    // At the reply's index k is "9" at version 3, not the `current` the reply shows.
+    assert_eq!(*index, 2, "the refusal reports index {index}, where k was {:?}", net.node(1).store().get(b"k"));
+}

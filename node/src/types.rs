@@ -70,7 +70,7 @@ pub struct Bugs {
     /// alike).
     pub drop_acked_writes: bool,
     /// A retried write answered from the session table reports the index of the duplicate's slot
-    /// (or of the installed snapshot) instead of the index it took effect at.
+    /// (or of the installed snapshot) instead of the index its stored result was evaluated at.
     pub duplicate_index: bool,
 }
 
@@ -232,10 +232,11 @@ pub enum Refused {
 pub struct WriteDone {
     /// What the state machine answered (success or a deterministic failure).
     pub output: StoreOutput,
-    /// For a write that took effect: the index it took effect at, also for a retry answered from
-    /// the session table (the original's index, not the duplicate's slot). For a refusal by the
-    /// state machine (CAS failed, session errors): the store's applied index right after the
-    /// command was evaluated (for one settled by a snapshot install, the snapshot's index).
+    /// The store index the output was evaluated at: where a write took effect, or where a refusal
+    /// (a failed guard or CAS, with the key's value then) was decided; for a retry answered from
+    /// the session table, the first evaluation's index (kept in the session entry), not the
+    /// duplicate's slot or an installed snapshot's index. For a session error decided now (stale
+    /// or reused sequence number, expired session), the slot's index.
     pub index: u64,
 }
 
