@@ -325,8 +325,10 @@ mod review_tests {
             addr,
             crate::snapshot::Source::Encoded(Arc::new(blob)),
             Arc::new(Metrics::default()),
-            node,
             Duration::from_secs(1),
+            move |delivered| async move {
+                let _ = node.send(Input::SnapshotSent { to: NodeId(2), delivered }).await;
+            },
         );
         let report = tokio::time::timeout(BOUND, async {
             loop {

@@ -554,14 +554,17 @@ impl NodeLoop {
                 chunk_bytes: self.chunk_bytes,
             },
         };
+        let node = self.handle.clone();
         let handle = snapshot::spawn_send(
             self.me,
             to,
             info.grpc,
             source,
             self.wiring.metrics.clone(),
-            self.handle.clone(),
             snapshot::SNAPSHOT_STALL,
+            move |delivered| async move {
+                let _ = node.send(Input::SnapshotSent { to, delivered }).await;
+            },
         );
         self.snapshot_sends.insert(to, handle);
     }

@@ -70,20 +70,25 @@ pub enum Source {
     },
 }
 
-/// Stream a snapshot to `to` at `addr` in the background; report the end to the node loop
-/// (`Input::SnapshotSent`: delivered when the peer acknowledged an installed snapshot).
-pub fn spawn_send(
+/// Stream a snapshot to `to` at `addr` in the background, then hand `report` whether it was
+/// delivered (the peer acknowledged an installed snapshot); the node loop passes one that sends
+/// it `Input::SnapshotSent` (this module does not import the loop: dependencies go one way).
+pub fn spawn_send<R, F>(
     me: Member,
     to: NodeId,
     addr: String,
     source: Source,
     metrics: Arc<Metrics>,
-    node: crate::node::NodeHandle,
     stall: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
+    report: R,
+) -> tokio::task::JoinHandle<()>
+where
+    R: FnOnce(bool) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let delivered = send(me, to, addr, source, metrics, stall).await;
-        let _ = node.send(crate::node::Input::SnapshotSent { to, delivered }).await;
+        report(delivered).await;
     })
 }
 
