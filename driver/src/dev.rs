@@ -242,6 +242,11 @@ pub struct DevArgs {
     /// this many seconds after its etcd is: every replica must answer /readyz.
     #[arg(long, env = "SYNOD_DEV_STARTUP_TIMEOUT", default_value_t = 30)]
     pub startup_timeout: u64,
+    /// Tokio worker threads per replica (0: one per core). The replicas share this machine, so
+    /// one each by default: a thread per core in every replica measured 10-25% slower under
+    /// load on 2 cores (docs/performance.md).
+    #[arg(long, env = "SYNOD_DEV_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
 }
 
 /// One replica process of a dev cluster.
@@ -448,6 +453,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             .arg(format!("--bootstrap={founders}"))
             .arg(format!("--lease-ttl={}", args.lease_ttl))
             .arg(format!("--snapshot-every={}", args.snapshot_every))
+            .arg(format!("--worker-threads={}", args.worker_threads))
             .stdout(file.try_clone()?)
             .stderr(file)
             .process_group(0)

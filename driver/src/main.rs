@@ -76,7 +76,12 @@ fn init_logs(format: &str, default: &str) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Runtime::new()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Cmd::Node(NodeArgs { worker_threads: n @ 1.., .. }) = &args.cmd {
+        rt.worker_threads(*n);
+    }
+    let rt = rt.build()?;
     let code = match args.cmd {
         Cmd::Node(n) => {
             init_logs(&args.log_format, "info");

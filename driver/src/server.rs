@@ -90,6 +90,15 @@ pub struct NodeArgs {
     /// How long a leader holds a partial batch before proposing it (milliseconds; 0: at once).
     #[arg(long, env = "SYNOD_BATCH_DELAY_MS", default_value_t = 0)]
     pub batch_delay_ms: u64,
+    /// Tokio worker threads (0: one per core). `synod dev` runs each replica with 1: its
+    /// replicas share one machine, and N replicas with a thread per core each only trade the
+    /// cores back and forth (docs/performance.md).
+    #[arg(long, env = "SYNOD_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+    /// Slots the leader keeps in phase 2 at once (at least 1); writes arriving while it is full
+    /// share the next slot.
+    #[arg(long, env = "SYNOD_PIPELINE_WINDOW", default_value_t = ::node::DEFAULT_PIPELINE_WINDOW, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pipeline_window: u64,
     /// Snapshot every this many applied slots.
     #[arg(long, env = "SYNOD_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -193,6 +202,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.heartbeat_ms = args.heartbeat_ms;
     settings.leader_lease_ms = args.leader_lease_ms;
     settings.batch_delay_ms = args.batch_delay_ms;
+    settings.pipeline_window = args.pipeline_window;
     settings.snapshot_every = args.snapshot_every;
     settings.max_retained_slots = args.max_retained_slots;
     settings.store = store;

@@ -111,6 +111,7 @@ impl Node {
         options.leader_lease_ms = settings.leader_lease_ms;
         options.retry_ms = (settings.heartbeat_ms * 4).max(50);
         options.batch_delay_ms = settings.batch_delay_ms;
+        options.pipeline_window = settings.pipeline_window;
         options.snapshot_every = settings.snapshot_every;
         options.max_retained_slots = settings.max_retained_slots;
         options.seed = settings.seed;
@@ -559,13 +560,13 @@ impl Node {
                     }
                     continue;
                 }
-                // Decoded once here (the store would decode it too) to note which keys the
-                // command may write, for the watch history.
+                // Decoded once here (the store would decode it too): the watch history records
+                // the change from the operation and its output.
                 let (output, reply_index) = match Request::decode(&cmd.payload) {
                     Ok(req) => {
                         let before = watch::keys_before(&self.store, &req.op);
                         let output = self.store.apply_request(index, &req);
-                        self.watches.record(index, before, &self.store);
+                        self.watches.record(index, &req.op, &output, before, &self.store);
                         let at = if self.writes.contains_key(&cmd.id) { self.reply_index(&req, index) } else { index };
                         (output, at)
                     }

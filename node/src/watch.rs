@@ -24,7 +24,7 @@
 //! Cost: recording is O(keys written); waking is O(watchers) per applied slot.
 
 use crate::types::{Change, Changes, Removal, Token, WatchError, WatchSpec};
-use kvstore::{Store, WriteOp};
+use kvstore::{Store, WriteOp, WriteOutcome};
 use std::collections::{BTreeMap, VecDeque};
 
 /// At most this many changes in one [`Changes`] answer; a stream asks again from the last one.
@@ -84,17 +84,12 @@ impl History {
     }
 }
 
-/// The keys a command may write, and whether each held a value before it ran.
-pub(crate) fn keys_before(store: &Store, op: &WriteOp) -> Vec<(Vec<u8>, bool)> {
-    let keys: Vec<&[u8]> = match op {
-        WriteOp::Put { key, .. }
-        | WriteOp::Delete { key, .. }
-        | WriteOp::Cas { key, .. }
-        | WriteOp::Incr { key, .. }
-        | WriteOp::Append { key, .. } => vec![key],
-        WriteOp::PutMany { ops } => ops.iter().map(|o| o.key()).collect(),
-    };
-    keys.into_iter().map(|k| (k.to_vec(), store.get(k).is_some())).collect()
+/// The keys an atomic batch may write, and whether each held a value before it ran: the only
+/// command whose output does not tell which keys it deleted (a batch delete of a missing key
+/// changes nothing), so only it is looked up before it runs ([`Watches::record`]).
+pub(crate) fn keys_before(store: &Store, op: &WriteOp) -> Option<Vec<(Vec<u8>, bool)>> {
+    let WriteOp::PutMany { ops } = op else { return None };
+    Some(ops.iter().map(|o| (o.key().to_vec(), store.get(o.key()).is_some())).collect())
 }
 
 /// The waiting watchers and the history (owned by [`crate::Node`]).
@@ -139,15 +134,40 @@ impl Watches {
         self.waiting.remove(&token).is_some()
     }
 
-    /// Record what command `index` changed: `before` from [`keys_before`], `store` after it ran.
-    pub(crate) fn record(&mut self, index: u64, before: Vec<(Vec<u8>, bool)>, store: &Store) {
-        for (key, existed) in before {
-            match store.get(&key) {
-                // Written by this command (a retried session request that applied nothing
-                // leaves an older version).
-                Some(v) if v.version == index => self.history.push(Change { index, key, value: Some(v.value), version: index }),
-                None if existed => self.history.push(Change { index, key, value: None, version: index }),
-                _ => {}
+    /// Record what command `index` changed, from the operation and its output (`before` from
+    /// [`keys_before`], `store` after it ran). A command changed nothing if it failed or if its
+    /// output is an earlier one (a retried session request answered from the session table:
+    /// its result names the index it first ran at). Only an append and a batch look anything
+    /// up; a put, delete, compare-and-set or increment costs no lookup.
+    pub(crate) fn record(&mut self, index: u64, op: &WriteOp, output: &kvstore::Output, before: Option<Vec<(Vec<u8>, bool)>>, store: &Store) {
+        let Ok(result) = output else { return };
+        if result.index != index {
+            return;
+        }
+        let put = |key: &[u8], value: Vec<u8>| Change { index, key: key.to_vec(), value: Some(value), version: index };
+        let deleted = |key: &[u8]| Change { index, key: key.to_vec(), value: None, version: index };
+        match (op, &result.outcome) {
+            (WriteOp::Put { key, value, .. }, _) => self.history.push(put(key, value.clone())),
+            (WriteOp::Delete { key, .. }, WriteOutcome::Deleted { previous_version: Some(_) }) => self.history.push(deleted(key)),
+            (WriteOp::Delete { .. }, _) => {}
+            (WriteOp::Cas { key, new: Some(v), .. }, _) => self.history.push(put(key, v.clone())),
+            (WriteOp::Cas { key, new: None, .. }, WriteOutcome::Swapped { previous_version: Some(_) }) => self.history.push(deleted(key)),
+            (WriteOp::Cas { .. }, _) => {}
+            (WriteOp::Incr { key, .. }, WriteOutcome::Incremented { value }) => self.history.push(put(key, value.to_string().into_bytes())),
+            (WriteOp::Incr { .. }, _) => {}
+            (WriteOp::Append { key, .. }, _) => {
+                if let Some(v) = store.get(key) {
+                    self.history.push(put(key, v.value));
+                }
+            }
+            (WriteOp::PutMany { .. }, _) => {
+                for (key, existed) in before.unwrap_or_default() {
+                    match store.get(&key) {
+                        Some(v) if v.version == index => self.history.push(Change { index, key, value: Some(v.value), version: index }),
+                        None if existed => self.history.push(Change { index, key, value: None, version: index }),
+                        _ => {}
+                    }
+                }
             }
         }
     }

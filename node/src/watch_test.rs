@@ -92,6 +92,32 @@ fn a_retried_session_write_that_applies_nothing_records_no_change() {
 }
 
 #[test]
+fn every_kind_of_write_records_exactly_what_it_changed() {
+    // The history is built from each operation and its output (no lookups for most kinds):
+    // failures, no-op deletes and unmatched swaps record nothing; everything else records the
+    // value the key now holds, or its deletion.
+    let b = |s: &str| s.as_bytes().to_vec();
+    let writes = [
+        put("a", "1"),                                                                                  // 1
+        WriteOp::Delete { key: b("missing"), guard: None },                                             // 2: nothing
+        WriteOp::Put { key: b("a"), value: b("x"), guard: Some(kvstore::Guard::Absent) },               // 3: guard fails
+        WriteOp::Cas { key: b("a"), expected: kvstore::CasExpect::Value(Some(b("no"))), new: Some(b("y")) }, // 4: fails
+        WriteOp::Cas { key: b("a"), expected: kvstore::CasExpect::Version(1), new: Some(b("2")) },      // 5
+        WriteOp::Incr { key: b("n"), delta: 5, initial: 10 },                                           // 6: "15"
+        WriteOp::Incr { key: b("a"), delta: i64::MAX, initial: 0 },                                     // 7: overflow
+        WriteOp::Append { key: b("a"), value: b("3") },                                                 // 8: "23"
+        WriteOp::Cas { key: b("a"), expected: kvstore::CasExpect::Version(8), new: None },              // 9: deleted
+        WriteOp::Cas { key: b("a"), expected: kvstore::CasExpect::Value(None), new: None },             // 10: absent stays absent
+        WriteOp::Delete { key: b("n"), guard: None },                                                   // 11: deleted
+        WriteOp::PutMany { ops: vec![BatchOp::Put { key: b("p"), value: b("4"), guard: None }, BatchOp::Delete { key: b("q"), guard: None }] }, // 12
+    ];
+    let mut net = leader_with(&writes, |_| {});
+    net.input(1, Input::Watch { token: 1, spec: spec("", true, 0) });
+    let want = vec![set(1, "a", "1"), set(5, "a", "2"), set(6, "n", "15"), set(8, "a", "23"), gone(9, "a"), gone(11, "n"), set(12, "p", "4")];
+    assert_eq!(net.take(1), vec![Seen::Watch(1, changes(12, want))]);
+}
+
+#[test]
 fn a_cancelled_watcher_hears_nothing_and_a_removed_node_refuses_watches() {
     let mut net = leader_with(&[], |_| {});
     net.input(1, Input::Watch { token: 1, spec: spec("k", false, 0) });
