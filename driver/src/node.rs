@@ -22,7 +22,9 @@
 //! `tokio::select!`, which polls the branches in a random order each turn, so every channel that
 //! has something is served with probability at least 1/5 per turn whatever the others hold (a
 //! `biased` order would let a flooded first branch starve the rest). Control is light; a status
-//! request is answered within a few turns even under full peer and client load.
+//! request is answered within a few turns even under full peer and client load. After the input
+//! a turn woke for, the loop takes up to [`TURN_INPUTS`] more that already wait on the peer and
+//! client channels before it runs the outputs (`NodeLoop::drain_ready`).
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;
@@ -308,8 +310,8 @@ impl NodeLoop {
     /// [`TURN_INPUTS`] in all) before running the outputs: under load one turn then handles many
     /// inputs, so the writes that arrived together leave in one batch and the turn's fixed cost
     /// (the timer, the select, the output pass) is paid once for all of them. Control is not
-    /// drained here; the bound keeps the next `select!`, where it competes, a few microseconds
-    /// away.
+    /// drained here; the bound keeps the next `select!`, where it competes, within about a
+    /// millisecond of work.
     fn drain_ready(&mut self, inbox: &mut NodeInbox) {
         let mut taken = 0;
         while taken < TURN_INPUTS {
