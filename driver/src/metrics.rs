@@ -65,15 +65,32 @@ impl Gauge {
     }
 }
 
-/// Labels of a client request.
+/// Labels of a client request. Static strings: a request is counted without allocating.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route's path pattern (`/v1/kv/*key`), never the raw path.
-    pub route: String,
-    /// The HTTP method.
-    pub method: String,
-    /// `2xx`, `3xx`, `4xx` or `5xx`.
-    pub code: String,
+    pub route: &'static str,
+    /// The HTTP method (`other` for one outside RFC 9110's list and `PATCH`).
+    pub method: &'static str,
+    /// `1xx`, `2xx`, `3xx`, `4xx` or `5xx`.
+    pub code: &'static str,
+}
+
+/// A method's label: one of a fixed set, so that a client cannot grow the metric families.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
+/// A status code's class label.
+fn code_label(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// Everything the driver counts.
@@ -278,8 +295,8 @@ impl Metrics {
     }
 
     /// Record one finished client request on `route` (its path pattern).
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, took: Duration) {
-        let labels = RequestLabels { route: route.to_string(), method: method.to_string(), code: format!("{}xx", status / 100) };
+    pub fn observe_request(&self, route: &'static str, method: &str, status: u16, took: Duration) {
+        let labels = RequestLabels { route, method: method_label(method), code: code_label(status) };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(took.as_secs_f64());
     }
@@ -345,8 +362,11 @@ mod tests {
         m.forwarded.inc();
         m.observe_request("/v1/kv/*key", "GET", 200, Duration::from_millis(3));
         m.observe_request("/v1/kv/*key", "GET", 404, Duration::from_millis(1));
+        // A method outside the fixed set is counted as `other`, so clients cannot add series.
+        m.observe_request("/v1/kv/*key", "BREW", 405, Duration::from_millis(1));
         let text = m.render(None);
         for line in [
+            "synod_requests_total{route=\"/v1/kv/*key\",method=\"other\",code=\"4xx\"} 1",
             "synod_forwarded_requests_total 1",
             "synod_requests_total{route=\"/v1/kv/*key\",method=\"GET\",code=\"2xx\"} 1",
             "synod_request_seconds_count{route=\"/v1/kv/*key\",method=\"GET\",code=\"4xx\"} 1",
