@@ -599,13 +599,10 @@ fn review2_a_retried_guard_failure_reports_the_index_its_current_value_reflects(
     assert_eq!(*index, 2, "the refusal reports index {index}, where k was {:?}", net.node(1).store().get(b"k"));
 }
 
-#[test]
-fn writes_that_arrive_while_the_pipeline_window_is_full_share_a_slot() {
-    // 20 writes arrive at the leader before any `Accepted` comes back. The first
-    // `DEFAULT_PIPELINE_WINDOW` take a slot each at once; the rest wait in the queue and leave
-    // together in the next slot the window frees: 20 commands in at most window + 1 slots (with
-    // a window of 32 they would take 20).
-    let mut net = Net::new(3, |_| {});
+/// Offer 20 writes to the leader of a 3-node net before any `Accepted` comes back; the slots
+/// they took and how many were answered.
+fn twenty_writes_at_once(window: u64) -> (u64, usize) {
+    let mut net = Net::new(3, |s| s.pipeline_window = window);
     net.elect(1);
     let before = net.status(1).core.commit.0;
     for i in 0..20u64 {
@@ -613,18 +610,18 @@ fn writes_that_arrive_while_the_pipeline_window_is_full_share_a_slot() {
     }
     net.stabilize();
     let answered = net.take(1).into_iter().filter(|s| matches!(s, Seen::Write(_, Ok(_)))).count();
-    assert_eq!(answered, 20);
-    let slots = net.status(1).core.commit.0 - before;
-    assert!(slots <= DEFAULT_PIPELINE_WINDOW + 1, "20 writes took {slots} slots");
     assert_eq!(net.node(1).store().last_applied(), 20);
+    (net.status(1).core.commit.0 - before, answered)
+}
 
+#[test]
+fn writes_that_arrive_while_the_pipeline_window_is_full_share_a_slot() {
+    // The first `DEFAULT_PIPELINE_WINDOW` writes take a slot each at once; the rest wait in the
+    // queue and leave together in the next slot the window frees: 20 commands in at most
+    // window + 1 slots.
+    let (slots, answered) = twenty_writes_at_once(DEFAULT_PIPELINE_WINDOW);
+    assert_eq!(answered, 20);
+    assert!(slots <= DEFAULT_PIPELINE_WINDOW + 1, "20 writes took {slots} slots");
     // A window of 32 leaves no write waiting: one slot each.
-    let mut net = Net::new(3, |s| s.pipeline_window = 32);
-    net.elect(1);
-    let before = net.status(1).core.commit.0;
-    for i in 0..20u64 {
-        net.input(1, Input::Write { token: 100 + i, session: None, op: put(&format!("k{i}"), "v"), forward: true });
-    }
-    net.stabilize();
-    assert_eq!(net.status(1).core.commit.0 - before, 20);
+    assert_eq!(twenty_writes_at_once(32), (20, 20));
 }
