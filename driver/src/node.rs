@@ -297,8 +297,14 @@ impl NodeLoop {
                 }
                 _ = sweep.tick() => self.sweep(),
             }
-            self.drain_ready(&mut inbox);
+            let full = self.drain_ready(&mut inbox) == TURN_INPUTS;
             self.run_outputs();
+            if full {
+                // `try_recv` takes nothing from tokio's cooperative budget: after a full turn,
+                // let the peer writers and HTTP tasks run (on one worker they share this thread)
+                // before taking more, so their queues drain instead of filling and dropping.
+                tokio::task::yield_now().await;
+            }
         }
         info!("node loop stopped");
         // These writes were proposed and may still be chosen by the others: their outcome is
@@ -312,7 +318,8 @@ impl NodeLoop {
     /// (the timer, the select, the output pass) is paid once for all of them. Control is not
     /// drained here; the bound keeps the next `select!`, where it competes, within about a
     /// millisecond of work.
-    fn drain_ready(&mut self, inbox: &mut NodeInbox) {
+    /// Returns how many it took.
+    fn drain_ready(&mut self, inbox: &mut NodeInbox) -> usize {
         let mut taken = 0;
         while taken < TURN_INPUTS {
             let mut any = false;
@@ -327,6 +334,7 @@ impl NodeLoop {
                 break;
             }
         }
+        taken
     }
 
     fn token(&mut self) -> Token {
