@@ -106,6 +106,20 @@ pub struct Node {
 impl Node {
     /// A node for `settings`, at time `now`. Poll its outputs before the first input.
     pub fn new(settings: NodeSettings, now: Time) -> Node {
+        Node::start(settings, now, None)
+    }
+
+    /// A node restarted in durable mode with what its previous process of the same incarnation
+    /// kept on disk: `store` is the state machine of the latest snapshot file (at
+    /// `disk.snapshot`), `disk` the core's promise and votes replayed from the write-ahead log
+    /// (`paxos::Replica::recover`). It is a member (if its snapshot's configuration says so)
+    /// and votes at once; it serves once it has caught up to the leader's commit point, like
+    /// any replica after a start.
+    pub fn recover(settings: NodeSettings, now: Time, store: Store, disk: paxos::Recovered) -> Node {
+        Node::start(settings, now, Some((store, disk)))
+    }
+
+    fn start(settings: NodeSettings, now: Time, recovered: Option<(Store, paxos::Recovered)>) -> Node {
         let mut options = Options::new(settings.me, settings.bootstrap.clone());
         options.heartbeat_ms = settings.heartbeat_ms;
         options.leader_lease_ms = settings.leader_lease_ms;
@@ -119,11 +133,24 @@ impl Node {
         {
             options.bugs = settings.core_bugs;
         }
+        options.restart_epoch = settings.start_number;
+        let (replica, store, applied_slot, config) = match recovered {
+            None => {
+                let config = settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([]));
+                (Replica::new(options, now), Store::new(settings.store), Slot(0), config)
+            }
+            Some((mut store, disk)) => {
+                store.set_config(settings.store);
+                let (slot, config) = (disk.snapshot.last_slot, disk.snapshot.config.clone());
+                info!(%slot, keys = store.len(), promised = %disk.promised, accepted = disk.accepted.len(), "recovered from disk");
+                (Replica::recover(options, now, disk), store, slot, config)
+            }
+        };
         let mut node = Node {
-            replica: Replica::new(options, now),
-            store: Store::new(settings.store),
+            replica,
+            store,
             now,
-            applied_slot: Slot(0),
+            applied_slot,
             // Request ids must never repeat across restarts of this node id, or a waiter could be
             // handed another command's result: the start number (drawn in etcd, strictly
             // increasing per id) is the prefix, a counter the rest. No wall clock involved.
@@ -140,8 +167,8 @@ impl Node {
             reconfig_applied: Vec::new(),
             latest_encoded: None,
             snapshot_encoding: false,
-            last_snapshot_slot: Slot(0),
-            config: settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([])),
+            last_snapshot_slot: applied_slot,
+            config,
             leader_contact: None,
             catch_up_target: None,
             caught_up: false,
@@ -482,9 +509,14 @@ impl Node {
         while let Some(action) = self.replica.poll_action() {
             match action {
                 // In-memory mode: the state is "durable" as soon as the core holds it, so the
-                // barrier is already passed. A disk-backed mode would write and fsync here,
-                // before running anything after it.
-                Action::Persist(_) => {}
+                // barrier is already passed. Durable mode: the shell writes and fsyncs it before
+                // it runs any output queued after it (the barrier moves to the output queue,
+                // whose order is the actions' order).
+                Action::Persist(p) => {
+                    if self.settings.durable {
+                        self.outputs.push_back(Output::Persist(p));
+                    }
+                }
                 Action::Send(env) => self.outputs.push_back(Output::Send(env)),
                 Action::Apply { slot, value } => {
                     self.apply(slot, value);

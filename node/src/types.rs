@@ -53,6 +53,10 @@ pub struct NodeSettings {
     pub seed: u64,
     /// The watch history keeps at most this many changes (`watch.rs`).
     pub watch_history_changes: usize,
+    /// Durable mode: every core `Persist` becomes [`Output::Persist`], a barrier the shell must
+    /// pass (write and fsync) before it runs any output after it. Off: state is in memory and
+    /// a persist completes at once.
+    pub durable: bool,
     /// The watch history keeps at most this many bytes of keys and values.
     pub watch_history_bytes: usize,
     /// At most this many watchers wait at once; more are refused [`crate::WatchError::TooMany`].
@@ -107,6 +111,7 @@ impl NodeSettings {
             snapshot_chunk_bytes: 256 * 1024,
             seed: me.node.0 ^ me.incarnation.0.rotate_left(17),
             watch_history_changes: 10_000,
+            durable: false,
             watch_history_bytes: 64 << 20,
             max_watchers: 10_000,
             #[cfg(feature = "sim")]
@@ -411,6 +416,10 @@ impl std::fmt::Debug for Input {
 /// What the node asks its shell to do. Outputs are run in the order they come out.
 #[derive(Debug)]
 pub enum Output {
+    /// Durable mode only: make this acceptor state durable (write-ahead log, fsync) before
+    /// running any output after it (a barrier, `paxos::Action::Persist`). Outputs before it may
+    /// run while it is being written.
+    Persist(paxos::Persist),
     /// Send to a peer, best effort (to this node itself: hand it back as [`Input::Peer`], after
     /// the current input, never re-entering [`crate::Node::handle`]).
     Send(paxos::Envelope),

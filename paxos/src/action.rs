@@ -9,8 +9,10 @@ use crate::config::Configuration;
 use crate::ids::{Ballot, NodeId, ReadId, RequestId, Slot};
 use crate::message::{AcceptedEntry, Envelope, Value};
 
-/// State that must be durable before the actions after it run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// State that must be durable before the actions after it run. In durable mode the driver
+/// writes each as one write-ahead-log record; [`crate::Replica::recover`] rebuilds the acceptor
+/// from them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Persist {
     /// The acceptor promised this ballot.
     Promised(crate::ids::Ballot),

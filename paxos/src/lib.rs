@@ -58,6 +58,7 @@ mod options;
 mod leader;
 mod learner;
 mod read_index;
+mod recovery;
 mod reconfig;
 mod timer;
 #[cfg(feature = "sim")]
@@ -80,6 +81,8 @@ mod forward_test;
 mod review2_test;
 #[cfg(test)]
 mod catchup_test;
+#[cfg(test)]
+mod recovery_test;
 
 pub use action::{Action, Persist};
 pub use compaction::{crosses_grid, snapshot_phase};
@@ -89,6 +92,7 @@ pub use event::Event;
 pub use ids::{Ballot, Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
 pub use message::{AcceptedEntry, Command, Envelope, Message, SnapshotMeta, Value};
 pub use options::Options;
+pub use recovery::Recovered;
 #[cfg(feature = "sim")]
 pub use options::Bugs;
 mod replica;

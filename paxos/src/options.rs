@@ -54,6 +54,11 @@ pub struct Options {
     /// which is always safe). A commit point more than this ahead is believed only that far.
     /// Without the bound one bad message could make a new leader fill billions of holes.
     pub max_slot_gap: u64,
+    /// A number that grows with every process start of this replica's incarnation (the driver's
+    /// start number). A durable restart keeps the incarnation, so counters that must never repeat
+    /// within an incarnation (read rounds, read-index request numbers: a delayed answer to the
+    /// previous process must never confirm a request of this one) start at `restart_epoch << 32`.
+    pub restart_epoch: u64,
     /// Known-wrong rules, switched on by the simulator's negative tests to prove it finds bugs.
     #[cfg(feature = "sim")]
     #[doc(hidden)]
@@ -107,6 +112,7 @@ impl Options {
             snapshot_resend_ms: 2_000, // 10 x retry_ms
             snapshot_wait_ms: 60_000,
             max_slot_gap: 1 << 20,
+            restart_epoch: 0,
             #[cfg(feature = "sim")]
             bugs: Bugs::default(),
         }

@@ -37,6 +37,14 @@ pub(crate) struct ReadIndexClient {
     waiting: Vec<ReadId>,
 }
 
+impl ReadIndexClient {
+    /// Start request numbers at `base` (a durable restart keeps the incarnation: numbers must
+    /// not repeat those of the previous process, whose answers may still be in flight).
+    pub(crate) fn start_at(&mut self, base: u64) {
+        self.next_id = self.next_id.max(base);
+    }
+}
+
 impl Replica {
     /// A linearizable read on a follower that knows a leader: ask that leader for a read index.
     /// `false` if this replica cannot (it leads or campaigns, or knows no leader).

@@ -64,6 +64,8 @@ impl Status {
 pub struct Counters {
     /// Peer messages dropped as malformed, stale or misaddressed.
     pub dropped_messages: u64,
+    /// Accepted values this replica got back from its disk at a durable restart.
+    pub recovered_accepted: u64,
     /// Commands chosen (applied) through this replica's log.
     pub commands_applied: u64,
     /// Proposals reported lost.
