@@ -103,6 +103,8 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 pub struct EtcdProcess {
     child: Child,
     dir: PathBuf,
+    /// Keep `dir` on drop (a durable dev cluster's etcd).
+    keep: bool,
     log: PathBuf,
     /// The client URL (`http://127.0.0.1:port`).
     pub endpoint: String,
@@ -112,17 +114,24 @@ impl EtcdProcess {
     /// Start etcd from `bin` under a new directory in `parent` (its log in that directory), and
     /// wait until it answers.
     pub async fn start(bin: &Path, parent: &Path) -> anyhow::Result<Self> {
-        Self::launch(bin, parent, None, false).await
+        let dir = parent.join(format!("etcd-{}-{}", std::process::id(), crate::wall_micros()));
+        Self::launch(bin, dir, None, false, false).await
     }
 
     /// Start etcd from `bin` under a new directory in `parent`, logging to `log` (which outlives
     /// the directory), in its own process group; wait until it is healthy.
     async fn start_for_dev(bin: &Path, parent: &Path, log: PathBuf) -> anyhow::Result<Self> {
-        Self::launch(bin, parent, Some(log), true).await
+        let dir = parent.join(format!("etcd-{}-{}", std::process::id(), crate::wall_micros()));
+        Self::launch(bin, dir, Some(log), true, false).await
     }
 
-    async fn launch(bin: &Path, parent: &Path, log: Option<PathBuf>, own_group: bool) -> anyhow::Result<Self> {
-        let dir = parent.join(format!("etcd-{}-{}", std::process::id(), crate::wall_micros()));
+    /// Start etcd with its data in `dir` (kept on drop: `synod dev --data-dir`), logging to
+    /// `log`, in its own process group.
+    async fn start_kept(bin: &Path, dir: PathBuf, log: PathBuf) -> anyhow::Result<Self> {
+        Self::launch(bin, dir, Some(log), true, true).await
+    }
+
+    async fn launch(bin: &Path, dir: PathBuf, log: Option<PathBuf>, own_group: bool, keep: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = log.unwrap_or_else(|| dir.join("etcd.log"));
         let (client, peer) = (free_port(), free_port());
@@ -146,11 +155,13 @@ impl EtcdProcess {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 return Err(e).with_context(|| format!("starting {}", bin.display()));
             }
         };
-        let mut me = EtcdProcess { child, dir, log, endpoint };
+        let mut me = EtcdProcess { child, dir, keep, log, endpoint };
         let timeout = Duration::from_secs(20);
         let deadline = Instant::now() + timeout;
         let http = HttpClient::new();
@@ -219,7 +230,9 @@ impl EtcdProcess {
 impl Drop for EtcdProcess {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -247,6 +260,10 @@ pub struct DevArgs {
     /// load on 2 cores (docs/performance.md).
     #[arg(long, env = "SYNOD_DEV_WORKER_THREADS", default_value_t = 1)]
     pub worker_threads: usize,
+    /// Durable mode: each replica keeps its data under DIR/node-<i> and the dev etcd under
+    /// DIR/etcd, so stopping and starting `synod dev --data-dir DIR` keeps every key.
+    #[arg(long, env = "SYNOD_DEV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// One replica process of a dev cluster.
@@ -426,7 +443,12 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let etcd = tokio::select! {
         biased;
         _ = &mut stop => return Ok(()),
-        etcd = EtcdProcess::start_for_dev(&bin, &dir, dir.join("etcd.log")) => {
+        etcd = async {
+            match &args.data_dir {
+                Some(d) => EtcdProcess::start_kept(&bin, d.join("etcd"), dir.join("etcd.log")).await,
+                None => EtcdProcess::start_for_dev(&bin, &dir, dir.join("etcd.log")).await,
+            }
+        } => {
             match etcd {
                 Ok(e) => e,
                 Err(e) => {
@@ -444,8 +466,12 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         let http = format!("127.0.0.1:{http_port}");
         let log = dir.join(format!("node-{i}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(&exe)
-            .arg("node")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node");
+        if let Some(d) = &args.data_dir {
+            cmd.arg(format!("--data-dir={}", d.join(format!("node-{i}")).display()));
+        }
+        let child = cmd
             .arg(format!("--id={i}"))
             .arg(format!("--http-listen={http}"))
             .arg(format!("--grpc-listen=127.0.0.1:{grpc_port}"))

@@ -169,7 +169,10 @@ pub struct Start {
 /// compare-and-swap, so both are strictly above those of every earlier start of `node`, even if
 /// the wall clock stepped back across the restart. Retried (a conflict or an error) until
 /// `deadline`; an attempt whose reply was lost only skips a number.
-pub async fn draw_start(client: &Client, prefix: &str, node: NodeId, deadline: Instant) -> anyhow::Result<Start> {
+///
+/// `keep`: a durable restart keeps its incarnation (its promises are on disk) and draws only a
+/// new start number.
+pub async fn draw_start(client: &Client, prefix: &str, node: NodeId, keep: Option<Incarnation>, deadline: Instant) -> anyhow::Result<Start> {
     let key = format!("{prefix}/starts/{}", node.0);
     retrying("drawing an incarnation", deadline, || {
         let mut c = client.clone();
@@ -181,9 +184,14 @@ pub async fn draw_start(client: &Client, prefix: &str, node: NodeId, deadline: I
                 None => (Start { incarnation: Incarnation(0), number: 0 }, 0),
             };
             let next = Start {
-                incarnation: Incarnation(crate::wall_micros().max(prev.incarnation.0 + 1)),
+                incarnation: keep.unwrap_or(Incarnation(crate::wall_micros().max(prev.incarnation.0 + 1))),
                 number: prev.number + 1,
             };
+            if let Some(k) = keep {
+                // A kept incarnation must be the latest this id drew: an older one was
+                // replaced (its data is stale, e.g. a backup copied back over a newer start).
+                anyhow::ensure!(k.0 >= prev.incarnation.0, "node {} already started as incarnation {} after this data directory's {}", node.0, prev.incarnation.0, k.0);
+            }
             let cmp = if rev == 0 {
                 Compare::version(key.clone(), CompareOp::Equal, 0)
             } else {

@@ -22,6 +22,7 @@ pub mod client;
 pub mod codec;
 pub mod dev;
 pub mod directory;
+pub mod durable;
 pub mod etcd;
 pub mod inbound;
 pub mod membership;

@@ -37,7 +37,7 @@ impl Counter {
         self.0.get()
     }
     /// Raise to `v` (for counters kept elsewhere, copied at scrape time; never goes down).
-    fn raise_to(&self, v: u64) {
+    pub(crate) fn raise_to(&self, v: u64) {
         self.0.inc_by(v.saturating_sub(self.0.get()));
     }
 }
@@ -121,6 +121,14 @@ pub struct Metrics {
     pub peer_decode_errors: Counter,
     /// Snapshots taken.
     pub snapshots_taken: Counter,
+    /// Durable restarts (same incarnation, from the data directory).
+    pub durable_restarts: Counter,
+    /// Data directories set aside as untrustworthy (corrupt, another node's, removed).
+    pub data_dirs_refused: Counter,
+    /// Write-ahead-log fsyncs (group commits).
+    pub wal_fsyncs: Counter,
+    /// Write-ahead-log records made durable.
+    pub wal_records: Counter,
     /// Snapshots sent.
     pub snapshots_sent: Counter,
     /// Snapshots installed.
@@ -195,6 +203,10 @@ impl Default for Metrics {
             leader_leases_revoked: Counter::default(),
             peer_decode_errors: Counter::default(),
             snapshots_taken: Counter::default(),
+            durable_restarts: Counter::default(),
+            data_dirs_refused: Counter::default(),
+            wal_fsyncs: Counter::default(),
+            wal_records: Counter::default(),
             snapshots_sent: Counter::default(),
             snapshots_installed: Counter::default(),
             config_epoch: Gauge::default(),
@@ -221,7 +233,7 @@ impl Metrics {
     fn register(&self) {
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.scrape;
-        let counters: [(&str, &str, &Counter); 23] = [
+        let counters: [(&str, &str, &Counter); 27] = [
             ("synod_proposals", "Commands proposed by this node.", &self.proposals),
             ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
             ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
@@ -236,6 +248,10 @@ impl Metrics {
             ),
             ("synod_peer_decode_errors", "Peer messages that did not decode.", &self.peer_decode_errors),
             ("synod_snapshots_taken", "Snapshots taken.", &self.snapshots_taken),
+            ("synod_durable_restarts", "Restarts with the same identity from the data directory.", &self.durable_restarts),
+            ("synod_data_dirs_refused", "Data directories set aside as untrustworthy (the replica came back as a new incarnation).", &self.data_dirs_refused),
+            ("synod_wal_fsyncs", "Write-ahead-log fsyncs (one per group commit).", &self.wal_fsyncs),
+            ("synod_wal_records", "Write-ahead-log records made durable.", &self.wal_records),
             ("synod_snapshots_sent", "Snapshots streamed to peers.", &self.snapshots_sent),
             ("synod_snapshots_installed", "Snapshots installed from peers.", &self.snapshots_installed),
             ("synod_membership_changes", "Membership changes proposed here that took effect.", &self.membership_changes),

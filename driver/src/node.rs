@@ -90,6 +90,10 @@ pub enum Input {
     },
     /// Report the status (control).
     Status(oneshot::Sender<NodeStatus>),
+    /// A point-in-time copy of the state machine as applied now, with its slot and
+    /// configuration (control; the clone is O(1), the caller encodes it off the loop). For
+    /// backups (`synod snapshot save`).
+    Backup(oneshot::Sender<(paxos::SnapshotMeta, Box<Store>)>),
     /// Propose a membership change, leader only (control). Answered with the new configuration
     /// once the change is applied, or why not.
     Reconfigure {
@@ -119,6 +123,11 @@ pub enum Input {
         /// Whether it was installed.
         delivered: bool,
     },
+    /// Durable mode: the write-ahead log made persist batches up to this number durable, or
+    /// failed (control).
+    Durable(Result<u64, String>),
+    /// Durable mode: a snapshot file at this slot is durable (control).
+    SnapshotFileWritten(paxos::Slot),
     /// Stop the loop (control).
     Shutdown,
 }
@@ -240,17 +249,54 @@ pub struct NodeLoop {
     watches: BTreeMap<Token, oneshot::Sender<Result<Changes, WatchError>>>,
     /// The node's counters as last exported to the metrics.
     exported: NodeCounters,
+    /// Durable mode: the write-ahead log (`durable.rs`).
+    disk: Option<crate::durable::Writer>,
+    /// Durable mode: outputs waiting for a persist batch to be durable, with its number.
+    held: std::collections::VecDeque<(u64, Output)>,
+}
+
+/// What a durable node loop starts from.
+pub struct DiskSetup {
+    /// The data directory.
+    pub dir: crate::durable::DataDir,
+    /// The opened write-ahead log.
+    pub wal: storage::Wal<storage::StdFs>,
+    /// A durable restart's state machine and core state; `None` for a new incarnation.
+    pub recovered: Option<(Store, paxos::Recovered)>,
 }
 
 impl NodeLoop {
     /// A loop for `settings`; `handle` is the sending side of its own channels (it loops sends to
     /// itself back, and snapshot encoders answer on it).
     pub fn new(settings: NodeSettings, handle: NodeHandle, wiring: Wiring) -> Self {
+        Self::build(::node::Node::new(settings.clone(), Time(0)), settings, handle, wiring, None)
+    }
+
+    /// A loop in durable mode: every persist goes through the write-ahead log in `setup`
+    /// before anything after it runs; snapshots are also written as files.
+    pub fn durable(mut settings: NodeSettings, handle: NodeHandle, wiring: Wiring, setup: DiskSetup) -> Self {
+        settings.durable = true;
+        let (node, promised) = match setup.recovered {
+            Some((store, disk)) => {
+                let promised = disk.promised;
+                (::node::Node::recover(settings.clone(), Time(0), store, disk), promised)
+            }
+            None => (::node::Node::new(settings.clone(), Time(0)), paxos::Ballot::ZERO),
+        };
+        let tx = handle.clone();
+        let writer = crate::durable::Writer::start(setup.dir, setup.wal, promised, move |r| {
+            // The loop may be gone (shutdown); then nobody waits.
+            let _ = tx.blocking_send(Input::Durable(r));
+        });
+        Self::build(node, settings, handle, wiring, Some(writer))
+    }
+
+    fn build(node: ::node::Node, settings: NodeSettings, handle: NodeHandle, wiring: Wiring, disk: Option<crate::durable::Writer>) -> Self {
         let me = settings.me;
         let chunk_bytes = settings.snapshot_chunk_bytes;
         let start = Instant::now();
         NodeLoop {
-            node: ::node::Node::new(settings, Time(0)),
+            node,
             me,
             start,
             handle,
@@ -265,6 +311,8 @@ impl NodeLoop {
             reconfigs: BTreeMap::new(),
             watches: BTreeMap::new(),
             exported: NodeCounters::default(),
+            disk,
+            held: std::collections::VecDeque::new(),
         }
     }
 
@@ -385,6 +433,11 @@ impl NodeLoop {
                 self.reconfigs.insert(token, reply);
                 ::node::Input::Reconfigure { token, change }
             }
+            Input::Backup(reply) => {
+                let meta = paxos::SnapshotMeta { last_slot: self.node.applied_slot(), config: self.node.config().clone() };
+                let _ = reply.send((meta, Box::new(self.node.store().clone())));
+                return;
+            }
             Input::Status(reply) => {
                 // Bring the node's clock (contact ages, staleness) up to now first.
                 self.node.handle_timeout(now);
@@ -392,7 +445,41 @@ impl NodeLoop {
                 return;
             }
             Input::InstallSnapshot { meta, store } => {
+                if let Some(disk) = &self.disk {
+                    // Keep the installed state as this replica's newest snapshot file, so a
+                    // restart starts from it (off the loop: the clone is O(1), encoding is not).
+                    let (dir, clone, meta2, handle) = (disk.dir().clone(), store.clone(), meta.clone(), self.handle.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let bytes: Vec<u8> = clone.snapshot(snapshot::CHUNK_BYTES).flatten().collect();
+                        match dir.write_snapshot(&meta2, &bytes) {
+                            Ok(()) => {
+                                let _ = handle.blocking_send(Input::SnapshotFileWritten(meta2.last_slot));
+                            }
+                            Err(e) => warn!(error = %format!("{e:#}"), "writing the installed snapshot failed"),
+                        }
+                    });
+                }
                 ::node::Input::InstallSnapshot { meta, store }
+            }
+            Input::Durable(Ok(seq)) => {
+                if let Some(disk) = self.disk.as_mut() {
+                    disk.made_durable(seq);
+                }
+                self.release_held();
+                return;
+            }
+            Input::Durable(Err(e)) => {
+                // An fsync error is not retriable (the kernel may have dropped the dirty
+                // pages): this process must not acknowledge anything more. A restart reads
+                // back what is durable.
+                tracing::error!(error = %e, "the write-ahead log failed; exiting");
+                std::process::exit(70);
+            }
+            Input::SnapshotFileWritten(slot) => {
+                if let Some(disk) = &self.disk {
+                    disk.snapshot_written(slot);
+                }
+                return;
             }
             Input::SnapshotEncoded(blob) => {
                 self.wiring.metrics.snapshots_taken.inc();
@@ -417,10 +504,45 @@ impl NodeLoop {
         self.node.handle(now, input);
     }
 
-    /// Run every output the node has queued, in order.
+    /// Run every output the node has queued, in order; in durable mode, collect the turn's
+    /// persists into one write-ahead-log batch and hold what follows a persist not yet durable
+    /// (`durable::Writer`).
     fn run_outputs(&mut self) {
         while let Some(output) = self.node.poll_output() {
+            if let Some(disk) = self.disk.as_mut() {
+                if let Output::Persist(p) = &output {
+                    disk.persist(p);
+                    continue;
+                }
+                if let Some(seq) = disk.barrier() {
+                    self.held.push_back((seq, output));
+                    continue;
+                }
+            }
+            self.run_output(output);
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.end_turn();
+        }
+        self.export_counters();
+    }
+
+    /// Run the held outputs whose persist batch is now durable, in order.
+    fn release_held(&mut self) {
+        while let Some((seq, _)) = self.held.front() {
+            if !self.disk.as_ref().is_some_and(|d| d.is_durable(*seq)) {
+                break;
+            }
+            let (_, output) = self.held.pop_front().expect("just looked");
+            self.run_output(output);
+        }
+        self.export_counters();
+    }
+
+    fn run_output(&mut self, output: Output) {
+        {
             match output {
+                Output::Persist(_) => {}
                 Output::Send(env) => self.send(env),
                 Output::WriteDone { token, result } => {
                     if let Some(reply) = self.writes.remove(&token) {
@@ -440,9 +562,20 @@ impl NodeLoop {
                 Output::EncodeSnapshot { meta, store } => {
                     let chunk = self.chunk_bytes;
                     let handle = self.handle.clone();
+                    let dir = self.disk.as_ref().map(|d| d.dir().clone());
                     tokio::task::spawn_blocking(move || {
                         let blob = snapshot::encode(&store, meta, chunk);
                         drop(store);
+                        if let Some(dir) = dir {
+                            // Durable before the core hears of it (and before the log below it
+                            // is removed, on `SnapshotEncoded`).
+                            if let Err(e) = dir.write_snapshot(&blob.meta, &blob.bytes) {
+                                warn!(error = %format!("{e:#}"), "writing the snapshot file failed; the log is kept");
+                                let _ = handle.blocking_send(Input::SnapshotEncoded(Arc::new(blob)));
+                                return;
+                            }
+                            let _ = handle.blocking_send(Input::SnapshotFileWritten(blob.meta.last_slot));
+                        }
                         // The loop may have stopped meanwhile; then nobody needs the snapshot.
                         let _ = handle.blocking_send(Input::SnapshotEncoded(Arc::new(blob)));
                     });
@@ -471,12 +604,16 @@ impl NodeLoop {
                 }
             }
         }
-        self.export_counters();
     }
 
     /// Add what the node counted since the last turn to the metrics (a turn that counted
     /// nothing costs one comparison).
     fn export_counters(&mut self) {
+        if let Some(d) = &self.disk {
+            let (fsyncs, records) = d.stats();
+            self.wiring.metrics.wal_fsyncs.raise_to(fsyncs);
+            self.wiring.metrics.wal_records.raise_to(records);
+        }
         self.wiring.metrics.applied_slot.set(self.node.applied_slot().0);
         self.wiring.metrics.store_index.set(self.node.store().last_applied());
         let now = self.node.counters();

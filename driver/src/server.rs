@@ -123,6 +123,11 @@ pub struct NodeArgs {
     /// member runs the configuration without this node) before stopping.
     #[arg(long, env = "SYNOD_LEAVE_ON_SHUTDOWN")]
     pub leave_on_shutdown: bool,
+    /// Durable mode: keep the write-ahead log, snapshots and identity here, fsync before
+    /// acknowledging, and restart with the same identity (docs/driver.md, "Durable mode").
+    /// Without it, state is in memory and a restart rejoins as a new incarnation.
+    #[arg(long, env = "SYNOD_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// How long `--leave-on-shutdown` waits for the leave to complete (seconds).
     #[arg(long, env = "SYNOD_LEAVE_TIMEOUT", default_value_t = 30)]
     pub leave_timeout: u64,
@@ -158,6 +163,10 @@ pub struct NodeArgs {
     pub remove_failed_after_s: u64,
 }
 
+fn metrics_refused_note(why: &str) {
+    warn!(why, "the data directory was not used");
+}
+
 /// Run one replica until SIGTERM / Ctrl-C.
 pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
@@ -173,7 +182,38 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // A fresh incarnation per process start, never reused, and above every earlier one of this
     // id whatever the wall clock did (a compare-and-swap in etcd); the start number prefixes
     // this process's request ids.
-    let start = etcd::draw_start(&client, &args.prefix, NodeId(args.id), etcd_deadline).await?;
+    let store = StoreConfig::default();
+    // Durable mode: what the data directory holds decides between a durable restart (same
+    // incarnation, no join) and a new incarnation.
+    let data = match &args.data_dir {
+        None => {
+            warn!("no --data-dir: state is in memory only; a restart of this process rejoins as a new incarnation, and losing a majority at once loses data");
+            None
+        }
+        Some(d) => {
+            let dir = crate::durable::DataDir::new(d)?;
+            let mut opened = dir.open(NodeId(args.id), &args.prefix, store)?;
+            if let crate::durable::Opened::Recovered(r) = &opened {
+                // The cluster may have removed this incarnation while it was down.
+                let removed = Membership::new(client.clone(), args.prefix.clone()).removed(args.id).await.ok().flatten();
+                if removed.is_some_and(|m| m.incarnation == r.identity.incarnation) {
+                    let why = format!("incarnation {} was removed from the cluster while it was down", r.identity.incarnation);
+                    drop(opened);
+                    dir.refuse(&why)?;
+                    opened = crate::durable::Opened::Fresh { refused: Some(why) };
+                }
+            }
+            if let crate::durable::Opened::Fresh { refused: Some(why) } = &opened {
+                metrics_refused_note(why);
+            }
+            Some((dir, opened))
+        }
+    };
+    let keep = match &data {
+        Some((_, crate::durable::Opened::Recovered(r))) => Some(paxos::Incarnation(r.identity.incarnation)),
+        _ => None,
+    };
+    let start = etcd::draw_start(&client, &args.prefix, NodeId(args.id), keep, etcd_deadline).await?;
     anyhow::ensure!(
         start.number < crate::node::MAX_START_NUMBER,
         "node {} has been started {} times; request ids have room for {} starts per id (use a new id)",
@@ -183,19 +223,25 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     );
     let me = Member { node: NodeId(args.id), incarnation: start.incarnation };
     info!(node = %me.node, incarnation = %me.incarnation, start = start.number, http = %http_addr, grpc = %grpc_addr, "starting");
-    let bootstrap = etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?;
+    let durable_restart = keep.is_some();
+    let bootstrap = if durable_restart {
+        info!(incarnation = %me.incarnation, "durable restart: same incarnation, promises and votes from the data directory");
+        None
+    } else {
+        etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?
+    };
     let membership = Membership::new(client.clone(), args.prefix.clone());
     // A joining process, and a founder whose id was already founded (a restart after a crash:
     // its promises are forgotten, so it comes back as a new incarnation and must be re-added as
-    // a learner, caught up, and promoted), ask the leader to take them in.
-    let restart = bootstrap.is_none() && args.bootstrap.contains(&args.id);
-    if args.join || restart {
+    // a learner, caught up, and promoted), ask the leader to take them in. A durable restart
+    // is still a member: it asks nothing.
+    let restart = bootstrap.is_none() && args.bootstrap.contains(&args.id) && !durable_restart;
+    if (args.join && !durable_restart) || restart {
         let join = PendingChange::Join { id: me.node.0, incarnation: me.incarnation.0 };
         let deadline = std::time::Instant::now() + bootstrap_timeout;
         etcd::retrying("posting the join request", deadline, || membership.request(&join)).await?;
     }
 
-    let store = StoreConfig::default();
     // Built from `new` and then set field by field: the node crate's simulator adds fields of
     // its own (bug switches) when its `sim` feature is on.
     let mut settings = NodeSettings::new(me, start.number, bootstrap);
@@ -220,7 +266,30 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let (removal_tx, mut removal_rx) = watch::channel(None);
     let (suspicion_tx, suspicion_rx) = watch::channel(None);
     let wiring = Wiring { directory: directory.clone(), metrics: metrics.clone(), election: election_tx.clone(), removal: removal_tx, suspicion: suspicion_tx };
-    let node = NodeLoop::new(settings.clone(), inputs.clone(), wiring);
+    let mut eligible_at_start = settings.bootstrap.as_ref().is_some_and(|c| c.is_acceptor(&me));
+    let node = match data {
+        None => NodeLoop::new(settings.clone(), inputs.clone(), wiring),
+        Some((dir, crate::durable::Opened::Recovered(r))) => {
+            let r = *r;
+            if r.torn_tail_bytes > 0 {
+                warn!(bytes = r.torn_tail_bytes, "the write-ahead log had a torn tail (a batch never acknowledged): cut");
+            }
+            eligible_at_start = r.disk.snapshot.config.is_acceptor(&me);
+            metrics.durable_restarts.inc();
+            let setup = crate::node::DiskSetup { dir, wal: r.wal, recovered: Some((r.store, r.disk)) };
+            NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
+        }
+        Some((dir, crate::durable::Opened::Fresh { refused })) => {
+            if refused.is_some() {
+                metrics.data_dirs_refused.inc();
+            }
+            let identity = crate::durable::Identity { node: me.node.0, incarnation: me.incarnation.0, prefix: args.prefix.clone() };
+            let founding = settings.bootstrap.clone().map(|config| paxos::SnapshotMeta { last_slot: paxos::Slot(0), config });
+            let wal = dir.start_fresh(&identity, founding, &kvstore::Store::new(store))?;
+            let setup = crate::node::DiskSetup { dir, wal, recovered: None };
+            NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
+        }
+    };
     let recheck = Duration::from_millis((args.suspect_leader_after_ms / 4).clamp(20, 100));
     let suspect_task = tokio::spawn(etcd::suspect(client.clone(), args.prefix.clone(), me.node, suspicion_rx, metrics.clone(), recheck));
     let node_task = tokio::spawn(node.run(inbox));
@@ -256,7 +325,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         directory: directory.clone(),
         metrics: metrics.clone(),
     };
-    let (eligible_tx, eligible_rx) = watch::channel(settings.bootstrap.as_ref().is_some_and(|c| c.is_acceptor(&me)));
+    let (eligible_tx, eligible_rx) = watch::channel(eligible_at_start);
     let etcd_task = tokio::spawn(task.run(election_rx, eligible_rx, etcd_stop_rx));
     let manager = Manager {
         membership: membership.clone(),
