@@ -87,6 +87,8 @@ impl Net {
                     self.wire.push_back(env);
                     continue;
                 }
+                // In-memory mode (durable off) emits none; nothing to write here anyway.
+                Output::Persist(_) => continue,
                 Output::WriteDone { token, result } => Seen::Write(token, result),
                 Output::ReadDone { token, result } => Seen::Read(token, result),
                 Output::ReconfigureDone { token, result } => Seen::Reconfigured(token, result.map(|c| c.epoch)),
