@@ -7,7 +7,7 @@ use crate::membership::{barrier_behind, eligible, next_step, EpochMark, PendingC
 use crate::{Bugs, Consistency, Input, Node, NodeSettings, NotServing, Output, ReadAnswer, Refused};
 use checker::{Budget, CheckOptions, CheckResult, Op, OpKind, Outcome};
 use kvstore::{CasExpect, Store, StoreConfig, WriteOp};
-use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, SnapshotMeta, Time};
+use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, Persist, Recovered, Slot, SnapshotMeta, Time};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +33,14 @@ pub struct SimConfig {
     pub bugs: Bugs,
     /// Bugs to put back in the core.
     pub core_bugs: paxos::Bugs,
+    /// Durable mode: every replica runs with `NodeSettings::durable` and a simulated disk (see
+    /// [`Disk`]); crashes may keep the disk (a durable restart) and power cuts stop every replica
+    /// at once. Off: state is in memory and every crash is a kill -9 with amnesia.
+    pub durable: bool,
+    /// A shell bug (negative test): outputs queued behind an `Output::Persist` run at once, so
+    /// a vote or a promise is acknowledged before it is durable; the record stays unsynced until
+    /// the sync event, and a crash or a power cut before it loses it.
+    pub ack_before_durable: bool,
 }
 
 impl SimConfig {
@@ -47,6 +55,8 @@ impl SimConfig {
             faults: true,
             bugs: Bugs::default(),
             core_bugs: paxos::Bugs::default(),
+            durable: seed % 6 != 5,
+            ack_before_durable: false,
         }
     }
 }
@@ -79,6 +89,28 @@ pub struct SimStats {
     pub snapshots_installed: u64,
     /// Crashes with amnesia (the process and its state gone).
     pub crashes: u64,
+    /// The run was in durable mode.
+    pub durable: bool,
+    /// Crashes that kept the disk (one replica, or every replica in a power cut), restarted with
+    /// `Node::recover` as the same incarnation.
+    pub durable_restarts: u64,
+    /// Power cuts: every replica crashed at once, keeping its disk.
+    pub power_cuts: u64,
+    /// Power cuts lined up on a write acknowledgement (the cut happens right after it).
+    pub power_cuts_on_ack: u64,
+    /// Crashed replicas without a durable snapshot (a joiner before its first snapshot file),
+    /// restarted with amnesia instead.
+    pub no_snapshot_amnesia: u64,
+    /// Group commits (sync events that made records durable).
+    pub syncs: u64,
+    /// Records not yet synced at a crash and lost with it.
+    pub records_lost: u64,
+    /// Records not yet synced at a crash that survived it (a prefix of the torn tail).
+    pub records_torn_kept: u64,
+    /// Accepted values a recovered replica got back from its disk.
+    pub votes_recovered: u64,
+    /// Snapshot files written (encoded here or installed from a peer).
+    pub snapshot_files: u64,
     /// Promotions of restarted incarnations back to acceptor, proposed.
     pub rejoined: u64,
     /// Membership changes applied.
@@ -101,11 +133,19 @@ pub struct Failure {
     pub seed: u64,
     pub at: u64,
     pub what: String,
+    /// A liveness failure with the signature of the known core bug of `node/tests/durable.rs`
+    /// (after durable restarts, a replica's snapshot is ahead of every other replica's commit
+    /// point, and candidates step down on its `Compacted`). The sweep counts these apart.
+    pub known_core_bug: bool,
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} at {} ms: {}", self.seed, self.at, self.what)
+        write!(f, "seed {} at {} ms: {}", self.seed, self.at, self.what)?;
+        if self.known_core_bug {
+            write!(f, " [known core bug: a snapshot ahead of every commit point wedges candidates, node/tests/durable.rs]")?;
+        }
+        Ok(())
     }
 }
 
@@ -122,17 +162,28 @@ enum Ev {
     ClientTimeout { client: u64, token: u64 },
     /// An election hint reaches a replica.
     Hint { node: NodeId, leader: Option<NodeId> },
-    /// A snapshot finished encoding.
-    Encoded { node: NodeId, inc: Incarnation, meta: SnapshotMeta },
+    /// A snapshot finished encoding (and, in durable mode, its file is written).
+    Encoded { node: NodeId, start: u64, meta: SnapshotMeta },
+    /// The file of a snapshot installed from a peer is written (durable mode).
+    InstallWritten { node: NodeId, start: u64, meta: SnapshotMeta, store: Box<Store> },
+    /// A group commit: every record written but not yet synced becomes durable, and the outputs
+    /// held behind them run.
+    Sync { node: NodeId, start: u64 },
+    /// Every replica crashes at once, keeping its disk.
+    PowerCut,
+    /// A replica restarted with amnesia crashes again (keeping its disk, if it has a snapshot
+    /// file by then).
+    CrashAgain(NodeId),
     /// A snapshot transfer arrives.
     Install { node: NodeId, meta: SnapshotMeta, store: Box<Store> },
     /// The sender's shell hears how its transfer ended.
-    Sent { node: NodeId, inc: Incarnation, to: NodeId, delivered: bool },
+    Sent { node: NodeId, start: u64, to: NodeId, delivered: bool },
     /// A held link's release is due.
     Release { from: NodeId, to: NodeId },
     /// A paused replica resumes.
     Resume(NodeId),
-    /// A crashed replica starts again, empty, with a new incarnation.
+    /// A crashed replica starts again: from its disk as the same incarnation if it crashed
+    /// keeping it (and has a snapshot file), else empty, with a new incarnation.
     Restart(NodeId),
     /// Links are cut.
     Cut(Vec<(NodeId, NodeId)>),
@@ -159,12 +210,102 @@ struct SimNode {
     /// The process start number (drawn in etcd by the driver; one more per restart).
     start: u64,
     up: bool,
-    /// Crashed (killed): its state is gone; it restarts with a new incarnation.
+    /// Crashed (killed): its process is gone; it restarts from its disk (`recovering`) or with a
+    /// new incarnation.
     dead: bool,
+    /// Crashed keeping its disk: it restarts with `Node::recover` (if it has a snapshot file).
+    recovering: bool,
     /// What reached it while paused, in order.
     inbox: Vec<Input>,
     /// Encoded snapshots by last slot (the "bytes" the shell keeps).
     encoded: BTreeMap<paxos::Slot, (SnapshotMeta, Store)>,
+    /// Its disk (durable mode).
+    disk: Disk,
+    /// Outputs queued behind a `Persist` not yet synced (they run at the sync, in order).
+    held: Vec<Output>,
+    /// A `Persist` is written and not synced: later outputs are held.
+    barrier: bool,
+    /// A sync event is scheduled.
+    sync_due: bool,
+}
+
+impl SimNode {
+    fn new(node: Node, inc: Incarnation, start: u64, disk: Disk) -> Self {
+        SimNode {
+            node,
+            inc,
+            start,
+            up: true,
+            dead: false,
+            recovering: false,
+            inbox: Vec::new(),
+            encoded: BTreeMap::new(),
+            disk,
+            held: Vec::new(),
+            barrier: false,
+            sync_due: false,
+        }
+    }
+}
+
+/// A replica's simulated disk, as the durable driver keeps it: the write-ahead log (records
+/// written, and those of them an fsync made durable) and the latest snapshot file.
+#[derive(Default)]
+struct Disk {
+    /// Durable records, in log order.
+    synced: Vec<Persist>,
+    /// Records written and not yet synced: a crash keeps a prefix of them at most (a torn tail
+    /// is cut at a record boundary, as the real log's checksums cut a torn batch).
+    unsynced: Vec<Persist>,
+    /// The latest snapshot file (none for a replica that joined and has not written one yet:
+    /// it cannot recover, and restarts with amnesia).
+    snapshot: Option<(SnapshotMeta, Store)>,
+}
+
+impl Disk {
+    /// A founding member's disk: the initial snapshot (slot 0, the bootstrap configuration, an
+    /// empty store), nothing logged.
+    fn founding(config: Configuration) -> Disk {
+        let meta = SnapshotMeta { last_slot: Slot(0), config };
+        Disk { snapshot: Some((meta, Store::new(StoreConfig::default()))), ..Disk::default() }
+    }
+
+    /// A new snapshot file at `meta.last_slot` (ignored if not newer than the current one), then
+    /// the log records it covers are dropped: votes at or below its slot, and every promise but
+    /// the highest. `true` if it was newer.
+    fn write_snapshot(&mut self, meta: SnapshotMeta, store: Store) -> bool {
+        if self.snapshot.as_ref().is_some_and(|(m, _)| m.last_slot >= meta.last_slot) {
+            return false;
+        }
+        let last = meta.last_slot;
+        self.snapshot = Some((meta, store));
+        let promised = self.synced.iter().filter_map(|p| if let Persist::Promised(b) = p { Some(*b) } else { None }).max();
+        self.synced.retain(|p| matches!(p, Persist::Accepted(e) if e.slot > last));
+        if let Some(b) = promised {
+            self.synced.insert(0, Persist::Promised(b));
+        }
+        true
+    }
+
+    /// A crash: a random prefix of the unsynced records survives, the rest is lost. Returns
+    /// (kept, lost).
+    fn crash(&mut self, rng: &mut ChaCha8Rng) -> (u64, u64) {
+        let n = self.unsynced.len();
+        let keep = if n == 0 { 0 } else { rng.gen_range(0..=n) };
+        let rest: Vec<Persist> = self.unsynced.drain(..).collect();
+        self.synced.extend(rest.into_iter().take(keep));
+        (keep as u64, (n - keep) as u64)
+    }
+
+    /// What a restart reads back: the snapshot and the replayed log.
+    fn recovered(&self) -> Option<(Store, Recovered)> {
+        let (meta, store) = self.snapshot.as_ref()?;
+        let mut r = Recovered::from_snapshot(meta.clone());
+        for p in &self.synced {
+            r.replay(p.clone());
+        }
+        Some((store.clone(), r))
+    }
 }
 
 /// The settings every replica of a run shares.
@@ -192,6 +333,7 @@ fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstr
     s.seed = cfg.seed.wrapping_mul(31).wrapping_add(me.node.0 * 7 + me.incarnation.0);
     s.bugs = cfg.bugs;
     s.core_bugs = cfg.core_bugs;
+    s.durable = cfg.durable;
     s
 }
 
@@ -229,6 +371,17 @@ struct World {
     healed: bool,
     /// Print every client step (`NODE_SIM_TRACE=1`).
     trace: bool,
+    /// Print the consensus messages too (`NODE_SIM_TRACE_MSGS=1`), and the disk a replica
+    /// recovers from.
+    trace_msgs: bool,
+    /// The longest group-commit latency of this run (ms): a sync comes 0 to this after the
+    /// first record it covers.
+    max_sync_ms: u64,
+    /// A power cut is armed: it happens right after the next write acknowledgement.
+    cut_on_ack: bool,
+    /// After a power cut lined up on an acknowledgement: the client that got it and the key,
+    /// which it reads next (linearizably: it must see its write or a later one).
+    probe: Option<(u64, String)>,
 }
 
 /// How long a client waits for one attempt.
@@ -243,7 +396,15 @@ pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
     let mut w = World::new(cfg);
     let r = w.run_all();
     w.stats.revocations = w.etcd.revocations;
-    r.map_err(|what| Failure { seed: w.cfg.seed, at: w.now, what })?;
+    r.map_err(|what| {
+        let known_core_bug = what.starts_with("liveness") || what.starts_with("replicas did not converge");
+        let known_core_bug = known_core_bug && w.compacted_wedge().is_some();
+        let what = match (known_core_bug, w.compacted_wedge()) {
+            (true, Some(sig)) => format!("{what} ({sig})"),
+            _ => what,
+        };
+        Failure { seed: w.cfg.seed, at: w.now, what, known_core_bug }
+    })?;
     Ok(w.stats)
 }
 
@@ -261,9 +422,7 @@ impl World {
         for m in &members {
             let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag, max_read_staleness };
             let node = Node::new(node_settings(&cfg, &shape, *m, 1, Some(bootstrap.clone())), Time(0));
-            let sim_node =
-                SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() };
-            nodes.insert(m.node, sim_node);
+            nodes.insert(m.node, SimNode::new(node, m.incarnation, 1, Disk::founding(bootstrap.clone())));
         }
         let shape = Shape { batch_delay, snapshot_every, max_retained, max_read_lag, max_read_staleness };
         let spares: Vec<NodeId> = (cfg.replicas as u64 + 1..=(cfg.replicas + cfg.spares) as u64).map(NodeId).collect();
@@ -271,10 +430,7 @@ impl World {
         for n in cfg.replicas + 1..=cfg.replicas + cfg.spares {
             let m = Member { node: NodeId(n as u64), incarnation: Incarnation(1) };
             let node = Node::new(node_settings(&cfg, &shape, m, 1, None), Time(0));
-            nodes.insert(
-                m.node,
-                SimNode { node, inc: m.incarnation, start: 1, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() },
-            );
+            nodes.insert(m.node, SimNode::new(node, m.incarnation, 1, Disk::default()));
             pending.push(PendingChange::Join { id: m.node.0, incarnation: 1 });
         }
         let net = if cfg.faults {
@@ -282,8 +438,10 @@ impl World {
         } else {
             Net { max_delay: 2, ..Net::default() }
         };
+        let max_sync_ms = *[2u64, 10, 30].choose(&mut rng).unwrap();
         let taggings = [Tagging::Session, Tagging::IdempotencyKey, Tagging::None];
         let clients = (0..cfg.clients as u64).map(|c| Client::new(c, taggings[c as usize % 3])).collect();
+        let durable = cfg.durable;
         World {
             cfg,
             shape,
@@ -307,9 +465,13 @@ impl World {
             next_token: 0,
             next_idem: 0,
             history: Vec::new(),
-            stats: SimStats::default(),
+            stats: SimStats { durable, ..SimStats::default() },
             healed: false,
             trace: std::env::var("NODE_SIM_TRACE").is_ok_and(|v| v == "1"),
+            trace_msgs: std::env::var("NODE_SIM_TRACE_MSGS").is_ok_and(|v| v == "1"),
+            max_sync_ms,
+            cut_on_ack: false,
+            probe: None,
         }
     }
 
@@ -420,18 +582,54 @@ impl World {
                 }
                 self.feed(node, Input::Hint(leader))
             }
-            Ev::Encoded { node, inc, meta } => {
-                if self.nodes[&node].inc != inc {
-                    return Ok(());
+            Ev::Encoded { node, start, meta } => {
+                let n = self.nodes.get_mut(&node).unwrap();
+                if n.start != start || n.dead {
+                    return Ok(()); // the process that asked crashed meanwhile
+                }
+                // The durable driver writes the snapshot file before it answers, and only then
+                // drops the log below it.
+                if self.cfg.durable {
+                    if let Some((m, store)) = n.encoded.get(&meta.last_slot) {
+                        if n.disk.write_snapshot(m.clone(), store.clone()) {
+                            self.stats.snapshot_files += 1;
+                        }
+                    }
                 }
                 self.feed(node, Input::SnapshotEncoded { meta })
             }
+            Ev::InstallWritten { node, start, meta, store } => {
+                let n = self.nodes.get_mut(&node).unwrap();
+                if n.start == start && !n.dead && n.disk.write_snapshot(meta, *store) {
+                    self.stats.snapshot_files += 1;
+                }
+                Ok(())
+            }
+            Ev::Sync { node, start } => self.sync(node, start),
+            Ev::PowerCut => self.power_cut(),
+            Ev::CrashAgain(id) => {
+                if self.healed || self.nodes[&id].dead {
+                    return Ok(());
+                }
+                if self.nodes[&id].disk.snapshot.is_some() {
+                    let at = self.now + self.rng.gen_range(50..2_000);
+                    self.crash_durable(id, at);
+                } else if self.may_lose(&BTreeSet::from([id])) {
+                    self.stats.no_snapshot_amnesia += 1;
+                    let at = self.now + self.rng.gen_range(200..2_000);
+                    self.crash_amnesia(id, at);
+                }
+                Ok(())
+            }
             Ev::Install { node, meta, store } => {
                 self.stats.snapshots_installed += 1;
+                if self.trace {
+                    eprintln!("{:>6} {node} gets a snapshot at {} (epoch {})", self.now, meta.last_slot, meta.config.epoch);
+                }
                 self.feed(node, Input::InstallSnapshot { meta, store })
             }
-            Ev::Sent { node, inc, to, delivered } => {
-                if self.nodes[&node].inc != inc {
+            Ev::Sent { node, start, to, delivered } => {
+                if self.nodes[&node].start != start || self.nodes[&node].dead {
                     return Ok(());
                 }
                 self.feed(node, Input::SnapshotSent { to, delivered })
@@ -541,7 +739,22 @@ impl World {
             n.inbox.push(input);
             return Ok(());
         }
+        // A snapshot installed from a peer is written as a file after the install (durable
+        // mode), a little later; a crash before that keeps the older one.
+        let install = match &input {
+            Input::InstallSnapshot { meta, store } if self.cfg.durable => {
+                Some((meta.clone(), store.clone(), n.node.counters().snapshots_installed))
+            }
+            _ => None,
+        };
         n.node.handle(Time(self.now), input);
+        if let Some((meta, store, before)) = install {
+            if self.nodes[&id].node.counters().snapshots_installed > before {
+                let start = self.nodes[&id].start;
+                let at = self.now + self.rng.gen_range(1..20);
+                self.schedule(at, Ev::InstallWritten { node: id, start, meta, store });
+            }
+        }
         self.outputs(id)
     }
 
@@ -551,6 +764,14 @@ impl World {
             return Ok(());
         }
         n.up = true;
+        // Outputs whose records were synced while it was stopped run first, in order.
+        if !n.barrier {
+            let held = std::mem::take(&mut n.held);
+            for out in held {
+                self.run_output(id, out)?;
+            }
+        }
+        let n = self.nodes.get_mut(&id).unwrap();
         let now = Time(self.now);
         n.node.handle_timeout(now);
         let inbox = std::mem::take(&mut n.inbox);
@@ -561,18 +782,82 @@ impl World {
         Ok(())
     }
 
-    /// Run everything `id` wants done.
+    /// Run everything `id` wants done. In durable mode an `Output::Persist` is written to the
+    /// log (unsynced) and everything after it is held until the sync event (the group commit)
+    /// makes it durable; with `ack_before_durable` nothing is held.
     fn outputs(&mut self, id: NodeId) -> Result<(), String> {
         while let Some(out) = self.nodes.get_mut(&id).unwrap().node.poll_output() {
+            let n = self.nodes.get_mut(&id).unwrap();
+            if let Output::Persist(p) = out {
+                n.disk.unsynced.push(p);
+                if !self.cfg.ack_before_durable {
+                    n.barrier = true;
+                }
+                if !n.sync_due {
+                    n.sync_due = true;
+                    let start = n.start;
+                    let at = self.now + self.rng.gen_range(0..=self.max_sync_ms);
+                    self.schedule(at, Ev::Sync { node: id, start });
+                }
+                continue;
+            }
+            if n.barrier || !n.held.is_empty() {
+                n.held.push(out);
+                continue;
+            }
+            self.run_output(id, out)?;
+        }
+        Ok(())
+    }
+
+    /// The group commit of `id`: every record written so far becomes durable, then the outputs
+    /// held behind them run in order (at resume, if the process is stopped).
+    fn sync(&mut self, id: NodeId, start: u64) -> Result<(), String> {
+        let n = self.nodes.get_mut(&id).unwrap();
+        if n.start != start || n.dead {
+            return Ok(()); // the process crashed before its fsync returned
+        }
+        n.sync_due = false;
+        let records: Vec<Persist> = n.disk.unsynced.drain(..).collect();
+        n.disk.synced.extend(records);
+        n.barrier = false;
+        self.stats.syncs += 1;
+        if !n.up {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut n.held);
+        for out in held {
+            self.run_output(id, out)?;
+        }
+        Ok(())
+    }
+
+    /// Run one output of `id`.
+    fn run_output(&mut self, id: NodeId, out: Output) -> Result<(), String> {
+        {
             match out {
                 Output::Send(env) => self.send(env)?,
-                Output::WriteDone { token, result } => self.reply(token, Reply::Write(result)),
+                Output::WriteDone { token, result } => {
+                    if self.cut_on_ack && matches!(&result, Ok(d) if d.output.is_ok()) && self.tokens.contains_key(&token) {
+                        // The power cut lined up on an acknowledgement: right after it leaves.
+                        // The client reads the key next.
+                        self.cut_on_ack = false;
+                        self.stats.power_cuts_on_ack += 1;
+                        self.schedule(self.now, Ev::PowerCut);
+                        let (client, _) = self.tokens[&token];
+                        self.probe = self.clients[client as usize].in_flight.as_ref().map(|f| (client, f.op.key.clone()));
+                    }
+                    self.reply(token, Reply::Write(result))
+                }
                 Output::ReadDone { token, result } => self.reply(token, Reply::Read(result)),
                 Output::EncodeSnapshot { meta, store } => {
-                    let inc = self.nodes[&id].inc;
+                    if self.trace {
+                        eprintln!("{:>6} {id} encodes a snapshot at {} (epoch {})", self.now, meta.last_slot, meta.config.epoch);
+                    }
+                    let start = self.nodes[&id].start;
                     self.nodes.get_mut(&id).unwrap().encoded.insert(meta.last_slot, (meta.clone(), *store));
                     let at = self.now + self.rng.gen_range(1..50);
-                    self.schedule(at, Ev::Encoded { node: id, inc, meta });
+                    self.schedule(at, Ev::Encoded { node: id, start, meta });
                 }
                 Output::SendSnapshot { to, from } => {
                     let (meta, store) = match from {
@@ -587,14 +872,19 @@ impl World {
                     if delivered {
                         self.schedule(at, Ev::Install { node: to, meta, store: Box::new(store) });
                     }
-                    let inc = self.nodes[&id].inc;
-                    self.schedule(at + 1, Ev::Sent { node: id, inc, to, delivered });
+                    let start = self.nodes[&id].start;
+                    self.schedule(at + 1, Ev::Sent { node: id, start, to, delivered });
                 }
                 Output::Resign => {
                     if self.trace {
                         eprintln!("{:>6} {id} resigns", self.now);
                     }
                     self.etcd.resign(id)
+                }
+                Output::ConfigChanged(c) if self.trace => {
+                    eprintln!("{:>6} {id}: applied configuration epoch {} acceptors {:?} learners {:?} (applied slot {})", self.now, c.epoch,
+                        c.acceptors.iter().map(|m| (m.node.0, m.incarnation.0)).collect::<Vec<_>>(),
+                        c.learners.iter().map(|m| (m.node.0, m.incarnation.0)).collect::<Vec<_>>(), self.nodes[&id].node.applied_slot());
                 }
                 Output::LeaderChanged { leader, ballot } if self.trace => {
                     eprintln!("{:>6} {id}: core says leader {leader:?} at {ballot:?}", self.now);
@@ -619,6 +909,23 @@ impl World {
 
     fn send(&mut self, env: Envelope) -> Result<(), String> {
         let (from, to) = (env.from.node, env.to);
+        if self.trace_msgs {
+            use paxos::Message as M;
+            let m = match &env.msg {
+                M::Prepare { ballot, first_slot } => Some(format!("Prepare r{} from {}", ballot.round, first_slot.0)),
+                M::Promise { ballot, first_slot, accepted, learned } => Some(format!("Promise r{} from {} learned {} acc {:?}", ballot.round, first_slot.0, learned.0, accepted.iter().map(|e| (e.slot.0, e.ballot.round)).collect::<Vec<_>>())),
+                M::Accept { ballot, slot, commit, value } => Some(format!("Accept r{} slot {} commit {} {}", ballot.round, slot.0, commit.0, match value { paxos::Value::Reconfigure { .. } => "RECONF", paxos::Value::Batch(_) => "batch", _ => "other" })),
+                M::Accepted { ballot, slot, learned } => Some(format!("Accepted r{} slot {} learned {}", ballot.round, slot.0, learned.0)),
+                M::Nack { promised } => Some(format!("Nack r{}", promised.round)),
+                M::Compacted { snapshot_slot } => Some(format!("Compacted {}", snapshot_slot.0)),
+                M::Fetch { from, to } => Some(format!("Fetch {}..{}", from.0, to.0)),
+                M::Chosen { entries, commit } => Some(format!("Chosen {:?} commit {}", entries.iter().map(|e| e.0 .0).collect::<Vec<_>>(), commit.0)),
+                _ => None,
+            };
+            if let Some(m) = m {
+                eprintln!("{:>6} MSG {from}->{to}: {m}", self.now);
+            }
+        }
         if to == from {
             self.schedule(self.now, Ev::Deliver(env));
             return Ok(());
@@ -697,6 +1004,12 @@ impl World {
     }
 
     fn new_ask(&mut self, ci: usize) -> Ask {
+        if let Some((c, key)) = self.probe.take() {
+            if c as usize == ci {
+                return Ask::Read { key, linearizable: true };
+            }
+            self.probe = Some((c, key));
+        }
         let roll = self.rng.gen_range(0..100);
         let reg = REGISTERS[self.rng.gen_range(0..REGISTERS.len())].to_string();
         if roll < 25 {
@@ -933,21 +1246,35 @@ impl World {
             Some(l) if self.rng.gen_bool(0.5) => l,
             _ => victim,
         };
-        match self.rng.gen_range(0..100) {
+        match self.rng.gen_range(0..104) {
+            0..=7 if self.cfg.durable && self.rng.gen_bool(0.6) && !self.nodes[&victim].dead => {
+                // A crash that keeps the disk: it comes back as the same incarnation, from its
+                // snapshot file and its log (a joiner without a snapshot file cannot: amnesia).
+                if self.nodes[&victim].disk.snapshot.is_some() {
+                    let at = self.now + self.rng.gen_range(50..3_000);
+                    self.crash_durable(victim, at);
+                } else if self.may_lose(&BTreeSet::from([victim])) {
+                    self.stats.no_snapshot_amnesia += 1;
+                    let at = self.now + self.rng.gen_range(200..4_000);
+                    self.crash_amnesia(victim, at);
+                }
+            }
             0..=7 => {
                 // kill -9: the state is gone; it comes back as a new incarnation and rejoins.
-                if self.may_crash(victim) {
-                    let n = self.nodes.get_mut(&victim).unwrap();
-                    n.up = false;
-                    n.dead = true;
-                    n.inbox.clear();
-                    n.encoded.clear();
-                    self.stats.crashes += 1;
-                    if self.trace {
-                        eprintln!("{:>6} {victim} crashes", self.now);
-                    }
+                if self.may_lose(&BTreeSet::from([victim])) {
                     let at = self.now + self.rng.gen_range(200..4_000);
-                    self.schedule(at, Ev::Restart(victim));
+                    self.crash_amnesia(victim, at);
+                }
+            }
+            100.. => {
+                // A power cut: every replica stops at once, keeping its disk; half the time
+                // lined up on the next write acknowledgement.
+                if self.cfg.durable {
+                    if self.rng.gen_bool(0.5) {
+                        self.cut_on_ack = true;
+                    } else {
+                        self.power_cut()?;
+                    }
                 }
             }
             8..=19 => {
@@ -1024,32 +1351,165 @@ impl World {
     /// pending, and without the victim a quorum of the acceptors of each configuration the live
     /// replicas have applied (a change one replica applied may be unknown to the others, who
     /// still need a quorum of the configuration before it to learn of it).
-    fn may_crash(&self, victim: NodeId) -> bool {
-        if !self.pending.is_empty() || self.reconfig.is_some() || self.nodes[&victim].dead {
+    ///
+    /// A replica down with its disk kept (a durable restart under way) counts as alive, like a
+    /// paused one, and the configuration of its snapshot file, which it restarts with, counts
+    /// among those in use.
+    ///
+    /// Joiners are the exception to "no membership change pending": victims that are acceptors
+    /// of no configuration in use, and whose own join requests are all that is pending, may go.
+    fn may_lose(&self, victims: &BTreeSet<NodeId>) -> bool {
+        if self.reconfig.is_some() || victims.iter().any(|v| self.nodes[v].dead) {
             return false;
         }
-        let alive = |m: &Member| m.node != victim && self.nodes.get(&m.node).is_some_and(|n| !n.dead && n.inc == m.incarnation);
-        self.nodes
+        let kept = |n: &SimNode| !n.dead || n.recovering;
+        if !self.pending.is_empty() {
+            let only_joiners = self.pending.iter().all(|p| matches!(p, PendingChange::Join { id, .. } if victims.contains(&NodeId(*id))));
+            let is_victim = |m: &Member| victims.contains(&m.node) && self.nodes[&m.node].inc == m.incarnation;
+            let acceptor = self.nodes.values().filter(|n| kept(n)).any(|n| n.node.config().acceptors.iter().any(is_victim));
+            if !only_joiners || acceptor {
+                return false;
+            }
+        }
+        let alive =
+            |m: &Member| !victims.contains(&m.node) && self.nodes.get(&m.node).is_some_and(|n| kept(n) && n.inc == m.incarnation);
+        let snapshot_configs = self
+            .nodes
             .values()
-            .filter(|n| !n.dead)
-            .map(|n| n.node.config())
-            .all(|c| !c.acceptors.is_empty() && c.acceptors.iter().filter(|m| alive(m)).count() >= c.quorum())
-            && self.nodes.values().any(|n| !n.dead && !n.node.config().acceptors.is_empty())
+            .filter(|n| n.recovering)
+            .filter_map(|n| n.disk.snapshot.as_ref().map(|(m, _)| &m.config));
+        let mut configs = self.nodes.values().filter(|n| kept(n)).map(|n| n.node.config()).chain(snapshot_configs);
+        configs.all(|c| !c.acceptors.is_empty() && c.acceptors.iter().filter(|m| alive(m)).count() >= c.quorum())
+            && self.nodes.values().any(|n| kept(n) && !n.node.config().acceptors.is_empty())
+    }
+
+    /// Stop `id`'s process now (its pending requests die with it: their clients time out).
+    fn stop(&mut self, id: NodeId) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.up = false;
+        n.dead = true;
+        n.inbox.clear();
+        n.encoded.clear();
+        n.held.clear();
+        n.barrier = false;
+        n.sync_due = false;
+    }
+
+    /// kill -9 with amnesia: the process and its disk are gone; at `restart_at` it starts empty
+    /// as a new incarnation and rejoins.
+    fn crash_amnesia(&mut self, id: NodeId, restart_at: u64) {
+        self.stop(id);
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.recovering = false;
+        n.disk = Disk::default();
+        self.stats.crashes += 1;
+        if self.trace {
+            eprintln!("{:>6} {id} crashes (amnesia)", self.now);
+        }
+        self.schedule(restart_at, Ev::Restart(id));
+    }
+
+    /// A crash that keeps the disk: what was not synced is lost but for a random prefix (a torn
+    /// tail), the held outputs never run, and at `restart_at` it recovers as the same
+    /// incarnation.
+    fn crash_durable(&mut self, id: NodeId, restart_at: u64) {
+        self.stop(id);
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.recovering = true;
+        let (kept, lost) = n.disk.crash(&mut self.rng);
+        self.stats.records_torn_kept += kept;
+        self.stats.records_lost += lost;
+        if self.trace {
+            eprintln!("{:>6} {id} crashes keeping its disk ({kept} unsynced records kept, {lost} lost)", self.now);
+        }
+        self.schedule(restart_at, Ev::Restart(id));
+    }
+
+    /// Every replica crashes at once, keeping its disk (one without a snapshot file restarts
+    /// with amnesia, if that leaves every configuration a quorum; else there is no cut).
+    fn power_cut(&mut self) -> Result<(), String> {
+        if self.healed {
+            return Ok(());
+        }
+        let live: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| !n.dead).map(|(id, _)| *id).collect();
+        let amnesiac: BTreeSet<NodeId> = live.iter().copied().filter(|id| self.nodes[id].disk.snapshot.is_none()).collect();
+        if !amnesiac.is_empty() && !self.may_lose(&amnesiac) {
+            return Ok(());
+        }
+        self.stats.power_cuts += 1;
+        if self.trace {
+            eprintln!("{:>6} power cut (max sync {} ms, on ack {})", self.now, self.max_sync_ms, self.stats.power_cuts_on_ack);
+        }
+        let back = self.now + self.rng.gen_range(100..2_500);
+        for id in live {
+            let at = back + self.rng.gen_range(0..500);
+            if amnesiac.contains(&id) {
+                self.stats.no_snapshot_amnesia += 1;
+                self.crash_amnesia(id, at);
+            } else {
+                self.crash_durable(id, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// A durable restart: the same incarnation with the next start number, from the snapshot
+    /// file and the records of the log (`Node::recover`).
+    fn recover(&mut self, id: NodeId) -> Result<(), String> {
+        let n = &self.nodes[&id];
+        let Some((store, disk)) = n.disk.recovered() else {
+            return Err(format!("{id} restarts from a disk without a snapshot file"));
+        };
+        let (me, start) = (Member { node: id, incarnation: n.inc }, n.start + 1);
+        let last = disk.snapshot.last_slot;
+        self.stats.votes_recovered += disk.accepted.iter().filter(|e| e.slot > last).count() as u64;
+        let mut settings = node_settings(&self.cfg, &self.shape, me, start, None);
+        settings.seed = settings.seed.wrapping_add(start << 24);
+        let node = Node::recover(settings, Time(self.now), store, disk);
+        let n = self.nodes.get_mut(&id).unwrap();
+        n.node = node;
+        n.start = start;
+        n.up = true;
+        n.dead = false;
+        n.recovering = false;
+        self.stats.durable_restarts += 1;
+        if self.trace {
+            eprintln!("{:>6} {id} recovers from its disk (snapshot at {last}, start {start})", self.now);
+        }
+        if self.trace_msgs {
+            let n = &self.nodes[&id];
+            let (_, d) = n.disk.recovered().unwrap();
+            eprintln!("  promised {:?} accepted {:?}", d.promised, d.accepted.iter().map(|e| (e.slot.0, e.ballot.round)).collect::<Vec<_>>());
+        }
+        let leader = self.elected;
+        self.hint(id, leader, 0);
+        self.outputs(id)
     }
 
     fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        if !self.nodes[&id].dead {
+            return Ok(());
+        }
+        if self.nodes[&id].recovering {
+            return self.recover(id);
+        }
         let (inc, start) = {
             let n = &self.nodes[&id];
             (Incarnation(n.inc.0 + 1), n.start + 1)
         };
         let me = Member { node: id, incarnation: inc };
         let node = Node::new(node_settings(&self.cfg, &self.shape, me, start, None), Time(self.now));
-        self.nodes.insert(id, SimNode { node, inc, start, up: true, dead: false, inbox: Vec::new(), encoded: BTreeMap::new() });
+        self.nodes.insert(id, SimNode::new(node, inc, start, Disk::default()));
         // The driver posts its join request before it registers.
         self.pending.retain(|p| p.id() != id.0);
         self.pending.push(PendingChange::Join { id: id.0, incarnation: inc.0 });
         let leader = self.elected;
         self.hint(id, leader, 0);
+        if self.cfg.durable && !self.healed && self.rng.gen_bool(0.3) {
+            // It may crash again before its first snapshot file (then it cannot recover).
+            let at = self.now + self.rng.gen_range(20..400);
+            self.schedule(at, Ev::CrashAgain(id));
+        }
         self.outputs(id)
     }
 
@@ -1215,6 +1675,21 @@ impl World {
     }
 
     // ---- verdicts ----
+
+    /// The signature of the known core wedge (`node/tests/durable.rs`): after a durable restart,
+    /// some live replica's snapshot is above the commit point every other live replica knows,
+    /// and no replica leads.
+    fn compacted_wedge(&self) -> Option<String> {
+        if self.stats.durable_restarts == 0 || self.nodes.values().any(|n| n.up && n.node.replica().is_leader()) {
+            return None;
+        }
+        let up: Vec<(NodeId, paxos::Status)> =
+            self.nodes.iter().filter(|(_, n)| n.up).map(|(id, n)| (*id, n.node.replica().status())).collect();
+        let (ahead, st) = up.iter().max_by_key(|(_, s)| s.snapshot)?;
+        let others = up.iter().filter(|(id, _)| id != ahead).map(|(_, s)| s.known_commit).max()?;
+        (st.snapshot > others)
+            .then(|| format!("{ahead}'s snapshot at {} is above every other replica's commit point ({others}); none leads", st.snapshot))
+    }
 
     /// Every replica reaches the same state: same applied index, same hash.
     fn converge(&mut self) -> Result<(), String> {
