@@ -112,6 +112,26 @@ pub fn decode_snapshot(bytes: &[u8], config: StoreConfig) -> anyhow::Result<(Sna
     Ok((meta, store))
 }
 
+/// A backup file (`GET /v1/snapshot`, `synod snapshot save`), checked and decoded.
+pub struct Backup {
+    /// The slot and configuration of the cluster it was taken from.
+    pub meta: SnapshotMeta,
+    /// Its state machine.
+    pub store: Store,
+    /// CRC32C of the whole file, in hex ([`storage::checksum_hex`]).
+    pub checksum: String,
+    /// The file's size.
+    pub bytes: usize,
+}
+
+/// Read and fully decode a backup file; a truncated, damaged or foreign file is refused with
+/// the decode error.
+pub fn read_backup(path: &Path, config: StoreConfig) -> anyhow::Result<Backup> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (meta, store) = decode_snapshot(&bytes, config).with_context(|| format!("{} is not a usable snapshot file", path.display()))?;
+    Ok(Backup { meta, store, checksum: storage::checksum_hex(&bytes), bytes: bytes.len() })
+}
+
 fn snap_name(slot: u64) -> String {
     format!("{slot:020}.snap")
 }
@@ -341,7 +361,8 @@ mod tests {
     #[test]
     fn a_snapshot_file_round_trips_and_damage_is_refused() {
         let mut store = Store::new(StoreConfig::default());
-        let _ = store.apply(Request::write(WriteOp::put(b"k".to_vec(), b"v".to_vec())));
+        let put = WriteOp::Put { key: b"k".to_vec(), value: b"v".to_vec(), guard: None };
+        let _ = store.apply_request(1, &Request { session: None, stamp: kvstore::Stamp::new(1, 1, 0), op: put });
         let bytes: Vec<u8> = store.snapshot(1024).flatten().collect();
         let file = encode_snapshot(&meta(9), &bytes);
         let (m, s) = decode_snapshot(&file, StoreConfig::default()).unwrap();
