@@ -1,6 +1,6 @@
 //! The REST layer's only contact with the node loop: the messages it sends ([`Input`]), the
-//! refusals it maps ([`refused`]), and the three ways a handler waits on the loop ([`read`],
-//! [`write`], [`status`]). Everything else in `rest/` sees plain results.
+//! refusals it maps ([`refused`]), and the ways a handler waits on the loop ([`read`],
+//! [`write`], [`status`], [`watch`], [`backup`]). Everything else in `rest/` sees plain results.
 
 use super::problem::Problem;
 use super::{Ctx, Outcome};
@@ -39,6 +39,14 @@ pub fn refused(r: Refused) -> Outcome {
 pub async fn status(ctx: &Ctx) -> Option<NodeStatus> {
     let (tx, rx) = oneshot::channel();
     ctx.inputs.send(Input::Status(tx)).await.ok()?;
+    tokio::time::timeout(std::time::Duration::from_secs(2), rx).await.ok()?.ok()
+}
+
+/// A point-in-time copy of the applied state (`None`: the loop does not answer). The clone
+/// is O(1); the caller encodes it off the async workers.
+pub async fn backup(ctx: &Ctx) -> Option<(paxos::SnapshotMeta, Box<kvstore::Store>)> {
+    let (tx, rx) = oneshot::channel();
+    ctx.inputs.send(Input::Backup(tx)).await.ok()?;
     tokio::time::timeout(std::time::Duration::from_secs(2), rx).await.ok()?.ok()
 }
 

@@ -12,10 +12,11 @@
 //! timeout or a leader change is exactly-once whichever replica ends up proposing it.
 //!
 //! Modules: [`routes`] (the table and the operational endpoints), [`kv`] (single keys and
-//! ranges), [`batch`] (batches and read-modify-write), [`members`], [`conditional`]
-//! (`If-Match`/`If-None-Match`), [`query`] and [`json`] (request parsing), [`problem`] (errors),
-//! [`loop_io`] (the only module that talks to the node loop).
+//! ranges), [`batch`] (batches and read-modify-write), [`members`], [`backup`] (`/v1/snapshot`),
+//! [`conditional`] (`If-Match`/`If-None-Match`), [`query`] and [`json`] (request parsing),
+//! [`problem`] (errors), [`loop_io`] (the only module that talks to the node loop).
 
+pub mod backup;
 pub mod batch;
 pub mod conditional;
 pub mod json;

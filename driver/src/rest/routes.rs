@@ -11,7 +11,7 @@
 use super::loop_io::{self, NotServing};
 use super::problem::Problem;
 use super::query::{NoParams, Segment, Q};
-use super::{batch, json_reply, kv, members, watch, Ctx, Outcome};
+use super::{backup, batch, json_reply, kv, members, watch, Ctx, Outcome};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/rmw", &[Method::POST]),
     ("/v1/cluster/members", &[Method::GET, Method::HEAD, Method::POST]),
     ("/v1/cluster/members/:id", &[Method::DELETE]),
+    ("/v1/snapshot", &[Method::GET, Method::HEAD]),
 ];
 
 /// The OpenAPI 3.1 description of this API (`docs/openapi.json`), served at `/v1/openapi.json`.
@@ -72,6 +73,7 @@ pub fn router() -> Router {
         .route("/v1/rmw", post(batch::rmw))
         .route("/v1/cluster/members", get(members::list).post(members::add))
         .route("/v1/cluster/members/:id", delete(members::remove))
+        .route("/v1/snapshot", get(backup::get))
         .fallback(no_route)
         .layer(middleware::map_response(bare_errors_as_problems))
         .layer(middleware::from_fn(label))
