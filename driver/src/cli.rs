@@ -1,5 +1,5 @@
 //! Client commands: `synod kv get|put|del|ls|cas|incr|batch-get|batch-put`, `synod status`,
-//! `synod members ...` and `synod health`.
+//! `synod members ...`, `synod snapshot save|inspect` and `synod health`.
 //!
 //! Output (`-w table|json|simple`): `json` is the server's JSON; `table` aligns columns under a
 //! header; `simple` prints one tab-separated line per item with no header, for scripts. `get`
@@ -551,6 +551,139 @@ pub async fn run_health(url: &str, timeout: Duration) -> i32 {
             1
         }
     }
+}
+
+/// `synod snapshot ...`: backups (docs/driver.md, "Backup and restore").
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SnapshotCmd {
+    /// Download a backup of a replica's applied state (`GET /v1/snapshot`) into FILE: the
+    /// checksum header is checked against the bytes and the file decoded fully before a temp
+    /// file is renamed into FILE.
+    Save {
+        /// Where to write it.
+        file: PathBuf,
+        /// Replica REST endpoints, tried in turn (comma separated).
+        #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
+        endpoints: Vec<String>,
+        /// Ask the leader for a snapshot that holds every write acknowledged before the request
+        /// (default: the asked replica's applied state, as a sequential read would see it).
+        #[arg(long)]
+        linearizable: bool,
+        /// Per-attempt timeout in milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        /// How long to keep trying the endpoints (on 503, 504, 410 and connection errors), in
+        /// milliseconds.
+        #[arg(long, env = "SYNOD_RETRY_DEADLINE_MS", default_value_t = 15_000)]
+        retry_deadline_ms: u64,
+    },
+    /// Check a snapshot file and print what it holds: index, slot, keys, bytes, checksum and the
+    /// configuration it was taken under. A damaged or truncated file is refused (exit 1).
+    Inspect {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Run `synod snapshot ...`; returns the exit code.
+pub async fn run_snapshot(cmd: SnapshotCmd) -> anyhow::Result<i32> {
+    match cmd {
+        SnapshotCmd::Inspect { file } => match crate::durable::read_backup(&file, kvstore::StoreConfig::default()) {
+            Ok(b) => {
+                println!("index: {}", b.store.last_applied());
+                println!("slot: {}", b.meta.last_slot.0);
+                println!("keys: {}", b.store.len());
+                println!("bytes: {}", b.bytes);
+                println!("checksum: crc32c={}", b.checksum);
+                println!("state hash: {:016x}", b.store.state_hash().0);
+                println!("epoch: {}", b.meta.config.epoch);
+                let show = |ms: &std::collections::BTreeSet<paxos::Member>| {
+                    ms.iter().map(|m| format!("{} (incarnation {})", m.node.0, m.incarnation.0)).collect::<Vec<_>>().join(", ")
+                };
+                println!("acceptors: {}", show(&b.meta.config.acceptors));
+                println!("learners: {}", show(&b.meta.config.learners));
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("synod snapshot inspect: {e:#}");
+                Ok(1)
+            }
+        },
+        SnapshotCmd::Save { file, endpoints, linearizable, timeout_ms, retry_deadline_ms } => {
+            save_snapshot(&file, &endpoints, linearizable, Duration::from_millis(timeout_ms), Duration::from_millis(retry_deadline_ms)).await
+        }
+    }
+}
+
+async fn save_snapshot(file: &std::path::Path, endpoints: &[String], linearizable: bool, per_attempt: Duration, retry: Duration) -> anyhow::Result<i32> {
+    if endpoints.is_empty() {
+        bail!("no endpoints given");
+    }
+    let http = HttpClient::new();
+    let path = if linearizable { "/v1/snapshot?consistency=linearizable" } else { "/v1/snapshot" };
+    let deadline = Instant::now() + retry;
+    let mut attempt = 0usize;
+    let r = loop {
+        let url = format!("{}{path}", endpoints[attempt % endpoints.len()].trim_end_matches('/'));
+        attempt += 1;
+        let last = match http.request(Method::GET, &url, &[], Vec::new(), per_attempt).await {
+            Ok(r) if r.status == 200 => break r,
+            Ok(r) => {
+                let j = r.json();
+                let why = format!("{url}: {} {}", r.status, j["detail"].as_str().map_or_else(|| r.text(), str::to_string));
+                if !matches!(r.status, 503 | 504 | 410) {
+                    eprintln!("synod snapshot save: {why}");
+                    return Ok(1);
+                }
+                why
+            }
+            Err(e) => format!("{url}: {e:#}"),
+        };
+        if Instant::now() >= deadline {
+            eprintln!("synod snapshot save: no replica gave a snapshot; last: {last}");
+            return Ok(1);
+        }
+        if attempt.is_multiple_of(endpoints.len()) {
+            tokio::time::sleep(jittered(Duration::from_millis(500), attempt as u64)).await;
+        }
+    };
+    let bytes = r.body.clone();
+    // The download is checked end to end before anything is written: the checksum header
+    // against the bytes, then a full decode (the file's own trailer, the metadata, the store's
+    // self-checking encoding).
+    let expected = r.header(crate::rest::backup::CHECKSUM_HEADER).map(str::to_string);
+    let got = crate::rest::backup::checksum_header(&bytes);
+    if expected.as_deref() != Some(got.as_str()) {
+        eprintln!("synod snapshot save: the download does not match its checksum header ({} in the header, {got} computed); nothing written", expected.as_deref().unwrap_or("none"));
+        return Ok(1);
+    }
+    let (meta, store) = match crate::durable::decode_snapshot(&bytes, kvstore::StoreConfig::default()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("synod snapshot save: the download does not decode ({e:#}); nothing written");
+            return Ok(1);
+        }
+    };
+    if r.index().is_some_and(|i| i != store.last_applied()) {
+        eprintln!("synod snapshot save: the reply says index {:?}, the file {}; nothing written", r.index(), store.last_applied());
+        return Ok(1);
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = file.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} is not a file name", file.display()))?;
+    // A temp file in the same directory, fsynced, renamed into place, the directory fsynced.
+    storage::write_atomic(&storage::StdFs, &dir, name, &bytes).with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "saved {}: index {}, slot {}, keys {}, {} bytes, {got}",
+        file.display(),
+        store.last_applied(),
+        meta.last_slot.0,
+        store.len(),
+        bytes.len()
+    );
+    Ok(0)
 }
 
 /// `synod members ...`

@@ -1,8 +1,8 @@
-//! The `synod` binary: `node`, `dev`, `kv ...`, `status`, `members ...`, `health`. Every flag is also read from a
-//! `SYNOD_*` environment variable.
+//! The `synod` binary: `node`, `dev`, `kv ...`, `status`, `members ...`, `snapshot ...`,
+//! `health`. Every flag is also read from a `SYNOD_*` environment variable.
 
 use clap::{Parser, Subcommand};
-use driver::cli::{ClientOpts, KvCmd, MembersCmd};
+use driver::cli::{ClientOpts, KvCmd, MembersCmd, SnapshotCmd};
 use driver::dev::DevArgs;
 use driver::server::NodeArgs;
 
@@ -47,6 +47,12 @@ enum Cmd {
         opts: ClientOpts,
         #[command(subcommand)]
         cmd: MembersCmd,
+    },
+    /// Back up a replica's state to a file, or check such a file (see docs/driver.md, "Backup
+    /// and restore"; `synod node --restore FILE` starts a new cluster from one).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
     },
     /// Exit 0 if a replica is ready (its `/readyz` answers 200), else print why and exit 1 (a
     /// container healthcheck).
@@ -109,6 +115,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Members { opts, cmd } => {
             init_logs(&args.log_format, "warn");
             rt.block_on(driver::cli::run_members(opts, cmd))?
+        }
+        Cmd::Snapshot { cmd } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_snapshot(cmd))?
         }
         Cmd::Health { url, timeout_ms } => {
             init_logs(&args.log_format, "warn");
