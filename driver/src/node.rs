@@ -272,6 +272,15 @@ impl NodeLoop {
         Self::build(::node::Node::new(settings.clone(), Time(0)), settings, handle, wiring, None)
     }
 
+    /// An in-memory loop for a founder of a new cluster restored from a backup
+    /// (`synod node --restore`): the state machine starts from `store` rather than empty, at
+    /// slot 0 with the bootstrap configuration (`Node::recover` with no promise and no votes).
+    pub fn restored(settings: NodeSettings, handle: NodeHandle, wiring: Wiring, store: Store) -> Self {
+        let config = settings.bootstrap.clone().expect("a restoring replica is a founder");
+        let disk = paxos::Recovered::from_snapshot(paxos::SnapshotMeta { last_slot: paxos::Slot(0), config });
+        Self::build(::node::Node::recover(settings.clone(), Time(0), store, disk), settings, handle, wiring, None)
+    }
+
     /// A loop in durable mode: every persist goes through the write-ahead log in `setup`
     /// before anything after it runs; snapshots are also written as files.
     pub fn durable(mut settings: NodeSettings, handle: NodeHandle, wiring: Wiring, setup: DiskSetup) -> Self {

@@ -128,6 +128,12 @@ pub struct NodeArgs {
     /// Without it, state is in memory and a restart rejoins as a new incarnation.
     #[arg(long, env = "SYNOD_DATA_DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Start a NEW cluster from a backup (`synod snapshot save FILE`): every founder (`--bootstrap`
+    /// must name this id) restores the same file, under a new `--prefix` or a new etcd. The file
+    /// is checked before anything else is touched; a durable restart (the data directory is
+    /// already initialised) ignores it (docs/driver.md, "Backup and restore").
+    #[arg(long, env = "SYNOD_RESTORE")]
+    pub restore: Option<std::path::PathBuf>,
     /// How long `--leave-on-shutdown` waits for the leave to complete (seconds).
     #[arg(long, env = "SYNOD_LEAVE_TIMEOUT", default_value_t = 30)]
     pub leave_timeout: u64,
@@ -169,6 +175,10 @@ fn metrics_refused_note(why: &str) {
 
 /// Run one replica until SIGTERM / Ctrl-C.
 pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let store = StoreConfig::default();
+    // A backup to restore is checked first: a bad file stops the process before it binds a
+    // port, talks to etcd or touches its data directory.
+    let mut restore = check_restore_file(&args, store)?;
     let http_listener = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
     let grpc_listener = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
     let http_addr = args.http_advertise.clone().unwrap_or(http_listener.local_addr()?.to_string());
@@ -182,7 +192,6 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // A fresh incarnation per process start, never reused, and above every earlier one of this
     // id whatever the wall clock did (a compare-and-swap in etcd); the start number prefixes
     // this process's request ids.
-    let store = StoreConfig::default();
     // Durable mode: what the data directory holds decides between a durable restart (same
     // incarnation, no join) and a new incarnation.
     let data = match &args.data_dir {
@@ -226,9 +235,25 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let durable_restart = keep.is_some();
     let bootstrap = if durable_restart {
         info!(incarnation = %me.incarnation, "durable restart: same incarnation, promises and votes from the data directory");
+        if restore.take().is_some() {
+            warn!("--restore ignored: the data directory is initialised (a durable restart)");
+        }
         None
     } else {
-        etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?
+        // A restoring founder records its file's checksum before its founding incarnation, so
+        // every founder that passes the barrier sees every other founder's record.
+        if let Some(b) = &restore {
+            record_restore(&client, &args.prefix, me, &b.checksum, etcd_deadline).await?;
+        }
+        let founded = etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?;
+        match &founded {
+            Some(config) => check_founders_restore(&client, &args.prefix, config, restore.as_ref().map(|b| b.checksum.as_str()), etcd_deadline).await?,
+            None if restore.take().is_some() => {
+                warn!("--restore ignored: this id already founded the cluster (a restart); it rejoins and catches up from the others");
+            }
+            None => {}
+        }
+        founded
     };
     let membership = Membership::new(client.clone(), args.prefix.clone());
     // A joining process, and a founder whose id was already founded (a restart after a crash:
@@ -268,7 +293,10 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let wiring = Wiring { directory: directory.clone(), metrics: metrics.clone(), election: election_tx.clone(), removal: removal_tx, suspicion: suspicion_tx };
     let mut eligible_at_start = settings.bootstrap.as_ref().is_some_and(|c| c.is_acceptor(&me));
     let node = match data {
-        None => NodeLoop::new(settings.clone(), inputs.clone(), wiring),
+        None => match restore {
+            Some(b) => NodeLoop::restored(settings.clone(), inputs.clone(), wiring, b.store),
+            None => NodeLoop::new(settings.clone(), inputs.clone(), wiring),
+        },
         Some((dir, crate::durable::Opened::Recovered(r))) => {
             let r = *r;
             if r.torn_tail_bytes > 0 {
@@ -285,9 +313,20 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             }
             let identity = crate::durable::Identity { node: me.node.0, incarnation: me.incarnation.0, prefix: args.prefix.clone() };
             let founding = settings.bootstrap.clone().map(|config| paxos::SnapshotMeta { last_slot: paxos::Slot(0), config });
-            let wal = dir.start_fresh(&identity, founding, &kvstore::Store::new(store))?;
-            let setup = crate::node::DiskSetup { dir, wal, recovered: None };
-            NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
+            match (restore, founding) {
+                // A restored founder's initial snapshot file holds the backup's store, at slot 0
+                // with the new configuration; it starts from it as a durable restart would.
+                (Some(b), Some(meta)) => {
+                    let wal = dir.start_fresh(&identity, Some(meta.clone()), &b.store)?;
+                    let setup = crate::node::DiskSetup { dir, wal, recovered: Some((b.store, paxos::Recovered::from_snapshot(meta))) };
+                    NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
+                }
+                (_, founding) => {
+                    let wal = dir.start_fresh(&identity, founding, &kvstore::Store::new(store))?;
+                    let setup = crate::node::DiskSetup { dir, wal, recovered: None };
+                    NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
+                }
+            }
         }
     };
     let recheck = Duration::from_millis((args.suspect_leader_after_ms / 4).clamp(20, 100));
@@ -400,6 +439,90 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc).await;
     info!("stopped");
     Ok(())
+}
+
+/// `--restore FILE`: `None` without it, or on a durable restart (warned); an error if this id is
+/// not a founder or the file does not decode fully.
+fn check_restore_file(args: &NodeArgs, store: StoreConfig) -> anyhow::Result<Option<crate::durable::Backup>> {
+    let Some(path) = &args.restore else { return Ok(None) };
+    anyhow::ensure!(
+        args.bootstrap.contains(&args.id),
+        "--restore {}: only a founder of a new cluster restores a backup, and --bootstrap does not name this id ({}); start every founder of the new cluster with --bootstrap and the same --restore",
+        path.display(),
+        args.id
+    );
+    if args.data_dir.as_ref().is_some_and(|d| d.join(crate::durable::IDENTITY).exists()) {
+        warn!(file = %path.display(), "--restore ignored: the data directory is already initialised (a durable restart keeps its own state)");
+        return Ok(None);
+    }
+    let b = crate::durable::read_backup(path, store).with_context(|| format!("--restore {}: refused, nothing was started", path.display()))?;
+    info!(
+        file = %path.display(),
+        index = b.store.last_applied(),
+        slot = %b.meta.last_slot,
+        keys = b.store.len(),
+        crc32c = %b.checksum,
+        "restoring a backup: this founder's state machine starts from the file"
+    );
+    Ok(Some(b))
+}
+
+/// The etcd key of founder `id`'s restore record: `<incarnation> <crc32c hex>`.
+fn restore_key(prefix: &str, id: u64) -> String {
+    format!("{prefix}/restore/{id}")
+}
+
+/// Record this founder's backup checksum next to its founding incarnation (created once: a
+/// later start of the same id does not change what the first one recorded).
+async fn record_restore(client: &etcd_client::Client, prefix: &str, me: Member, checksum: &str, deadline: std::time::Instant) -> anyhow::Result<()> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let key = restore_key(prefix, me.node.0);
+    let value = format!("{} {checksum}", me.incarnation.0);
+    etcd::retrying("recording the restored snapshot's checksum", deadline, || {
+        let mut c = client.clone();
+        let (key, value) = (key.clone(), value.clone());
+        async move {
+            let txn = Txn::new().when([Compare::version(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(key, value, None)]);
+            c.txn(txn).await?;
+            anyhow::Ok(())
+        }
+    })
+    .await
+}
+
+/// After the bootstrap barrier: every founder restored the same file (the same checksum, `mine`),
+/// or none did. A founder's record counts only if it names the founding incarnation.
+async fn check_founders_restore(client: &etcd_client::Client, prefix: &str, config: &paxos::Configuration, mine: Option<&str>, deadline: std::time::Instant) -> anyhow::Result<()> {
+    let dir = format!("{prefix}/restore/");
+    let resp = etcd::retrying("reading the founders' restore records", deadline, || {
+        let mut c = client.clone();
+        let dir = dir.clone();
+        async move { anyhow::Ok(c.get(dir, Some(etcd_client::GetOptions::new().with_prefix())).await?) }
+    })
+    .await?;
+    let mut found: std::collections::BTreeMap<u64, Option<String>> = config.acceptors.iter().map(|m| (m.node.0, None)).collect();
+    for kv in resp.kvs() {
+        let (Ok(key), Ok(value)) = (kv.key_str(), kv.value_str()) else { continue };
+        let Ok(id) = key.trim_start_matches(&dir).parse::<u64>() else { continue };
+        let Some((inc, crc)) = value.split_once(' ') else { continue };
+        if config.acceptors.iter().any(|m| m.node.0 == id && inc.parse::<u64>().ok() == Some(m.incarnation.0)) {
+            found.insert(id, Some(crc.to_string()));
+        }
+    }
+    if found.values().all(|c| c.as_deref() == mine) {
+        if let Some(crc) = mine {
+            info!(crc32c = crc, "every founder restores the same snapshot file");
+        }
+        return Ok(());
+    }
+    let seen = found
+        .iter()
+        .map(|(id, c)| format!("node {id}: {}", c.as_ref().map_or("no --restore".to_string(), |c| format!("crc32c={c}"))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    anyhow::bail!(
+        "bootstrap refused: the founders of a restored cluster must all restore the same snapshot file ({seen}); nothing was applied. Start every founder again with the same --restore FILE under a new --prefix (or a new etcd)"
+    )
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
