@@ -112,13 +112,21 @@ pub fn decode_snapshot(bytes: &[u8], config: StoreConfig) -> anyhow::Result<(Sna
     Ok((meta, store))
 }
 
+/// The checksum that names a snapshot file (`X-Synod-Checksum`, `synod snapshot inspect`, the
+/// founders' restore records): CRC32C, in hex, of the file up to its 4-byte trailer, i.e. the
+/// value the trailer holds. Not of the whole file: a CRC over data followed by its own CRC is
+/// the same constant (the CRC's residue) for every file, so it would name nothing.
+pub fn file_checksum(file: &[u8]) -> String {
+    storage::checksum_hex(&file[..file.len().saturating_sub(4)])
+}
+
 /// A backup file (`GET /v1/snapshot`, `synod snapshot save`), checked and decoded.
 pub struct Backup {
     /// The slot and configuration of the cluster it was taken from.
     pub meta: SnapshotMeta,
     /// Its state machine.
     pub store: Store,
-    /// CRC32C of the whole file, in hex ([`storage::checksum_hex`]).
+    /// Its [`file_checksum`].
     pub checksum: String,
     /// The file's size.
     pub bytes: usize,
@@ -129,7 +137,7 @@ pub struct Backup {
 pub fn read_backup(path: &Path, config: StoreConfig) -> anyhow::Result<Backup> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (meta, store) = decode_snapshot(&bytes, config).with_context(|| format!("{} is not a usable snapshot file", path.display()))?;
-    Ok(Backup { meta, store, checksum: storage::checksum_hex(&bytes), bytes: bytes.len() })
+    Ok(Backup { meta, store, checksum: file_checksum(&bytes), bytes: bytes.len() })
 }
 
 fn snap_name(slot: u64) -> String {
@@ -373,6 +381,17 @@ mod tests {
         let mut bad = file.clone();
         bad[file.len() / 2] ^= 1;
         assert!(decode_snapshot(&bad, StoreConfig::default()).is_err());
+    }
+
+    /// The checksum that names a file tells files apart; a CRC over a whole file (its own CRC
+    /// trailer included) would not: it is the same residue for every file.
+    #[test]
+    fn the_file_checksum_tells_files_apart() {
+        let a = encode_snapshot(&meta(1), &Store::new(StoreConfig::default()).snapshot(1024).flatten().collect::<Vec<u8>>());
+        let b = encode_snapshot(&meta(2), &Store::new(StoreConfig::default()).snapshot(1024).flatten().collect::<Vec<u8>>());
+        assert_ne!(file_checksum(&a), file_checksum(&b));
+        assert_eq!(storage::checksum_hex(&a), storage::checksum_hex(&b), "the whole-file CRC is a constant");
+        assert_eq!(file_checksum(&a), format!("{:08x}", u32::from_le_bytes(a[a.len() - 4..].try_into().unwrap())));
     }
 
     #[test]

@@ -511,7 +511,7 @@ async fn check_founders_restore(client: &etcd_client::Client, prefix: &str, conf
     }
     if found.values().all(|c| c.as_deref() == mine) {
         if let Some(crc) = mine {
-            info!(crc32c = crc, "every founder restores the same snapshot file");
+            info!(crc32c = crc, founders = ?found, "every founder restores the same snapshot file");
         }
         return Ok(());
     }

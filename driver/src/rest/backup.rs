@@ -15,7 +15,9 @@
 //!
 //! The reply: `application/octet-stream`, `X-Synod-Index` (the store's last applied index, the
 //! index the copy reflects), `X-Synod-Snapshot-Slot` (the last applied log slot),
-//! `X-Synod-Keys`, and `X-Synod-Checksum: crc32c=<hex>` of the whole body.
+//! `X-Synod-Keys`, and `X-Synod-Checksum: crc32c=<hex>`: CRC32C of the body up to its 4-byte
+//! trailer (the value the trailer holds; the file's own decode checks the trailer against the
+//! rest, so header and decode together cover every byte).
 
 use super::kv::consistency;
 use super::loop_io::{self, ReadAnswer};
@@ -32,7 +34,7 @@ use std::sync::Arc;
 
 /// The slot the snapshot's state machine reflects.
 pub const SLOT_HEADER: &str = "x-synod-snapshot-slot";
-/// `crc32c=<hex>` of the whole snapshot file.
+/// `crc32c=<hex>`: the snapshot file's checksum ([`crate::durable::file_checksum`]).
 pub const CHECKSUM_HEADER: &str = "x-synod-checksum";
 /// How many keys the snapshot holds.
 pub const KEYS_HEADER: &str = "x-synod-keys";
@@ -52,7 +54,7 @@ pub struct SnapshotParams {
 
 /// The value of [`CHECKSUM_HEADER`] for `file`.
 pub fn checksum_header(file: &[u8]) -> String {
-    format!("crc32c={}", storage::checksum_hex(file))
+    format!("crc32c={}", crate::durable::file_checksum(file))
 }
 
 /// `GET /v1/snapshot`.
