@@ -249,12 +249,15 @@ async fn founders_that_restore_different_files_or_not_at_all_are_refused() {
         assert!(err.contains("bootstrap refused") && err.contains("node 2: no --restore"), "founder {id}: {err}");
     }
 
-    // The same file on both: the cluster starts from it.
+    // The same file on both, in durable mode: the cluster starts from it (the restored store is
+    // the initial snapshot file of each data directory).
     let prefix = "/same";
     let urls: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     let mut children = Vec::new();
     for (i, http) in urls.iter().enumerate() {
-        children.push(node_at(i as u64 + 1, http, &etcd.endpoint, prefix, "1,2", &restore(&a), Stdio::null()));
+        let mut extra = restore(&a);
+        extra.push(format!("--data-dir={}", dir.path().join(format!("data-{i}")).display()));
+        children.push(node_at(i as u64 + 1, http, &etcd.endpoint, prefix, "1,2", &extra, Stdio::null()));
     }
     let http = driver::client::HttpClient::new();
     poll(Duration::from_secs(30), "the restored two-node cluster serves the file's keys", || {
@@ -262,6 +265,9 @@ async fn founders_that_restore_different_files_or_not_at_all_are_refused() {
         async move { http.get(&url).await.ok().filter(|r| r.status == 200 && r.body.as_ref() == value(3).as_slice()) }
     })
     .await;
+    let initial = dir.path().join("data-0/snap").join(format!("{:020}.snap", 0));
+    let (_, store) = driver::durable::decode_snapshot(&std::fs::read(&initial).expect("the initial snapshot file"), StoreConfig::default()).unwrap();
+    assert_eq!((store.len(), store.last_applied()), (10, 10), "the initial snapshot file holds the restored store");
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
