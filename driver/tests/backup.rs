@@ -18,7 +18,7 @@ const KEYS: usize = 200;
 
 /// Key `i`'s value: text, and every fifth one binary (every byte value, NUL and 0xFF included).
 fn value(i: usize) -> Vec<u8> {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         (0..=255u8).map(|b| b.wrapping_add(i as u8)).collect()
     } else {
         format!("value-{i}").into_bytes()
