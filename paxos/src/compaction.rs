@@ -35,6 +35,7 @@ use crate::action::Action;
 use crate::ids::{NodeId, Slot, Time};
 use crate::message::SnapshotMeta;
 use crate::replica::{Replica, Role};
+use crate::timer::Timer;
 
 /// Where on a cadence of `period` slots node `node` takes its snapshots: an offset in
 /// `0..period`, the fractional part of `node * golden ratio` (a Weyl sequence: ids 1, 2, 3 land
@@ -212,16 +213,30 @@ impl Replica {
 
     /// A peer says what we asked for is disposed of; its driver streams us a snapshot.
     pub(crate) fn on_compacted(&mut self, now: Time, from: NodeId, snapshot_slot: crate::ids::Slot) {
-        let _ = snapshot_slot;
         // A leader or candidate told so is behind a checkpoint: it cannot lead from here.
         if !matches!(self.role, Role::Follower) {
             self.step_down(now, false);
-            return;
         }
         // A snapshot is coming from our fetch source: wait for it there (`learner.rs`).
         if let Some(s) = self.fetch_source.as_mut().filter(|s| s.node == from) {
             s.heard = now;
             s.waiting.get_or_insert(now);
+            return;
+        }
+        // The sender holds a snapshot above everything we know chosen: slots up to it are chosen
+        // (a snapshot covers only applied slots). Fetch from the sender, which answers with that
+        // snapshot. Without this, after every replica restarted from its disk, the one whose
+        // snapshot is newest answers `Compacted` to every `Prepare` at or below it, each
+        // candidate steps down, and no one ever sends the snapshot: no leader, for ever (no
+        // leader means no heartbeat to show anyone that it is behind). `Bugs::wedge_on_compacted`
+        // puts the wedge back (`node/tests/durable.rs`).
+        #[cfg(feature = "sim")]
+        let snapshot_slot = if self.opts.bugs.wedge_on_compacted { Slot(0) } else { snapshot_slot };
+        if snapshot_slot > self.log.commit {
+            self.log.known_commit = self.log.known_commit.max(snapshot_slot);
+            self.fetch_source = Some(crate::learner::FetchSource { node: from, leader: self.known_leader, heard: now, waiting: Some(now) });
+            self.timers.cancel(Timer::Fetch);
+            self.send_fetch(now);
         }
     }
 

@@ -217,7 +217,8 @@ impl Replica {
         };
         let mut failed = None;
         if let Some(s) = self.fetch_source {
-            let known = Some(s.node) == leader || peers.contains(&s.node);
+            // A peer sending us a snapshot is kept while it does, member or not (`on_compacted`).
+            let known = Some(s.node) == leader || peers.contains(&s.node) || s.waiting.is_some();
             let silent = now >= s.heard.plus(FETCH_SILENCE_RETRIES * self.opts.retry_ms);
             let stalled = s.waiting.is_some_and(|t| now >= t.plus(self.opts.snapshot_wait_ms));
             let new_leader = s.waiting.is_none() && leader.is_some() && leader != s.leader;

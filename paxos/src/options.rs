@@ -89,6 +89,9 @@ pub struct Bugs {
     pub read_index_without_round: bool,
     /// A leader takes a duplicated `Forward` again (no dedupe): a command chosen twice.
     pub forward_twice: bool,
+    /// A replica told `Compacted` by a peer whose snapshot is above its commit point does not
+    /// fetch from that peer (the wedge after a power cut: `node/tests/durable.rs`).
+    pub wedge_on_compacted: bool,
 }
 
 impl Options {

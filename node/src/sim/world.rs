@@ -133,19 +133,11 @@ pub struct Failure {
     pub seed: u64,
     pub at: u64,
     pub what: String,
-    /// A liveness failure with the signature of the known core bug of `node/tests/durable.rs`
-    /// (after durable restarts, a replica's snapshot is ahead of every other replica's commit
-    /// point, and candidates step down on its `Compacted`). The sweep counts these apart.
-    pub known_core_bug: bool,
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} at {} ms: {}", self.seed, self.at, self.what)?;
-        if self.known_core_bug {
-            write!(f, " [known core bug: a snapshot ahead of every commit point wedges candidates, node/tests/durable.rs]")?;
-        }
-        Ok(())
+        write!(f, "seed {} at {} ms: {}", self.seed, self.at, self.what)
     }
 }
 
@@ -397,13 +389,12 @@ pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
     let r = w.run_all();
     w.stats.revocations = w.etcd.revocations;
     r.map_err(|what| {
-        let known_core_bug = what.starts_with("liveness") || what.starts_with("replicas did not converge");
-        let known_core_bug = known_core_bug && w.compacted_wedge().is_some();
-        let what = match (known_core_bug, w.compacted_wedge()) {
-            (true, Some(sig)) => format!("{what} ({sig})"),
+        // The signature of the wedge `node/tests/durable.rs` shows, should it come back.
+        let what = match w.compacted_wedge() {
+            Some(sig) if what.starts_with("liveness") || what.starts_with("replicas did not converge") => format!("{what} ({sig})"),
             _ => what,
         };
-        Failure { seed: w.cfg.seed, at: w.now, what, known_core_bug }
+        Failure { seed: w.cfg.seed, at: w.now, what }
     })?;
     Ok(w.stats)
 }
@@ -1676,7 +1667,7 @@ impl World {
 
     // ---- verdicts ----
 
-    /// The signature of the known core wedge (`node/tests/durable.rs`): after a durable restart,
+    /// The signature of the core wedge fixed in `on_compacted` (`node/tests/durable.rs`): after a durable restart,
     /// some live replica's snapshot is above the commit point every other live replica knows,
     /// and no replica leads.
     fn compacted_wedge(&self) -> Option<String> {
