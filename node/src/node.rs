@@ -183,6 +183,10 @@ impl Node {
             counters: NodeCounters::default(),
             settings,
         };
+        // A node that starts from a store (a durable restart, a restore) does not know the
+        // changes inside it one by one: a watch from below its index is answered `Compacted`,
+        // never left waiting as if nothing had changed.
+        node.watches.history.reset(node.store.last_applied());
         node.after(now);
         node
     }

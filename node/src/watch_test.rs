@@ -184,3 +184,26 @@ fn a_snapshot_install_restarts_the_history_and_compacts_the_watchers_it_skipped(
     let st = net.status(3);
     assert_eq!((st.watchers, st.history_changes, st.history_oldest_index), (1, 0, 3));
 }
+
+/// A node that starts from a store (a durable restart, a restore) holds none of the changes
+/// inside it: a watch from below the store's index is `Compacted`, not left waiting for a next
+/// change as if there had been none (a client resuming a stream after a restart would otherwise
+/// miss every change up to the restart without a word).
+#[test]
+fn a_node_started_from_a_store_compacts_watches_from_below_it() {
+    let net = leader_with(&[put("a", "1"), put("a", "2")], |_| {});
+    let store = net.node(1).store().clone();
+    let config = net.node(1).config().clone();
+    let me = *config.members().next().expect("one member");
+    let disk = paxos::Recovered::from_snapshot(SnapshotMeta { last_slot: net.node(1).applied_slot(), config: config.clone() });
+    let mut node = Node::recover(NodeSettings::new(me, 2, Some(config)), paxos::Time(0), store, disk);
+    node.handle(paxos::Time(1), Input::Watch { token: 1, spec: spec("a", false, 0) });
+    let answers: Vec<_> = std::iter::from_fn(|| node.poll_output())
+        .filter_map(|o| match o {
+            Output::WatchDone { token, result } => Some((token, result)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![(1, Err(WatchError::Compacted { oldest_index: 3 }))]);
+    assert_eq!(node.status().history_oldest_index, 3);
+}
