@@ -32,26 +32,30 @@ pub struct SessionRef {
 /// The store never compares two proposers' clocks: it only credits the log clock with the time
 /// one proposer measured between two of its requests that follow each other in the log (capped
 /// at [`crate::StoreConfig::max_clock_step_ms`]). A wall clock that is hours off, or that steps,
-/// therefore cannot move the log clock; see [`crate::session`].
+/// therefore cannot move the log clock; see [`crate::session`]. In a Synod cluster the proposer
+/// is the *leader* that formed the log slot (the node layer replaces each request's stamp with the
+/// slot's `paxos::Tick` before it applies it), whichever replica took the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct Stamp {
     /// The proposer's node id.
     pub node: u64,
-    /// The proposer's incarnation: unique per process start of that node.
-    pub incarnation: u64,
+    /// The proposer's process: unique per process start of that node (Synod: its start number,
+    /// the restart epoch), so a restarted process, whose monotonic clock starts again, is another
+    /// proposer.
+    pub process: u64,
     /// Milliseconds on the proposer's monotonic clock (any origin, fixed for the process).
     pub mono_ms: u64,
 }
 
 impl Stamp {
-    /// A stamp from proposer `(node, incarnation)` at `mono_ms`.
-    pub fn new(node: u64, incarnation: u64, mono_ms: u64) -> Self {
-        Stamp { node, incarnation, mono_ms }
+    /// A stamp from proposer `(node, process)` at `mono_ms`.
+    pub fn new(node: u64, process: u64, mono_ms: u64) -> Self {
+        Stamp { node, process, mono_ms }
     }
 
     /// Whether two stamps come from the same process.
     pub fn same_proposer(&self, other: &Stamp) -> bool {
-        self.node == other.node && self.incarnation == other.incarnation
+        self.node == other.node && self.process == other.process
     }
 }
 

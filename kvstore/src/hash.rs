@@ -103,7 +103,7 @@ impl StateHasher {
         match last_stamp {
             None => self.word(0),
             Some(s) => {
-                for w in [1, s.node, s.incarnation, s.mono_ms] {
+                for w in [1, s.node, s.process, s.mono_ms] {
                     self.word(w);
                 }
             }

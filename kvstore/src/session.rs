@@ -27,20 +27,39 @@
 //! # Log time, not a local clock
 //!
 //! Expiry must be decided identically on every replica, so it cannot read any replica's clock.
-//! Each request carries a [`Stamp`]: the proposer (node, incarnation) and a reading of the
-//! proposer's *monotonic* clock. The table's *log clock* starts at 0 and advances only when two
-//! requests that follow each other in the log come from the same proposer: by the time that
-//! proposer measured between them, capped at `max_clock_step_ms`. A request from another
-//! proposer (a leader change) adds nothing, and neither does a reading below the previous one.
-//! So:
+//! Each request carries a [`Stamp`]: a proposer (node and process: a restarted process is another
+//! proposer) and a reading of that proposer's *monotonic* clock. The table's *log clock* starts at
+//! 0 and advances only when two requests that follow each other in the log come from the same
+//! proposer: by the time that proposer measured between them, capped at `max_clock_step_ms`. A
+//! request from another proposer adds nothing, and neither does a reading below the previous one.
 //!
-//! * no wall clock is involved: a leader whose clock is a day ahead or behind, or steps, cannot
-//!   move the log clock (the monotonic clock only measures intervals);
-//! * log time runs no faster than the proposers' monotonic clocks measure real time (two leaders
-//!   whose terms overlap, which a leader lease bounds, could both be counted for the overlap),
-//!   and any single step is at most `max_clock_step_ms`;
-//! * log time can run *slower* than real time: time between leaders, and idle stretches beyond
-//!   the cap, are not counted. Sessions then live longer, which costs memory, never a duplicate.
+//! **Who the proposer is.** In a Synod cluster the node layer applies every request with its log
+//! slot's stamp, the `paxos::Tick` of the *leader* that formed the slot, whichever replica the
+//! client called (`node/src/node.rs`, `apply`). With each request's own proposer (the follower
+//! that took and forwarded it), requests spread over replicas rarely followed one of their own
+//! proposer, and the clock ran at about the sum of the squared shares of real time (a third with
+//! three replicas; not at all behind a round-robin balancer): sessions lived three times their TTL
+//! or for ever, and a full table stayed full. With the leader's ticks the clock follows real time
+//! while one leader leads. Why nothing moves it *faster* than real time:
+//!
+//! * **a batch of forwarded commands**: one slot, one tick; every command in it applies with the
+//!   same reading, so the batch adds the leader's interval once (and its first command only);
+//! * **a deposed leader**: its slots interleave with the new leader's only at the handover; every
+//!   change of proposer adds nothing, so an interval is only ever measured by one process between
+//!   two of its own slots, and two leaders whose terms overlap (bounded by the leader lease) are
+//!   the only way two intervals cover the same real time;
+//! * **a late adopted proposal**: a new leader re-proposes an old slot's value with the old
+//!   leader's tick; after the new leader's slots it is a change of proposer (adds nothing), after
+//!   the old leader's own slots its reading is at most the time that leader measured, and a
+//!   reading below the previous one adds nothing and does not lower the reference;
+//! * **a restarted proposer**: another process (the tick's epoch is its start number), so its
+//!   first slot adds nothing, whatever its new monotonic clock reads;
+//! * **skewed or stepping wall clocks**: no wall clock is read; monotonic clocks only measure
+//!   intervals. A replica 25 h ahead moves nothing.
+//!
+//! Log time can run *slower* than real time: time between leaders, and idle stretches beyond the
+//! cap (no slot is proposed while nobody writes), are not counted. Sessions then live longer,
+//! which costs memory, never a duplicate.
 //!
 //! A session expires once the log clock is more than `session_ttl_ms` past its last activity;
 //! expiry runs as each request is applied, so all replicas drop the same sessions at the same slot.

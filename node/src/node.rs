@@ -352,12 +352,11 @@ impl Node {
         let Some(id) = self.next_id() else {
             return self.write_done(pending.token, Err(Refused::Busy));
         };
-        // The proposer stamps the request with its identity and its *monotonic* clock; the
-        // store's log clock only counts time one proposer measured between its own consecutive
-        // requests (capped), so no wall clock, skewed or stepping, can push session expiry.
+        // The stamp a request is applied with is its slot's (`paxos::Tick`, the leader's), put in
+        // at apply; this one only serves a request applied outside a slot (tests, tools).
         let now = self.now;
         let me = self.settings.me;
-        let stamp = Stamp::new(me.node.0, me.incarnation.0, now.0);
+        let stamp = Stamp::new(me.node.0, self.settings.start_number, now.0);
         let request = Request { session: pending.session, stamp, op: pending.op.clone() };
         let command = Command { id, payload: request.encode() };
         let mut result = self.replica.propose(now, command.clone());
@@ -586,7 +585,17 @@ impl Node {
                 self.reconfig_applied.push((slot, token));
             }
         }
-        if let Value::Batch(cmds) = value {
+        if let Value::Batch(cmds, tick) = value {
+            // The log clock (session expiry) runs on the leader's ticks: the time one leader
+            // measured between two of its slots that follow each other in the log. A request's
+            // own stamp is its proposer's, which for a forwarded write is the follower that took
+            // it: with clients spread over replicas, consecutive requests rarely shared a
+            // proposer and the clock all but stopped (`kvstore::session`).
+            #[cfg(feature = "sim")]
+            let tick = if self.bug(|b| b.proposer_clock) { None } else { Some(tick) };
+            #[cfg(not(feature = "sim"))]
+            let tick = Some(tick);
+            let stamp = tick.map(|t| Stamp::new(t.leader.0, t.epoch, t.mono_ms));
             for cmd in cmds {
                 let index = self.store.last_applied() + 1;
                 #[cfg(feature = "sim")]
@@ -599,7 +608,10 @@ impl Node {
                 // Decoded once here (the store would decode it too): the watch history records
                 // the change from the operation and its output.
                 let (output, reply_index) = match Request::decode(&cmd.payload) {
-                    Ok(req) => {
+                    Ok(mut req) => {
+                        if let Some(stamp) = stamp {
+                            req.stamp = stamp;
+                        }
                         let before = watch::keys_before(&self.store, &req.op);
                         let output = self.store.apply_request(index, &req);
                         self.watches.record(index, &req.op, &output, before, &self.store);

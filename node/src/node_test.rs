@@ -627,3 +627,37 @@ fn writes_that_arrive_while_the_pipeline_window_is_full_share_a_slot() {
     // A window of 32 leaves no write waiting: one slot each.
     assert_eq!(twenty_writes_at_once(32), (20, 20));
 }
+
+/// The log clock that expires sessions follows real time however clients spread their writes
+/// (issue 26): writes taken round-robin by all three replicas, one every 100 ms for 30 s of
+/// virtual time. Each slot carries its leader's tick, so the clock counts what the leader
+/// measured between its slots; with each request's own proposer stamp (`Bugs::proposer_clock`,
+/// the rule before), no two consecutive requests in the log shared a proposer and the clock
+/// stayed at 0.
+fn log_clock_after_round_robin_writes(bugs: Bugs) -> u64 {
+    let mut net = Net::new(3, |s| s.bugs = bugs);
+    net.elect(1);
+    for i in 0..300u64 {
+        let via = 1 + i % 3;
+        net.input(via, Input::Write { token: 10_000 + i, session: None, op: put("k", "v"), forward: true });
+        net.advance(100);
+    }
+    net.stabilize();
+    let clocks: Vec<u64> = (1..=3).map(|id| net.node(id).store().sessions().clock_ms()).collect();
+    assert!(clocks.iter().all(|c| *c == clocks[0]), "every replica has the same log clock: {clocks:?}");
+    assert_eq!(net.node(3).store().last_applied(), 300, "every write applied");
+    clocks[0]
+}
+
+#[test]
+fn the_log_clock_follows_real_time_when_every_replica_takes_writes() {
+    let clock = log_clock_after_round_robin_writes(Bugs::default());
+    // 300 writes 100 ms apart: 29.9 s between the first and the last proposal.
+    assert!((29_000..=30_000).contains(&clock), "log clock {clock} ms after 29.9 s of writes");
+}
+
+#[test]
+fn the_proposer_clock_is_caught() {
+    let clock = log_clock_after_round_robin_writes(Bugs { proposer_clock: true, ..Bugs::default() });
+    assert!(clock < 1_000, "with per-request proposer stamps the clock hardly moves: {clock}");
+}

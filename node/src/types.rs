@@ -88,6 +88,10 @@ pub struct Bugs {
     /// A retried write answered from the session table reports the index of the duplicate's slot
     /// (or of the installed snapshot) instead of the index its stored result was evaluated at.
     pub duplicate_index: bool,
+    /// The log clock runs on each request's own proposer stamp (the replica that took it) instead
+    /// of its slot's leader tick: with requests spread over replicas it all but stops, and
+    /// sessions never expire (the rule before issue 26).
+    pub proposer_clock: bool,
 }
 
 impl NodeSettings {

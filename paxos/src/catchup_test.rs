@@ -328,7 +328,7 @@ fn a_fetch_answer_is_bounded_by_slots_and_by_bytes() {
     let big = |s: u64| {
         let mut c = cmd(2, s);
         c.payload = vec![7; 1 << 20];
-        Value::Batch(vec![c])
+        Value::Batch(vec![c], Default::default())
     };
     for s in 1..=10 {
         recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(s), value: big(s), commit: Slot(s - 1) });

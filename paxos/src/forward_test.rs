@@ -24,7 +24,7 @@ fn a_follower_forwards_and_learns_the_outcome_from_the_log() {
     recv_from(&mut r, 2, successor, Message::ForwardLost { ids: vec![cmd(2, 7).id] });
     assert_eq!(actions(&mut r), vec![]);
     // The leader proposes it; the follower accepts and learns it chosen: applying settles it.
-    let v = Value::Batch(vec![cmd(2, 7)]);
+    let v = Value::Batch(vec![cmd(2, 7)], Default::default());
     recv_from(&mut r, 3, m(1), Message::Accept { ballot: leader, slot: Slot(1), value: v.clone(), commit: Slot(0) });
     let _ = actions(&mut r);
     recv_from(&mut r, 4, m(1), Message::Heartbeat { ballot: leader, commit: Slot(1), checkpoint: Slot(0), read_round: 0 });
@@ -47,7 +47,7 @@ fn the_leader_takes_each_forward_once_and_reports_what_it_cannot_take() {
     let forward = Message::Forward { to: Incarnation(1), cmds: vec![cmd(2, 7)] };
     recv_from(&mut r, 2, m(2), forward.clone());
     let acts = actions(&mut r);
-    assert!(acts.iter().any(|a| matches!(a, Action::Send(Envelope { msg: Message::Accept { value: Value::Batch(c), .. }, .. }) if c == &vec![cmd(2, 7)])), "{acts:?}");
+    assert!(acts.iter().any(|a| matches!(a, Action::Send(Envelope { msg: Message::Accept { value: Value::Batch(c, _), .. }, .. }) if c == &vec![cmd(2, 7)])), "{acts:?}");
     // A duplicate is ignored: proposing it again could choose it twice.
     recv_from(&mut r, 3, m(2), forward);
     assert_eq!(actions(&mut r), vec![]);

@@ -335,7 +335,8 @@ impl Replica {
             l.next_slot = slot.next();
             // Extend, never overwrite: a proposal of an earlier term may still wait on this slot.
             self.pending.entry(slot).or_default().extend(batch.iter().map(|c| c.id));
-            self.propose_slot(now, slot, Value::Batch(batch));
+            let tick = crate::message::Tick { leader: self.me.node, epoch: self.opts.restart_epoch, mono_ms: now.0 };
+            self.propose_slot(now, slot, Value::Batch(batch, tick));
         }
     }
 

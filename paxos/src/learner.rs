@@ -121,7 +121,7 @@ impl Replica {
 
     fn apply(&mut self, slot: Slot, value: Value) {
         let ids = value.request_ids();
-        if let Value::Batch(cmds) = &value {
+        if let Value::Batch(cmds, _) = &value {
             self.counters.commands_applied += cmds.len() as u64;
         }
         let change = match &value {

@@ -90,7 +90,7 @@ pub use config::{ConfigChange, ConfigError, Configuration};
 pub use error::ProposeError;
 pub use event::Event;
 pub use ids::{Ballot, Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
-pub use message::{AcceptedEntry, Command, Envelope, Message, SnapshotMeta, Value};
+pub use message::{AcceptedEntry, Command, Envelope, Message, SnapshotMeta, Tick, Value};
 pub use options::Options;
 pub use recovery::Recovered;
 #[cfg(feature = "sim")]

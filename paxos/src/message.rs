@@ -17,13 +17,29 @@ pub struct Command {
     pub payload: Vec<u8>,
 }
 
+/// Who proposed a batch and when, by that leader's own *monotonic* clock: the application's log
+/// clock (Synod's session expiry, `kvstore::session`) advances by the time one leader measured
+/// between two of its batches that follow each other in the log. A batch carries its leader's
+/// tick whoever took the requests in it (a follower forwards commands; only the leader stamps),
+/// so the clock follows real time however clients spread their requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tick {
+    /// The leader that formed the batch.
+    pub leader: NodeId,
+    /// Its process: the restart epoch (`Options::restart_epoch`), unique per start of that node
+    /// id, so a restarted process (whose monotonic clock starts again) is another clock.
+    pub epoch: u64,
+    /// Milliseconds on that process's monotonic clock (the `now` it proposed at).
+    pub mono_ms: u64,
+}
+
 /// The value of one slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     /// Fills a hole found by a new leader's phase 1; applies nothing.
     Noop,
-    /// A batch of client commands, applied in order as one slot.
-    Batch(Vec<Command>),
+    /// A batch of client commands, applied in order as one slot, and its leader's [`Tick`].
+    Batch(Vec<Command>, Tick),
     /// A membership change; it governs every slot after the one it is chosen in (stop-sign rule).
     Reconfigure {
         /// The id under which the requester waits for the outcome.
@@ -38,7 +54,7 @@ impl Value {
     pub fn request_ids(&self) -> Vec<RequestId> {
         match self {
             Value::Noop => Vec::new(),
-            Value::Batch(cmds) => cmds.iter().map(|c| c.id).collect(),
+            Value::Batch(cmds, _) => cmds.iter().map(|c| c.id).collect(),
             Value::Reconfigure { id, .. } => vec![*id],
         }
     }
@@ -47,7 +63,7 @@ impl Value {
     pub fn size_hint(&self) -> usize {
         match self {
             Value::Noop => 1,
-            Value::Batch(cmds) => cmds.iter().map(|c| c.payload.len() + 24).sum(),
+            Value::Batch(cmds, _) => cmds.iter().map(|c| c.payload.len() + 24).sum(),
             Value::Reconfigure { .. } => 48,
         }
     }

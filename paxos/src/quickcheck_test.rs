@@ -51,6 +51,7 @@ fn value(g: &mut Gen) -> Value {
             (0..u8::arbitrary(g) % 4)
                 .map(|_| Command { id: RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }, payload: Vec::arbitrary(g) })
                 .collect(),
+            crate::Tick { leader: NodeId(u64::arbitrary(g)), epoch: u64::arbitrary(g), mono_ms: u64::arbitrary(g) },
         ),
         _ => Value::Reconfigure {
             id: RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) },

@@ -11,7 +11,7 @@ use crate::replica::{test_command, Replica};
 use crate::testkit::*;
 
 fn batch(n: u64, seq: u64) -> Value {
-    Value::Batch(vec![test_command(n, seq)])
+    Value::Batch(vec![test_command(n, seq)], Default::default())
 }
 
 /// Replay what replica 1 of 3 persisted while it voted, as its driver's log would hold it.

@@ -14,7 +14,7 @@ use crate::ProposeError;
 use crate::testkit::*;
 
 fn batch(n: u64, seq: u64) -> Value {
-    Value::Batch(vec![test_command(n, seq)])
+    Value::Batch(vec![test_command(n, seq)], Default::default())
 }
 
 /// Elect replica 1 of 3 with an empty log: hint, then one peer promise. Returns the ballot.

@@ -65,11 +65,14 @@ fn value(v: &Value) -> pb::Value {
     use pb::value::Kind;
     let kind = match v {
         Value::Noop => Kind::Noop(pb::Noop {}),
-        Value::Batch(cmds) => Kind::Batch(pb::Batch {
+        Value::Batch(cmds, tick) => Kind::Batch(pb::Batch {
             commands: cmds
                 .iter()
                 .map(|c| pb::Command { id: Some(request_id(c.id)), payload: c.payload.clone() })
                 .collect(),
+            leader: tick.leader.0,
+            epoch: tick.epoch,
+            mono_ms: tick.mono_ms,
         }),
         Value::Reconfigure { id, change: c } => {
             Kind::Reconfigure(pb::Reconfigure { id: Some(request_id(*id)), change: Some(change(c)) })
@@ -86,6 +89,7 @@ fn from_value(v: Option<pb::Value>) -> Result<Value, DecodeError> {
                 .into_iter()
                 .map(|c| Ok(Command { id: from_request_id(c.id, "command.id")?, payload: c.payload }))
                 .collect::<Result<_, DecodeError>>()?,
+            paxos::Tick { leader: NodeId(b.leader), epoch: b.epoch, mono_ms: b.mono_ms },
         ),
         Kind::Reconfigure(r) => {
             Value::Reconfigure { id: from_request_id(r.id, "reconfigure.id")?, change: from_change(r.change)? }

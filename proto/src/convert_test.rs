@@ -29,6 +29,7 @@ fn value_(g: &mut Gen) -> Value {
         0 => Value::Noop,
         1 => Value::Batch(
             (0..usize::arbitrary(g) % 4).map(|_| Command { id: rid(g), payload: Vec::<u8>::arbitrary(g) }).collect(),
+            paxos::Tick { leader: node(g), epoch: u64::arbitrary(g), mono_ms: u64::arbitrary(g) },
         ),
         _ => Value::Reconfigure {
             id: rid(g),

@@ -273,7 +273,7 @@ fn mix(h: u64, x: u64) -> u64 {
 fn value_digest(v: &Value) -> u64 {
     match v {
         Value::Noop => 1,
-        Value::Batch(cmds) => cmds.iter().fold(2, |h, c| mix(mix(h, c.id.seq), c.payload.len() as u64)),
+        Value::Batch(cmds, _) => cmds.iter().fold(2, |h, c| mix(mix(h, c.id.seq), c.payload.len() as u64)),
         Value::Reconfigure { id, .. } => mix(3, id.seq),
     }
 }
@@ -711,7 +711,7 @@ impl Sim {
             }
             Some(_) => {}
             None => {
-                if let Value::Batch(c) = &value {
+                if let Value::Batch(c, _) = &value {
                     self.stats.commands_chosen += c.len() as u64;
                 }
                 self.stats.slots_chosen += 1;

@@ -138,7 +138,7 @@ impl Ghost {
     fn on_chosen(&mut self, slot: Slot, value: Value) -> Result<(), String> {
         match &value {
             Value::Noop => {}
-            Value::Batch(cmds) => {
+            Value::Batch(cmds, _) => {
                 for c in cmds {
                     if self.proposed.get(&c.id) != Some(&c.payload) {
                         return Err(format!("slot {slot} chose command {:?} that nobody proposed", c.id));
