@@ -139,7 +139,7 @@ pub enum WriteError {
         latest_seq: u64,
     },
     /// The session is unknown and the request is not its first (sequence number above 1): the
-    /// session expired (sessions are never evicted), so the store can no longer tell whether this request was
+    /// session expired (or, past its guaranteed window, was evicted for a new one), so the store can no longer tell whether this request was
     /// already applied. The client must start a new session; nothing was applied.
     #[error("session {client:?} has expired or is unknown; start a new session")]
     SessionExpired {

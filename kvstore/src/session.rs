@@ -13,16 +13,30 @@
 //!   sharing one session; the REST API answers 422).
 //! * `seq` below the stored one: [`WriteError::SessionStale`]; nothing is applied.
 //! * `seq` above the stored one: the write applies and its output replaces the stored one.
-//! * no entry and `seq == 1`: a new session, if the table has room (fewer than `max_sessions`
-//!   entries); otherwise [`WriteError::SessionsFull`] and nothing is applied (REST: 503 with
-//!   `Retry-After`). The driver maps each REST `Idempotency-Key` to its own session (a hash of
-//!   the key) with `seq` 1, so a retried key hits the first rule.
+//! * no entry and `seq == 1`: a new session. If the table holds `max_sessions` entries, the least
+//!   recently active session makes room, but only if it has been idle for more than
+//!   `session_min_ttl_ms` of log time; otherwise [`WriteError::SessionsFull`] and nothing is
+//!   applied (REST: 503 with `Retry-After`: when the oldest session passes that window). The
+//!   driver maps each REST `Idempotency-Key` to its own session (a hash of the key) with `seq` 1,
+//!   so a retried key hits the first rule.
 //! * no entry and `seq > 1`: [`WriteError::SessionExpired`]. The session existed (a client only
-//!   sends 2 after 1) but has expired, so the store cannot tell whether this request already
-//!   applied; it refuses rather than risk applying it twice.
+//!   sends 2 after 1) but has expired or was evicted, so the store cannot tell whether this
+//!   request already applied; it refuses rather than risk applying it twice.
 //!
-//! An entry is removed **only** by expiry: never to make room. A full table refuses new sessions
-//! instead, so a live session cannot be forgotten inside its window.
+//! # How long a retry is recognized
+//!
+//! A session is recognized for `session_ttl_ms` (default 24 h, as Stripe keeps idempotency keys)
+//! after its last request *while the table has room*, and for at least `session_min_ttl_ms`
+//! (default 1 minute) whatever happens. The trade-off is between how long a retry is recognized
+//! and what a burst can take from others: with eviction never allowed (the rule before), one
+//! client sending fresh `Idempotency-Key`s at 20 k/s filled the 100,000 entries in 5 s, and every
+//! new key of every client was refused for a day. Now such a flood can only push other sessions
+//! out once they have been idle for a minute, and a new session waits at most that minute. A
+//! minute covers the retries clients make (a timeout, a reconnect, a leader change: seconds);
+//! a client that retries later must not rely on it under pressure. The REST API says it on every
+//! reply to a write with a session: `X-Synod-Retry-Window` (seconds). The IETF draft on
+//! `Idempotency-Key` leaves the expiry to the server and asks it to publish it; this is ours. A
+//! share per client needs client identities (tokens): not done.
 //!
 //! # Log time, not a local clock
 //!
@@ -188,25 +202,32 @@ impl SessionTable {
 
     /// Decide what to do with a request from `session` whose operation has `fingerprint` (call
     /// after [`SessionTable::advance`]). A retry refreshes the session's activity time. A new
-    /// session is refused while the table holds `max_sessions` entries (0: unbounded); the
-    /// refusal says in how much log time the oldest session expires (`ttl_ms` after its last
-    /// activity).
-    pub fn check(&mut self, session: SessionRef, fingerprint: u64, max_sessions: usize, ttl_ms: u64) -> SessionCheck {
+    /// session finds room in a table that holds `max_sessions` entries (0: unbounded) only by
+    /// evicting the least recently active session, and only if that one has been idle for more
+    /// than `min_ttl_ms` of log time (the window every session is guaranteed; see the module
+    /// docs); otherwise it is refused, and the refusal says in how much log time the oldest
+    /// session passes that window.
+    pub fn check(&mut self, session: SessionRef, fingerprint: u64, max_sessions: usize, ttl_ms: u64, min_ttl_ms: u64) -> SessionCheck {
         if session.seq == 0 {
             return SessionCheck::Answer(Err(WriteError::Malformed(
                 "sequence numbers start at 1".to_string(),
             )));
         }
         let clock = self.clock_ms;
-        match self.entries.get_mut(&session.client) {
-            None if session.seq == 1 => {
-                if max_sessions > 0 && self.entries.len() >= max_sessions {
-                    let oldest = self.by_activity.first().map_or(clock, |&(t, _)| t);
-                    let retry_after_ms = (oldest.saturating_add(ttl_ms).saturating_add(1)).saturating_sub(clock).max(1);
+        let guaranteed = min_ttl_ms.min(ttl_ms);
+        if session.seq == 1 && max_sessions > 0 && self.entries.len() >= max_sessions && !self.entries.contains_key(&session.client) {
+            let oldest = self.by_activity.first().copied();
+            match oldest {
+                Some((t, client)) if clock.saturating_sub(t) > guaranteed => self.remove(client),
+                _ => {
+                    let oldest = oldest.map_or(clock, |(t, _)| t);
+                    let retry_after_ms = (oldest.saturating_add(guaranteed).saturating_add(1)).saturating_sub(clock).max(1);
                     return SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: max_sessions as u64, retry_after_ms }));
                 }
-                SessionCheck::Apply
             }
+        }
+        match self.entries.get_mut(&session.client) {
+            None if session.seq == 1 => SessionCheck::Apply,
             None => SessionCheck::Answer(Err(WriteError::SessionExpired { client: session.client })),
             Some(e) if session.seq < e.seq => {
                 SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: e.seq }))
@@ -284,12 +305,12 @@ mod tests {
     fn retry_returns_stored_result_and_older_is_stale() {
         let mut t = SessionTable::new();
         t.advance(a(100), 1000, STEP);
-        assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Apply);
+        assert_eq!(t.check(s(1, 1), 7, 0, 1000, 1000), SessionCheck::Apply);
         t.record(s(1, 1), 7, ok(5), 5);
-        assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
-        assert_eq!(t.check(s(1, 3), 8, 0, 1000), SessionCheck::Apply);
+        assert_eq!(t.check(s(1, 1), 7, 0, 1000, 1000), SessionCheck::Answer(ok(5)));
+        assert_eq!(t.check(s(1, 3), 8, 0, 1000, 1000), SessionCheck::Apply);
         t.record(s(1, 3), 8, ok(6), 6);
-        assert_eq!(t.check(s(1, 2), 9, 0, 1000), SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 })));
+        assert_eq!(t.check(s(1, 2), 9, 0, 1000, 1000), SessionCheck::Answer(Err(WriteError::SessionStale { latest_seq: 3 })));
     }
 
     #[test]
@@ -297,20 +318,20 @@ mod tests {
         let mut t = SessionTable::new();
         t.record(s(1, 1), 7, ok(5), 5);
         assert_eq!(
-            t.check(s(1, 1), 8, 0, 1000),
+            t.check(s(1, 1), 8, 0, 1000, 1000),
             SessionCheck::Answer(Err(WriteError::RequestMismatch { client: ClientId(1), seq: 1 }))
         );
-        assert_eq!(t.check(s(1, 1), 7, 0, 1000), SessionCheck::Answer(ok(5)));
+        assert_eq!(t.check(s(1, 1), 7, 0, 1000, 1000), SessionCheck::Answer(ok(5)));
     }
 
     #[test]
     fn unknown_session_must_start_at_one() {
         let mut t = SessionTable::new();
         assert_eq!(
-            t.check(s(9, 2), 0, 0, 1000),
+            t.check(s(9, 2), 0, 0, 1000, 1000),
             SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(9) }))
         );
-        assert!(matches!(t.check(s(9, 0), 0, 0, 1000), SessionCheck::Answer(Err(WriteError::Malformed(_)))));
+        assert!(matches!(t.check(s(9, 0), 0, 0, 1000, 1000), SessionCheck::Answer(Err(WriteError::Malformed(_)))));
     }
 
     #[test]
@@ -331,7 +352,7 @@ mod tests {
         assert!(t.get(ClientId(1)).is_none());
         assert_eq!(t.get(ClientId(2)).map(|e| e.seq), Some(1));
         assert_eq!(
-            t.check(s(1, 2), 0, 0, 500),
+            t.check(s(1, 2), 0, 0, 500, 500),
             SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(1) }))
         );
     }
@@ -342,7 +363,7 @@ mod tests {
         t.advance(a(0), 100, STEP);
         t.record(s(1, 1), 0, ok(1), 1);
         t.advance(a(90), 100, STEP);
-        assert_eq!(t.check(s(1, 1), 0, 0, 100), SessionCheck::Answer(ok(1)));
+        assert_eq!(t.check(s(1, 1), 0, 0, 100, 100), SessionCheck::Answer(ok(1)));
         assert_eq!(t.advance(a(150), 100, STEP), 0, "the retry at 90 refreshed activity");
         assert_eq!(t.advance(a(191), 100, STEP), 1);
     }
@@ -353,25 +374,60 @@ mod tests {
         t.advance(a(0), 1_000, STEP);
         for c in 1..=3u64 {
             t.advance(a(c * 10), 1_000, STEP);
-            assert_eq!(t.check(s(c, 1), 0, 2, 1_000) == SessionCheck::Apply, c <= 2);
+            assert_eq!(t.check(s(c, 1), 0, 2, 1_000, 1_000) == SessionCheck::Apply, c <= 2);
             if c <= 2 {
                 t.record(s(c, 1), 0, ok(c), c);
             }
         }
         // Client 1 was last active at 10; the clock is at 30: it expires at 1_011.
         assert_eq!(
-            t.check(s(3, 1), 0, 2, 1_000),
+            t.check(s(3, 1), 0, 2, 1_000, 1_000),
             SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: 2, retry_after_ms: 981 }))
         );
         let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
         assert_eq!(live, vec![1, 2], "nothing was evicted");
         // Existing sessions go on: a retry, and a next request.
-        assert_eq!(t.check(s(1, 1), 0, 2, 1_000), SessionCheck::Answer(ok(1)));
-        assert_eq!(t.check(s(2, 2), 0, 2, 1_000), SessionCheck::Apply);
+        assert_eq!(t.check(s(1, 1), 0, 2, 1_000, 1_000), SessionCheck::Answer(ok(1)));
+        assert_eq!(t.check(s(2, 2), 0, 2, 1_000, 1_000), SessionCheck::Apply);
         // Once the oldest expires, there is room.
         t.advance(a(1_025), 1_000, STEP);
         assert_eq!(t.len(), 1, "client 2 (last active at 20) expired; client 1 was refreshed at 30");
-        assert_eq!(t.check(s(3, 1), 0, 2, 1_000), SessionCheck::Apply);
+        assert_eq!(t.check(s(3, 1), 0, 2, 1_000, 1_000), SessionCheck::Apply);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_active_session_once_past_the_guaranteed_window() {
+        let (ttl, min) = (10_000, 100);
+        let mut t = SessionTable::new();
+        t.advance(a(0), ttl, STEP);
+        t.record(s(1, 1), 0, ok(1), 1);
+        t.advance(a(50), ttl, STEP);
+        t.record(s(2, 1), 0, ok(2), 2);
+        // At 80 both are inside the window: refused, retry when client 1 (active at 0) passes it.
+        t.advance(a(80), ttl, STEP);
+        assert_eq!(
+            t.check(s(3, 1), 0, 2, ttl, min),
+            SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: 2, retry_after_ms: 21 }))
+        );
+        // At 101 client 1 has been idle for 101 ms > 100: it makes room; client 2 stays.
+        t.advance(a(101), ttl, STEP);
+        assert_eq!(t.check(s(3, 1), 0, 2, ttl, min), SessionCheck::Apply);
+        t.record(s(3, 1), 0, ok(3), 3);
+        let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(live, vec![2, 3]);
+        // Client 1's next request finds no session: refused, never applied twice.
+        assert_eq!(
+            t.check(s(1, 2), 0, 2, ttl, min),
+            SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(1) }))
+        );
+        // A retry refreshes activity, so the refreshed session is not the one evicted.
+        t.advance(a(160), ttl, STEP);
+        assert_eq!(t.check(s(2, 1), 0, 2, ttl, min), SessionCheck::Answer(ok(2)));
+        t.advance(a(205), ttl, STEP);
+        assert_eq!(t.check(s(4, 1), 0, 2, ttl, min), SessionCheck::Apply, "client 3 (active at 101) is past the window");
+        t.record(s(4, 1), 0, ok(4), 4);
+        let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(live, vec![2, 4]);
     }
 
     #[test]

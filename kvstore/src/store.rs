@@ -20,10 +20,14 @@ pub struct StoreConfig {
     pub limits: Limits,
     /// A session idle for more than this much *log* time expires. Default 24 hours.
     pub session_ttl_ms: u64,
-    /// At most this many live sessions; a new session beyond it is refused with
-    /// [`WriteError::SessionsFull`] (no live session is ever evicted). 0 means unbounded.
-    /// Default 100,000.
+    /// At most this many live sessions. A new session beyond it evicts the least recently
+    /// active one if that one has been idle for more than `session_min_ttl_ms`; otherwise it is
+    /// refused with [`WriteError::SessionsFull`]. 0 means unbounded. Default 100,000.
     pub max_sessions: usize,
+    /// The window every session is kept, full table or not: a session idle for less than this
+    /// much log time is never evicted to make room (it expires after `session_ttl_ms` when there
+    /// is room). Default 1 minute; equal to `session_ttl_ms`, nothing is ever evicted.
+    pub session_min_ttl_ms: u64,
     /// The most log time one request can add to the log clock (see [`crate::session`]).
     /// Default 10 minutes.
     pub max_clock_step_ms: u64,
@@ -35,6 +39,7 @@ impl Default for StoreConfig {
             limits: Limits::default(),
             session_ttl_ms: 24 * 60 * 60 * 1000,
             max_sessions: 100_000,
+            session_min_ttl_ms: 60 * 1000,
             max_clock_step_ms: 10 * 60 * 1000,
         }
     }
@@ -179,7 +184,7 @@ impl Store {
         self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
         let fingerprint = req.session.map(|_| req.op.fingerprint()).unwrap_or(0);
         if let Some(session) = req.session {
-            if let SessionCheck::Answer(out) = self.sessions.check(session, fingerprint, cfg.max_sessions, cfg.session_ttl_ms) {
+            if let SessionCheck::Answer(out) = self.sessions.check(session, fingerprint, cfg.max_sessions, cfg.session_ttl_ms, cfg.session_min_ttl_ms) {
                 return out;
             }
         }

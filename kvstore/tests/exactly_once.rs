@@ -4,7 +4,9 @@
 //! restores; after every step the harness checks:
 //!
 //! * a request applies at most once while its session lives, and a session disappears only by
-//!   expiry: never while the log clock is within `ttl` of its last activity (no eviction);
+//!   expiry (idle for more than `ttl`) or, when a new session finds the table full, by eviction of
+//!   the least recently active one, idle for more than `min_ttl` (the guaranteed window): never
+//!   inside that window;
 //! * a retry while the session lives gets the first result;
 //! * a reused sequence number or idempotency key with another request applies nothing;
 //! * the table never holds more than `max_sessions`;
@@ -19,6 +21,8 @@ const HOUR: u64 = 60 * 60 * 1000;
 const TTL: u64 = 1_000;
 const STEP: u64 = 300;
 const MAX_SESSIONS: usize = 3;
+/// The window a session is kept even when the table is full.
+const MIN_TTL: u64 = 400;
 const CLIENTS: u64 = 6;
 /// Clients at or above this behave like REST idempotency keys: always sequence number 1.
 const FIRST_KEY_CLIENT: u64 = 4;
@@ -26,7 +30,7 @@ const FIRST_KEY_CLIENT: u64 = 4;
 const ORIGIN: [u64; 3] = [50 * HOUR, 25 * HOUR, 0];
 
 fn config() -> StoreConfig {
-    StoreConfig { session_ttl_ms: TTL, max_sessions: MAX_SESSIONS, max_clock_step_ms: STEP, ..StoreConfig::default() }
+    StoreConfig { session_ttl_ms: TTL, session_min_ttl_ms: MIN_TTL, max_sessions: MAX_SESSIONS, max_clock_step_ms: STEP, ..StoreConfig::default() }
 }
 
 #[derive(Debug, Clone)]
@@ -132,13 +136,19 @@ fn run(events: Vec<Ev>) -> bool {
             last_stamp = Some(stamp);
         }
 
-        // No session disappears inside its window.
+        // No session disappears inside its window: only by expiry, or evicted (the least
+        // recently active, idle beyond the guaranteed window) for a new session at a full table.
+        let oldest_before = sessions_before.iter().filter(|(_, t)| clock - **t <= TTL).map(|(c, t)| (*t, *c)).min();
+        let admitted_new = live_before.is_none() && s.sessions().get(ClientId(client)).is_some();
         for (c, last_active) in &sessions_before {
-            if s.sessions().get(*c).is_none() {
-                assert!(clock - last_active > TTL, "session {c:?} dropped at {clock}, last active {last_active}");
+            let evicted = s.sessions().get(*c).is_none() && clock - last_active <= TTL;
+            if evicted {
+                assert!(admitted_new, "session {c:?} dropped at {clock} (last active {last_active}) without a new session");
+                assert!(clock - last_active > MIN_TTL, "session {c:?} evicted inside the guaranteed window");
+                assert_eq!(oldest_before, Some((*last_active, *c)), "only the least recently active is evicted");
             }
-            if clock - last_active > TTL {
-                // Expired at this step (this request may have started a new one under its id).
+            if clock - last_active > TTL || s.sessions().get(*c).is_none() {
+                // Expired or evicted at this step (this request may have started a new one under its id).
                 vanished.entry(c.0).or_default().push(step);
             }
         }
@@ -192,11 +202,12 @@ fn each_request_applies_at_most_once_within_its_window() {
     QuickCheck::new().tests(500).max_tests(2_000).rng(Gen::new(120)).quickcheck(run as fn(Vec<Ev>) -> bool);
 }
 
-/// The same, with long runs, so sessions fill the table, expire, and get refused.
+/// The same, with long runs, so sessions fill the table, expire, get evicted, and get refused.
 #[test]
 fn long_runs_fill_expire_and_refuse() {
     let mut g = Gen::new(400);
     let mut full = 0;
+    let mut evicted = 0;
     for _ in 0..60 {
         let evs: Vec<Ev> = (0..400).map(|_| Ev::arbitrary(&mut g)).collect();
         let mut s = Store::new(config());
@@ -208,11 +219,15 @@ fn long_runs_fill_expire_and_refuse() {
                 stamp: Stamp::new(p as u64, 1, i as u64 * 50),
                 op: incr(i as u64),
             };
+            let before: Vec<(ClientId, u64)> = s.sessions().iter().map(|(c, e)| (*c, e.last_active_ms)).collect();
             if matches!(s.apply_request(i as u64 + 1, &req), Err(WriteError::SessionsFull { .. })) {
                 full += 1;
             }
+            let clock = s.log_clock_ms();
+            evicted += before.iter().filter(|(c, t)| clock - t <= TTL && s.sessions().get(*c).is_none()).count();
         }
         assert!(run(evs));
     }
     assert!(full > 0, "the cap was never reached");
+    assert!(evicted > 0, "no session was ever evicted for a new one");
 }

@@ -268,8 +268,9 @@ impl Problem {
                 let mut p = Problem::unavailable(
                     "sessions-full",
                     format!(
-                        "the session table holds its maximum of {max_sessions} live sessions and none is evicted before it \
-                         expires; nothing was applied. Retry later, or write through an existing session"
+                        "the session table holds its maximum of {max_sessions} live sessions, all active within the \
+                         guaranteed retry window; nothing was applied. Retry after Retry-After (the oldest then leaves the \
+                         window and makes room), or write through an existing session"
                     ),
                 )
                 .with("max_sessions", json!(max_sessions))
