@@ -280,7 +280,7 @@ impl Metrics {
             ("synod_applied_slot", "Every slot up to here is applied.", &self.applied_slot),
             ("synod_store_index", "The store's applied command index.", &self.store_index),
             ("synod_keys", "Keys in the store.", &s.keys),
-            ("synod_sessions", "Live exactly-once sessions (new ones are refused, 503, at synod_sessions_max).", &s.sessions),
+            ("synod_sessions", "Live exactly-once sessions (at synod_sessions_max a new one evicts the least recently active past the guaranteed window, or is refused 503).", &s.sessions),
             ("synod_sessions_max", "The session table's cap (0: none).", &s.sessions_max),
             ("synod_log_clock_ms", "The store's log clock (log time that expires sessions).", &s.log_clock_ms),
             ("synod_pending_writes", "Writes waiting for their outcome.", &s.pending_writes),

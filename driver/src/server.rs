@@ -102,6 +102,18 @@ pub struct NodeArgs {
     /// Snapshot every this many applied slots.
     #[arg(long, env = "SYNOD_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// An exactly-once session (an `Idempotency-Key`, a CLI session) idle for this long, in log
+    /// time, expires. Must be equal on every replica (checked through etcd at start).
+    #[arg(long, env = "SYNOD_SESSION_TTL_MS", default_value_t = 24 * 60 * 60 * 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl_ms: u64,
+    /// The retry window every session keeps even when the table is full: a session idle for
+    /// less is never evicted to make room for a new one (at most `--session-ttl-ms`; equal
+    /// values: nothing is ever evicted). Equal on every replica.
+    #[arg(long, env = "SYNOD_SESSION_MIN_TTL_MS", default_value_t = 60 * 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_min_ttl_ms: u64,
+    /// The most live sessions (0: unbounded). Equal on every replica.
+    #[arg(long, env = "SYNOD_MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
     /// Past this many slots above the checkpoint, the leader stops waiting for the slowest
     /// member, which then catches up from a snapshot.
     #[arg(long, env = "SYNOD_MAX_RETAINED_SLOTS", default_value_t = 100_000)]
@@ -175,7 +187,18 @@ fn metrics_refused_note(why: &str) {
 
 /// Run one replica until SIGTERM / Ctrl-C.
 pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    let store = StoreConfig::default();
+    anyhow::ensure!(
+        args.session_min_ttl_ms <= args.session_ttl_ms,
+        "--session-min-ttl-ms ({}) must not exceed --session-ttl-ms ({})",
+        args.session_min_ttl_ms,
+        args.session_ttl_ms
+    );
+    let store = StoreConfig {
+        session_ttl_ms: args.session_ttl_ms,
+        session_min_ttl_ms: args.session_min_ttl_ms,
+        max_sessions: args.max_sessions,
+        ..StoreConfig::default()
+    };
     // A backup to restore is checked first: a bad file stops the process before it binds a
     // port, talks to etcd or touches its data directory.
     let mut restore = check_restore_file(&args, store)?;
@@ -189,6 +212,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let bootstrap_timeout = Duration::from_secs(args.bootstrap_timeout);
     let etcd_deadline = std::time::Instant::now() + bootstrap_timeout;
     let mut client = etcd::connect_retrying(&args.etcd, etcd_deadline).await?;
+    check_store_config(&client, &args.prefix, &store, etcd_deadline).await?;
     // A fresh incarnation per process start, never reused, and above every earlier one of this
     // id whatever the wall clock did (a compare-and-swap in etcd); the start number prefixes
     // this process's request ids.
@@ -336,6 +360,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let mut ctx = Ctx::new(me.node, inputs.clone(), directory.clone(), metrics.clone(), store.limits);
     ctx.write_timeout = Duration::from_millis(args.write_timeout_ms);
     ctx.read_timeout = Duration::from_millis(args.read_timeout_ms);
+    ctx.session_window = Duration::from_millis(args.session_min_ttl_ms);
     ctx.membership = Some(membership.clone());
     let ctx = Arc::new(ctx);
 
@@ -465,6 +490,50 @@ fn check_restore_file(args: &NodeArgs, store: StoreConfig) -> anyhow::Result<Opt
         "restoring a backup: this founder's state machine starts from the file"
     );
     Ok(Some(b))
+}
+
+/// The etcd key of the cluster's store settings (`StoreConfig` as JSON).
+fn store_config_key(prefix: &str) -> String {
+    format!("{prefix}/store-config")
+}
+
+/// Settings that change results (session TTLs, the session cap, the write limits) must be equal
+/// on every replica, or their states diverge: the first replica to start records its own in etcd
+/// (created once), and every replica compares, and refuses to start on a difference.
+async fn check_store_config(client: &etcd_client::Client, prefix: &str, mine: &StoreConfig, deadline: std::time::Instant) -> anyhow::Result<()> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let key = store_config_key(prefix);
+    let value = serde_json::to_string(mine)?;
+    let resp = etcd::retrying("recording the store settings", deadline, || {
+        let mut c = client.clone();
+        let (key, value) = (key.clone(), value.clone());
+        async move {
+            let txn = Txn::new()
+                .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value, None)])
+                .or_else([TxnOp::get(key, None)]);
+            anyhow::Ok(c.txn(txn).await?)
+        }
+    })
+    .await?;
+    if resp.succeeded() {
+        return Ok(());
+    }
+    let recorded = resp.op_responses().into_iter().find_map(|r| match r {
+        etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    });
+    let recorded: StoreConfig = match recorded.as_deref().map(serde_json::from_slice) {
+        Some(Ok(c)) => c,
+        other => anyhow::bail!("{key} in etcd does not hold store settings ({other:?}); delete it to record this replica's"),
+    };
+    anyhow::ensure!(
+        &recorded == mine,
+        "this replica's store settings differ from the cluster's (every replica must run with the same \
+         --session-ttl-ms, --session-min-ttl-ms and --max-sessions, or their states diverge): cluster {recorded:?}, \
+         this replica {mine:?}. To change them, stop every replica, delete {key} in etcd, and start them all with the new values"
+    );
+    Ok(())
 }
 
 /// The etcd key of founder `id`'s restore record: `<incarnation> <crc32c hex>`.

@@ -71,6 +71,10 @@ pub const LAST_CONTACT_HEADER: &str = "x-synod-last-contact";
 /// On a read reply: the node id of the replica whose state answered (the leader, when a
 /// replica that is catching up forwarded the read).
 pub const SERVED_BY_HEADER: &str = "x-synod-served-by";
+/// On a reply to a write with an exactly-once session (`Idempotency-Key`, `X-Synod-Session`):
+/// the seconds for which a retry is recognized whatever else happens (the guaranteed window;
+/// it is recognized for up to the session TTL while the table has room).
+pub const RETRY_WINDOW_HEADER: &str = "x-synod-retry-window";
 
 /// Everything a handler needs. Shared by the HTTP server and the gRPC `Forward` handler.
 pub struct Ctx {
@@ -88,6 +92,9 @@ pub struct Ctx {
     pub write_timeout: Duration,
     /// How long a read waits (quorum round, `min_index`) before 503.
     pub read_timeout: Duration,
+    /// The retry window every exactly-once session keeps (`--session-min-ttl-ms`), told to
+    /// clients on every write that carries a session (`X-Synod-Retry-Window`, seconds).
+    pub session_window: Duration,
     /// Set on SIGTERM: new requests get 503.
     pub draining: AtomicBool,
     /// The membership keys in etcd (`None` in tests without etcd).
@@ -111,6 +118,7 @@ impl Ctx {
             limits,
             write_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(3),
+            session_window: Duration::from_millis(kvstore::StoreConfig::default().session_min_ttl_ms),
             draining: AtomicBool::new(false),
             membership: None,
             router: routes::router(),

@@ -76,7 +76,22 @@ pub fn router() -> Router {
         .route("/v1/snapshot", get(backup::get))
         .fallback(no_route)
         .layer(middleware::map_response(bare_errors_as_problems))
+        .layer(middleware::from_fn(retry_window))
         .layer(middleware::from_fn(label))
+}
+
+/// A write with an exactly-once session learns for how long a retry is surely recognized
+/// (`X-Synod-Retry-Window`, whole seconds, rounded down).
+async fn retry_window(req: Request, next: Next) -> Response {
+    let keyed = req.method() != axum::http::Method::GET
+        && req.method() != axum::http::Method::HEAD
+        && (req.headers().contains_key("idempotency-key") || req.headers().contains_key("x-synod-session"));
+    let window = req.extensions().get::<std::sync::Arc<super::Ctx>>().map(|c| c.session_window.as_secs());
+    let mut resp = next.run(req).await;
+    if let (true, Some(secs)) = (keyed, window) {
+        resp.headers_mut().insert(super::RETRY_WINDOW_HEADER, axum::http::HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// The routes that are not client requests: served while draining, not counted.
