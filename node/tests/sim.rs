@@ -182,3 +182,20 @@ fn a_seed_replays_exactly() {
     let b = run(SimConfig::new(7)).map(|s| format!("{s:?}")).map_err(|f| f.to_string());
     assert_eq!(a, b);
 }
+
+/// Review (power cut after a replacement): node 4 came back with amnesia as incarnation 2 and
+/// replaced 4/1 (epoch 3 at slot 71: 4/1 out, 4/2 learner; epoch 4 at slot 73: 4/2 promoted);
+/// node 1 then came back with amnesia too (1/1 dead, 1/2 waiting to join). A power cut follows
+/// before any snapshot file passes slot 73: every replica recovers with the configuration of its
+/// newest snapshot file (4 at 69, 3 at 49, 2 at 33: all epoch 2, acceptors 1/1 2/1 3/1 4/1), the
+/// changes at 71 and 73 are only votes in the WALs, and nobody knows them chosen. Phase 1 from
+/// slot 70 must run in epoch 2, where only 2/1 and 3/1 are alive (the promises of 4/2 and 1/2
+/// do not count): 2 of 4, quorum 3, no leader for ever, although a quorum of the newest
+/// configuration (2/1, 3/1, 4/2) is up. Durable mode persists votes but not which configuration
+/// changes were chosen above the snapshot.
+#[test]
+#[ignore = "review: after a power cut every replica reverts to its snapshot file's configuration; a quorum of it may be replaced incarnations: no leader for ever (seed 11263)"]
+fn a_power_cut_after_a_replacement_does_not_wedge_on_the_snapshots_configuration() {
+    let r = run(node::sim::SimConfig::new(11263)).map(|_| ()).map_err(|f| f.to_string());
+    assert_eq!(r, Ok(()));
+}
