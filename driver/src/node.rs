@@ -230,6 +230,9 @@ pub struct Wiring {
     pub suspicion: watch::Sender<Option<Suspicion>>,
 }
 
+/// A backup's copy and where to send it.
+type BackupCopy = (oneshot::Sender<(paxos::SnapshotMeta, Box<Store>)>, paxos::SnapshotMeta, Box<Store>);
+
 /// The node loop's state.
 pub struct NodeLoop {
     node: ::node::Node,
@@ -253,6 +256,9 @@ pub struct NodeLoop {
     disk: Option<crate::durable::Writer>,
     /// Durable mode: outputs waiting for a persist batch to be durable, with its number.
     held: std::collections::VecDeque<(u64, Output)>,
+    /// Backups taken while a persist was not yet durable, answered once it is: the state they
+    /// copy may hold a write whose votes (the leader's own) are not on disk yet.
+    held_backups: Vec<(u64, BackupCopy)>,
 }
 
 /// What a durable node loop starts from.
@@ -322,6 +328,7 @@ impl NodeLoop {
             exported: NodeCounters::default(),
             disk,
             held: std::collections::VecDeque::new(),
+            held_backups: Vec::new(),
         }
     }
 
@@ -444,7 +451,14 @@ impl NodeLoop {
             }
             Input::Backup(reply) => {
                 let meta = paxos::SnapshotMeta { last_slot: self.node.applied_slot(), config: self.node.config().clone() };
-                let _ = reply.send((meta, Box::new(self.node.store().clone())));
+                let copy = (reply, meta, Box::new(self.node.store().clone()));
+                match self.disk.as_ref().and_then(|d| d.barrier()) {
+                    Some(seq) => self.held_backups.push((seq, copy)),
+                    None => {
+                        let (reply, meta, store) = copy;
+                        let _ = reply.send((meta, store));
+                    }
+                }
                 return;
             }
             Input::Status(reply) => {
@@ -544,6 +558,13 @@ impl NodeLoop {
             }
             let (_, output) = self.held.pop_front().expect("just looked");
             self.run_output(output);
+        }
+        if let Some(disk) = self.disk.as_ref() {
+            let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_backups).into_iter().partition(|(seq, _)| disk.is_durable(*seq));
+            self.held_backups = wait;
+            for (_, (reply, meta, store)) in ready {
+                let _ = reply.send((meta, store));
+            }
         }
         self.export_counters();
     }

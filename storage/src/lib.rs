@@ -79,7 +79,11 @@ pub enum WalError {
 /// over `name`, `sync_dir`. After a crash, `name` holds the old contents or the new ones.
 pub fn write_atomic<F: Fs>(fs: &F, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     fs.create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // A temporary name of its own per call: two writers of one file (a snapshot taken and the
+    // same slot installed) must never rename a file the other is still writing.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{n}.tmp"));
     let mut f = fs.create(&tmp)?;
     f.write_at(0, bytes)?;
     f.sync_data()?;
