@@ -48,7 +48,7 @@ pub enum OutputFormat {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Replica REST endpoints, tried in turn (comma separated).
-    #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081", global = true)]
+    #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = crate::server::DEFAULT_ENDPOINT, global = true)]
     pub endpoints: Vec<String>,
     /// Output format: table, json or simple (`-o`/`--output` are accepted too).
     #[arg(
@@ -563,7 +563,7 @@ pub enum SnapshotCmd {
         /// Where to write it.
         file: PathBuf,
         /// Replica REST endpoints, tried in turn (comma separated).
-        #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
+        #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = crate::server::DEFAULT_ENDPOINT)]
         endpoints: Vec<String>,
         /// Ask the leader for a snapshot that holds every write acknowledged before the request
         /// (default: the asked replica's applied state, as a sequential read would see it).
