@@ -375,17 +375,14 @@ async fn pump(
                     }
                 }
                 _ = next_tick(&mut progress_tick) => {
-                    if let Some(Ok(Changes { changes, index })) = loop_io::watch_progress(&ctx, spec.clone()).await {
-                        if changes.is_empty() && index >= spec.after && index >= announced {
-                            announced = index;
-                            quiet = Duration::ZERO;
-                            if tx.send(Ok(Bytes::from(progress_event(index)))).await.is_err() {
-                                return;
-                            }
+                    let probe = loop_io::watch_progress(&ctx, spec.clone()).await;
+                    if let Some(index) = progress_to_send(probe.as_ref(), spec.after, announced) {
+                        announced = index;
+                        quiet = Duration::ZERO;
+                        if tx.send(Ok(Bytes::from(progress_event(index)))).await.is_err() {
+                            return;
                         }
                     }
-                    // Otherwise: changes are pending (the watch sends them), or the watch will
-                    // report the error, or the loop did not answer; try at the next tick.
                 }
             }
         };
@@ -413,6 +410,18 @@ async fn pump(
         if tx.send(Ok(Bytes::from(text))).await.is_err() {
             return;
         }
+    }
+}
+
+/// The progress id a stream may send after a probe, given the last index it delivered (`after`)
+/// and the highest progress id it sent: the probe's index, if it found no pending change and
+/// the index does not go back. `None` when changes are pending (the watch sends them), on an
+/// error (the watch reports it), when the loop did not answer (`probe` is `None`), or when this
+/// replica is behind the stream's position; the next tick tries again.
+fn progress_to_send(probe: Option<&Result<Changes, WatchError>>, after: u64, announced: u64) -> Option<u64> {
+    match probe {
+        Some(Ok(Changes { changes, index })) if changes.is_empty() && *index >= after && *index >= announced => Some(*index),
+        _ => None,
     }
 }
 
@@ -457,6 +466,25 @@ mod tests {
             assert!(parse_progress(bad).is_err(), "{bad}");
         }
         assert_eq!(progress_event(42), "id: 42\nevent: progress\ndata: {\"index\":42}\n\n");
+    }
+
+    #[test]
+    fn progress_is_sent_only_when_no_change_is_pending_and_never_goes_back() {
+        let quiet = |index| Some(Ok(Changes { changes: vec![], index }));
+        let change = loop_io::Change { index: 9, key: b"a".to_vec(), value: None, version: 9 };
+        // Nothing pending above the stream's position 5: the applied index 12 may be sent.
+        assert_eq!(progress_to_send(quiet(12).as_ref(), 5, 0), Some(12));
+        // A change at 9 not yet sent: no progress (12 would skip it for a resuming client).
+        assert_eq!(progress_to_send(Some(Ok(Changes { changes: vec![change], index: 12 })).as_ref(), 5, 0), None);
+        // This replica is behind the position the client resumed from, or behind a progress
+        // id already sent: nothing (ids never go down).
+        assert_eq!(progress_to_send(quiet(4).as_ref(), 5, 0), None);
+        assert_eq!(progress_to_send(quiet(11).as_ref(), 5, 12), None);
+        // The same index again is fine (an idle cluster).
+        assert_eq!(progress_to_send(quiet(12).as_ref(), 5, 12), Some(12));
+        // Errors and silence: the watch reports the error; the next tick tries again.
+        assert_eq!(progress_to_send(Some(Err(WatchError::Compacted { oldest_index: 3 })).as_ref(), 5, 0), None);
+        assert_eq!(progress_to_send(None, 5, 0), None);
     }
 
     #[test]
