@@ -173,7 +173,7 @@ impl DataDir {
             .into_iter()
             .filter_map(|n| Some((n.strip_suffix(".snap")?.parse::<u64>().ok()?, self.snap_dir().join(&n))))
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|b| std::cmp::Reverse(b.0));
         v
     }
 
