@@ -60,10 +60,7 @@ fn saved_history_verdicts_and_exit_codes() {
 
 #[test]
 fn corpus_files_in_both_formats() {
-    let corpus = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/histories"
-    );
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/histories");
     let p = std::path::Path::new(corpus);
     assert!(p.is_dir(), "test corpus missing at {corpus}");
     assert_eq!(run(&p.join("jepsen-etcd/etcd_002.log")).0, Some(0));

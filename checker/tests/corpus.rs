@@ -1,5 +1,6 @@
-//! The checker against recorded histories with known verdicts (`shared/testdata/histories`:
-//! porcupine's corpus of Jepsen etcd register logs and multi-key EDN histories).
+//! The checker against recorded histories with known verdicts (`checker/testdata/histories`:
+//! porcupine's corpus of Jepsen etcd register logs and multi-key EDN histories; provenance in
+//! `checker/testdata/README.md`).
 //!
 //! Every verdict must match, and each history must be checked within seconds. A missing corpus
 //! is a failure, not a skip: a test that cannot fail is a defect.
@@ -8,10 +9,7 @@ use checker::{check_with, formats, Budget, CheckOptions, CheckResult};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const CORPUS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/histories"
-);
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/histories");
 /// Generous against porcupine's milliseconds: debug builds on a loaded shared machine.
 const PER_HISTORY: Duration = Duration::from_secs(10);
 
@@ -19,8 +17,8 @@ fn corpus_dir(sub: &str) -> PathBuf {
     let dir = Path::new(CORPUS).join(sub);
     assert!(
         dir.join("verdicts.tsv").is_file(),
-        "test corpus missing: expected {}/verdicts.tsv (shared/ must sit beside the repository \
-         checkout, as in CI); refusing to pass without it",
+        "test corpus missing: expected {}/verdicts.tsv (checker/testdata is part of the \
+         repository); refusing to pass without it",
         dir.display()
     );
     dir

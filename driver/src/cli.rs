@@ -48,7 +48,7 @@ pub enum OutputFormat {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Replica REST endpoints, tried in turn (comma separated).
-    #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081", global = true)]
+    #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = crate::server::DEFAULT_ENDPOINT, global = true)]
     pub endpoints: Vec<String>,
     /// Output format: table, json or simple (`-o`/`--output` are accepted too).
     #[arg(
@@ -175,6 +175,13 @@ pub enum KvCmd {
         /// Start at this index (default: changes from now on).
         #[arg(long)]
         from_index: Option<u64>,
+        /// Ask for a progress event this often (`500ms`, `5s`, `1m`; `0` or `off`: none) and
+        /// print each: `INDEX progress` (`INDEX<TAB>progress` with `-w simple`,
+        /// `{"event":"progress","index":INDEX}` with `-w json`): every change up to INDEX was
+        /// printed. Without it the replica's default interval (10 s) applies and progress events
+        /// are not printed, only used to resume after a replica fails.
+        #[arg(long, value_name = "DURATION")]
+        progress: Option<String>,
     },
 }
 
@@ -308,8 +315,8 @@ fn kv_path(key: &str) -> String {
 
 /// Run a `synod kv` command; returns the process exit code.
 pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
-    if let KvCmd::Watch { key, prefix, from_index } = &cmd {
-        return run_watch(&opts, key, *prefix, *from_index).await;
+    if let KvCmd::Watch { key, prefix, from_index, progress } = &cmd {
+        return run_watch(&opts, key, *prefix, *from_index, progress.as_deref()).await;
     }
     let mut cli = Cli::new(opts)?;
     let out = cli.opts.output;
@@ -563,7 +570,7 @@ pub enum SnapshotCmd {
         /// Where to write it.
         file: PathBuf,
         /// Replica REST endpoints, tried in turn (comma separated).
-        #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
+        #[arg(long, env = "SYNOD_ENDPOINTS", value_delimiter = ',', default_value = crate::server::DEFAULT_ENDPOINT)]
         endpoints: Vec<String>,
         /// Ask the leader for a snapshot that holds every write acknowledged before the request
         /// (default: the asked replica's applied state, as a sequential read would see it).
@@ -820,7 +827,7 @@ pub async fn run_members(opts: ClientOpts, cmd: MembersCmd) -> anyhow::Result<i3
 }
 
 /// `synod kv watch`: print one line per change until interrupted.
-async fn run_watch(opts: &ClientOpts, key: &str, prefix: bool, from_index: Option<u64>) -> anyhow::Result<i32> {
+async fn run_watch(opts: &ClientOpts, key: &str, prefix: bool, from_index: Option<u64>, progress: Option<&str>) -> anyhow::Result<i32> {
     let mut pq = format!("/v1/watch/{}", crate::codec::percent_encode(key.as_bytes()));
     let mut q = Vec::new();
     if prefix {
@@ -828,6 +835,9 @@ async fn run_watch(opts: &ClientOpts, key: &str, prefix: bool, from_index: Optio
     }
     if let Some(i) = from_index {
         q.push(format!("from_index={i}"));
+    }
+    if let Some(p) = progress {
+        q.push(format!("progress={}", crate::codec::percent_encode(p.as_bytes())));
     }
     if !q.is_empty() {
         pq = format!("{pq}?{}", q.join("&"));
@@ -842,6 +852,17 @@ async fn run_watch(opts: &ClientOpts, key: &str, prefix: bool, from_index: Optio
             _ => String::new(),
         };
         let index = ev.id.unwrap_or(0);
+        if ev.event == "progress" {
+            // `follow` resumes after it either way; print it only when asked for.
+            if progress.is_some() {
+                match out {
+                    OutputFormat::Json => println!("{}", serde_json::json!({ "event": "progress", "index": index })),
+                    OutputFormat::Simple => println!("{index}\tprogress"),
+                    OutputFormat::Table => println!("{index:<8} progress"),
+                }
+            }
+            return true;
+        }
         let value = data.get("value").map(show);
         match out {
             OutputFormat::Json => println!("{}", ev.data),

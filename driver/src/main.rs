@@ -57,8 +57,9 @@ enum Cmd {
     /// Exit 0 if a replica is ready (its `/readyz` answers 200), else print why and exit 1 (a
     /// container healthcheck).
     Health {
-        /// The replica's `/readyz` URL.
-        #[arg(long, env = "SYNOD_HEALTH_URL", default_value = "http://127.0.0.1:8080/readyz")]
+        /// The replica's `/readyz` URL (default: that of a replica at `synod node`'s default
+        /// `--http-listen`).
+        #[arg(long, env = "SYNOD_HEALTH_URL", default_value = driver::server::DEFAULT_HEALTH_URL)]
         url: String,
         /// How long to wait for the answer, in milliseconds.
         #[arg(long, default_value_t = 2000)]
@@ -127,4 +128,32 @@ fn main() -> anyhow::Result<()> {
     };
     drop(rt);
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Args::try_parse_from(args).expect("parse").cmd
+    }
+
+    /// `synod health`, `synod node` and the client commands agree on the default REST address
+    /// (issue 28: health checked :8080 while a replica listened on :8081). Environment variables
+    /// would change the defaults, so the test refuses to run with them set.
+    #[test]
+    fn health_and_clients_default_to_where_a_node_listens() {
+        for var in ["SYNOD_HEALTH_URL", "SYNOD_HTTP_LISTEN", "SYNOD_ENDPOINTS"] {
+            assert!(std::env::var_os(var).is_none(), "{var} is set: the defaults cannot be tested");
+        }
+        let Cmd::Node(node) = parse(&["synod", "node", "--id", "1"]) else { panic!("not node") };
+        let Cmd::Health { url, .. } = parse(&["synod", "health"]) else { panic!("not health") };
+        assert_eq!(url, format!("http://{}/readyz", node.http_listen));
+        let Cmd::Status { opts } = parse(&["synod", "status"]) else { panic!("not status") };
+        assert_eq!(opts.endpoints, vec![format!("http://{}", node.http_listen)]);
+        let Cmd::Snapshot { cmd: SnapshotCmd::Save { endpoints, .. } } = parse(&["synod", "snapshot", "save", "f"]) else {
+            panic!("not snapshot save")
+        };
+        assert_eq!(endpoints, vec![format!("http://{}", node.http_listen)]);
+    }
 }

@@ -88,6 +88,14 @@ pub enum Input {
         /// Where the changes go.
         reply: oneshot::Sender<Result<Changes, WatchError>>,
     },
+    /// A stream's progress probe (client channel): answered at once with the matching changes
+    /// above `spec.after`, or none and the applied index (`node::Input::WatchProgress`).
+    WatchProgress {
+        /// The stream's key or prefix and the index it delivered every matching change up to.
+        spec: WatchSpec,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Changes, WatchError>>,
+    },
     /// Report the status (control).
     Status(oneshot::Sender<NodeStatus>),
     /// A point-in-time copy of the state machine as applied now, with its slot and
@@ -182,7 +190,7 @@ impl NodeHandle {
     fn route(&self, input: &Input) -> &mpsc::Sender<Input> {
         match input {
             Input::Peer(_) => &self.peer,
-            Input::Write { .. } | Input::Read { .. } | Input::Watch { .. } => &self.client,
+            Input::Write { .. } | Input::Read { .. } | Input::Watch { .. } | Input::WatchProgress { .. } => &self.client,
             _ => &self.control,
         }
     }
@@ -443,6 +451,11 @@ impl NodeLoop {
                 let token = self.token();
                 self.watches.insert(token, reply);
                 ::node::Input::Watch { token, spec }
+            }
+            Input::WatchProgress { spec, reply } => {
+                let token = self.token();
+                self.watches.insert(token, reply);
+                ::node::Input::WatchProgress { token, spec }
             }
             Input::Reconfigure { change, reply } => {
                 let token = self.token();

@@ -46,6 +46,24 @@ pub const REMOVED_GRACE: Duration = Duration::from_secs(2);
 
 pub use crate::peer::MAX_GRPC_MESSAGE;
 
+/// The one place the default REST address is written: `synod node --http-listen`'s default, and
+/// through the constants below the client commands' `--endpoints` and `synod health --url`
+/// (issue 28: the healthcheck defaulted to another port than a replica listens on).
+macro_rules! default_http_listen {
+    () => {
+        "127.0.0.1:8081"
+    };
+}
+
+/// Where `synod node` serves REST unless told otherwise (`--http-listen`).
+pub const DEFAULT_HTTP_LISTEN: &str = default_http_listen!();
+/// The replica the client commands ask unless told otherwise (`--endpoints`): the default
+/// listen address.
+pub const DEFAULT_ENDPOINT: &str = concat!("http://", default_http_listen!());
+/// What `synod health` checks unless told otherwise (`--url`): the `/readyz` of a replica at the
+/// default listen address.
+pub const DEFAULT_HEALTH_URL: &str = concat!("http://", default_http_listen!(), "/readyz");
+
 /// Flags of `synod node` (each also read from a `SYNOD_*` environment variable).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -53,7 +71,7 @@ pub struct NodeArgs {
     #[arg(long, env = "SYNOD_ID")]
     pub id: u64,
     /// Where the REST API listens.
-    #[arg(long, env = "SYNOD_HTTP_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "SYNOD_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN)]
     pub http_listen: SocketAddr,
     /// The REST address redirects (`Location`) and `leader_http` give clients (default: the bound
     /// listen address). Behind NAT or Docker port mapping, give the address clients use

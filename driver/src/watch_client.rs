@@ -14,9 +14,9 @@ use tokio::net::TcpStream;
 /// One server-sent event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// The `id:` field (the change's index), if any.
+    /// The `id:` field (the change's index, or a progress event's), if any.
     pub id: Option<u64>,
-    /// The `event:` field (`put`, `delete`, `compacted`, ...).
+    /// The `event:` field (`put`, `delete`, `progress`, `compacted`, ...).
     pub event: String,
     /// The `data:` field (JSON).
     pub data: String,
@@ -97,8 +97,10 @@ impl Stream {
 }
 
 /// Follow the stream over `endpoints` in turn, calling `on` for each change (`put`/`delete`)
-/// event, from `from_index` (or from now), until `on` returns false. A stream that ends or a
-/// replica that cannot be reached moves on to the next endpoint with `Last-Event-ID`; a refusal
+/// and `progress` event, from `from_index` (or from now), until `on` returns false. A stream
+/// that ends or a replica that cannot be reached moves on to the next endpoint with
+/// `Last-Event-ID`: the id of the last change or progress event (a progress id is an index up to
+/// which the stream sent every matching change, so resuming after it misses none); a refusal
 /// other than 503 (a 410 `compacted`, a 400) ends it with an error; the retries end after
 /// `give_up` without an open stream.
 pub async fn follow(
@@ -119,7 +121,7 @@ pub async fn follow(
                 failing_since = None;
                 while let Ok(Some(ev)) = s.next().await {
                     match ev.event.as_str() {
-                        "put" | "delete" => {
+                        "put" | "delete" | "progress" => {
                             last = ev.id.or(last);
                             if !on(&ev) {
                                 return Ok(());

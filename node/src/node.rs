@@ -221,6 +221,7 @@ impl Node {
                 self.replica.handle(self.now, paxos::Event::SnapshotSent { to, delivered })
             }
             Input::Watch { token, spec } => self.watch(token, spec),
+            Input::WatchProgress { token, spec } => self.watch_progress(token, spec),
         }
         self.after(now);
     }
@@ -473,6 +474,14 @@ impl Node {
         if let Some(result) = result {
             self.outputs.push_back(Output::WatchDone { token, result });
         }
+    }
+
+    fn watch_progress(&mut self, token: Token, spec: WatchSpec) {
+        let result = match self.removed {
+            Some(r) => Err(crate::WatchError::Removed(r)),
+            None => self.watches.progress(&spec, self.store.last_applied()),
+        };
+        self.outputs.push_back(Output::WatchDone { token, result });
     }
 
     pub(crate) fn watches_done(&mut self, done: Vec<(Token, Result<crate::Changes, crate::WatchError>)>) {

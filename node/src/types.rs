@@ -393,6 +393,19 @@ pub enum Input {
         /// The key or prefix, and the index the changes must be above.
         spec: WatchSpec,
     },
+    /// How far a stream may announce it has come, without waiting (`watch.rs`): answered at
+    /// once by [`Output::WatchDone`], with the matching changes above `spec.after` the history
+    /// holds (as [`Input::Watch`] would be), or, when there are none, with no changes and the
+    /// applied index: then no change matching `spec` has an index in `(spec.after, index]`, so
+    /// a stream that delivered every matching change up to `spec.after` may announce `index` as
+    /// its progress (a client resuming after it misses nothing). `Compacted` and `Removed` as
+    /// for a watch; never `TooMany`, and nothing waits.
+    WatchProgress {
+        /// Identifies the request.
+        token: Token,
+        /// The key or prefix, and the index the stream delivered every matching change up to.
+        spec: WatchSpec,
+    },
 }
 
 impl std::fmt::Debug for Input {
@@ -413,6 +426,9 @@ impl std::fmt::Debug for Input {
                 f.debug_struct("SnapshotSent").field("to", to).field("delivered", delivered).finish()
             }
             Input::Watch { token, spec } => f.debug_struct("Watch").field("token", token).field("spec", spec).finish(),
+            Input::WatchProgress { token, spec } => {
+                f.debug_struct("WatchProgress").field("token", token).field("spec", spec).finish()
+            }
         }
     }
 }
@@ -480,7 +496,7 @@ pub enum Output {
     Removed(Removal),
     /// Whether this replica answers reads from its own state (emitted only on a change).
     ServingChanged(bool),
-    /// The answer to [`Input::Watch`].
+    /// The answer to [`Input::Watch`] or [`Input::WatchProgress`].
     WatchDone {
         /// The request.
         token: Token,
@@ -599,7 +615,8 @@ impl WatchSpec {
 }
 
 /// The answer to a watch: the matching changes above its `after`, oldest first (at least one,
-/// at most `MAX_CHANGES_PER_ANSWER` (`watch.rs`)).
+/// at most `MAX_CHANGES_PER_ANSWER` (`watch.rs`); none in the answer to
+/// [`Input::WatchProgress`] when there is none up to `index`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changes {
     /// The changes.

@@ -129,6 +129,17 @@ impl Watches {
         None
     }
 
+    /// Answer [`crate::Input::WatchProgress`] at `index` (the applied index): the matching
+    /// changes above `spec.after`, if the history holds any, else none, which tells that no
+    /// matching change lies in `(spec.after, index]` (the history holds every change above
+    /// `complete_after`, and the store has applied nothing above `index`).
+    pub(crate) fn progress(&self, spec: &WatchSpec, index: u64) -> Result<Changes, WatchError> {
+        if spec.after < self.history.complete_after {
+            return Err(WatchError::Compacted { oldest_index: self.history.complete_after + 1 });
+        }
+        Ok(Changes { changes: self.history.collect(spec), index })
+    }
+
     /// Forget a watcher (its client went away). Whether it was waiting.
     pub(crate) fn cancel(&mut self, token: Token) -> bool {
         self.waiting.remove(&token).is_some()

@@ -206,4 +206,39 @@ fn a_node_started_from_a_store_compacts_watches_from_below_it() {
         .collect();
     assert_eq!(answers, vec![(1, Err(WatchError::Compacted { oldest_index: 3 }))]);
     assert_eq!(node.status().history_oldest_index, 3);
+
+#[test]
+fn a_progress_probe_answers_at_once_with_the_applied_index_or_the_changes_it_would_skip() {
+    // "a" changed at 1, "b" at 2 and 3.
+    let mut net = leader_with(&[put("a", "1"), put("b", "2"), put("b", "3")], |s| s.max_watchers = 1);
+    // A stream on "a" that delivered index 1: nothing for it in (1, 3], so it may announce 3.
+    net.input(1, Input::WatchProgress { token: 1, spec: spec("a", false, 1) });
+    assert_eq!(net.take(1), vec![Seen::Watch(1, changes(3, vec![]))]);
+    // A stream on "b" that delivered only index 2 may not: the probe names the change at 3.
+    net.input(1, Input::WatchProgress { token: 2, spec: spec("b", false, 2) });
+    assert_eq!(net.take(1), vec![Seen::Watch(2, changes(3, vec![set(3, "b", "3")]))]);
+    // A probe never waits and takes no watcher slot: with the one slot taken, probes still answer.
+    net.input(1, Input::Watch { token: 3, spec: spec("a", false, 1) });
+    net.input(1, Input::WatchProgress { token: 4, spec: spec("a", false, 1) });
+    assert_eq!(net.take(1), vec![Seen::Watch(4, changes(3, vec![]))]);
+    assert_eq!(net.node(1).status().watchers, 1);
+    // After a write to "a", the probe from 1 names it, and the waiting watcher got it.
+    net.input(1, Input::Write { token: 10, session: None, op: put("a", "4"), forward: true });
+    net.stabilize();
+    let seen = net.take(1);
+    assert_eq!(seen[1..], [Seen::Watch(3, changes(4, vec![set(4, "a", "4")]))]);
+    net.input(1, Input::WatchProgress { token: 5, spec: spec("a", false, 1) });
+    assert_eq!(net.take(1), vec![Seen::Watch(5, changes(4, vec![set(4, "a", "4")]))]);
+    net.input(1, Input::WatchProgress { token: 6, spec: spec("a", false, 4) });
+    assert_eq!(net.take(1), vec![Seen::Watch(6, changes(4, vec![]))]);
+
+    // Compacted and removed as a watch is.
+    let mut net = leader_with(&[put("a", "1"), put("a", "2"), put("a", "3")], |s| s.watch_history_changes = 2);
+    net.input(1, Input::WatchProgress { token: 1, spec: spec("z", false, 0) });
+    assert_eq!(net.take(1), vec![Seen::Watch(1, Err(WatchError::Compacted { oldest_index: 2 }))]);
+    let r = Removal { epoch: 2, source: "etcd" };
+    net.input(1, Input::Removed(r));
+    net.take(1);
+    net.input(1, Input::WatchProgress { token: 2, spec: spec("z", false, 3) });
+    assert_eq!(net.take(1), vec![Seen::Watch(2, Err(WatchError::Removed(r)))]);
 }

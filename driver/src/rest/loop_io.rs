@@ -89,6 +89,15 @@ pub async fn write(ctx: &Ctx, session: Option<SessionRef>, op: WriteOp, forward:
     }
 }
 
+/// A stream's progress probe (`node::Input::WatchProgress`): `Some(Ok(changes))` at once,
+/// empty when no change matching `spec` lies between `spec.after` and `changes.index` (the
+/// applied index). `None`: the loop is gone or did not answer within 2 s.
+pub async fn watch_progress(ctx: &Ctx, spec: WatchSpec) -> Option<Result<Changes, WatchError>> {
+    let (tx, rx) = oneshot::channel();
+    ctx.inputs.send(Input::WatchProgress { spec, reply: tx }).await.ok()?;
+    tokio::time::timeout(std::time::Duration::from_secs(2), rx).await.ok()?.ok()
+}
+
 /// Wait for changes matching `spec` (see `node::watch`). `Ok(None)`: the loop is gone. Dropping
 /// the future drops the receiver, and the loop's sweep cancels the watcher.
 pub async fn watch(ctx: &Ctx, spec: WatchSpec) -> Option<Result<Changes, WatchError>> {

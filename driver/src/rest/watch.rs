@@ -35,6 +35,11 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// A stream with nothing to say sends an SSE comment this often, so proxies and clients see a
 /// live connection (and this replica sees a dead one).
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How often a stream sends an `event: progress` without `progress=` (etcd's progress notify,
+/// issue 28).
+pub const DEFAULT_PROGRESS: Duration = Duration::from_secs(10);
+/// The shortest `progress` interval accepted (each progress event is one input to the node loop).
+pub const MIN_PROGRESS: Duration = Duration::from_millis(100);
 
 const STREAM_PREFIX: &str = "/v1/watch/";
 
@@ -56,6 +61,28 @@ pub fn parse_wait(s: &str) -> Result<Duration, Problem> {
         return Err(Problem::bad_request(format!("wait {s:?} is longer than the limit of {}s", MAX_WAIT.as_secs())));
     }
     Ok(d)
+}
+
+/// Parse a stream's `progress` interval: `0` or `off` (no progress events: `None`), or a
+/// duration like `wait`'s (`500ms`, `5s`, `1m`, plain seconds) from [`MIN_PROGRESS`] to
+/// [`MAX_WAIT`].
+pub fn parse_progress(s: &str) -> Result<Option<Duration>, Problem> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let d = parse_wait(s).map_err(|_| {
+        Problem::bad_request(format!("progress {s:?} is not a duration like 500ms, 5s or 1m (or 0 or off), at most {}s", MAX_WAIT.as_secs()))
+    })?;
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d < MIN_PROGRESS {
+        return Err(Problem::bad_request(format!(
+            "progress {s:?} is shorter than the minimum of {}ms (0 or off turns progress events off)",
+            MIN_PROGRESS.as_millis()
+        )));
+    }
+    Ok(Some(d))
 }
 
 /// How much longer than the server's deadline a request may take: its long-poll `wait`.
@@ -163,6 +190,19 @@ pub struct StreamParams {
     /// Accepted and ignored: a stream is served by any replica.
     #[serde(default, deserialize_with = "flag")]
     pub redirect: bool,
+    /// How often to send an `event: progress` ([`parse_progress`]; default
+    /// [`DEFAULT_PROGRESS`]).
+    pub progress: Option<String>,
+}
+
+/// What [`open`] hands the stream.
+struct Opening {
+    /// The first watch: the key or prefix, and the index the client has every change up to.
+    spec: WatchSpec,
+    /// This replica's applied index now (`X-Synod-Index`).
+    index: u64,
+    /// The progress interval (`None`: no progress events).
+    progress: Option<Duration>,
 }
 
 /// Whether the request is a change stream (served by [`stream`], not the dispatcher): `GET`, and
@@ -174,6 +214,12 @@ pub fn is_stream(method: &Method, path: &str) -> bool {
 /// `GET /v1/watch/{key}` reached through the dispatcher (relayed by a peer: streams are not).
 pub async fn relayed() -> Problem {
     Problem::bad_request("GET /v1/watch/{key} is a server-sent event stream: ask any replica directly over HTTP")
+}
+
+/// A progress event: every change the stream matches up to `index` has been sent on it (or the
+/// client had it: the index it resumed after), so `id: index` is a resume point.
+pub fn progress_event(index: u64) -> String {
+    format!("id: {index}\nevent: progress\ndata: {}\n\n", json!({ "index": index }))
 }
 
 /// One change as a server-sent event: `id` is its index, `event` is `put` or `delete`.
@@ -189,22 +235,24 @@ pub fn event(c: &loop_io::Change) -> String {
     format!("id: {}\nevent: {kind}\ndata: {data}\n\n", c.index)
 }
 
-/// `GET /v1/watch/{key}[?prefix=true][&from_index=N]`, with `Last-Event-ID` to resume: every
-/// change to the key (or under the prefix) from `from_index` (or after `Last-Event-ID`, or after
-/// the index applied now), in index order, each once, as `text/event-stream`. An index the
-/// history no longer holds is 410 `compacted` before the stream starts, and an `event:
-/// compacted` (then the end of the stream) if a snapshot install skips past it later.
+/// `GET /v1/watch/{key}[?prefix=true][&from_index=N][&progress=10s]`, with `Last-Event-ID` to
+/// resume: every change to the key (or under the prefix) from `from_index` (or after
+/// `Last-Event-ID`, or after the index applied now), in index order, each once, as
+/// `text/event-stream`, and every `progress` interval an `event: progress` whose `id` is an
+/// index up to which every matching change has been sent. An index the history no longer holds
+/// is 410 `compacted` before the stream starts, and an `event: compacted` (then the end of the
+/// stream) if a snapshot install skips past it later.
 pub async fn stream(ctx: Arc<Ctx>, parts: Parts) -> Response {
     match open(&ctx, &parts).await {
-        Ok((_, index)) if parts.method == Method::HEAD => {
+        Ok(Opening { index, .. }) if parts.method == Method::HEAD => {
             // RFC 9110 9.3.2: the headers a GET would get, no body, and no watch opened.
             let mut r = Response::new(Body::empty());
             stream_headers(&ctx, &mut r, index);
             r
         }
-        Ok((spec, index)) => {
+        Ok(Opening { spec, index, progress }) => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
-            tokio::spawn(pump(ctx.clone(), spec, tx));
+            tokio::spawn(pump(ctx.clone(), spec, progress, tx));
             let mut r = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
             stream_headers(&ctx, &mut r, index);
             r
@@ -220,14 +268,19 @@ fn stream_headers(ctx: &Ctx, r: &mut Response, index: u64) {
     r.headers_mut().insert(super::SERVED_BY_HEADER, HeaderValue::from(ctx.me.0));
 }
 
-/// Check the request and the history: the watch to start with, and the applied index.
-async fn open(ctx: &Ctx, parts: &Parts) -> Result<(WatchSpec, u64), Problem> {
+/// Check the request and the history: the watch to start with, the applied index, the progress
+/// interval.
+async fn open(ctx: &Ctx, parts: &Parts) -> Result<Opening, Problem> {
     if ctx.draining.load(Ordering::Relaxed) {
         return Err(Problem::unavailable("shutting-down", "this replica is shutting down"));
     }
     let raw = parts.uri.path().strip_prefix(STREAM_PREFIX).unwrap_or("");
     let key = kv::percent_decode_strict(raw).ok_or_else(|| Problem::bad_request("malformed percent-encoding in the key"))?;
     let q: StreamParams = query::parse(parts.uri.query().unwrap_or(""))?;
+    let progress = match q.progress.as_deref() {
+        None => Some(DEFAULT_PROGRESS),
+        Some(p) => parse_progress(p)?,
+    };
     if key.is_empty() && !q.prefix {
         return Err(Problem::bad_request("empty key (watch every key with /v1/watch/?prefix=true)"));
     }
@@ -253,7 +306,7 @@ async fn open(ctx: &Ctx, parts: &Parts) -> Result<(WatchSpec, u64), Problem> {
     if after + 1 < status.history_oldest_index {
         return Err(compacted(status.history_oldest_index));
     }
-    Ok((WatchSpec { key, prefix: q.prefix, after }, status.store_index))
+    Ok(Opening { spec: WatchSpec { key, prefix: q.prefix, after }, index: status.store_index, progress })
 }
 
 /// Counts a stream in `synod_watch_streams` while it is fed, whichever way the feeding ends.
@@ -277,10 +330,31 @@ impl Drop for OpenStream {
 /// Feed the stream: one watch after another, each from the last index delivered, until the
 /// client goes away (the channel closes; dropping the pending watch cancels it in the node) or
 /// the replica drains.
-async fn pump(ctx: Arc<Ctx>, mut spec: WatchSpec, tx: tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>) {
+///
+/// Progress: every `progress` interval, a probe (`node::Input::WatchProgress`) asks the node,
+/// in one input, whether a matching change lies above the last index delivered
+/// (`spec.after`). If none does, the applied index it answers with is sent as `event:
+/// progress` with that `id`: every matching change up to it was sent, so a client resuming
+/// from it misses nothing. If one does, the pending watch delivers it and no progress is sent
+/// this time. Ids on a stream never go down: a change sent after a progress event is above it,
+/// and a probe's index below the stream's position (a client resumed from a replica that is
+/// further ahead) is not sent.
+async fn pump(
+    ctx: Arc<Ctx>,
+    mut spec: WatchSpec,
+    progress: Option<Duration>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
+) {
     let _open = OpenStream::new(&ctx);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut quiet = Duration::ZERO;
+    let mut progress_tick = progress.map(|p| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    // The highest id sent as progress.
+    let mut announced = 0;
     loop {
         let w = loop_io::watch(&ctx, spec.clone());
         tokio::pin!(w);
@@ -296,6 +370,16 @@ async fn pump(ctx: Arc<Ctx>, mut spec: WatchSpec, tx: tokio::sync::mpsc::Sender<
                     if quiet >= KEEPALIVE {
                         quiet = Duration::ZERO;
                         if tx.send(Ok(Bytes::from_static(b": keepalive\n\n"))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = next_tick(&mut progress_tick) => {
+                    let probe = loop_io::watch_progress(&ctx, spec.clone()).await;
+                    if let Some(index) = progress_to_send(probe.as_ref(), spec.after, announced) {
+                        announced = index;
+                        quiet = Duration::ZERO;
+                        if tx.send(Ok(Bytes::from(progress_event(index)))).await.is_err() {
                             return;
                         }
                     }
@@ -329,6 +413,28 @@ async fn pump(ctx: Arc<Ctx>, mut spec: WatchSpec, tx: tokio::sync::mpsc::Sender<
     }
 }
 
+/// The progress id a stream may send after a probe, given the last index it delivered (`after`)
+/// and the highest progress id it sent: the probe's index, if it found no pending change and
+/// the index does not go back. `None` when changes are pending (the watch sends them), on an
+/// error (the watch reports it), when the loop did not answer (`probe` is `None`), or when this
+/// replica is behind the stream's position; the next tick tries again.
+fn progress_to_send(probe: Option<&Result<Changes, WatchError>>, after: u64, announced: u64) -> Option<u64> {
+    match probe {
+        Some(Ok(Changes { changes, index })) if changes.is_empty() && *index >= after && *index >= announced => Some(*index),
+        _ => None,
+    }
+}
+
+/// The next tick of the progress interval; never, without one.
+async fn next_tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +451,40 @@ mod tests {
         assert_eq!(extra_time(Some("wait_index=3&wait=20s")), Duration::from_secs(20));
         assert_eq!(extra_time(Some("wait_index=3")), DEFAULT_WAIT);
         assert_eq!(extra_time(Some("wait=20s")), Duration::ZERO);
+    }
+
+    #[test]
+    fn progress_intervals_parse_and_are_bounded() {
+        assert_eq!(parse_progress("5s").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(parse_progress("250ms").unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(parse_progress("1m").unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(parse_progress("2").unwrap(), Some(Duration::from_secs(2)));
+        for off in ["0", "0s", "0ms", "off"] {
+            assert_eq!(parse_progress(off).unwrap(), None, "{off}");
+        }
+        for bad in ["", "s", "99ms", "1ms", "11m", "1h", "-1s", "1.5s", "on", "OFF"] {
+            assert!(parse_progress(bad).is_err(), "{bad}");
+        }
+        assert_eq!(progress_event(42), "id: 42\nevent: progress\ndata: {\"index\":42}\n\n");
+    }
+
+    #[test]
+    fn progress_is_sent_only_when_no_change_is_pending_and_never_goes_back() {
+        let quiet = |index| Some(Ok(Changes { changes: vec![], index }));
+        let change = loop_io::Change { index: 9, key: b"a".to_vec(), value: None, version: 9 };
+        // Nothing pending above the stream's position 5: the applied index 12 may be sent.
+        assert_eq!(progress_to_send(quiet(12).as_ref(), 5, 0), Some(12));
+        // A change at 9 not yet sent: no progress (12 would skip it for a resuming client).
+        assert_eq!(progress_to_send(Some(Ok(Changes { changes: vec![change], index: 12 })).as_ref(), 5, 0), None);
+        // This replica is behind the position the client resumed from, or behind a progress
+        // id already sent: nothing (ids never go down).
+        assert_eq!(progress_to_send(quiet(4).as_ref(), 5, 0), None);
+        assert_eq!(progress_to_send(quiet(11).as_ref(), 5, 12), None);
+        // The same index again is fine (an idle cluster).
+        assert_eq!(progress_to_send(quiet(12).as_ref(), 5, 12), Some(12));
+        // Errors and silence: the watch reports the error; the next tick tries again.
+        assert_eq!(progress_to_send(Some(Err(WatchError::Compacted { oldest_index: 3 })).as_ref(), 5, 0), None);
+        assert_eq!(progress_to_send(None, 5, 0), None);
     }
 
     #[test]
