@@ -226,3 +226,4 @@ fn a_seed_replays_exactly() {
     assert_eq!(a, b);
 }
 
+
