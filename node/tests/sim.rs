@@ -225,5 +225,3 @@ fn a_seed_replays_exactly() {
     let b = run(SimConfig::new(7)).map(|s| format!("{s:?}")).map_err(|f| f.to_string());
     assert_eq!(a, b);
 }
-
-
