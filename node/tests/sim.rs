@@ -64,6 +64,12 @@ fn client_histories_pass_the_checker_under_faults() {
         ("spares asked to leave", sum(|s| s.leaves), 20),
         ("stale-leader sequences on a change", sum(|s| s.stale_leaders), 20),
         ("lost stop signs on a change", sum(|s| s.lost_stop_signs), 20),
+        ("runs with a small session table", sum(|s| u64::from(s.sessions)), 150),
+        ("'sessions full' refusals", sum(|s| s.sessions_full), 2_000),
+        ("flood sessions admitted", sum(|s| s.flood_admitted), 5_000),
+        ("probes that found the table full", sum(|s| u64::from(s.probe_found_full)), 100),
+        ("'sessions full' refusals the probe waited out", sum(|s| s.probe_refusals), 50),
+        ("leader stretches whose log clock pace was checked", sum(|s| s.clock_stretches), 150),
     ];
     for (name, v, _) in &totals {
         eprintln!("{name}: {v}");
@@ -75,6 +81,10 @@ fn client_histories_pass_the_checker_under_faults() {
             assert!(v >= floor, "{name}: {v} < {floor}");
         }
     }
+    let (pace, span) = (sum(|s| s.clock_stretch_advance_ms), sum(|s| s.clock_stretch_ms));
+    eprintln!("log clock over those stretches: {pace} ms in {span} ms of proposals");
+    let waits: Vec<u64> = stats.iter().filter(|s| s.sessions).map(|s| s.probe_wait_ms).collect();
+    eprintln!("longest wait of a probe for a new session: {} ms", waits.iter().max().unwrap_or(&0));
     let unproven = stats.iter().filter(|s| s.check_unknown).count();
     eprintln!("histories the checker could not decide within its budget: {unproven} of {}", stats.len());
     assert!(unproven * 20 <= stats.len().max(20), "too many undecided histories: {unproven}");
@@ -174,6 +184,39 @@ fn the_wedge_on_compacted_is_caught() {
         }
     }
     panic!("wedge_on_compacted was not caught in {DEFAULT_SEEDS} seeds");
+}
+
+/// Issue 26: the log clock on each request's own proposer stamp (the replica that took it) instead
+/// of its slot's leader tick. With keyed writes spread over every replica by a round-robin
+/// balancer, consecutive requests in the log rarely share a proposer, the clock all but stops, and
+/// a full session table never admits a new session again: the session verdicts (the probe's
+/// liveness, or the clock's pace under one leader) catch it in the first run with a small table.
+#[test]
+fn a_log_clock_on_proposer_stamps_is_caught() {
+    for seed in 0..DEFAULT_SEEDS {
+        let mut cfg = SimConfig::new(seed);
+        cfg.bugs.proposer_clock = true;
+        if let Err(f) = run(cfg) {
+            assert!(
+                f.what.starts_with("liveness: sessions") || f.what.starts_with("log clock"),
+                "caught, but not by the session verdicts: {f}"
+            );
+            eprintln!("caught: {f}");
+            return;
+        }
+    }
+    panic!("proposer_clock was not caught in {DEFAULT_SEEDS} seeds");
+}
+
+/// A run with a small session table replays exactly too (the flood, the balancer and the probe
+/// draw from the seed's generator like everything else).
+#[test]
+fn a_seed_with_a_small_session_table_replays_exactly() {
+    let cfg = SimConfig::new(4);
+    assert!(cfg.sessions.is_some());
+    let a = run(cfg.clone()).map(|s| format!("{s:?}")).map_err(|f| f.to_string());
+    let b = run(cfg).map(|s| format!("{s:?}")).map_err(|f| f.to_string());
+    assert_eq!(a, b);
 }
 
 #[test]

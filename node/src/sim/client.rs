@@ -33,6 +33,21 @@ pub(super) enum Tagging {
     None,
 }
 
+/// What a client is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Reads and writes the registers and counters; its history is checked.
+    Checked,
+    /// Keyed writes as fast as it can (a fresh `Idempotency-Key` per put, on its own key) through
+    /// a round-robin balancer over every replica, ignoring `Retry-After`: it fills the session
+    /// table (`SimConfig::sessions`). Not in the checked history.
+    Flood,
+    /// A new client after the heal: keyed puts through the balancer until one is admitted,
+    /// waiting what each `SessionsFull` refusal's `retry_after_ms` says (the liveness verdict of
+    /// `SimConfig::sessions`). Not in the checked history.
+    Probe,
+}
+
 /// What a request asks.
 #[derive(Clone, Debug)]
 pub(super) enum Ask {
@@ -62,6 +77,7 @@ pub(super) struct InFlight {
 #[derive(Debug)]
 pub(super) struct Client {
     pub(super) id: u64,
+    pub(super) role: Role,
     pub(super) tagging: Tagging,
     /// The session id (for [`Tagging::Session`]).
     pub(super) session: ClientId,
@@ -82,8 +98,18 @@ pub(super) struct Client {
 
 impl Client {
     pub(super) fn new(id: u64, tagging: Tagging) -> Self {
+        Self::with_role(id, Role::Checked, tagging)
+    }
+
+    /// A flood or probe client (keyed writes only).
+    pub(super) fn keyed(id: u64, role: Role) -> Self {
+        Self::with_role(id, role, Tagging::IdempotencyKey)
+    }
+
+    fn with_role(id: u64, role: Role, tagging: Tagging) -> Self {
         Client {
             id,
+            role,
             tagging,
             session: ClientId(1_000 + id),
             seq: 0,
@@ -125,10 +151,18 @@ impl Client {
         }
     }
 
-    /// Whether a retry after an unknown outcome is safe.
-    pub(super) fn may_retry_unknown(ask: &Ask) -> bool {
+    /// Whether a retry after an unknown outcome is safe. With a small session table
+    /// (`small_window`: `SimConfig::sessions`), a session's first request (every idempotency key)
+    /// is not retried: the store recognizes a retry for `session_min_ttl_ms` of log time only
+    /// (less than a second there), and nothing in the simulated world bounds how late an attempt
+    /// is proposed (it may wait seconds in a paused replica's inbox or a held stream), so the
+    /// original and the retry could apply far enough apart for the session to be evicted or
+    /// expire in between: the retry would apply again, as the contract allows (kvstore.md, "the
+    /// exact guarantee"). A later request of a session (`seq > 1`) stays retried: a session gone
+    /// meanwhile refuses it (`SessionExpired`), never applies it twice.
+    pub(super) fn may_retry_unknown(ask: &Ask, small_window: bool) -> bool {
         match ask {
-            Ask::Write { session, .. } => session.is_some(),
+            Ask::Write { session, .. } => session.is_some_and(|s| !(small_window && s.seq == 1)),
             Ask::Read { .. } => true,
         }
     }

@@ -26,6 +26,9 @@
 //!   timeout or an unknown outcome), with an idempotency key (a session of one request), or with
 //!   neither (never retried once the outcome is unknown); linearizable and sequential reads (with
 //!   the client's `min_index`), compare-and-set and increments.
+//! * **A small session table** (`SimConfig::sessions`, one run in five): a TTL of 2-5 s and 8-20
+//!   sessions, a client flooding keyed puts through a round-robin balancer over every replica, and
+//!   after the heal a probe client that must get a new session in ([`SessionShape`]).
 //!
 //! After a safety phase with faults, everything heals, each client reads every key, and the run
 //! must quiesce. The verdicts:
@@ -38,7 +41,11 @@
 //!    writes (`checker::check_sequential`);
 //! 3. every client request settles once the cluster heals (no wedged leader, no request waiting
 //!    forever);
-//! 4. every replica ends with the same state hash at the same applied index.
+//! 4. every replica ends with the same state hash at the same applied index;
+//! 5. with a small session table, the probe is admitted within [`PROBE_TTLS`] x TTL of its start
+//!    ([`PROBE_SETTLE_MS`] after the heal), and under one leader the log clock advances at least
+//!    half the time between the proposals it counts (over stretches of [`CLOCK_STRETCH_MS`]);
+//! 6. in every run, no replica's log clock is ever above the simulated time.
 //!
 //! A failure names its seed; `NODE_SIM_FIRST_SEED=<seed> NODE_SIM_SEEDS=1` replays it alone.
 
@@ -47,7 +54,7 @@ mod etcd;
 mod net;
 mod world;
 
-pub use world::{run, Failure, SimConfig, SimStats};
+pub use world::{run, Failure, SessionShape, SimConfig, SimStats, CLOCK_STRETCH_MS, PROBE_SETTLE_MS, PROBE_TTLS};
 
 /// The seed range from the environment: `NODE_SIM_FIRST_SEED` (default `default_first`) and
 /// `NODE_SIM_SEEDS` (default `default_count`).

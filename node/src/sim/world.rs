@@ -1,6 +1,6 @@
 //! The simulated world: replicas (node layer), network, etcd, clients, faults, and the verdicts.
 
-use super::client::{op_kind, settle_write, Ask, Client, InFlight, Tagging, COUNTERS, REGISTERS};
+use super::client::{op_kind, settle_write, Ask, Client, InFlight, Role, Tagging, COUNTERS, REGISTERS};
 use super::etcd::Etcd;
 use super::net::Net;
 use crate::membership::{barrier_behind, eligible, next_step, EpochMark, PendingChange, Step};
@@ -41,7 +41,62 @@ pub struct SimConfig {
     /// a vote or a promise is acknowledged before it is durable; the record stays unsynced until
     /// the sync event, and a crash or a power cut before it loses it.
     pub ack_before_durable: bool,
+    /// A small session table (issue 26): every replica runs with this TTL, guaranteed window and
+    /// capacity, a flood client fills the table with keyed writes through a round-robin balancer
+    /// over every replica, and after the heal a probe client must be admitted within a bounded
+    /// multiple of the TTL while the log clock keeps pace with simulated time (see
+    /// [`SessionShape`]). `None`: the default table (24 h, 100,000 sessions), never full here.
+    pub sessions: Option<SessionShape>,
 }
+
+/// The session table of a [`SimConfig::sessions`] run and what it is held to.
+///
+/// * **Load**: the checked clients keep their taggings (a session, an idempotency key, none) and
+///   pick replicas at random; one more client floods keyed puts (a fresh one-request session
+///   each, `seq` 1 under a new client id, as the REST layer maps an `Idempotency-Key`) through a
+///   round-robin balancer over every replica, one at a time and as fast as it can, ignoring
+///   `Retry-After`. The table is full within a second and stays full.
+/// * **Liveness** (after the heal): [`PROBE_SETTLE_MS`] after it, a probe client sends keyed puts
+///   through the balancer, waiting what each `SessionsFull` refusal's `retry_after_ms` says, and
+///   must be admitted within [`PROBE_TTLS`] × `ttl_ms`.
+/// * **The log clock keeps pace**: from the probe's start on, the leader's log clock is sampled
+///   every 100 ms with the proposal time of the last request it applied (its stamp's monotonic
+///   reading). Over every stretch under one leader (one process, one ballot) the clock must
+///   advance at least half the simulated time between the proposals of the last requests applied
+///   at the stretch's first and last samples, if that is at least [`CLOCK_STRETCH_MS`]; a sample
+///   counts only if its last request was proposed after the leader was first seen leading (not a
+///   predecessor's slot, nor one it adopted). Under one leader the clock should advance exactly
+///   that time; time between leaders and idle gaps legitimately do not count, hence stretches
+///   and proposal times rather than the time of the samples.
+/// * **And never runs ahead** (every run, with or without a shape): no replica's log clock is
+///   ever above the simulated time (every process's monotonic clock is the virtual clock here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionShape {
+    /// `StoreConfig::session_ttl_ms`.
+    pub ttl_ms: u64,
+    /// `StoreConfig::session_min_ttl_ms` (the guaranteed window).
+    pub min_ttl_ms: u64,
+    /// `StoreConfig::max_sessions`.
+    pub max_sessions: usize,
+}
+
+impl SessionShape {
+    /// The shape for `seed`: a TTL of 2-5 s, a window of a quarter of it, 8-20 sessions.
+    pub fn for_seed(seed: u64) -> Self {
+        let ttl_ms = 2_000 + 1_000 * ((seed / 5) % 4);
+        SessionShape { ttl_ms, min_ttl_ms: ttl_ms / 4, max_sessions: [8, 12, 16, 20][((seed / 20) % 4) as usize] }
+    }
+}
+
+/// After the heal, the probe starts this much later (time for a leader to settle).
+pub const PROBE_SETTLE_MS: u64 = 2_000;
+/// The probe must be admitted within this many TTLs of its start.
+pub const PROBE_TTLS: u64 = 3;
+/// The shortest stretch under one leader over which the log clock's pace is checked.
+pub const CLOCK_STRETCH_MS: u64 = 2_000;
+/// The session phase lasts at least this long after the probe starts (so a stretch is checked
+/// even when the probe is admitted at once).
+const SESSION_PHASE_MS: u64 = 4_000;
 
 impl SimConfig {
     /// The default shape for `seed`: 3 or 5 replicas, 3-6 clients, 12 s of faults.
@@ -57,6 +112,7 @@ impl SimConfig {
             core_bugs: paxos::Bugs::default(),
             durable: seed % 6 != 5,
             ack_before_durable: false,
+            sessions: (seed % 5 == 4).then(|| SessionShape::for_seed(seed)),
         }
     }
 }
@@ -121,6 +177,29 @@ pub struct SimStats {
     pub stale_leaders: u64,
     /// Lost-stop-sign sequences lined up on a membership change.
     pub lost_stop_signs: u64,
+    /// The run had a small session table ([`SimConfig::sessions`]).
+    pub sessions: bool,
+    /// `SessionsFull` refusals (any client).
+    pub sessions_full: u64,
+    /// Keyed writes of the flood client admitted (new sessions).
+    pub flood_admitted: u64,
+    /// The session table was full when the probe started (on the replica with the most
+    /// sessions).
+    pub probe_found_full: bool,
+    /// `SessionsFull` refusals the probe waited out before it was admitted.
+    pub probe_refusals: u64,
+    /// How long after its start the probe was admitted (ms).
+    pub probe_wait_ms: u64,
+    /// Stretches under one leader over which the log clock's pace was checked.
+    pub clock_stretches: u64,
+    /// Simulated time those stretches covered (ms), and what the log clock advanced over them.
+    pub clock_stretch_ms: u64,
+    pub clock_stretch_advance_ms: u64,
+    /// The log clock at the end of the run (the highest of the replicas') and the simulated time
+    /// then: the clock legitimately runs slower (time between leaders is not counted), never
+    /// ahead.
+    pub log_clock_ms: u64,
+    pub elapsed_ms: u64,
     /// Operations the checker examined.
     pub ops_checked: usize,
     /// The checker's budget ran out (the run then counts as passed, unproven).
@@ -318,6 +397,11 @@ fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstr
     s.snapshot_every = shape.snapshot_every;
     s.max_retained_slots = shape.max_retained;
     s.store = StoreConfig::default();
+    if let Some(t) = cfg.sessions {
+        s.store.session_ttl_ms = t.ttl_ms;
+        s.store.session_min_ttl_ms = t.min_ttl_ms;
+        s.store.max_sessions = t.max_sessions;
+    }
     s.max_read_lag_slots = shape.max_read_lag;
     s.max_read_staleness_ms = shape.max_read_staleness;
     s.suspect_leader_after_ms = 200;
@@ -374,6 +458,39 @@ struct World {
     /// After a power cut lined up on an acknowledgement: the client that got it and the key,
     /// which it reads next (linearizably: it must see its write or a later one).
     probe: Option<(u64, String)>,
+    /// The round-robin balancer of the flood and probe clients: the next replica (an index into
+    /// `nodes`).
+    balancer: usize,
+    /// The session phase of a [`SimConfig::sessions`] run.
+    session_phase: Option<SessionPhase>,
+}
+
+/// A leader: the replica, its process (start number) and its ballot.
+type LeaderTerm = (NodeId, u64, paxos::Ballot);
+
+/// The leader's log clock, and when the last request it applied was proposed (the stamp's
+/// monotonic reading: every simulated process's monotonic clock reads the virtual clock).
+#[derive(Clone, Copy)]
+struct ClockSample {
+    proposed: u64,
+    clock: u64,
+}
+
+/// The state of the session verdicts after the heal ([`SessionShape`]).
+struct SessionPhase {
+    shape: SessionShape,
+    /// When the probe starts.
+    probe_at: u64,
+    /// The probe's client id, once started.
+    probe: Option<u64>,
+    /// When the probe was admitted.
+    admitted: Option<u64>,
+    /// The current stretch under one leader: (leader, its process start, its ballot), when it
+    /// was first seen leading, and the first sample of the stretch that counts.
+    stretch: Option<(LeaderTerm, u64, Option<ClockSample>)>,
+    /// The last sample of the current stretch that counts.
+    last: Option<ClockSample>,
+    done: bool,
 }
 
 /// How long a client waits for one attempt.
@@ -431,8 +548,12 @@ impl World {
         };
         let max_sync_ms = *[2u64, 10, 30].choose(&mut rng).unwrap();
         let taggings = [Tagging::Session, Tagging::IdempotencyKey, Tagging::None];
-        let clients = (0..cfg.clients as u64).map(|c| Client::new(c, taggings[c as usize % 3])).collect();
+        let mut clients: Vec<Client> = (0..cfg.clients as u64).map(|c| Client::new(c, taggings[c as usize % 3])).collect();
+        if cfg.sessions.is_some() {
+            clients.push(Client::keyed(cfg.clients as u64, Role::Flood));
+        }
         let durable = cfg.durable;
+        let cfg_sessions = cfg.sessions.is_some();
         World {
             cfg,
             shape,
@@ -456,13 +577,15 @@ impl World {
             next_token: 0,
             next_idem: 0,
             history: Vec::new(),
-            stats: SimStats { durable, ..SimStats::default() },
+            stats: SimStats { durable, sessions: cfg_sessions, ..SimStats::default() },
             healed: false,
             trace: std::env::var("NODE_SIM_TRACE").is_ok_and(|v| v == "1"),
             trace_msgs: std::env::var("NODE_SIM_TRACE_MSGS").is_ok_and(|v| v == "1"),
             max_sync_ms,
             cut_on_ack: false,
             probe: None,
+            balancer: 0,
+            session_phase: None,
         }
     }
 
@@ -486,17 +609,31 @@ impl World {
         self.run_until(safety_end)?;
         self.heal_all();
         // Every client finishes what it is doing, then reads every key once.
-        for c in &mut self.clients {
+        for c in self.clients.iter_mut().filter(|c| c.role == Role::Checked) {
             c.finishing = true;
             c.final_keys = REGISTERS.iter().chain(COUNTERS).map(|k| k.to_string()).collect();
         }
+        self.session_phase = self.cfg.sessions.map(|shape| SessionPhase {
+            shape,
+            probe_at: self.now + PROBE_SETTLE_MS,
+            probe: None,
+            admitted: None,
+            stretch: None,
+            last: None,
+            done: false,
+        });
         let deadline = self.now + SETTLE_MS;
-        while !self.clients.iter().all(|c| c.done) {
-            if self.now >= deadline {
+        loop {
+            self.session_step()?;
+            let checked_done = self.clients.iter().all(|c| c.done || c.role != Role::Checked);
+            if checked_done && self.session_phase.as_ref().is_none_or(|p| p.done) {
+                break;
+            }
+            if self.now >= deadline && !checked_done {
                 let stuck: Vec<String> = self
                     .clients
                     .iter()
-                    .filter(|c| !c.done)
+                    .filter(|c| !c.done && c.role == Role::Checked)
                     .map(|c| format!("client {} ({:?})", c.id, c.in_flight.as_ref().map(|f| (&f.op.kind, f.attempts, f.node))))
                     .collect();
                 return Err(format!("liveness: {SETTLE_MS} ms after the network healed, clients still wait: {}", stuck.join(", ")));
@@ -505,7 +642,114 @@ impl World {
             self.run_until(step_end)?;
         }
         self.converge()?;
+        self.stats.elapsed_ms = self.now;
+        self.stats.log_clock_ms = self.nodes.values().filter(|n| !n.dead).map(|n| n.node.store().log_clock_ms()).max().unwrap_or(0);
         self.verdict()
+    }
+
+    /// One step (every 100 ms after the heal) of the session verdicts ([`SessionShape`]): start
+    /// the probe when due, check its deadline, sample the leader's log clock, end the phase.
+    fn session_step(&mut self) -> Result<(), String> {
+        let Some(p) = self.session_phase.as_ref() else { return Ok(()) };
+        if p.done {
+            return Ok(());
+        }
+        let (shape, probe_at) = (p.shape, p.probe_at);
+        if self.now >= probe_at && p.probe.is_none() {
+            let id = self.clients.len() as u64;
+            self.clients.push(Client::keyed(id, Role::Probe));
+            let most = self.nodes.values().filter(|n| n.up).map(|n| n.node.store().sessions().len()).max().unwrap_or(0);
+            self.stats.probe_found_full = most >= shape.max_sessions;
+            self.session_phase.as_mut().unwrap().probe = Some(id);
+            self.schedule(self.now, Ev::ClientTurn(id));
+        }
+        let p = self.session_phase.as_ref().unwrap();
+        let bound = PROBE_TTLS * shape.ttl_ms;
+        if p.admitted.is_none() && self.now > probe_at + bound {
+            let clocks: Vec<String> =
+                self.nodes.iter().filter(|(_, n)| n.up).map(|(id, n)| format!("{id}: {}", n.node.store().log_clock_ms())).collect();
+            return Err(format!(
+                "liveness: sessions: a new session was not admitted within {PROBE_TTLS} x TTL ({bound} ms) of the probe's start ({} refusals; \
+                 {} of {} sessions live; log clocks {})",
+                self.stats.probe_refusals,
+                self.nodes.values().find(|n| n.up).map_or(0, |n| n.node.store().sessions().len()),
+                shape.max_sessions,
+                clocks.join(", ")
+            ));
+        }
+        if self.now >= probe_at {
+            self.sample_clock()?;
+        }
+        let p = self.session_phase.as_mut().unwrap();
+        if p.admitted.is_some() && self.now >= probe_at + SESSION_PHASE_MS {
+            p.done = true;
+            self.close_stretch()?;
+            // The flood stops; what it has in flight may still apply.
+            for c in self.clients.iter_mut().filter(|c| c.role != Role::Checked) {
+                c.done = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The leader now: the one replica that is up and whose core leads, with its process and
+    /// ballot.
+    fn leader_now(&self) -> Option<LeaderTerm> {
+        let mut leaders = self.nodes.iter().filter(|(_, n)| n.up && n.node.replica().is_leader());
+        let (id, n) = leaders.next()?;
+        if leaders.next().is_some() {
+            return None;
+        }
+        Some((*id, n.start, n.node.replica().status().ballot))
+    }
+
+    /// Sample the leader's log clock; a change of leader closes the stretch (checking it) and
+    /// starts another.
+    fn sample_clock(&mut self) -> Result<(), String> {
+        let leader = self.leader_now();
+        let current = self.session_phase.as_ref().unwrap().stretch.map(|(l, _, _)| l);
+        if leader != current {
+            self.close_stretch()?;
+            self.session_phase.as_mut().unwrap().stretch = leader.map(|l| (l, self.now, None));
+        }
+        let Some((l, since, first)) = self.session_phase.as_ref().unwrap().stretch else { return Ok(()) };
+        let store = self.nodes[&l.0].node.store();
+        let Some(stamp) = store.sessions().last_stamp() else { return Ok(()) };
+        if stamp.mono_ms < since {
+            return Ok(());
+        }
+        let sample = ClockSample { proposed: stamp.mono_ms, clock: store.log_clock_ms() };
+        let p = self.session_phase.as_mut().unwrap();
+        if first.is_none() {
+            p.stretch = Some((l, since, Some(sample)));
+        }
+        p.last = Some(sample);
+        Ok(())
+    }
+
+    /// Check the stretch under way (if long enough): the leader's log clock advanced at least
+    /// half the simulated time.
+    fn close_stretch(&mut self) -> Result<(), String> {
+        let p = self.session_phase.as_mut().unwrap();
+        let (stretch, last) = (p.stretch.take(), p.last.take());
+        let (Some(((leader, _, ballot), _, Some(first))), Some(last)) = (stretch, last) else { return Ok(()) };
+        let (t0, c0, t1, c1) = (first.proposed, first.clock, last.proposed, last.clock);
+        let elapsed = t1.saturating_sub(t0);
+        if elapsed < CLOCK_STRETCH_MS {
+            return Ok(());
+        }
+        let advance = c1.saturating_sub(c0);
+        self.stats.clock_stretches += 1;
+        self.stats.clock_stretch_ms += elapsed;
+        self.stats.clock_stretch_advance_ms += advance;
+        if advance * 2 < elapsed {
+            return Err(format!(
+                "log clock: under one leader ({leader}, round {}), the log clock advanced {advance} ms between requests \
+                 proposed {elapsed} ms apart (at {t0} and {t1} ms), less than half",
+                ballot.round
+            ));
+        }
+        Ok(())
     }
 
     /// Process events and timeouts up to `until`.
@@ -777,6 +1021,14 @@ impl World {
     /// log (unsynced) and everything after it is held until the sync event (the group commit)
     /// makes it durable; with `ack_before_durable` nothing is held.
     fn outputs(&mut self, id: NodeId) -> Result<(), String> {
+        // The log clock never runs ahead of the simulated time: every process measures intervals
+        // on the virtual clock, and the log clock only adds intervals one process measured
+        // between two of its slots that follow each other in the log (`kvstore::session`). Every
+        // change of a replica's state (an input, a timeout, a restart) ends here.
+        let clock = self.nodes[&id].node.store().log_clock_ms();
+        if clock > self.now {
+            return Err(format!("log clock: {id}'s log clock is at {clock} ms after {} ms of simulated time", self.now));
+        }
         while let Some(out) = self.nodes.get_mut(&id).unwrap().node.poll_output() {
             let n = self.nodes.get_mut(&id).unwrap();
             if let Output::Persist(p) = out {
@@ -966,12 +1218,32 @@ impl World {
         *ids.choose(&mut self.rng).unwrap()
     }
 
+    /// The next replica of the round-robin balancer: every replica in turn but those whose
+    /// process is gone (a connection refused: the balancer moves on; a paused one takes the
+    /// connection and says nothing).
+    fn balance(&mut self) -> NodeId {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for _ in 0..ids.len() {
+            self.balancer = (self.balancer + 1) % ids.len();
+            if !self.nodes[&ids[self.balancer]].dead {
+                break;
+            }
+        }
+        ids[self.balancer]
+    }
+
     fn client_turn(&mut self, c: u64) -> Result<(), String> {
         let ci = c as usize;
         if self.clients[ci].in_flight.is_some() || self.clients[ci].done {
             return Ok(());
         }
-        let ask = if self.clients[ci].finishing {
+        let role = self.clients[ci].role;
+        let ask = if role != Role::Checked {
+            // A keyed put on the client's own key (not a checked register).
+            let session = self.clients[ci].tag(&mut self.next_idem);
+            let value = self.clients[ci].value();
+            Ask::Write { session, op: WriteOp::Put { key: format!("f{c}").into_bytes(), value: value.into_bytes(), guard: None } }
+        } else if self.clients[ci].finishing {
             match self.clients[ci].final_keys.pop() {
                 Some(key) => Ask::Read { key, linearizable: true },
                 None => {
@@ -989,7 +1261,7 @@ impl World {
             }
             Ask::Read { key, .. } => Op::new(c, key.clone(), OpKind::Read { result: None }, self.now, None, Outcome::Unknown),
         };
-        let node = self.pick_node(None);
+        let node = if role == Role::Checked { self.pick_node(None) } else { self.balance() };
         self.clients[ci].in_flight = Some(InFlight { op, ask, attempts: 0, maybe_applied: false, token: 0, node });
         self.attempt(c, node, 0)
     }
@@ -1085,17 +1357,25 @@ impl World {
     /// After an attempt ended without a definite answer: retry if allowed, else settle.
     fn retry_or_give_up(&mut self, c: u64, avoid: Option<NodeId>, to: Option<NodeId>) -> Result<(), String> {
         let ci = c as usize;
+        let role = self.clients[ci].role;
         let f = self.clients[ci].in_flight.as_ref().unwrap();
-        let retry_ok = !f.maybe_applied || Client::may_retry_unknown(&f.ask);
+        // The flood and the probe never retry a write that may have applied: they move on to a
+        // new key (they are not in the checked history).
+        let retry_ok = !f.maybe_applied || (role == Role::Checked && Client::may_retry_unknown(&f.ask, self.cfg.sessions.is_some()));
         if retry_ok && f.attempts < MAX_ATTEMPTS {
             let node = match to {
                 Some(l) => l,
+                None if role != Role::Checked => self.balance(),
                 None => self.pick_node(avoid),
             };
             let delay = if to.is_some() { 0 } else { self.rng.gen_range(10..100) };
             return self.attempt(c, node, delay);
         }
         let f = self.clients[ci].in_flight.take().unwrap();
+        if role != Role::Checked {
+            self.next_turn(c);
+            return Ok(());
+        }
         let mut op = f.op;
         match f.ask {
             Ask::Write { .. } if f.maybe_applied => {
@@ -1115,8 +1395,47 @@ impl World {
         Ok(())
     }
 
+    /// The state machine's answer to a flood or probe write: admitted (a new session), or
+    /// refused (`SessionsFull`: the flood moves on at once with a new key, the probe waits what
+    /// the refusal says).
+    fn keyed_reply(&mut self, c: u64, output: &kvstore::Output) -> Result<(), String> {
+        let ci = c as usize;
+        self.clients[ci].in_flight = None;
+        if self.clients[ci].done {
+            return Ok(());
+        }
+        let role = self.clients[ci].role;
+        match output {
+            Ok(_) if role == Role::Probe => {
+                let p = self.session_phase.as_mut().unwrap();
+                p.admitted = Some(self.now);
+                self.stats.probe_wait_ms = self.now - p.probe_at;
+                self.clients[ci].done = true;
+                if self.trace {
+                    eprintln!("{:>6} probe admitted after {} refusals", self.now, self.stats.probe_refusals);
+                }
+                return Ok(());
+            }
+            Ok(_) => self.stats.flood_admitted += 1,
+            Err(kvstore::WriteError::SessionsFull { retry_after_ms, .. }) => {
+                self.stats.sessions_full += 1;
+                if role == Role::Probe {
+                    self.stats.probe_refusals += 1;
+                    let at = self.now + retry_after_ms + self.rng.gen_range(0..10);
+                    self.schedule(at, Ev::ClientTurn(c));
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(format!("client {c}: a keyed put refused {e:?}")),
+        }
+        self.next_turn(c);
+        Ok(())
+    }
+
     fn next_turn(&mut self, c: u64) {
-        let at = self.now + self.rng.gen_range(0..40);
+        // The flood sends as fast as it can.
+        let think = if self.clients[c as usize].role == Role::Flood { 5 } else { 40 };
+        let at = self.now + self.rng.gen_range(0..think);
         self.schedule(at, Ev::ClientTurn(c));
     }
 
@@ -1139,6 +1458,11 @@ impl World {
             return Ok(());
         }
         let node = f.node;
+        if self.clients[ci].role != Role::Checked {
+            if let Reply::Write(Ok(done)) = reply {
+                return self.keyed_reply(c, &done.output);
+            }
+        }
         let refused = match reply {
             Reply::Write(Ok(done)) if matches!(done.output, Err(ref e) if !matches!(e, kvstore::WriteError::CasFailed { .. })) => {
                 // The state machine refused the request (for example `SessionExpired`: the
@@ -1150,6 +1474,9 @@ impl World {
                 }
                 if matches!(done.output, Err(kvstore::WriteError::SessionExpired { .. })) {
                     self.clients[ci].new_session();
+                }
+                if matches!(done.output, Err(kvstore::WriteError::SessionsFull { .. })) {
+                    self.stats.sessions_full += 1;
                 }
                 let f = self.clients[ci].in_flight.as_mut().unwrap();
                 f.attempts = MAX_ATTEMPTS;
