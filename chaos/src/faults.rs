@@ -187,7 +187,10 @@ impl Injector {
         // Durable mode: the process replays its data directory and keeps its incarnation, so it
         // is still a member (no learner phase, no rejoin) and follows the leader at once.
         let answered = Instant::now();
-        self.same_incarnation(target, incarnation, run).await?;
+        self.same_incarnation(target, incarnation).await?;
+        run.note(format!(
+            "{svc} came back with the same incarnation {incarnation} (a durable restart: synod_durable_restarts_total 1, synod_data_dirs_refused_total 0)"
+        ));
         let acceptor = wait_until(Duration::from_secs(60), || async {
             self.cluster.status(target).await.is_some_and(|s| s.role == "follower" || s.role == "leader")
                 && self.members().await.is_some_and(|(m, _)| m.iter().any(|(i, r, inc)| *i == target && r == "acceptor" && *inc == incarnation))
@@ -216,7 +219,7 @@ impl Injector {
 
     /// Check that replica `id`, restarted, reports incarnation `before` (a durable restart) and
     /// that its metrics say so: one durable restart, no data directory refused.
-    async fn same_incarnation(&self, id: u64, before: u64, run: &mut Run) -> anyhow::Result<()> {
+    async fn same_incarnation(&self, id: u64, before: u64) -> anyhow::Result<()> {
         let svc = replica(id);
         let deadline = Instant::now() + Duration::from_secs(30);
         let now = loop {
@@ -237,7 +240,6 @@ impl Injector {
             restarts == Some(1.0) && refused == Some(0.0),
             "{svc} kept incarnation {now} but its metrics disagree: synod_durable_restarts_total {restarts:?}, synod_data_dirs_refused_total {refused:?}"
         );
-        run.note(format!("{svc} came back with the same incarnation {now} (a durable restart: synod_durable_restarts_total 1, no data directory refused)"));
         Ok(())
     }
 
@@ -418,8 +420,12 @@ impl Injector {
             started.elapsed().as_secs_f64()
         ));
         for id in &ids {
-            self.same_incarnation(*id, incarnations[id], run).await?;
+            self.same_incarnation(*id, incarnations[id]).await?;
         }
+        run.note(format!(
+            "each of the {} came back with the incarnation it had (durable restarts: synod_durable_restarts_total 1, synod_data_dirs_refused_total 0 on each)",
+            ids.len()
+        ));
         let Some((new, b)) = self.cluster.wait_leader_above(&[], old_ballot, POWER_BACK_WITHIN).await else {
             anyhow::bail!("no leader above ballot {}.{} within {POWER_BACK_WITHIN:?} of the restart", old_ballot.0, old_ballot.1);
         };
