@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct Status {
     /// Its id.
     pub id: u64,
+    /// Its incarnation: the same after a durable restart, a new one after an amnesia restart.
+    pub incarnation: u64,
     /// `leader`, `follower`, `candidate`, `learner`.
     pub role: String,
     /// Who it thinks leads.
@@ -30,6 +32,7 @@ impl Status {
     pub fn from_json(j: &Value) -> Option<Status> {
         Some(Status {
             id: j["id"].as_u64()?,
+            incarnation: j["incarnation"].as_u64().unwrap_or(0),
             role: j["role"].as_str().unwrap_or("?").to_string(),
             leader: j["leader"].as_u64(),
             ballot: (j["ballot"]["round"].as_u64().unwrap_or(0), j["ballot"]["node"].as_u64().unwrap_or(0)),
@@ -133,6 +136,15 @@ impl Cluster {
         }
     }
 
+    /// The value of the counter or gauge `name` (no labels) on replica `id`'s `/metrics`.
+    pub async fn metric(&self, id: u64, name: &str) -> Option<f64> {
+        let r = self.http.get(&format!("{}/metrics", self.url(id)), Duration::from_secs(2)).await.ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        metric_value(&r.text(), name)
+    }
+
     /// Whether replica `id` answers `/livez`.
     pub async fn live(&self, id: u64) -> bool {
         matches!(self.http.get(&format!("{}/livez", self.url(id)), Duration::from_secs(1)).await, Ok(r) if r.status == 200)
@@ -148,6 +160,13 @@ pub fn leader_of(all: &[Option<Status>], excluding: &[u64]) -> Option<u64> {
     (named > 0 || answering == 1).then_some(best.id)
 }
 
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +174,7 @@ mod tests {
     fn st(id: u64, role: &str, leader: Option<u64>, round: u64) -> Option<Status> {
         Some(Status {
             id,
+            incarnation: 1,
             role: role.into(),
             leader,
             ballot: (round, leader.unwrap_or(0)),
@@ -178,11 +198,21 @@ mod tests {
 
     #[test]
     fn status_json_parses() {
-        let j = serde_json::json!({"id": 3, "role": "follower", "leader": 1, "ballot": {"round": 4, "node": 1},
+        let j = serde_json::json!({"id": 3, "incarnation": 12, "role": "follower", "leader": 1, "ballot": {"round": 4, "node": 1},
             "index": 17, "commit_slot": 20, "members": [{"id": 1, "state": "acceptor"}, {"id": 6, "state": "learner"}]});
         let s = Status::from_json(&j).expect("parses");
         assert_eq!((s.id, s.leader, s.ballot, s.index, s.commit), (3, Some(1), (4, 1), 17, 20));
         assert_eq!(s.members, vec![(1, "acceptor".to_string()), (6, "learner".to_string())]);
         assert_eq!(s.state_hash, None);
+        assert_eq!(s.incarnation, 12);
+    }
+
+    #[test]
+    fn metrics_parse() {
+        let text = "# HELP synod_durable_restarts Restarts.\n# TYPE synod_durable_restarts counter\nsynod_durable_restarts_total 1\nsynod_durable_restarts_created 9\nsynod_data_dirs_refused_total 0\n";
+        assert_eq!(metric_value(text, "synod_durable_restarts_total"), Some(1.0));
+        assert_eq!(metric_value(text, "synod_data_dirs_refused_total"), Some(0.0));
+        assert_eq!(metric_value(text, "synod_durable_restarts"), None, "a prefix is not the name");
+        assert_eq!(metric_value(text, "synod_missing"), None);
     }
 }

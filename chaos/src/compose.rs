@@ -13,8 +13,16 @@
 //! but a replica removed from the cluster exits 0 and must stay down (with `unless-stopped` it
 //! was restarted and, as a restarted founder, rejoined as an acceptor: the removal was undone).
 //! `docker kill` and `docker stop` disable a policy until the next `docker start`, so the fault
-//! test's kills stay down until it starts them. A replica's healthcheck is `synod health` on its own `/readyz` (the image is
-//! `FROM scratch`: the binary is the only tool in it).
+//! test's kills stay down until it starts them. A replica's healthcheck is `synod health` on its
+//! own `/readyz` (the image is `FROM scratch`: the binary is the only tool in it).
+//!
+//! **Durable.** Every replica runs with `SYNOD_DATA_DIR=/data` on its own named volume
+//! (`synod-<i>-data`), and every etcd member keeps `/var/lib/etcd` on one (`etcd-<i>-data`).
+//! A container that is killed, or removed by `docker compose down` and created again by `up`,
+//! finds its data: a replica comes back with the same incarnation (its promises and votes), an
+//! etcd member with its membership and keys. Only `down -v` (or `docker volume rm`) deletes
+//! them. The images have no `/data` or `/var/lib/etcd`: Docker creates the mount point, owned
+//! by root, and the processes run as root (a `scratch` image has no users).
 
 use std::fmt::Write as _;
 
@@ -24,6 +32,19 @@ pub const NETWORK: &str = "synod";
 /// The host port replica `id` (1-based) publishes its REST API on.
 pub fn host_port(id: usize) -> u16 {
     8080 + id as u16
+}
+
+/// Where a replica keeps its data directory inside its container (`SYNOD_DATA_DIR`).
+pub const DATA_DIR: &str = "/data";
+
+/// The named volume replica `id` keeps its data directory on.
+pub fn replica_volume(id: usize) -> String {
+    format!("synod-{id}-data")
+}
+
+/// The named volume etcd member `i` keeps `/var/lib/etcd` on.
+pub fn etcd_volume(i: usize) -> String {
+    format!("etcd-{i}-data")
 }
 
 /// Render the compose file for `replicas` replicas.
@@ -38,6 +59,8 @@ pub fn render(replicas: usize) -> String {
     let _ = writeln!(y, "# Images come from docker/build.sh (no registry is needed):");
     let _ = writeln!(y, "#   docker/build.sh && docker-compose -p synod up -d --no-build");
     let _ = writeln!(y, "# Replica i serves REST on 127.0.0.1:808i. See docs/docker.md.");
+    let _ = writeln!(y, "# Durable: every replica and etcd member keeps its data on a named volume, so");
+    let _ = writeln!(y, "# `down` + `up` (and kill -9 of everything) keeps every key; `down -v` deletes the volumes.");
     let _ = writeln!(y);
     let _ = writeln!(y, "networks:");
     let _ = writeln!(y, "  {NETWORK}: {{}}");
@@ -50,6 +73,7 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    hostname: etcd-{i}");
         let _ = writeln!(y, "    networks: [{NETWORK}]");
         let _ = writeln!(y, "    restart: unless-stopped");
+        let _ = writeln!(y, "    volumes: [\"{}:/var/lib/etcd\"]", etcd_volume(i));
         let _ = writeln!(y, "    command:");
         for arg in [
             format!("--name=etcd-{i}"),
@@ -75,6 +99,7 @@ pub fn render(replicas: usize) -> String {
         let _ = writeln!(y, "    hostname: synod-{i}");
         let _ = writeln!(y, "    networks: [{NETWORK}]");
         let _ = writeln!(y, "    restart: on-failure");
+        let _ = writeln!(y, "    volumes: [\"{}:{DATA_DIR}\"]", replica_volume(i));
         let _ = writeln!(y, "    command: [node]");
         let _ = writeln!(y, "    environment:");
         for (k, v) in [
@@ -85,6 +110,7 @@ pub fn render(replicas: usize) -> String {
             ("SYNOD_GRPC_ADVERTISE", format!("synod-{i}:9090")),
             ("SYNOD_ETCD", "http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379".to_string()),
             ("SYNOD_BOOTSTRAP", founders.clone()),
+            ("SYNOD_DATA_DIR", DATA_DIR.to_string()),
             ("SYNOD_WRITE_TIMEOUT_MS", "3000".to_string()),
             ("SYNOD_READ_TIMEOUT_MS", "2000".to_string()),
             ("SYNOD_SNAPSHOT_EVERY", "1000".to_string()),
@@ -106,9 +132,14 @@ pub fn render(replicas: usize) -> String {
         for e in 1..=3 {
             let _ = writeln!(y, "      etcd-{e}: {{ condition: service_healthy }}");
         }
-        if i < replicas {
-            let _ = writeln!(y);
-        }
+        let _ = writeln!(y);
+    }
+    let _ = writeln!(y, "volumes:");
+    for i in 1..=3 {
+        let _ = writeln!(y, "  {}: {{}}", etcd_volume(i));
+    }
+    for i in 1..=replicas {
+        let _ = writeln!(y, "  {}: {{}}", replica_volume(i));
     }
     y
 }
@@ -147,5 +178,27 @@ mod tests {
         }
         // The healthcheck fails unless /readyz is 200 (a replica with no leader is unhealthy).
         assert_eq!(y.matches("\"/synod\", \"health\", \"--url\", \"http://127.0.0.1:8080/readyz\"").count(), 9);
+    }
+
+    #[test]
+    fn every_replica_and_etcd_member_keeps_its_data_on_its_own_named_volume() {
+        let y = render(9);
+        let top = &y[y.find("\nvolumes:\n").expect("a top-level volumes section")..];
+        assert_eq!(y.matches("SYNOD_DATA_DIR: \"/data\"").count(), 9, "every replica is durable");
+        for i in 1..=9 {
+            assert_eq!(y.matches(&format!("volumes: [\"synod-{i}-data:/data\"]")).count(), 1, "replica {i} mounts its volume");
+            assert!(top.contains(&format!("\n  synod-{i}-data: {{}}")), "replica {i}'s volume is declared");
+        }
+        for i in 1..=3 {
+            assert_eq!(y.matches(&format!("volumes: [\"etcd-{i}-data:/var/lib/etcd\"]")).count(), 1, "etcd-{i} mounts its volume");
+            assert!(top.contains(&format!("\n  etcd-{i}-data: {{}}")), "etcd-{i}'s volume is declared");
+        }
+        // etcd's --data-dir is the mounted path, or its state would be in the container's layer.
+        assert_eq!(y.matches("\"--data-dir=/var/lib/etcd\"").count(), 3);
+        // 12 volumes, each declared once and mounted once: no two containers share a directory.
+        assert_eq!(top.lines().filter(|l| l.ends_with(": {}")).count(), 12);
+        assert_eq!(y.matches("-data:/").count(), 12);
+        // The section is the last thing in the file (services end before it).
+        assert!(!top.contains("image:"));
     }
 }

@@ -101,6 +101,25 @@ impl Docker {
         docker(&args).await.map(drop)
     }
 
+    /// Run one docker subcommand on several services' containers at once (`docker kill -s KILL
+    /// a b c`: one command, so the daemon acts on them back to back).
+    pub async fn on_all(&self, verb: &[&str], services: &[String]) -> anyhow::Result<()> {
+        let ids: Vec<String> = services.iter().map(|s| self.id(s).map(str::to_string)).collect::<anyhow::Result<_>>()?;
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend(ids.iter().map(String::as_str));
+        docker(&args).await.map(drop)
+    }
+
+    /// When each service's container last stopped (`.State.FinishedAt`), in seconds since the
+    /// Unix epoch; one `docker inspect` for all of them.
+    pub async fn finished_at(&self, services: &[String]) -> anyhow::Result<Vec<f64>> {
+        let ids: Vec<String> = services.iter().map(|s| self.id(s).map(str::to_string)).collect::<anyhow::Result<_>>()?;
+        let mut args = vec!["inspect", "-f", "{{.State.FinishedAt}}"];
+        args.extend(ids.iter().map(String::as_str));
+        let out = docker(&args).await?;
+        out.lines().map(|l| parse_time(l).with_context(|| format!("unexpected FinishedAt {l:?}"))).collect()
+    }
+
     /// `docker network disconnect|connect NET container`.
     pub async fn network(&self, verb: &str, net: &str, service: &str) -> anyhow::Result<()> {
         let id = self.id(service)?.to_string();
@@ -134,6 +153,26 @@ impl Docker {
     }
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 UTC time as Docker prints it
+/// (`2026-01-27T13:55:02.123456789Z`; Go trims the fraction's trailing zeros, or drops it).
+pub fn parse_time(s: &str) -> Option<f64> {
+    let s = s.trim().strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +187,16 @@ mod tests {
         let s = parse_state("true|true|0|healthy|").expect("parses");
         assert!(s.running && s.paused && s.networks.is_empty() && s.health == "healthy");
         assert_eq!(parse_state("garbage"), None);
+    }
+
+    #[test]
+    fn docker_times_parse() {
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_time("2000-03-01T00:00:01.5Z"), Some(951_868_801.5));
+        let a = parse_time("2026-01-27T23:59:59.990000001Z").unwrap();
+        let b = parse_time("2026-01-28T00:00:00.01Z\n").unwrap();
+        assert!((b - a - 0.02).abs() < 1e-6, "{}", b - a);
+        assert_eq!(parse_time("0001-01-01T00:00:00+01:00"), None);
+        assert_eq!(parse_time("garbage"), None);
     }
 }

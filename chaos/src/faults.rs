@@ -2,19 +2,26 @@
 //!
 //! Each fault goes through inject → verify → hold → heal → verify-healed, and ends as a
 //! [`FaultRecord`]. Verification asks Docker (the container stopped with exit code 137, is
-//! paused, left the network) and, for leader faults, the cluster (a different replica leads
-//! while the old leader is down or cut off). A fault that could not be injected or verified is
-//! recorded as such, and the verdict fails the run: a test must not pass without its faults.
+//! paused, left the network) and the cluster: a different replica leads while the old leader is
+//! down or cut off, and a killed replica comes back with the **same incarnation** (the compose
+//! cluster is durable: each replica has its data directory on a named volume, so a restart
+//! keeps its promises and votes and it is an acceptor again at once, with no rejoin). A fault
+//! that could not be injected or verified is recorded as such, and the verdict fails the run: a
+//! test must not pass without its faults.
 
 use crate::cluster::Cluster;
 use crate::docker::Docker;
 use crate::schedule::{choose, minority_size, FaultKind, PlannedFault};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a new leader may take after the old one dies or is cut off (etcd lease TTL 5 s,
 /// then a phase 1).
 pub const LEADER_CHANGE_WITHIN: Duration = Duration::from_secs(20);
+
+/// How long every replica may take to answer again after a power cut's `docker start`.
+pub const POWER_BACK_WITHIN: Duration = Duration::from_secs(60);
 
 /// What became of one planned fault.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +92,7 @@ impl Injector {
             FaultKind::SplitMinority => self.split(f, &mut run).await,
             FaultKind::KillEtcd => self.kill_etcd(f, &mut run).await,
             FaultKind::JoinLeave => self.join_leave(f, &mut run).await,
+            FaultKind::PowerCut => self.power_cut(f, &mut run).await,
         };
         let status = match result {
             Ok(s) => s,
@@ -154,11 +162,17 @@ impl Injector {
         let old_ballot = self.ballot(target).await;
         let svc = replica(target);
         run.targets.push(svc.clone());
+        let incarnation = self.incarnation(target).await?;
         let t = Instant::now();
         self.docker.on(&["kill", "-s", "KILL"], &svc).await?;
         let (s, ok) = self.docker.wait_for(&svc, Duration::from_secs(10), |s| !s.running).await?;
         anyhow::ensure!(ok, "{svc} still running after docker kill");
-        run.note(format!("{svc} stopped (exit code {}){}", s.exit_code, if was_leader { ", it was the leader" } else { "" }));
+        anyhow::ensure!(s.exit_code == 137, "{svc} stopped with exit code {}, not 137 (SIGKILL)", s.exit_code);
+        run.note(format!(
+            "{svc} (incarnation {incarnation}) stopped (exit code {}){}",
+            s.exit_code,
+            if was_leader { ", it was the leader" } else { "" }
+        ));
         if was_leader {
             self.expect_new_leader(target, old_ballot, run).await?;
         }
@@ -166,20 +180,67 @@ impl Injector {
         self.docker.on(&["start"], &svc).await?;
         let (_, ok) = self.docker.wait_for(&svc, Duration::from_secs(10), |s| s.running).await?;
         anyhow::ensure!(ok, "{svc} did not start again");
+        let started = Instant::now();
         let back = wait_until(Duration::from_secs(30), || self.cluster.live(target)).await;
         anyhow::ensure!(back, "{svc} restarted but its REST API did not answer within 30s");
-        run.note(format!("{svc} restarted and answers /livez"));
-        // Rule 8: the restarted process comes back under a new incarnation and rejoins through
-        // the membership path (learner, snapshot, then acceptor again).
-        let rejoin = Instant::now();
-        let rejoined = wait_until(Duration::from_secs(60), || async {
+        run.note(format!("{svc} restarted and answers /livez after {:.1}s", started.elapsed().as_secs_f64()));
+        // Durable mode: the process replays its data directory and keeps its incarnation, so it
+        // is still a member (no learner phase, no rejoin) and follows the leader at once.
+        let answered = Instant::now();
+        self.same_incarnation(target, incarnation).await?;
+        run.note(format!(
+            "{svc} came back with the same incarnation {incarnation} (a durable restart: synod_durable_restarts_total 1, synod_data_dirs_refused_total 0)"
+        ));
+        let acceptor = wait_until(Duration::from_secs(60), || async {
             self.cluster.status(target).await.is_some_and(|s| s.role == "follower" || s.role == "leader")
-                && self.members().await.is_some_and(|(m, _)| m.iter().any(|(i, r)| *i == target && r == "acceptor"))
+                && self.members().await.is_some_and(|(m, _)| m.iter().any(|(i, r, inc)| *i == target && r == "acceptor" && *inc == incarnation))
         })
         .await;
-        anyhow::ensure!(rejoined, "{svc} restarted but was not an acceptor again within 60s");
-        run.note(format!("{svc} is an acceptor again {:.1}s after it answered", rejoin.elapsed().as_secs_f64()));
+        anyhow::ensure!(acceptor, "{svc} restarted but was not a follower listed as an acceptor of incarnation {incarnation} within 60s");
+        run.note(format!(
+            "{svc} follows, listed as an acceptor of incarnation {incarnation}, {:.1}s after it answered",
+            answered.elapsed().as_secs_f64()
+        ));
         Ok(FaultStatus::Done)
+    }
+
+    /// Replica `id`'s incarnation from `/v1/status` (it may be settling from the last fault:
+    /// 20 s to answer).
+    async fn incarnation(&self, id: u64) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + LEADER_CHANGE_WITHIN;
+        loop {
+            if let Some(s) = self.cluster.status(id).await {
+                return Ok(s.incarnation);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "synod-{id} did not answer /v1/status before the fault");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Check that replica `id`, restarted, reports incarnation `before` (a durable restart) and
+    /// that its metrics say so: one durable restart, no data directory refused.
+    async fn same_incarnation(&self, id: u64, before: u64) -> anyhow::Result<()> {
+        let svc = replica(id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let now = loop {
+            if let Some(s) = self.cluster.status(id).await {
+                break s.incarnation;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{svc} answers /livez but not /v1/status within 30s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let restarts = self.cluster.metric(id, "synod_durable_restarts_total").await;
+        let refused = self.cluster.metric(id, "synod_data_dirs_refused_total").await;
+        anyhow::ensure!(
+            now == before,
+            "{svc} came back as incarnation {now}, not {before}: it did not restart from its data directory \
+             (synod_durable_restarts_total {restarts:?}, synod_data_dirs_refused_total {refused:?})"
+        );
+        anyhow::ensure!(
+            restarts == Some(1.0) && refused == Some(0.0),
+            "{svc} kept incarnation {now} but its metrics disagree: synod_durable_restarts_total {restarts:?}, synod_data_dirs_refused_total {refused:?}"
+        );
+        Ok(())
     }
 
     async fn pause(&self, f: &PlannedFault, run: &mut Run) -> anyhow::Result<FaultStatus> {
@@ -292,8 +353,130 @@ impl Injector {
         Ok(FaultStatus::Done)
     }
 
-    /// The membership list as the leader sees it: `(id, role)` pairs and the epoch.
-    async fn members(&self) -> Option<(Vec<(u64, String)>, u64)> {
+    /// Kill every replica at once (one `docker kill -s KILL` naming them all), check each
+    /// stopped with 137 and none answers, hold, start them all (one `docker start`), then check
+    /// that each answers with the incarnation it had before the cut (a durable restart), that a
+    /// leader is elected at a ballot above the one before the cut (the promises survived), and
+    /// that a write is acknowledged at an index above every index seen before the cut (nothing
+    /// acknowledged was rolled back) and read back. The final read-back and the
+    /// linearizability check then prove every acknowledged write of the workload survived.
+    async fn power_cut(&self, f: &PlannedFault, run: &mut Run) -> anyhow::Result<FaultStatus> {
+        let ids: Vec<u64> = (1..=self.cluster.len() as u64).collect();
+        let svcs: Vec<String> = ids.iter().map(|i| replica(*i)).collect();
+        run.targets.extend(svcs.iter().cloned());
+        // Before: a leader, its ballot, every replica's incarnation and the highest index.
+        let leader = self.leader(run).await?;
+        let old_ballot = self.ballot(leader).await;
+        let mut incarnations = BTreeMap::new();
+        for id in &ids {
+            incarnations.insert(*id, self.incarnation(*id).await?);
+        }
+        let index_before = self.cluster.statuses().await.iter().flatten().map(|s| s.index).max().unwrap_or(0);
+        run.note(format!(
+            "before: synod-{leader} leads at ballot {}.{}, highest index {index_before}, incarnations {}",
+            old_ballot.0,
+            old_ballot.1,
+            incarnations.iter().map(|(i, inc)| format!("{i}:{inc}")).collect::<Vec<_>>().join(" ")
+        ));
+
+        let t = Instant::now();
+        self.docker.on_all(&["kill", "-s", "KILL"], &svcs).await?;
+        for svc in &svcs {
+            let (s, ok) = self.docker.wait_for(svc, Duration::from_secs(10), |s| !s.running).await?;
+            anyhow::ensure!(ok, "{svc} still running after docker kill");
+            anyhow::ensure!(s.exit_code == 137, "{svc} stopped with exit code {}, not 137 (SIGKILL)", s.exit_code);
+        }
+        let finished = self.docker.finished_at(&svcs).await?;
+        let spread = finished.iter().copied().fold(f64::MIN, f64::max) - finished.iter().copied().fold(f64::MAX, f64::min);
+        for id in &ids {
+            anyhow::ensure!(!self.cluster.live(*id).await, "synod-{id} answers /livez after the power cut");
+        }
+        run.note(format!(
+            "all {} replicas killed by one `docker kill -s KILL`: each exited 137, all within {:.0} ms of each other (FinishedAt), none answers",
+            svcs.len(),
+            spread * 1000.0
+        ));
+        self.hold(f, t).await;
+
+        let down = t.elapsed();
+        self.docker.on_all(&["start"], &svcs).await?;
+        let started = Instant::now();
+        for svc in &svcs {
+            let (_, ok) = self.docker.wait_for(svc, Duration::from_secs(10), |s| s.running).await?;
+            anyhow::ensure!(ok, "{svc} did not start again");
+        }
+        let all_live = wait_until(POWER_BACK_WITHIN, || async {
+            let mut all = true;
+            for id in &ids {
+                all &= self.cluster.live(*id).await;
+            }
+            all
+        })
+        .await;
+        anyhow::ensure!(all_live, "not every replica answered /livez within {POWER_BACK_WITHIN:?} of docker start");
+        run.note(format!(
+            "down {:.1}s; all started by one `docker start`, all answer /livez {:.1}s later",
+            down.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        ));
+        for id in &ids {
+            self.same_incarnation(*id, incarnations[id]).await?;
+        }
+        run.note(format!(
+            "each of the {} came back with the incarnation it had (durable restarts: synod_durable_restarts_total 1, synod_data_dirs_refused_total 0 on each)",
+            ids.len()
+        ));
+        let Some((new, b)) = self.cluster.wait_leader_above(&[], old_ballot, POWER_BACK_WITHIN).await else {
+            anyhow::bail!("no leader above ballot {}.{} within {POWER_BACK_WITHIN:?} of the restart", old_ballot.0, old_ballot.1);
+        };
+        run.note(format!(
+            "synod-{new} leads at ballot {}.{} (above {}.{} before the cut) {:.1}s after the start",
+            b.0,
+            b.1,
+            old_ballot.0,
+            old_ballot.1,
+            started.elapsed().as_secs_f64()
+        ));
+        self.write_after_cut(index_before, started, run).await?;
+        Ok(FaultStatus::Done)
+    }
+
+    /// A write through any replica (30 s), acknowledged above `index_before`, then read back
+    /// linearizably through another replica.
+    async fn write_after_cut(&self, index_before: u64, started: Instant, run: &mut Run) -> anyhow::Result<()> {
+        let key = format!("power-cut-{}", self.t0.elapsed().as_secs());
+        let value = format!("{index_before}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut i = 0u64;
+        let (via, index) = loop {
+            let id = i % self.cluster.len() as u64 + 1;
+            i += 1;
+            let url = format!("{}/v1/kv/{key}", self.cluster.url(id));
+            let last = match self.cluster.http.send(hyper::Method::PUT, &url, &[], value.clone().into_bytes(), Duration::from_secs(5)).await {
+                Ok(r) if r.status == 200 || r.status == 201 => break (id, r.index.or(r.json()["index"].as_u64()).unwrap_or(0)),
+                Ok(r) => format!("synod-{id}: {} {}", r.status, r.problem()),
+                Err(e) => format!("synod-{id}: {e}"),
+            };
+            anyhow::ensure!(Instant::now() < deadline, "no write acknowledged within 30s of the leader's election (last: {last})");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        anyhow::ensure!(
+            index > index_before,
+            "the write after the power cut was acknowledged at index {index}, not above {index_before} (the highest index before the cut): acknowledged state went back"
+        );
+        let reader = via % self.cluster.len() as u64 + 1;
+        let r = self.cluster.http.get(&format!("{}/v1/kv/{key}", self.cluster.url(reader)), Duration::from_secs(5)).await?;
+        anyhow::ensure!(r.status == 200 && r.text() == value, "reading {key} back through synod-{reader}: {} {:?}", r.status, r.text());
+        run.note(format!(
+            "PUT {key} through synod-{via} acknowledged at index {index} (> {index_before}) {:.1}s after the start, read back through synod-{reader}",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// The membership list as the first replica that answers sees it: `(id, role, incarnation)`
+    /// and the epoch.
+    async fn members(&self) -> Option<(Vec<(u64, String, u64)>, u64)> {
         for id in 1..=self.cluster.len() as u64 {
             let url = format!("{}/v1/cluster/members", self.cluster.url(id));
             if let Ok(r) = self.cluster.http.get(&url, Duration::from_secs(2)).await {
@@ -303,7 +486,9 @@ impl Injector {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .filter_map(|m| Some((m["id"].as_u64()?, m["role"].as_str().unwrap_or("?").to_string())))
+                        .filter_map(|m| {
+                            Some((m["id"].as_u64()?, m["role"].as_str().unwrap_or("?").to_string(), m["incarnation"].as_u64().unwrap_or(0)))
+                        })
                         .collect();
                     return Some((m, j["epoch"].as_u64().unwrap_or(0)));
                 }
@@ -315,7 +500,10 @@ impl Injector {
     /// Start a new replica (`synod node --join` in a container on the cluster network, labelled
     /// with the compose project so `down --remove-orphans` removes it too), wait until the
     /// leader has made it an acceptor, then remove it (`DELETE /v1/cluster/members/{id}`) and
-    /// wait until the configuration no longer holds it.
+    /// wait until the configuration no longer holds it. The joiner runs durable like the
+    /// founders (`SYNOD_DATA_DIR=/data`), but on a tmpfs rather than a named volume: it is
+    /// never restarted (it is removed, then `docker rm -f`), so a volume would only be left
+    /// behind by `down -v`, which removes the volumes the compose file declares and no others.
     async fn join_leave(&self, f: &PlannedFault, run: &mut Run) -> anyhow::Result<FaultStatus> {
         let probe = format!("{}/v1/cluster/members", self.cluster.url(1));
         if let Ok(r) = self.cluster.http.get(&probe, Duration::from_secs(2)).await {
@@ -338,18 +526,19 @@ impl Injector {
             "SYNOD_WRITE_TIMEOUT_MS=3000".to_string(),
             "SYNOD_READ_TIMEOUT_MS=2000".to_string(),
             "SYNOD_SNAPSHOT_EVERY=1000".to_string(),
+            format!("SYNOD_DATA_DIR={}", crate::compose::DATA_DIR),
         ];
         let project_label = format!("com.docker.compose.project={}", self.docker.project);
         let service_label = format!("com.docker.compose.service={svc}");
         let mut args: Vec<&str> = vec!["run", "-d", "--name", &name, "--network", &self.docker.network, "--network-alias", &svc];
-        args.extend(["--label", &project_label, "--label", &service_label]);
+        args.extend(["--label", &project_label, "--label", &service_label, "--tmpfs", crate::compose::DATA_DIR]);
         for e in &env {
             args.extend(["-e", e.as_str()]);
         }
         args.extend(["synod:latest", "node", "--join"]);
         let t = Instant::now();
         crate::docker::docker(&args).await?;
-        run.note(format!("started {svc} (`synod node --join`)"));
+        run.note(format!("started {svc} (`synod node --join`, durable on a tmpfs at {})", crate::compose::DATA_DIR));
         let result = self.join_then_leave(id, f, run, t).await;
         let _ = crate::docker::docker(&["rm", "-f", &name]).await;
         result
@@ -361,7 +550,7 @@ impl Injector {
         let mut seen_learner = false;
         loop {
             if let Some((m, epoch)) = self.members().await {
-                match m.iter().find(|(i, _)| *i == id).map(|(_, r)| r.as_str()) {
+                match m.iter().find(|(i, _, _)| *i == id).map(|(_, r, _)| r.as_str()) {
                     Some("acceptor") => {
                         run.note(format!("synod-{id} is an acceptor in epoch {epoch} after {:.1}s", t.elapsed().as_secs_f64()));
                         break;
@@ -393,7 +582,7 @@ impl Injector {
         let deadline = Instant::now() + within;
         loop {
             if let Some((m, epoch)) = self.members().await {
-                if !m.iter().any(|(i, _)| *i == id) {
+                if !m.iter().any(|(i, _, _)| *i == id) {
                     run.note(format!("synod-{id} left: not a member in epoch {epoch}, {:.1}s after DELETE", leave_started.elapsed().as_secs_f64()));
                     return Ok(FaultStatus::Done);
                 }

@@ -127,7 +127,7 @@ async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let plan = schedule::plan(a.seed, Duration::from_secs(a.duration), &kinds);
     println!("fault plan ({} faults, load runs {:.0} s):", plan.faults.len(), plan.end().max(Duration::from_secs(a.duration)).as_secs_f64());
     for f in &plan.faults {
-        println!("  t+{:>5.1}s  {:<16} hold {:.1}s", f.at.as_secs_f64(), f.kind.name(), f.hold.as_secs_f64());
+        println!("  t+{:>5.1}s  {:<16} hold {:.1}s of a {:.1}s slot", f.at.as_secs_f64(), f.kind.name(), f.hold.as_secs_f64(), f.slot.as_secs_f64());
     }
 
     // 2. Load and faults.
