@@ -172,7 +172,10 @@ for r in rows:
         f"after the restart: linearizable read of the last preloaded key {fmt(r['read_s'])}, write {fmt(r['write_s'])}; "
         f"serving (both) {fmt(r['serving_s'])}" + (f" (gave up after {r['timeout_s']} s)" if r["serving_s"] is None else "")
     )
-    print(f"  each replica's /v1/status serving: {', '.join(fmt(x) for x in r['replica_serving_s'])}; the ports closed {r['kill_to_start_s']:.2f} s after the kill")
+    print(
+        f"  each replica's /v1/status serving (its own view; not proof that its store is back): {', '.join(fmt(x) for x in r['replica_serving_s'])}; "
+        f"the ports closed {r['kill_to_start_s']:.2f} s after the kill"
+    )
     print(f"  store index before the kill {r['index_before']}, after {r['index_after']}")
     after = rss("synod", r["keys"], "after-restart")
     if after:
