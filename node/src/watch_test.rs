@@ -206,6 +206,7 @@ fn a_node_started_from_a_store_compacts_watches_from_below_it() {
         .collect();
     assert_eq!(answers, vec![(1, Err(WatchError::Compacted { oldest_index: 3 }))]);
     assert_eq!(node.status().history_oldest_index, 3);
+}
 
 #[test]
 fn a_progress_probe_answers_at_once_with_the_applied_index_or_the_changes_it_would_skip() {
