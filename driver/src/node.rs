@@ -813,7 +813,7 @@ mod tests {
         let env = || paxos::Envelope {
             from: me,
             to: NodeId(1),
-            msg: Message::Heartbeat { ballot: paxos::Ballot::default(), commit: paxos::Slot(0), checkpoint: paxos::Slot(0), read_round: 0 },
+            msg: Message::Heartbeat { ballot: paxos::Ballot::default(), commit: paxos::Slot(0), checkpoint: paxos::Slot(0), read_round: 0, fence: paxos::Slot(0) },
         };
         handle.send(Input::Peer(env())).await.unwrap();
         let (reply, _rx) = oneshot::channel();

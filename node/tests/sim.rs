@@ -149,6 +149,28 @@ fn core_bugs_that_clients_see_are_caught() {
     }
 }
 
+/// Issue 25: the fence that settles commands forwarded to a dead leader (`paxos/src/forward.rs`),
+/// broken three ways, each of which can report lost a command that is (or will be) chosen, which
+/// the node then proposes again: an increment applied twice.
+#[test]
+fn a_fence_that_settles_a_forward_too_early_is_caught() {
+    let which = std::env::var("FENCE_BUG").unwrap_or_default();
+    for (name, bugs) in [
+        ("short_fence", paxos::Bugs { short_fence: true, ..Default::default() }),
+        ("forward_any_ballot", paxos::Bugs { forward_any_ballot: true, ..Default::default() }),
+        ("fence_ignores_install", paxos::Bugs { fence_ignores_install: true, ..Default::default() }),
+    ] {
+        if !which.is_empty() && which != name { continue; }
+        let hit = (0..DEFAULT_SEEDS).find_map(|seed| {
+            let mut cfg = SimConfig::new(seed);
+            cfg.core_bugs = bugs;
+            run(cfg).err()
+        });
+        let f = hit.unwrap_or_else(|| panic!("{name} was not caught in {DEFAULT_SEEDS} seeds"));
+        eprintln!("{name}: caught: {f}");
+    }
+}
+
 /// The shell's barrier broken: outputs queued behind an `Output::Persist` (the `Accepted` a
 /// follower sends, the answer a leader gives) run before the record is synced. A power cut (or a
 /// crash) before the group commit loses the vote, and a write a client saw acknowledged is gone:

@@ -16,7 +16,7 @@ fn follow(r: &mut Replica, now: u64, from: u64, to: u64) {
     for s in from..=to {
         recv(r, now, 2, Message::Accept { ballot: b(1, 2), slot: Slot(s), value: Value::Noop, commit: Slot(s - 1) });
     }
-    recv(r, now, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(to), checkpoint: Slot(to), read_round: 0 });
+    recv(r, now, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(to), checkpoint: Slot(to), read_round: 0, fence: Slot(0) });
     assert_eq!(r.commit(), Slot(to));
     let _ = actions(r);
 }
@@ -39,7 +39,7 @@ fn answers(r: &mut Replica) -> Vec<Message> {
 /// A member behind the leader's commit point (node 3 of {1, 2, 3}, leader 1) that fetches.
 fn lagging_member() -> Replica {
     let mut r = replica(3, 3);
-    recv(&mut r, 0, 1, Message::Heartbeat { ballot: b(1, 1), commit: Slot(500), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 0, 1, Message::Heartbeat { ballot: b(1, 1), commit: Slot(500), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     assert_eq!(fetch_targets(&actions(&mut r)), vec![NodeId(1)]);
     r
 }
@@ -153,7 +153,7 @@ fn the_log_above_a_snapshot_being_sent_is_kept_until_the_peer_fetched_it() {
     // log is compacted to the snapshot on the next occasion (a checkpoint here).
     recv(&mut r, 300 + retry, 3, Message::Fetch { from: Slot(41), to: Slot(41) });
     let _ = actions(&mut r);
-    recv(&mut r, 300 + retry + resend, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(40), checkpoint: Slot(40), read_round: 0 });
+    recv(&mut r, 300 + retry + resend, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(40), checkpoint: Slot(40), read_round: 0, fence: Slot(0) });
     assert_eq!(r.log.compacted, Slot(40));
 }
 
@@ -333,7 +333,7 @@ fn a_fetch_answer_is_bounded_by_slots_and_by_bytes() {
     for s in 1..=10 {
         recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(s), value: big(s), commit: Slot(s - 1) });
     }
-    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(10), checkpoint: Slot(10), read_round: 0 });
+    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(10), checkpoint: Slot(10), read_round: 0, fence: Slot(0) });
     let _ = actions(&mut r);
     recv(&mut r, 10, 3, Message::Fetch { from: Slot(1), to: Slot(10) });
     match answers(&mut r).as_slice() {

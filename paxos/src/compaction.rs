@@ -200,6 +200,9 @@ impl Replica {
         // us; stop tracking them (the node layer settles them from the installed session table,
         // or as "outcome unknown": duty 5).
         self.pending = self.pending.split_off(&last.next());
+        // Likewise a command we forwarded may have been applied inside it: no fence may call it
+        // lost (`forward.rs`).
+        self.forwards_uncertain_until = Some(now);
         self.snapshot = last;
         self.snapshot_asked = last;
         self.counters.snapshots_installed += 1;

@@ -117,6 +117,11 @@ pub(crate) struct Leader {
     /// Followers' read-index requests waiting for the next round.
     pub(crate) remote_waiting: Vec<(Member, u64)>,
     pub(crate) rounds: BTreeMap<u64, ReadRound>,
+    /// Our fence (`forward.rs`): filled with no-ops when idle, announced in heartbeats.
+    pub(crate) fence: Slot,
+    /// Filling up to the fence has started (at our first periodic heartbeat: the election's own
+    /// proposals go first).
+    pub(crate) filling: bool,
 }
 
 impl Leader {
@@ -229,6 +234,10 @@ impl Replica {
             values.insert(*s, v.clone());
         }
         let mut last = values.keys().next_back().copied().unwrap_or(c.first_slot.prev());
+        // Every slot accepted under a lower ballot lies at or below this fence (`forward.rs`).
+        let fence = crate::forward::fence_after(last.max(self.log.commit));
+        #[cfg(feature = "sim")]
+        let fence = if self.opts.bugs.short_fence { last.max(self.log.commit) } else { fence };
         // Stop sign: nothing after a reconfiguration until it is chosen. The commit point may
         // have passed `first_slot` during phase 1 (a fetch answered meanwhile), so the first
         // reconfiguration may be chosen already: then it is passed at once, below.
@@ -258,6 +267,8 @@ impl Replica {
             reads_waiting: Vec::new(),
             remote_waiting: Vec::new(),
             rounds: BTreeMap::new(),
+            fence,
+            filling: false,
         };
         for m in leader.config.acceptors.iter() {
             leader.last_heard.insert(*m, now);
@@ -265,6 +276,7 @@ impl Replica {
         self.role = Role::Leader(leader);
         self.counters.became_leader += 1;
         self.set_known_leader(Some(self.me.node), c.ballot);
+        self.note_fence(c.ballot, fence);
         // A stop sign at or below the commit point is chosen already: the configuration after it
         // governs every slot we would propose, and our promises came from the one before it. Run
         // phase 1 again in the new configuration now; waiting for the commit point to move past
@@ -283,7 +295,7 @@ impl Replica {
             self.propose_slot(now, slot, v);
             slot = slot.next();
         }
-        self.flush(now);
+        self.flush_queue(now);
         if let Role::Leader(l) = &mut self.role {
             if l.inflight.is_empty() && l.stop.is_none() {
                 // Reads need a slot of our own ballot chosen (rule 4): propose a no-op.
@@ -312,8 +324,45 @@ impl Replica {
         }
     }
 
-    /// Propose queued commands while the window and the stop sign allow.
+    /// Propose queued commands while the window and the stop sign allow; then, with nothing
+    /// queued, fill the slots up to our fence.
     pub(crate) fn flush(&mut self, now: Time) {
+        self.flush_queue(now);
+        self.fill_fence(now);
+    }
+
+    /// No-ops up to our fence while nothing is queued, within the window (`forward.rs`): until
+    /// the log is chosen up to it, commands forwarded to the leaders before us stay unsettled.
+    fn fill_fence(&mut self, now: Time) {
+        loop {
+            let Role::Leader(l) = &mut self.role else { return };
+            if !l.filling
+                || l.stop.is_some()
+                || !l.queue.cmds.is_empty()
+                || l.next_slot > l.fence
+                || l.inflight.len() as u64 >= self.opts.pipeline_window
+            {
+                return;
+            }
+            let slot = l.next_slot;
+            l.next_slot = slot.next();
+            self.propose_slot(now, slot, Value::Noop);
+        }
+    }
+
+    /// The periodic heartbeat: start filling up to the fence, then send the heartbeats.
+    pub(crate) fn on_heartbeat_timer(&mut self, now: Time) {
+        if let Role::Leader(l) = &mut self.role {
+            if !l.filling {
+                l.filling = true;
+                self.fill_fence(now);
+            }
+        }
+        self.send_heartbeats(now);
+    }
+
+    /// Propose queued commands while the window and the stop sign allow.
+    fn flush_queue(&mut self, now: Time) {
         loop {
             let Role::Leader(l) = &mut self.role else { return };
             if l.stop.is_some() || l.queue.cmds.is_empty() || l.inflight.len() as u64 >= self.opts.pipeline_window {
@@ -462,9 +511,9 @@ impl Replica {
         l.commit_sent = l.commit_sent.max(commit_now);
         let ballot = l.ballot;
         let targets: Vec<NodeId> = l.config.members().map(|m| m.node).filter(|n| *n != self.me.node).collect();
-        let (commit, checkpoint) = (self.log.commit, self.checkpoint);
+        let (commit, checkpoint, fence) = (self.log.commit, self.checkpoint, l.fence);
         for to in targets {
-            self.send(to, Message::Heartbeat { ballot, commit, checkpoint, read_round });
+            self.send(to, Message::Heartbeat { ballot, commit, checkpoint, read_round, fence });
         }
         self.timers.set(Timer::Heartbeat, now.plus(self.opts.heartbeat_ms));
         self.check_reads(now);

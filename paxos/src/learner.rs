@@ -116,6 +116,7 @@ impl Replica {
         }
         if self.log.commit > before {
             self.after_commit(now);
+            self.settle_by_fence();
         }
     }
 

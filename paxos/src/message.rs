@@ -103,7 +103,10 @@ pub enum Message {
     /// A refusal: the sender has promised `promised`, which is above the ballot it was asked for.
     Nack { promised: Ballot },
     /// The leader's heartbeat: commit point, checkpoint, and the read round it confirms.
-    Heartbeat { ballot: Ballot, commit: Slot, checkpoint: Slot, read_round: u64 },
+    /// `fence`: once the log is chosen up to it, no command handed to a leader of a lower ballot
+    /// and not in the log by then can ever be chosen (`forward.rs`, "settling in-flight
+    /// forwards").
+    Heartbeat { ballot: Ballot, commit: Slot, checkpoint: Slot, read_round: u64, fence: Slot },
     /// A follower's answer to a heartbeat, confirming the ballot for `read_round`.
     HeartbeatAck { ballot: Ballot, read_round: u64, learned: Slot },
     /// Ask for the chosen values of slots `from..=to`.
@@ -123,9 +126,11 @@ pub enum Message {
     ReadIndexReply { id: u64, incarnation: Incarnation, index: Option<Slot> },
     /// A follower hands client commands it minted to the leader, which proposes them as its own
     /// (the follower learns the outcome by applying the log).
-    /// `to` is the incarnation of the leader it is meant for: a restarted process must not take
-    /// (or refuse) what was sent to its predecessor, which may have proposed it already.
-    Forward { to: Incarnation, cmds: Vec<Command> },
+    /// `to` is the ballot of the leader it is meant for: the commands may be proposed under that
+    /// ballot only (a restarted process must not take what was sent to its predecessor, which may
+    /// have proposed it already; a leader that has since stepped down or campaigned again
+    /// refuses it), which is what lets a later leader's fence settle them.
+    Forward { to: Ballot, cmds: Vec<Command> },
     /// These forwarded commands are not chosen and never will be (refused, or lost by the
     /// leader); sent to the replica that minted them.
     ForwardLost { ids: Vec<RequestId> },

@@ -92,6 +92,16 @@ pub struct Bugs {
     /// A replica told `Compacted` by a peer whose snapshot is above its commit point does not
     /// fetch from that peer (the wedge after a power cut: `node/tests/durable.rs`).
     pub wedge_on_compacted: bool,
+    /// A new leader's fence is the highest slot its phase 1 saw, without the room an old
+    /// leader's pipeline window leaves above it: a forwarded command still in an old leader's
+    /// window is reported lost, proposed again, and chosen twice (`forward.rs`).
+    pub short_fence: bool,
+    /// A leader takes a forwarded command under whatever ballot it has now, not only the one it
+    /// was meant for: the fence of a leader between them no longer bounds where it is proposed.
+    pub forward_any_ballot: bool,
+    /// A fence reports lost a command forwarded before a snapshot install, which may have been
+    /// applied inside the snapshot.
+    pub fence_ignores_install: bool,
 }
 
 impl Options {

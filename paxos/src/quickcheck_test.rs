@@ -78,7 +78,7 @@ impl Arbitrary for Msg {
             2 => Message::Accept { ballot: ballot(g), slot: s(g), value: value(g), commit: s(g) },
             3 => Message::Accepted { ballot: ballot(g), slot: s(g), learned: s(g) },
             4 => Message::Nack { promised: ballot(g) },
-            5 => Message::Heartbeat { ballot: ballot(g), commit: s(g), checkpoint: s(g), read_round: u64::arbitrary(g) },
+            5 => Message::Heartbeat { ballot: ballot(g), commit: s(g), checkpoint: s(g), read_round: u64::arbitrary(g), fence: s(g) },
             6 => Message::HeartbeatAck { ballot: ballot(g), read_round: u64::arbitrary(g), learned: s(g) },
             7 => Message::Fetch { from: s(g), to: s(g) },
             8 => Message::Chosen { entries: (0..u8::arbitrary(g) % 4).map(|_| (s(g), value(g))).collect(), commit: s(g) },
@@ -86,7 +86,7 @@ impl Arbitrary for Msg {
             10 => Message::ReadIndex { id: u64::arbitrary(g) },
             11 => Message::ReadIndexReply { id: u64::arbitrary(g), incarnation: Incarnation(1), index: Option::<u64>::arbitrary(g).map(Slot) },
             12 => Message::Forward {
-                to: Incarnation(1),
+                to: ballot(g),
                 cmds: (0..u8::arbitrary(g) % 3)
                     .map(|_| Command { id: RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }, payload: Vec::arbitrary(g) })
                     .collect(),
@@ -135,7 +135,7 @@ impl Arbitrary for Hostile {
                         2 => Message::Accept { ballot: bal(g), slot: slot(g), value: value(g), commit: slot(g) },
                         3 => Message::Accepted { ballot: bal(g), slot: slot(g), learned: slot(g) },
                         4 => Message::Nack { promised: bal(g) },
-                        5 => Message::Heartbeat { ballot: bal(g), commit: slot(g), checkpoint: slot(g), read_round: u64::arbitrary(g) },
+                        5 => Message::Heartbeat { ballot: bal(g), commit: slot(g), checkpoint: slot(g), read_round: u64::arbitrary(g), fence: slot(g) },
                         6 => Message::HeartbeatAck { ballot: bal(g), read_round: u64::arbitrary(g), learned: slot(g) },
                         7 => Message::Fetch { from: slot(g), to: slot(g) },
                         8 => Message::Chosen { entries: (0..u8::arbitrary(g) % 3).map(|_| (slot(g), value(g))).collect(), commit: slot(g) },
@@ -143,7 +143,7 @@ impl Arbitrary for Hostile {
                         10 => Message::ReadIndex { id: u64::arbitrary(g) },
                         11 => Message::ReadIndexReply { id: u64::arbitrary(g), incarnation: Incarnation(1), index: Some(slot(g)) },
                         12 => Message::Forward {
-                            to: Incarnation(1),
+                            to: bal(g),
                             cmds: vec![Command { id: RequestId { node: NodeId(u64::from(from)), seq: u64::arbitrary(g) }, payload: vec![1] }],
                         },
                         _ => Message::ForwardLost { ids: vec![RequestId { node: NodeId(1), seq: u64::arbitrary(g) }] },

@@ -9,7 +9,7 @@ use crate::testkit::*;
 #[test]
 fn a_follower_batches_reads_into_one_request_at_a_time() {
     let mut r = replica(1, 3);
-    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     let _ = actions(&mut r);
     // The first read asks the leader for a read index.
     r.read(Time(1), ReadId(1)).expect("a follower that knows the leader takes reads");
@@ -49,8 +49,9 @@ fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
     assert_eq!(
         actions(&mut r),
         vec![
-            send(1, 2, Message::Heartbeat { ballot, commit: Slot(1), checkpoint: Slot(0), read_round: 1 }),
-            send(1, 3, Message::Heartbeat { ballot, commit: Slot(1), checkpoint: Slot(0), read_round: 1 }),
+            // The fence: phase 1 saw nothing, so the window and one reconfiguration past slot 0.
+            send(1, 2, Message::Heartbeat { ballot, commit: Slot(1), checkpoint: Slot(0), read_round: 1, fence: Slot(65) }),
+            send(1, 3, Message::Heartbeat { ballot, commit: Slot(1), checkpoint: Slot(0), read_round: 1, fence: Slot(65) }),
         ]
     );
     // An acknowledgement of an earlier round confirms nothing; one of round 1 makes a quorum.
@@ -72,7 +73,7 @@ fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
 #[test]
 fn a_follower_that_campaigns_fails_its_pending_reads() {
     let mut r = replica(1, 3);
-    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     r.read(Time(1), ReadId(1)).expect("taken");
     let _ = actions(&mut r);
     r.handle(Time(2), Event::LeaderHint { leader: Some(NodeId(1)) });

@@ -35,7 +35,7 @@ fn wedge_schedule(bugs: Bugs) -> Replica {
     recv(&mut r, 0, 2, Message::Accept { ballot: old, slot: Slot(1), value: Value::Noop, commit: Slot(0) });
     // The Accept of slot 2 is lost. The heartbeat says slot 2 is chosen: slot 1 is applied (we
     // accepted it under the same ballot) and slot 2 is fetched from the leader.
-    recv(&mut r, 10, 2, Message::Heartbeat { ballot: old, commit: Slot(2), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 10, 2, Message::Heartbeat { ballot: old, commit: Slot(2), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     let acts = actions(&mut r);
     assert!(sends(&acts).iter().any(|(_, msg)| *msg == Message::Fetch { from: Slot(2), to: Slot(2) }), "{acts:?}");
     assert_eq!(r.commit(), Slot(1));
@@ -150,7 +150,7 @@ fn checkpoint_schedule(bugs: Bugs) -> Vec<Slot> {
     for s in 1..=30 {
         recv(&mut r, s, 2, Message::Accept { ballot: old, slot: Slot(s), value: Value::Noop, commit: Slot(s - 1) });
     }
-    recv(&mut r, 31, 2, Message::Heartbeat { ballot: old, commit: Slot(30), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 31, 2, Message::Heartbeat { ballot: old, commit: Slot(30), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     let _ = actions(&mut r);
     assert_eq!(r.commit(), Slot(30));
     r.handle(Time(40), Event::LeaderHint { leader: Some(NodeId(1)) });

@@ -80,7 +80,15 @@ pub struct Replica {
     pub(crate) read_index: crate::read_index::ReadIndexClient,
     /// Commands this replica forwarded to a leader and has not seen applied or lost yet, with
     /// when (`forward.rs`).
-    pub(crate) forwarded: BTreeMap<RequestId, (Time, Member)>,
+    /// The ballot each was meant for (`Forward::to`).
+    pub(crate) forwarded: BTreeMap<RequestId, (Time, Ballot)>,
+    /// The newest leader's fence we know, with its ballot (`forward.rs`).
+    pub(crate) fence: Option<(Ballot, Slot)>,
+    /// The highest ballot whose fence already settled our forwards.
+    pub(crate) fence_settled: Ballot,
+    /// When we last installed a snapshot: forwards made until then may have been applied inside
+    /// it, so no fence may report them lost.
+    pub(crate) forwards_uncertain_until: Option<Time>,
     /// Forwarded commands this replica received (taken or refused), and when: duplicates are
     /// ignored (`forward.rs`).
     pub(crate) forwards_seen: std::collections::BTreeSet<RequestId>,
@@ -90,8 +98,10 @@ pub struct Replica {
 
 impl Replica {
     /// A replica as set up by `options`, at time `now`.
-    pub fn new(options: Options, now: Time) -> Self {
+    pub fn new(mut options: Options, now: Time) -> Self {
         let _ = now;
+        // The fence of every leader rests on this cap (`forward.rs`).
+        options.pipeline_window = options.pipeline_window.min(crate::forward::MAX_PIPELINE_WINDOW);
         let mut log = Log::default();
         if let Some(c) = &options.bootstrap {
             log.configs.insert(Slot(0), c.clone());
@@ -120,6 +130,9 @@ impl Replica {
             read_round: 0,
             read_index: Default::default(),
             forwarded: BTreeMap::new(),
+            fence: None,
+            fence_settled: Ballot::ZERO,
+            forwards_uncertain_until: None,
             forwards_seen: Default::default(),
             forward_times: VecDeque::new(),
         }
@@ -141,7 +154,7 @@ impl Replica {
     pub fn handle_timeout(&mut self, now: Time) {
         for timer in self.timers.take_due(now) {
             match timer {
-                Timer::Heartbeat => self.send_heartbeats(now),
+                Timer::Heartbeat => self.on_heartbeat_timer(now),
                 Timer::Retry => self.on_retry(now),
                 Timer::Lease => self.on_lease(now),
                 Timer::Batch => self.flush(now),
@@ -319,8 +332,8 @@ impl Replica {
                 self.on_accepted(now, from, ballot, slot)
             }
             Message::Nack { promised } => self.on_nack(now, promised),
-            Message::Heartbeat { ballot, commit, checkpoint, read_round } => {
-                self.on_heartbeat(now, from, ballot, commit, checkpoint, read_round)
+            Message::Heartbeat { ballot, commit, checkpoint, read_round, fence } => {
+                self.on_heartbeat(now, from, ballot, commit, checkpoint, read_round, fence)
             }
             Message::HeartbeatAck { ballot, read_round, learned } => {
                 self.note_learned(from, learned);
@@ -497,7 +510,8 @@ impl Replica {
         }
     }
 
-    fn on_heartbeat(&mut self, now: Time, from: Member, ballot: Ballot, commit: Slot, checkpoint: Slot, read_round: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn on_heartbeat(&mut self, now: Time, from: Member, ballot: Ballot, commit: Slot, checkpoint: Slot, read_round: u64, fence: Slot) {
         self.observe_ballot(now, ballot);
         if ballot < self.acceptor.promised
             || (ballot == self.acceptor.promised && self.acceptor.promised_to.is_some_and(|m| m != from))
@@ -510,6 +524,7 @@ impl Replica {
         self.send(from.node, Message::HeartbeatAck { ballot, read_round, learned });
         self.learn_commit(now, ballot, commit);
         self.on_checkpoint(now, checkpoint);
+        self.note_fence(ballot, fence);
     }
 
     /// Called by the learner whenever the commit point advanced.

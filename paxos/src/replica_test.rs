@@ -57,7 +57,7 @@ fn accept_is_persisted_before_accepted() {
         ]
     );
     // The commit point on a heartbeat of the same ballot makes the accepted value chosen.
-    recv(&mut r, 5, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(1), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 5, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(1), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     assert_eq!(
         actions(&mut r),
         vec![
@@ -73,7 +73,7 @@ fn a_follower_that_misses_a_slot_fetches_it() {
     // Slot 1 was accepted under another ballot: the commit point alone does not say its value.
     recv(&mut r, 0, 3, Message::Accept { ballot: b(1, 3), slot: Slot(1), value: batch(9, 1), commit: Slot(0) });
     let _ = actions(&mut r);
-    recv(&mut r, 5, 2, Message::Heartbeat { ballot: b(2, 2), commit: Slot(1), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 5, 2, Message::Heartbeat { ballot: b(2, 2), commit: Slot(1), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     let acts = actions(&mut r);
     assert_eq!(acts[0], Action::LeaderChanged { leader: Some(NodeId(2)), ballot: b(2, 2) });
     assert_eq!(acts[1], send(1, 2, Message::HeartbeatAck { ballot: b(2, 2), read_round: 0, learned: Slot(0) }));
@@ -116,7 +116,8 @@ fn election_adopts_the_highest_ballot_value_and_fills_holes() {
         }
     }
     for to in [2, 3] {
-        expected.push(send(1, to, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 0 }));
+        // The fence: 65 slots past the highest one phase 1 saw (3).
+        expected.push(send(1, to, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 0, fence: Slot(68) }));
     }
     for (slot, v) in [(1, &y), (2, &Value::Noop), (3, &z)] {
         expected.push(Action::Persist(Persist::Accepted(AcceptedEntry { slot: Slot(slot), ballot, value: v.clone() })));
@@ -142,8 +143,8 @@ fn read_index_waits_for_a_round_started_after_the_read() {
     assert_eq!(
         actions(&mut r),
         vec![
-            send(1, 2, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 1 }),
-            send(1, 3, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 1 }),
+            send(1, 2, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 1, fence: Slot(65) }),
+            send(1, 3, Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 1, fence: Slot(65) }),
         ]
     );
     recv(&mut r, 3, 3, Message::HeartbeatAck { ballot, read_round: 1, learned: Slot(0) });
@@ -243,7 +244,7 @@ fn peer_input_is_validated_not_trusted() {
 #[test]
 fn follower_refuses_proposals_and_reads_naming_the_leader() {
     let mut r = replica(1, 3);
-    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 0, 2, Message::Heartbeat { ballot: b(1, 2), commit: Slot(0), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     assert_eq!(r.propose(Time(1), test_command(9, 1)), Err(ProposeError::NotLeader { leader: Some(NodeId(2)) }));
     // A follower that knows no leader cannot have a read confirmed either.
     let mut lone = replica(1, 3);

@@ -3,7 +3,7 @@
 //! delivered more than 10 s after the first copy, is a documented limit: docs/REPORT.md.)
 
 use crate::event::Event;
-use crate::ids::{Ballot, Incarnation, NodeId, RequestId, Slot, Time};
+use crate::ids::{Ballot, NodeId, RequestId, Slot, Time};
 use crate::message::{Command, Message};
 use crate::replica::Replica;
 use crate::testkit::*;
@@ -26,7 +26,8 @@ fn refused_forwards_do_not_grow_the_duplicate_filter_without_bound() {
     let _ = actions(&mut r);
     for batch in 0..10u64 {
         let cmds: Vec<Command> = (0..10_000).map(|i| cmd(2, batch * 10_000 + i)).collect();
-        recv_from(&mut r, 2 + batch, m(2), Message::Forward { to: Incarnation(1), cmds });
+        let to = r.max_seen;
+        recv_from(&mut r, 2 + batch, m(2), Message::Forward { to, cmds });
         let _ = actions(&mut r);
     }
     let bound = 10 * r.opts.max_queued_commands;

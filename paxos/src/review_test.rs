@@ -41,7 +41,7 @@ fn a_stale_report_from_an_earlier_leadership_does_not_excuse_a_member() {
     for s in 2..=40 {
         recv(&mut r, 10 + s, 2, Message::Accept { ballot: b2, slot: Slot(s), value: Value::Noop, commit: Slot(s - 1) });
     }
-    recv(&mut r, 60, 2, Message::Heartbeat { ballot: b2, commit: Slot(40), checkpoint: Slot(0), read_round: 0 });
+    recv(&mut r, 60, 2, Message::Heartbeat { ballot: b2, commit: Slot(40), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
     assert_eq!(r.commit(), Slot(40));
     let config = r.log.current_config().cloned().expect("config");
     r.handle(Time(61), Event::SnapshotTaken(SnapshotMeta { last_slot: Slot(40), config }));

@@ -88,4 +88,7 @@ pub struct Counters {
     pub slots_disposed: u64,
     /// Client commands this replica forwarded to a leader (`Replica::forward`).
     pub commands_forwarded: u64,
+    /// Forwarded commands a later leader's fence showed lost (`forward.rs`): their clients get an
+    /// answer after a failover instead of a timeout.
+    pub forwards_fenced: u64,
 }

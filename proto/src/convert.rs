@@ -153,11 +153,12 @@ pub fn encode_message(m: &Message) -> pb::Message {
             Kind::Accepted(pb::Accepted { ballot: Some(ballot(*b)), slot: slot.0, learned: learned.0 })
         }
         Message::Nack { promised } => Kind::Nack(pb::Nack { promised: Some(ballot(*promised)) }),
-        Message::Heartbeat { ballot: b, commit, checkpoint, read_round } => Kind::Heartbeat(pb::Heartbeat {
+        Message::Heartbeat { ballot: b, commit, checkpoint, read_round, fence } => Kind::Heartbeat(pb::Heartbeat {
             ballot: Some(ballot(*b)),
             commit: commit.0,
             checkpoint: checkpoint.0,
             read_round: *read_round,
+            fence: fence.0,
         }),
         Message::HeartbeatAck { ballot: b, read_round, learned } => Kind::HeartbeatAck(pb::HeartbeatAck {
             ballot: Some(ballot(*b)),
@@ -173,7 +174,7 @@ pub fn encode_message(m: &Message) -> pb::Message {
         Message::ReadIndex { id } => Kind::ReadIndex(pb::ReadIndex { id: *id }),
         Message::Forward { to, cmds } => Kind::Forward(pb::Forward {
             cmds: cmds.iter().map(|c| pb::Command { id: Some(request_id(c.id)), payload: c.payload.clone() }).collect(),
-            to: to.0,
+            to: Some(ballot(*to)),
         }),
         Message::ForwardLost { ids } => Kind::ForwardLost(pb::ForwardLost { ids: ids.iter().map(|i| request_id(*i)).collect() }),
         Message::ReadIndexReply { id, incarnation, index } => Kind::ReadIndexReply(pb::ReadIndexReply {
@@ -226,6 +227,7 @@ pub fn decode_message(m: pb::Message) -> Result<Message, DecodeError> {
             commit: Slot(h.commit),
             checkpoint: Slot(h.checkpoint),
             read_round: h.read_round,
+            fence: Slot(h.fence),
         },
         Kind::HeartbeatAck(h) => Message::HeartbeatAck {
             ballot: from_ballot(h.ballot, "heartbeat_ack.ballot")?,
@@ -244,7 +246,7 @@ pub fn decode_message(m: pb::Message) -> Result<Message, DecodeError> {
         Kind::Compacted(c) => Message::Compacted { snapshot_slot: Slot(c.snapshot_slot) },
         Kind::ReadIndex(r) => Message::ReadIndex { id: r.id },
         Kind::Forward(f) => Message::Forward {
-            to: Incarnation(f.to),
+            to: from_ballot(f.to, "forward.to")?,
             cmds: f
                 .cmds
                 .into_iter()

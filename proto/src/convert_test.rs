@@ -62,6 +62,7 @@ impl Arbitrary for Arb<Envelope> {
                 commit: slot(g),
                 checkpoint: slot(g),
                 read_round: u64::arbitrary(g),
+                fence: slot(g),
             },
             6 => Message::HeartbeatAck { ballot: ballot_(g), read_round: u64::arbitrary(g), learned: slot(g) },
             7 => Message::Fetch { from: slot(g), to: slot(g) },
@@ -72,7 +73,7 @@ impl Arbitrary for Arb<Envelope> {
             9 => Message::Compacted { snapshot_slot: slot(g) },
             10 => Message::ReadIndex { id: u64::arbitrary(g) },
             12 => Message::Forward {
-                to: Incarnation(1),
+                to: ballot_(g),
                 cmds: (0..usize::arbitrary(g) % 3)
                     .map(|_| paxos::Command { id: paxos::RequestId { node: NodeId(u64::arbitrary(g)), seq: u64::arbitrary(g) }, payload: Vec::arbitrary(g) })
                     .collect(),
