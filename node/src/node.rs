@@ -198,8 +198,10 @@ impl Node {
             Input::Peer(env) => {
                 let from = env.from.node;
                 self.replica.handle(now, Event::Receive(env));
-                // Word from the leader (a heartbeat, an accept, a commit point) refreshes contact.
-                if self.replica.known_leader() == Some(from) {
+                // Word that shows the leader still leads (its heartbeat or accept taken, not a
+                // message this replica refused) refreshes contact.
+                let word = self.replica.leader_word() == Some((from, now)) || self.bug(|b| b.contact_on_any_message);
+                if word && self.replica.known_leader() == Some(from) {
                     self.leader_contact = Some(now);
                     self.heard = Some((from, now));
                 }

@@ -661,3 +661,35 @@ fn the_proposer_clock_is_caught() {
     let clock = log_clock_after_round_robin_writes(Bugs { proposer_clock: true, ..Bugs::default() });
     assert!(clock < 1_000, "with per-request proposer stamps the clock hardly moves: {clock}");
 }
+
+/// Issue 25: a follower's last contact with the leader is refreshed only by word that shows the
+/// leader still leads here. A heartbeat from a leader this replica has since refused (it promised
+/// a higher ballot) is nacked and does not count; `Bugs::contact_on_any_message` puts the old rule
+/// back and the same schedule shows it.
+#[test]
+fn a_nacked_heartbeat_of_a_deposed_leader_is_no_contact() {
+    for old_rule in [false, true] {
+        let m = |n: u64| Member { node: NodeId(n), incarnation: Incarnation(1) };
+        let config = Configuration::bootstrap((1..=3).map(m));
+        let mut settings = NodeSettings::new(m(2), 1, Some(config));
+        settings.bugs.contact_on_any_message = old_rule;
+        let mut node = Node::new(settings, Time(0));
+        let env = |from: u64, msg: paxos::Message| Input::Peer(Envelope { from: m(from), to: NodeId(2), msg });
+        let hb = |ballot: paxos::Ballot| paxos::Message::Heartbeat { ballot, commit: Slot(0), checkpoint: Slot(0), read_round: 0, fence: Slot(0) };
+        let old = paxos::Ballot::new(1, m(1));
+        node.handle(Time(10), env(1, hb(old)));
+        assert_eq!(node.status().last_contact_ms, Some(0), "a taken heartbeat is contact");
+        // Node 3 campaigns with a higher ballot: node 2 promises it, node 1 is deposed here.
+        node.handle(Time(20), env(3, paxos::Message::Prepare { ballot: paxos::Ballot::new(2, m(3)), first_slot: Slot(1) }));
+        // The deposed leader's heartbeat is refused; it is not word that node 1 leads.
+        node.handle(Time(500), env(1, hb(old)));
+        let sent: Vec<_> = std::iter::from_fn(|| node.poll_output()).collect();
+        assert!(sent.iter().any(|o| matches!(o, Output::Send(e) if matches!(e.msg, paxos::Message::Nack { .. }))), "nacked: {sent:?}");
+        let contact = node.status().last_contact_ms;
+        if old_rule {
+            assert_eq!(contact, Some(0), "the old rule counts the nacked heartbeat");
+        } else {
+            assert_eq!(contact, Some(490), "no contact since the last heartbeat taken");
+        }
+    }
+}

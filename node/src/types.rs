@@ -92,6 +92,9 @@ pub struct Bugs {
     /// of its slot's leader tick: with requests spread over replicas it all but stops, and
     /// sessions never expire (the rule before issue 26).
     pub proposer_clock: bool,
+    /// Any message from the known leader's node refreshes the last contact with it, a heartbeat
+    /// this replica nacked (its sender was deposed) included (the rule before issue 25).
+    pub contact_on_any_message: bool,
 }
 
 impl NodeSettings {

@@ -89,6 +89,9 @@ pub struct Replica {
     /// When we last installed a snapshot: forwards made until then may have been applied inside
     /// it, so no fence may report them lost.
     pub(crate) forwards_uncertain_until: Option<Time>,
+    /// The last word that showed a leader still leads here: its heartbeat or accept taken (not
+    /// nacked) from it, and when.
+    pub(crate) leader_word: Option<(NodeId, Time)>,
     /// Forwarded commands this replica received (taken or refused), and when: duplicates are
     /// ignored (`forward.rs`).
     pub(crate) forwards_seen: std::collections::BTreeSet<RequestId>,
@@ -133,6 +136,7 @@ impl Replica {
             fence: None,
             fence_settled: Ballot::ZERO,
             forwards_uncertain_until: None,
+            leader_word: None,
             forwards_seen: Default::default(),
             forward_times: VecDeque::new(),
         }
@@ -255,6 +259,13 @@ impl Replica {
     /// The leader as far as this replica knows (itself while it leads).
     pub fn known_leader(&self) -> Option<NodeId> {
         self.known_leader
+    }
+
+    /// The last word that showed a leader still leads as far as this acceptor knows (a heartbeat
+    /// or an accept of a ballot it has not refused), from whom and when. A message from a
+    /// deposed leader (nacked) is not such word.
+    pub fn leader_word(&self) -> Option<(NodeId, Time)> {
+        self.leader_word
     }
 
     /// The highest commit point heard of from anyone (at least [`Replica::commit`]).
@@ -493,6 +504,7 @@ impl Replica {
             self.send(from.node, Message::Accepted { ballot, slot, learned });
             if from != self.me {
                 self.set_known_leader(Some(ballot.node), ballot);
+                self.leader_word = Some((from.node, now));
                 self.learn_commit(now, ballot, commit);
             }
         }
@@ -520,6 +532,7 @@ impl Replica {
             return;
         }
         self.set_known_leader(Some(ballot.node), ballot);
+        self.leader_word = Some((from.node, now));
         let learned = self.log.commit;
         self.send(from.node, Message::HeartbeatAck { ballot, read_round, learned });
         self.learn_commit(now, ballot, commit);
