@@ -111,6 +111,11 @@ pub struct EtcdProcess {
 }
 
 impl EtcdProcess {
+    /// The etcd process's id (tests pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Start etcd from `bin` under a new directory in `parent` (its log in that directory), and
     /// wait until it answers.
     pub async fn start(bin: &Path, parent: &Path) -> anyhow::Result<Self> {

@@ -16,8 +16,22 @@
 //!
 //! **Leadership.** Every node campaigns (etcd's election API) with its lease. The winner is told
 //! `Event::LeaderHint { leader: Some(me) }`; an observer tells everyone else who won. A node
-//! whose lease is lost is told `LeaderHint { leader: None }` and starts over with a new lease.
-//! On `Action::SteppedDown` the node resigns and campaigns again (behind the other candidates).
+//! whose lease etcd says is gone (revoked, expired) is told `LeaderHint { leader: None }` and
+//! starts over with a new lease. On `Action::SteppedDown` the node resigns and campaigns again
+//! (behind the other candidates).
+//!
+//! **etcd unreachable (issue 25).** A node that cannot keep its lease alive for a whole TTL
+//! because etcd does not answer (not because etcd said the lease is gone) is *not* told to step
+//! down: a leader goes on leading for as long as a quorum of acceptors answers it (the core's own
+//! leader lease, `leader_lease_ms`, decides), so a coordination outage is not a data outage.
+//! Elections, joins and leaves, suspicions and failure-policy removals wait for etcd;
+//! `synod_etcd_up` is 0, `/v1/status` says `"etcd": false`, and `/readyz` stays ready on a replica
+//! that serves with a known leader (its body says etcd is unreachable). When etcd answers again
+//! the node registers a new lease and campaigns at once if it leads; a follower that knows
+//! another leader holds its campaign back for [`INCUMBENT_HEAD_START`] unless the election names
+//! a winner already, so that the incumbent wins the election again and no leader change follows.
+//! If a follower wins anyway, it runs phase 1 with a higher ballot, the incumbent sees the ballot
+//! (or the observer's hint) and steps down: one leader change, no duel, no safety question.
 //!
 //! **Revoking a silent leader's lease.** A dead leader's election key would otherwise last until
 //! its lease expires (up to a TTL after its last keep-alive). Each acceptor's node loop reports a
@@ -61,6 +75,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
+
+/// How long a follower that knows a leader waits before it campaigns on a fresh lease (after an
+/// etcd outage), unless the election already has a winner: the incumbent's head start.
+pub const INCUMBENT_HEAD_START: Duration = Duration::from_millis(1_500);
+
+/// Why a lease keeper stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseEnd {
+    /// etcd said the lease is gone (revoked, expired).
+    Gone,
+    /// No keep-alive succeeded for a whole TTL: etcd did not answer.
+    Unreachable,
+}
 
 /// How the etcd side of a node is set up.
 #[derive(Clone, Debug)]
@@ -399,6 +426,8 @@ impl EtcdTask {
         let observer = tokio::spawn(observe(self.client.clone(), self.election_name(), self.info.node(), self.inputs.clone()));
         let me = self.info.node();
         let ttl = Duration::from_secs(self.settings.lease_ttl as u64);
+        // After an outage: whether to give a known incumbent a head start in the next campaign.
+        let mut after_outage = false;
         'lease: loop {
             if *shutdown.borrow() {
                 break;
@@ -415,7 +444,12 @@ impl EtcdTask {
                 }
             };
             self.metrics.etcd_up.set(1);
-            let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<()>();
+            if after_outage {
+                info!("etcd answers again: registered a new lease");
+                self.incumbent_head_start(me, &mut shutdown).await;
+                after_outage = false;
+            }
+            let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<LeaseEnd>();
             let keeper = tokio::spawn(keep_alive(self.client.clone(), lease, ttl, lost_tx));
             let mut leader_key = None;
             let outcome = 'campaign: loop {
@@ -423,7 +457,7 @@ impl EtcdTask {
                 if leader_key.is_none() && !*eligible.borrow_and_update() {
                     tokio::select! {
                         Ok(()) = eligible.changed() => {}
-                        _ = &mut lost => break 'campaign "lease lost",
+                        end = &mut lost => break 'campaign if end == Ok(LeaseEnd::Unreachable) { "etcd unreachable" } else { "lease lost" },
                         _ = shutdown.changed() => break 'campaign "shutdown",
                         Some(_) = cmds.recv() => {} // not leading: nothing to resign
                     }
@@ -454,7 +488,7 @@ impl EtcdTask {
                                 info!("not an acceptor (or leaving): withdrew from the election");
                             }
                         }
-                        _ = &mut lost => break 'campaign "lease lost",
+                        end = &mut lost => break 'campaign if end == Ok(LeaseEnd::Unreachable) { "etcd unreachable" } else { "lease lost" },
                         _ = shutdown.changed() => break 'campaign "shutdown",
                         Some(_) = cmds.recv() => {} // not leading: nothing to resign
                     }
@@ -476,7 +510,7 @@ impl EtcdTask {
                             // Let the queued candidates win before we queue up again.
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                        _ = &mut lost => break 'campaign "lease lost",
+                        end = &mut lost => break 'campaign if end == Ok(LeaseEnd::Unreachable) { "etcd unreachable" } else { "lease lost" },
                         _ = shutdown.changed() => break 'campaign "shutdown",
                     }
                 }
@@ -490,13 +524,40 @@ impl EtcdTask {
                 info!("resigned and revoked the etcd lease");
                 break;
             }
-            warn!("etcd lease lost; no longer leading; registering again");
             self.metrics.etcd_up.set(0);
-            self.hint(None).await;
+            if outcome == "etcd unreachable" {
+                // Not a verdict on anybody: keep leading (or following) on the core's own terms.
+                warn!(leading = leader_key.is_some(), "etcd unreachable for a whole lease TTL; leadership stays with the core (ballots keep safety); registering again");
+                after_outage = true;
+            } else {
+                warn!("etcd lease lost; no longer leading; registering again");
+                self.hint(None).await;
+            }
         }
         self.metrics.etcd_up.set(0);
         discovery.abort();
         observer.abort();
+    }
+
+    /// After an outage, a follower that knows a leader other than itself lets it campaign first
+    /// (module docs), unless the election names a winner already.
+    async fn incumbent_head_start(&self, me: NodeId, shutdown: &mut watch::Receiver<bool>) {
+        let leader = self.metrics.leader();
+        if leader == 0 || leader == me.0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + INCUMBENT_HEAD_START;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = self.client.election_client().leader(self.election_name()).await {
+                if r.kv().is_some() {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     async fn register(&self) -> anyhow::Result<i64> {
@@ -511,7 +572,8 @@ impl EtcdTask {
 
 /// Keep `lease` alive; fire `lost` once it cannot have survived (no successful keep-alive for a
 /// whole TTL, or etcd says it expired).
-async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: tokio::sync::oneshot::Sender<()>) {
+async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: tokio::sync::oneshot::Sender<LeaseEnd>) {
+    let mut end = LeaseEnd::Unreachable;
     let mut last_ok = Instant::now();
     let period = (ttl / 3).max(Duration::from_millis(100));
     let mut lc = client.lease_client();
@@ -529,7 +591,11 @@ async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: tokio::sync
             }
             match tokio::time::timeout(period, stream.message()).await {
                 Ok(Ok(Some(resp))) if resp.ttl() > 0 => last_ok = Instant::now(),
-                Ok(Ok(Some(_))) => break 'outer, // ttl 0: the lease is gone
+                Ok(Ok(Some(_))) => {
+                    // ttl 0: the lease is gone
+                    end = LeaseEnd::Gone;
+                    break 'outer;
+                }
                 _ => {
                     if last_ok.elapsed() >= ttl {
                         break 'outer;
@@ -540,7 +606,7 @@ async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: tokio::sync
             tokio::time::sleep(period).await;
         }
     }
-    let _ = lost.send(());
+    let _ = lost.send(end);
 }
 
 /// Keep the directory equal to `P/nodes/`: a full read, then a watch from the next revision.

@@ -304,6 +304,11 @@ impl Metrics {
         r.register("synod_build", "The running build.", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
     }
 
+    /// The leader as last reported (0: none known).
+    pub fn leader(&self) -> u64 {
+        self.leader.get()
+    }
+
     /// Record who leads.
     pub fn set_leader(&self, leader: Option<NodeId>, ballot: Ballot) {
         self.leader.set(leader.map_or(0, |n| n.0));

@@ -158,8 +158,10 @@ async fn livez(_: Q<NoParams>) -> Response {
     text(StatusCode::OK, "ok\n".into())
 }
 
-/// Ready: an etcd lease, a known leader, and reads served from this replica's own state (caught
-/// up, not lagging, not removed).
+/// Ready: a known leader, and reads served from this replica's own state (caught up, not
+/// lagging, not removed). An etcd outage alone does not make a serving replica unready (writes
+/// and reads go on through the leader; issue 25): the body says so. Without etcd and without a
+/// leader, the reason names etcd.
 async fn readyz(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome {
     let etcd = ctx.metrics.etcd_up.get() == 1;
     let Some(s) = loop_io::status(&ctx).await else {
@@ -167,9 +169,13 @@ async fn readyz(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome 
     };
     let why = match (&s.serving, etcd, s.core.leader) {
         (Err(not), _, _) => not.reason(),
-        (Ok(()), false, _) => "no etcd lease".to_string(),
+        (Ok(()), false, None) => "no etcd lease and no known leader".to_string(),
         (Ok(()), true, None) => "no known leader".to_string(),
         (Ok(()), true, Some(_)) => return Outcome::Reply(text(StatusCode::OK, "ready\n".into())),
+        (Ok(()), false, Some(_)) => {
+            let body = "ready (etcd unreachable: elections, joins and leaves wait for it)\n";
+            return Outcome::Reply(text(StatusCode::OK, body.into()));
+        }
     };
     let mut p = Problem::unavailable("not-ready", why);
     if let Err(NotServing::Removed(r)) = &s.serving {
