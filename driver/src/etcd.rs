@@ -37,9 +37,14 @@
 //! its lease expires (up to a TTL after its last keep-alive). Each acceptor's node loop reports a
 //! [`Suspicion`] when it has heard nothing from the leader it knows for
 //! `--suspect-leader-after-ms`; [`suspect`] then checks that etcd's election still names that
-//! node, records `P/suspects/<leader's lease>/<my id>` *under the leader's own lease* (so every
-//! suspicion vanishes with the lease, and none can outlive it), and revokes the lease once a
-//! majority of the acceptors has recorded one. A majority is required so that a leader cut off
+//! node, records `P/suspects/<leader's lease>/<my id>` (value: the recorder's own lease, hex)
+//! *under the recorder's own lease*, and revokes the leader's lease once a majority of the
+//! acceptors has a record that counts. A record counts only while its owner is the registered
+//! process that wrote it: `P/nodes/<id>` exists under the very lease the record names (issue 25:
+//! records used to live under the leader's lease, so a follower killed while it suspected, or
+//! whose delete failed, left a record that, with one other follower's brief gap, later revoked a
+//! healthy leader). A record vanishes with its owner's lease; a withdrawal is retried until the
+//! delete succeeds. A majority is required so that a leader cut off
 //! from a minority only (which still commits) is left alone; a leader that a majority cannot
 //! hear cannot commit either, so revoking it costs nothing that was working. A follower that
 //! hears the leader again withdraws its record. Revoking is never a safety question (ballots
@@ -328,9 +333,12 @@ pub async fn suspect(client: Client, prefix: String, me: NodeId, mut suspicion: 
         let current = suspicion.borrow_and_update().clone();
         match current {
             None => {
-                if let Some((_, key)) = recorded.take() {
-                    let _ = client.kv_client().delete(key, None).await;
-                    debug!("leader heard again: suspicion withdrawn");
+                if let Some((_, key)) = recorded.clone() {
+                    // Withdrawn only once the delete succeeded (retried every `recheck`).
+                    if client.kv_client().delete(key, None).await.is_ok() {
+                        recorded = None;
+                        debug!("leader heard again: suspicion withdrawn");
+                    }
                 }
             }
             Some(s) => {
@@ -363,17 +371,24 @@ async fn suspect_once(
         // The election has moved on (its observer will tell the node loop): nothing to revoke.
         return Ok(());
     }
+    let own = metrics.etcd_lease.get() as i64;
+    if own == 0 {
+        // No lease of our own (etcd unreachable, registering again): nothing to hold a record.
+        return Ok(());
+    }
     let dir = format!("{prefix}/suspects/{lease:x}/");
     if recorded.as_ref().is_none_or(|(l, _)| *l != lease) {
+        if let Some((_, old)) = recorded.as_ref() {
+            // A record about an earlier lease of the leader: gone before we write the new one.
+            client.kv_client().delete(old.clone(), None).await?;
+            *recorded = None;
+        }
         let key = format!("{dir}{}", me.0);
-        // Under the leader's lease: if the lease is already gone this fails, which is fine.
-        client.kv_client().put(key.clone(), Vec::new(), Some(PutOptions::new().with_lease(lease))).await?;
+        client.kv_client().put(key.clone(), format!("{own:x}"), Some(PutOptions::new().with_lease(own))).await?;
         info!(leader = %s.leader, lease, "no word from the leader: suspicion recorded");
         *recorded = Some((lease, key));
     }
-    let all = client.kv_client().get(dir.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
-    let records = all.kvs().iter().filter_map(|kv| kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok()).map(NodeId);
-    let suspects = s.suspects(records);
+    let suspects = s.suspects(live_suspicions(client, prefix, lease).await?);
     if s.majority(&suspects) {
         client.lease_client().revoke(lease).await?;
         metrics.leader_leases_revoked.inc();
@@ -381,6 +396,29 @@ async fn suspect_once(
         *recorded = None;
     }
     Ok(())
+}
+
+/// The nodes whose suspicion of the leader holding `leader_lease` counts: each has a record under
+/// `P/suspects/<leader_lease>/` whose value names a lease that its registration `P/nodes/<id>` is
+/// held under now (the recording process is alive and is the one registered). A record of a
+/// process that died, was replaced by a new incarnation, or wrote it under an earlier lease does
+/// not count.
+pub async fn live_suspicions(client: &Client, prefix: &str, leader_lease: i64) -> anyhow::Result<Vec<NodeId>> {
+    let dir = format!("{prefix}/suspects/{leader_lease:x}/");
+    let records = client.kv_client().get(dir.clone(), Some(GetOptions::new().with_prefix())).await?;
+    let nodes_dir = format!("{prefix}/nodes/");
+    let nodes = client.kv_client().get(nodes_dir.clone(), Some(GetOptions::new().with_prefix().with_keys_only())).await?;
+    let registered: BTreeMap<u64, i64> =
+        nodes.kvs().iter().filter_map(|kv| Some((kv.key_str().ok()?.strip_prefix(&nodes_dir)?.parse::<u64>().ok()?, kv.lease()))).collect();
+    Ok(records
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let id = kv.key_str().ok()?.strip_prefix(&dir)?.parse::<u64>().ok()?;
+            let owner = i64::from_str_radix(kv.value_str().ok()?, 16).ok()?;
+            (owner != 0 && kv.lease() == owner && registered.get(&id) == Some(&owner)).then_some(NodeId(id))
+        })
+        .collect())
 }
 
 /// The long-running etcd task of one node.
@@ -444,6 +482,7 @@ impl EtcdTask {
                 }
             };
             self.metrics.etcd_up.set(1);
+            self.metrics.etcd_lease.set(lease as u64);
             if after_outage {
                 info!("etcd answers again: registered a new lease");
                 self.incumbent_head_start(me, &mut shutdown).await;
@@ -516,6 +555,7 @@ impl EtcdTask {
                 }
             };
             keeper.abort();
+            self.metrics.etcd_lease.set(0);
             if outcome == "shutdown" {
                 if let Some(k) = leader_key.take() {
                     let _ = self.client.election_client().resign(Some(ResignOptions::new().with_leader(k))).await;

@@ -143,6 +143,8 @@ pub struct Metrics {
     pub serving: Gauge,
     /// Whether the etcd lease is alive (1) or not (0).
     pub etcd_up: Gauge,
+    /// This node's current etcd lease id (0: none): suspicion records are held under it.
+    pub etcd_lease: Gauge,
     /// Server-sent-event watch streams open on this replica (`GET /v1/watch/...`).
     pub watch_streams: Gauge,
     /// Watch streams opened since start.
@@ -214,6 +216,7 @@ impl Default for Metrics {
             reads_not_served: Counter::default(),
             serving: Gauge::default(),
             etcd_up: Gauge::default(),
+            etcd_lease: Gauge::default(),
             watch_streams: Gauge::default(),
             watch_streams_opened: Counter::default(),
             leader: Gauge::default(),
@@ -269,8 +272,9 @@ impl Metrics {
         for (name, help, c) in counters {
             r.register(name, help, c.0.clone());
         }
-        let gauges: [(&str, &str, &Gauge); 21] = [
+        let gauges: [(&str, &str, &Gauge); 22] = [
             ("synod_etcd_up", "Whether this node's etcd lease is alive.", &self.etcd_up),
+            ("synod_etcd_lease", "This node's etcd lease id (0: none); its registration and suspicion records live under it.", &self.etcd_lease),
             ("synod_config_epoch", "The epoch of the configuration applied last.", &self.config_epoch),
             ("synod_serving", "1 if this replica answers reads from its own state.", &self.serving),
             ("synod_leader", "The leader's node id (0: none known).", &self.leader),
