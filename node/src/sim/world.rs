@@ -47,6 +47,10 @@ pub struct SimConfig {
     /// multiple of the TTL while the log clock keeps pace with simulated time (see
     /// [`SessionShape`]). `None`: the default table (24 h, 100,000 sessions), never full here.
     pub sessions: Option<SessionShape>,
+    /// Whole-etcd outages among the faults (every node cut from etcd at once for 1-6 s; issue 25:
+    /// the leader goes on leading on its quorum, nobody is told to step down, and on etcd's return
+    /// the election is held again). On in one run in seven.
+    pub etcd_outages: bool,
 }
 
 /// The session table of a [`SimConfig::sessions`] run and what it is held to.
@@ -113,6 +117,7 @@ impl SimConfig {
             durable: seed % 6 != 5,
             ack_before_durable: false,
             sessions: (seed % 5 == 4).then(|| SessionShape::for_seed(seed)),
+            etcd_outages: seed % 7 == 3,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct SimStats {
     pub one_way_cuts: u64,
     pub holds: u64,
     pub etcd_cuts: u64,
+    /// Whole-etcd outages injected.
+    pub etcd_outages: u64,
     pub wrong_hints: u64,
     pub leader_changes: u64,
     pub revocations: u64,
@@ -899,9 +906,13 @@ impl World {
             }
             Ev::EtcdHeal(id) => {
                 self.etcd.cut.remove(&id);
-                // It hears the election's current view when it reconnects.
-                let leader = self.elected;
-                self.hint(id, leader, 0);
+                // It hears the election's current leader when it reconnects (the observer's hint).
+                // No leader named (everyone's lease expired in an outage) is no hint: the driver
+                // tells a node to step down only when etcd says its own lease is gone, never
+                // because etcd was unreachable (`driver/src/etcd.rs`).
+                if let Some(leader) = self.elected {
+                    self.hint(id, Some(leader), 0);
+                }
                 Ok(())
             }
             Ev::HandTo(n) => {
@@ -1564,6 +1575,15 @@ impl World {
             Some(l) if self.rng.gen_bool(0.5) => l,
             _ => victim,
         };
+        if self.cfg.etcd_outages && self.rng.gen_bool(0.1) {
+            // etcd itself down: every node cut from it at once.
+            let until = self.now + self.rng.gen_range(1_000..6_000);
+            self.stats.etcd_outages += 1;
+            for id in ids {
+                self.cut_etcd(id, until);
+            }
+            return Ok(());
+        }
         match self.rng.gen_range(0..104) {
             0..=7 if self.cfg.durable && self.rng.gen_bool(0.6) && !self.nodes[&victim].dead => {
                 // A crash that keeps the disk: it comes back as the same incarnation, from its
