@@ -10,8 +10,10 @@
 //!   they vanish with it). Once a majority of the acceptors the suspecters list suspects the
 //!   current leader, its lease is revoked.
 //!
-//! etcd itself never fails here: the driver's behaviour when etcd is down is not modelled (see
-//! docs/node.md). Nodes cut from etcd lose their lease and hear no hints until they reconnect.
+//! Nodes cut from etcd (one, or all of them in a whole-etcd outage: `SimConfig::etcd_outages`)
+//! lose their lease and hear no hints until they reconnect; nobody is told to step down because
+//! etcd was unreachable (`driver/src/etcd.rs`). Failed deletes of suspicion records are not
+//! modelled.
 
 use paxos::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
