@@ -96,7 +96,11 @@ impl Replica {
     /// A command meant for another ballot of ours (we stepped down or campaign again since) is
     /// refused: it may be proposed under `to` only (the fence rests on it).
     pub(crate) fn on_forward(&mut self, now: Time, from: Member, to: Ballot, cmds: Vec<Command>) {
-        if to.owner() != self.me {
+        // Meant for a process before a durable restart of ours (same incarnation; review of issue
+        // 25, finding 2: our duplicate filter died with it): it may have proposed the command, so
+        // neither take nor refuse it, as for a predecessor incarnation.
+        let earlier_process = self.first_ballot.is_none_or(|first| to < first);
+        if to.owner() != self.me || earlier_process {
             // Sent to our predecessor, which may have proposed it: neither take nor refuse it.
             self.counters.dropped_messages += 1;
             return;
@@ -201,6 +205,10 @@ impl Replica {
 
     /// A leader of `ballot` (us, or one whose heartbeat we took) announced its fence.
     pub(crate) fn note_fence(&mut self, ballot: Ballot, fence: Slot) {
+        if fence == Slot(0) {
+            // No fence announced (yet) under this ballot.
+            return;
+        }
         match &mut self.fence {
             Some((b, f)) if *b == ballot => *f = (*f).max(fence),
             Some((b, _)) if *b > ballot => return,

@@ -165,6 +165,7 @@ impl Replica {
             return;
         }
         let ballot = self.next_ballot();
+        self.first_ballot.get_or_insert(ballot);
         self.max_seen = self.max_seen.max(ballot);
         self.counters.elections_started += 1;
         // Reads waiting on another leader's read index: we campaign now, and may never hear.
@@ -245,6 +246,16 @@ impl Replica {
         if let Some(s) = stop {
             last = s;
         }
+        // No fence while an adopted stop sign is pending (review of issue 25, finding 1): this
+        // phase 1 ran in a configuration that the stop sign ends, and a later one (two changes on,
+        // with no acceptor in common) may still choose slots under lower ballots that this quorum
+        // never promised. The phase 1 that passing the stop sign runs in the new configuration
+        // announces it. A fence only grows under one ballot (followers keep the highest heard).
+        let fence = match self.fence {
+            _ if stop.is_some() => Slot(0),
+            Some((b, f)) if b == c.ballot => fence.max(f),
+            _ => fence,
+        };
         let commit = self.log.commit;
         #[cfg(feature = "sim")]
         if self.opts.bugs.early_checkpoint {
@@ -276,7 +287,9 @@ impl Replica {
         self.role = Role::Leader(leader);
         self.counters.became_leader += 1;
         self.set_known_leader(Some(self.me.node), c.ballot);
-        self.note_fence(c.ballot, fence);
+        if fence > Slot(0) {
+            self.note_fence(c.ballot, fence);
+        }
         // A stop sign at or below the commit point is chosen already: the configuration after it
         // governs every slot we would propose, and our promises came from the one before it. Run
         // phase 1 again in the new configuration now; waiting for the commit point to move past

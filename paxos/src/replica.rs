@@ -92,6 +92,10 @@ pub struct Replica {
     /// The last word that showed a leader still leads here: its heartbeat or accept taken (not
     /// nacked) from it, and when.
     pub(crate) leader_word: Option<(NodeId, Time)>,
+    /// The first ballot this process campaigned under: a ballot of ours below it belongs to a
+    /// process before a durable restart (same incarnation), whose forwards we must neither take
+    /// nor refuse (`forward.rs`).
+    pub(crate) first_ballot: Option<Ballot>,
     /// Forwarded commands this replica received (taken or refused), and when: duplicates are
     /// ignored (`forward.rs`).
     pub(crate) forwards_seen: std::collections::BTreeSet<RequestId>,
@@ -137,6 +141,7 @@ impl Replica {
             fence_settled: Ballot::ZERO,
             forwards_uncertain_until: None,
             leader_word: None,
+            first_ballot: None,
             forwards_seen: Default::default(),
             forward_times: VecDeque::new(),
         }

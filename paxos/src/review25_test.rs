@@ -213,7 +213,6 @@ impl Net {
 /// node 2, which has not promised (3,1) (heartbeats raise no promise): C is chosen by {2,4} and
 /// applied at node 2, whose driver has already proposed C again under a fresh id.
 #[test]
-#[ignore = "review-25 finding 1: fails (a command reported lost by a stale-configuration fence is chosen)"]
 fn a_fence_from_a_stale_configurations_phase_1_settles_a_command_that_is_then_chosen() {
     let c0 = Configuration::bootstrap([m(1), m(2), m(3)]);
     let mut rs: Vec<Replica> = (1..=3).map(|n| Replica::new(Options::new(m(n), Some(c0.clone())), Time(0))).collect();
@@ -304,7 +303,6 @@ fn a_fence_from_a_stale_configurations_phase_1_settles_a_command_that_is_then_ch
 /// which node 2 believes (same member). Node 1's disk still holds its vote for C in X; its next
 /// phase 1 adopts it and C is chosen: applied at node 2 after its driver proposed it again.
 #[test]
-#[ignore = "review-25 finding 2: fails (a duplicate Forward after a durable restart is refused, yet the first copy is chosen)"]
 fn a_duplicate_forward_refused_after_a_durable_restart_is_chosen_anyway() {
     let c0 = Configuration::bootstrap([m(1), m(2), m(3)]);
     let rs: Vec<Replica> = (1..=3).map(|n| Replica::new(Options::new(m(n), Some(c0.clone())), Time(0))).collect();
