@@ -152,6 +152,7 @@ impl Net {
     }
 
     /// The first message of the given kind dropped on the link `from -> to`.
+    #[allow(dead_code)]
     pub(crate) fn first_dropped(&self, from: u64, to: u64, pred: impl Fn(&Message) -> bool) -> Envelope {
         self.dropped
             .iter()
