@@ -42,7 +42,7 @@ fn the_leader_takes_each_forward_once_and_reports_what_it_cannot_take() {
     let mut r = replica(1, 3);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = Ballot::new(1, m(1));
-    recv_from(&mut r, 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv_from(&mut r, 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     let _ = actions(&mut r);
     let forward = Message::Forward { to: Incarnation(1), cmds: vec![cmd(2, 7)] };
     recv_from(&mut r, 2, m(2), forward.clone());

@@ -83,6 +83,8 @@ mod review2_test;
 mod catchup_test;
 #[cfg(test)]
 mod recovery_test;
+#[cfg(test)]
+mod restart_test;
 
 pub use action::{Action, Persist};
 pub use compaction::{crosses_grid, snapshot_phase};
