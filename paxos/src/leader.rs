@@ -6,7 +6,8 @@
 //! every slot from its first unchosen slot on (Paxos Made Simple, 3: "phase 1 for infinitely many
 //! instances"). From a quorum of promises it becomes a [`Leader`]: per slot it adopts the value of
 //! the highest ballot (PMS 2.2), fills holes with no-ops and re-proposes all of them under its own
-//! ballot, at most `recovery_window` slots in phase 2 at once, before any new command. A `Reconfigure` among them is a stop sign: nothing after it is proposed until it is
+//! ballot, at most `recovery_window` slots (and `recovery_window_bytes`) in phase 2 at once,
+//! before any new command. A `Reconfigure` among them is a stop sign: nothing after it is proposed until it is
 //! chosen, then phase 1 runs again, same ballot, in the new configuration, for the slots after it.
 //!
 //! The leader batches queued commands into slots and keeps at most `pipeline_window` slots in
@@ -112,7 +113,8 @@ pub(crate) struct Leader {
     pub(crate) stop: Option<Slot>,
     pub(crate) inflight: BTreeMap<Slot, InFlight>,
     /// Slots adopted at election (values from the promises, or no-ops for holes) not yet
-    /// proposed: they go out in slot order, at most `recovery_window` in phase 2 at once, ahead
+    /// proposed: they go out in slot order, at most `recovery_window` in phase 2 at once (and
+    /// `recovery_window_bytes`), ahead
     /// of any client command (`flush`). After a restart of every replica these can be every
     /// slot above the newest snapshot; proposing them all at once overflowed the peer queues and
     /// the acceptors' disks (docs/REPORT.md, "Restart-to-serving").
@@ -393,6 +395,10 @@ impl Replica {
         loop {
             let Role::Leader(l) = &mut self.role else { return };
             if l.inflight.len() as u64 >= self.opts.recovery_window.max(1) {
+                return;
+            }
+            let bytes: usize = l.inflight.values().map(|f| f.value.payload_bytes()).sum();
+            if !l.inflight.is_empty() && bytes >= self.opts.recovery_window_bytes {
                 return;
             }
             let Some((slot, value)) = l.adopted.pop_first() else { break };

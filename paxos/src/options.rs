@@ -35,6 +35,10 @@ pub struct Options {
     /// in phase 1 (before any new command). After every replica restarted, those are every slot
     /// above the newest snapshot (thousands); all at once, they overflowed the peer queues.
     pub recovery_window: u64,
+    /// Most payload bytes of those re-proposed slots in phase 2 at once (at least one slot): a
+    /// window of 64 slots of 200 KB each (large values batched) kept the acceptors writing and
+    /// answering for longer than the leader's lease.
+    pub recovery_window_bytes: usize,
     /// Most bytes of accepted values (payload bytes, at least one value) one `Promise` carries.
     /// An acceptor with more above the `Prepare`'s first slot answers with a page and
     /// `more: true`; the candidate asks for the next page (`Prepare` from the slot after the
@@ -126,6 +130,7 @@ impl Options {
             commit_push_ms: 1,
             pipeline_window: 32,
             recovery_window: 64,
+            recovery_window_bytes: 4 << 20,
             promise_page_bytes: 1 << 20,
             max_queued_commands: 10_000,
             snapshot_every: 10_000,

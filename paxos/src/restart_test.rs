@@ -63,6 +63,7 @@ fn run(whole_phase1: bool) -> Outcome {
         opts.restart_epoch = 2;
         opts.promise_page_bytes = 256 * 1024;
         opts.recovery_window = 64;
+        opts.recovery_window_bytes = 512 * 1024;
         opts.bugs.whole_phase1 = whole_phase1;
         nodes.insert(n, Replica::recover(opts, Time(0), disk));
     }
@@ -150,8 +151,8 @@ fn check(o: &Outcome) -> Result<(), String> {
     if let Some((n, bytes)) = o.promise_bytes.iter().find(|(_, b)| **b > 2 * log) {
         return Err(format!("node {n} sent {bytes} bytes of promises for a log of {log}: a storm"));
     }
-    if o.max_inflight > 64 {
-        return Err(format!("{} slots in phase 2 at once (recovery window 64)", o.max_inflight));
+    if o.max_inflight > 32 {
+        return Err(format!("{} slots in phase 2 at once (recovery window 512 KiB: 32 values)", o.max_inflight));
     }
     Ok(())
 }
