@@ -92,10 +92,8 @@ fn run(whole_phase1: bool) -> Outcome {
                         seq += 1;
                         wire.insert((free + 1, seq), env);
                     }
-                    Action::Apply { slot, value: v } if n == 1 => {
-                        if slot.0 <= SLOTS && v != value(slot.0) {
-                            out.wrong.push(slot.0);
-                        }
+                    Action::Apply { slot, value: v } if n == 1 && slot.0 <= SLOTS && v != value(slot.0) => {
+                        out.wrong.push(slot.0);
                     }
                     // The election names node 1 again at once (as etcd would, sooner or later).
                     Action::SteppedDown if n == 1 => out.step_downs += 1,
