@@ -136,6 +136,13 @@ pub struct NodeArgs {
     /// member, which then catches up from a snapshot.
     #[arg(long, env = "SYNOD_MAX_RETAINED_SLOTS", default_value_t = 100_000)]
     pub max_retained_slots: u64,
+    /// Durable mode: take a snapshot (a snapshot file, after which the write-ahead log below it
+    /// is removed) once the values applied since the last one reach this many bytes, whatever
+    /// `--snapshot-every` and the store's size say. Bounds the log a replica replays at start
+    /// and reports in phase 1 after a restart of the whole cluster (docs/durability.md). 0: no
+    /// bound.
+    #[arg(long, env = "SYNOD_SNAPSHOT_LOG_BYTES", default_value_t = ::node::DEFAULT_SNAPSHOT_LOG_BYTES)]
+    pub snapshot_log_bytes: u64,
     /// How long a write waits for its outcome before 504 (milliseconds).
     #[arg(long, env = "SYNOD_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
     pub write_timeout_ms: u64,
@@ -318,6 +325,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.pipeline_window = args.pipeline_window;
     settings.snapshot_every = args.snapshot_every;
     settings.max_retained_slots = args.max_retained_slots;
+    settings.snapshot_log_bytes = args.snapshot_log_bytes;
     settings.store = store;
     settings.max_read_lag_slots = args.max_read_lag_slots;
     settings.watch_history_changes = args.watch_history;

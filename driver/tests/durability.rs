@@ -92,3 +92,117 @@ async fn a_corrupt_write_ahead_log_refuses_the_identity_and_the_replica_rejoins(
     let r = c.req(3, Method::GET, "/v1/kv/k49?consistency=sequential", &[], "").await.unwrap();
     assert_eq!((r.status, r.text()), (200, "v49".to_string()));
 }
+
+/// A long log above the only snapshot file, then kill -9 of every replica at once (docs/REPORT.md,
+/// "Restart-to-serving"). With snapshots asked only every 100 M slots and no bound on the log's
+/// bytes (`--snapshot-log-bytes=0`), 1,200 writes of 64 KiB leave ~78 MB of accepted values above
+/// slot 0 in every WAL: more than one gRPC message may carry (64 MiB). Each acceptor used to
+/// report all of it in one `Promise` (undeliverable here), the candidate stepped down a lease
+/// after it started, and the cluster never served again. Now promises come in pages, the
+/// candidate waits while they arrive, the new leader re-proposes the old slots a window at a
+/// time, and every acknowledged write is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_log_above_the_only_snapshot_serves_again_after_kill9_of_every_replica() {
+    const WRITES: usize = 1_200;
+    const VALUE: usize = 64 * 1024;
+    // No bound on the log's bytes (`--snapshot-log-bytes=0`), given through the environment the
+    // replicas inherit so that a build from before the flag runs this test too (`SYNOD_BIN`: it
+    // fails there). nextest runs each test in its own process.
+    std::env::set_var("SYNOD_SNAPSHOT_LOG_BYTES", "0");
+    let mut c = Cluster::start_with(0, 2, 100_000_000, &[]).await;
+    c.common.retain(|a| !a.starts_with("--bootstrap="));
+    c.common.push("--bootstrap=1,2,3".to_string());
+    for id in 1..=3 {
+        let dir = c.dir.path().join(format!("data-{id}"));
+        c.launch(id, &[&format!("--data-dir={}", dir.display())]);
+    }
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let value = |i: usize| format!("{i:06}{}", "x".repeat(VALUE - 6));
+    // Writes from 16 clients at once (so slots batch several), every one acknowledged.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = c.url(leader).to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (next, url) = (next.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = driver::client::HttpClient::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= WRITES {
+                    return;
+                }
+                let r = http.request(Method::PUT, &format!("{url}/v1/kv/big{i}"), &[], value(i).into_bytes(), Duration::from_secs(20)).await.unwrap();
+                assert!(r.status == 200 || r.status == 201, "write {i}: {} {}", r.status, r.text());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = c.status(leader).await.unwrap();
+    let slot_before = before["applied_slot"].as_u64().unwrap();
+    // The log really is long and above the only snapshot file (slot 0), on every replica.
+    for id in 1..=3 {
+        let data = c.dir.path().join(format!("data-{id}"));
+        let snaps: Vec<String> = std::fs::read_dir(data.join("snap")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(snaps, vec![format!("{:020}.snap", 0)], "node {id}: a snapshot file other than the founding one");
+        let records = c.metric(id, "synod_wal_records_total").await.unwrap_or(0);
+        let segments = std::fs::read_dir(data.join("wal")).unwrap().count();
+        eprintln!("node {id}: {segments} WAL segments of 64 MiB, {records} records, applied slot {slot_before} (leader)");
+        assert!(segments >= 2, "node {id}: the log is under 64 MiB ({segments} segment)");
+    }
+
+    // The power cut: SIGKILL to every replica, each really dead, then the same command lines.
+    for id in 1..=3 {
+        let n = c.nodes.get_mut(&id).unwrap();
+        n.child.kill().unwrap();
+        let st = n.child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(9), "node {id}: {st:?}");
+    }
+    let t0 = std::time::Instant::now();
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    // Until a write is acknowledged again (through any replica); meanwhile no replica may say
+    // `serving` before it applied the old log.
+    let mut early = Vec::new();
+    let written = loop {
+        if t0.elapsed() > Duration::from_secs(45) {
+            let logs: Vec<String> = (1..=3).map(|id| format!("-- node {id}:\n{}", c.log(id))).collect();
+            panic!("no write acknowledged 45 s after the restart; early serving: {early:?}\n{}", logs.join("\n"));
+        }
+        let mut ok = false;
+        for id in 1..=3 {
+            if let Some(st) = c.status(id).await {
+                let applied = st["store_applied_slot"].as_u64().unwrap_or(0);
+                if st["serving"].as_bool() == Some(true) && applied < slot_before {
+                    early.push((id, applied));
+                }
+            }
+            if let Ok(r) = c.req(id, Method::PUT, "/v1/kv/after", &[], "back").await {
+                ok |= r.status == 200 || r.status == 201;
+            }
+            if ok {
+                break;
+            }
+        }
+        if ok {
+            break t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("a write acknowledged {:.1} s after the restart", written.as_secs_f64());
+    assert!(early.is_empty(), "replicas said serving before applying the old log: {early:?}");
+    for id in 1..=3 {
+        assert_eq!(c.metric(id, "synod_durable_restarts_total").await, Some(1), "node {id} did not restart durably");
+    }
+    // Every acknowledged write, read back linearizably.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..WRITES {
+        let r = c.req(leader, Method::GET, &format!("/v1/kv/big{i}?consistency=linearizable"), &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "big{i}: {}", r.text());
+        assert!(r.text().contains(&value(i)[..16]), "big{i}: {} bytes", r.body.len());
+    }
+    eprintln!("all {WRITES} writes read back {:.1} s after the restart", t0.elapsed().as_secs_f64());
+}

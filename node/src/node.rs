@@ -76,6 +76,10 @@ pub struct Node {
     pub(crate) snapshot_encoding: bool,
     /// The applied slot of the last snapshot started or installed here (the cadence counts from it).
     pub(crate) last_snapshot_slot: Slot,
+    /// Payload bytes of the values applied since `last_snapshot_slot` (durable mode's bound,
+    /// `NodeSettings::snapshot_log_bytes`). After a durable restart it counts from the snapshot
+    /// file, so a long log found on disk is snapshotted once it has been applied again.
+    pub(crate) log_bytes_since_snapshot: u64,
     /// The configuration governing the slots after `applied_slot`, kept in step with the actions
     /// as they run (the core's own view may already be ahead of the store).
     pub(crate) config: Configuration,
@@ -85,6 +89,9 @@ pub struct Node {
     pub(crate) catch_up_target: Option<Slot>,
     /// The catch-up target was reached (once per incarnation).
     pub(crate) caught_up: bool,
+    /// A durable restart: the highest slot this replica had voted in when it stopped (its
+    /// snapshot's slot if none above). The catch-up target is never below it (`serving.rs`).
+    pub(crate) recovered_floor: Slot,
     /// This incarnation has been a member of a configuration it applied.
     pub(crate) was_member: bool,
     /// Set once this replica learns it was removed.
@@ -134,6 +141,9 @@ impl Node {
             options.bugs = settings.core_bugs;
         }
         options.restart_epoch = settings.start_number;
+        let recovered_floor = recovered.as_ref().map_or(Slot(0), |(_, d)| {
+            d.accepted.iter().map(|e| e.slot).max().unwrap_or(d.snapshot.last_slot).max(d.snapshot.last_slot)
+        });
         let (replica, store, applied_slot, config) = match recovered {
             None => {
                 let config = settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([]));
@@ -168,10 +178,12 @@ impl Node {
             latest_encoded: None,
             snapshot_encoding: false,
             last_snapshot_slot: applied_slot,
+            log_bytes_since_snapshot: 0,
             config,
             leader_contact: None,
             catch_up_target: None,
             caught_up: false,
+            recovered_floor,
             was_member: false,
             removed: None,
             heard: None,
@@ -533,8 +545,10 @@ impl Node {
                 }
                 Action::Send(env) => self.outputs.push_back(Output::Send(env)),
                 Action::Apply { slot, value } => {
+                    self.log_bytes_since_snapshot += value.payload_bytes() as u64;
                     self.apply(slot, value);
                     applied_any = true;
+                    self.snapshot_by_bytes();
                 }
                 Action::ProposalLost { id } => self.lost(id),
                 Action::ReadsReady { reads, index } => {
@@ -728,7 +742,7 @@ impl Node {
 #[cfg(feature = "sim")]
 impl Node {
     /// Whether a deliberate bug is switched on (always false without the `sim` feature).
-    fn bug(&self, f: impl Fn(&Bugs) -> bool) -> bool {
+    pub(crate) fn bug(&self, f: impl Fn(&Bugs) -> bool) -> bool {
         f(&self.settings.bugs)
     }
 

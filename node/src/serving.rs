@@ -110,7 +110,20 @@ impl Node {
             }
             if !self.caught_up {
                 if self.catch_up_target.is_none() && self.is_member() && self.leader_contact.is_some() {
-                    let target = self.replica.known_commit();
+                    // A leader's own commit point can trail what was chosen before it: right
+                    // after every replica restarted it is the snapshot's slot, with the adopted
+                    // slots still to be chosen again. Its election barrier covers them (it used
+                    // to report `serving` at once, with the store of its snapshot file). A
+                    // durably restarted replica also waits for the slots it had voted in: a
+                    // new leader's first commit points can trail those the same way.
+                    let mut target = self.replica.known_commit().max(self.recovered_floor);
+                    if let Some(b) = self.replica.election_barrier() {
+                        target = target.max(b);
+                    }
+                    #[cfg(feature = "sim")]
+                    if self.bug(|b| b.serve_from_snapshot) {
+                        target = self.replica.known_commit();
+                    }
                     info!(target = %target, applied = %self.applied_slot, "catch-up target fixed: no reads from this replica before it applies it");
                     self.catch_up_target = Some(target);
                 }

@@ -41,12 +41,33 @@ impl Node {
             debug!(%slot, since, cadence, phase, keys = self.store.len(), "snapshot deferred: log short relative to the store");
             return;
         }
+        self.encode_snapshot();
+    }
+
+    /// Durable mode: a snapshot as soon as the log applied since the last one holds
+    /// `snapshot_log_bytes` of payload (less this node's phase, up to half of it), whatever the
+    /// cadence by slots (`NodeSettings`). Called
+    /// after each applied slot, so the snapshot is at the slot just applied, as the core expects.
+    pub(crate) fn snapshot_by_bytes(&mut self) {
+        let bound = self.settings.snapshot_log_bytes;
+        // Staggered like the cadence by slots: each node at its own point of (bound/2, bound],
+        // so that the replicas do not all encode the store at the same slot.
+        let bound = bound - paxos::snapshot_phase(self.settings.me.node, bound / 2);
+        if !self.settings.durable || bound == 0 || self.log_bytes_since_snapshot < bound || self.snapshot_encoding {
+            return;
+        }
+        info!(slot = %self.applied_slot, bytes = self.log_bytes_since_snapshot, bound, "snapshot: the log since the last one reached its bound in bytes");
+        self.encode_snapshot();
+    }
+
+    fn encode_snapshot(&mut self) {
         // The node's configuration, not the core's: the core may already have applied (and
         // queued) slots past this one, and a snapshot must carry the configuration governing the
         // slot right after its last one.
         let meta = SnapshotMeta { last_slot: self.applied_slot, config: self.config.clone() };
         self.snapshot_encoding = true;
         self.last_snapshot_slot = self.applied_slot;
+        self.log_bytes_since_snapshot = 0;
         self.outputs.push_back(Output::EncodeSnapshot { meta, store: Box::new(self.store.clone()) });
     }
 
@@ -87,6 +108,7 @@ impl Node {
         self.store = store;
         self.applied_slot = meta.last_slot;
         self.last_snapshot_slot = meta.last_slot;
+        self.log_bytes_since_snapshot = 0;
         self.config = meta.config.clone();
         self.counters.snapshots_installed += 1;
         self.outputs.push_back(Output::ConfigChanged(meta.config.clone()));

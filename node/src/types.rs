@@ -36,6 +36,12 @@ pub struct NodeSettings {
     pub snapshot_every: u64,
     /// Slots retained above the checkpoint before a slow member is left to a snapshot.
     pub max_retained_slots: u64,
+    /// Durable mode: take a snapshot (and so write a snapshot file, which lets the WAL below it
+    /// go) once the values applied since the last one hold this many payload bytes, whatever
+    /// the cadence by slots says. This bounds the log above the newest snapshot file, which is
+    /// what every acceptor must report in phase 1 after a restart of the whole cluster, and
+    /// what each replays at start. 0: no bound (the cadence by slots only).
+    pub snapshot_log_bytes: u64,
     /// The state machine's settings (equal on every replica).
     pub store: StoreConfig,
     /// A replica more than this many slots behind the highest commit point it has heard of
@@ -95,6 +101,10 @@ pub struct Bugs {
     /// Any message from the known leader's node refreshes the last contact with it, a heartbeat
     /// this replica nacked (its sender was deposed) included (the rule before issue 25).
     pub contact_on_any_message: bool,
+    /// A restarted or newly elected replica fixes its catch-up target at the commit point it
+    /// knows, ignoring its election barrier and the slots it had voted in before a durable
+    /// restart: after a restart of every replica it says `serving` with its snapshot's store.
+    pub serve_from_snapshot: bool,
 }
 
 impl NodeSettings {
@@ -111,6 +121,7 @@ impl NodeSettings {
             pipeline_window: DEFAULT_PIPELINE_WINDOW,
             snapshot_every: 10_000,
             max_retained_slots: 100_000,
+            snapshot_log_bytes: DEFAULT_SNAPSHOT_LOG_BYTES,
             store: StoreConfig::default(),
             max_read_lag_slots: 1000,
             max_read_staleness_ms: 0,
@@ -138,6 +149,13 @@ pub type Token = u64;
 pub const REQUEST_COUNTER_BITS: u32 = 44;
 /// Start numbers must stay below this (2^20) for request ids to fit in 64 bits.
 pub const MAX_START_NUMBER: u64 = 1 << (64 - REQUEST_COUNTER_BITS);
+
+/// The default of [`NodeSettings::snapshot_log_bytes`]: 16 MiB. Small next to the 64 MiB gRPC
+/// message limit and quick to report in phase 1 (in 1 MiB promise pages) and to replay at start;
+/// at ~150 bytes a write it is ~110 k writes between snapshots, so a store of 1 M keys (~130 MB
+/// encoded) is encoded about once per 16 MiB of writes, a store of 100 k keys rarely more often
+/// than the cadence by slots already did.
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 16 << 20;
 
 /// A snapshot is taken once the log since the previous one has at least `keys / this` slots.
 pub const SNAPSHOT_LOG_TO_STORE: u64 = 2;

@@ -33,6 +33,8 @@ struct Net {
     transfers: VecDeque<(u64, u64, SnapshotMeta, Store)>,
     /// Snapshots installed, by receiving node.
     installed: Vec<u64>,
+    /// Each time a node said it serves: (node, its applied slot then).
+    served_at: Vec<(u64, Slot)>,
 }
 
 impl Net {
@@ -43,6 +45,7 @@ impl Net {
                 Output::Send(env) => self.wire.push_back(env),
                 Output::Persist(p) => self.log.entry(id).or_default().push(p),
                 Output::WriteDone { token, result: Ok(done) } if done.output.is_ok() => self.acked.push(token),
+                Output::ServingChanged(true) => self.served_at.push((id, node.applied_slot())),
                 Output::EncodeSnapshot { meta, store } => {
                     self.encoded.insert((id, meta.last_slot), (meta.clone(), *store));
                     node.handle(Time(self.now), Input::SnapshotEncoded { meta });
@@ -125,6 +128,7 @@ fn power_cut_with_one_snapshot_ahead(core_bugs: paxos::Bugs) -> Result<Net, Stri
         encoded: BTreeMap::new(),
         transfers: VecDeque::new(),
         installed: Vec::new(),
+        served_at: Vec::new(),
     };
     for id in 1..=3 {
         let mut s = settings(id, 1, &config);
@@ -201,4 +205,78 @@ fn the_wedge_on_compacted_is_caught() {
     let bugs = paxos::Bugs { wedge_on_compacted: true, ..paxos::Bugs::default() };
     let err = power_cut_with_one_snapshot_ahead(bugs).err().expect("the wedge was not caught");
     assert!(err.contains("node 1 leads: false"), "{err}");
+}
+
+/// After a power cut of every replica, a restarted replica says `serving` only once it has
+/// applied every slot it had voted in before (a leader: its election barrier). It used to fix its
+/// catch-up target at the first commit point it heard, which right after the restart is the
+/// snapshot's slot: every replica said `serving` with the store of its snapshot file (slot 0,
+/// empty) while the log above it was still to be chosen again (docs/REPORT.md,
+/// "Restart-to-serving"). Returns the (node, applied slot) of each `serving` said too early.
+fn serving_after_a_power_cut(bugs: node::Bugs) -> Vec<(u64, Slot)> {
+    let config = Configuration::bootstrap((1..=3).map(member));
+    let mut net = Net {
+        nodes: BTreeMap::new(),
+        now: 0,
+        wire: VecDeque::new(),
+        log: BTreeMap::new(),
+        acked: Vec::new(),
+        encoded: BTreeMap::new(),
+        transfers: VecDeque::new(),
+        installed: Vec::new(),
+        served_at: Vec::new(),
+    };
+    for id in 1..=3 {
+        net.nodes.insert(id, Node::new(settings(id, 1, &config), Time(0)));
+        net.collect(id);
+    }
+    net.hint(1);
+    net.run(200);
+    for token in 1..=20 {
+        net.write(1, token);
+        net.run(5);
+    }
+    net.run(200);
+    assert_eq!(net.acked.len(), 20, "the writes before the power cut");
+    let before = net.nodes[&1].applied_slot();
+    assert!(before.0 >= 20, "applied {before}");
+    // Every node restarts from the founding snapshot (slot 0) and its log.
+    let logs = std::mem::take(&mut net.log);
+    net.wire.clear();
+    net.nodes.clear();
+    net.served_at.clear();
+    for id in 1..=3 {
+        let mut d = Recovered::from_snapshot(SnapshotMeta { last_slot: Slot(0), config: config.clone() });
+        for p in logs[&id].clone() {
+            d.replay(p);
+        }
+        let mut s = settings(id, 2, &config);
+        s.bugs = bugs;
+        net.nodes.insert(id, Node::recover(s, Time(net.now), Store::new(StoreConfig::default()), d));
+        net.collect(id);
+    }
+    // The election names node 2 first (its old lease: it is not campaigning), then node 1.
+    net.hint(2);
+    net.run(50);
+    net.hint(1);
+    net.run(1_000);
+    assert!(net.nodes[&1].replica().is_leader());
+    for id in 1..=3 {
+        assert!(net.nodes[&id].serving().is_ok(), "node {id} does not serve: {:?}", net.nodes[&id].serving());
+        assert!(net.nodes[&id].applied_slot() >= before, "node {id}");
+    }
+    net.served_at.into_iter().filter(|(_, applied)| *applied < before).collect()
+}
+
+#[test]
+fn a_replica_restarted_with_every_other_says_serving_only_once_it_applied_its_old_log() {
+    let early = serving_after_a_power_cut(node::Bugs::default());
+    assert!(early.is_empty(), "serving before applying the log it had voted in: {early:?}");
+}
+
+/// `Bugs::serve_from_snapshot` (the old catch-up target) is caught by the same schedule.
+#[test]
+fn serving_from_the_snapshot_after_a_power_cut_is_caught() {
+    let early = serving_after_a_power_cut(node::Bugs { serve_from_snapshot: true, ..node::Bugs::default() });
+    assert!(!early.is_empty(), "the old rule was not caught");
 }

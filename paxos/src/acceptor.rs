@@ -49,12 +49,21 @@ impl Acceptor {
         Vote::Grant { raised }
     }
 
-    /// Every value accepted at or after `first`.
-    pub(crate) fn accepted_from(&self, first: Slot) -> Vec<AcceptedEntry> {
-        self.accepted
-            .range(first..)
-            .map(|(s, (b, v))| AcceptedEntry { slot: *s, ballot: *b, value: v.clone() })
-            .collect()
+    /// The values accepted at or after `first`, in slot order, up to `page_bytes` (payload and 32
+    /// bytes a value; at least one value); `true` if more follow above the last one returned.
+    pub(crate) fn accepted_from(&self, first: Slot, page_bytes: usize) -> (Vec<AcceptedEntry>, bool) {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for (s, (b, v)) in self.accepted.range(first..) {
+            // Slot and ballot count too, so a page of no-ops is bounded as well.
+            let size = v.payload_bytes() + 32;
+            if !page.is_empty() && bytes + size > page_bytes {
+                return (page, true);
+            }
+            bytes += size;
+            page.push(AcceptedEntry { slot: *s, ballot: *b, value: v.clone() });
+        }
+        (page, false)
     }
 
     /// Record an accepted value (the caller checked the ballot with [`Acceptor::promise`]).

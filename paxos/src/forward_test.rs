@@ -42,7 +42,7 @@ fn the_leader_takes_each_forward_once_and_reports_what_it_cannot_take() {
     let mut r = replica(1, 3);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = Ballot::new(1, m(1));
-    recv_from(&mut r, 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv_from(&mut r, 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     let _ = actions(&mut r);
     let forward = Message::Forward { to: ballot, cmds: vec![cmd(2, 7)] };
     recv_from(&mut r, 2, m(2), forward.clone());
@@ -136,7 +136,7 @@ fn a_leader_refuses_a_forward_meant_for_another_of_its_ballots() {
     let mut r = replica(1, 3);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let first = Ballot::new(1, m(1));
-    recv_from(&mut r, 1, m(2), Message::Promise { ballot: first, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv_from(&mut r, 1, m(2), Message::Promise { ballot: first, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     assert!(r.is_leader());
     let _ = actions(&mut r);
     recv_from(&mut r, 2, m(3), Message::Nack { promised: Ballot::new(3, m(3)) });
@@ -153,7 +153,7 @@ fn a_new_leader_fills_up_to_its_fence_when_idle() {
     let mut r = replica(1, 3);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = Ballot::new(1, m(1));
-    recv_from(&mut r, 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv_from(&mut r, 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     let accepts = |acts: &[Action]| sends(acts).into_iter().filter(|(to, m)| *to == NodeId(2) && matches!(m, Message::Accept { .. })).count();
     assert_eq!(accepts(&actions(&mut r)), 1, "the election's own no-op only");
     r.handle_timeout(Time(1 + r.opts.heartbeat_ms));

@@ -6,7 +6,8 @@
 //! every slot from its first unchosen slot on (Paxos Made Simple, 3: "phase 1 for infinitely many
 //! instances"). From a quorum of promises it becomes a [`Leader`]: per slot it adopts the value of
 //! the highest ballot (PMS 2.2), fills holes with no-ops and re-proposes all of them under its own
-//! ballot. A `Reconfigure` among them is a stop sign: nothing after it is proposed until it is
+//! ballot, at most `recovery_window` slots (and `recovery_window_bytes`) in phase 2 at once,
+//! before any new command. A `Reconfigure` among them is a stop sign: nothing after it is proposed until it is
 //! chosen, then phase 1 runs again, same ballot, in the new configuration, for the slots after it.
 //!
 //! The leader batches queued commands into slots and keeps at most `pipeline_window` slots in
@@ -59,7 +60,19 @@ pub(crate) struct Candidate {
     pub(crate) first_slot: Slot,
     /// The configuration governing `first_slot`: whose promises count.
     pub(crate) config: Configuration,
+    /// Complete promises: every value the acceptor reported, all pages.
     pub(crate) promises: BTreeMap<Member, Vec<AcceptedEntry>>,
+    /// Acceptors part way through a paged promise: the first slot of the page asked for next,
+    /// and the values of the pages so far.
+    pub(crate) pages: BTreeMap<Member, (Slot, Vec<AcceptedEntry>)>,
+    /// When a `Prepare` was last sent to each acceptor (resent only after `retry_ms`).
+    pub(crate) asked: BTreeMap<Member, Time>,
+    /// When a promise page last arrived (or the candidacy started): the candidate steps down
+    /// only after `leader_lease_ms` without one, so a long phase 1 that keeps arriving is not
+    /// abandoned half way.
+    pub(crate) progress: Time,
+    /// When the candidacy started (the old lease rule, `Bugs::whole_phase1`, counts from here).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) started: Time,
     pub(crate) queue: Queue,
     /// Whether an `Accept` was ever sent under `ballot` (then it may never be re-used).
@@ -99,6 +112,13 @@ pub(crate) struct Leader {
     /// A `Reconfigure` proposed or adopted here: nothing after it until it is chosen.
     pub(crate) stop: Option<Slot>,
     pub(crate) inflight: BTreeMap<Slot, InFlight>,
+    /// Slots adopted at election (values from the promises, or no-ops for holes) not yet
+    /// proposed: they go out in slot order, at most `recovery_window` in phase 2 at once (and
+    /// `recovery_window_bytes`), ahead
+    /// of any client command (`flush`). After a restart of every replica these can be every
+    /// slot above the newest snapshot; proposing them all at once overflowed the peer queues and
+    /// the acceptors' disks (docs/REPORT.md, "Restart-to-serving").
+    pub(crate) adopted: BTreeMap<Slot, Value>,
     pub(crate) queue: Queue,
     /// The last slot proposed at election: reads wait until it is committed (rule 4).
     pub(crate) barrier: Slot,
@@ -176,6 +196,9 @@ impl Replica {
             first_slot,
             config,
             promises: BTreeMap::new(),
+            pages: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            progress: now,
             started: now,
             queue: Queue::default(),
             sent_accept: false,
@@ -186,28 +209,70 @@ impl Replica {
         self.timers.set(Timer::Lease, now.plus(self.opts.leader_lease_ms));
     }
 
+    /// (Re)send `Prepare` to every acceptor whose promise is not complete and that was not asked
+    /// within `retry_ms`, from the first slot of the page it owes.
     fn send_prepares(&mut self, now: Time) {
-        let Role::Candidate(c) = &self.role else { return };
-        let (ballot, first_slot) = (c.ballot, c.first_slot);
-        let targets: Vec<NodeId> =
-            c.config.acceptors.iter().filter(|m| !c.promises.contains_key(m)).map(|m| m.node).collect();
-        for to in targets {
+        let retry = self.opts.retry_ms;
+        #[cfg(feature = "sim")]
+        let whole = self.opts.bugs.whole_phase1;
+        #[cfg(not(feature = "sim"))]
+        let whole = false;
+        let Role::Candidate(c) = &mut self.role else { return };
+        let ballot = c.ballot;
+        let mut targets = Vec::new();
+        for m in c.config.acceptors.iter().filter(|m| !c.promises.contains_key(m)) {
+            if !whole && c.asked.get(m).is_some_and(|t| now < t.plus(retry)) {
+                continue;
+            }
+            c.asked.insert(*m, now);
+            targets.push((m.node, c.pages.get(m).map_or(c.first_slot, |(s, _)| *s)));
+        }
+        for (to, first_slot) in targets {
             self.send(to, Message::Prepare { ballot, first_slot });
         }
-        self.timers.set(Timer::Retry, now.plus(self.opts.retry_ms));
+        self.timers.set(Timer::Retry, now.plus(retry));
     }
 
-    /// Phase 1b arrived.
-    pub(crate) fn on_promise(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot, accepted: Vec<AcceptedEntry>) {
+    /// Phase 1b arrived (one page of it, with `more` when others follow).
+    pub(crate) fn on_promise(
+        &mut self,
+        now: Time,
+        from: Member,
+        ballot: Ballot,
+        first_slot: Slot,
+        accepted: Vec<AcceptedEntry>,
+        more: bool,
+    ) {
         let Role::Candidate(c) = &mut self.role else {
             self.counters.dropped_messages += 1;
             return;
         };
-        if c.ballot != ballot || c.first_slot != first_slot || !c.config.is_acceptor(&from) {
+        let expected = c.pages.get(&from).map_or(c.first_slot, |(s, _)| *s);
+        if c.ballot != ballot || first_slot != expected || !c.config.is_acceptor(&from) {
             self.counters.dropped_messages += 1;
             return;
         }
-        c.promises.insert(from, accepted);
+        if c.promises.contains_key(&from) {
+            // A duplicate: the values cannot have changed under our promise (only a higher
+            // ballot could change them, and that acceptor now refuses us).
+            return;
+        }
+        c.progress = now;
+        let mut entries = c.pages.remove(&from).map(|(_, e)| e).unwrap_or_default();
+        let next = accepted.last().map(|e| e.slot.next());
+        entries.extend(accepted);
+        if more {
+            // Ask for the next page at once. Each page lists every value the acceptor holds in
+            // its range (pages are cut in slot order), and the promise covers every slot, so the
+            // pages together are one promise (safe: nothing below our ballot can be accepted in
+            // between, and a higher ballot makes the acceptor refuse the next page).
+            let next = next.expect("a page with more has values (checked at dispatch)");
+            c.pages.insert(from, (next, entries));
+            c.asked.insert(from, now);
+            self.send(from.node, Message::Prepare { ballot, first_slot: next });
+            return;
+        }
+        c.promises.insert(from, entries);
         if c.config.is_quorum(c.promises.keys()) {
             self.become_leader(now);
         }
@@ -268,6 +333,7 @@ impl Replica {
             next_slot: last.next(),
             stop,
             inflight: BTreeMap::new(),
+            adopted: BTreeMap::new(),
             queue: c.queue,
             barrier: last,
             last_heard: BTreeMap::new(),
@@ -302,15 +368,26 @@ impl Replica {
             return;
         }
         // Slots at or below the commit point are chosen and applied: no need to propose them.
+        // The others are proposed by `flush`, a window at a time, in slot order.
         let mut slot = c.first_slot.max(commit.next());
+        let mut adopted = BTreeMap::new();
         while slot <= last {
-            let v = values.remove(&slot).unwrap_or(Value::Noop);
-            self.propose_slot(now, slot, v);
+            adopted.insert(slot, values.remove(&slot).unwrap_or(Value::Noop));
             slot = slot.next();
         }
-        self.flush_queue(now);
+        #[cfg(feature = "sim")]
+        if self.opts.bugs.whole_phase1 {
+            // The old rule under test: every adopted slot proposed at once.
+            for (s, v) in std::mem::take(&mut adopted) {
+                self.propose_slot(now, s, v);
+            }
+        }
         if let Role::Leader(l) = &mut self.role {
-            if l.inflight.is_empty() && l.stop.is_none() {
+            l.adopted = adopted;
+        }
+        self.flush(now);
+        if let Role::Leader(l) = &mut self.role {
+            if l.inflight.is_empty() && l.adopted.is_empty() && l.stop.is_none() {
                 // Reads need a slot of our own ballot chosen (rule 4): propose a no-op.
                 let s = l.next_slot;
                 l.next_slot = s.next();
@@ -350,6 +427,7 @@ impl Replica {
         loop {
             let Role::Leader(l) = &mut self.role else { return };
             if !l.filling
+                || !l.adopted.is_empty()
                 || l.stop.is_some()
                 || !l.queue.cmds.is_empty()
                 || l.next_slot > l.fence
@@ -376,9 +454,22 @@ impl Replica {
 
     /// Propose queued commands while the window and the stop sign allow.
     fn flush_queue(&mut self, now: Time) {
+        // Adopted slots first (they lie at or below any stop sign, so it does not hold them).
         loop {
             let Role::Leader(l) = &mut self.role else { return };
-            if l.stop.is_some() || l.queue.cmds.is_empty() || l.inflight.len() as u64 >= self.opts.pipeline_window {
+            if l.inflight.len() as u64 >= self.opts.recovery_window.max(1) {
+                return;
+            }
+            let bytes: usize = l.inflight.values().map(|f| f.value.payload_bytes()).sum();
+            if !l.inflight.is_empty() && bytes >= self.opts.recovery_window_bytes {
+                return;
+            }
+            let Some((slot, value)) = l.adopted.pop_first() else { break };
+            self.propose_slot(now, slot, value);
+        }
+        loop {
+            let Role::Leader(l) = &mut self.role else { return };
+            if !l.adopted.is_empty() || l.stop.is_some() || l.queue.cmds.is_empty() || l.inflight.len() as u64 >= self.opts.pipeline_window {
                 return;
             }
             if self.opts.batch_delay_ms > 0
@@ -452,6 +543,7 @@ impl Replica {
         let Role::Leader(l) = &mut self.role else { return };
         // Slots known chosen (perhaps learned before we led) need no more votes.
         l.inflight = l.inflight.split_off(&self.log.commit.next());
+        l.adopted = l.adopted.split_off(&self.log.commit.next());
         match l.stop {
             Some(s) if self.log.commit >= s => self.pass_stop_sign(now),
             _ => {
@@ -502,6 +594,9 @@ impl Replica {
             first_slot: self.log.commit.next(),
             config,
             promises: BTreeMap::new(),
+            pages: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            progress: now,
             started: now,
             queue: l.queue,
             sent_accept: true,
@@ -632,10 +727,14 @@ impl Replica {
         let lease = self.opts.leader_lease_ms;
         match &self.role {
             Role::Candidate(c) => {
-                if c.started.plus(lease) <= now {
+                // Not while promise pages keep arriving (`Candidate::progress`).
+                let since = c.progress;
+                #[cfg(feature = "sim")]
+                let since = if self.opts.bugs.whole_phase1 { c.started } else { since };
+                if since.plus(lease) <= now {
                     self.step_down(now, true);
                 } else {
-                    self.timers.set(Timer::Lease, c.started.plus(lease));
+                    self.timers.set(Timer::Lease, since.plus(lease));
                 }
             }
             Role::Leader(l) => match l.quorum_heard(self.me, now) {

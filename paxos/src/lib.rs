@@ -28,8 +28,10 @@
 //! # The protocol, in phases
 //!
 //! * **Phase 1** (`leader.rs`): a replica told to lead picks a ballot above all it has seen and
-//!   sends `Prepare` for every slot from its first unchosen slot on. From a quorum of promises it
-//!   adopts, per slot, the value of the highest ballot, and fills holes with no-ops.
+//!   sends `Prepare` for every slot from its first unchosen slot on; acceptors report their
+//!   accepted values in pages (`Options::promise_page_bytes`). From a quorum of complete
+//!   promises it adopts, per slot, the value of the highest ballot, and fills holes with no-ops
+//!   (re-proposed a window at a time: `Options::recovery_window`).
 //! * **Phase 2**: it proposes slots pipelined up to a window, each slot carrying a batch of
 //!   commands. A slot is chosen when a quorum of the configuration governing it accepted it.
 //! * **Learning** (`learner.rs`): the commit point travels on accepts and heartbeats; every
@@ -85,6 +87,8 @@ mod catchup_test;
 mod recovery_test;
 #[cfg(test)]
 mod review25_test;
+#[cfg(test)]
+mod restart_test;
 
 pub use action::{Action, Persist};
 pub use compaction::{crosses_grid, snapshot_phase};

@@ -50,6 +50,16 @@ pub enum Value {
 }
 
 impl Value {
+    /// Payload bytes (the commands' bytes; a little for a membership change): what a `Promise`
+    /// page is bounded by.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Value::Noop => 0,
+            Value::Batch(cmds, _) => cmds.iter().map(|c| c.payload.len()).sum(),
+            Value::Reconfigure { .. } => 64,
+        }
+    }
+
     /// The request ids this value carries.
     pub fn request_ids(&self) -> Vec<RequestId> {
         match self {
@@ -94,8 +104,10 @@ pub struct SnapshotMeta {
 pub enum Message {
     /// Phase 1a: promise `ballot` for every slot from `first_slot` on.
     Prepare { ballot: Ballot, first_slot: Slot },
-    /// Phase 1b: the promise, with every value accepted at or after `first_slot`.
-    Promise { ballot: Ballot, first_slot: Slot, accepted: Vec<AcceptedEntry>, learned: Slot },
+    /// Phase 1b: the promise, with the values accepted at or after `first_slot`: all of them, or
+    /// with `more`, a page of them (at most `Options::promise_page_bytes`, at least one), the
+    /// rest above the last one reported: the candidate asks again from the slot after it.
+    Promise { ballot: Ballot, first_slot: Slot, accepted: Vec<AcceptedEntry>, learned: Slot, more: bool },
     /// Phase 2a: accept `value` in `slot`; `commit` piggybacks the leader's commit point.
     Accept { ballot: Ballot, slot: Slot, value: Value, commit: Slot },
     /// Phase 2b: accepted; `learned` piggybacks how far the sender has learned (for checkpoints).

@@ -31,6 +31,21 @@ pub struct Options {
     pub commit_push_ms: u64,
     /// Most slots a leader has in phase 2 at once (pipelining window).
     pub pipeline_window: u64,
+    /// Most slots a new leader has in phase 2 at once while it re-proposes the slots it adopted
+    /// in phase 1 (before any new command). After every replica restarted, those are every slot
+    /// above the newest snapshot (thousands); all at once, they overflowed the peer queues.
+    pub recovery_window: u64,
+    /// Most payload bytes of those re-proposed slots in phase 2 at once (at least one slot): a
+    /// window of 64 slots of 200 KB each (large values batched) kept the acceptors writing and
+    /// answering for longer than the leader's lease.
+    pub recovery_window_bytes: usize,
+    /// Most bytes of accepted values (payload bytes, at least one value) one `Promise` carries.
+    /// An acceptor with more above the `Prepare`'s first slot answers with a page and
+    /// `more: true`; the candidate asks for the next page (`Prepare` from the slot after the
+    /// last one reported) and counts the promise once the last page arrived. Keeps every
+    /// phase 1 message small whatever the log's length (one `Promise` used to carry the whole
+    /// log above the snapshot: 34 MB after a restart, over the 64 MiB gRPC limit at 1 M keys).
+    pub promise_page_bytes: usize,
     /// Most proposals queued at the leader before `propose` answers `Backpressure`.
     pub max_queued_commands: usize,
     /// Ask for a snapshot every this many applied slots.
@@ -102,6 +117,11 @@ pub struct Bugs {
     /// A fence reports lost a command forwarded before a snapshot install, which may have been
     /// applied inside the snapshot.
     pub fence_ignores_install: bool,
+    /// The phase 1 before the restart fix: every accepted value above `first_slot` in one
+    /// `Promise`, a candidate that steps down `leader_lease_ms` after it started whatever
+    /// arrived meanwhile, `Prepare` resent to every silent acceptor every `retry_ms`, and every
+    /// adopted slot proposed at once (`paxos/src/restart_test.rs`, `node/tests/durable.rs`).
+    pub whole_phase1: bool,
 }
 
 impl Options {
@@ -119,6 +139,9 @@ impl Options {
             batch_delay_ms: 0,
             commit_push_ms: 1,
             pipeline_window: 32,
+            recovery_window: 64,
+            recovery_window_bytes: 4 << 20,
+            promise_page_bytes: 1 << 20,
             max_queued_commands: 10_000,
             snapshot_every: 10_000,
             max_retained_slots: 100_000,

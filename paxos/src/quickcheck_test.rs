@@ -74,6 +74,7 @@ impl Arbitrary for Msg {
                 first_slot: s(g),
                 accepted: (0..u8::arbitrary(g) % 4).map(|_| AcceptedEntry { slot: s(g), ballot: ballot(g), value: value(g) }).collect(),
                 learned: s(g),
+                more: bool::arbitrary(g),
             },
             2 => Message::Accept { ballot: ballot(g), slot: s(g), value: value(g), commit: s(g) },
             3 => Message::Accepted { ballot: ballot(g), slot: s(g), learned: s(g) },
@@ -130,6 +131,7 @@ impl Arbitrary for Hostile {
                                     .map(|_| AcceptedEntry { slot: slot(g), ballot: bal(g), value: value(g) })
                                     .collect(),
                                 learned: slot(g),
+                                more: bool::arbitrary(g),
                             }
                         }
                         2 => Message::Accept { ballot: bal(g), slot: slot(g), value: value(g), commit: slot(g) },
@@ -174,7 +176,7 @@ fn hostile_peers_never_panic_or_explode_the_core(script: Hostile, role: u8) -> b
     }
     if role % 3 == 2 {
         let ballot = Ballot { round: 1, node: NodeId(1), incarnation: Incarnation(1) };
-        let env = Envelope { from: m(2), to: NodeId(1), msg: Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) } };
+        let env = Envelope { from: m(2), to: NodeId(1), msg: Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false } };
         r.handle(Time(1), Event::Receive(env));
     }
     let mut now = 2;

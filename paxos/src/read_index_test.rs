@@ -40,7 +40,7 @@ fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
     let mut r = replica(1, 3);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = b(1, 1);
-    recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     recv(&mut r, 2, 2, Message::Accepted { ballot, slot: Slot(1), learned: Slot(0) });
     let _ = actions(&mut r);
     assert_eq!(r.commit(), Slot(1), "the election barrier is committed");

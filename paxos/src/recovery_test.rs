@@ -66,7 +66,7 @@ fn a_durable_restart_keeps_promises_and_votes() {
         actions(&mut r),
         vec![
             Action::Persist(Persist::Promised(b(3, 3))),
-            send(1, 3, Message::Promise { ballot: b(3, 3), first_slot: Slot(1), accepted, learned: Slot(0) }),
+            send(1, 3, Message::Promise { ballot: b(3, 3), first_slot: Slot(1), accepted, learned: Slot(0), more: false }),
         ]
     );
 }

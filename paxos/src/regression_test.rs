@@ -50,7 +50,7 @@ fn wedge_schedule(bugs: Bugs) -> Replica {
     assert_eq!(acts[0], Action::Apply { slot: Slot(2), value: reconfig });
     assert!(matches!(acts[1], Action::ConfigChanged { slot: Slot(2), .. }), "{acts:?}");
     // Node 3 promises (it accepted nothing from slot 2 on): a quorum with our own promise.
-    recv(&mut r, 22, 3, Message::Promise { ballot, first_slot: Slot(2), accepted: vec![], learned: Slot(1) });
+    recv(&mut r, 22, 3, Message::Promise { ballot, first_slot: Slot(2), accepted: vec![], learned: Slot(1), more: false });
     r
 }
 
@@ -67,7 +67,7 @@ fn bug1_a_new_leader_passes_a_stop_sign_already_chosen() {
             send(1, 3, Message::Prepare { ballot, first_slot: Slot(3) }),
         ]
     );
-    recv(&mut r, 23, 3, Message::Promise { ballot, first_slot: Slot(3), accepted: vec![], learned: Slot(2) });
+    recv(&mut r, 23, 3, Message::Promise { ballot, first_slot: Slot(3), accepted: vec![], learned: Slot(2), more: false });
     let acts = actions(&mut r);
     // Leading in the new configuration: the election no-op goes out at slot 3 (to 2, 3 and 4's
     // acceptor set {1, 2, 3}), and client commands are proposed after it.
@@ -100,7 +100,7 @@ fn stale_ack_schedule(bugs: Bugs) -> Vec<Action> {
     let mut r = replica(1, 3, bugs);
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = b(1, 1);
-    recv(&mut r, 1, 3, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv(&mut r, 1, 3, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     recv(&mut r, 2, 3, Message::Accepted { ballot, slot: Slot(1), learned: Slot(0) });
     let _ = actions(&mut r);
     assert_eq!(r.commit(), Slot(1));
@@ -114,7 +114,7 @@ fn stale_ack_schedule(bugs: Bugs) -> Vec<Action> {
     recv(&mut r, 5, 3, Message::Accepted { ballot, slot: Slot(2), learned: Slot(1) });
     let acts = actions(&mut r);
     assert!(acts.contains(&Action::ReadsFailed { reads: vec![ReadId(1)], leader: Some(NodeId(1)) }), "{acts:?}");
-    recv(&mut r, 6, 3, Message::Promise { ballot, first_slot: Slot(3), accepted: vec![], learned: Slot(2) });
+    recv(&mut r, 6, 3, Message::Promise { ballot, first_slot: Slot(3), accepted: vec![], learned: Slot(2), more: false });
     recv(&mut r, 7, 3, Message::Accepted { ballot, slot: Slot(3), learned: Slot(2) });
     let _ = actions(&mut r);
     assert!(r.is_leader());
@@ -155,7 +155,7 @@ fn checkpoint_schedule(bugs: Bugs) -> Vec<Slot> {
     assert_eq!(r.commit(), Slot(30));
     r.handle(Time(40), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = b(2, 1);
-    recv(&mut r, 41, 3, Message::Promise { ballot, first_slot: Slot(31), accepted: vec![], learned: Slot(25) });
+    recv(&mut r, 41, 3, Message::Promise { ballot, first_slot: Slot(31), accepted: vec![], learned: Slot(25), more: false });
     let mut announced = Vec::new();
     let mut note = |acts: Vec<Action>| {
         for a in acts {
@@ -199,7 +199,7 @@ fn a_member_never_heard_from_is_not_waited_for_past_the_lag_rule() {
     r.opts.max_retained_slots = 20;
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = b(1, 1);
-    recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     let _ = actions(&mut r);
     // Node 2 acknowledges 30 slots; node 3 is silent throughout.
     for s in 1..=30u64 {

@@ -296,6 +296,17 @@ impl Replica {
         self.checkpoint
     }
 
+    /// While leading: the last slot proposed at election (the adopted slots, or the no-op
+    /// after them). Every value that may have been chosen before this leadership lies at or
+    /// below it, so a replica that has applied it has applied all of them (reads wait for it:
+    /// rule 4). `None` in any other role.
+    pub fn election_barrier(&self) -> Option<Slot> {
+        match &self.role {
+            Role::Leader(l) => Some(l.barrier),
+            _ => None,
+        }
+    }
+
     /// Whether this replica currently leads (phase 2).
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
@@ -332,15 +343,17 @@ impl Replica {
         let from = env.from;
         match env.msg {
             Message::Prepare { ballot, first_slot } => self.on_prepare(now, from, ballot, first_slot),
-            Message::Promise { ballot, first_slot, accepted, learned } => {
+            Message::Promise { ballot, first_slot, accepted, learned, more } => {
                 self.observe_ballot(now, ballot);
                 let gap = self.opts.max_slot_gap;
-                if accepted.iter().any(|e| e.slot < first_slot || e.ballot > ballot || e.slot.0 - first_slot.0 > gap) {
+                if accepted.iter().any(|e| e.slot < first_slot || e.ballot > ballot || e.slot.0 - first_slot.0 > gap)
+                    || (more && accepted.is_empty())
+                {
                     self.counters.dropped_messages += 1;
                     return;
                 }
                 self.note_learned(from, learned);
-                self.on_promise(now, from, ballot, first_slot, accepted);
+                self.on_promise(now, from, ballot, first_slot, accepted, more);
             }
             Message::Accept { ballot, slot, value, commit } => self.on_accept(now, from, ballot, slot, value, commit),
             Message::Accepted { ballot, slot, learned } => {
@@ -489,9 +502,12 @@ impl Replica {
 
     fn on_prepare(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot) {
         if self.grant_vote(now, from, ballot, first_slot) {
-            let accepted = self.acceptor.accepted_from(first_slot);
+            let page = self.opts.promise_page_bytes;
+            #[cfg(feature = "sim")]
+            let page = if self.opts.bugs.whole_phase1 { usize::MAX } else { page };
+            let (accepted, more) = self.acceptor.accepted_from(first_slot, page);
             let learned = self.log.commit;
-            self.send(from.node, Message::Promise { ballot, first_slot, accepted, learned });
+            self.send(from.node, Message::Promise { ballot, first_slot, accepted, learned, more });
         }
     }
 

@@ -21,7 +21,7 @@ fn batch(n: u64, seq: u64) -> Value {
 fn elect(r: &mut Replica) -> Ballot {
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let ballot = b(1, 1);
-    recv(r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv(r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     ballot
 }
 
@@ -34,7 +34,7 @@ fn prepare_is_persisted_before_the_promise() {
         actions(&mut r),
         vec![
             Action::Persist(Persist::Promised(b(1, 2))),
-            send(1, 2, Message::Promise { ballot: b(1, 2), first_slot: Slot(1), accepted: vec![], learned: Slot(0) }),
+            send(1, 2, Message::Promise { ballot: b(1, 2), first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false }),
         ]
     );
     // A lower ballot afterwards is refused with the promise that beats it.
@@ -108,7 +108,7 @@ fn election_adopts_the_highest_ballot_value_and_fills_holes() {
         AcceptedEntry { slot: Slot(1), ballot: b(1, 5), value: y.clone() },
         AcceptedEntry { slot: Slot(3), ballot: b(1, 2), value: z.clone() },
     ];
-    recv(&mut r, 2, 2, Message::Promise { ballot, first_slot: Slot(1), accepted, learned: Slot(0) });
+    recv(&mut r, 2, 2, Message::Promise { ballot, first_slot: Slot(1), accepted, learned: Slot(0), more: false });
     let mut expected = vec![Action::LeaderChanged { leader: Some(NodeId(1)), ballot }];
     for (slot, v) in [(1, &y), (2, &Value::Noop), (3, &z)] {
         for to in [2, 3] {
@@ -236,7 +236,7 @@ fn peer_input_is_validated_not_trusted() {
     recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(0), value: Value::Noop, commit: Slot(0) });
     recv(&mut r, 0, 2, Message::Fetch { from: Slot(5), to: Slot(2) });
     // A promise for a ballot we never ran.
-    recv(&mut r, 0, 2, Message::Promise { ballot: b(7, 1), first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv(&mut r, 0, 2, Message::Promise { ballot: b(7, 1), first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     assert_eq!(actions(&mut r), vec![]);
     assert_eq!(r.counters().dropped_messages, 5);
 }
@@ -321,7 +321,7 @@ fn incarnations_of_one_node_never_share_a_ballot() {
             Action::Send(Envelope {
                 from: m(2),
                 to: NodeId(1),
-                msg: Message::Promise { ballot: b_new, first_slot: Slot(1), accepted: vec![], learned: Slot(0) },
+                msg: Message::Promise { ballot: b_new, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false },
             }),
         ]
     );

@@ -11,7 +11,7 @@ use crate::testkit::*;
 fn elect(r: &mut Replica, now: u64) {
     r.handle(Time(now), Event::LeaderHint { leader: Some(r.me.node) });
     let ballot = Ballot::new(r.max_seen.round.max(1), r.me);
-    recv_from(r, now + 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv_from(r, now + 1, m(2), Message::Promise { ballot, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     assert!(r.is_leader());
 }
 

@@ -32,7 +32,7 @@ fn a_stale_report_from_an_earlier_leadership_does_not_excuse_a_member() {
     // First leadership of node 1: node 3's promise reports learned 0.
     r.handle(Time(0), Event::LeaderHint { leader: Some(NodeId(1)) });
     let b1 = b(1, 1);
-    recv(&mut r, 1, 3, Message::Promise { ballot: b1, first_slot: Slot(1), accepted: vec![], learned: Slot(0) });
+    recv(&mut r, 1, 3, Message::Promise { ballot: b1, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     recv(&mut r, 2, 3, Message::Accepted { ballot: b1, slot: Slot(1), learned: Slot(0) });
     assert_eq!(r.commit(), Slot(1));
     // Node 2 takes over and leads up to slot 40; node 1 follows.
@@ -49,7 +49,7 @@ fn a_stale_report_from_an_earlier_leadership_does_not_excuse_a_member() {
     // Node 1 is elected again; node 2 promises (learned 40). Node 3 says nothing yet.
     r.handle(Time(100), Event::LeaderHint { leader: Some(NodeId(1)) });
     let b3 = b(3, 1);
-    recv(&mut r, 101, 2, Message::Promise { ballot: b3, first_slot: Slot(41), accepted: vec![], learned: Slot(40) });
+    recv(&mut r, 101, 2, Message::Promise { ballot: b3, first_slot: Slot(41), accepted: vec![], learned: Slot(40), more: false });
     assert!(r.is_leader());
     let announced = heartbeat_checkpoints(&actions(&mut r));
     // Node 3 (really at 35, 5 behind: within the lag rule) answers and asks for 36..=40.
@@ -82,7 +82,7 @@ fn a_promise_with_an_absurd_slot_does_not_panic_the_candidate() {
     let ballot = b(1, 1);
     let bad = AcceptedEntry { slot: Slot(u64::MAX), ballot: Ballot::ZERO, value: Value::Noop };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![bad], learned: Slot(0) });
+        recv(&mut r, 1, 2, Message::Promise { ballot, first_slot: Slot(1), accepted: vec![bad], learned: Slot(0), more: false });
     }));
     assert!(outcome.is_ok(), "a peer's Promise panicked the core");
 }

@@ -130,7 +130,7 @@ pub fn encode_message(m: &Message) -> pb::Message {
         Message::Prepare { ballot: b, first_slot } => {
             Kind::Prepare(pb::Prepare { ballot: Some(ballot(*b)), first_slot: first_slot.0 })
         }
-        Message::Promise { ballot: b, first_slot, accepted, learned } => Kind::Promise(pb::Promise {
+        Message::Promise { ballot: b, first_slot, accepted, learned, more } => Kind::Promise(pb::Promise {
             ballot: Some(ballot(*b)),
             first_slot: first_slot.0,
             accepted: accepted
@@ -142,6 +142,7 @@ pub fn encode_message(m: &Message) -> pb::Message {
                 })
                 .collect(),
             learned: learned.0,
+            more: *more,
         }),
         Message::Accept { ballot: b, slot, value: v, commit } => Kind::Accept(pb::Accept {
             ballot: Some(ballot(*b)),
@@ -209,6 +210,7 @@ pub fn decode_message(m: pb::Message) -> Result<Message, DecodeError> {
                 })
                 .collect::<Result<_, DecodeError>>()?,
             learned: Slot(p.learned),
+            more: p.more,
         },
         Kind::Accept(a) => Message::Accept {
             ballot: from_ballot(a.ballot, "accept.ballot")?,

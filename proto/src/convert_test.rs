@@ -53,6 +53,7 @@ impl Arbitrary for Arb<Envelope> {
                     .map(|_| AcceptedEntry { slot: slot(g), ballot: ballot_(g), value: value_(g) })
                     .collect(),
                 learned: slot(g),
+                more: bool::arbitrary(g),
             },
             2 => Message::Accept { ballot: ballot_(g), slot: slot(g), value: value_(g), commit: slot(g) },
             3 => Message::Accepted { ballot: ballot_(g), slot: slot(g), learned: slot(g) },

@@ -1167,7 +1167,7 @@ impl World {
             use paxos::Message as M;
             let m = match &env.msg {
                 M::Prepare { ballot, first_slot } => Some(format!("Prepare r{} from {}", ballot.round, first_slot.0)),
-                M::Promise { ballot, first_slot, accepted, learned } => Some(format!("Promise r{} from {} learned {} acc {:?}", ballot.round, first_slot.0, learned.0, accepted.iter().map(|e| (e.slot.0, e.ballot.round)).collect::<Vec<_>>())),
+                M::Promise { ballot, first_slot, accepted, learned, more } => Some(format!("Promise r{} from {} learned {} more {more} acc {:?}", ballot.round, first_slot.0, learned.0, accepted.iter().map(|e| (e.slot.0, e.ballot.round)).collect::<Vec<_>>())),
                 M::Accept { ballot, slot, commit, value } => Some(format!("Accept r{} slot {} commit {} {}", ballot.round, slot.0, commit.0, match value { paxos::Value::Reconfigure { .. } => "RECONF", paxos::Value::Batch(..) => "batch", _ => "other" })),
                 M::Accepted { ballot, slot, learned } => Some(format!("Accepted r{} slot {} learned {}", ballot.round, slot.0, learned.0)),
                 M::Nack { promised } => Some(format!("Nack r{}", promised.round)),
