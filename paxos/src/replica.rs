@@ -89,8 +89,8 @@ pub struct Replica {
     /// When we last installed a snapshot: forwards made until then may have been applied inside
     /// it, so no fence may report them lost.
     pub(crate) forwards_uncertain_until: Option<Time>,
-    /// The last word that showed a leader still leads here: its heartbeat or accept taken (not
-    /// nacked) from it, and when.
+    /// The last word that showed a leader still leads here: its heartbeat, accept or prepare
+    /// taken (not nacked) from it, and when.
     pub(crate) leader_word: Option<(NodeId, Time)>,
     /// The first ballot this process campaigned under: a ballot of ours below it belongs to a
     /// process before a durable restart (same incarnation), whose forwards we must neither take
@@ -502,6 +502,10 @@ impl Replica {
 
     fn on_prepare(&mut self, now: Time, from: Member, ballot: Ballot, first_slot: Slot) {
         if self.grant_vote(now, from, ballot, first_slot) {
+            // A promise granted is word from a leader-to-be that leads as far as we know: a long
+            // paged phase 1 after a full restart must not look like silence (our suspicion would
+            // revoke its election lease mid-way).
+            self.leader_word = Some((from.node, now));
             let page = self.opts.promise_page_bytes;
             #[cfg(feature = "sim")]
             let page = if self.opts.bugs.whole_phase1 { usize::MAX } else { page };
