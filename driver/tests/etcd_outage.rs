@@ -8,15 +8,11 @@
 
 mod common;
 
-use common::Cluster;
+use common::{env_u64, Cluster};
 use hyper::Method;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 async fn leader_changes(c: &Cluster, ids: &[u64]) -> u64 {
     let mut sum = 0;

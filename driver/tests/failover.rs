@@ -8,17 +8,13 @@
 
 mod common;
 
-use common::Cluster;
+use common::{env_u64, percentile, Cluster};
 use hyper::Method;
 use std::time::{Duration, Instant};
 
 /// Bounds from the issue (median 1 s, p99 2 s) with slack for two shared, loaded cores.
 const MEDIAN_BOUND: Duration = Duration::from_millis(1_300);
 const P99_BOUND: Duration = Duration::from_millis(2_500);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Write through `ids` (each in its own loop, short per-attempt timeout) until one write is
 /// acknowledged; the instant its acknowledgement arrived and who served it.
@@ -50,11 +46,6 @@ async fn counter_sum(c: &Cluster, ids: &[u64], name: &str) -> u64 {
         sum += c.metric(*id, name).await.unwrap_or(0);
     }
     sum
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{env_u64, percentile, Cluster};
 use hyper::Method;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,10 +22,6 @@ use std::time::{Duration, Instant};
 const IN_FLIGHT_BOUND: Duration = Duration::from_millis(2_000);
 const FIRST_ACK_MAX: Duration = Duration::from_millis(2_500);
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 /// One request a writer made.
 #[derive(Clone, Debug)]
 struct Req {
@@ -34,11 +30,6 @@ struct Req {
     end: Instant,
     /// HTTP status, or 0 for a client-side timeout or connection error.
     status: u16,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -373,3 +373,14 @@ impl Cluster {
         assert_eq!(got, report.incrs, "node {id}: every acknowledged incr applied exactly once");
     }
 }
+
+/// A `u64` from the environment (a test's knob), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The `p`-th percentile (0..=1) of `sorted` (nearest rank; `sorted` not empty).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
