@@ -2,14 +2,28 @@
 //!
 //! The consensus log carries opaque bytes, so a [`Request`] is encoded with postcard behind a
 //! one-byte format tag ([`Request::encode`]); a replica that meets a tag it does not know reports
-//! [`CodecError::UnknownFormat`] instead of guessing. Decoding never panics: bytes in the log come
+//! [`CodecError::UnknownFormat`] instead of guessing.
+//!
+//! # Formats and rolling upgrades
+//!
+//! The tag is the *format of the operation* ([`WriteOp::format`]): 1 for every operation of the
+//! previous release ([`REQUEST_FORMAT`]; their bytes are unchanged), 2 for [`WriteOp::DeleteRange`]
+//! ([`MAX_REQUEST_FORMAT`]). A build decodes tags `1..=MAX_REQUEST_FORMAT`, but the store applies a
+//! format-`f` request only once the cluster version ([`crate::Store::cluster_version`]) is at least
+//! `f`; below that it is treated exactly like bytes that do not decode, which is what a previous
+//! release's replica does with it, so mixed-version replicas stay identical (see
+//! [`crate::Store::apply_request`]). Decoding never panics: bytes in the log come
 //! from a leader we trust to be honest but not to be bug-free, and every replica must reach the same
 //! verdict on them.
 
 use serde::{Deserialize, Serialize};
 
-/// The format tag written before every encoded [`Request`].
+/// The format tag of every operation of the previous release (cluster version 1): `Put`, `Delete`,
+/// `PutMany`, `Cas`, `Incr`, `Append`. Their encoding, tag included, is unchanged.
 pub const REQUEST_FORMAT: u8 = 1;
+
+/// The highest request format tag this build decodes (2: [`WriteOp::DeleteRange`]).
+pub const MAX_REQUEST_FORMAT: u8 = 2;
 
 /// A client session id. Each client (or each REST idempotency key, hashed by the driver) owns one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -218,6 +232,18 @@ pub enum WriteOp {
         #[serde(with = "crate::bytes")]
         value: Vec<u8>,
     },
+    /// Delete every key in `[start, end)` (`end: None`: no upper bound; an empty `start` with no
+    /// `end` deletes everything, like etcd's `DeleteRange` from `"\0"`). An empty or inverted
+    /// range deletes nothing and still succeeds. Format 2: needs cluster version 2. Appended last
+    /// so the older variants encode as before.
+    DeleteRange {
+        /// Inclusive lower bound (may be empty).
+        #[serde(with = "crate::bytes")]
+        start: Vec<u8>,
+        /// Exclusive upper bound; `None` means no upper bound.
+        #[serde(with = "crate::bytes::opt")]
+        end: Option<Vec<u8>>,
+    },
 }
 
 /// Why a byte string is not a [`Request`].
@@ -227,12 +253,13 @@ pub enum CodecError {
     #[error("empty request")]
     Empty,
     /// The format tag is not one this build understands.
-    #[error("unknown request format {got} (this build reads format {REQUEST_FORMAT})")]
+    #[error("unknown request format {got} (this build reads formats {REQUEST_FORMAT} to {MAX_REQUEST_FORMAT})")]
     UnknownFormat {
         /// The tag found.
         got: u8,
     },
-    /// postcard could not decode the body.
+    /// postcard could not decode the body, or the body's operation is not of the tag's format
+    /// (a format-1 tag carrying a format-2 operation: a previous release cannot decode it either).
     #[error("malformed request body: {0}")]
     Body(String),
     /// The body decoded but bytes were left over.
@@ -244,9 +271,10 @@ pub enum CodecError {
 }
 
 impl Request {
-    /// Encode for the log: the format tag, then the postcard body.
+    /// Encode for the log: the format tag ([`WriteOp::format`]), then the postcard body. Requests
+    /// of format 1 encode exactly as in the previous release.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![REQUEST_FORMAT];
+        let mut out = vec![self.op.format()];
         // Serializing plain data into a Vec cannot fail: there is no I/O and no map with
         // non-string keys, which are postcard's only failure modes.
         postcard::to_io(self, &mut out).expect("postcard encoding into a Vec is infallible");
@@ -254,15 +282,23 @@ impl Request {
     }
 
     /// Decode bytes produced by [`Request::encode`]. Never panics.
+    ///
+    /// Tags `1..=`[`MAX_REQUEST_FORMAT`] are read; the operation must be of exactly the tag's
+    /// format (what `encode` writes), else [`CodecError::Body`]. Decoding does not consult the
+    /// cluster version: the store does, when it applies.
     pub fn decode(bytes: &[u8]) -> Result<Request, CodecError> {
         let (&tag, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-        if tag != REQUEST_FORMAT {
+        if !(REQUEST_FORMAT..=MAX_REQUEST_FORMAT).contains(&tag) {
             return Err(CodecError::UnknownFormat { got: tag });
         }
         let (req, rest) =
             postcard::take_from_bytes::<Request>(body).map_err(|e| CodecError::Body(e.to_string()))?;
         if !rest.is_empty() {
             return Err(CodecError::Trailing { extra: rest.len() });
+        }
+        let format = req.op.format();
+        if format != tag {
+            return Err(CodecError::Body(format!("a format-{format} operation under request format tag {tag}")));
         }
         Ok(req)
     }
@@ -282,9 +318,26 @@ impl WriteOp {
         h.finish().0
     }
 
-    /// Every key this operation writes, in order.
+    /// The request format this operation needs: 1 for every operation of the previous release,
+    /// 2 for [`WriteOp::DeleteRange`]. [`Request::encode`] writes it as the tag, and the store
+    /// applies the operation only at a cluster version at least this.
+    pub fn format(&self) -> u8 {
+        match self {
+            WriteOp::Put { .. }
+            | WriteOp::Delete { .. }
+            | WriteOp::PutMany { .. }
+            | WriteOp::Cas { .. }
+            | WriteOp::Incr { .. }
+            | WriteOp::Append { .. } => REQUEST_FORMAT,
+            WriteOp::DeleteRange { .. } => 2,
+        }
+    }
+
+    /// Every key this operation writes, in order. Empty for [`WriteOp::DeleteRange`], which has
+    /// no fixed key set (the keys it deletes depend on the state: [`crate::Store::keys_in`]).
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
+            WriteOp::DeleteRange { .. } => Vec::new(),
             WriteOp::Put { key, .. }
             | WriteOp::Delete { key, .. }
             | WriteOp::Cas { key, .. }
@@ -324,6 +377,8 @@ mod tests {
     fn decode_rejects_bad_input_without_panicking() {
         assert_eq!(Request::decode(&[]), Err(CodecError::Empty));
         assert_eq!(Request::decode(&[9, 0]), Err(CodecError::UnknownFormat { got: 9 }));
+        assert_eq!(Request::decode(&[3, 0]), Err(CodecError::UnknownFormat { got: 3 }));
+        assert_eq!(Request::decode(&[0, 0]), Err(CodecError::UnknownFormat { got: 0 }));
         let mut bytes = sample().encode();
         bytes.push(0);
         assert_eq!(Request::decode(&bytes), Err(CodecError::Trailing { extra: 1 }));
@@ -352,5 +407,43 @@ mod tests {
             op: WriteOp::Append { key: b"key".to_vec(), value: vec![] },
         };
         assert_eq!(req.encode(), vec![REQUEST_FORMAT, 0, 0, 0, 0, 5, 3, b'k', b'e', b'y', 0]);
+    }
+
+    fn delete_range(start: &[u8], end: Option<&[u8]>) -> Request {
+        Request {
+            session: Some(SessionRef { client: ClientId(1), seq: 2 }),
+            stamp: Stamp::new(1, 2, 3),
+            op: WriteOp::DeleteRange { start: start.to_vec(), end: end.map(<[u8]>::to_vec) },
+        }
+    }
+
+    #[test]
+    fn delete_range_is_format_2_and_round_trips() {
+        assert_eq!(sample().op.format(), REQUEST_FORMAT);
+        for req in [delete_range(b"a", Some(b"b")), delete_range(b"", None)] {
+            assert_eq!(req.op.format(), 2);
+            let bytes = req.encode();
+            assert_eq!(bytes[0], 2);
+            assert_eq!(Request::decode(&bytes), Ok(req.clone()));
+            assert!(req.op.keys().is_empty());
+        }
+        // Pinned: variant index 6 after the older six; start and end as compact bytes.
+        assert_eq!(
+            delete_range(b"a", Some(b"b")).encode(),
+            vec![2, 1, 1, 2, 1, 2, 3, 6, 1, b'a', 1, 1, b'b']
+        );
+        assert_ne!(delete_range(b"a", Some(b"b")).op.fingerprint(), delete_range(b"a", None).op.fingerprint());
+    }
+
+    #[test]
+    fn tags_must_match_the_operation_format() {
+        // A format-1 tag carrying DeleteRange: what a previous release would also fail to decode.
+        let mut bytes = delete_range(b"a", None).encode();
+        bytes[0] = REQUEST_FORMAT;
+        assert!(matches!(Request::decode(&bytes), Err(CodecError::Body(_))));
+        // A format-2 tag carrying an old operation is not what encode writes.
+        let mut bytes = sample().encode();
+        bytes[0] = 2;
+        assert!(matches!(Request::decode(&bytes), Err(CodecError::Body(_))));
     }
 }

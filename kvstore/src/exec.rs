@@ -76,6 +76,14 @@ impl Store {
                 self.put_raw(key.clone(), new, index);
                 done(WriteOutcome::Appended { len })
             }
+            WriteOp::DeleteRange { start, end } => {
+                // Cannot fail: the range is collected first, then every key in it removed.
+                let keys = self.keys_in(start, end.as_deref());
+                for key in &keys {
+                    self.delete_raw(key);
+                }
+                done(WriteOutcome::RangeDeleted { deleted: keys.len() as u64 })
+            }
         }
     }
 

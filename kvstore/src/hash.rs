@@ -96,7 +96,10 @@ impl StateHasher {
         self.bytes(b);
     }
 
-    pub(crate) fn header(&mut self, last_applied: u64, clock_ms: u64, last_stamp: Option<Stamp>, entries: u64, sessions: u64) {
+    /// The state's header words. The cluster version enters only from version 2 on, after the
+    /// stamp (whose first word fixes how many words it takes, so the walk stays unambiguous): a
+    /// version-1 state hashes exactly as in the previous release.
+    pub(crate) fn header(&mut self, last_applied: u64, clock_ms: u64, last_stamp: Option<Stamp>, entries: u64, sessions: u64, cluster_version: u32) {
         for w in [last_applied, clock_ms, entries, sessions] {
             self.word(w);
         }
@@ -107,6 +110,9 @@ impl StateHasher {
                     self.word(w);
                 }
             }
+        }
+        if cluster_version >= 2 {
+            self.word(u64::from(cluster_version));
         }
     }
 
@@ -186,9 +192,18 @@ mod tests {
         // Pinned so that a change to the walk (which would make mixed-version replicas disagree)
         // is a deliberate, visible decision.
         let mut h = StateHasher::new();
-        h.header(3, 4, None, 1, 0);
+        h.header(3, 4, None, 1, 0, 1);
         h.entry(b"key", b"value", 3);
         assert_eq!(h.finish(), PINNED);
+        // From cluster version 2 on, the version is part of the walk.
+        let mut v2 = StateHasher::new();
+        v2.header(3, 4, None, 1, 0, 2);
+        v2.entry(b"key", b"value", 3);
+        assert_ne!(v2.finish(), PINNED);
+        let mut v3 = StateHasher::new();
+        v3.header(3, 4, None, 1, 0, 3);
+        v3.entry(b"key", b"value", 3);
+        assert_ne!(v3.finish(), v2.finish());
     }
 
     // Changed deliberately with snapshot format 2 (the clock's last stamp and session fingerprints)

@@ -32,6 +32,11 @@
 //! 3. Configure every replica with the same [`StoreConfig`]; the TTL, session cap and clock step
 //!    change results.
 
+/// The highest cluster version this build runs (see [`Store::cluster_version`]). Version 1 is
+/// every format of the previous release (request format 1 with its operations, snapshot format
+/// 5); version 2 adds request format 2 ([`WriteOp::DeleteRange`]) and snapshot format 6.
+pub const MAX_CLUSTER_VERSION: u32 = 2;
+
 pub mod bytes;
 pub mod command;
 pub mod hash;
@@ -45,13 +50,14 @@ pub mod store;
 mod exec;
 
 pub use bytes::show as show_bytes;
+pub use command::{MAX_REQUEST_FORMAT, REQUEST_FORMAT};
 pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, Stamp, WriteOp};
 pub use hash::StateHash;
 pub use limits::{LimitKind, Limits};
 pub use output::{Output, Versioned, WriteError, WriteOutcome, WriteResult};
 pub use read::{GetMany, RangeEntry, RangePage, RangeQuery};
 pub use session::{SessionEntry, SessionTable};
-pub use snapshot::{SnapshotDecoder, SnapshotEncoder, SnapshotError, SnapshotMeta};
+pub use snapshot::{SnapshotDecoder, SnapshotEncoder, SnapshotError, SnapshotMeta, FORMAT_VERSION, OLDEST_SNAPSHOT_FORMAT};
 pub use store::{Store, StoreConfig, INLINE_KEY_BYTES};
 
 #[cfg(test)]

@@ -92,6 +92,16 @@ impl Limits {
                 self.check_value(new_len)?;
                 total += key.len() + new_len;
             }
+            WriteOp::DeleteRange { start, end } => {
+                // Bounds are not keys: an empty start means "from the first key", and an empty
+                // end an empty range. Only their size is limited, like a key's.
+                for b in std::iter::once(start).chain(end) {
+                    if b.len() > self.max_key_bytes {
+                        return Err(too_large(LimitKind::KeyBytes, self.max_key_bytes, b.len()));
+                    }
+                    total += b.len();
+                }
+            }
             WriteOp::PutMany { ops } => {
                 if ops.len() > self.max_batch_ops {
                     return Err(too_large(LimitKind::BatchOps, self.max_batch_ops, ops.len()));
@@ -200,5 +210,17 @@ mod tests {
         assert_eq!(l.check_op(&op), Ok(()));
         let op = WriteOp::Cas { key: b"k".to_vec(), expected: crate::CasExpect::Version(0), new: None };
         assert_eq!(l.check_op(&op), Ok(()));
+        let op = WriteOp::DeleteRange { start: vec![], end: None };
+        assert_eq!(l.check_op(&op), Ok(()));
+        let op = WriteOp::DeleteRange { start: b"abcd".to_vec(), end: Some(vec![]) };
+        assert_eq!(l.check_op(&op), Ok(()));
+    }
+
+    #[test]
+    fn delete_range_bounds_are_limited_like_keys() {
+        let op = WriteOp::DeleteRange { start: b"abcde".to_vec(), end: None };
+        assert_eq!(small().check_op(&op), Err(WriteError::TooLarge { what: LimitKind::KeyBytes, limit: 4, got: 5 }));
+        let op = WriteOp::DeleteRange { start: vec![], end: Some(b"abcde".to_vec()) };
+        assert_eq!(small().check_op(&op), Err(WriteError::TooLarge { what: LimitKind::KeyBytes, limit: 4, got: 5 }));
     }
 }

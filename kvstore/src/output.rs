@@ -69,6 +69,12 @@ pub enum WriteOutcome {
         /// The value's length after the append.
         len: u64,
     },
+    /// A [`crate::WriteOp::DeleteRange`] applied: `deleted` keys were removed (0 for an empty
+    /// range). Appended last so the older variants encode as before.
+    RangeDeleted {
+        /// How many keys were deleted.
+        deleted: u64,
+    },
 }
 
 /// A write that did not apply. Nothing in the store changed (apart from the session table, which

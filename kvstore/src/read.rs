@@ -95,6 +95,17 @@ impl Store {
         GetMany { index: self.last_applied, values: keys.iter().map(|k| self.get(k.as_ref())).collect() }
     }
 
+    /// Every key in `[start, end)` (`end: None`: no upper bound), in order: the keys a
+    /// [`crate::WriteOp::DeleteRange`] with these bounds would delete if applied now. An empty or
+    /// inverted range gives none. Not paged: it walks the whole range.
+    pub fn keys_in(&self, start: &[u8], end: Option<&[u8]>) -> Vec<Vec<u8>> {
+        if end.is_some_and(|e| e <= start) {
+            return Vec::new(); // The map's range would panic on start > end.
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        self.data.range::<_, [u8]>((Bound::Included(start), upper)).map(|(k, _)| k.to_vec()).collect()
+    }
+
     /// One page of a range or prefix scan.
     pub fn range(&self, q: &RangeQuery) -> RangePage {
         let max = self.config.limits.max_page_entries.max(1);

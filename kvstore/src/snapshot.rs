@@ -1,6 +1,6 @@
 //! Streaming snapshots: encode the store as a sequence of chunks, and rebuild it from chunks.
 //!
-//! # Format (version 5)
+//! # Format (versions 5 and 6)
 //!
 //! ```text
 //! stream  := MAGIC frame*
@@ -8,6 +8,7 @@
 //! frame   := len:u32-le  tag:u8  body:postcard      (len counts tag and body)
 //! frames  := Header  Entry{header.entries}  Session{header.sessions}  Trailer
 //! Header  (tag 1) := format:u16, last_applied, log_clock_ms, last_stamp, entries, sessions
+//!                    [, cluster_version:u32]          (format 6 only; 2..=MAX_CLUSTER_VERSION)
 //! Entry   (tag 2) := key:bytes, value:bytes, version          (strictly increasing keys)
 //! Session (tag 3) := client, seq, last_active_ms, fingerprint, result, index  (increasing clients)
 //! Trailer (tag 4) := state_hash
@@ -19,6 +20,13 @@
 //! same frames; the sessions' part of the hash became a sum too (a store with sessions hashes
 //! differently from version 3). Version 5 adds the index each session's stored result was
 //! evaluated at (what a retry's reply reports).
+//!
+//! Version 6 is version 5 plus the store's cluster version ([`Store::cluster_version`]) at the end
+//! of the header; the state hash then includes it too. The encoder writes format 5, byte for byte
+//! what the previous release writes, while the cluster version is 1 (so a previous release's
+//! replica can install the snapshot during a rolling upgrade), and format 6 once it is 2 or more.
+//! The decoder reads both ([`OLDEST_SNAPSHOT_FORMAT`] to [`FORMAT_VERSION`]); a format-5 snapshot
+//! restores cluster version 1.
 //!
 //! The encoder writes one record at a time into a chunk buffer and hands out chunks of exactly
 //! `chunk_bytes` (the last may be shorter), so memory use is one chunk plus one record no matter
@@ -34,13 +42,17 @@ use crate::hash::{StateHash, StateHasher};
 use crate::output::{Output, Versioned};
 use crate::session::SessionEntry;
 use crate::store::{Store, StoreConfig};
+use crate::MAX_CLUSTER_VERSION;
 use serde::{Deserialize, Serialize};
 use std::collections::btree_map;
 
 /// The first eight bytes of every snapshot stream.
 pub const MAGIC: &[u8; 8] = b"SYNODKV\0";
-/// The snapshot format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 5;
+/// The newest snapshot format this build writes and reads (written at cluster version 2 or more).
+pub const FORMAT_VERSION: u16 = 6;
+/// The oldest snapshot format this build reads; also what it writes at cluster version 1 (the
+/// previous release's format, byte for byte).
+pub const OLDEST_SNAPSHOT_FORMAT: u16 = 5;
 /// The largest frame the decoder accepts (a key and value at any sane limit fit easily).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
@@ -53,7 +65,7 @@ const TAG_TRAILER: u8 = 4;
 /// header is read (decoder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
-    /// Snapshot format version.
+    /// Snapshot format version: [`OLDEST_SNAPSHOT_FORMAT`] (5) at cluster version 1, else 6.
     pub format: u16,
     /// The last log index included.
     pub last_applied: u64,
@@ -65,6 +77,40 @@ pub struct SnapshotMeta {
     pub entries: u64,
     /// Number of client sessions.
     pub sessions: u64,
+    /// The store's cluster version (1 for a format-5 snapshot, which does not carry it).
+    pub cluster_version: u32,
+}
+
+/// The header record of format 5 (the previous release's `SnapshotMeta`, field for field).
+#[derive(Serialize, Deserialize)]
+struct HeaderV5 {
+    format: u16,
+    last_applied: u64,
+    log_clock_ms: u64,
+    last_stamp: Option<Stamp>,
+    entries: u64,
+    sessions: u64,
+}
+
+/// The header record of format 6: format 5's, then the cluster version.
+#[derive(Serialize, Deserialize)]
+struct HeaderV6 {
+    format: u16,
+    last_applied: u64,
+    log_clock_ms: u64,
+    last_stamp: Option<Stamp>,
+    entries: u64,
+    sessions: u64,
+    cluster_version: u32,
+}
+
+/// The snapshot format a store at `cluster_version` is written in.
+fn format_for(cluster_version: u32) -> u16 {
+    if cluster_version >= 2 {
+        FORMAT_VERSION
+    } else {
+        OLDEST_SNAPSHOT_FORMAT
+    }
 }
 
 #[derive(Serialize)]
@@ -112,7 +158,7 @@ pub enum SnapshotError {
     #[error("not a kvstore snapshot (bad magic)")]
     BadMagic,
     /// The header names a format this build cannot read.
-    #[error("snapshot format {got} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error("snapshot format {got} is not supported (this build reads formats {OLDEST_SNAPSHOT_FORMAT} and {FORMAT_VERSION})")]
     UnsupportedFormat {
         /// The format found.
         got: u16,
@@ -213,12 +259,13 @@ impl<'a> SnapshotEncoder<'a> {
     /// What this snapshot describes.
     pub fn meta(&self) -> SnapshotMeta {
         SnapshotMeta {
-            format: FORMAT_VERSION,
+            format: format_for(self.store.cluster_version),
             last_applied: self.store.last_applied,
             log_clock_ms: self.store.sessions.clock_ms(),
             last_stamp: self.store.sessions.last_stamp(),
             entries: self.store.data.len() as u64,
             sessions: self.store.sessions.len() as u64,
+            cluster_version: self.store.cluster_version,
         }
     }
 
@@ -237,8 +284,13 @@ impl<'a> SnapshotEncoder<'a> {
             EncStage::Header => {
                 let m = self.meta();
                 self.buf.extend_from_slice(MAGIC);
-                self.frame(TAG_HEADER, &m);
-                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions);
+                let SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version } = m;
+                if format == OLDEST_SNAPSHOT_FORMAT {
+                    self.frame(TAG_HEADER, &HeaderV5 { format, last_applied, log_clock_ms, last_stamp, entries, sessions });
+                } else {
+                    self.frame(TAG_HEADER, &HeaderV6 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version });
+                }
+                self.hasher.header(last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version);
                 self.stage = EncStage::Entries;
             }
             EncStage::Entries => match self.entries.next() {
@@ -441,13 +493,11 @@ impl SnapshotDecoder {
         }
         match self.stage {
             DecStage::Header => {
-                let m: SnapshotMeta = exact(body).map_err(body_err("header"))?;
-                if m.format != FORMAT_VERSION {
-                    return Err(SnapshotError::UnsupportedFormat { got: m.format });
-                }
+                let m = decode_header(body)?;
                 self.store.last_applied = m.last_applied;
+                self.store.cluster_version = m.cluster_version;
                 self.store.sessions.set_clock(m.log_clock_ms, m.last_stamp);
-                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions);
+                self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions, m.cluster_version);
                 // Reserve for the announced count, but never trust a header with a huge claim.
                 self.pending.reserve(m.entries.min(1 << 16) as usize);
                 self.meta = Some(m);
@@ -525,6 +575,31 @@ impl SnapshotDecoder {
             return Err(SnapshotError::Truncated { expecting: self.stage.expecting() });
         }
         Ok(self.store)
+    }
+}
+
+/// Decode a header record of any format this build reads (the format comes first in all).
+fn decode_header(body: &[u8]) -> Result<SnapshotMeta, SnapshotError> {
+    let (format, _) = postcard::take_from_bytes::<u16>(body).map_err(body_err("header"))?;
+    match format {
+        OLDEST_SNAPSHOT_FORMAT => {
+            let h: HeaderV5 = exact(body).map_err(body_err("header"))?;
+            let HeaderV5 { format, last_applied, log_clock_ms, last_stamp, entries, sessions } = h;
+            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version: 1 })
+        }
+        FORMAT_VERSION => {
+            let h: HeaderV6 = exact(body).map_err(body_err("header"))?;
+            let HeaderV6 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version } = h;
+            // Format 6 is written only from cluster version 2; a version this build does not run
+            // could not be applied the way the writer's replicas apply it.
+            if !(2..=MAX_CLUSTER_VERSION).contains(&cluster_version) {
+                return Err(SnapshotError::Invalid(format!(
+                    "format 6 with cluster version {cluster_version} (this build runs 2 to {MAX_CLUSTER_VERSION} in format 6)"
+                )));
+            }
+            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version })
+        }
+        got => Err(SnapshotError::UnsupportedFormat { got }),
     }
 }
 

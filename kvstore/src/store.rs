@@ -1,8 +1,18 @@
 //! The store: applied state, the apply entry points, and the state hash.
 //!
-//! [`Store`] owns three things that together are the replicated state: the data (`key ->
-//! value, version`), the session table (with its log clock), and the last applied index. All three
-//! are in the state hash and in snapshots. The configuration is not state: every replica must be
+//! [`Store`] owns four things that together are the replicated state: the data (`key ->
+//! value, version`), the session table (with its log clock), the last applied index and the
+//! cluster version. All four are in the state hash (the cluster version only from version 2 on,
+//! so a version-1 store hashes as the previous release did) and in snapshots.
+//!
+//! # Cluster version
+//!
+//! The cluster version gates new formats during a rolling upgrade: it starts at 1 (every format
+//! of the previous release), the node layer raises it with [`Store::set_cluster_version`] at the
+//! same log slot on every replica once every replica runs a build that supports the new version,
+//! and it never goes down. A request whose format ([`crate::WriteOp::format`]) is above the
+//! cluster version is applied exactly like bytes that do not decode (see
+//! [`Store::apply_request`]), since that is what a previous release's replica does with it. The configuration is not state: every replica must be
 //! started with the same [`StoreConfig`].
 
 use crate::command::Request;
@@ -80,6 +90,8 @@ pub struct Store {
     /// Wrapping sum of [`entry_hash`] over every entry, kept up to date on each write so the
     /// state hash never walks the data.
     pub(crate) data_sum: u64,
+    /// The cluster version (see the module docs): 1 to [`crate::MAX_CLUSTER_VERSION`], never lowered.
+    pub(crate) cluster_version: u32,
 }
 
 impl Default for Store {
@@ -89,9 +101,24 @@ impl Default for Store {
 }
 
 impl Store {
-    /// An empty store at index 0.
+    /// An empty store at index 0, cluster version 1.
     pub fn new(config: StoreConfig) -> Self {
-        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0 }
+        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0, cluster_version: 1 }
+    }
+
+    /// The cluster version: the newest request and snapshot formats this store accepts and
+    /// writes. 1 (the previous release's formats) until [`Store::set_cluster_version`] raises it.
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+    }
+
+    /// Raise the cluster version to `v`; a `v` at or below the current version changes nothing
+    /// (it never goes down). This is replicated state: every replica must call it at the same
+    /// point of the log (the node layer does, from a log slot), and only with a version every
+    /// replica's build supports (at most [`crate::MAX_CLUSTER_VERSION`] for this build; the store does not
+    /// refuse more, as refusing on one replica only would diverge).
+    pub fn set_cluster_version(&mut self, v: u32) {
+        self.cluster_version = self.cluster_version.max(v);
     }
 
     /// The configuration.
@@ -178,7 +205,20 @@ impl Store {
     /// Order of work, the same on every replica: advance the index and the log clock, expire
     /// sessions, consult the session table (with the operation's fingerprint), check limits,
     /// execute, record the output.
+    ///
+    /// A request whose format ([`crate::WriteOp::format`]) is above [`Store::cluster_version`] is
+    /// treated exactly as undecodable bytes are by [`Store::apply`] (and by the previous release,
+    /// which cannot decode it): only the index advances (no log clock, no expiry, no session
+    /// record) and the answer is [`WriteError::Malformed`].
     pub fn apply_request(&mut self, index: u64, req: &Request) -> Output {
+        let format = req.op.format();
+        if u32::from(format) > self.cluster_version {
+            self.advance_index(index)?;
+            return Err(WriteError::Malformed(format!(
+                "request format {format} needs cluster version {format}; the cluster runs version {}",
+                self.cluster_version
+            )));
+        }
         self.advance_index(index)?;
         let cfg = self.config;
         self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
@@ -198,7 +238,8 @@ impl Store {
         out
     }
 
-    /// A hash of the whole replicated state (data, versions, sessions, log clock, last applied).
+    /// A hash of the whole replicated state (data, versions, sessions, log clock, last applied,
+    /// and the cluster version from version 2 on: at version 1 the hash is the previous release's).
     /// Equal states give equal hashes on every platform; use it to compare replicas.
     ///
     /// Cost: O(1): the data's and the sessions' parts are sums of per-entry hashes maintained on
@@ -211,6 +252,7 @@ impl Store {
             self.sessions.last_stamp(),
             self.data.len() as u64,
             self.sessions.len() as u64,
+            self.cluster_version,
         );
         h.data_sum(self.data_sum);
         h.session_sum(self.sessions.hash_sum());

@@ -106,3 +106,261 @@ fn write_v1_fixtures() {
         std::fs::write(path, bytes).unwrap();
     }
 }
+
+/// The previous release's state hash of [`v1_store`] (also in `state_hash.txt`), computed by the
+/// unmodified build: a version-1 store must keep hashing exactly so.
+const V1_STORE_HASH: u64 = 7_269_865_230_500_672_220;
+/// The previous release's hash of [`v1_store`] after it applied undecodable bytes (a format-2
+/// tag) at index 19: the state a version-1 replica must reach on a gated request.
+const V1_STORE_AFTER_MALFORMED_HASH: u64 = 4_200_171_808_046_821_209;
+/// The previous release's hash of an empty store.
+const EMPTY_STORE_HASH: u64 = 3_363_549_780_392_307_518;
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+fn v1_snapshot() -> Vec<u8> {
+    read("snapshot.bin")
+}
+
+fn v2_store() -> Store {
+    let mut s = v1_store();
+    s.set_cluster_version(2);
+    let req = Request {
+        session: Some(SessionRef { client: ClientId(9), seq: 1 }),
+        stamp: Stamp::new(1, 7, 9_000),
+        op: WriteOp::DeleteRange { start: b"m/".to_vec(), end: Some(b"m0".to_vec()) },
+    };
+    let index = s.last_applied() + 1;
+    assert_eq!(s.apply(index, &req.encode()), Ok(WriteResult { index, outcome: WriteOutcome::RangeDeleted { deleted: 2 } }));
+    s
+}
+
+#[test]
+fn previous_release_requests_decode_and_reencode_byte_for_byte() {
+    let text = String::from_utf8(read("requests.hex")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let want = v1_requests();
+    assert_eq!(lines.len(), want.len());
+    for (line, want) in lines.iter().zip(&want) {
+        let bytes = unhex(line);
+        assert_eq!(bytes[0], REQUEST_FORMAT);
+        let got = Request::decode(&bytes).unwrap();
+        assert_eq!(&got, want);
+        assert_eq!(got.op.format(), 1);
+        assert_eq!(got.encode(), bytes, "re-encoding changed the bytes of {want:?}");
+    }
+}
+
+#[test]
+fn previous_release_results_are_reproduced() {
+    let text = String::from_utf8(read("results.txt")).unwrap();
+    let mut s = Store::default();
+    let mut index = 0;
+    let mut got = String::new();
+    for (i, r) in v1_requests().iter().enumerate() {
+        index += 1;
+        if i == 5 {
+            s.skip(index).unwrap();
+            index += 1;
+        }
+        got += &format!("{:?}\n", s.apply(index, &r.encode()));
+    }
+    assert_eq!(got, text);
+    assert_eq!(s, v1_store());
+}
+
+#[test]
+fn version_1_store_hashes_as_the_previous_release() {
+    assert_eq!(Store::default().state_hash().0, EMPTY_STORE_HASH);
+    let s = v1_store();
+    assert_eq!(s.cluster_version(), 1);
+    assert_eq!(s.state_hash().0, V1_STORE_HASH);
+    let file: u64 = String::from_utf8(read("state_hash.txt")).unwrap().trim().parse().unwrap();
+    assert_eq!(file, V1_STORE_HASH);
+}
+
+#[test]
+fn previous_release_snapshot_restores_and_reencodes_identically() {
+    let bytes = v1_snapshot();
+    for chunk in [1, 13, bytes.len()] {
+        let r = Store::restore(StoreConfig::default(), bytes.chunks(chunk)).unwrap();
+        assert_eq!(r.cluster_version(), 1);
+        assert_eq!(r.state_hash().0, V1_STORE_HASH);
+        assert_eq!(r, v1_store());
+        assert_eq!(r.snapshot(usize::MAX).collect::<Vec<_>>().concat(), bytes, "re-encoding changed the bytes");
+        assert_eq!(r.snapshot(7).meta().format, 5);
+    }
+    let mut d = SnapshotDecoder::new();
+    d.push(&bytes).unwrap();
+    let meta = d.meta().unwrap();
+    assert_eq!((meta.format, meta.cluster_version, meta.last_applied), (OLDEST_SNAPSHOT_FORMAT, 1, 18));
+    // The snapshot this build writes for the same store is the fixture, byte for byte.
+    assert_eq!(v1_store().snapshot(64).collect::<Vec<_>>().concat(), bytes);
+}
+
+#[test]
+fn delete_range_round_trips_as_format_2() {
+    for op in [
+        WriteOp::DeleteRange { start: b"a".to_vec(), end: Some(b"c".to_vec()) },
+        WriteOp::DeleteRange { start: vec![], end: None },
+        WriteOp::DeleteRange { start: vec![0xff, 0], end: Some(vec![]) },
+    ] {
+        let req = Request { session: Some(SessionRef { client: ClientId(3), seq: 4 }), stamp: Stamp::new(1, 2, 3), op };
+        let bytes = req.encode();
+        assert_eq!(bytes[0], 2);
+        assert_eq!(req.op.format(), 2);
+        assert_eq!(Request::decode(&bytes), Ok(req));
+    }
+}
+
+#[test]
+fn tag_1_carrying_delete_range_is_a_body_error_and_unknown_tags_stay_unknown() {
+    let req = Request { session: None, stamp: Stamp::default(), op: WriteOp::DeleteRange { start: b"a".to_vec(), end: None } };
+    let mut bytes = req.encode();
+    bytes[0] = 1;
+    assert!(matches!(Request::decode(&bytes), Err(CodecError::Body(_))));
+    for tag in [3u8, 7, 255] {
+        bytes[0] = tag;
+        assert_eq!(Request::decode(&bytes), Err(CodecError::UnknownFormat { got: tag }));
+    }
+}
+
+#[test]
+fn delete_range_is_gated_by_the_cluster_version() {
+    let op = WriteOp::DeleteRange { start: b"m/".to_vec(), end: None };
+    // With a session, so that a wrongly applied request would also show in the session table.
+    let req = Request { session: Some(SessionRef { client: ClientId(9), seq: 1 }), stamp: Stamp::new(1, 7, 99_000), op };
+    let index = v1_store().last_applied() + 1;
+
+    // Version 1, through the bytes and through the decoded request: only the index moves, and
+    // the state is exactly the previous release's after bytes it cannot decode.
+    for via_bytes in [true, false] {
+        let mut s = v1_store();
+        let before = s.clone();
+        let out = if via_bytes { s.apply(index, &req.encode()) } else { s.apply_request(index, &req) };
+        let Err(WriteError::Malformed(msg)) = out else { panic!("expected Malformed, got {out:?}") };
+        assert_eq!(msg, "request format 2 needs cluster version 2; the cluster runs version 1");
+        assert_eq!(s.last_applied(), index);
+        assert_eq!(s.state_hash().0, V1_STORE_AFTER_MALFORMED_HASH);
+        assert_eq!(s.len(), before.len());
+        assert_eq!(s.log_clock_ms(), before.log_clock_ms());
+        assert_eq!(s.sessions(), before.sessions());
+        let mut undecodable = before.clone();
+        let _ = undecodable.apply(index, &[2, 0xff]);
+        assert_eq!(s, undecodable);
+        // Out of order stays out of order, gated or not.
+        assert_eq!(s.apply_request(index, &req), Err(WriteError::OutOfOrder { last_applied: index, got: index }));
+    }
+
+    // Version 2: the range is deleted, and the result is recorded like any other.
+    let mut s = v1_store();
+    s.set_cluster_version(2);
+    assert_eq!(s.keys_in(b"m/", None), vec![b"m/1".to_vec(), b"m/2".to_vec(), b"n".to_vec()]);
+    let out = s.apply(index, &req.encode());
+    assert_eq!(out, Ok(WriteResult { index, outcome: WriteOutcome::RangeDeleted { deleted: 3 } }));
+    assert_eq!(s.keys_in(b"", None), vec![b"a".to_vec(), b"ctr".to_vec(), b"log".to_vec()]);
+    assert_eq!(s.sessions().get(ClientId(9)).map(|e| e.result.clone()), Some(out.clone()));
+    // A retry is answered from the session table.
+    assert_eq!(s.apply_request(index + 1, &req), out);
+    // Everything, then nothing left.
+    let all = WriteOp::DeleteRange { start: vec![], end: None };
+    let r = Request { session: None, stamp: Stamp::new(1, 7, 99_001), op: all };
+    assert_eq!(s.apply_request(index + 2, &r), Ok(WriteResult { index: index + 2, outcome: WriteOutcome::RangeDeleted { deleted: 3 } }));
+    assert!(s.is_empty());
+    assert_eq!(s.data_bytes(), 0);
+    assert_eq!(s.apply_request(index + 3, &r), Ok(WriteResult { index: index + 3, outcome: WriteOutcome::RangeDeleted { deleted: 0 } }));
+}
+
+#[test]
+fn keys_in_is_half_open_and_tolerates_inverted_ranges() {
+    let s = v1_store();
+    assert_eq!(s.keys_in(b"b", Some(b"log")), vec![b"ctr".to_vec()]);
+    assert_eq!(s.keys_in(b"ctr", Some(b"m/2")), vec![b"ctr".to_vec(), b"log".to_vec(), b"m/1".to_vec()]);
+    assert_eq!(s.keys_in(b"log", Some(b"log")), Vec::<Vec<u8>>::new());
+    assert_eq!(s.keys_in(b"z", Some(b"a")), Vec::<Vec<u8>>::new());
+    assert_eq!(s.keys_in(b"", Some(b"")), Vec::<Vec<u8>>::new());
+    assert_eq!(s.keys_in(b"", None).len(), s.len());
+}
+
+#[test]
+fn cluster_version_never_goes_down_and_enters_the_hash_from_2() {
+    let mut s = v1_store();
+    assert_eq!(s.cluster_version(), 1);
+    s.set_cluster_version(0);
+    assert_eq!(s.cluster_version(), 1);
+    s.set_cluster_version(1);
+    assert_eq!(s.state_hash().0, V1_STORE_HASH);
+    s.set_cluster_version(2);
+    assert_eq!(s.cluster_version(), 2);
+    assert_ne!(s.state_hash().0, V1_STORE_HASH);
+    let h2 = s.state_hash();
+    s.set_cluster_version(1);
+    assert_eq!(s.cluster_version(), 2);
+    assert_eq!(s.state_hash(), h2);
+    assert_eq!(MAX_CLUSTER_VERSION, 2);
+}
+
+#[test]
+fn format_6_snapshot_round_trips_the_cluster_version() {
+    let s = v2_store();
+    let enc = s.snapshot(17);
+    let meta = enc.meta();
+    assert_eq!((meta.format, meta.cluster_version), (FORMAT_VERSION, 2));
+    assert_eq!(FORMAT_VERSION, 6);
+    let chunks: Vec<Vec<u8>> = enc.collect();
+    let r = Store::restore(StoreConfig::default(), &chunks).unwrap();
+    assert_eq!(r.cluster_version(), 2);
+    assert_eq!(r.state_hash(), s.state_hash());
+    assert_eq!(r, s);
+    assert_eq!(r.snapshot(usize::MAX).collect::<Vec<_>>().concat(), chunks.concat());
+    let mut d = SnapshotDecoder::new();
+    d.push(&chunks.concat()).unwrap();
+    assert_eq!(d.meta(), Some(meta));
+    // Just upgraded, nothing else changed: format 6 already, and a different hash from version 1.
+    let mut up = v1_store();
+    up.set_cluster_version(2);
+    let bytes = up.snapshot(usize::MAX).collect::<Vec<_>>().concat();
+    assert_ne!(bytes, v1_snapshot());
+    let r = Store::restore(StoreConfig::default(), [&bytes]).unwrap();
+    assert_eq!((r.cluster_version(), r.state_hash()), (2, up.state_hash()));
+}
+
+/// The header's format varint sits after the magic, the 4-byte length and the tag.
+const FORMAT_AT: usize = 8 + 4 + 1;
+
+#[test]
+fn other_snapshot_formats_are_unsupported() {
+    for (base, got) in [(v1_snapshot(), 7u8), (v1_snapshot(), 4), (v2_store().snapshot(usize::MAX).collect::<Vec<_>>().concat(), 7)] {
+        let mut bad = base.clone();
+        bad[FORMAT_AT] = got;
+        let e = Store::restore(StoreConfig::default(), [&bad]).unwrap_err();
+        assert_eq!(e, SnapshotError::UnsupportedFormat { got: u16::from(got) });
+        assert_eq!(e.to_string(), format!("snapshot format {got} is not supported (this build reads formats 5 and 6)"));
+    }
+}
+
+#[test]
+fn format_6_headers_are_checked() {
+    let s = v2_store();
+    let good = s.snapshot(usize::MAX).collect::<Vec<_>>().concat();
+    // A format-5 stream relabelled 6 lacks the cluster version; a format-6 stream relabelled 5
+    // has a byte too many.
+    let mut short = v1_snapshot();
+    short[FORMAT_AT] = 6;
+    assert!(matches!(Store::restore(StoreConfig::default(), [&short]), Err(SnapshotError::Body { what: "header", .. })));
+    let mut long = good.clone();
+    long[FORMAT_AT] = 5;
+    assert!(matches!(Store::restore(StoreConfig::default(), [&long]), Err(SnapshotError::Body { what: "header", .. })));
+    // The cluster version is the header's last byte (a one-byte varint): 1 (never written in
+    // format 6) and 3 (not run by this build) are refused.
+    let header_len = u32::from_le_bytes(good[8..12].try_into().unwrap()) as usize;
+    let cv_at = 8 + 4 + header_len - 1;
+    assert_eq!(good[cv_at], 2);
+    for v in [0u8, 1, 3] {
+        let mut bad = good.clone();
+        bad[cv_at] = v;
+        assert!(matches!(Store::restore(StoreConfig::default(), [&bad]), Err(SnapshotError::Invalid(_))), "cluster version {v}");
+    }
+}
