@@ -529,6 +529,7 @@ pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
         vec!["index".to_string(), format!("{} ({} keys)", j["index"], j["keys"])],
         vec!["serving".to_string(), if j["serving"] == json!(true) { "yes".to_string() } else { format!("no: {}", s(&j["reason"])) }],
         vec!["epoch".to_string(), j["epoch"].to_string()],
+        vec!["cluster version".to_string(), cluster_version_line(&j)],
     ];
     print_rows(cli.opts.output, &["FIELD", "VALUE"], &summary);
     println!();
@@ -536,10 +537,35 @@ pub async fn run_status(opts: ClientOpts) -> anyhow::Result<i32> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|m| vec![m["id"].to_string(), s(&m["state"]), m["live"].to_string(), m["learned"].to_string(), s(&m["http"])])
+        .map(|m| {
+            let reads = if m["max_cluster_version"].is_null() { "-".to_string() } else { m["max_cluster_version"].to_string() };
+            vec![m["id"].to_string(), s(&m["state"]), m["live"].to_string(), m["learned"].to_string(), reads, s(&m["http"])]
+        })
         .collect();
-    print_rows(cli.opts.output, &["ID", "STATE", "LIVE", "LEARNED", "HTTP"], &members);
+    print_rows(cli.opts.output, &["ID", "STATE", "LIVE", "LEARNED", "READS", "HTTP"], &members);
     Ok(0)
+}
+
+/// The cluster version line of `synod status`: the version in force, what this build reads, and
+/// whether an upgrade is finished (every member's build reads this build's version and the
+/// cluster runs it) or what it waits for. A status from the previous release has none: 1.
+fn cluster_version_line(j: &Value) -> String {
+    let runs = j["cluster_version"].as_u64().unwrap_or(1);
+    let max = j["max_cluster_version"].as_u64().unwrap_or(1);
+    if let Some(why) = j["halted"].as_str() {
+        return format!("{runs} (HALTED: {why})");
+    }
+    let members = j["members"].as_array().cloned().unwrap_or_default();
+    let behind: Vec<String> = members
+        .iter()
+        .filter(|m| m["max_cluster_version"].as_u64().unwrap_or(1) < max)
+        .map(|m| m["id"].to_string())
+        .collect();
+    match (runs >= max, behind.is_empty()) {
+        (true, _) => format!("{runs} (this build reads up to {max}; upgrade finished)"),
+        (false, true) => format!("{runs} (every member reads {max}: the leader raises it shortly)"),
+        (false, false) => format!("{runs} (this build reads up to {max}; waiting for members {} to run it)", behind.join(", ")),
+    }
 }
 
 /// `synod health`: exit 0 if `url` (a replica's `/readyz`) answers 200 within `timeout`, else

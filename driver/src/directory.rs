@@ -21,6 +21,14 @@ pub struct PeerInfo {
     pub grpc: String,
     /// Where its REST API listens (`host:port`).
     pub http: String,
+    /// The highest cluster version its build reads (`kvstore::MAX_CLUSTER_VERSION`): the
+    /// previous release registered without it, which reads as 1 (docs/upgrades.md).
+    #[serde(default = "version_one")]
+    pub max_cluster_version: u32,
+}
+
+fn version_one() -> u32 {
+    1
 }
 
 impl PeerInfo {

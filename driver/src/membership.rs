@@ -138,6 +138,33 @@ impl Membership {
         Ok(())
     }
 
+    /// The cluster version as the leaders last published it (`P/cluster-version`; `None`: never
+    /// published, a cluster of the previous release or a new one).
+    pub async fn cluster_version(&self) -> anyhow::Result<Option<u32>> {
+        let resp = self.client.clone().get(format!("{}/cluster-version", self.prefix), None).await?;
+        Ok(resp.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    }
+
+    /// Publish the cluster version the log raised to (never lowers what is published: a
+    /// deposed leader that applied less cannot undo a newer one's word).
+    async fn publish_cluster_version(&self, v: u32) -> anyhow::Result<()> {
+        let key = format!("{}/cluster-version", self.prefix);
+        let resp = self.client.clone().get(key.clone(), None).await?;
+        let (known, rev) = match resp.kvs().first() {
+            Some(kv) => (serde_json::from_slice::<u32>(kv.value()).unwrap_or(0), kv.mod_revision()),
+            None => (0, 0),
+        };
+        if known >= v {
+            return Ok(());
+        }
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::mod_revision(key.clone(), etcd_client::CompareOp::Equal, rev)])
+            .and_then([etcd_client::TxnOp::put(key, serde_json::to_vec(&v)?, None)]);
+        self.client.clone().txn(txn).await?;
+        info!(cluster_version = v, "cluster version published");
+        Ok(())
+    }
+
     async fn put_mark(&self, dir: &str, id: u64, mark: EpochMark) -> anyhow::Result<()> {
         self.client.clone().put(self.key(dir, id), serde_json::to_vec(&mark)?, None).await?;
         Ok(())
@@ -172,12 +199,15 @@ pub struct Manager {
     pub election: mpsc::UnboundedSender<ElectionCmd>,
     /// Whether this node may campaign: an acceptor that is not leaving.
     pub eligible: watch::Sender<bool>,
+    /// Joins refused for the cluster version, already logged (`(id, incarnation)`).
+    pub too_old: std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>>,
 }
 
 impl Manager {
     /// Run until the node loop goes away.
     pub async fn run(self) {
         let mut reported: Option<EpochMark> = None;
+        let mut published: u32 = 1;
         let me = self.settings.me;
         let start = Instant::now();
         let mut failures = self.settings.remove_failed_after.map(|d| FailurePolicy::new(me, d.as_millis() as u64));
@@ -222,6 +252,12 @@ impl Manager {
                 }
                 continue;
             }
+            if st.cluster_version > published {
+                match self.membership.publish_cluster_version(st.cluster_version).await {
+                    Ok(()) => published = st.cluster_version,
+                    Err(e) => debug!(error = %e, "could not publish the cluster version"),
+                }
+            }
             let now = Time(start.elapsed().as_millis() as u64);
             if let Err(e) = self.lead(&st, &pending, failures.as_mut(), now).await {
                 debug!(error = %e, "membership step failed; retrying");
@@ -250,10 +286,47 @@ impl Manager {
         Ok(behind.is_empty())
     }
 
-    /// One leader step: the first pending request that can move, else the failure policy.
+    /// The highest cluster version `node`'s registered build reads (1: the previous release,
+    /// which registers without it; or not registered).
+    fn reads(&self, node: paxos::NodeId) -> u32 {
+        if node == self.settings.me.node {
+            return kvstore::MAX_CLUSTER_VERSION;
+        }
+        self.directory.get(node).map_or(1, |i| i.max_cluster_version)
+    }
+
+    /// The pending requests that may move under the cluster version: a join of a process whose
+    /// build does not read the version the cluster runs waits (logged once per process), and
+    /// never blocks the requests behind it.
+    fn movable(&self, pending: &[PendingChange], runs: u32) -> Vec<PendingChange> {
+        let mut warned = self.too_old.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .filter(|p| {
+                let ok = policy::join_allowed(p, runs, |n| self.reads(n));
+                if let (false, PendingChange::Join { id, incarnation }) = (ok, p) {
+                    if warned.insert((*id, *incarnation)) {
+                        warn!(
+                            node = id,
+                            reads = self.reads(paxos::NodeId(*id)),
+                            cluster_version = runs,
+                            "join refused: the joining replica's build does not read the cluster version; upgrade its binary"
+                        );
+                        self.metrics.joins_refused_version.inc();
+                    }
+                }
+                ok
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// One leader step: the first pending request that can move, else the failure policy, else
+    /// raising the cluster version.
     async fn lead(&self, st: &NodeStatus, pending: &[PendingChange], failures: Option<&mut FailurePolicy>, now: Time) -> anyhow::Result<()> {
         let config = &st.config;
         let registered = self.registered();
+        let pending = &self.movable(pending, st.cluster_version)[..];
         let mut step = policy::next_step(self.settings.me, config, pending, &registered, |m| st.core.promotable(m).is_ok());
         if step.is_none() {
             if let Some(f) = failures {
@@ -268,6 +341,12 @@ impl Manager {
                     }
                     None => {}
                 }
+            }
+        }
+        if step.is_none() && st.halted.is_none() {
+            if let Some(v) = policy::version_to_raise(config, st.cluster_version, kvstore::MAX_CLUSTER_VERSION, &registered, |n| self.reads(n)) {
+                info!(from = st.cluster_version, to = v, "every member reads a newer cluster version: raising it");
+                step = Some(Step::Propose(ConfigChange::SetVersion(v), After::Nothing));
             }
         }
         let Some(step) = step else { return Ok(()) };

@@ -137,6 +137,9 @@ pub struct Metrics {
     pub config_epoch: Gauge,
     /// Membership changes this node proposed as leader that took effect.
     pub membership_changes: Counter,
+    /// Joins this node (as leader) held back because the joiner's build does not read the
+    /// cluster version.
+    pub joins_refused_version: Counter,
     /// Reads this replica would not answer from its own state (catching up, lagging, removed).
     pub reads_not_served: Counter,
     /// Whether this replica answers reads from its own state (1) or not (0).
@@ -173,6 +176,9 @@ struct ScrapeTime {
     watchers: Gauge,
     watch_history_changes: Gauge,
     watch_history_oldest_index: Gauge,
+    cluster_version: Gauge,
+    max_cluster_version: Gauge,
+    halted: Gauge,
     core_commands_applied: Counter,
     core_proposals_lost: Counter,
     core_dropped_messages: Counter,
@@ -213,6 +219,7 @@ impl Default for Metrics {
             snapshots_installed: Counter::default(),
             config_epoch: Gauge::default(),
             membership_changes: Counter::default(),
+            joins_refused_version: Counter::default(),
             reads_not_served: Counter::default(),
             serving: Gauge::default(),
             etcd_up: Gauge::default(),
@@ -236,7 +243,7 @@ impl Metrics {
     fn register(&self) {
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.scrape;
-        let counters: [(&str, &str, &Counter); 27] = [
+        let counters: [(&str, &str, &Counter); 28] = [
             ("synod_proposals", "Commands proposed by this node.", &self.proposals),
             ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
             ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
@@ -258,6 +265,7 @@ impl Metrics {
             ("synod_snapshots_sent", "Snapshots streamed to peers.", &self.snapshots_sent),
             ("synod_snapshots_installed", "Snapshots installed from peers.", &self.snapshots_installed),
             ("synod_membership_changes", "Membership changes proposed here that took effect.", &self.membership_changes),
+            ("synod_joins_refused_version", "Joins held back (as leader) because the joiner's build does not read the cluster version.", &self.joins_refused_version),
             ("synod_watch_streams_opened", "Watch streams (server-sent events) opened.", &self.watch_streams_opened),
             ("synod_reads_not_served", "Reads not answered from this replica's state (catching up, lagging, removed).", &self.reads_not_served),
             ("synod_core_commands_applied", "Commands chosen through the core.", &s.core_commands_applied),
@@ -272,7 +280,10 @@ impl Metrics {
         for (name, help, c) in counters {
             r.register(name, help, c.0.clone());
         }
-        let gauges: [(&str, &str, &Gauge); 22] = [
+        let gauges: [(&str, &str, &Gauge); 25] = [
+            ("synod_cluster_version", "The cluster version at the applied slot (the newest formats any replica writes).", &s.cluster_version),
+            ("synod_max_cluster_version", "The highest cluster version this build reads.", &s.max_cluster_version),
+            ("synod_halted", "1 if this replica stopped applying the log (it met a cluster version its build does not read).", &s.halted),
             ("synod_etcd_up", "Whether this node's etcd lease is alive.", &self.etcd_up),
             ("synod_etcd_lease", "This node's etcd lease id (0: none); its registration and suspicion records live under it.", &self.etcd_lease),
             ("synod_config_epoch", "The epoch of the configuration applied last.", &self.config_epoch),
@@ -345,6 +356,9 @@ impl Metrics {
             s.watchers.set(st.watchers as u64);
             s.watch_history_changes.set(st.history_changes as u64);
             s.watch_history_oldest_index.set(st.history_oldest_index);
+            s.cluster_version.set(u64::from(st.cluster_version));
+            s.max_cluster_version.set(u64::from(st.max_cluster_version));
+            s.halted.set(u64::from(st.halted.is_some()));
             let c = &st.counters;
             s.core_commands_applied.raise_to(c.commands_applied);
             s.core_proposals_lost.raise_to(c.proposals_lost);

@@ -347,6 +347,7 @@ impl NodeLoop {
     /// Run until `Input::Shutdown`.
     pub async fn run(mut self, mut inbox: NodeInbox) {
         self.sync_peers();
+        self.push_versions();
         self.run_outputs();
         let mut sweep = tokio::time::interval(Duration::from_millis(500));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -531,6 +532,7 @@ impl NodeLoop {
             }
             Input::PeersChanged => {
                 self.sync_peers();
+                self.push_versions();
                 return;
             }
             Input::Removed(r) => ::node::Input::Removed(r),
@@ -716,6 +718,13 @@ impl NodeLoop {
             self.node.handle(now, ::node::Input::Cancel(token));
         }
         self.snapshot_sends.retain(|_, h| !h.is_finished());
+    }
+
+    /// Tell the node what each registered replica reads (its cluster-version checks).
+    fn push_versions(&mut self) {
+        let versions = self.wiring.directory.all().into_iter().map(|(node, info)| (node, info.max_cluster_version)).collect();
+        let now = self.now();
+        self.node.handle(now, ::node::Input::PeerVersions(versions));
     }
 
     fn sync_peers(&mut self) {

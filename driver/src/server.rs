@@ -305,6 +305,16 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         founded
     };
     let membership = Membership::new(client.clone(), args.prefix.clone());
+    // A build too old for the cluster refuses to start rather than join (or rejoin) a cluster
+    // whose log it cannot apply (docs/upgrades.md).
+    let published = etcd::retrying("reading the cluster version", etcd_deadline.max(std::time::Instant::now() + Duration::from_secs(5)), || membership.cluster_version()).await?;
+    if let Some(v) = published.filter(|v| *v > kvstore::MAX_CLUSTER_VERSION) {
+        anyhow::bail!(
+            "the cluster runs cluster version {v}; this build (synod {}) reads cluster versions up to {}: start this replica with the cluster's release (docs/upgrades.md)",
+            env!("CARGO_PKG_VERSION"),
+            kvstore::MAX_CLUSTER_VERSION
+        );
+    }
     // A joining process, and a founder whose id was already founded (a restart after a crash:
     // its promises are forgotten, so it comes back as a new incarnation and must be re-added as
     // a learner, caught up, and promoted), ask the leader to take them in. A durable restart
@@ -410,7 +420,13 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let task = EtcdTask {
         client,
         settings: EtcdSettings { endpoints: args.etcd.clone(), prefix: args.prefix.clone(), lease_ttl: args.lease_ttl },
-        info: PeerInfo { id: me.node.0, incarnation: me.incarnation.0, grpc: grpc_addr, http: http_addr },
+        info: PeerInfo {
+            id: me.node.0,
+            incarnation: me.incarnation.0,
+            grpc: grpc_addr,
+            http: http_addr,
+            max_cluster_version: kvstore::MAX_CLUSTER_VERSION,
+        },
         inputs: inputs.clone(),
         directory: directory.clone(),
         metrics: metrics.clone(),
@@ -418,6 +434,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let (eligible_tx, eligible_rx) = watch::channel(eligible_at_start);
     let etcd_task = tokio::spawn(task.run(election_rx, eligible_rx, etcd_stop_rx));
     let manager = Manager {
+        too_old: Default::default(),
         membership: membership.clone(),
         settings: ManagerSettings {
             me,

@@ -45,4 +45,6 @@ pub use types::*;
 #[cfg(test)]
 mod node_test;
 #[cfg(test)]
+mod upgrade_test;
+#[cfg(test)]
 mod watch_test;

@@ -219,3 +219,24 @@ impl FailurePolicy {
 #[cfg(test)]
 #[path = "membership_test.rs"]
 mod tests;
+
+/// The cluster version the leader raises to now, if any: the highest version that every member
+/// of `config` reads (`reads`, from their registrations) and this build reads, once it is above
+/// the version the cluster runs. A member that is not registered (down, or restarting) holds the
+/// version where it is: what a process reads is known only while it runs, and the one that
+/// comes back may be an older build (a rolling downgrade).
+pub fn version_to_raise(config: &Configuration, runs: u32, max: u32, registered: &Registered, reads: impl Fn(NodeId) -> u32) -> Option<u32> {
+    if config.members().any(|m| !live(registered, m)) {
+        return None;
+    }
+    let v = config.members().map(|m| reads(m.node)).min()?.min(max);
+    (v > runs).then_some(v)
+}
+
+/// Whether a join can move under the cluster version: the joining process reads `runs`.
+pub fn join_allowed(p: &PendingChange, runs: u32, reads: impl Fn(NodeId) -> u32) -> bool {
+    match *p {
+        PendingChange::Join { id, .. } => reads(NodeId(id)) >= runs,
+        PendingChange::Leave { .. } => true,
+    }
+}

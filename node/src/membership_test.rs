@@ -153,3 +153,33 @@ fn a_leader_lease_is_revoked_only_when_a_majority_of_the_acceptors_suspects_it()
     // Three of five: a majority cannot hear it, so it cannot commit either.
     assert!(s.majority(&s.suspects([NodeId(4), NodeId(2), NodeId(3)])));
 }
+
+#[test]
+fn the_cluster_version_is_raised_only_to_what_every_live_member_reads() {
+    let config = Configuration::bootstrap([m(1, 1), m(2, 1), m(3, 1)]);
+    let registered: Registered = [(NodeId(1), 1), (NodeId(2), 1), (NodeId(3), 1)].into();
+    let reads = |v: [u32; 3]| move |n: NodeId| v[n.0 as usize - 1];
+    // Mid-upgrade: one member still runs the previous release (reads 1): nothing to raise.
+    assert_eq!(version_to_raise(&config, 1, 2, &registered, reads([2, 2, 1])), None);
+    // Every member reads 2: raise to 2, but never above this build's own maximum.
+    assert_eq!(version_to_raise(&config, 1, 2, &registered, reads([2, 2, 2])), Some(2));
+    assert_eq!(version_to_raise(&config, 1, 2, &registered, reads([3, 3, 3])), Some(2));
+    // Already there: nothing.
+    assert_eq!(version_to_raise(&config, 2, 2, &registered, reads([2, 2, 2])), None);
+    // A member that is down may come back as any build: wait for it.
+    let mut down = registered.clone();
+    down.remove(&NodeId(3));
+    assert_eq!(version_to_raise(&config, 1, 2, &down, reads([2, 2, 2])), None);
+    // A learner counts as a member.
+    let with_learner = config.apply(&ConfigChange::AddLearner(m(4, 1))).expect("valid change");
+    let mut reg4 = registered.clone();
+    reg4.insert(NodeId(4), 1);
+    let reads4 = |n: NodeId| if n.0 == 4 { 1 } else { 2 };
+    assert_eq!(version_to_raise(&with_learner, 1, 2, &reg4, reads4), None);
+
+    // A join moves only if the joiner reads the version the cluster runs.
+    let join = PendingChange::Join { id: 4, incarnation: 1 };
+    assert!(join_allowed(&join, 1, reads4));
+    assert!(!join_allowed(&join, 2, reads4));
+    assert!(join_allowed(&PendingChange::Leave { id: 4 }, 2, reads4));
+}

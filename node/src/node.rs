@@ -106,6 +106,11 @@ pub struct Node {
     pub(crate) settle_after_install: bool,
     /// The history of changes and the watchers waiting on it (`watch.rs`).
     pub(crate) watches: Watches,
+    /// What each registered replica reads ([`Input::PeerVersions`]); absent: version 1.
+    pub(crate) peer_versions: BTreeMap<paxos::NodeId, u32>,
+    /// Set when this replica met a cluster version above what its build reads: it applies
+    /// nothing from that slot on (it never skips a slot the others applied) and serves nothing.
+    pub(crate) halted: Option<String>,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) counters: NodeCounters,
 }
@@ -193,6 +198,8 @@ impl Node {
             watches: Watches::new(settings.watch_history_changes, settings.watch_history_bytes, settings.max_watchers),
             outputs: VecDeque::new(),
             counters: NodeCounters::default(),
+            peer_versions: BTreeMap::new(),
+            halted: None,
             settings,
         };
         // A node that starts from a store (a durable restart, a restore) does not know the
@@ -228,6 +235,7 @@ impl Node {
             Input::Read { token, consistency, f } => self.read(consistency, PendingRead { token, f }),
             Input::Cancel(token) => self.cancel(token),
             Input::Reconfigure { token, change } => self.reconfigure(token, change),
+            Input::PeerVersions(v) => self.peer_versions = v,
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
             Input::SnapshotEncoded { meta } => self.snapshot_encoded(meta),
             Input::Removed(r) => self.mark_removed(r),
@@ -313,6 +321,9 @@ impl Node {
             watchers: self.watches.waiting(),
             history_changes: self.watches.history.len(),
             history_oldest_index: self.watches.history.complete_after() + 1,
+            cluster_version: self.store.cluster_version(),
+            max_cluster_version: kvstore::MAX_CLUSTER_VERSION,
+            halted: self.halted.clone(),
         }
     }
 
@@ -364,6 +375,13 @@ impl Node {
         if let Some(r) = self.removed {
             return self.write_done(pending.token, Err(Refused::Removed(r)));
         }
+        if let Some(why) = &self.halted {
+            return self.write_done(pending.token, Err(Refused::Halted(why.clone())));
+        }
+        let (needs, runs) = (u32::from(pending.op.format()), self.store.cluster_version());
+        if needs > runs {
+            return self.write_done(pending.token, Err(Refused::ClusterVersion { needs, runs }));
+        }
         let Some(id) = self.next_id() else {
             return self.write_done(pending.token, Err(Refused::Busy));
         };
@@ -406,6 +424,11 @@ impl Node {
     }
 
     fn reconfigure(&mut self, token: Token, change: ConfigChange) {
+        if let Err(why) = self.version_check(change) {
+            warn!(?change, %why, "membership change refused");
+            self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Config(why)) });
+            return;
+        }
         let Some(id) = self.next_id() else {
             self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Busy) });
             return;
@@ -422,6 +445,56 @@ impl Node {
             Err(e) => {
                 self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Config(e.to_string())) });
             }
+        }
+    }
+
+    /// The highest cluster version `node` reads, as its registration says (1: no word, the
+    /// previous release's registration). This replica's own is its build's.
+    pub(crate) fn reads_version(&self, node: paxos::NodeId) -> u32 {
+        if node == self.settings.me.node {
+            return kvstore::MAX_CLUSTER_VERSION;
+        }
+        self.peer_versions.get(&node).copied().unwrap_or(1)
+    }
+
+    /// The cluster-version rules of a configuration change (docs/upgrades.md): a member is added
+    /// or promoted only if it reads the cluster's version, and the version is raised only to one
+    /// that this build and every member reads. Exact, because the core admits one change at a
+    /// time and applies a chosen one before it takes the next: `self.config` and the store's
+    /// version are those in force for the next change.
+    fn version_check(&self, change: ConfigChange) -> Result<(), String> {
+        let runs = self.store.cluster_version();
+        match change {
+            ConfigChange::AddLearner(m) | ConfigChange::Promote(m) => {
+                let reads = self.reads_version(m.node);
+                if reads < runs && !self.bug(|b| b.admit_old_members) {
+                    return Err(format!(
+                        "node {} reads cluster versions up to {reads}; the cluster runs version {runs}: upgrade its binary",
+                        m.node
+                    ));
+                }
+            }
+            ConfigChange::SetVersion(v) => {
+                if v <= runs {
+                    return Err(format!("the cluster already runs version {runs}"));
+                }
+                if v > kvstore::MAX_CLUSTER_VERSION {
+                    return Err(format!("this build runs cluster versions up to {}", kvstore::MAX_CLUSTER_VERSION));
+                }
+                if let Some(m) = self.config.members().find(|m| self.reads_version(m.node) < v) {
+                    return Err(format!("member {} reads cluster versions up to {}", m.node, self.reads_version(m.node)));
+                }
+            }
+            ConfigChange::Remove(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Stop applying the log, loudly (it stays an acceptor: voting does not read values).
+    fn halt(&mut self, why: String) {
+        if self.halted.is_none() {
+            tracing::error!(%why, "HALTED: this replica stops applying the log");
+            self.halted = Some(why);
         }
     }
 
@@ -604,6 +677,20 @@ impl Node {
         if slot <= self.applied_slot {
             warn!(%slot, applied = %self.applied_slot, "core applied a slot twice; ignored");
             return;
+        }
+        if self.halted.is_some() {
+            return;
+        }
+        if let Value::Reconfigure { change: ConfigChange::SetVersion(v), .. } = &value {
+            if *v > kvstore::MAX_CLUSTER_VERSION && !self.bug(|b| b.skip_unknown_version) {
+                self.halt(format!(
+                    "slot {slot} raises the cluster version to {v}; this build runs versions up to {}: replace this replica's binary with a newer one",
+                    kvstore::MAX_CLUSTER_VERSION
+                ));
+                return;
+            }
+            info!(%slot, version = v, "cluster version raised");
+            self.store.set_cluster_version(*v);
         }
         if let Value::Reconfigure { id, .. } = &value {
             if let Some(token) = self.reconfigs.remove(id) {

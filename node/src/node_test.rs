@@ -72,6 +72,10 @@ impl Net {
         &self.nodes[&NodeId(id)]
     }
 
+    pub(crate) fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.get_mut(&NodeId(id)).expect("a node of this net")
+    }
+
     pub(crate) fn input(&mut self, id: u64, input: Input) {
         let now = self.now;
         self.nodes.get_mut(&NodeId(id)).expect("a node of this net").handle(now, input);

@@ -42,6 +42,9 @@ impl Node {
         if let Some(r) = self.removed {
             return Err(NotServing::Removed(r));
         }
+        if let Some(why) = &self.halted {
+            return Err(NotServing::Halted(why.clone()));
+        }
         if !self.caught_up {
             let why = if !self.is_member() {
                 "catching up: not yet a member with a configuration (waiting to be added and sent a snapshot)".to_string()
@@ -84,6 +87,8 @@ impl Node {
             NotServing::Removed(r) => Refused::Removed(r),
             NotServing::CatchingUp(reason) => Refused::NotServing { leader, catching_up: true, reason },
             NotServing::Lagging(reason) => Refused::NotServing { leader, catching_up: false, reason },
+            // Reads go to the leader, like a lagging replica's.
+            NotServing::Halted(why) => Refused::NotServing { leader, catching_up: false, reason: format!("halted: {why}") },
         }
     }
 

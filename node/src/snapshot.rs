@@ -27,6 +27,10 @@ impl Node {
     /// cadence follows the store's size), so replicas take theirs at different slots, also
     /// after one installed another's snapshot.
     pub(crate) fn take_snapshot(&mut self, slot: Slot) {
+        if self.halted.is_some() {
+            // The store stopped below the slot: a snapshot of it would claim slots it never applied.
+            return;
+        }
         if slot != self.applied_slot {
             warn!(%slot, applied = %self.applied_slot, "snapshot asked at a slot other than the applied one");
         }

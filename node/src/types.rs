@@ -2,6 +2,7 @@
 //! ([`Output`]), and the answers and refusals a client request can get.
 
 use kvstore::{GetMany, Output as StoreOutput, RangePage, SessionRef, Store, StoreConfig, Versioned, WriteOp};
+use std::collections::BTreeMap;
 use paxos::{Ballot, ConfigChange, Configuration, Counters, Member, NodeId, Slot, SnapshotMeta, Status};
 
 /// The default pipeline window of a replica: 3 slots in phase 2 at once. Under load the writes
@@ -105,6 +106,12 @@ pub struct Bugs {
     /// knows, ignoring its election barrier and the slots it had voted in before a durable
     /// restart: after a restart of every replica it says `serving` with its snapshot's store.
     pub serve_from_snapshot: bool,
+    /// Membership changes skip the cluster-version rule: a replica that reads only an older
+    /// version is added (and promoted) after the version was raised (issue 30).
+    pub admit_old_members: bool,
+    /// A replica that meets a cluster version above its build's skips the change and goes on
+    /// applying instead of halting (issue 30).
+    pub skip_unknown_version: bool,
 }
 
 impl NodeSettings {
@@ -206,6 +213,9 @@ pub enum NotServing {
     Lagging(String),
     /// Removed from the cluster.
     Removed(Removal),
+    /// Stopped applying the log: it met a cluster version this build does not read
+    /// (`Node::halted`). It never skips a slot the others applied; replace its binary.
+    Halted(String),
 }
 
 impl NotServing {
@@ -214,6 +224,7 @@ impl NotServing {
         match self {
             NotServing::CatchingUp(why) | NotServing::Lagging(why) => why.clone(),
             NotServing::Removed(r) => format!("removed from the cluster at epoch {} (learned from the {})", r.epoch, r.source),
+            NotServing::Halted(why) => format!("halted: {why}"),
         }
     }
 }
@@ -268,6 +279,18 @@ pub enum Refused {
     /// This replica was removed from the cluster: it serves no client request any more.
     #[error("removed from the cluster at epoch {}", .0.epoch)]
     Removed(Removal),
+    /// The write needs a newer cluster version than the cluster runs: an upgrade is not finished
+    /// (some member runs an older build), or the leader has not raised the version yet.
+    #[error("this write needs cluster version {needs}; the cluster runs version {runs}")]
+    ClusterVersion {
+        /// The cluster version the write's format needs.
+        needs: u32,
+        /// The cluster version in force at this replica's applied slot.
+        runs: u32,
+    },
+    /// This replica stopped applying the log (a cluster version it does not read).
+    #[error("halted: {0}")]
+    Halted(String),
 }
 
 /// A write's answer: the store's output and the store index after it.
@@ -361,6 +384,10 @@ pub enum Input {
         /// the client asked to be redirected.
         forward: bool,
     },
+    /// What each registered replica says it reads: the highest cluster version of its build
+    /// (`kvstore::MAX_CLUSTER_VERSION`; a registration without one is the previous release's,
+    /// version 1). The node checks membership and version changes against it.
+    PeerVersions(BTreeMap<NodeId, u32>),
     /// A client read. Answered once by [`Output::ReadDone`].
     Read {
         /// Identifies the request.
@@ -434,6 +461,7 @@ impl std::fmt::Debug for Input {
         match self {
             Input::Peer(env) => f.debug_tuple("Peer").field(env).finish(),
             Input::Hint(l) => f.debug_tuple("Hint").field(l).finish(),
+            Input::PeerVersions(v) => f.debug_tuple("PeerVersions").field(v).finish(),
             Input::Write { token, session, op, forward } => {
                 f.debug_struct("Write").field("token", token).field("session", session).field("op", op).field("forward", forward).finish()
             }
@@ -594,6 +622,13 @@ pub struct NodeStatus {
     pub history_changes: usize,
     /// The smallest first index a watch can ask for (the history holds every change from it).
     pub history_oldest_index: u64,
+    /// The cluster version in force at the applied slot: the newest command and snapshot formats
+    /// any replica may write (`docs/upgrades.md`).
+    pub cluster_version: u32,
+    /// The highest cluster version this build runs (`kvstore::MAX_CLUSTER_VERSION`).
+    pub max_cluster_version: u32,
+    /// Why this replica stopped applying the log, if it did.
+    pub halted: Option<String>,
 }
 
 // ---- watches (`watch.rs` keeps the history and the waiting watchers) ----

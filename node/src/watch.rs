@@ -84,12 +84,16 @@ impl History {
     }
 }
 
-/// The keys an atomic batch may write, and whether each held a value before it ran: the only
-/// command whose output does not tell which keys it deleted (a batch delete of a missing key
-/// changes nothing), so only it is looked up before it runs ([`Watches::record`]).
+/// The keys an atomic batch may write, and whether each held a value before it ran, or the keys
+/// a range delete will delete: the only commands whose output does not tell which keys they
+/// deleted (a batch delete of a missing key changes nothing; a range delete reports a count),
+/// so only they are looked up before they run ([`Watches::record`]).
 pub(crate) fn keys_before(store: &Store, op: &WriteOp) -> Option<Vec<(Vec<u8>, bool)>> {
-    let WriteOp::PutMany { ops } = op else { return None };
-    Some(ops.iter().map(|o| (o.key().to_vec(), store.get(o.key()).is_some())).collect())
+    match op {
+        WriteOp::PutMany { ops } => Some(ops.iter().map(|o| (o.key().to_vec(), store.get(o.key()).is_some())).collect()),
+        WriteOp::DeleteRange { start, end } => Some(store.keys_in(start, end.as_deref()).into_iter().map(|k| (k, true)).collect()),
+        _ => None,
+    }
 }
 
 /// The waiting watchers and the history (owned by [`crate::Node`]).
@@ -171,6 +175,14 @@ impl Watches {
                     self.history.push(put(key, v.value));
                 }
             }
+            (WriteOp::DeleteRange { .. }, WriteOutcome::RangeDeleted { .. }) => {
+                for (key, _) in before.unwrap_or_default() {
+                    if store.get(&key).is_none() {
+                        self.history.push(deleted(&key));
+                    }
+                }
+            }
+            (WriteOp::DeleteRange { .. }, _) => {}
             (WriteOp::PutMany { .. }, _) => {
                 for (key, existed) in before.unwrap_or_default() {
                     match store.get(&key) {

@@ -87,6 +87,9 @@ impl Configuration {
                 next.acceptors.remove(&old);
                 next.learners.remove(&old);
             }
+            // The members stay; the application reads the new version from the log (the core
+            // only orders it with the membership changes: one change at a time, stop-sign).
+            ConfigChange::SetVersion(_) => {}
         }
         if next.acceptors.is_empty() {
             return Err(ConfigError::NoAcceptorsLeft);
@@ -105,6 +108,13 @@ pub enum ConfigChange {
     Promote(Member),
     /// Remove a node, voting or not.
     Remove(NodeId),
+    /// Raise the *cluster version*: the formats every replica may now write (the application's
+    /// commands and snapshots; `kvstore::MAX_CLUSTER_VERSION`, docs/upgrades.md). It changes no
+    /// member; it is a configuration change so that the core orders it with joins and leaves (one
+    /// change in flight at a time), which lets the node check "every member reads this version"
+    /// and "this joiner reads the cluster's version" against an exact member set. Appended last:
+    /// the earlier variants' encodings are unchanged.
+    SetVersion(u32),
 }
 
 /// Why a configuration change is refused.

@@ -49,6 +49,7 @@ fn change(c: &ConfigChange) -> pb::ConfigChange {
         ConfigChange::AddLearner(m) => Change::AddLearner(member(m)),
         ConfigChange::Promote(m) => Change::Promote(member(m)),
         ConfigChange::Remove(n) => Change::Remove(n.0),
+        ConfigChange::SetVersion(v) => Change::SetVersion(v),
     };
     pb::ConfigChange { change: Some(change) }
 }
@@ -58,6 +59,7 @@ fn from_change(c: Option<pb::ConfigChange>) -> Result<ConfigChange, DecodeError>
         Change::AddLearner(m) => ConfigChange::AddLearner(from_member(m)),
         Change::Promote(m) => ConfigChange::Promote(from_member(m)),
         Change::Remove(n) => ConfigChange::Remove(NodeId(n)),
+        Change::SetVersion(v) => ConfigChange::SetVersion(v),
     })
 }
 

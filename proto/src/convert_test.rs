@@ -33,9 +33,10 @@ fn value_(g: &mut Gen) -> Value {
         ),
         _ => Value::Reconfigure {
             id: rid(g),
-            change: match u8::arbitrary(g) % 3 {
+            change: match u8::arbitrary(g) % 4 {
                 0 => ConfigChange::AddLearner(member_(g)),
                 1 => ConfigChange::Promote(member_(g)),
+                2 => ConfigChange::SetVersion(u32::arbitrary(g)),
                 _ => ConfigChange::Remove(node(g)),
             },
         },

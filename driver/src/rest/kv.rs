@@ -344,6 +344,77 @@ impl RangeParams {
     }
 }
 
+/// Query of `DELETE /v1/kv`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRangeParams {
+    /// First key (inclusive).
+    pub start: Option<String>,
+    /// Last key (exclusive).
+    pub end: Option<String>,
+    /// Every key with this prefix (not with `start` or `end`).
+    pub prefix: Option<String>,
+    /// `base64url`: `start`, `end` and `prefix` are base64url (RFC 4648 5), for binary keys.
+    pub encoding: Option<String>,
+    /// Answer 307 to the leader rather than forwarding.
+    #[serde(default, deserialize_with = "flag")]
+    pub redirect: bool,
+}
+
+impl DeleteRangeParams {
+    /// The range `[start, end)` (`end: None`: no upper bound).
+    fn range(&self) -> Result<(Vec<u8>, Option<Vec<u8>>), Problem> {
+        let q = RangeParams {
+            start: self.start.clone(),
+            end: self.end.clone(),
+            prefix: self.prefix.clone(),
+            encoding: self.encoding.clone(),
+            limit: None,
+            cursor: None,
+            keys_only: false,
+            consistency: None,
+            min_index: None,
+            redirect: false,
+        }
+        .query()?;
+        match (q.prefix, self.start.is_some() || self.end.is_some()) {
+            (Some(_), true) => Err(Problem::bad_request("give prefix, or start and end, not both")),
+            (Some(p), false) => {
+                let end = kvstore::read::prefix_end(&p);
+                Ok((p, end))
+            }
+            (None, true) => Ok((q.start, q.end)),
+            (None, false) => Err(Problem::bad_request(
+                "a range delete needs prefix=P or start=S (and end=E): DELETE /v1/kv?prefix= deletes every key, explicitly",
+            )),
+        }
+    }
+}
+
+/// `DELETE /v1/kv?prefix=P` (or `?start=S&end=E`): delete every key in the range, atomically, in
+/// one log slot. Needs cluster version 2 (409 `cluster-version` until every member runs a build
+/// that reads it).
+pub async fn delete_range(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<DeleteRangeParams>, headers: HeaderMap) -> Outcome {
+    let (start, end) = match q.range() {
+        Ok(r) => r,
+        Err(p) => return p.into(),
+    };
+    let done = match write(&ctx, &headers, WriteOp::DeleteRange { start, end }).await {
+        Ok(d) => d,
+        Err(o) => return o,
+    };
+    match done.output {
+        Ok(res) => match res.outcome {
+            WriteOutcome::RangeDeleted { deleted } => {
+                let body = json!({ "deleted": deleted, "index": done.index });
+                Outcome::Reply(json_reply(StatusCode::OK, &body, Some(done.index)))
+            }
+            _ => Problem::internal("the store answered a range delete with another outcome").into(),
+        },
+        Err(e) => with_index(Problem::from_write_error(&e, true).into_response(), done.index),
+    }
+}
+
 /// `GET /v1/kv`: a page of keys in order; `next_cursor` (absent on the last page) continues it.
 pub async fn range(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<RangeParams>) -> Outcome {
     let (consistency, rq) = match (consistency(q.consistency.as_deref(), q.min_index), q.query()) {

@@ -32,6 +32,22 @@ pub fn refused(r: Refused) -> Outcome {
             Outcome::NotServing(leader, Problem::unavailable(slug, reason))
         }
         Refused::Removed(r) => Problem::removed(r).into(),
+        Refused::ClusterVersion { needs, runs } => Problem::new(
+            StatusCode::CONFLICT,
+            "cluster-version",
+            "Cluster version too low",
+            format!(
+                "this request needs cluster version {needs}; the cluster runs version {runs} (it rises once every member runs a build that reads it: finish the upgrade, then retry)"
+            ),
+        )
+        .with("needs", json!(needs))
+        .with("cluster_version", json!(runs))
+        .into(),
+        Refused::Halted(why) => {
+            let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "halted", "Replica halted", format!("{why}; send requests to another replica"));
+            p.retry_after = Some(1);
+            p.into()
+        }
     }
 }
 

@@ -64,7 +64,7 @@ pub fn router() -> Router {
         .route("/problems/:type", get(problem_page))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/status", get(status))
-        .route("/v1/kv", get(kv::range))
+        .route("/v1/kv", get(kv::range).delete(kv::delete_range))
         .route("/v1/kv/", get(kv::empty_key).put(kv::empty_key).delete(kv::empty_key))
         .route("/v1/kv/*key", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/watch/*key", get(watch::relayed))
@@ -240,6 +240,7 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome 
             "learned": s.core.learned.get(&m.node).map(|l| l.0),
             "http": info.map(|i| i.http.clone()),
             "grpc": info.map(|i| i.grpc.clone()),
+            "max_cluster_version": info.map(|i| i.max_cluster_version),
         }));
     }
     let leader_http = s.core.leader.and_then(|l| dir.get(&l)).map(|i| i.http.clone());
@@ -271,6 +272,9 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome 
         "config_changes": s.counters.config_changes,
         "members": members,
         "etcd": ctx.metrics.etcd_up.get() == 1,
+        "cluster_version": s.cluster_version,
+        "max_cluster_version": s.max_cluster_version,
+        "halted": s.halted,
     });
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
 }

@@ -32,6 +32,9 @@ pub struct Cluster {
     pub common: Vec<String>,
     /// How many times each node was started (names its log file).
     pub starts: BTreeMap<u64, u32>,
+    /// The `synod` binary a node runs when it is not [`synod_bin`] (a rolling upgrade's old
+    /// release).
+    pub bin_of: BTreeMap<u64, String>,
 }
 
 impl Cluster {
@@ -42,6 +45,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra `synod node` flags.
     pub async fn start_with(n: u64, lease_ttl: u64, snapshot_every: u64, extra: &[&str]) -> Cluster {
+        let mut c = Self::unstarted(n, lease_ttl, snapshot_every, extra).await;
+        for id in 1..=n {
+            c.launch(id, &[]);
+        }
+        c
+    }
+
+    /// etcd and the flags of an `n`-founder cluster, no replica started yet (the caller launches
+    /// each founder, with flags or a binary of its own).
+    pub async fn unstarted(n: u64, lease_ttl: u64, snapshot_every: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let bin = find_etcd().expect("an etcd binary (Debian's etcd-server) is needed for driver tests");
         let etcd = EtcdProcess::start(&bin, dir.path()).await.expect("etcd starts");
@@ -54,11 +67,7 @@ impl Cluster {
             "--write-timeout-ms=3000".to_string(),
         ];
         common.extend(extra.iter().map(|s| s.to_string()));
-        let mut c = Cluster { nodes: BTreeMap::new(), http: HttpClient::new(), lease_ttl, etcd, dir, common, starts: BTreeMap::new() };
-        for id in 1..=n {
-            c.launch(id, &[]);
-        }
-        c
+        Cluster { nodes: BTreeMap::new(), http: HttpClient::new(), lease_ttl, etcd, dir, common, starts: BTreeMap::new(), bin_of: BTreeMap::new() }
     }
 
     /// Start `synod node --id <id>` on fresh ports with the common flags plus `extra`.
@@ -83,7 +92,7 @@ impl Cluster {
         *n += 1;
         let name = if *n == 1 { format!("node-{id}.log") } else { format!("node-{id}.{n}.log") };
         let log = std::fs::File::create(self.dir.path().join(name)).expect("log file");
-        Command::new(synod_bin())
+        Command::new(self.bin_of.get(&id).cloned().unwrap_or_else(synod_bin))
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())

@@ -1,0 +1,279 @@
+//! A rolling upgrade with real processes (docs/upgrades.md): three durable replicas of the
+//! previous release (docs/releases/PREVIOUS, built once by `scripts/prev-release`) under a write
+//! load, replaced one at a time by this build with the same data directories; a downgrade of one
+//! replica while the cluster still runs version 1; then the last replica, after which the leader
+//! raises the cluster version to 2 and the new command format (a range delete) works. At every
+//! step the replicas reach the same state hash, and the whole client history is checked
+//! linearizable. Finally a downgrade after the version was raised must not bring the old build
+//! back into the cluster.
+//!
+//! The old binary: `SYNOD_PREV_BIN`, else `target/prev-release/<commit>/synod` (scripts/test runs
+//! scripts/prev-release before the tests, so CI builds it once per clean clone).
+
+mod common;
+
+use checker::{Op, OpKind, Outcome};
+use common::{poll, Cluster};
+use hyper::Method;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn prev_bin() -> String {
+    if let Ok(p) = std::env::var("SYNOD_PREV_BIN") {
+        return p;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let spec = std::fs::read_to_string(root.join("docs/releases/PREVIOUS")).expect("docs/releases/PREVIOUS");
+    let commit = spec.lines().find_map(|l| l.strip_prefix("commit ")).expect("a commit line").trim().to_string();
+    let bin = root.join("target/prev-release").join(&commit).join("synod");
+    assert!(bin.exists(), "the previous release's binary {} is missing: run scripts/prev-release (scripts/test does)", bin.display());
+    bin.to_string_lossy().into_owned()
+}
+
+fn version_of(bin: &str) -> String {
+    let out = std::process::Command::new(bin).arg("--version").output().expect("synod --version runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const KEYS: [&str; 4] = ["reg-0", "reg-1", "reg-2", "reg-3"];
+
+/// Clients that write unique values, read linearizably and compare-and-set on a few registers,
+/// each request to a random replica, recording every operation for the checker.
+fn spawn_clients(urls: Vec<String>, clients: u64, stop: tokio::sync::watch::Receiver<bool>, history: Arc<Mutex<Vec<Op>>>, t0: Instant) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..clients)
+        .map(|client| {
+            let urls = urls.clone();
+            let stop = stop.clone();
+            let history = history.clone();
+            tokio::spawn(async move {
+                let http = driver::client::HttpClient::new();
+                let mut state = client.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let mut next = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                let mut n = 0u64;
+                let mut last_read: Option<String> = None;
+                while !*stop.borrow() {
+                    n += 1;
+                    let key = KEYS[(next() % KEYS.len() as u64) as usize];
+                    let url = &urls[(next() % urls.len() as u64) as usize];
+                    let value = format!("c{client}-{n}");
+                    let pick = next() % 3;
+                    let (method, path, body, kind) = match pick {
+                        0 => (Method::PUT, format!("/v1/kv/{key}"), value.clone(), OpKind::Write { value: value.clone() }),
+                        1 => (Method::GET, format!("/v1/kv/{key}"), String::new(), OpKind::Read { result: None }),
+                        _ => {
+                            let expected = last_read.clone();
+                            let body = match &expected {
+                                Some(e) => serde_json::json!({"op": "cas", "key": key, "expected": e, "new": value}),
+                                None => serde_json::json!({"op": "cas", "key": key, "expected_absent": true, "new": value}),
+                            };
+                            (Method::POST, "/v1/rmw".to_string(), body.to_string(), OpKind::Cas { expected, new: value.clone() })
+                        }
+                    };
+                    let invoke = t0.elapsed().as_nanos() as u64;
+                    let headers = [("content-type", "application/json".to_string())];
+                    let r = http.request(method, &format!("{url}{path}"), &headers, body, Duration::from_secs(5)).await;
+                    let complete = t0.elapsed().as_nanos() as u64;
+                    let (kind, outcome) = match (kind, r) {
+                        (OpKind::Read { .. }, Ok(r)) if r.status == 200 => {
+                            let v = r.text();
+                            last_read = Some(v.clone());
+                            (OpKind::Read { result: Some(v) }, Outcome::Ok)
+                        }
+                        (OpKind::Read { .. }, Ok(r)) if r.status == 404 => {
+                            last_read = None;
+                            (OpKind::Read { result: None }, Outcome::Ok)
+                        }
+                        // A read that was not answered tells nothing.
+                        (k @ OpKind::Read { .. }, _) => (k, Outcome::Fail),
+                        (k, Ok(r)) if r.status == 200 || r.status == 201 => (k, Outcome::Ok),
+                        (k @ OpKind::Cas { .. }, Ok(r)) if r.status == 409 => (k, Outcome::Fail),
+                        // A redirect or a refusal before proposing is no write; anything else
+                        // (503, 504, a broken connection) may have been applied.
+                        (k, Ok(r)) if r.status == 307 || r.status == 400 => (k, Outcome::Fail),
+                        (k, _) => (k, Outcome::Unknown),
+                    };
+                    let done = (outcome != Outcome::Unknown).then_some(complete);
+                    history.lock().unwrap().push(Op::new(client, key, kind, invoke, done, outcome));
+                    if outcome != Outcome::Ok {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                n
+            })
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// SIGTERM node `id`, wait for it to exit, and start it again with `bin` and the same command
+    /// line (the same data directory): one step of a rolling upgrade or downgrade.
+    async fn replace(&mut self, id: u64, bin: &str) {
+        self.signal(id, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.nodes.get_mut(&id).unwrap().child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.nodes.get_mut(&id).unwrap().child.kill().expect("SIGKILL");
+                let _ = self.nodes.get_mut(&id).unwrap().child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.bin_of.insert(id, bin.to_string());
+        self.restart(id);
+    }
+
+    async fn serving(&self, id: u64) {
+        poll(Duration::from_secs(60), &format!("node {id} serves"), || async {
+            let s = self.status(id).await?;
+            (s["serving"] == true).then_some(())
+        })
+        .await;
+    }
+
+    /// The cluster version node `id` reports (1 for the previous release, which has no field).
+    async fn cluster_version(&self, id: u64) -> Option<u64> {
+        let s = self.status(id).await?;
+        Some(s["cluster_version"].as_u64().unwrap_or(1))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_upgrade_from_the_previous_release_keeps_one_state() {
+    let old = prev_bin();
+    let new = common::synod_bin();
+    let (vo, vn) = (version_of(&old), version_of(&new));
+    assert_ne!(vo, vn, "the previous release and this build must be different builds");
+    println!("previous release: {vo}; this build: {vn}");
+
+    let mut c = Cluster::unstarted(3, 2, 200, &[]).await;
+    for id in 1..=3 {
+        c.bin_of.insert(id, old.clone());
+        let data = c.dir.path().join(format!("data-{id}"));
+        c.launch(id, &[&format!("--data-dir={}", data.display())]);
+    }
+    c.wait_leader(Duration::from_secs(30)).await;
+    for id in 1..=3 {
+        assert_eq!(c.cluster_version(id).await, Some(1), "the previous release runs version 1");
+        assert!(c.status(id).await.unwrap()["cluster_version"].is_null(), "node {id} runs the previous release");
+    }
+
+    let t0 = Instant::now();
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let urls: Vec<String> = (1..=3).map(|id| c.url(id).to_string()).collect();
+    let clients = spawn_clients(urls, 4, stop_rx, history.clone(), t0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Upgrade node 3: it reads the old data directory and the others' old formats.
+    c.replace(3, &new).await;
+    c.serving(3).await;
+    let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
+    println!("node 3 upgraded: state {h}");
+    let s3 = c.status(3).await.unwrap();
+    assert_eq!((s3["cluster_version"].as_u64(), s3["max_cluster_version"].as_u64()), (Some(1), Some(2)), "{s3}");
+    // The new command format stays off while an old member runs.
+    let r = c.req(3, Method::DELETE, "/v1/kv?prefix=reg-", &[], "").await.unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["type"], "/problems/cluster-version", "{}", r.text());
+
+    // Downgrade node 3 again while the cluster version is still 1: the old build reads what the
+    // new one wrote (its data directory, snapshots, messages).
+    c.replace(3, &old).await;
+    c.serving(3).await;
+    let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
+    println!("node 3 downgraded: state {h}");
+    assert!(c.status(3).await.unwrap()["cluster_version"].is_null(), "node 3 runs the previous release again");
+
+    // Now the real rolling upgrade, one at a time.
+    for id in [3, 2] {
+        c.replace(id, &new).await;
+        c.serving(id).await;
+        let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
+        println!("node {id} upgraded: state {h}");
+        assert_eq!(c.cluster_version(id).await, Some(1), "node 1 still runs the previous release");
+    }
+    c.replace(1, &new).await;
+    c.serving(1).await;
+    // Every member reads version 2: the leader raises it through the log.
+    poll(Duration::from_secs(30), "every replica runs cluster version 2", || async {
+        for id in 1..=3 {
+            if c.cluster_version(id).await? != 2 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
+    println!("every node upgraded, cluster version 2: state {h}");
+
+    stop_tx.send(true).unwrap();
+    let mut ops = 0;
+    for t in clients {
+        ops += t.await.unwrap();
+    }
+    let history = history.lock().unwrap().clone();
+    let acked = history.iter().filter(|o| o.outcome == Outcome::Ok && o.kind.is_mutation()).count();
+    println!("{ops} operations, {acked} acknowledged writes");
+    assert!(acked >= 20, "the load made progress through the upgrade ({acked} acknowledged writes)");
+    let verdict = checker::check(&history);
+    assert!(verdict.ok, "history across the upgrade: {verdict}");
+
+    // The new format works now, on every replica alike.
+    for k in ["gone-a", "gone-b", "kept"] {
+        let r = c.req(2, Method::PUT, &format!("/v1/kv/{k}"), &[], "x").await.unwrap();
+        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    }
+    let r = c.req(2, Method::DELETE, "/v1/kv?prefix=gone-", &[], "").await.unwrap();
+    assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(2)), "{}", r.text());
+    let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(30)).await;
+    println!("after a range delete: state {h}");
+    for id in 1..=3 {
+        let r = c.req(id, Method::GET, "/v1/kv?prefix=gone-&consistency=sequential", &[], "").await.unwrap();
+        assert_eq!(r.json()["entries"].as_array().map(Vec::len), Some(0), "node {id}: {}", r.text());
+    }
+
+    // A downgrade after the version was raised: the old build must not come back into the
+    // cluster. It either refuses its data directory (formats it does not read) and exits, or
+    // sets it aside and asks to join as a new process, which the leader refuses.
+    let leader = c.wait_leader(Duration::from_secs(30)).await;
+    let victim = if leader == 1 { 2 } else { 1 };
+    let refused_before = c.metric(leader, "synod_joins_refused_version_total").await.unwrap_or(0);
+    c.replace(victim, &old).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let outcome = loop {
+        if let Some(code) = c.nodes.get_mut(&victim).unwrap().child.try_wait().expect("wait") {
+            break format!("exited ({code})");
+        }
+        let refused = c.metric(leader, "synod_joins_refused_version_total").await.unwrap_or(0);
+        if refused > refused_before {
+            break "its join was refused".to_string();
+        }
+        assert!(Instant::now() < deadline, "the downgraded replica neither exited nor was refused in 30 s:\n{}", c.log(victim));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("downgrade after the version was raised: {outcome}");
+    // Whatever it did, it serves nothing from a diverged state and the others still agree.
+    if let Some(s) = c.status(victim).await {
+        assert_ne!(s["serving"], true, "a downgraded replica must not serve after the version was raised: {s}");
+    }
+    let others: Vec<u64> = (1..=3).filter(|i| *i != victim).collect();
+    let r = c.req(others[0], Method::PUT, "/v1/kv/after", &[], "1").await.unwrap();
+    assert!(r.status == 200 || r.status == 201, "the upgraded majority still writes: {}", r.text());
+    c.wait_same_state(&others, Duration::from_secs(30)).await;
+    // Back to the new build: it rejoins and catches up.
+    let _ = c.nodes.get_mut(&victim).unwrap().child.kill();
+    let _ = c.nodes.get_mut(&victim).unwrap().child.wait();
+    c.bin_of.insert(victim, new.clone());
+    c.restart(victim);
+    c.serving(victim).await;
+    c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
+}
