@@ -410,7 +410,7 @@ mod tests {
             "synod_requests_total{route=\"/v1/kv/*key\",method=\"GET\",code=\"2xx\"} 1",
             "synod_request_seconds_count{route=\"/v1/kv/*key\",method=\"GET\",code=\"4xx\"} 1",
             "# TYPE synod_request_seconds histogram",
-            "synod_build_info{version=\"0.1.0\"} 1",
+            concat!("synod_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
