@@ -246,29 +246,54 @@ fn parse_start(v: &str) -> Option<Start> {
     Some(Start { number: n.parse().ok()?, incarnation: Incarnation(i.parse().ok()?) })
 }
 
-/// Run the bootstrap barrier (see the module docs). `None`: not a founder, or a restart.
+/// The cluster version a new cluster starts at: the lowest that its founders read, each as the
+/// record written with its founding incarnation says (none: the previous release, 1).
+async fn founding_version(client: &mut Client, prefix: &str, founders: &BTreeMap<u64, Member>) -> anyhow::Result<u32> {
+    let dir = format!("{prefix}/founder-versions/");
+    let resp = client.get(dir.clone(), Some(GetOptions::new().with_prefix())).await.context("reading the founders' versions")?;
+    let mut reads: BTreeMap<u64, u32> = BTreeMap::new();
+    for kv in resp.kvs() {
+        let id = kv.key_str()?.trim_start_matches(&dir).parse::<u64>().ok();
+        let parsed = kv.value_str()?.split_once(':').and_then(|(inc, v)| Some((inc.parse::<u64>().ok()?, v.parse::<u32>().ok()?)));
+        if let (Some(id), Some((inc, v))) = (id, parsed) {
+            if founders.get(&id).is_some_and(|m| m.incarnation.0 == inc) {
+                reads.insert(id, v);
+            }
+        }
+    }
+    Ok(founders.keys().map(|id| reads.get(id).copied().unwrap_or(1)).min().unwrap_or(1).min(kvstore::MAX_CLUSTER_VERSION))
+}
+
+/// Run the bootstrap barrier (see the module docs): the founding configuration and the cluster
+/// version the new cluster starts at. `None`: not a founder, or a restart.
 pub async fn bootstrap(
     client: &mut Client,
     prefix: &str,
     me: Member,
     founders: &[u64],
     timeout: Duration,
-) -> anyhow::Result<Option<Configuration>> {
+) -> anyhow::Result<Option<(Configuration, u32)>> {
     if !founders.contains(&me.node.0) {
         return Ok(None);
     }
     let deadline = Instant::now() + timeout;
     let key = format!("{prefix}/incarnations/{}", me.node.0);
     let mine = me.incarnation.0.to_string();
+    // What this founder's build reads, written in the same transaction as its founding
+    // incarnation (so a record exists exactly when the founder does, and names it): a new
+    // cluster starts at the lowest version its founders read (the previous release writes
+    // none: 1), with no version change in its log (docs/upgrades.md).
+    let version_key = format!("{prefix}/founder-versions/{}", me.node.0);
+    let version_value = format!("{mine}:{}", kvstore::MAX_CLUSTER_VERSION);
     // Retried until the deadline: an attempt whose reply was lost may have written the record,
     // so a record holding *this* incarnation counts as ours (incarnations are never reused).
     let founded = retrying("recording the founding incarnation", deadline, || {
         let mut c = client.clone();
-        let (key, mine) = (key.clone(), mine.clone());
+        let (key, mine, version_key, version_value) = (key.clone(), mine.clone(), version_key.clone(), version_value.clone());
         async move {
             let txn = Txn::new()
                 .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.clone(), mine.clone(), None)])
+                .and_then([TxnOp::put(key.clone(), mine.clone(), None), TxnOp::put(version_key.clone(), version_value.clone(), None)])
                 .or_else([TxnOp::get(key.clone(), None)]);
             let resp = c.txn(txn).await?;
             if resp.succeeded() {
@@ -308,8 +333,9 @@ pub async fn bootstrap(
             }
         }
         if members.len() == founders.len() {
-            info!(founders = ?founders, "every founder registered; bootstrapping");
-            return Ok(Some(Configuration::bootstrap(members.into_values())));
+            let version = founding_version(client, prefix, &members).await?;
+            info!(founders = ?founders, cluster_version = version, "every founder registered; bootstrapping");
+            return Ok(Some((Configuration::bootstrap(members.into_values()), version)));
         }
         if Instant::now() > deadline {
             bail!("bootstrap: only {} of {} founders registered within {timeout:?}", members.len(), founders.len());

@@ -282,6 +282,8 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let me = Member { node: NodeId(args.id), incarnation: start.incarnation };
     info!(node = %me.node, incarnation = %me.incarnation, start = start.number, http = %http_addr, grpc = %grpc_addr, "starting");
     let durable_restart = keep.is_some();
+    // The cluster version a founder's store starts at (1 unless this process founds the cluster).
+    let mut founding_version = 1;
     let bootstrap = if durable_restart {
         info!(incarnation = %me.incarnation, "durable restart: same incarnation, promises and votes from the data directory");
         if restore.take().is_some() {
@@ -294,7 +296,16 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         if let Some(b) = &restore {
             record_restore(&client, &args.prefix, me, &b.checksum, etcd_deadline).await?;
         }
-        let founded = etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await?;
+        let founded = match etcd::bootstrap(&mut client, &args.prefix, me, &args.bootstrap, bootstrap_timeout).await? {
+            Some((config, version)) => {
+                founding_version = version;
+                if let Some(b) = restore.as_mut() {
+                    b.store.set_cluster_version(version);
+                }
+                Some(config)
+            }
+            None => None,
+        };
         match &founded {
             Some(config) => check_founders_restore(&client, &args.prefix, config, restore.as_ref().map(|b| b.checksum.as_str()), etcd_deadline).await?,
             None if restore.take().is_some() => {
@@ -330,6 +341,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // its own (bug switches) when its `sim` feature is on.
     let mut settings = NodeSettings::new(me, start.number, bootstrap);
     settings.heartbeat_ms = args.heartbeat_ms;
+    settings.initial_cluster_version = founding_version;
     settings.leader_lease_ms = args.leader_lease_ms;
     settings.batch_delay_ms = args.batch_delay_ms;
     settings.pipeline_window = args.pipeline_window;
@@ -382,7 +394,9 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
                     NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
                 }
                 (_, founding) => {
-                    let wal = dir.start_fresh(&identity, founding, &kvstore::Store::new(store))?;
+                    let mut fresh = kvstore::Store::new(store);
+                    fresh.set_cluster_version(founding_version);
+                    let wal = dir.start_fresh(&identity, founding, &fresh)?;
                     let setup = crate::node::DiskSetup { dir, wal, recovered: None };
                     NodeLoop::durable(settings.clone(), inputs.clone(), wiring, setup)
                 }

@@ -152,7 +152,11 @@ impl Node {
         let (replica, store, applied_slot, config) = match recovered {
             None => {
                 let config = settings.bootstrap.clone().unwrap_or_else(|| Configuration::bootstrap([]));
-                (Replica::new(options, now), Store::new(settings.store), Slot(0), config)
+                let mut store = Store::new(settings.store);
+                if settings.bootstrap.is_some() {
+                    store.set_cluster_version(settings.initial_cluster_version.min(kvstore::MAX_CLUSTER_VERSION));
+                }
+                (Replica::new(options, now), store, Slot(0), config)
             }
             Some((mut store, disk)) => {
                 store.set_config(settings.store);

@@ -45,6 +45,10 @@ pub struct NodeSettings {
     pub snapshot_log_bytes: u64,
     /// The state machine's settings (equal on every replica).
     pub store: StoreConfig,
+    /// The cluster version a founder's empty store starts at: the lowest its founders read,
+    /// agreed through etcd at bootstrap (`driver::etcd::bootstrap`), so a new cluster of one
+    /// build needs no version change in its log. Equal on every founder; 1 otherwise.
+    pub initial_cluster_version: u32,
     /// A replica more than this many slots behind the highest commit point it has heard of
     /// answers no sequential read from its own state.
     pub max_read_lag_slots: u64,
@@ -129,6 +133,7 @@ impl NodeSettings {
             snapshot_every: 10_000,
             max_retained_slots: 100_000,
             snapshot_log_bytes: DEFAULT_SNAPSHOT_LOG_BYTES,
+            initial_cluster_version: 1,
             store: StoreConfig::default(),
             max_read_lag_slots: 1000,
             max_read_staleness_ms: 0,

@@ -45,6 +45,7 @@ fn client_histories_pass_the_checker_under_faults() {
         ("held streams", sum(|s| s.holds), 50),
         ("etcd cuts", sum(|s| s.etcd_cuts), 20),
         ("etcd outages", sum(|s| s.etcd_outages), 5),
+        ("cluster-version raises", sum(|s| s.version_raises), 20),
         ("wrong election hints", sum(|s| s.wrong_hints), 20),
         ("leader changes", sum(|s| s.leader_changes), 200),
         ("lease revocations by suspicion", sum(|s| s.revocations), 1),

@@ -40,7 +40,7 @@ pub const ROUTES: &[(&str, &[Method])] = &[
     ("/problems/:type", &[Method::GET, Method::HEAD]),
     ("/v1/openapi.json", &[Method::GET, Method::HEAD]),
     ("/v1/status", &[Method::GET, Method::HEAD]),
-    ("/v1/kv", &[Method::GET, Method::HEAD]),
+    ("/v1/kv", &[Method::GET, Method::HEAD, Method::DELETE]),
     ("/v1/kv/", &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE]),
     ("/v1/kv/*key", &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE]),
     ("/v1/watch/*key", &[Method::GET, Method::HEAD]),

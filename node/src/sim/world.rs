@@ -51,6 +51,11 @@ pub struct SimConfig {
     /// the leader goes on leading on its quorum, nobody is told to step down, and on etcd's return
     /// the election is held again). On in one run in seven.
     pub etcd_outages: bool,
+    /// The leader raises the cluster version (every replica runs this build, so it reads
+    /// `kvstore::MAX_CLUSTER_VERSION`) once no membership request moves: a configuration change
+    /// amid the faults, after which snapshots are written in the newer format (issue 30). On in
+    /// one run in five.
+    pub version_raise: bool,
 }
 
 /// The session table of a [`SimConfig::sessions`] run and what it is held to.
@@ -118,6 +123,7 @@ impl SimConfig {
             ack_before_durable: false,
             sessions: (seed % 5 == 4).then(|| SessionShape::for_seed(seed)),
             etcd_outages: seed % 7 == 3,
+            version_raise: seed % 5 == 2,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct SimStats {
     pub etcd_cuts: u64,
     /// Whole-etcd outages injected.
     pub etcd_outages: u64,
+    /// Cluster-version raises proposed (`SimConfig::version_raise`).
+    pub version_raises: u64,
     pub wrong_hints: u64,
     pub leader_changes: u64,
     pub revocations: u64,
@@ -1888,6 +1896,10 @@ impl World {
                 if let paxos::ConfigChange::Promote(_) = change {
                     self.stats.rejoined += 1;
                 }
+                // What the registrations say each process reads (the driver feeds this on every
+                // change of the directory): every process here runs this build.
+                let max = kvstore::MAX_CLUSTER_VERSION;
+                self.feed(leader, Input::PeerVersions(registered.keys().map(|id| (*id, max)).collect()))?;
                 self.next_token += 1;
                 let token = self.next_token;
                 self.reconfig = Some((token, leader, self.now));
@@ -1910,6 +1922,20 @@ impl World {
                 // eligible, so it does not campaign again) and the next leader carries on.
                 self.etcd.resign(leader);
                 Ok(())
+            }
+            None if self.cfg.version_raise => {
+                let runs = n.node.store().cluster_version();
+                let max = kvstore::MAX_CLUSTER_VERSION;
+                let Some(v) = crate::membership::version_to_raise(&config, runs, max, &registered, |_| max) else { return Ok(()) };
+                if !barrier_behind(&config, &registered, &epochs).is_empty() {
+                    return Ok(());
+                }
+                self.feed(leader, Input::PeerVersions(registered.keys().map(|id| (*id, max)).collect()))?;
+                self.stats.version_raises += 1;
+                self.next_token += 1;
+                let token = self.next_token;
+                self.reconfig = Some((token, leader, self.now));
+                self.feed(leader, Input::Reconfigure { token, change: paxos::ConfigChange::SetVersion(v) })
             }
             None => Ok(()),
         }
