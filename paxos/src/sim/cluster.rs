@@ -7,7 +7,7 @@ use crate::action::{Action, Persist};
 use crate::config::{ConfigChange, Configuration};
 use crate::event::Event;
 use crate::ids::{Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
-use crate::message::{Command, Envelope, SnapshotMeta, Value};
+use crate::message::{Command, Envelope, Message, SnapshotMeta, Value};
 use crate::options::{Bugs, Options};
 use crate::replica::Replica;
 use crate::status::RoleKind;
@@ -117,6 +117,9 @@ pub struct SimStats {
     /// Stale-leader sequences started, and those that got as far as cutting the leader off.
     pub stale_leader_runs: u64,
     pub stale_leader_isolations: u64,
+    /// `Promise` pages delivered with `more: true` (paging exercised), and the last pages.
+    pub promise_pages: u64,
+    pub promises_paged_last: u64,
 }
 
 impl SimStats {
@@ -139,6 +142,8 @@ impl SimStats {
         self.liveness_namings += o.liveness_namings;
         self.stale_leader_runs += o.stale_leader_runs;
         self.stale_leader_isolations += o.stale_leader_isolations;
+        self.promise_pages += o.promise_pages;
+        self.promises_paged_last += o.promises_paged_last;
     }
 }
 
@@ -387,6 +392,13 @@ impl Sim {
         o.snapshot_resend_ms = 10 * o.retry_ms;
         o.snapshot_wait_ms = 20 * o.retry_ms;
         o.bugs = cfg.bugs;
+        // Review 24: `PAXOS_SIM_PAGE_BYTES=<n>` sets a tiny promise page so that paging runs.
+        if let Some(p) = std::env::var("PAXOS_SIM_PAGE_BYTES").ok().and_then(|v| v.parse().ok()) {
+            o.promise_page_bytes = p;
+        }
+        if let Some(w) = std::env::var("PAXOS_SIM_RECOVERY_WINDOW").ok().and_then(|v| v.parse().ok()) {
+            o.recovery_window = w;
+        }
         o
     }
 
@@ -481,6 +493,15 @@ impl Sim {
                     return Ok(());
                 }
                 self.stats.messages += 1;
+                if let Message::Promise { more, first_slot, .. } = &env.msg {
+                    if *more {
+                        self.stats.promise_pages += 1;
+                    } else if matches!(&n.replica.role, crate::replica::Role::Candidate(c)
+                        if c.pages.get(&env.from).is_some_and(|(s, _)| s == first_slot))
+                    {
+                        self.stats.promises_paged_last += 1;
+                    }
+                }
                 let receiver = Member { node: to, incarnation: n.inc };
                 let (from, msg) = (env.from, env.msg.clone());
                 let campaigning = !matches!(n.replica.role, crate::replica::Role::Follower);
