@@ -304,7 +304,7 @@ fn higher_ballot_between_pages() {
     net.deliver(stale_req);
     assert_eq!(net.rs[&2].promised(), br);
     assert!(!net.has(2, 1, |m| matches!(m, Message::Promise { .. })), "{:?}", net.pending);
-    assert!(net.has(2, 1, |m| matches!(m, Message::Nack { promised } if *promised == br)));
+    assert!(net.has(2, 1, |m| matches!(m, Message::Nack { promised, refused } if *promised == br && *refused == Some(bc))));
     // A page 2 for bc that was already on the wire (A answered before the rival) is dropped
     // by C, a follower now.
     let late = Envelope {
@@ -476,14 +476,18 @@ fn durable_restart_between_pages() {
     net.check(&[1, 2, 3]);
 }
 
-/// Liveness: a `Nack` does not say which ballot it refuses. A message C sent under its old
+/// Liveness: a `Nack` did not say which ballot it refuses. A message C sent under its old
 /// ballot that arrives at A after A promised C's new ballot is refused with
-/// `Nack { promised: <C's new ballot> }`, and C takes that as a higher ballot (`promised >=
-/// mine`, `replica.rs` `on_nack`) and abandons its own phase 1 half way. A long paged phase 1
-/// leaves room for such stragglers (an old leader's retransmitted `Accept`s).
-#[test]
-fn a_straggler_from_our_own_old_ballot_abandons_our_phase_1() {
+/// `Nack { promised: <C's new ballot> }`, and C took that as a higher ballot (`promised >=
+/// mine`, `replica.rs` `on_nack`) and abandoned its own phase 1 half way. A long paged phase 1
+/// leaves room for such stragglers (an old leader's retransmitted `Accept`s). Fixed:
+/// `Nack::refused` names the refused ballot, and a refusal of another ballot than ours is stale.
+///
+/// The schedule: `bugs` goes to C (node 1); returns the net at the point the refusal of the
+/// straggler was delivered to C, with C's old and new ballots.
+fn straggler_schedule(bugs: crate::options::Bugs) -> (Net, Ballot, Ballot) {
     let mut net = Net::new(3);
+    net.r(1).opts.bugs = bugs;
     // C leads under its first ballot; an Accept of slot 1 to A is delayed.
     net.hint(1);
     net.pump(|_| false);
@@ -492,6 +496,7 @@ fn a_straggler_from_our_own_old_ballot_abandons_our_phase_1() {
     net.r(1).propose(t, cmd(1, 1)).unwrap();
     net.collect(1);
     let straggler = net.take(1, 2, |m| matches!(m, Message::Accept { .. }));
+    let Message::Accept { ballot: old, .. } = straggler.msg else { unreachable!() };
     net.pump(|_| false);
     // C steps down and campaigns again (the election named it after a hiccup).
     let t = Time(net.now);
@@ -509,13 +514,67 @@ fn a_straggler_from_our_own_old_ballot_abandons_our_phase_1() {
     net.step(1, 2, is_prepare(3));
     net.step(2, 1, is_promise(3));
     assert_eq!(net.rs[&2].promised(), bc);
-    // The straggler arrives at A now: A refuses it with Nack { promised: bc }.
+    // The straggler arrives at A now: A refuses it with Nack { promised: bc, refused: old }.
     net.deliver(straggler);
     let nack = net.take(2, 1, |m| matches!(m, Message::Nack { .. }));
-    assert!(matches!(nack.msg, Message::Nack { promised } if promised == bc));
+    assert!(matches!(nack.msg, Message::Nack { promised, refused } if promised == bc && refused == Some(old)), "{nack:?}");
     net.deliver(nack);
+    (net, old, bc)
+}
+
+#[test]
+fn a_straggler_from_our_own_old_ballot_abandons_our_phase_1() {
+    let (mut net, _, bc) = straggler_schedule(Default::default());
     assert!(
         matches!(net.rs[&1].role, Role::Candidate(_)),
         "C abandoned its phase 1 on a refusal of its own old ballot ({bc:?} promised to it)"
     );
+    // ... and finishes it: the rest of A's pages, then C leads with A's votes adopted.
+    net.pump(|_| false);
+    assert!(net.rs[&1].is_leader(), "{:?}", net.rs[&1].role);
+    net.tick(1_000, |_| false);
+    for s in 3..=5 {
+        assert_eq!(net.applied[&1].get(&Slot(s)), Some(&val(s)));
+    }
+    net.check(&[1, 2, 3]);
+}
+
+/// `Bugs::nack_any_ballot` (the rule before `Nack::refused`): the same schedule deposes C.
+#[test]
+fn nack_any_ballot_is_caught_by_the_straggler_schedule() {
+    let bugs = crate::options::Bugs { nack_any_ballot: true, ..Default::default() };
+    let (net, _, _) = straggler_schedule(bugs);
+    assert!(matches!(net.rs[&1].role, Role::Follower), "the bug switch did not depose C: {:?}", net.rs[&1].role);
+}
+
+/// A `Nack` from a peer of the previous release (`refused: None`) deposes as before: a promise
+/// at or above our ballot, whatever it refused. One of another ballot than ours is ignored.
+#[test]
+fn a_nack_without_refused_still_deposes_and_one_of_another_ballot_does_not() {
+    let mut net = Net::new(3);
+    net.hint(1);
+    net.pump(|_| false);
+    assert!(net.rs[&1].is_leader());
+    let mine = candidate_ballot(&net.rs[&1]);
+    let higher = b(mine.round + 1, 2);
+    let from = m(2);
+    // Refusing another (older) ballot than ours, even with a higher promise: stale, ignored.
+    let older = b(mine.round.saturating_sub(1), 1);
+    let dropped = net.rs[&1].counters.dropped_messages;
+    net.deliver(Envelope { from, to: NodeId(1), msg: Message::Nack { promised: higher, refused: Some(older) } });
+    assert!(net.rs[&1].is_leader());
+    assert_eq!(net.rs[&1].counters.dropped_messages, dropped + 1);
+    // A promise below ours deposes no one, said or not.
+    net.deliver(Envelope { from, to: NodeId(1), msg: Message::Nack { promised: older, refused: None } });
+    assert!(net.rs[&1].is_leader());
+    // The previous release's refusal: no `refused`, a promise at our ballot or above: deposed.
+    net.deliver(Envelope { from, to: NodeId(1), msg: Message::Nack { promised: higher, refused: None } });
+    assert!(matches!(net.rs[&1].role, Role::Follower), "{:?}", net.rs[&1].role);
+    // And the current release's refusal of our own ballot deposes too.
+    net.hint(1);
+    net.pump(|_| false);
+    assert!(net.rs[&1].is_leader());
+    let mine = candidate_ballot(&net.rs[&1]);
+    net.deliver(Envelope { from, to: NodeId(1), msg: Message::Nack { promised: b(mine.round + 1, 3), refused: Some(mine) } });
+    assert!(matches!(net.rs[&1].role, Role::Follower), "{:?}", net.rs[&1].role);
 }
