@@ -45,6 +45,23 @@ pub struct SimConfig {
     pub client_burst: usize,
     /// Deliberate bugs.
     pub bugs: Bugs,
+    /// `Options::promise_page_bytes` and `Options::recovery_window` (the defaults if `None`);
+    /// `PAXOS_SIM_PAGE_BYTES` and `PAXOS_SIM_RECOVERY_WINDOW` override both.
+    pub promise_page_bytes: Option<usize>,
+    pub recovery_window: Option<u64>,
+}
+
+/// One seed in four (the 8 consecutive seeds 8..16 of every 32: both cluster sizes, and every
+/// shard of `paxos/tests/sim.rs`, whatever the first seed) runs with small promise
+/// pages and a small recovery window, so that the CI sweep exercises the paged phase 1 and the
+/// windowed re-proposal of adopted slots (review 24). Each page is a round trip: pages much
+/// smaller (1 byte, or 100 bytes with window 1) made some seeds too slow for the liveness probe.
+pub const PAGED_PAGE_BYTES: usize = 200;
+pub const PAGED_RECOVERY_WINDOW: u64 = 2;
+
+/// Whether `SimConfig::for_seed(seed)` runs with small pages.
+pub fn paged_seed(seed: u64) -> bool {
+    (seed / 8) % 4 == 1
 }
 
 impl SimConfig {
@@ -68,6 +85,8 @@ impl SimConfig {
             pipeline_window: None,
             client_burst: 1,
             bugs: Bugs::default(),
+            promise_page_bytes: paged_seed(seed).then_some(PAGED_PAGE_BYTES),
+            recovery_window: paged_seed(seed).then_some(PAGED_RECOVERY_WINDOW),
         }
     }
 
@@ -89,6 +108,8 @@ impl SimConfig {
             pipeline_window: Some(8),
             client_burst: 16,
             bugs: Bugs::default(),
+            promise_page_bytes: None,
+            recovery_window: None,
         }
     }
 }
@@ -392,7 +413,13 @@ impl Sim {
         o.snapshot_resend_ms = 10 * o.retry_ms;
         o.snapshot_wait_ms = 20 * o.retry_ms;
         o.bugs = cfg.bugs;
-        // Review 24: `PAXOS_SIM_PAGE_BYTES=<n>` sets a tiny promise page so that paging runs.
+        if let Some(p) = cfg.promise_page_bytes {
+            o.promise_page_bytes = p;
+        }
+        if let Some(w) = cfg.recovery_window {
+            o.recovery_window = w;
+        }
+        // Review 24: `PAXOS_SIM_PAGE_BYTES=<n>` sets a tiny promise page on every seed.
         if let Some(p) = std::env::var("PAXOS_SIM_PAGE_BYTES").ok().and_then(|v| v.parse().ok()) {
             o.promise_page_bytes = p;
         }
