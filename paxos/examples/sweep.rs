@@ -20,6 +20,7 @@ fn main() {
         Some("early_checkpoint") => bugs.early_checkpoint = true,
         Some("read_index_without_round") => bugs.read_index_without_round = true,
         Some("forward_twice") => bugs.forward_twice = true,
+        Some("nack_any_ballot") => bugs.nack_any_ballot = true,
         Some(other) => panic!("unknown bug {other}"),
     }
     let mut failures = 0;

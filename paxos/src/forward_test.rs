@@ -61,7 +61,7 @@ fn the_leader_takes_each_forward_once_and_reports_what_it_cannot_take() {
     r.opts.pipeline_window = 0;
     recv_from(&mut r, 6, m(3), Message::Forward { to: ballot, cmds: vec![cmd(3, 10)] });
     let _ = actions(&mut r);
-    recv_from(&mut r, 7, m(3), Message::Nack { promised: Ballot::new(5, m(3)) });
+    recv_from(&mut r, 7, m(3), Message::Nack { promised: Ballot::new(5, m(3)), refused: Some(ballot) });
     let acts = actions(&mut r);
     assert!(acts.contains(&Action::ProposalLost { id: cmd(3, 10).id }), "{acts:?}");
     assert!(acts.contains(&Action::Send(Envelope { from: m(1), to: NodeId(3), msg: Message::ForwardLost { ids: vec![cmd(3, 10).id] } })), "{acts:?}");
@@ -139,7 +139,7 @@ fn a_leader_refuses_a_forward_meant_for_another_of_its_ballots() {
     recv_from(&mut r, 1, m(2), Message::Promise { ballot: first, first_slot: Slot(1), accepted: vec![], learned: Slot(0), more: false });
     assert!(r.is_leader());
     let _ = actions(&mut r);
-    recv_from(&mut r, 2, m(3), Message::Nack { promised: Ballot::new(3, m(3)) });
+    recv_from(&mut r, 2, m(3), Message::Nack { promised: Ballot::new(3, m(3)), refused: Some(first) });
     r.handle(Time(3), Event::LeaderHint { leader: Some(NodeId(1)) });
     let _ = actions(&mut r);
     recv_from(&mut r, 4, m(2), Message::Forward { to: first, cmds: vec![cmd(2, 9)] });

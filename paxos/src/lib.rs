@@ -89,6 +89,8 @@ mod recovery_test;
 mod review25_test;
 #[cfg(test)]
 mod restart_test;
+#[cfg(test)]
+mod review24_test;
 
 pub use action::{Action, Persist};
 pub use compaction::{crosses_grid, snapshot_phase};

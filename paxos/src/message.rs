@@ -112,8 +112,12 @@ pub enum Message {
     Accept { ballot: Ballot, slot: Slot, value: Value, commit: Slot },
     /// Phase 2b: accepted; `learned` piggybacks how far the sender has learned (for checkpoints).
     Accepted { ballot: Ballot, slot: Slot, learned: Slot },
-    /// A refusal: the sender has promised `promised`, which is above the ballot it was asked for.
-    Nack { promised: Ballot },
+    /// A refusal: the sender has promised `promised`, which is above the ballot it was asked for
+    /// (or equal to it and promised to another incarnation). `refused`: the ballot of the message
+    /// refused; `None` from a peer of the previous release, which did not say. The receiver
+    /// ignores a refusal of a ballot other than the one it campaigns or leads with now: a
+    /// straggler of its own old ballot is refused with its new one (`replica.rs` `on_nack`).
+    Nack { promised: Ballot, refused: Option<Ballot> },
     /// The leader's heartbeat: commit point, checkpoint, and the read round it confirms.
     /// `fence`: once the log is chosen up to it, no command handed to a leader of a lower ballot
     /// and not in the log by then can ever be chosen (`forward.rs`, "settling in-flight

@@ -122,6 +122,10 @@ pub struct Bugs {
     /// arrived meanwhile, `Prepare` resent to every silent acceptor every `retry_ms`, and every
     /// adopted slot proposed at once (`paxos/src/restart_test.rs`, `node/tests/durable.rs`).
     pub whole_phase1: bool,
+    /// A leader or candidate steps down on any `Nack` whose `promised` is at or above its
+    /// ballot, whatever ballot it refuses (before `Nack::refused`): a straggler of its own old
+    /// ballot, refused with its new one, abandons its phase 1 (`paxos/src/review24_test.rs`).
+    pub nack_any_ballot: bool,
 }
 
 impl Options {

@@ -78,7 +78,7 @@ impl Arbitrary for Msg {
             },
             2 => Message::Accept { ballot: ballot(g), slot: s(g), value: value(g), commit: s(g) },
             3 => Message::Accepted { ballot: ballot(g), slot: s(g), learned: s(g) },
-            4 => Message::Nack { promised: ballot(g) },
+            4 => Message::Nack { promised: ballot(g), refused: bool::arbitrary(g).then(|| ballot(g)) },
             5 => Message::Heartbeat { ballot: ballot(g), commit: s(g), checkpoint: s(g), read_round: u64::arbitrary(g), fence: s(g) },
             6 => Message::HeartbeatAck { ballot: ballot(g), read_round: u64::arbitrary(g), learned: s(g) },
             7 => Message::Fetch { from: s(g), to: s(g) },
@@ -136,7 +136,7 @@ impl Arbitrary for Hostile {
                         }
                         2 => Message::Accept { ballot: bal(g), slot: slot(g), value: value(g), commit: slot(g) },
                         3 => Message::Accepted { ballot: bal(g), slot: slot(g), learned: slot(g) },
-                        4 => Message::Nack { promised: bal(g) },
+                        4 => Message::Nack { promised: bal(g), refused: bool::arbitrary(g).then(|| bal(g)) },
                         5 => Message::Heartbeat { ballot: bal(g), commit: slot(g), checkpoint: slot(g), read_round: u64::arbitrary(g), fence: slot(g) },
                         6 => Message::HeartbeatAck { ballot: bal(g), read_round: u64::arbitrary(g), learned: slot(g) },
                         7 => Message::Fetch { from: slot(g), to: slot(g) },

@@ -62,7 +62,7 @@ fn the_leader_answers_after_a_quorum_round_started_after_the_request() {
     // A request pending when the leader steps down is refused, not left to time out.
     recv(&mut r, 6, 3, Message::ReadIndex { id: 8 });
     let _ = actions(&mut r);
-    recv(&mut r, 7, 2, Message::Nack { promised: b(5, 2) });
+    recv(&mut r, 7, 2, Message::Nack { promised: b(5, 2), refused: Some(ballot) });
     let acts = actions(&mut r);
     assert!(acts.contains(&send(1, 3, Message::ReadIndexReply { id: 8, incarnation: Incarnation(1), index: None })), "{acts:?}");
     // A replica that does not lead refuses at once.

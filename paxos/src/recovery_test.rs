@@ -53,7 +53,7 @@ fn a_durable_restart_keeps_promises_and_votes() {
 
     // A lower ballot is still refused: the promise survived (rule 8).
     recv(&mut r, 3, 3, Message::Prepare { ballot: b(1, 3), first_slot: Slot(1) });
-    assert_eq!(actions(&mut r), vec![send(1, 3, Message::Nack { promised: b(2, 2) })]);
+    assert_eq!(actions(&mut r), vec![send(1, 3, Message::Nack { promised: b(2, 2), refused: Some(b(1, 3)) })]);
 
     // A higher one is granted, and the promise reports both votes (PMS 2.2 phase 1b), so a new
     // leader adopts them.

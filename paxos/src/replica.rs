@@ -360,7 +360,7 @@ impl Replica {
                 self.note_learned(from, learned);
                 self.on_accepted(now, from, ballot, slot)
             }
-            Message::Nack { promised } => self.on_nack(now, promised),
+            Message::Nack { promised, refused } => self.on_nack(now, promised, refused),
             Message::Heartbeat { ballot, commit, checkpoint, read_round, fence } => {
                 self.on_heartbeat(now, from, ballot, commit, checkpoint, read_round, fence)
             }
@@ -488,7 +488,7 @@ impl Replica {
         }
         match self.acceptor.promise(ballot, from) {
             Vote::Refuse(promised) => {
-                self.send(from.node, Message::Nack { promised });
+                self.send(from.node, Message::Nack { promised, refused: Some(ballot) });
                 false
             }
             Vote::Grant { raised } => {
@@ -535,13 +535,24 @@ impl Replica {
         }
     }
 
-    fn on_nack(&mut self, now: Time, promised: Ballot) {
+    /// A refusal. `refused`: the ballot of the message refused (`None`: a peer of the previous
+    /// release did not say; then as before, any `promised >= mine` deposes us). A refusal of
+    /// another ballot than ours is stale: a straggler we sent under an old ballot, refused with
+    /// the promise of our new one, must not abandon the new one's phase 1. Ignoring it is safe:
+    /// the acceptor refuses our current ballot's messages too if it promised above it.
+    fn on_nack(&mut self, now: Time, promised: Ballot, refused: Option<Ballot>) {
         self.max_seen = self.max_seen.max(promised);
         let mine = match &self.role {
             Role::Leader(l) => l.ballot,
             Role::Candidate(c) => c.ballot,
             Role::Follower => return,
         };
+        #[cfg(feature = "sim")]
+        let refused = if self.opts.bugs.nack_any_ballot { None } else { refused };
+        if refused.is_some_and(|b| b != mine) {
+            self.counters.dropped_messages += 1;
+            return;
+        }
         if promised >= mine {
             self.step_down(now, false);
         }
@@ -553,7 +564,7 @@ impl Replica {
         if ballot < self.acceptor.promised
             || (ballot == self.acceptor.promised && self.acceptor.promised_to.is_some_and(|m| m != from))
         {
-            self.send(from.node, Message::Nack { promised: self.acceptor.promised });
+            self.send(from.node, Message::Nack { promised: self.acceptor.promised, refused: Some(ballot) });
             return;
         }
         self.set_known_leader(Some(ballot.node), ballot);

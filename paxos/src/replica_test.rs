@@ -39,7 +39,7 @@ fn prepare_is_persisted_before_the_promise() {
     );
     // A lower ballot afterwards is refused with the promise that beats it.
     recv(&mut r, 1, 3, Message::Prepare { ballot: b(0, 3), first_slot: Slot(1) });
-    assert_eq!(actions(&mut r), vec![send(1, 3, Message::Nack { promised: b(1, 2) })]);
+    assert_eq!(actions(&mut r), vec![send(1, 3, Message::Nack { promised: b(1, 2), refused: Some(b(0, 3)) })]);
 }
 
 #[test]
@@ -167,13 +167,13 @@ fn read_index_waits_for_a_round_started_after_the_read() {
 fn a_nack_with_a_higher_ballot_deposes_the_leader() {
     let mut r = replica(1, 3);
     r.opts.pipeline_window = 1;
-    let _ballot = elect(&mut r);
+    let ballot = elect(&mut r);
     let _ = actions(&mut r);
     // The window is full (the election no-op): both commands wait in the queue.
     r.propose(Time(2), test_command(9, 1)).expect("leader");
     r.propose(Time(2), test_command(9, 2)).expect("leader");
     assert_eq!(actions(&mut r), vec![]);
-    recv(&mut r, 3, 2, Message::Nack { promised: b(5, 3) });
+    recv(&mut r, 3, 2, Message::Nack { promised: b(5, 3), refused: Some(ballot) });
     assert_eq!(
         actions(&mut r),
         vec![
@@ -230,8 +230,8 @@ fn leader_steps_down_without_a_quorum_for_a_lease() {
 fn peer_input_is_validated_not_trusted() {
     let mut r = replica(1, 3);
     // Misaddressed, and claiming to come from ourselves: dropped and counted.
-    r.handle(Time(0), Event::Receive(Envelope { from: m(2), to: NodeId(9), msg: Message::Nack { promised: b(1, 2) } }));
-    r.handle(Time(0), Event::Receive(Envelope { from: m(1), to: NodeId(1), msg: Message::Nack { promised: b(1, 2) } }));
+    r.handle(Time(0), Event::Receive(Envelope { from: m(2), to: NodeId(9), msg: Message::Nack { promised: b(1, 2), refused: None } }));
+    r.handle(Time(0), Event::Receive(Envelope { from: m(1), to: NodeId(1), msg: Message::Nack { promised: b(1, 2), refused: None } }));
     // Slot 0 is never a real slot; a backwards fetch range is nonsense.
     recv(&mut r, 0, 2, Message::Accept { ballot: b(1, 2), slot: Slot(0), value: Value::Noop, commit: Slot(0) });
     recv(&mut r, 0, 2, Message::Fetch { from: Slot(5), to: Slot(2) });
@@ -328,7 +328,7 @@ fn incarnations_of_one_node_never_share_a_ballot() {
     deliver(&mut r, 1, old, Message::Accept { ballot: b_old, slot: Slot(1), value: batch(9, 1), commit: Slot(0) });
     assert_eq!(
         actions(&mut r),
-        vec![Action::Send(Envelope { from: m(2), to: NodeId(1), msg: Message::Nack { promised: b_new } })]
+        vec![Action::Send(Envelope { from: m(2), to: NodeId(1), msg: Message::Nack { promised: b_new, refused: Some(b_old) } })]
     );
 }
 

@@ -13,15 +13,16 @@ fn run_shard(shard: u64) {
     let range = sim::seed_range(0, DEFAULT_SEEDS);
     let first = range.start;
     let mut total = SimStats::default();
-    let mut seeds = 0;
+    let (mut seeds, mut paged) = (0, 0);
     for seed in range.filter(|s| (s - first) % SHARDS == shard) {
+        paged += u64::from(sim::paged_seed(seed));
         match sim::run(SimConfig::for_seed(seed)) {
             Ok(s) => total.add(&s),
             Err(f) => panic!("{f}"),
         }
         seeds += 1;
     }
-    eprintln!("shard {shard}: {seeds} seeds, {total:?}");
+    eprintln!("shard {shard}: {seeds} seeds ({paged} with small promise pages), {total:?}");
     // A run whose faults never happened proves nothing: with a real budget, each must occur.
     if seeds >= 50 {
         assert!(total.snapshot_installs > 0, "no snapshot was ever installed: {total:?}");
@@ -32,6 +33,8 @@ fn run_shard(shard: u64) {
         assert!(total.slots_disposed > 0, "no checkpoint disposed of a slot: {total:?}");
         assert!(total.stalls > 0 && total.held_messages > 0, "no stream was ever stalled: {total:?}");
         assert!(total.liveness_namings > seeds, "the liveness oracle never replaced a leader: {total:?}");
+        // One seed in four runs with small promise pages (`sim::paged_seed`): phase 1 must page.
+        assert!(paged > 0 && total.promise_pages > 0, "no Promise was ever paged: {total:?}");
     }
 }
 

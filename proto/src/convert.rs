@@ -155,7 +155,9 @@ pub fn encode_message(m: &Message) -> pb::Message {
         Message::Accepted { ballot: b, slot, learned } => {
             Kind::Accepted(pb::Accepted { ballot: Some(ballot(*b)), slot: slot.0, learned: learned.0 })
         }
-        Message::Nack { promised } => Kind::Nack(pb::Nack { promised: Some(ballot(*promised)) }),
+        Message::Nack { promised, refused } => {
+            Kind::Nack(pb::Nack { promised: Some(ballot(*promised)), refused: refused.map(ballot) })
+        }
         Message::Heartbeat { ballot: b, commit, checkpoint, read_round, fence } => Kind::Heartbeat(pb::Heartbeat {
             ballot: Some(ballot(*b)),
             commit: commit.0,
@@ -225,7 +227,10 @@ pub fn decode_message(m: pb::Message) -> Result<Message, DecodeError> {
             slot: Slot(a.slot),
             learned: Slot(a.learned),
         },
-        Kind::Nack(n) => Message::Nack { promised: from_ballot(n.promised, "nack.promised")? },
+        Kind::Nack(n) => Message::Nack {
+            promised: from_ballot(n.promised, "nack.promised")?,
+            refused: n.refused.map(|b| from_ballot(Some(b), "nack.refused")).transpose()?,
+        },
         Kind::Heartbeat(h) => Message::Heartbeat {
             ballot: from_ballot(h.ballot, "heartbeat.ballot")?,
             commit: Slot(h.commit),

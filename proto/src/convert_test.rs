@@ -58,7 +58,7 @@ impl Arbitrary for Arb<Envelope> {
             },
             2 => Message::Accept { ballot: ballot_(g), slot: slot(g), value: value_(g), commit: slot(g) },
             3 => Message::Accepted { ballot: ballot_(g), slot: slot(g), learned: slot(g) },
-            4 => Message::Nack { promised: ballot_(g) },
+            4 => Message::Nack { promised: ballot_(g), refused: bool::arbitrary(g).then(|| ballot_(g)) },
             5 => Message::Heartbeat {
                 ballot: ballot_(g),
                 commit: slot(g),
@@ -141,6 +141,21 @@ fn missing_fields_are_named() {
     };
     assert_eq!(decode_message(accept_without_value), Err(DecodeError::Missing("value")));
 
-    let nack_without_ballot = pb::Message { kind: Some(pb::message::Kind::Nack(pb::Nack { promised: None })) };
+    let nack_without_ballot = pb::Message { kind: Some(pb::message::Kind::Nack(pb::Nack { promised: None, refused: None })) };
     assert_eq!(decode_message(nack_without_ballot), Err(DecodeError::Missing("nack.promised")));
+}
+
+/// A `Nack` of the previous release (no `refused` field on the wire) decodes with `refused:
+/// None`; one of this release keeps the ballot it refuses.
+#[test]
+fn a_nack_without_refused_decodes_as_unsaid() {
+    let b = pb::Ballot { round: 4, node: 2, incarnation: 1 };
+    let old = pb::Message { kind: Some(pb::message::Kind::Nack(pb::Nack { promised: Some(b), refused: None })) };
+    let bytes = old.encode_to_vec();
+    let back = decode_message(pb::Message::decode(bytes.as_slice()).expect("we just encoded it"));
+    let promised = Ballot { round: 4, node: NodeId(2), incarnation: Incarnation(1) };
+    assert_eq!(back, Ok(Message::Nack { promised, refused: None }));
+    let refused = Ballot { round: 3, node: NodeId(1), incarnation: Incarnation(1) };
+    let new = encode_message(&Message::Nack { promised, refused: Some(refused) });
+    assert_eq!(decode_message(pb::Message::decode(new.encode_to_vec().as_slice()).unwrap()), Ok(Message::Nack { promised, refused: Some(refused) }));
 }

@@ -1178,7 +1178,7 @@ impl World {
                 M::Promise { ballot, first_slot, accepted, learned, more } => Some(format!("Promise r{} from {} learned {} more {more} acc {:?}", ballot.round, first_slot.0, learned.0, accepted.iter().map(|e| (e.slot.0, e.ballot.round)).collect::<Vec<_>>())),
                 M::Accept { ballot, slot, commit, value } => Some(format!("Accept r{} slot {} commit {} {}", ballot.round, slot.0, commit.0, match value { paxos::Value::Reconfigure { .. } => "RECONF", paxos::Value::Batch(..) => "batch", _ => "other" })),
                 M::Accepted { ballot, slot, learned } => Some(format!("Accepted r{} slot {} learned {}", ballot.round, slot.0, learned.0)),
-                M::Nack { promised } => Some(format!("Nack r{}", promised.round)),
+                M::Nack { promised, .. } => Some(format!("Nack r{}", promised.round)),
                 M::Compacted { snapshot_slot } => Some(format!("Compacted {}", snapshot_slot.0)),
                 M::Fetch { from, to } => Some(format!("Fetch {}..{}", from.0, to.0)),
                 M::Chosen { entries, commit } => Some(format!("Chosen {:?} commit {}", entries.iter().map(|e| e.0 .0).collect::<Vec<_>>(), commit.0)),

@@ -7,7 +7,7 @@ use crate::action::{Action, Persist};
 use crate::config::{ConfigChange, Configuration};
 use crate::event::Event;
 use crate::ids::{Incarnation, Member, NodeId, ReadId, RequestId, Slot, Time};
-use crate::message::{Command, Envelope, SnapshotMeta, Value};
+use crate::message::{Command, Envelope, Message, SnapshotMeta, Value};
 use crate::options::{Bugs, Options};
 use crate::replica::Replica;
 use crate::status::RoleKind;
@@ -45,6 +45,23 @@ pub struct SimConfig {
     pub client_burst: usize,
     /// Deliberate bugs.
     pub bugs: Bugs,
+    /// `Options::promise_page_bytes` and `Options::recovery_window` (the defaults if `None`);
+    /// `PAXOS_SIM_PAGE_BYTES` and `PAXOS_SIM_RECOVERY_WINDOW` override both.
+    pub promise_page_bytes: Option<usize>,
+    pub recovery_window: Option<u64>,
+}
+
+/// One seed in four (the 8 consecutive seeds 8..16 of every 32: both cluster sizes, and every
+/// shard of `paxos/tests/sim.rs`, whatever the first seed) runs with small promise
+/// pages and a small recovery window, so that the CI sweep exercises the paged phase 1 and the
+/// windowed re-proposal of adopted slots (review 24). Each page is a round trip: pages much
+/// smaller (1 byte, or 100 bytes with window 1) made some seeds too slow for the liveness probe.
+pub const PAGED_PAGE_BYTES: usize = 200;
+pub const PAGED_RECOVERY_WINDOW: u64 = 2;
+
+/// Whether `SimConfig::for_seed(seed)` runs with small pages.
+pub fn paged_seed(seed: u64) -> bool {
+    (seed / 8) % 4 == 1
 }
 
 impl SimConfig {
@@ -68,6 +85,8 @@ impl SimConfig {
             pipeline_window: None,
             client_burst: 1,
             bugs: Bugs::default(),
+            promise_page_bytes: paged_seed(seed).then_some(PAGED_PAGE_BYTES),
+            recovery_window: paged_seed(seed).then_some(PAGED_RECOVERY_WINDOW),
         }
     }
 
@@ -89,6 +108,8 @@ impl SimConfig {
             pipeline_window: Some(8),
             client_burst: 16,
             bugs: Bugs::default(),
+            promise_page_bytes: None,
+            recovery_window: None,
         }
     }
 }
@@ -117,6 +138,9 @@ pub struct SimStats {
     /// Stale-leader sequences started, and those that got as far as cutting the leader off.
     pub stale_leader_runs: u64,
     pub stale_leader_isolations: u64,
+    /// `Promise` pages delivered with `more: true` (paging exercised), and the last pages.
+    pub promise_pages: u64,
+    pub promises_paged_last: u64,
 }
 
 impl SimStats {
@@ -139,6 +163,8 @@ impl SimStats {
         self.liveness_namings += o.liveness_namings;
         self.stale_leader_runs += o.stale_leader_runs;
         self.stale_leader_isolations += o.stale_leader_isolations;
+        self.promise_pages += o.promise_pages;
+        self.promises_paged_last += o.promises_paged_last;
     }
 }
 
@@ -387,6 +413,19 @@ impl Sim {
         o.snapshot_resend_ms = 10 * o.retry_ms;
         o.snapshot_wait_ms = 20 * o.retry_ms;
         o.bugs = cfg.bugs;
+        if let Some(p) = cfg.promise_page_bytes {
+            o.promise_page_bytes = p;
+        }
+        if let Some(w) = cfg.recovery_window {
+            o.recovery_window = w;
+        }
+        // Review 24: `PAXOS_SIM_PAGE_BYTES=<n>` sets a tiny promise page on every seed.
+        if let Some(p) = std::env::var("PAXOS_SIM_PAGE_BYTES").ok().and_then(|v| v.parse().ok()) {
+            o.promise_page_bytes = p;
+        }
+        if let Some(w) = std::env::var("PAXOS_SIM_RECOVERY_WINDOW").ok().and_then(|v| v.parse().ok()) {
+            o.recovery_window = w;
+        }
         o
     }
 
@@ -481,6 +520,15 @@ impl Sim {
                     return Ok(());
                 }
                 self.stats.messages += 1;
+                if let Message::Promise { more, first_slot, .. } = &env.msg {
+                    if *more {
+                        self.stats.promise_pages += 1;
+                    } else if matches!(&n.replica.role, crate::replica::Role::Candidate(c)
+                        if c.pages.get(&env.from).is_some_and(|(s, _)| s == first_slot))
+                    {
+                        self.stats.promises_paged_last += 1;
+                    }
+                }
                 let receiver = Member { node: to, incarnation: n.inc };
                 let (from, msg) = (env.from, env.msg.clone());
                 let campaigning = !matches!(n.replica.role, crate::replica::Role::Follower);

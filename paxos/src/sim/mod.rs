@@ -44,7 +44,7 @@ mod liveness;
 mod nemesis;
 mod net;
 
-pub use cluster::{majority_loss, run, Failure, MajorityLoss, SimConfig, SimStats};
+pub use cluster::{majority_loss, paged_seed, run, Failure, MajorityLoss, SimConfig, SimStats};
 
 /// The seed range from the environment: `PAXOS_SIM_FIRST_SEED` (default `default_first`) and
 /// `PAXOS_SIM_SEEDS` (default `default_count`).
