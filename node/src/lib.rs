@@ -48,3 +48,5 @@ mod node_test;
 mod upgrade_test;
 #[cfg(test)]
 mod watch_test;
+#[cfg(test)]
+mod review30_test;

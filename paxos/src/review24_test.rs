@@ -578,3 +578,53 @@ fn a_nack_without_refused_still_deposes_and_one_of_another_ballot_does_not() {
     net.deliver(Envelope { from, to: NodeId(1), msg: Message::Nack { promised: b(mine.round + 1, 3), refused: Some(mine) } });
     assert!(matches!(net.rs[&1].role, Role::Follower), "{:?}", net.rs[&1].role);
 }
+
+/// Review 30 (cluster version), schedule 1: a configuration change adopted under a *lower*
+/// ballot than a change chosen above it. Old leader 1 (ballot a) proposed `SetVersion(2)` at
+/// slot 1; only its own acceptor took it. Leader 2 (ballot b > a) never saw it (its phase 1
+/// quorum was {2, 3}), proposed a write at slot 1 and, with no change in flight, an
+/// `AddLearner(4)` at slot 2 (the node layer checked it against cluster version 1: node 4 runs
+/// the previous release). Its Accept(1) to node 3 was lost, Accept(2) was not: slot 2 is chosen
+/// by {2, 3}. Node 1 then leads (ballot c > b) with quorum {1, 3}: slot 1 has only the
+/// ballot-a stop sign, which it adopts. The log becomes `SetVersion(2)` at 1, `AddLearner(4)`
+/// at 2: two changes chosen back to back, the second proposed by a leader that never knew the
+/// first, so `Node::version_check`'s premise ("the core admits one change at a time and applies
+/// a chosen one before it takes the next") fails and a 0.1.0 learner enters a version-2
+/// cluster. Stoppable Paxos proposes a no-op instead of a stop sign below a vote of a higher
+/// ballot.
+#[test]
+fn review30_stop_sign_adopted_below_a_higher_ballot_change() {
+    let mut net = Net::new(3);
+    // Fabricated votes come from the ballots' owners; nodes 8 and 9 stand for leaders 1 and 2
+    // of earlier terms (a replica drops a message from itself).
+    let a = b(1, 8);
+    let bb = b(2, 9);
+    let set = reconf(ConfigChange::SetVersion(2));
+    let add = Value::Reconfigure { id: RequestId { node: NodeId(2), seq: 7 }, change: ConfigChange::AddLearner(m(4)) };
+    net.vote(1, a, 1, set.clone());
+    net.vote(2, bb, 1, val(1));
+    net.vote(2, bb, 2, add.clone());
+    net.vote(3, bb, 2, add.clone());
+    assert_eq!(net.check(&[1, 2, 3]).get(&Slot(2)), Some(&add), "slot 2 chosen by {{2, 3}} under b");
+    net.r(1).max_seen = bb;
+    net.hint(1);
+    // Quorum {1, 3}; node 2 is cut off from now on.
+    net.pending.retain(|e| e.to.0 != 2);
+    net.step(1, 3, is_prepare(1));
+    while net.has(3, 1, |_| true) {
+        net.step(3, 1, |_| true);
+    }
+    for _ in 0..20 {
+        net.tick(50, |e| e.to.0 == 2 || e.from.node.0 == 2);
+    }
+    let chosen = net.check(&[1, 2, 3]);
+    let applied = net.applied.get(&1).cloned().unwrap_or_default();
+    assert_eq!(chosen.get(&Slot(2)), Some(&add));
+    let is_change = |v: Option<&Value>| matches!(v, Some(Value::Reconfigure { .. }));
+    assert!(
+        !(is_change(applied.get(&Slot(1))) && is_change(applied.get(&Slot(2)))),
+        "two changes applied back to back, the second proposed without knowing the first: slot 1 = {:?}, slot 2 = {:?}",
+        applied.get(&Slot(1)),
+        applied.get(&Slot(2))
+    );
+}
