@@ -654,6 +654,10 @@ impl Node {
                     info!("stepped down; resigning from the election");
                     self.outputs.push_back(Output::Resign);
                 }
+                // A halted replica's store stopped below this slot: its configuration stays the
+                // one of its applied slot, or a snapshot it hands out (its slot, this
+                // configuration) would carry a later slot's (review of issue 30).
+                Action::ConfigChanged { .. } if self.halted.is_some() => {}
                 Action::ConfigChanged { slot, config } => {
                     info!(%slot, epoch = config.epoch, acceptors = ?config.acceptors, learners = ?config.learners, "configuration changed");
                     self.config = config.clone();

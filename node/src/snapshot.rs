@@ -65,6 +65,9 @@ impl Node {
     }
 
     fn encode_snapshot(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
         // The node's configuration, not the core's: the core may already have applied (and
         // queued) slots past this one, and a snapshot must carry the configuration governing the
         // slot right after its last one.

@@ -111,6 +111,10 @@ pub(crate) struct Leader {
     pub(crate) next_slot: Slot,
     /// A `Reconfigure` proposed or adopted here: nothing after it until it is chosen.
     pub(crate) stop: Option<Slot>,
+    /// A `Reconfigure` of ours waiting for its slot (`stop`): it is proposed only once every slot
+    /// before it is chosen, so that it is decided knowing every change before it (a later
+    /// leader can then never adopt an older, unchosen stop sign below it: review of issue 30).
+    pub(crate) change: Option<(Slot, Value)>,
     pub(crate) inflight: BTreeMap<Slot, InFlight>,
     /// Slots adopted at election (values from the promises, or no-ops for holes) not yet
     /// proposed: they go out in slot order, at most `recovery_window` in phase 2 at once (and
@@ -332,6 +336,7 @@ impl Replica {
             config: c.config,
             next_slot: last.next(),
             stop,
+            change: None,
             inflight: BTreeMap::new(),
             adopted: BTreeMap::new(),
             queue: c.queue,
@@ -544,6 +549,12 @@ impl Replica {
         // Slots known chosen (perhaps learned before we led) need no more votes.
         l.inflight = l.inflight.split_off(&self.log.commit.next());
         l.adopted = l.adopted.split_off(&self.log.commit.next());
+        if l.change.as_ref().is_some_and(|(s, _)| self.log.commit.next() == *s) {
+            if let Some((slot, value)) = l.change.take() {
+                self.propose_slot(now, slot, value);
+            }
+        }
+        let Role::Leader(l) = &mut self.role else { return };
         match l.stop {
             Some(s) if self.log.commit >= s => self.pass_stop_sign(now),
             _ => {

@@ -126,6 +126,10 @@ pub struct Bugs {
     /// ballot, whatever ballot it refuses (before `Nack::refused`): a straggler of its own old
     /// ballot, refused with its new one, abandons its phase 1 (`paxos/src/review24_test.rs`).
     pub nack_any_ballot: bool,
+    /// A configuration change is proposed at once, with earlier slots still unchosen (the rule
+    /// before the review of issue 30): a later leader may adopt an older stop sign below it, and
+    /// the change was decided without knowing the one before it.
+    pub change_over_inflight: bool,
 }
 
 impl Options {

@@ -47,7 +47,18 @@ impl Replica {
         l.next_slot = slot.next();
         l.stop = Some(slot);
         self.pending.entry(slot).or_default().push(id);
-        self.propose_slot(now, slot, Value::Reconfigure { id, change });
+        let value = Value::Reconfigure { id, change };
+        // Proposed once every slot before it is chosen (the slot is ours meanwhile: the stop
+        // sign holds everything after it): decided knowing every earlier change, so no later
+        // leader can adopt an older, unchosen stop sign below it (review of issue 30).
+        let wait = commit.next() < slot;
+        #[cfg(feature = "sim")]
+        let wait = wait && !self.opts.bugs.change_over_inflight;
+        if wait {
+            l.change = Some((slot, value));
+        } else {
+            self.propose_slot(now, slot, value);
+        }
         Ok(())
     }
 }

@@ -579,52 +579,51 @@ fn a_nack_without_refused_still_deposes_and_one_of_another_ballot_does_not() {
     assert!(matches!(net.rs[&1].role, Role::Follower), "{:?}", net.rs[&1].role);
 }
 
-/// Review 30 (cluster version), schedule 1: a configuration change adopted under a *lower*
-/// ballot than a change chosen above it. Old leader 1 (ballot a) proposed `SetVersion(2)` at
-/// slot 1; only its own acceptor took it. Leader 2 (ballot b > a) never saw it (its phase 1
-/// quorum was {2, 3}), proposed a write at slot 1 and, with no change in flight, an
-/// `AddLearner(4)` at slot 2 (the node layer checked it against cluster version 1: node 4 runs
-/// the previous release). Its Accept(1) to node 3 was lost, Accept(2) was not: slot 2 is chosen
-/// by {2, 3}. Node 1 then leads (ballot c > b) with quorum {1, 3}: slot 1 has only the
-/// ballot-a stop sign, which it adopts. The log becomes `SetVersion(2)` at 1, `AddLearner(4)`
-/// at 2: two changes chosen back to back, the second proposed by a leader that never knew the
-/// first, so `Node::version_check`'s premise ("the core admits one change at a time and applies
-/// a chosen one before it takes the next") fails and a 0.1.0 learner enters a version-2
-/// cluster. Stoppable Paxos proposes a no-op instead of a stop sign below a vote of a higher
-/// ballot.
-#[test]
-fn review30_stop_sign_adopted_below_a_higher_ballot_change() {
+/// Review 30, schedule 1: a leader (2) proposed `AddLearner` at slot 2 while its write at slot 1
+/// was still unchosen (its `Accept` to node 3 lost); an older leader's `SetVersion` stop sign at
+/// slot 1, accepted by node 1 alone, could then be adopted by a later leader below the change
+/// chosen at slot 2: two changes back to back, the second decided without knowing the first (a
+/// 0.1.0 learner let into a version-2 cluster). Now a change is proposed only once every slot
+/// before it is chosen. With `Bugs::change_over_inflight` (the old rule) the change goes out at
+/// once, and the state the review built by hand (an older stop sign below a chosen change) can
+/// arise. Returns whether node 2 sent the change while slot 1 was unchosen.
+fn change_over_inflight_schedule(bugs: crate::Bugs) -> bool {
     let mut net = Net::new(3);
-    // Fabricated votes come from the ballots' owners; nodes 8 and 9 stand for leaders 1 and 2
-    // of earlier terms (a replica drops a message from itself).
-    let a = b(1, 8);
-    let bb = b(2, 9);
-    let set = reconf(ConfigChange::SetVersion(2));
-    let add = Value::Reconfigure { id: RequestId { node: NodeId(2), seq: 7 }, change: ConfigChange::AddLearner(m(4)) };
-    net.vote(1, a, 1, set.clone());
-    net.vote(2, bb, 1, val(1));
-    net.vote(2, bb, 2, add.clone());
-    net.vote(3, bb, 2, add.clone());
-    assert_eq!(net.check(&[1, 2, 3]).get(&Slot(2)), Some(&add), "slot 2 chosen by {{2, 3}} under b");
-    net.r(1).max_seen = bb;
-    net.hint(1);
-    // Quorum {1, 3}; node 2 is cut off from now on.
-    net.pending.retain(|e| e.to.0 != 2);
-    net.step(1, 3, is_prepare(1));
-    while net.has(3, 1, |_| true) {
-        net.step(3, 1, |_| true);
+    for n in 1..=3 {
+        net.r(n).opts.bugs = bugs;
     }
-    for _ in 0..20 {
-        net.tick(50, |e| e.to.0 == 2 || e.from.node.0 == 2);
-    }
-    let chosen = net.check(&[1, 2, 3]);
-    let applied = net.applied.get(&1).cloned().unwrap_or_default();
-    assert_eq!(chosen.get(&Slot(2)), Some(&add));
-    let is_change = |v: Option<&Value>| matches!(v, Some(Value::Reconfigure { .. }));
-    assert!(
-        !(is_change(applied.get(&Slot(1))) && is_change(applied.get(&Slot(2)))),
-        "two changes applied back to back, the second proposed without knowing the first: slot 1 = {:?}, slot 2 = {:?}",
-        applied.get(&Slot(1)),
-        applied.get(&Slot(2))
-    );
+    net.hint(2);
+    net.pump(|_| false);
+    assert!(net.r(2).is_leader(), "node 2 leads");
+    net.tick(100, |_| false);
+    let commit = net.r(2).status().commit;
+    // A write whose Accepts to nodes 1 and 3 are held: its slot stays unchosen.
+    let now = Time(net.now);
+    net.r(2).propose(now, Command { id: RequestId { node: NodeId(2), seq: 1 }, payload: vec![1; 8] }).expect("taken");
+    net.collect(2);
+    let held = |e: &Envelope| matches!(e.msg, Message::Accept { .. }) && e.from.node.0 == 2 && e.to.0 != 2;
+    net.pump(held);
+    assert_eq!(net.r(2).status().commit, commit, "the write is not chosen");
+    let add = ConfigChange::AddLearner(m(4));
+    let now = Time(net.now);
+    net.r(2).propose_config(now, RequestId { node: NodeId(2), seq: 2 }, add).expect("the change is taken");
+    net.collect(2);
+    let is_change = |e: &Envelope| matches!(e.msg, Message::Accept { value: Value::Reconfigure { .. }, .. });
+    let early = net.pending.iter().any(is_change);
+    // Release the write: once it is chosen, the change goes out, and is chosen after it.
+    net.pump(|e| e.to.0 == 4);
+    net.tick(300, |e| e.to.0 == 4);
+    let applied = net.applied.get(&2).cloned().unwrap_or_default();
+    assert!(applied.values().any(|v| matches!(v, Value::Reconfigure { .. })), "the change is applied in the end: {applied:?}");
+    early
+}
+
+#[test]
+fn a_change_waits_until_every_slot_before_it_is_chosen() {
+    assert!(!change_over_inflight_schedule(crate::Bugs::default()), "the change was sent with the slot before it unchosen");
+}
+
+#[test]
+fn proposing_a_change_over_unchosen_slots_is_caught() {
+    assert!(change_over_inflight_schedule(crate::Bugs { change_over_inflight: true, ..crate::Bugs::default() }), "the old rule sends it at once");
 }
