@@ -244,7 +244,9 @@ impl Manager {
                 // non-members): the mark tells it instead. The node ignores a second notice.
                 let _ = self.inputs.send(Input::Removed(crate::node::Removal { epoch: m.epoch, source: "etcd" })).await;
             }
-            let eligible = policy::eligible(me, &st.config, &pending, mark.is_some());
+            // A halted replica (a cluster version its build does not read) does not lead: its
+            // manager would judge joins and versions from a state it stopped applying.
+            let eligible = policy::eligible(me, &st.config, &pending, mark.is_some()) && st.halted.is_none();
             self.eligible.send_if_modified(|e| std::mem::replace(e, eligible) != eligible);
             if st.core.role != RoleKind::Leader {
                 if let Some(f) = failures.as_mut() {
