@@ -918,3 +918,25 @@ mod tests {
         assert!(distinct.len() > 32, "draws spread out: {draws:?}");
     }
 }
+
+#[cfg(test)]
+mod cluster_version_tests {
+    use super::cluster_version_line;
+    use serde_json::json;
+
+    #[test]
+    fn the_status_line_says_whether_an_upgrade_is_finished() {
+        let member = |id: u64, reads: Option<u64>| json!({ "id": id, "max_cluster_version": reads });
+        let mid = json!({ "cluster_version": 1, "max_cluster_version": 2, "halted": null,
+                          "members": [member(1, Some(2)), member(2, None), member(3, Some(1))] });
+        assert_eq!(cluster_version_line(&mid), "1 (this build reads up to 2; waiting for members 2, 3 to run it)");
+        let ready = json!({ "cluster_version": 1, "max_cluster_version": 2, "halted": null, "members": [member(1, Some(2))] });
+        assert_eq!(cluster_version_line(&ready), "1 (every member reads 2: the leader raises it shortly)");
+        let done = json!({ "cluster_version": 2, "max_cluster_version": 2, "halted": null, "members": [member(1, Some(2))] });
+        assert_eq!(cluster_version_line(&done), "2 (this build reads up to 2; upgrade finished)");
+        let halted = json!({ "cluster_version": 1, "max_cluster_version": 2, "halted": "slot 9 raises the cluster version to 3" });
+        assert_eq!(cluster_version_line(&halted), "1 (HALTED: slot 9 raises the cluster version to 3)");
+        // A status from the previous release has no version fields: version 1, reads 1.
+        assert_eq!(cluster_version_line(&json!({ "members": [] })), "1 (this build reads up to 1; upgrade finished)");
+    }
+}
