@@ -2,8 +2,8 @@
 //! request must settle once the cluster heals, and replicas must converge. Each negative test puts
 //! a bug back and must be caught within a small seed budget.
 //!
-//! `NODE_SIM_SEEDS=<n>` (and `NODE_SIM_FIRST_SEED`) widen the sweep; `cargo run --release -p node
-//! --features sim --example node_sweep -- <first> <count>` runs a long one.
+//! `NODE_SIM_SEEDS=<n>` (and `NODE_SIM_FIRST_SEED`) widen the sweep; a long one runs in release:
+//! `NODE_SIM_SEEDS=10000 cargo test --release -p node --features sim --test sim client_histories`.
 
 use node::sim::{run, seed_range, SimConfig, SimStats};
 use node::Bugs;
@@ -158,7 +158,7 @@ fn core_bugs_that_clients_see_are_caught() {
 fn a_fence_that_settles_a_forward_too_early_is_caught() {
     // `short_fence` was caught at seed 45 before the merge of the paged phase 1 and the review's
     // fence fixes; since then not in 5,000 seeds (not yet understood; docs/node.md). It stays
-    // reachable with FENCE_BUG=short_fence.
+    // reachable with FENCE_BUG=short_fence. FENCE_SEEDS=<n> widens the search.
     let which = std::env::var("FENCE_BUG").unwrap_or_default();
     let short = (which == "short_fence").then_some(("short_fence", paxos::Bugs { short_fence: true, ..Default::default() }));
     for (name, bugs) in short.into_iter().chain([
@@ -168,7 +168,14 @@ fn a_fence_that_settles_a_forward_too_early_is_caught() {
         if !which.is_empty() && which != name {
             continue;
         }
-        let budget = if name == "short_fence" { 5 * DEFAULT_SEEDS } else { DEFAULT_SEEDS };
+        // `forward_any_ballot` was caught at seed 669 until configuration changes waited for the
+        // slots before them (review of issue 30); since then first at seed 2124.
+        let budget = match name {
+            "short_fence" => 5 * DEFAULT_SEEDS,
+            "forward_any_ballot" => 3 * DEFAULT_SEEDS,
+            _ => DEFAULT_SEEDS,
+        };
+        let budget = std::env::var("FENCE_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(budget);
         let hit = (0..budget).find_map(|seed| {
             let mut cfg = SimConfig::new(seed);
             cfg.core_bugs = bugs;
