@@ -91,6 +91,8 @@ mod review25_test;
 mod restart_test;
 #[cfg(test)]
 mod review24_test;
+#[cfg(test)]
+mod review31_test;
 
 pub use action::{Action, Persist};
 pub use compaction::{crosses_grid, snapshot_phase};
