@@ -303,7 +303,7 @@ fn nothing_past_the_reserved_slot_while_parked() {
         }
     }
     assert!(net.rs[&2].is_leader());
-    assert!(net.reads.get(&2).is_none(), "{:?}", net.reads);
+    assert!(!net.reads.contains_key(&2), "{:?}", net.reads);
     net.tick(1_000, |e| e.to.0 == 4);
     let chosen = net.check(&[1, 2, 3]);
     assert!(matches!(chosen.get(&w.next()), Some(Value::Reconfigure { .. })), "{chosen:?}");
