@@ -42,16 +42,33 @@ impl PeerInfo {
     }
 }
 
-/// The live replicas by id. Cheap to clone (shared).
+/// The live replicas by id, and how to reach them (plain gRPC, or mutual TLS with the
+/// cluster's certificates). Cheap to clone (shared).
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     inner: Arc<RwLock<BTreeMap<NodeId, PeerInfo>>>,
+    tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 impl Directory {
     /// An empty directory.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty directory whose peers are reached over mutual TLS (`Some`).
+    pub fn with_tls(tls: Option<crate::tls::PeerTls>) -> Self {
+        Directory { inner: Arc::default(), tls: tls.map(Arc::new) }
+    }
+
+    /// Whether peers are reached over mutual TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A gRPC endpoint towards `peer` at `addr` (its certificate must name `peer` under TLS).
+    pub fn endpoint(&self, peer: NodeId, addr: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+        crate::tls::peer_endpoint(addr, peer, self.tls.as_deref())
     }
 
     /// Replace the whole map (after a fresh read of etcd); returns whether anything changed.

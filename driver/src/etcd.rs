@@ -112,6 +112,21 @@ pub struct EtcdSettings {
 /// (`Unavailable, "dns error"`). So each endpoint is probed first (name resolution and a TCP
 /// connect) and only the reachable ones are passed on.
 pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    connect_secured(endpoints, &EtcdSecurity::default()).await
+}
+
+/// How a replica reaches etcd beyond its endpoints: TLS (`https://` endpoints, etcd's CA, and a
+/// client certificate if etcd asks for one) and etcd's own user and password.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdSecurity {
+    /// TLS options (`None`: plain `http://`).
+    pub tls: Option<etcd_client::TlsOptions>,
+    /// etcd's user and password (`None`: etcd without auth).
+    pub user: Option<(String, String)>,
+}
+
+/// [`connect`] with TLS and etcd's user as `security` says.
+pub async fn connect_secured(endpoints: &[String], security: &EtcdSecurity) -> anyhow::Result<Client> {
     let probes = endpoints.iter().map(|e| async move { (e, probe(e).await) });
     let mut live = Vec::new();
     for (e, r) in futures::future::join_all(probes).await {
@@ -123,10 +138,16 @@ pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
     if live.is_empty() {
         bail!("no etcd endpoint is reachable (of {endpoints:?})");
     }
-    let opts = etcd_client::ConnectOptions::new()
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some(tls) = &security.tls {
+        opts = opts.with_tls(tls.clone());
+    }
+    if let Some((user, password)) = &security.user {
+        opts = opts.with_user(user.clone(), password.clone());
+    }
     let mut client = Client::connect(&live, Some(opts)).await.context("connecting to etcd")?;
     // One round trip, so a client that is handed out has answered at least once.
     client.status().await.context("asking etcd for its status")?;
@@ -135,10 +156,10 @@ pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
 
 /// [`connect`], retried with backoff until `deadline` (a node that starts while one etcd member
 /// is down, or before etcd is up at all, waits instead of exiting).
-pub async fn connect_retrying(endpoints: &[String], deadline: Instant) -> anyhow::Result<Client> {
+pub async fn connect_retrying(endpoints: &[String], security: &EtcdSecurity, deadline: Instant) -> anyhow::Result<Client> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match connect(endpoints).await {
+        match connect_secured(endpoints, security).await {
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() + backoff < deadline => {
                 warn!(error = format!("{e:#}"), retry_in = ?backoff, "etcd not reachable yet; retrying");

@@ -68,11 +68,16 @@ impl PeerService {
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn stream(&self, request: Request<Streaming<pb::Envelope>>) -> Result<Response<pb::StreamAck>, Status> {
+        let mut sender = Sender::of(&request);
         let mut stream = request.into_inner();
         let (mut received, mut dropped) = (0u64, 0u64);
         while let Ok(Some(m)) = stream.message().await {
             received += 1;
             match proto::decode_envelope(m) {
+                Ok(env) if !sender.may_speak_for(env.from.node) => {
+                    dropped += 1;
+                    self.metrics.peer_identity_mismatches.inc();
+                }
                 Ok(env) if env.to == self.me => {
                     if self.inputs.send(Input::Peer(env)).await.is_err() {
                         break;
@@ -94,7 +99,9 @@ impl pb::peer_server::Peer for PeerService {
             builder = builder.header(h.name.as_str(), h.value.as_slice());
         }
         let req = builder.body(Bytes::from(f.body)).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let resp = rest::dispatch(self.rest.clone(), req, f.hops).await;
+        // Held to what the replica the client entered allowed (no escalation through a relay).
+        let grant = Arc::new(rest::auth::Grant::from_pb(f.grant));
+        let resp = rest::dispatch(self.rest.clone(), req, f.hops, grant).await;
         let (parts, body) = resp.into_parts();
         let headers = parts
             .headers
@@ -108,7 +115,9 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let ack = receive(request.into_inner(), &self.inputs, &self.snapshots, SNAPSHOT_IDLE).await;
+        let sender = Sender::of(&request);
+        let stream = Checked { inner: request.into_inner(), sender, metrics: self.metrics.clone() };
+        let ack = receive(stream, &self.inputs, &self.snapshots, SNAPSHOT_IDLE).await;
         Ok(Response::new(ack))
     }
 }
@@ -177,6 +186,60 @@ where
         return fail("node is shutting down".into());
     }
     pb::SnapshotAck { installed: true, last_slot, error: String::new() }
+}
+
+/// Who sent a peer call, as its TLS certificate says (mutual TLS between replicas, `crate::tls`):
+/// a message is taken only from a node the certificate names. Without TLS every sender passes.
+struct Sender {
+    cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// The last node id the certificate was found to name (the usual case: one per stream).
+    named: Option<NodeId>,
+    warned: bool,
+}
+
+impl Sender {
+    fn of<T>(request: &Request<T>) -> Self {
+        let cert = request.peer_certs().and_then(|c| c.first().cloned());
+        Sender { cert, named: None, warned: false }
+    }
+
+    fn may_speak_for(&mut self, node: NodeId) -> bool {
+        let Some(cert) = &self.cert else { return true };
+        if self.named == Some(node) {
+            return true;
+        }
+        if crate::tls::names_node(cert, node) {
+            self.named = Some(node);
+            return true;
+        }
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(claimed = %node, "a peer message claims a sender its certificate does not name ({}): dropped", crate::tls::peer_name(node));
+        }
+        false
+    }
+}
+
+/// A snapshot stream whose chunks must come from a node the sender's certificate names.
+struct Checked {
+    inner: Streaming<pb::SnapshotChunk>,
+    sender: Sender,
+    metrics: Arc<Metrics>,
+}
+
+#[tonic::async_trait]
+impl SnapshotStream for Checked {
+    async fn message(&mut self) -> Result<Option<pb::SnapshotChunk>, Status> {
+        let chunk = self.inner.message().await?;
+        if let Some(c) = &chunk {
+            let from = NodeId(c.from.as_ref().map_or(0, |m| m.node));
+            if !self.sender.may_speak_for(from) {
+                self.metrics.peer_identity_mismatches.inc();
+                return Err(Status::permission_denied(format!("the certificate does not name {}", crate::tls::peer_name(from))));
+            }
+        }
+        Ok(chunk)
+    }
 }
 
 /// A stream of snapshot chunks: a gRPC request stream, or (in tests) anything else.
@@ -322,7 +385,7 @@ mod review_tests {
         let _task = crate::snapshot::spawn_send(
             me,
             NodeId(2),
-            addr,
+            (addr, crate::directory::Directory::new()),
             crate::snapshot::Source::Encoded(Arc::new(blob)),
             Arc::new(Metrics::default()),
             Duration::from_secs(1),

@@ -33,6 +33,7 @@ pub mod rest;
 pub mod server;
 pub mod session;
 pub mod snapshot;
+pub mod tls;
 pub mod watch_client;
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).

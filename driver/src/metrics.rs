@@ -140,6 +140,18 @@ pub struct Metrics {
     /// Joins this node (as leader) held back because the joiner's build does not read the
     /// cluster version.
     pub joins_refused_version: Counter,
+    /// TLS handshakes refused on the gRPC (peer) port: no certificate, one from another CA,
+    /// expired, or not a TLS client at all.
+    pub peer_tls_refused: Counter,
+    /// TLS handshakes that failed on the REST (client) port.
+    pub client_tls_refused: Counter,
+    /// Peer messages dropped because they claim to come from a node the sender's certificate
+    /// does not name.
+    pub peer_identity_mismatches: Counter,
+    /// REST requests answered 401 (no valid token).
+    pub auth_unauthenticated: Counter,
+    /// REST requests answered 403 (the token does not allow it).
+    pub auth_forbidden: Counter,
     /// Reads this replica would not answer from its own state (catching up, lagging, removed).
     pub reads_not_served: Counter,
     /// Whether this replica answers reads from its own state (1) or not (0).
@@ -220,6 +232,11 @@ impl Default for Metrics {
             config_epoch: Gauge::default(),
             membership_changes: Counter::default(),
             joins_refused_version: Counter::default(),
+            peer_tls_refused: Counter::default(),
+            client_tls_refused: Counter::default(),
+            peer_identity_mismatches: Counter::default(),
+            auth_unauthenticated: Counter::default(),
+            auth_forbidden: Counter::default(),
             reads_not_served: Counter::default(),
             serving: Gauge::default(),
             etcd_up: Gauge::default(),
@@ -243,7 +260,7 @@ impl Metrics {
     fn register(&self) {
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.scrape;
-        let counters: [(&str, &str, &Counter); 28] = [
+        let counters: [(&str, &str, &Counter); 33] = [
             ("synod_proposals", "Commands proposed by this node.", &self.proposals),
             ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
             ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
@@ -266,6 +283,11 @@ impl Metrics {
             ("synod_snapshots_installed", "Snapshots installed from peers.", &self.snapshots_installed),
             ("synod_membership_changes", "Membership changes proposed here that took effect.", &self.membership_changes),
             ("synod_joins_refused_version", "Joins held back (as leader) because the joiner's build does not read the cluster version.", &self.joins_refused_version),
+            ("synod_peer_tls_refused", "TLS handshakes refused on the gRPC (peer) port.", &self.peer_tls_refused),
+            ("synod_client_tls_refused", "TLS handshakes that failed on the REST port.", &self.client_tls_refused),
+            ("synod_peer_identity_mismatches", "Peer messages dropped: the sender's certificate does not name the node they claim to come from.", &self.peer_identity_mismatches),
+            ("synod_auth_unauthenticated", "REST requests answered 401 (no valid bearer token).", &self.auth_unauthenticated),
+            ("synod_auth_forbidden", "REST requests answered 403 (the token does not allow them).", &self.auth_forbidden),
             ("synod_watch_streams_opened", "Watch streams (server-sent events) opened.", &self.watch_streams_opened),
             ("synod_reads_not_served", "Reads not answered from this replica's state (catching up, lagging, removed).", &self.reads_not_served),
             ("synod_core_commands_applied", "Commands chosen through the core.", &s.core_commands_applied),

@@ -736,7 +736,7 @@ impl NodeLoop {
             if stale {
                 info!(peer = %node, addr = %info.grpc, "connecting to peer");
                 let sender =
-                    PeerSender::spawn(node, info.grpc.clone(), self.wiring.metrics.clone());
+                    PeerSender::spawn(node, info.grpc.clone(), self.wiring.directory.clone(), self.wiring.metrics.clone());
                 self.peers.insert(node, sender);
             }
         }
@@ -784,7 +784,7 @@ impl NodeLoop {
         let handle = snapshot::spawn_send(
             self.me,
             to,
-            info.grpc,
+            (info.grpc, self.wiring.directory.clone()),
             source,
             self.wiring.metrics.clone(),
             snapshot::SNAPSHOT_STALL,

@@ -8,6 +8,7 @@
 //! the core tolerates loss and resends what matters (phase 1/2 retries, heartbeats, fetches).
 
 
+use crate::directory::Directory;
 use crate::metrics::Metrics;
 use paxos::NodeId;
 use proto::pb;
@@ -17,8 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Largest gRPC message (forwarded requests and replies, snapshot chunks).
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
@@ -41,10 +41,10 @@ impl Drop for PeerSender {
 }
 
 impl PeerSender {
-    /// Start streaming to `peer` at `addr` (`host:port`).
-    pub fn spawn(peer: NodeId, addr: String, metrics: Arc<Metrics>) -> Self {
+    /// Start streaming to `peer` at `addr` (`host:port`), reached as `directory` says.
+    pub fn spawn(peer: NodeId, addr: String, directory: Directory, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        let task = tokio::spawn(run_sender(peer, addr.clone(), rx, metrics));
+        let task = tokio::spawn(run_sender(peer, addr.clone(), directory, rx, metrics));
         PeerSender { addr, tx, task }
     }
 
@@ -59,9 +59,10 @@ impl PeerSender {
     }
 }
 
-/// A lazily connecting channel to `addr`, for calls other than the message stream.
-pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// A lazily connecting channel to `peer` at `addr`, for calls other than the message stream.
+pub fn channel(directory: &Directory, peer: NodeId, addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(directory
+        .endpoint(peer, addr)?
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .connect_lazy())
@@ -70,10 +71,11 @@ pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport
 /// A peer stream that accepts nothing for this long is treated as broken.
 const STALL: Duration = Duration::from_secs(1);
 
-async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::Envelope>, metrics: Arc<Metrics>) {
+async fn run_sender(peer: NodeId, addr: String, directory: Directory, mut rx: mpsc::Receiver<paxos::Envelope>, metrics: Arc<Metrics>) {
     let mut backoff = Duration::from_millis(20);
+    let mut last_refusal = String::new();
     loop {
-        let connected = match Endpoint::from_shared(format!("http://{addr}")) {
+        let connected = match directory.endpoint(peer, &addr) {
             Ok(e) => {
                 // HTTP/2 keep-alives find a peer that vanished without closing the connection.
                 e.connect_timeout(Duration::from_millis(500))
@@ -92,7 +94,16 @@ async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::En
         let channel = match connected {
             Ok(c) => c,
             Err(e) => {
-                debug!(%peer, %addr, error = %e, "peer unreachable");
+                let why = error_chain(&e);
+                if directory.tls() && is_tls_refusal(&why) {
+                    // A certificate problem does not fix itself: say so (once per reason).
+                    if why != last_refusal {
+                        warn!(%peer, %addr, error = %why, "peer refused: TLS handshake failed");
+                        last_refusal = why;
+                    }
+                } else {
+                    debug!(%peer, %addr, error = %why, "peer unreachable");
+                }
                 // Whatever waited for this peer is stale by the time it comes back: drop it.
                 while rx.try_recv().is_ok() {
                     metrics.peer_send_failures.inc();
@@ -103,6 +114,7 @@ async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::En
             }
         };
         backoff = Duration::from_millis(20);
+        last_refusal.clear();
         let mut client = PeerClient::new(channel);
         let (stx, srx) = mpsc::channel::<pb::Envelope>(256);
         let call = client.stream(ReceiverStream::new(srx));
@@ -139,4 +151,22 @@ async fn run_sender(peer: NodeId, addr: String, mut rx: mpsc::Receiver<paxos::En
         }
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// An error and its sources, as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether a connection error is a TLS refusal (a certificate problem rather than a peer that
+/// is down).
+pub fn is_tls_refusal(chain: &str) -> bool {
+    ["certificate", "Certificate", "tls", "TLS", "handshake", "alert"].iter().any(|w| chain.contains(w))
 }

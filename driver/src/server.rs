@@ -204,6 +204,67 @@ pub struct NodeArgs {
     /// below a majority of the configured set). 0: never remove automatically.
     #[arg(long, env = "SYNOD_REMOVE_FAILED_AFTER_S", default_value_t = 0)]
     pub remove_failed_after_s: u64,
+    /// TLS and authentication (docs/security.md).
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// TLS between replicas, TLS and tokens for clients, TLS and a user for etcd (docs/security.md).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SecurityArgs {
+    /// The cluster CA (PEM): peers must present a certificate it signed. With --tls-cert and
+    /// --tls-key, the gRPC port speaks mutual TLS only.
+    #[arg(long, env = "SYNOD_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This replica's peer certificate (PEM); it must name `node-<id>.synod` (`synod certs`).
+    #[arg(long, env = "SYNOD_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SYNOD_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Serve the REST API over HTTPS with this certificate (PEM); needs --http-tls-key.
+    #[arg(long, env = "SYNOD_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --http-tls-cert (PEM).
+    #[arg(long, env = "SYNOD_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<std::path::PathBuf>,
+    /// Require a bearer token from clients: the token file (JSON; reloaded on SIGHUP).
+    #[arg(long, env = "SYNOD_TOKENS")]
+    pub tokens: Option<std::path::PathBuf>,
+    /// The CA that signed etcd's certificate (PEM): connect to etcd over TLS.
+    #[arg(long, env = "SYNOD_ETCD_CA")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+    /// A client certificate for etcd (PEM; etcd's --client-cert-auth); needs --etcd-key.
+    #[arg(long, env = "SYNOD_ETCD_CERT", requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<std::path::PathBuf>,
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, env = "SYNOD_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<std::path::PathBuf>,
+    /// etcd's user (when etcd has auth enabled); the password is --etcd-password.
+    #[arg(long, env = "SYNOD_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+    /// The etcd user's password (prefer the environment variable to the command line).
+    #[arg(long, env = "SYNOD_ETCD_PASSWORD", hide_env_values = true, requires = "etcd_user")]
+    pub etcd_password: Option<String>,
+}
+
+impl SecurityArgs {
+    /// How to reach etcd.
+    pub fn etcd(&self) -> anyhow::Result<etcd::EtcdSecurity> {
+        let tls = match &self.etcd_ca {
+            None => None,
+            Some(ca) => {
+                let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+                let mut t = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+                if let (Some(c), Some(k)) = (&self.etcd_cert, &self.etcd_key) {
+                    t = t.identity(etcd_client::Identity::from_pem(read(c)?, read(k)?));
+                }
+                Some(t)
+            }
+        };
+        let user = self.etcd_user.clone().zip(self.etcd_password.clone());
+        Ok(etcd::EtcdSecurity { tls, user })
+    }
 }
 
 fn metrics_refused_note(why: &str) {
@@ -227,6 +288,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // A backup to restore is checked first: a bad file stops the process before it binds a
     // port, talks to etcd or touches its data directory.
     let mut restore = check_restore_file(&args, store)?;
+    let security = Security::load(&args)?;
     let http_listener = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
     let grpc_listener = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
     let http_addr = args.http_advertise.clone().unwrap_or(http_listener.local_addr()?.to_string());
@@ -236,7 +298,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // request all retry with backoff within the bootstrap timeout, using the endpoints that answer.
     let bootstrap_timeout = Duration::from_secs(args.bootstrap_timeout);
     let etcd_deadline = std::time::Instant::now() + bootstrap_timeout;
-    let mut client = etcd::connect_retrying(&args.etcd, etcd_deadline).await?;
+    let mut client = etcd::connect_retrying(&args.etcd, &security.etcd, etcd_deadline).await?;
     check_store_config(&client, &args.prefix, &store, etcd_deadline).await?;
     // A fresh incarnation per process start, never reused, and above every earlier one of this
     // id whatever the wall clock did (a compare-and-swap in etcd); the start number prefixes
@@ -356,7 +418,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.max_read_staleness_ms = args.max_read_staleness_ms;
     settings.suspect_leader_after_ms = args.suspect_leader_after_ms;
     settings.snapshot_chunk_bytes = crate::snapshot::CHUNK_BYTES;
-    let directory = Directory::new();
+    let directory = Directory::with_tls(security.peer.clone());
     let metrics = Arc::new(Metrics::default());
     let (inputs, inbox) = NodeHandle::channels();
     let (election_tx, election_rx) = mpsc::unbounded_channel();
@@ -412,23 +474,35 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     ctx.read_timeout = Duration::from_millis(args.read_timeout_ms);
     ctx.session_window = Duration::from_millis(args.session_min_ttl_ms);
     ctx.membership = Some(membership.clone());
+    ctx.auth = security.auth.clone();
     let ctx = Arc::new(ctx);
+    if let Some(auth) = security.auth.clone() {
+        tokio::spawn(reload_tokens_on_hup(auth));
+    }
 
     let (grpc_stop_tx, grpc_stop_rx) = oneshot::channel::<()>();
     let service = PeerService::new(me.node, inputs.clone(), metrics.clone(), ctx.clone());
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            // Bounded HTTP/2 windows: a stalled peer stops taking data after a bounded backlog,
-            // so its sender notices the stall (and drops what is stale) instead of piling
-            // megabytes into transport buffers.
-            .initial_stream_window_size(PEER_WINDOW)
-            .initial_connection_window_size(PEER_WINDOW)
-            .add_service(PeerServer::new(service).max_decoding_message_size(MAX_GRPC_MESSAGE))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async {
-                let _ = grpc_stop_rx.await;
-            }),
-    );
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Bounded HTTP/2 windows: a stalled peer stops taking data after a bounded backlog,
+        // so its sender notices the stall (and drops what is stale) instead of piling
+        // megabytes into transport buffers.
+        .initial_stream_window_size(PEER_WINDOW)
+        .initial_connection_window_size(PEER_WINDOW)
+        .add_service(PeerServer::new(service).max_decoding_message_size(MAX_GRPC_MESSAGE));
+    let grpc_stop = async {
+        let _ = grpc_stop_rx.await;
+    };
+    let grpc = match &security.peer {
+        None => tokio::spawn(grpc_server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), grpc_stop)),
+        Some(tls) => {
+            // Handshakes happen in `tls::accept_tls`, which logs and counts each refusal.
+            let refused = metrics.clone();
+            let accepted = crate::tls::accept_tls(grpc_listener, tls.server(), "grpc", move || refused.peer_tls_refused.inc());
+            let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(accepted), |(s, _)| Ok::<_, std::io::Error>(s));
+            tokio::spawn(grpc_server.serve_with_incoming_shutdown(incoming, grpc_stop))
+        }
+    };
 
     let (etcd_stop_tx, etcd_stop_rx) = watch::channel(false);
     let task = EtcdTask {
@@ -506,7 +580,8 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    serve_http(http_listener, ctx.clone(), Duration::from_millis(args.drain_timeout_ms), stop).await;
+    let incoming = http_incoming(http_listener, security.http.clone(), ctx.metrics.clone());
+    serve_http(incoming, ctx.clone(), Duration::from_millis(args.drain_timeout_ms), stop).await;
     manager_task.abort();
 
     info!("HTTP drained; leaving the election");
@@ -667,7 +742,104 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop: impl std::future::Future<Output = ()>) {
+/// What a replica's flags say about TLS and authentication, loaded and checked before it binds
+/// anything; the absence of each protection is said at start.
+struct Security {
+    peer: Option<crate::tls::PeerTls>,
+    http: Option<Arc<rustls::ServerConfig>>,
+    auth: Option<Arc<rest::auth::Auth>>,
+    etcd: etcd::EtcdSecurity,
+}
+
+impl Security {
+    fn load(args: &NodeArgs) -> anyhow::Result<Security> {
+        let s = &args.security;
+        let peer = match (&s.tls_ca, &s.tls_cert, &s.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                let files = crate::tls::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+                let t = crate::tls::PeerTls::load(&files, NodeId(args.id))?;
+                info!(name = %crate::tls::peer_name(NodeId(args.id)), "peer gRPC: mutual TLS under {}", ca.display());
+                Some(t)
+            }
+            _ => {
+                warn!("peer gRPC is PLAINTEXT and unauthenticated (no --tls-ca/--tls-cert/--tls-key): anyone who can reach {} can speak Paxos to this replica", args.grpc_listen);
+                None
+            }
+        };
+        let http = match (&s.http_tls_cert, &s.http_tls_key) {
+            (Some(c), Some(k)) => Some(crate::tls::rest_server(c, k)?),
+            _ => {
+                warn!("the REST API is plain HTTP (no --http-tls-cert/--http-tls-key): requests and tokens travel unencrypted");
+                None
+            }
+        };
+        let auth = match &s.tokens {
+            Some(path) => {
+                let a = rest::auth::Auth::load(path)?;
+                info!(tokens = a.count(), file = %path.display(), "clients need a bearer token (SIGHUP reloads the file)");
+                if peer.is_none() {
+                    warn!("client tokens without peer TLS: the gRPC port accepts relayed requests from anyone, with any permissions; set --tls-ca/--tls-cert/--tls-key");
+                }
+                Some(Arc::new(a))
+            }
+            None => {
+                warn!("no --tokens: every client that reaches the REST port may read, write and administer");
+                None
+            }
+        };
+        Ok(Security { peer, http, auth, etcd: s.etcd()? })
+    }
+}
+
+/// Reload the token file on every SIGHUP; a file that does not parse keeps the tokens as they were.
+async fn reload_tokens_on_hup(auth: Arc<rest::auth::Auth>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: the token file will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match auth.reload() {
+            Ok(n) => info!(tokens = n, "token file reloaded"),
+            Err(e) => warn!(error = format!("{e:#}"), "token file NOT reloaded (the previous tokens stay)"),
+        }
+    }
+}
+
+/// The REST port's connections: plain TCP, or TLS with each handshake done off the accepting
+/// task (refusals logged and counted). Accepting stops when the receiver is dropped.
+fn http_incoming(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, metrics: Arc<Metrics>) -> mpsc::Receiver<Box<dyn crate::tls::Io>> {
+    let (tx, rx) = mpsc::channel::<Box<dyn crate::tls::Io>>(64);
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        a = listener.accept() => if let Ok((s, _)) = a {
+                            let _ = s.set_nodelay(true);
+                            if tx.send(Box::new(s)).await.is_err() {
+                                return;
+                            }
+                        },
+                        () = tx.closed() => return,
+                    }
+                }
+            });
+        }
+        Some(config) => {
+            let mut accepted = crate::tls::accept_tls(listener, config, "http", move || metrics.client_tls_refused.inc());
+            tokio::spawn(async move {
+                while let Some((s, _)) = accepted.recv().await {
+                    if tx.send(Box::new(s)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    rx
+}
+
+async fn serve_http(mut incoming: mpsc::Receiver<Box<dyn crate::tls::Io>>, ctx: Arc<Ctx>, drain: Duration, stop: impl std::future::Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let signal = stop;
     tokio::pin!(signal);
@@ -677,9 +849,8 @@ async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop:
     let request_ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
+            accepted = incoming.recv() => {
+                let Some(stream) = accepted else { break };
                 let ctx = ctx.clone();
                 let edge = ctx.clone();
                 let svc = tower::ServiceBuilder::new()
@@ -705,7 +876,7 @@ async fn serve_http(listener: TcpListener, ctx: Arc<Ctx>, drain: Duration, stop:
     }
     info!("shutdown requested: draining HTTP");
     ctx.draining.store(true, Ordering::Relaxed);
-    drop(listener);
+    drop(incoming);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(drain) => warn!("requests still in flight after the drain timeout"),
@@ -726,9 +897,13 @@ impl MakeRequestId for CountingIds {
 
 async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
+    let grant = match rest::authenticate(&ctx, &parts) {
+        Ok(g) => g,
+        Err(refused) => return Ok(refused),
+    };
     // A change stream is not buffered, relayed or bounded by the deadline (`rest::watch`).
     if rest::watch::is_stream(&parts.method, parts.uri.path()) {
-        return Ok(rest::watch::stream(ctx, parts).await);
+        return Ok(rest::watch::stream(ctx, parts, grant).await);
     }
     // A long-poll may take its `wait` on top of the deadline.
     let deadline = deadline + rest::watch::extra_time(parts.uri.query());
@@ -737,7 +912,7 @@ async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) 
     let cap = ctx.limits.max_request_bytes + 64 * 1024;
     let work = async move {
         match Limited::new(body, cap).collect().await {
-            Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0).await.map(Body::from),
+            Ok(b) => rest::dispatch(ctx, Request::from_parts(parts, b.to_bytes()), 0, grant).await.map(Body::from),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Problem::body_too_large(cap).into_response(),
             Err(e) => Problem::bad_request(format!("could not read the body: {e}")).into_response(),
         }

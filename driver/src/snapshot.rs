@@ -76,7 +76,7 @@ pub enum Source {
 pub fn spawn_send<R, F>(
     me: Member,
     to: NodeId,
-    addr: String,
+    (addr, directory): (String, crate::directory::Directory),
     source: Source,
     metrics: Arc<Metrics>,
     stall: std::time::Duration,
@@ -87,12 +87,19 @@ where
     F: std::future::Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
-        let delivered = send(me, to, addr, source, metrics, stall).await;
+        let delivered = send(me, to, (addr, directory), source, metrics, stall).await;
         report(delivered).await;
     })
 }
 
-async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc<Metrics>, stall: std::time::Duration) -> bool {
+async fn send(
+    me: Member,
+    to: NodeId,
+    (addr, directory): (String, crate::directory::Directory),
+    source: Source,
+    metrics: Arc<Metrics>,
+    stall: std::time::Duration,
+) -> bool {
     let blob = match source {
         Source::Encoded(b) => b,
         Source::Store { store, meta, chunk_bytes } => {
@@ -105,7 +112,7 @@ async fn send(me: Member, to: NodeId, addr: String, source: Source, metrics: Arc
             }
         }
     };
-    let channel = match crate::peer::channel(&addr) {
+    let channel = match crate::peer::channel(&directory, to, &addr) {
         Ok(c) => c,
         Err(e) => {
             warn!(peer = %to, error = %e, "bad address for snapshot");

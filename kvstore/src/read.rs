@@ -41,6 +41,26 @@ pub struct RangeQuery {
     pub keys_only: bool,
 }
 
+impl RangeQuery {
+    /// The keys it can return: `[lo, hi)` (`hi: None` is unbounded), where `lo` is the largest
+    /// of start, prefix and cursor, and `hi` the smaller of end and the prefix's successor.
+    /// Authorization checks this range, so a cursor cannot reach outside what was asked.
+    pub fn bounds(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mut lo: &[u8] = &self.start;
+        for b in [self.prefix.as_deref(), self.cursor.as_deref()].into_iter().flatten() {
+            if b > lo {
+                lo = b;
+            }
+        }
+        let pend = self.prefix.as_deref().and_then(prefix_end);
+        let hi = match (self.end.as_deref(), pend.as_deref()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        (lo.to_vec(), hi.map(<[u8]>::to_vec))
+    }
+}
+
 /// One entry of a [`RangePage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeEntry {
@@ -111,19 +131,8 @@ impl Store {
         let max = self.config.limits.max_page_entries.max(1);
         let limit = if q.limit == 0 { max } else { q.limit.min(max) };
 
-        // Lower bound: the largest of start, prefix and cursor (each is a lower bound).
-        let mut lo: &[u8] = &q.start;
-        for b in [q.prefix.as_deref(), q.cursor.as_deref()].into_iter().flatten() {
-            if b > lo {
-                lo = b;
-            }
-        }
-        // Upper bound: the smaller of end and the prefix's successor.
-        let pend = q.prefix.as_deref().and_then(prefix_end);
-        let hi: Option<&[u8]> = match (q.end.as_deref(), pend.as_deref()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let (lo, hi) = q.bounds();
+        let (lo, hi): (&[u8], Option<&[u8]>) = (&lo, hi.as_deref());
         let mut page = RangePage { index: self.last_applied, entries: Vec::new(), next_cursor: None };
         if hi.is_some_and(|h| h <= lo) {
             return page; // Empty range; the map's range would panic on start > end.

@@ -58,7 +58,10 @@ pub fn checksum_header(file: &[u8]) -> String {
 }
 
 /// `GET /v1/snapshot`.
-pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<SnapshotParams>) -> Outcome {
+pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, Q(q): Q<SnapshotParams>) -> Outcome {
+    if let Err(p) = grant.check_admin() {
+        return p.into();
+    }
     let level = q.consistency.as_deref().unwrap_or("sequential");
     let consistency = match consistency(Some(level), q.min_index) {
         Ok(c) => c,

@@ -11,6 +11,7 @@ use super::loop_io::{self, ReadAnswer};
 use super::problem::{bytes_value, Problem};
 use super::query::{flag, NoParams, Q};
 use super::{json_reply, Ctx, Outcome};
+use super::auth::{Grant, Keys};
 use axum::Extension;
 use hyper::header::HeaderMap;
 use hyper::StatusCode;
@@ -43,7 +44,7 @@ pub struct BatchReadParams {
 }
 
 /// `POST /v1/batch/get`: several keys read at one index.
-pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<BatchReadParams>, Json(body): Json<BatchGetBody>) -> Outcome {
+pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Q(q): Q<BatchReadParams>, Json(body): Json<BatchGetBody>) -> Outcome {
     let consistency = match kv::consistency(q.consistency.as_deref(), q.min_index) {
         Ok(c) => c,
         Err(p) => return p.into(),
@@ -59,6 +60,9 @@ pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<BatchReadParams>, 
             false,
         )
         .into();
+    }
+    if let Some(p) = keys.iter().find_map(|k| grant.check_read(Keys::One(k)).err()) {
+        return p.into();
     }
     let k2 = keys.clone();
     let done = match loop_io::read(&ctx, consistency, Box::new(move |s| ReadAnswer::Many(s.get_many(&k2)))).await {
@@ -137,7 +141,7 @@ pub struct BatchPutBody {
 }
 
 /// `POST /v1/batch/put`: puts and deletes applied atomically, guards checked first.
-pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, headers: HeaderMap, Json(body): Json<BatchPutBody>) -> Outcome {
+pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, _: Q<NoParams>, headers: HeaderMap, Json(body): Json<BatchPutBody>) -> Outcome {
     if body.ops.is_empty() {
         return Problem::bad_request("a batch needs at least one op").into();
     }
@@ -155,7 +159,7 @@ pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, headers: H
             },
         });
     }
-    let done = match write(&ctx, &headers, WriteOp::PutMany { ops }).await {
+    let done = match write(&ctx, &grant, &headers, WriteOp::PutMany { ops }).await {
         Ok(d) => d,
         Err(o) => return o,
     };
@@ -247,7 +251,7 @@ impl RmwJson {
 }
 
 /// `POST /v1/rmw`: compare-and-set, increment or append on one key.
-pub async fn rmw(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, headers: HeaderMap, Json(body): Json<RmwJson>) -> Outcome {
+pub async fn rmw(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, _: Q<NoParams>, headers: HeaderMap, Json(body): Json<RmwJson>) -> Outcome {
     let op = match body.into_op() {
         Ok(op) => op,
         Err(p) => return p.into(),
@@ -256,7 +260,7 @@ pub async fn rmw(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, headers: H
         WriteOp::Cas { key, .. } | WriteOp::Incr { key, .. } | WriteOp::Append { key, .. } => key.clone(),
         _ => Vec::new(),
     };
-    let done = match write(&ctx, &headers, op).await {
+    let done = match write(&ctx, &grant, &headers, op).await {
         Ok(d) => d,
         Err(o) => return o,
     };

@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use super::auth::{Grant, Keys};
 use base64::Engine as _;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, ETAG};
 use hyper::http::request::Parts;
@@ -149,8 +150,9 @@ pub fn session(headers: &HeaderMap) -> Result<Option<SessionRef>, Problem> {
     }
 }
 
-/// Propose `op` with the request's session headers.
-pub async fn write(ctx: &Ctx, headers: &HeaderMap, op: WriteOp) -> Result<loop_io::WriteDone, Outcome> {
+/// Propose `op` with the request's session headers, if `grant` allows it (403 otherwise).
+pub async fn write(ctx: &Ctx, grant: &Grant, headers: &HeaderMap, op: WriteOp) -> Result<loop_io::WriteDone, Outcome> {
+    grant.check_op(&op)?;
     let session = session(headers).map_err(Outcome::from)?;
     loop_io::write(ctx, session, op, !headers.contains_key(NO_CORE_FORWARD)).await
 }
@@ -175,10 +177,15 @@ pub fn with_index(mut r: Response, index: u64) -> Outcome {
 
 /// `GET`/`HEAD /v1/kv/{key}`: the value as `application/octet-stream`, its version as a strong
 /// `ETag`; `If-Match` (strong) and `If-None-Match` (weak) are evaluated on the state read.
-pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(mut q): Q<ReadParams>, headers: HeaderMap) -> Outcome {
+pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Key(key): Key, Q(mut q): Q<ReadParams>, headers: HeaderMap) -> Outcome {
+    let end = if q.prefix { kvstore::read::prefix_end(&key) } else { None };
+    let keys = if q.prefix { Keys::Range(&key, end.as_deref()) } else { Keys::One(&key) };
+    if let Err(p) = grant.check_read(keys) {
+        return p.into();
+    }
     if q.wait_index.is_some() || q.wait.is_some() || q.prefix {
         let lp = super::watch::LongPoll { wait_index: q.wait_index.take(), wait: q.wait.take(), prefix: std::mem::take(&mut q.prefix) };
-        return Box::pin(super::watch::long_poll(ctx, key, q, lp, headers)).await;
+        return Box::pin(super::watch::long_poll(ctx, grant, key, q, lp, headers)).await;
     }
     let (consistency, pre) = match (q.consistency(), Preconditions::from_headers(&headers)) {
         (Ok(c), Ok(p)) => (c, p),
@@ -222,12 +229,12 @@ pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(mut q): Q
 }
 
 /// `PUT /v1/kv/{key}`: the body is the value. 201 if the key was created, 200 if replaced.
-pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(q): Q<WriteParams>, headers: HeaderMap, body: Bytes) -> Outcome {
+pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Key(key): Key, Q(q): Q<WriteParams>, headers: HeaderMap, body: Bytes) -> Outcome {
     let guard = match q.check().and_then(|()| Preconditions::from_headers(&headers)?.write_guard()) {
         Ok(g) => g,
         Err(p) => return p.into(),
     };
-    let done = match write(&ctx, &headers, WriteOp::Put { key: key.clone(), value: body.to_vec(), guard }).await {
+    let done = match write(&ctx, &grant, &headers, WriteOp::Put { key: key.clone(), value: body.to_vec(), guard }).await {
         Ok(d) => d,
         Err(o) => return o,
     };
@@ -248,12 +255,12 @@ pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(q): Q<Wri
 }
 
 /// `DELETE /v1/kv/{key}`: 200 with the previous version, 404 if there was no such key.
-pub async fn delete(Extension(ctx): Extension<Arc<Ctx>>, Key(key): Key, Q(q): Q<WriteParams>, headers: HeaderMap) -> Outcome {
+pub async fn delete(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Key(key): Key, Q(q): Q<WriteParams>, headers: HeaderMap) -> Outcome {
     let guard = match q.check().and_then(|()| Preconditions::from_headers(&headers)?.write_guard()) {
         Ok(g) => g,
         Err(p) => return p.into(),
     };
-    let done = match write(&ctx, &headers, WriteOp::Delete { key: key.clone(), guard }).await {
+    let done = match write(&ctx, &grant, &headers, WriteOp::Delete { key: key.clone(), guard }).await {
         Ok(d) => d,
         Err(o) => return o,
     };
@@ -394,12 +401,12 @@ impl DeleteRangeParams {
 /// `DELETE /v1/kv?prefix=P` (or `?start=S&end=E`): delete every key in the range, atomically, in
 /// one log slot. Needs cluster version 2 (409 `cluster-version` until every member runs a build
 /// that reads it).
-pub async fn delete_range(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<DeleteRangeParams>, headers: HeaderMap) -> Outcome {
+pub async fn delete_range(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Q(q): Q<DeleteRangeParams>, headers: HeaderMap) -> Outcome {
     let (start, end) = match q.range() {
         Ok(r) => r,
         Err(p) => return p.into(),
     };
-    let done = match write(&ctx, &headers, WriteOp::DeleteRange { start, end }).await {
+    let done = match write(&ctx, &grant, &headers, WriteOp::DeleteRange { start, end }).await {
         Ok(d) => d,
         Err(o) => return o,
     };
@@ -416,11 +423,15 @@ pub async fn delete_range(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<DeleteRan
 }
 
 /// `GET /v1/kv`: a page of keys in order; `next_cursor` (absent on the last page) continues it.
-pub async fn range(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<RangeParams>) -> Outcome {
+pub async fn range(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Q(q): Q<RangeParams>) -> Outcome {
     let (consistency, rq) = match (consistency(q.consistency.as_deref(), q.min_index), q.query()) {
         (Ok(c), Ok(rq)) => (c, rq),
         (Err(p), _) | (_, Err(p)) => return p.into(),
     };
+    let (lo, hi) = rq.bounds();
+    if let Err(p) = grant.check_read(Keys::Range(&lo, hi.as_deref())) {
+        return p.into();
+    }
     let done = match loop_io::read(&ctx, consistency, Box::new(move |s| ReadAnswer::Range(s.range(&rq)))).await {
         Ok(d) => d,
         Err(o) => return o,

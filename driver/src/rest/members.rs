@@ -39,7 +39,10 @@ pub struct ListParams {
 }
 
 /// `GET /v1/cluster/members`.
-pub async fn list(Extension(ctx): Extension<Arc<Ctx>>, Q(q): Q<ListParams>) -> Outcome {
+pub async fn list(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, Q(q): Q<ListParams>) -> Outcome {
+    if let Err(p) = grant.check_admin() {
+        return p.into();
+    }
     let Some(s) = loop_io::status(&ctx).await else {
         return Problem::unavailable("shutting-down", "the node loop is not answering").into();
     };
@@ -84,7 +87,10 @@ pub struct AddBody {
 }
 
 /// `POST /v1/cluster/members`.
-pub async fn add(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, Json(body): Json<AddBody>) -> Outcome {
+pub async fn add(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, _: Q<NoParams>, Json(body): Json<AddBody>) -> Outcome {
+    if let Err(p) = grant.check_admin() {
+        return p.into();
+    }
     let Some(info) = ctx.directory.get(NodeId(body.id)) else {
         return Problem::new(
             StatusCode::CONFLICT,
@@ -98,7 +104,10 @@ pub async fn add(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>, Json(body)
 }
 
 /// `DELETE /v1/cluster/members/{id}`.
-pub async fn remove(Extension(ctx): Extension<Arc<Ctx>>, Segment(id): Segment, _: Q<NoParams>) -> Outcome {
+pub async fn remove(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, Segment(id): Segment, _: Q<NoParams>) -> Outcome {
+    if let Err(p) = grant.check_admin() {
+        return p.into();
+    }
     let Ok(id) = id.parse::<u64>() else {
         return Problem::bad_request(format!("member id {id:?} is not a number")).into();
     };

@@ -17,6 +17,7 @@
 //! [`problem`] (errors), [`loop_io`] (the only module that talks to the node loop).
 
 pub mod backup;
+pub mod auth;
 pub mod batch;
 pub mod conditional;
 pub mod json;
@@ -99,6 +100,8 @@ pub struct Ctx {
     pub draining: AtomicBool,
     /// The membership keys in etcd (`None` in tests without etcd).
     pub membership: Option<crate::membership::Membership>,
+    /// The client tokens (`None`: no authentication, every client may do everything).
+    pub auth: Option<Arc<auth::Auth>>,
     /// The route table (built once; the context reaches handlers as a request extension).
     router: axum::Router,
     /// One gRPC connection per leader address for forwarded requests, shared by all of them:
@@ -121,6 +124,7 @@ impl Ctx {
             session_window: Duration::from_millis(kvstore::StoreConfig::default().session_min_ttl_ms),
             draining: AtomicBool::new(false),
             membership: None,
+            auth: None,
             router: routes::router(),
             forward_channels: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
@@ -135,7 +139,7 @@ impl Ctx {
     /// A connection to `addr` that is ready to take a request: the cached one if it is (a
     /// broken one reconnects inside the readiness check), else a fresh one. An error means
     /// nothing was sent.
-    async fn forward_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+    async fn forward_channel(&self, leader: NodeId, addr: &str) -> Result<tonic::transport::Channel, String> {
         let cached = self.forward_channels.lock().expect("never poisoned: no panics while held").get(addr).cloned();
         if let Some(c) = cached {
             let mut grpc = tonic::client::Grpc::new(c.clone());
@@ -146,10 +150,31 @@ impl Ctx {
                 }
             }
         }
-        let c = connect(addr).await?;
+        let c = connect(&self.directory, leader, addr).await?;
         self.forward_channels.lock().expect("never poisoned").insert(addr.to_string(), c.clone());
         Ok(c)
     }
+}
+
+/// Who is calling: the grant of the request's bearer token, or the 401 to answer. Without a
+/// token file every request may do everything; the public routes ([`auth::is_public`]) need no
+/// token.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+pub fn authenticate(ctx: &Ctx, parts: &hyper::http::request::Parts) -> Result<Arc<auth::Grant>, Response> {
+    let Some(a) = &ctx.auth else { return Ok(unrestricted()) };
+    if auth::is_public(parts.uri.path()) {
+        return Ok(Arc::new(auth::Grant::default()));
+    }
+    a.authenticate(parts.headers.get(hyper::header::AUTHORIZATION)).map_err(|why| {
+        ctx.metrics.auth_unauthenticated.inc();
+        stamp_index(ctx, auth::unauthorized(why))
+    })
+}
+
+/// The grant of every request when no token file is configured.
+pub fn unrestricted() -> Arc<auth::Grant> {
+    static ALL: std::sync::OnceLock<Arc<auth::Grant>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| Arc::new(auth::Grant::all())).clone()
 }
 
 /// What a handler produced.
@@ -202,7 +227,9 @@ pub fn json_reply(status: StatusCode, body: &serde_json::Value, index: Option<u6
 }
 
 /// Serve one buffered request that has travelled `hops` replicas so far.
-pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32) -> hyper::Response<Bytes> {
+/// `grant` is what the client may do (`auth`): checked by every handler, and carried with the
+/// request if it is relayed to the leader.
+pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32, grant: Arc<auth::Grant>) -> hyper::Response<Bytes> {
     let started = Instant::now();
     let method = req.method().clone();
     let ops = routes::is_ops(req.uri().path());
@@ -211,8 +238,11 @@ pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32) -> hyper::R
     } else if let Some(p) = refuse_early(&ctx, &req) {
         p.into_response()
     } else {
-        serve(&ctx, req, hops).await
+        serve(&ctx, req, hops, grant).await
     };
+    if resp.status() == StatusCode::FORBIDDEN {
+        ctx.metrics.auth_forbidden.inc();
+    }
     let route = resp.extensions().get::<routes::RouteLabel>().map_or("other", |r| r.0);
     if !ops {
         ctx.metrics.observe_request(route, method.as_str(), resp.status().as_u16(), started.elapsed());
@@ -250,7 +280,7 @@ fn refuse_early(ctx: &Ctx, req: &Request<Bytes>) -> Option<Problem> {
     None
 }
 
-async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response {
+async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32, grant: Arc<auth::Grant>) -> Response {
     // Keep what forwarding needs: handlers consume the request.
     let (mut parts, body) = req.into_parts();
     let redirect = query::wants_redirect(parts.uri.query());
@@ -263,12 +293,13 @@ async fn serve(ctx: &Arc<Ctx>, req: Request<Bytes>, hops: u32) -> Response {
     let copy = Request::from_parts(parts.clone(), body.clone());
     let mut routed = Request::from_parts(parts, Body::from(body));
     routed.extensions_mut().insert(ctx.clone());
+    routed.extensions_mut().insert(grant.clone());
     let Ok(mut resp) = ctx.router.clone().oneshot(routed).await;
     let Some(Deferred { leader, fallback }) = resp.extensions_mut().remove::<Deferred>() else {
         return resp;
     };
     let label = resp.extensions().get::<routes::RouteLabel>().copied();
-    let mut resp = send_to_leader(ctx, copy, hops, redirect, leader, fallback).await;
+    let mut resp = send_to_leader(ctx, copy, hops, redirect, leader, fallback, &grant).await;
     if let Some(l) = label {
         resp.extensions_mut().insert(l);
     }
@@ -284,6 +315,7 @@ async fn send_to_leader(
     redirect: bool,
     leader: Option<NodeId>,
     fallback: Option<Problem>,
+    grant: &auth::Grant,
 ) -> Response {
     let Some(leader) = leader.filter(|l| *l != ctx.me) else {
         return fallback.unwrap_or_else(|| Problem::unavailable("no-leader", "no leader is known; retry shortly")).into_response();
@@ -311,10 +343,10 @@ async fn send_to_leader(
         }
         return Problem::unavailable("too-many-hops", format!("forwarded {hops} times without reaching the leader; retry")).into_response();
     }
-    forward(ctx, copy, &info.grpc, hops + 1).await
+    forward(ctx, copy, leader, &info.grpc, hops + 1, grant).await
 }
 
-async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Response {
+async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr: &str, hops: u32, grant: &auth::Grant) -> Response {
     ctx.metrics.forwarded.inc();
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let (parts, body) = req.into_parts();
@@ -330,6 +362,7 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
         headers,
         body: body.to_vec(),
         hops,
+        grant: grant.to_pb(),
     };
     // Get a ready connection first, then send. tonic reports `Unavailable` both for a
     // connection that never opened and for one that broke mid-call, so the two must be told
@@ -337,7 +370,7 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, addr: &str, hops: u32) -> Respo
     // transport (no ready connection) proves the leader never saw it (503, "not done").
     // Anything after that may have been proposed and chosen, so a write gets 504 "outcome
     // unknown", whatever the status code (reads may stay 503).
-    let channel = match ctx.forward_channel(addr).await {
+    let channel = match ctx.forward_channel(leader, addr).await {
         Ok(c) => c,
         Err(why) => {
             ctx.metrics.forward_failures.inc();
@@ -388,14 +421,15 @@ const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// caller may answer 503. The connection is made eagerly (not a lazy channel, which would
 /// connect inside the call, where a refused connection and a broken one both surface as the
 /// same `Unavailable`); a cached one is checked for readiness before each use.
-async fn connect(addr: &str) -> Result<tonic::transport::Channel, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+async fn connect(directory: &Directory, leader: NodeId, addr: &str) -> Result<tonic::transport::Channel, String> {
+    let endpoint = directory
+        .endpoint(leader, addr)
         .map_err(|e| format!("bad address: {e}"))?
         .connect_timeout(FORWARD_CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     match tokio::time::timeout(FORWARD_CONNECT_TIMEOUT + Duration::from_millis(500), endpoint.connect()).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())),
+        Ok(Err(e)) => Err(crate::peer::error_chain(&e)),
         Err(_) => Err("connect timed out".to_string()),
     }
 }

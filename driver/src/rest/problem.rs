@@ -26,6 +26,7 @@ pub const PAGES: &[(&str, &str)] = &[
     ("catching-up", include_str!("../../../docs/problems/catching-up.md")),
     ("cluster-version", include_str!("../../../docs/problems/cluster-version.md")),
     ("config-refused", include_str!("../../../docs/problems/config-refused.md")),
+    ("forbidden", include_str!("../../../docs/problems/forbidden.md")),
     ("forward-failed", include_str!("../../../docs/problems/forward-failed.md")),
     ("guard-failed", include_str!("../../../docs/problems/guard-failed.md")),
     ("halted", include_str!("../../../docs/problems/halted.md")),
@@ -57,6 +58,7 @@ pub const PAGES: &[(&str, &str)] = &[
     ("timeout", include_str!("../../../docs/problems/timeout.md")),
     ("too-large", include_str!("../../../docs/problems/too-large.md")),
     ("too-many-hops", include_str!("../../../docs/problems/too-many-hops.md")),
+    ("unauthorized", include_str!("../../../docs/problems/unauthorized.md")),
     ("unsupported-content-encoding", include_str!("../../../docs/problems/unsupported-content-encoding.md")),
     ("unsupported-media-type", include_str!("../../../docs/problems/unsupported-media-type.md")),
     ("uri-too-long", include_str!("../../../docs/problems/uri-too-long.md")),
@@ -103,6 +105,16 @@ impl Problem {
     /// 400: the request is malformed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::BAD_REQUEST, "malformed", "Malformed request", detail)
+    }
+
+    /// 401: no valid bearer token (the caller adds `WWW-Authenticate`).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required", detail)
+    }
+
+    /// 403: the token does not allow this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not permitted", detail)
     }
 
     /// 500: a bug in this replica.

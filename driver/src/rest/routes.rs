@@ -184,7 +184,10 @@ async fn readyz(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome 
     p.into()
 }
 
-async fn metrics(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Response {
+async fn metrics(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, _: Q<NoParams>) -> Response {
+    if let Err(p) = grant.check_admin() {
+        return p.into_response();
+    }
     let status = loop_io::status(&ctx).await;
     let mut r = text(StatusCode::OK, ctx.metrics.render(status.as_ref()));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
@@ -213,7 +216,10 @@ async fn openapi(_: Q<NoParams>) -> Response {
     r
 }
 
-async fn status(Extension(ctx): Extension<Arc<Ctx>>, _: Q<NoParams>) -> Outcome {
+async fn status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, _: Q<NoParams>) -> Outcome {
+    if let Err(p) = grant.check_admin() {
+        return p.into();
+    }
     let Some(s) = loop_io::status(&ctx).await else {
         return Problem::unavailable("shutting-down", "the node loop is not answering").into();
     };

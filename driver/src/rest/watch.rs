@@ -11,6 +11,7 @@
 //! The stream is not a buffered request: [`is_stream`] lets the HTTP server hand it to
 //! [`stream`] before the dispatcher (which buffers replies and relays requests to the leader).
 
+use super::auth::{Grant, Keys};
 use super::kv::{self, Key, RangeParams, ReadParams};
 use super::loop_io::{self, Changes, WatchError, WatchSpec};
 use super::problem::{bytes_value, Problem};
@@ -114,7 +115,7 @@ pub struct LongPoll {
 /// that woke it (this replica's applied state, which reflects that change). If this replica's
 /// history no longer reaches back to `N`, it answers at once (a client cannot tell that from a
 /// change, which is what Consul clients expect: compare `X-Synod-Index` and re-read).
-pub async fn long_poll(ctx: Arc<Ctx>, key: Vec<u8>, q: ReadParams, lp: LongPoll, headers: HeaderMap) -> Outcome {
+pub async fn long_poll(ctx: Arc<Ctx>, grant: Arc<super::auth::Grant>, key: Vec<u8>, q: ReadParams, lp: LongPoll, headers: HeaderMap) -> Outcome {
     let wait = match lp.wait.as_deref().map(parse_wait).transpose() {
         Ok(w) => w.unwrap_or(DEFAULT_WAIT),
         Err(p) => return p.into(),
@@ -138,7 +139,7 @@ pub async fn long_poll(ctx: Arc<Ctx>, key: Vec<u8>, q: ReadParams, lp: LongPoll,
     };
     if !lp.prefix {
         let read = ReadParams { consistency, min_index, redirect: q.redirect, wait_index: None, wait: None, prefix: false };
-        return kv::get(Extension(ctx), Key(key), Q(read), headers).await;
+        return kv::get(Extension(ctx), Extension(grant), Key(key), Q(read), headers).await;
     }
     let range = RangeParams {
         start: None,
@@ -152,7 +153,7 @@ pub async fn long_poll(ctx: Arc<Ctx>, key: Vec<u8>, q: ReadParams, lp: LongPoll,
         min_index,
         redirect: q.redirect,
     };
-    kv::range(Extension(ctx), Q(range)).await
+    kv::range(Extension(ctx), Extension(grant), Q(range)).await
 }
 
 fn watch_refused(e: WatchError) -> Problem {
@@ -242,8 +243,8 @@ pub fn event(c: &loop_io::Change) -> String {
 /// index up to which every matching change has been sent. An index the history no longer holds
 /// is 410 `compacted` before the stream starts, and an `event: compacted` (then the end of the
 /// stream) if a snapshot install skips past it later.
-pub async fn stream(ctx: Arc<Ctx>, parts: Parts) -> Response {
-    match open(&ctx, &parts).await {
+pub async fn stream(ctx: Arc<Ctx>, parts: Parts, grant: Arc<Grant>) -> Response {
+    match open(&ctx, &parts, &grant).await {
         Ok(Opening { index, .. }) if parts.method == Method::HEAD => {
             // RFC 9110 9.3.2: the headers a GET would get, no body, and no watch opened.
             let mut r = Response::new(Body::empty());
@@ -252,7 +253,7 @@ pub async fn stream(ctx: Arc<Ctx>, parts: Parts) -> Response {
         }
         Ok(Opening { spec, index, progress }) => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
-            tokio::spawn(pump(ctx.clone(), spec, progress, tx));
+            tokio::spawn(pump(ctx.clone(), grant, spec, progress, tx));
             let mut r = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
             stream_headers(&ctx, &mut r, index);
             r
@@ -270,7 +271,7 @@ fn stream_headers(ctx: &Ctx, r: &mut Response, index: u64) {
 
 /// Check the request and the history: the watch to start with, the applied index, the progress
 /// interval.
-async fn open(ctx: &Ctx, parts: &Parts) -> Result<Opening, Problem> {
+async fn open(ctx: &Ctx, parts: &Parts, grant: &Grant) -> Result<Opening, Problem> {
     if ctx.draining.load(Ordering::Relaxed) {
         return Err(Problem::unavailable("shutting-down", "this replica is shutting down"));
     }
@@ -283,6 +284,11 @@ async fn open(ctx: &Ctx, parts: &Parts) -> Result<Opening, Problem> {
     };
     if key.is_empty() && !q.prefix {
         return Err(Problem::bad_request("empty key (watch every key with /v1/watch/?prefix=true)"));
+    }
+    let spec = WatchSpec { key: key.clone(), prefix: q.prefix, after: 0 };
+    if !may_watch(grant, &spec) {
+        let end = q.prefix.then(|| kvstore::read::prefix_end(&key)).flatten();
+        return Err(grant.check_read(if q.prefix { Keys::Range(&key, end.as_deref()) } else { Keys::One(&key) }).unwrap_err());
     }
     let last_id = match parts.headers.get("last-event-id") {
         None => None,
@@ -307,6 +313,30 @@ async fn open(ctx: &Ctx, parts: &Parts) -> Result<Opening, Problem> {
         return Err(compacted(status.history_oldest_index));
     }
     Ok(Opening { spec: WatchSpec { key, prefix: q.prefix, after }, index: status.store_index, progress })
+}
+
+/// Whether `grant` may read everything `spec` watches.
+fn may_watch(grant: &Grant, spec: &WatchSpec) -> bool {
+    if spec.prefix {
+        let end = kvstore::read::prefix_end(&spec.key);
+        grant.may_read(Keys::Range(&spec.key, end.as_deref()))
+    } else {
+        grant.may_read(Keys::One(&spec.key))
+    }
+}
+
+/// The last event of a stream whose token was removed, or narrowed so that it no longer reads
+/// what the stream watches, by a reload of the token file.
+const REVOKED_EVENT: &str = "event: unauthorized\ndata: {\"detail\":\"the token no longer allows this watch (the token file was reloaded)\"}\n\n";
+
+/// Whether the token behind `grant` was removed or narrowed since the stream opened (checked
+/// before every delivery and every second: a reload ends the streams it no longer allows).
+fn revoked(ctx: &Ctx, grant: &Grant, spec: &WatchSpec) -> bool {
+    let (Some(auth), Some(hash)) = (&ctx.auth, &grant.token) else { return false };
+    match auth.lookup(hash) {
+        None => true,
+        Some(now) => !may_watch(&now, spec),
+    }
 }
 
 /// Counts a stream in `synod_watch_streams` while it is fed, whichever way the feeding ends.
@@ -341,6 +371,7 @@ impl Drop for OpenStream {
 /// further ahead) is not sent.
 async fn pump(
     ctx: Arc<Ctx>,
+    grant: Arc<Grant>,
     mut spec: WatchSpec,
     progress: Option<Duration>,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
@@ -366,6 +397,10 @@ async fn pump(
                     if ctx.draining.load(Ordering::Relaxed) {
                         return;
                     }
+                    if revoked(&ctx, &grant, &spec) {
+                        let _ = tx.send(Ok(Bytes::from(REVOKED_EVENT))).await;
+                        return;
+                    }
                     quiet += Duration::from_secs(1);
                     if quiet >= KEEPALIVE {
                         quiet = Duration::ZERO;
@@ -386,6 +421,10 @@ async fn pump(
                 }
             }
         };
+        if revoked(&ctx, &grant, &spec) {
+            let _ = tx.send(Ok(Bytes::from(REVOKED_EVENT))).await;
+            return;
+        }
         let text = match answer {
             None => return,
             Some(Ok(Changes { changes, .. })) => {
