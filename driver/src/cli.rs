@@ -82,6 +82,28 @@ pub struct ClientOpts {
     /// across every attempt, so retrying never applies it twice.
     #[arg(long, env = "SYNOD_RETRY_DEADLINE_MS", default_value_t = 15_000, global = true)]
     pub retry_deadline_ms: u64,
+    /// TLS and the bearer token.
+    #[command(flatten)]
+    pub access: AccessOpts,
+}
+
+/// How a client command reaches replicas that use TLS or tokens (docs/security.md).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AccessOpts {
+    /// The CA certificate (PEM) that `https://` endpoints are verified against.
+    #[arg(long, env = "SYNOD_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
+    /// The bearer token to send (prefer the environment variable: a command line is visible
+    /// to other users of the machine).
+    #[arg(long, env = "SYNOD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl AccessOpts {
+    /// As the HTTP clients take it.
+    pub fn access(&self) -> crate::client::Access {
+        crate::client::Access { cacert: self.cacert.clone(), token: self.token.clone() }
+    }
 }
 
 /// `synod kv ...`
@@ -204,7 +226,8 @@ impl Cli {
                 (Session::load(&p), Some(p), Some(lock))
             }
         };
-        Ok(Cli { opts, http: HttpClient::new(), session, path, _lock: lock })
+        let http = HttpClient::with(&opts.access.access())?;
+        Ok(Cli { opts, http, session, path, _lock: lock })
     }
 
     /// Save after a reply: failing only loses the highest index seen, so it is a warning.
@@ -571,8 +594,15 @@ fn cluster_version_line(j: &Value) -> String {
 /// `synod health`: exit 0 if `url` (a replica's `/readyz`) answers 200 within `timeout`, else
 /// print why (the problem's `detail`, or the connection error) and exit 1. Made for container
 /// healthchecks: the image is `FROM scratch`, so the binary is the only tool there.
-pub async fn run_health(url: &str, timeout: Duration) -> i32 {
-    match HttpClient::new().request(Method::GET, url, &[], Vec::new(), timeout).await {
+pub async fn run_health(url: &str, cacert: Option<PathBuf>, timeout: Duration) -> i32 {
+    let http = match HttpClient::with(&crate::client::Access { cacert, token: None }) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("not ready: {e:#}");
+            return 1;
+        }
+    };
+    match http.request(Method::GET, url, &[], Vec::new(), timeout).await {
         Ok(r) if r.status == 200 => 0,
         Ok(r) => {
             let j = r.json();
@@ -609,6 +639,9 @@ pub enum SnapshotCmd {
         /// milliseconds.
         #[arg(long, env = "SYNOD_RETRY_DEADLINE_MS", default_value_t = 15_000)]
         retry_deadline_ms: u64,
+        /// TLS and the bearer token (an admin token).
+        #[command(flatten)]
+        access: AccessOpts,
     },
     /// Check a snapshot file and print what it holds: index, slot, keys, bytes, checksum and the
     /// configuration it was taken under. A damaged or truncated file is refused (exit 1).
@@ -642,17 +675,24 @@ pub async fn run_snapshot(cmd: SnapshotCmd) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
-        SnapshotCmd::Save { file, endpoints, linearizable, timeout_ms, retry_deadline_ms } => {
-            save_snapshot(&file, &endpoints, linearizable, Duration::from_millis(timeout_ms), Duration::from_millis(retry_deadline_ms)).await
+        SnapshotCmd::Save { file, endpoints, linearizable, timeout_ms, retry_deadline_ms, access } => {
+            let http = HttpClient::with(&access.access())?;
+            save_snapshot(&http, &file, &endpoints, linearizable, Duration::from_millis(timeout_ms), Duration::from_millis(retry_deadline_ms)).await
         }
     }
 }
 
-async fn save_snapshot(file: &std::path::Path, endpoints: &[String], linearizable: bool, per_attempt: Duration, retry: Duration) -> anyhow::Result<i32> {
+async fn save_snapshot(
+    http: &HttpClient,
+    file: &std::path::Path,
+    endpoints: &[String],
+    linearizable: bool,
+    per_attempt: Duration,
+    retry: Duration,
+) -> anyhow::Result<i32> {
     if endpoints.is_empty() {
         bail!("no endpoints given");
     }
-    let http = HttpClient::new();
     let path = if linearizable { "/v1/snapshot?consistency=linearizable" } else { "/v1/snapshot" };
     let deadline = Instant::now() + retry;
     let mut attempt = 0usize;
@@ -870,7 +910,7 @@ async fn run_watch(opts: &ClientOpts, key: &str, prefix: bool, from_index: Optio
     }
     let out = opts.output;
     let give_up = std::time::Duration::from_millis(opts.retry_deadline_ms);
-    crate::watch_client::follow(&opts.endpoints, &pq, None, give_up, |ev| {
+    crate::watch_client::follow_with(&opts.endpoints, &opts.access.access(), &pq, None, give_up, |ev| {
         let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
         let show = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => s.clone(),

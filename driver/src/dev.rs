@@ -120,27 +120,40 @@ impl EtcdProcess {
     /// wait until it answers.
     pub async fn start(bin: &Path, parent: &Path) -> anyhow::Result<Self> {
         let dir = parent.join(format!("etcd-{}-{}", std::process::id(), crate::wall_micros()));
-        Self::launch(bin, dir, None, false, false).await
+        Self::launch(bin, dir, None, false, false, None).await
+    }
+
+    /// [`start`](Self::start) on TLS with client certificates required (`etcd.pem`,
+    /// `etcd-key.pem` and `ca.pem` of `certs`, as `synod certs` writes them); connect with
+    /// [`crate::certs::etcd_security`].
+    pub async fn start_tls(bin: &Path, parent: &Path, certs: &Path) -> anyhow::Result<Self> {
+        let dir = parent.join(format!("etcd-{}-{}", std::process::id(), crate::wall_micros()));
+        Self::launch(bin, dir, None, false, false, Some(certs)).await
     }
 
     /// Start etcd from `bin` under a new directory in `parent`, logging to `log` (which outlives
     /// the directory), in its own process group; wait until it is healthy.
-    async fn start_for_dev(bin: &Path, parent: &Path, log: PathBuf) -> anyhow::Result<Self> {
+    async fn start_for_dev(bin: &Path, parent: &Path, log: PathBuf, tls: Option<&Path>) -> anyhow::Result<Self> {
         let dir = parent.join(format!("etcd-{}-{}", std::process::id(), crate::wall_micros()));
-        Self::launch(bin, dir, Some(log), true, false).await
+        Self::launch(bin, dir, Some(log), true, false, tls).await
     }
 
     /// Start etcd with its data in `dir` (kept on drop: `synod dev --data-dir`), logging to
     /// `log`, in its own process group.
-    async fn start_kept(bin: &Path, dir: PathBuf, log: PathBuf) -> anyhow::Result<Self> {
-        Self::launch(bin, dir, Some(log), true, true).await
+    async fn start_kept(bin: &Path, dir: PathBuf, log: PathBuf, tls: Option<&Path>) -> anyhow::Result<Self> {
+        Self::launch(bin, dir, Some(log), true, true, tls).await
     }
 
-    async fn launch(bin: &Path, dir: PathBuf, log: Option<PathBuf>, own_group: bool, keep: bool) -> anyhow::Result<Self> {
+    async fn launch(bin: &Path, dir: PathBuf, log: Option<PathBuf>, own_group: bool, keep: bool, tls: Option<&Path>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = log.unwrap_or_else(|| dir.join("etcd.log"));
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client}");
+        let security = match tls {
+            Some(certs) => crate::certs::etcd_security(certs)?,
+            None => crate::etcd::EtcdSecurity::default(),
+        };
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
@@ -154,6 +167,13 @@ impl EtcdProcess {
             .arg("--log-level=warn")
             .stdout(Stdio::null())
             .stderr(log_file);
+        if let Some(certs) = tls {
+            // Clients must present a certificate signed by the cluster CA.
+            cmd.arg(format!("--cert-file={}", certs.join("etcd.pem").display()))
+                .arg(format!("--key-file={}", certs.join("etcd-key.pem").display()))
+                .arg(format!("--trusted-ca-file={}", certs.join("ca.pem").display()))
+                .arg("--client-cert-auth");
+        }
         if own_group {
             cmd.process_group(0);
         }
@@ -177,9 +197,10 @@ impl EtcdProcess {
             }
             // Quietly: a TCP connect, then etcd's own health check, and only then an etcd client
             // (whose connect warns about endpoints that do not answer).
-            if me.healthy(&http, &addr).await {
+            // On TLS, /health needs a client certificate too: the client's status call is the check.
+            if (tls.is_some() && me.accepts(&addr).await) || me.healthy(&http, &addr).await {
                 // `connect` makes one status call before it hands out a client.
-                match crate::etcd::connect(std::slice::from_ref(&me.endpoint)).await {
+                match crate::etcd::connect_secured(std::slice::from_ref(&me.endpoint), &security).await {
                     Ok(_) => return Ok(me),
                     Err(e) => debug!(error = format!("{e:#}"), "etcd answers /health but the client cannot connect yet"),
                 }
@@ -192,10 +213,15 @@ impl EtcdProcess {
         }
     }
 
+    /// Whether etcd accepts a TCP connection on `addr`.
+    async fn accepts(&self, addr: &str) -> bool {
+        let connect = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await;
+        matches!(connect, Ok(Ok(_)))
+    }
+
     /// Whether etcd accepts a connection on `addr` and answers `GET /health` with `"health":"true"`.
     async fn healthy(&self, http: &HttpClient, addr: &str) -> bool {
-        let connect = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await;
-        if !matches!(connect, Ok(Ok(_))) {
+        if !self.accepts(addr).await {
             return false;
         }
         let url = format!("{}/health", self.endpoint);
@@ -269,6 +295,11 @@ pub struct DevArgs {
     /// DIR/etcd, so stopping and starting `synod dev --data-dir DIR` keeps every key.
     #[arg(long, env = "SYNOD_DEV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Everything on TLS with throwaway certificates (`synod certs`): mutual TLS between
+    /// replicas, HTTPS and an admin token for clients, etcd on TLS with client certificates.
+    /// The banner gives the `https://` URLs, the CA file and the token.
+    #[arg(long, env = "SYNOD_DEV_TLS")]
+    pub tls: bool,
 }
 
 /// One replica process of a dev cluster.
@@ -444,14 +475,25 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join("synod-dev").join(format!("{}-{}", std::process::id(), crate::wall_micros()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut cluster = DevCluster { dir: dir.clone(), etcd: None, replicas: Vec::new(), keep_logs: false };
+    // Throwaway certificates (kept with the data in durable mode, so a restart reuses them).
+    let certs = if args.tls {
+        let out = args.data_dir.as_ref().map_or_else(|| dir.join("certs"), |d| d.join("certs"));
+        let c = crate::certs::CertsArgs { out: out.clone(), nodes: (1..=args.nodes).collect(), hosts: Vec::new(), days: 30 };
+        crate::certs::run(&c).context("making the dev cluster's certificates")?;
+        let token = crate::certs::admin_token(&out.join("tokens.json"))?;
+        Some((out, token))
+    } else {
+        None
+    };
+    let tls_dir = certs.as_ref().map(|(d, _)| d.as_path());
     eprintln!("synod dev: starting etcd and {} replicas (logs in {})", args.nodes, dir.display());
     let etcd = tokio::select! {
         biased;
         _ = &mut stop => return Ok(()),
         etcd = async {
             match &args.data_dir {
-                Some(d) => EtcdProcess::start_kept(&bin, d.join("etcd"), dir.join("etcd.log")).await,
-                None => EtcdProcess::start_for_dev(&bin, &dir, dir.join("etcd.log")).await,
+                Some(d) => EtcdProcess::start_kept(&bin, d.join("etcd"), dir.join("etcd.log"), tls_dir).await,
+                None => EtcdProcess::start_for_dev(&bin, &dir, dir.join("etcd.log"), tls_dir).await,
             }
         } => {
             match etcd {
@@ -476,6 +518,19 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         if let Some(d) = &args.data_dir {
             cmd.arg(format!("--data-dir={}", d.join(format!("node-{i}")).display()));
         }
+        if let Some(c) = tls_dir {
+            let f = |name: String| c.join(name).display().to_string();
+            cmd.arg(format!("--tls-ca={}", f("ca.pem".into())))
+                .arg(format!("--tls-cert={}", f(format!("node-{i}.pem"))))
+                .arg(format!("--tls-key={}", f(format!("node-{i}-key.pem"))))
+                .arg(format!("--http-tls-cert={}", f(format!("node-{i}.pem"))))
+                .arg(format!("--http-tls-key={}", f(format!("node-{i}-key.pem"))))
+                .arg(format!("--tokens={}", f("tokens.json".into())))
+                .arg(format!("--etcd-ca={}", f("ca.pem".into())))
+                .arg(format!("--etcd-cert={}", f("etcd-client.pem".into())))
+                .arg(format!("--etcd-key={}", f("etcd-client-key.pem".into())));
+        }
+        let scheme = if args.tls { "https" } else { "http" };
         let child = cmd
             .arg(format!("--id={i}"))
             .arg(format!("--http-listen={http}"))
@@ -490,10 +545,14 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting replica {i} ({})", exe.display()))?;
-        cluster.replicas.push(Replica { id: i, url: format!("http://{http}"), log, child, reported: false });
+        cluster.replicas.push(Replica { id: i, url: format!("{scheme}://{http}"), log, child, reported: false });
     }
 
-    let http = HttpClient::new();
+    let access = crate::client::Access {
+        cacert: tls_dir.map(|d| d.join("ca.pem")),
+        token: certs.as_ref().map(|(_, t)| t.clone()),
+    };
+    let http = HttpClient::with(&access)?;
     let timeout = Duration::from_secs(args.startup_timeout);
     let ready = tokio::select! {
         biased;
@@ -515,8 +574,27 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         println!("  node {}: {}", r.id, r.url);
     }
     println!("logs: {}", dir.display());
-    println!("try:  curl -X PUT -d world {}/v1/kv/hello && curl {}/v1/kv/hello", endpoints[0], endpoints[endpoints.len() - 1]);
-    println!("      synod kv get hello --endpoints {}", endpoints.join(","));
+    match &certs {
+        None => {
+            println!("try:  curl -X PUT -d world {}/v1/kv/hello && curl {}/v1/kv/hello", endpoints[0], endpoints[endpoints.len() - 1]);
+            println!("      synod kv get hello --endpoints {}", endpoints.join(","));
+        }
+        Some((c, token)) => {
+            let ca = c.join("ca.pem");
+            println!("ca: {}", ca.display());
+            println!("token: {token}");
+            println!(
+                "try:  curl --cacert {ca} -H 'Authorization: Bearer {token}' -X PUT -d world {}/v1/kv/hello",
+                endpoints[0],
+                ca = ca.display()
+            );
+            println!(
+                "      SYNOD_CACERT={} SYNOD_TOKEN={token} synod kv get hello --endpoints {}",
+                ca.display(),
+                endpoints.join(",")
+            );
+        }
+    }
     println!("Ctrl-C stops everything.");
 
     // Running: report replicas that exit; etcd exiting ends the cluster.

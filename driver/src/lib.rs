@@ -17,6 +17,7 @@
 //! The `synod` binary ([`cli`], [`dev`]) wraps all of it: `synod node`, `synod dev` (a whole local
 //! cluster with its own etcd), and client commands (`synod kv ...`, `synod status`).
 
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod codec;

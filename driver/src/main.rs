@@ -64,7 +64,13 @@ enum Cmd {
         /// How long to wait for the answer, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// The CA certificate (PEM) an `https://` URL is verified against.
+        #[arg(long, env = "SYNOD_CACERT")]
+        cacert: Option<std::path::PathBuf>,
     },
+    /// Make a deployment's certificates: a CA, one certificate per node (for peers and
+    /// clients), etcd's server and client certificates, and a token file with an admin token.
+    Certs(driver::certs::CertsArgs),
 }
 
 fn init_logs(format: &str, default: &str) {
@@ -121,9 +127,19 @@ fn main() -> anyhow::Result<()> {
             init_logs(&args.log_format, "warn");
             rt.block_on(driver::cli::run_snapshot(cmd))?
         }
-        Cmd::Health { url, timeout_ms } => {
+        Cmd::Health { url, timeout_ms, cacert } => {
             init_logs(&args.log_format, "warn");
-            rt.block_on(driver::cli::run_health(&url, std::time::Duration::from_millis(timeout_ms)))
+            rt.block_on(driver::cli::run_health(&url, cacert, std::time::Duration::from_millis(timeout_ms)))
+        }
+        Cmd::Certs(c) => {
+            init_logs(&args.log_format, "warn");
+            let w = driver::certs::run(&c)?;
+            println!("wrote the CA, node certificates ({}), etcd certificates and tokens.json to {}", c.nodes.iter().map(u64::to_string).collect::<Vec<_>>().join(", "), w.dir.display());
+            match w.admin_token {
+                Some(t) => println!("admin token: {t}"),
+                None => println!("tokens.json already existed: left as it was"),
+            }
+            0
         }
     };
     drop(rt);

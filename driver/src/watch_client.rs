@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use crate::client::Access;
 
 /// One server-sent event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,15 +33,33 @@ pub enum Opened {
 
 /// A change stream being read.
 pub struct Stream {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn crate::tls::Io>>,
 }
 
 /// Open `GET {path_and_query}` on `base` (`http://host:port`), resuming after `last_event_id`.
 pub async fn open(base: &str, path_and_query: &str, last_event_id: Option<u64>) -> anyhow::Result<Opened> {
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let stream = TcpStream::connect(host).await.with_context(|| format!("connecting to {host}"))?;
+    open_with(base, path_and_query, last_event_id, &Access::default()).await
+}
+
+/// [`open`] on `http://` or `https://` (verified against `access.cacert`), with `access.token`.
+pub async fn open_with(base: &str, path_and_query: &str, last_event_id: Option<u64>, access: &Access) -> anyhow::Result<Opened> {
+    let tls = base.starts_with("https://");
+    let host = base.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+    let tcp = TcpStream::connect(host).await.with_context(|| format!("connecting to {host}"))?;
+    let stream: Box<dyn crate::tls::Io> = if tls {
+        let ca = access.cacert.as_deref().context("an https:// endpoint needs --cacert (the CA that signed the replicas' certificates)")?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crate::tls::client_config(ca)?));
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).with_context(|| format!("{name} is not a server name"))?;
+        Box::new(connector.connect(name, tcp).await.with_context(|| format!("TLS with {host}"))?)
+    } else {
+        Box::new(tcp)
+    };
     let mut reader = BufReader::new(stream);
     let mut req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {host}\r\nAccept: text/event-stream\r\n");
+    if let Some(b) = access.bearer() {
+        req.push_str(&format!("Authorization: {b}\r\n"));
+    }
     if let Some(id) = last_event_id {
         req.push_str(&format!("Last-Event-ID: {id}\r\n"));
     }
@@ -103,8 +122,14 @@ impl Stream {
 /// which the stream sent every matching change, so resuming after it misses none); a refusal
 /// other than 503 (a 410 `compacted`, a 400) ends it with an error; the retries end after
 /// `give_up` without an open stream.
-pub async fn follow(
+pub async fn follow(endpoints: &[String], path_and_query: &str, last: Option<u64>, give_up: Duration, on: impl FnMut(&Event) -> bool) -> anyhow::Result<()> {
+    follow_with(endpoints, &Access::default(), path_and_query, last, give_up, on).await
+}
+
+/// [`follow`] with TLS and a token ([`open_with`]).
+pub async fn follow_with(
     endpoints: &[String],
+    access: &Access,
     path_and_query: &str,
     mut last: Option<u64>,
     give_up: Duration,
@@ -116,7 +141,7 @@ pub async fn follow(
     let mut failing_since: Option<tokio::time::Instant> = None;
     for attempt in 0.. {
         let ep = &endpoints[attempt % endpoints.len()];
-        match open(ep, path_and_query, last).await {
+        match open_with(ep, path_and_query, last, access).await {
             Ok(Opened::Stream(mut s)) => {
                 failing_since = None;
                 while let Ok(Some(ev)) = s.next().await {
@@ -130,6 +155,7 @@ pub async fn follow(
                         // The history skipped past us here (a snapshot install): another
                         // replica may still hold it.
                         "compacted" | "busy" | "removed" => break,
+                        "unauthorized" => bail!("{ep} ended the stream: the token no longer allows it"),
                         _ => {}
                     }
                 }

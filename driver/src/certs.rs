@@ -1,0 +1,196 @@
+//! `synod certs`: a deployment's certificates, made with rcgen.
+//!
+//! One CA per cluster (`ca.pem`, `ca-key.pem`; an existing one in the directory is reused, so
+//! adding a node later signs its certificate with the same CA), and for each node a certificate
+//! that names it for the peer protocol (`node-<id>.synod`, see `crate::tls`) and for clients (the
+//! `--host` names and addresses, and `localhost`/`127.0.0.1`), usable on both ports. Also a
+//! certificate for etcd's server and one for replicas connecting to etcd, and a token file with
+//! one admin token when none exists.
+
+use anyhow::Context as _;
+use paxos::NodeId;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose as Eku, IsCa, KeyPair, KeyUsagePurpose};
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// `synod certs` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Where to write the files (created if missing; an existing CA there is reused).
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// The node ids to make certificates for (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub nodes: Vec<u64>,
+    /// Host names or IP addresses clients and etcd use (repeatable; localhost and 127.0.0.1
+    /// are always included). Add each replica's and etcd's host name here.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Days the leaf certificates are valid (the CA: ten times as long).
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+}
+
+/// A CA that signs certificates.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    /// A new CA valid for `days`.
+    pub fn generate(days: i64) -> anyhow::Result<Ca> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "Synod cluster CA");
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
+        p.not_after = OffsetDateTime::now_utc() + Duration::days(days);
+        let cert = p.self_signed(&key)?;
+        Ok(Ca { cert, key })
+    }
+
+    /// The CA of `ca.pem` and `ca-key.pem` in `dir`.
+    pub fn load(dir: &Path) -> anyhow::Result<Ca> {
+        let cert_pem = std::fs::read_to_string(dir.join("ca.pem"))?;
+        let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca-key.pem"))?).context("ca-key.pem")?;
+        let cert = CertificateParams::from_ca_cert_pem(&cert_pem).context("ca.pem")?.self_signed(&key)?;
+        Ok(Ca { cert, key })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP addresses), for servers and clients,
+    /// valid from `from` to `until`: (certificate PEM, key PEM).
+    pub fn issue(&self, common_name: &str, names: &[String], from: OffsetDateTime, until: OffsetDateTime) -> anyhow::Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(names.to_vec())?;
+        p.distinguished_name.push(DnType::CommonName, common_name);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = vec![Eku::ServerAuth, Eku::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = from;
+        p.not_after = until;
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A replica's certificate: `node-<id>.synod` plus `hosts`, valid for `days`.
+    pub fn issue_node(&self, id: NodeId, hosts: &[String], days: i64) -> anyhow::Result<(String, String)> {
+        let mut names = vec![crate::tls::peer_name(id)];
+        names.extend(hosts.iter().cloned());
+        let now = OffsetDateTime::now_utc();
+        self.issue(&crate::tls::peer_name(id), &names, now - Duration::hours(1), now + Duration::days(days))
+    }
+}
+
+/// The names every certificate made here carries besides its own: `hosts`, localhost and
+/// 127.0.0.1, each once.
+fn with_local(hosts: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = hosts.to_vec();
+    for l in ["localhost", "127.0.0.1"] {
+        if !all.iter().any(|h| h == l) {
+            all.push(l.to_string());
+        }
+    }
+    all
+}
+
+/// Write `text` to `path`, readable by the owner only when it is a secret.
+fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// A random token: 32 bytes from the OS, base64url.
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn getrandom(buf: &mut [u8]) {
+    // ring's system random source (getrandom(2)).
+    crate::tls::provider().secure_random.fill(buf).expect("the OS random source works");
+}
+
+/// How a replica reaches an etcd started with the certificates of `dir` (`synod certs`): etcd's
+/// CA and the client certificate `etcd-client.pem`.
+pub fn etcd_security(dir: &Path) -> anyhow::Result<crate::etcd::EtcdSecurity> {
+    let read = |n: &str| std::fs::read(dir.join(n)).with_context(|| format!("reading {}", dir.join(n).display()));
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")?))
+        .identity(etcd_client::Identity::from_pem(read("etcd-client.pem")?, read("etcd-client-key.pem")?));
+    Ok(crate::etcd::EtcdSecurity { tls: Some(tls), user: None })
+}
+
+/// The clear-text token of the admin entry of a token file written by [`run`].
+pub fn admin_token(tokens: &Path) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(tokens).with_context(|| format!("reading {}", tokens.display()))?)?;
+    v["tokens"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["admin"] == true && t["token"].is_string()))
+        .and_then(|t| t["token"].as_str().map(str::to_string))
+        .with_context(|| format!("{} has no admin token in the clear", tokens.display()))
+}
+
+/// What `synod certs` wrote.
+pub struct Written {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The admin token, if a token file was created.
+    pub admin_token: Option<String>,
+}
+
+/// Make the files of a deployment in `args.out`.
+pub fn run(args: &CertsArgs) -> anyhow::Result<Written> {
+    let dir = &args.out;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = if dir.join("ca.pem").exists() && dir.join("ca-key.pem").exists() {
+        Ca::load(dir).context("reusing the CA in the output directory")?
+    } else {
+        let ca = Ca::generate(args.days * 10)?;
+        write(&dir.join("ca.pem"), &ca.pem(), false)?;
+        write(&dir.join("ca-key.pem"), &ca.key.serialize_pem(), true)?;
+        ca
+    };
+    let hosts = with_local(&args.hosts);
+    for &id in &args.nodes {
+        let (cert, key) = ca.issue_node(NodeId(id), &hosts, args.days)?;
+        write(&dir.join(format!("node-{id}.pem")), &cert, false)?;
+        write(&dir.join(format!("node-{id}-key.pem")), &key, true)?;
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut etcd_names = vec!["etcd".to_string()];
+    etcd_names.extend(hosts.iter().cloned());
+    let (cert, key) = ca.issue("etcd", &etcd_names, now - Duration::hours(1), now + Duration::days(args.days))?;
+    write(&dir.join("etcd.pem"), &cert, false)?;
+    write(&dir.join("etcd-key.pem"), &key, true)?;
+    let (cert, key) = ca.issue("synod", &["synod-client".to_string()], now - Duration::hours(1), now + Duration::days(args.days))?;
+    write(&dir.join("etcd-client.pem"), &cert, false)?;
+    write(&dir.join("etcd-client-key.pem"), &key, true)?;
+    let tokens = dir.join("tokens.json");
+    let admin_token = if tokens.exists() {
+        None
+    } else {
+        let t = random_token();
+        let file = serde_json::json!({ "tokens": [ { "name": "admin", "token": t, "admin": true, "read": [""], "write": [""] } ] });
+        write(&tokens, &serde_json::to_string_pretty(&file)?, true)?;
+        Some(t)
+    };
+    Ok(Written { dir: dir.clone(), admin_token })
+}
