@@ -23,6 +23,19 @@
 //! etcd member with its membership and keys. Only `down -v` (or `docker volume rm`) deletes
 //! them. The images have no `/data` or `/var/lib/etcd`: Docker creates the mount point, owned
 //! by root, and the processes run as root (a `scratch` image has no users).
+//!
+//! **The `tls` profile** (services that start only when named, or with `--profile tls`): a
+//! one-shot `tls-certs` container runs `synod certs` into the `tls-certs` volume (a CA, each
+//! node's certificate naming `node-<i>.synod` and its host name, etcd's certificates, a token
+//! file with an admin token, printed in its log); `etcd-tls` is one etcd member on TLS that
+//! requires client certificates; `synod-tls-1..3` run mutual TLS between them, HTTPS with
+//! bearer tokens for clients on `127.0.0.1:809i`, and TLS with a client certificate to etcd:
+//!
+//! ```text
+//! docker-compose -p synod-tls --profile tls up -d synod-tls-1 synod-tls-2 synod-tls-3
+//! docker-compose -p synod-tls logs tls-certs          # the admin token
+//! docker cp synod-tls_tls-certs_1:/certs/ca.pem .     # the CA for curl --cacert
+//! ```
 
 use std::fmt::Write as _;
 
@@ -134,6 +147,7 @@ pub fn render(replicas: usize) -> String {
         }
         let _ = writeln!(y);
     }
+    render_tls(&mut y);
     let _ = writeln!(y, "volumes:");
     for i in 1..=3 {
         let _ = writeln!(y, "  {}: {{}}", etcd_volume(i));
@@ -141,12 +155,132 @@ pub fn render(replicas: usize) -> String {
     for i in 1..=replicas {
         let _ = writeln!(y, "  {}: {{}}", replica_volume(i));
     }
+    for v in TLS_VOLUMES {
+        let _ = writeln!(y, "  {v}: {{}}");
+    }
     y
+}
+
+/// Replicas of the `tls` profile.
+pub const TLS_REPLICAS: usize = 3;
+
+/// The host port replica `id` of the `tls` profile publishes its HTTPS API on.
+pub fn tls_host_port(id: usize) -> u16 {
+    8090 + id as u16
+}
+
+/// The volumes of the `tls` profile: the certificates, etcd's data, each replica's data.
+const TLS_VOLUMES: [&str; 5] = ["tls-certs", "etcd-tls-data", "synod-tls-1-data", "synod-tls-2-data", "synod-tls-3-data"];
+
+/// The `tls` profile: certificates made by `synod certs`, one etcd member on TLS with client
+/// certificates, three replicas on mutual TLS with HTTPS and tokens for clients.
+fn render_tls(y: &mut String) {
+    let _ = writeln!(y, "  # The tls profile: docker-compose -p synod-tls --profile tls up -d synod-tls-1 synod-tls-2 synod-tls-3");
+    let _ = writeln!(y, "  tls-certs:");
+    let _ = writeln!(y, "    image: synod:latest");
+    let _ = writeln!(y, "    profiles: [tls]");
+    let _ = writeln!(y, "    volumes: [\"tls-certs:/certs\"]");
+    let mut certs = vec!["certs".to_string(), "--out=/certs".to_string(), "--nodes=1,2,3".to_string(), "--host=etcd-tls".to_string()];
+    certs.extend((1..=TLS_REPLICAS).map(|i| format!("--host=synod-tls-{i}")));
+    let _ = writeln!(y, "    command: [{}]", certs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(y);
+    let _ = writeln!(y, "  etcd-tls:");
+    let _ = writeln!(y, "    image: synod-etcd:latest");
+    let _ = writeln!(y, "    profiles: [tls]");
+    let _ = writeln!(y, "    hostname: etcd-tls");
+    let _ = writeln!(y, "    networks: [{NETWORK}]");
+    let _ = writeln!(y, "    restart: unless-stopped");
+    let _ = writeln!(y, "    volumes: [\"etcd-tls-data:/var/lib/etcd\", \"tls-certs:/certs:ro\"]");
+    let _ = writeln!(y, "    command:");
+    for arg in [
+        "--name=etcd-tls",
+        "--data-dir=/var/lib/etcd",
+        "--listen-client-urls=https://0.0.0.0:2379",
+        "--advertise-client-urls=https://etcd-tls:2379",
+        "--cert-file=/certs/etcd.pem",
+        "--key-file=/certs/etcd-key.pem",
+        "--trusted-ca-file=/certs/ca.pem",
+        "--client-cert-auth",
+        // /health in plain HTTP for the healthcheck (the probe speaks no TLS).
+        "--listen-metrics-urls=http://0.0.0.0:2381",
+    ] {
+        let _ = writeln!(y, "      - \"{arg}\"");
+    }
+    let _ = writeln!(y, "    healthcheck:");
+    let _ = writeln!(y, "      test: [\"CMD\", \"/probe\", \"http://127.0.0.1:2381/health\", \"\\\"health\\\":\\\"true\\\"\"]");
+    let _ = writeln!(y, "      interval: 2s");
+    let _ = writeln!(y, "      retries: 30");
+    let _ = writeln!(y, "    depends_on:");
+    let _ = writeln!(y, "      tls-certs: {{ condition: service_completed_successfully }}");
+    let _ = writeln!(y);
+    let founders: Vec<String> = (1..=TLS_REPLICAS).map(|i| i.to_string()).collect();
+    for i in 1..=TLS_REPLICAS {
+        let _ = writeln!(y, "  synod-tls-{i}:");
+        let _ = writeln!(y, "    image: synod:latest");
+        let _ = writeln!(y, "    profiles: [tls]");
+        let _ = writeln!(y, "    hostname: synod-tls-{i}");
+        let _ = writeln!(y, "    networks: [{NETWORK}]");
+        let _ = writeln!(y, "    restart: on-failure");
+        let _ = writeln!(y, "    volumes: [\"synod-tls-{i}-data:{DATA_DIR}\", \"tls-certs:/certs:ro\"]");
+        let _ = writeln!(y, "    command: [node]");
+        let _ = writeln!(y, "    environment:");
+        for (k, v) in [
+            ("SYNOD_ID", i.to_string()),
+            ("SYNOD_HTTP_LISTEN", "0.0.0.0:8080".to_string()),
+            ("SYNOD_HTTP_ADVERTISE", format!("127.0.0.1:{}", tls_host_port(i))),
+            ("SYNOD_GRPC_LISTEN", "0.0.0.0:9090".to_string()),
+            ("SYNOD_GRPC_ADVERTISE", format!("synod-tls-{i}:9090")),
+            ("SYNOD_ETCD", "https://etcd-tls:2379".to_string()),
+            ("SYNOD_PREFIX", "/synod-tls".to_string()),
+            ("SYNOD_BOOTSTRAP", founders.join(",")),
+            ("SYNOD_DATA_DIR", DATA_DIR.to_string()),
+            ("SYNOD_TLS_CA", "/certs/ca.pem".to_string()),
+            ("SYNOD_TLS_CERT", format!("/certs/node-{i}.pem")),
+            ("SYNOD_TLS_KEY", format!("/certs/node-{i}-key.pem")),
+            ("SYNOD_HTTP_TLS_CERT", format!("/certs/node-{i}.pem")),
+            ("SYNOD_HTTP_TLS_KEY", format!("/certs/node-{i}-key.pem")),
+            ("SYNOD_TOKENS", "/certs/tokens.json".to_string()),
+            ("SYNOD_ETCD_CA", "/certs/ca.pem".to_string()),
+            ("SYNOD_ETCD_CERT", "/certs/etcd-client.pem".to_string()),
+            ("SYNOD_ETCD_KEY", "/certs/etcd-client-key.pem".to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ] {
+            let _ = writeln!(y, "      {k}: \"{v}\"");
+        }
+        let _ = writeln!(y, "    ports: [\"127.0.0.1:{}:8080\"]", tls_host_port(i));
+        let _ = writeln!(y, "    healthcheck:");
+        let _ = writeln!(
+            y,
+            "      test: [\"CMD\", \"/synod\", \"health\", \"--url\", \"https://127.0.0.1:8080/readyz\", \"--cacert\", \"/certs/ca.pem\", \"--timeout-ms\", \"2000\"]"
+        );
+        let _ = writeln!(y, "      interval: 2s");
+        let _ = writeln!(y, "      timeout: 8s");
+        let _ = writeln!(y, "      retries: 30");
+        let _ = writeln!(y, "      start_period: 5s");
+        let _ = writeln!(y, "    depends_on:");
+        let _ = writeln!(y, "      etcd-tls: {{ condition: service_healthy }}");
+        let _ = writeln!(y);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file without the `tls` profile's services and volumes.
+    fn without_tls(y: &str) -> String {
+        let (start, end) = (y.find("  # The tls profile").expect("the tls profile"), y.find("\nvolumes:\n").expect("volumes"));
+        let rest: String = y[end..].lines().filter(|l| !TLS_VOLUMES.iter().any(|v| l.trim_start().starts_with(&format!("{v}:")))).map(|l| format!("{l}\n")).collect();
+        format!("{}{}", &y[..start], &rest[1..])
+    }
+
+    #[test]
+    fn the_tls_profile_is_cut_cleanly_by_the_tests() {
+        let y = render(3);
+        let plain = without_tls(&y);
+        assert!(!plain.contains("tls"), "{plain}");
+        assert!(plain.ends_with("  synod-3-data: {}\n"));
+    }
 
     #[test]
     fn the_committed_compose_file_is_the_five_replica_rendering() {
@@ -160,7 +294,7 @@ mod tests {
 
     #[test]
     fn nine_replicas_are_all_founders_with_their_own_ports() {
-        let y = render(9);
+        let y = without_tls(&render(9));
         assert_eq!(y.matches("image: synod:latest").count(), 9);
         assert_eq!(y.matches("image: synod-etcd:latest").count(), 3);
         assert_eq!(y.matches("SYNOD_BOOTSTRAP: \"1,2,3,4,5,6,7,8,9\"").count(), 9);
@@ -181,8 +315,27 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_profile_secures_every_connection() {
+        let y = render(5);
+        let tls = &y[y.find("  tls-certs:").expect("the tls profile")..y.find("\nvolumes:\n").expect("volumes")];
+        // Every service of the profile is in it, and no other service is.
+        assert_eq!(tls.matches("profiles: [tls]").count(), 2 + TLS_REPLICAS);
+        assert_eq!(y.matches("profiles: [tls]").count(), 2 + TLS_REPLICAS);
+        for i in 1..=TLS_REPLICAS {
+            assert!(tls.contains(&format!("SYNOD_TLS_CERT: \"/certs/node-{i}.pem\"")), "peer mTLS for {i}");
+            assert!(tls.contains(&format!("\"--host=synod-tls-{i}\"")), "node {i}'s certificate names its host");
+        }
+        assert_eq!(tls.matches("SYNOD_TOKENS: \"/certs/tokens.json\"").count(), TLS_REPLICAS);
+        assert_eq!(tls.matches("SYNOD_ETCD: \"https://etcd-tls:2379\"").count(), TLS_REPLICAS);
+        assert_eq!(tls.matches("SYNOD_HTTP_TLS_KEY:").count(), TLS_REPLICAS);
+        assert!(tls.contains("\"--client-cert-auth\""), "etcd asks replicas for a certificate");
+        assert!(!tls.contains("http://etcd"), "no plaintext etcd endpoint");
+        assert_eq!(tls.matches("\"https://127.0.0.1:8080/readyz\", \"--cacert\"").count(), TLS_REPLICAS);
+    }
+
+    #[test]
     fn every_replica_and_etcd_member_keeps_its_data_on_its_own_named_volume() {
-        let y = render(9);
+        let y = without_tls(&render(9));
         let top = &y[y.find("\nvolumes:\n").expect("a top-level volumes section")..];
         assert_eq!(y.matches("SYNOD_DATA_DIR: \"/data\"").count(), 9, "every replica is durable");
         for i in 1..=9 {

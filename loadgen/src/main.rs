@@ -9,6 +9,9 @@
 //! (`/v3/kv/put`, `/v3/kv/range`: linearizable by default, `"serializable": true` for
 //! `etcd-get-seq`, etcd's local read; `/v3/kv/txn` for the preload, so etcd needs
 //! `--max-txn-ops 1000`), so the same tool measures both in one run.
+//!
+//! `https://` URLs are verified against `--cacert`; `--token` is sent as a bearer token (a
+//! replica with `--tokens`), so the same run measures a cluster on TLS against one without.
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -43,9 +46,31 @@ struct Args {
     /// A label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// The CA (PEM) that an `https://` URL's certificate is verified against.
+    #[arg(long, env = "SYNOD_CACERT")]
+    cacert: Option<std::path::PathBuf>,
+    /// A bearer token to send with every request.
+    #[arg(long, env = "SYNOD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+/// TLS trusting the CAs of `ca` only (none: `https://` is refused).
+#[allow(deprecated)] // ring without post-quantum key exchange, as the replicas use
+fn tls_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c?)?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
 
 fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -81,7 +106,11 @@ fn request(a: &Args, op: &str, k: u64, value: &Bytes) -> Request<Full<Bytes>> {
         }
         other => unreachable!("checked: {other}"),
     };
-    Request::builder().method(method).uri(uri).body(Full::new(body)).expect("valid request")
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = &a.token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Full::new(body)).expect("valid request")
 }
 
 async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<u16> {
@@ -108,7 +137,11 @@ async fn preload(a: &Args, client: &HttpClient, etcd: bool) -> Result<()> {
             let ops: Vec<_> = (k..hi).map(|i| serde_json::json!({"op": "put", "key": format!("k{i}"), "value": value})).collect();
             (format!("{}/v1/batch/put", a.url), serde_json::json!({"ops": ops}).to_string())
         };
-        let req = Request::builder().method(Method::POST).uri(uri).body(Full::new(Bytes::from(body)))?;
+        let mut req = Request::builder().method(Method::POST).uri(uri);
+        if let Some(t) = &a.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
         let client = client.clone();
         tasks.spawn(async move { send(&client, req).await });
         if tasks.len() >= a.concurrency.clamp(1, 8) {
@@ -137,7 +170,13 @@ async fn main() -> Result<()> {
     let a = Args::parse();
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(a.concurrency).build(http);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(a.cacert.as_deref())?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(a.concurrency).build(https);
     match a.op.as_str() {
         "preload" => return preload(&a, &client, false).await,
         "etcd-preload" => return preload(&a, &client, true).await,
