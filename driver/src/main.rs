@@ -24,6 +24,7 @@ struct Args {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Cmd {
     /// Run one replica.
     Node(NodeArgs),

@@ -156,7 +156,7 @@ impl Grant {
 fn describe(keys: Keys<'_>) -> String {
     match keys {
         Keys::One(k) => format!("key {:?}", String::from_utf8_lossy(k)),
-        Keys::Range(s, None) if s.is_empty() => "every key".to_string(),
+        Keys::Range(b"", None) => "every key".to_string(),
         Keys::Range(s, None) => format!("the keys from {:?} on", String::from_utf8_lossy(s)),
         Keys::Range(s, Some(e)) => format!("the keys in [{:?}, {:?})", String::from_utf8_lossy(s), String::from_utf8_lossy(e)),
     }

@@ -538,7 +538,7 @@ mod tests {
         });
         let c = ctx();
         for _ in 0..3 {
-            let r = forward(&c, req(Method::GET), &addr, 1).await;
+            let r = forward(&c, req(Method::GET), NodeId(2), &addr, 1, &auth::Grant::all()).await;
             assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "three forwards, one connection");
@@ -546,7 +546,7 @@ mod tests {
         server.abort();
         let _ = server.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let r = forward(&c, req(Method::PUT), &addr, 1).await;
+        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all()).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "nothing was sent");
         assert_eq!(slug(r).await, "forward-failed");
     }
@@ -557,7 +557,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         let c = ctx();
-        let r = forward(&c, req(Method::PUT), &addr, 1).await;
+        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all()).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(slug(r).await, "forward-failed");
     }
@@ -567,13 +567,13 @@ mod tests {
         let addr = unavailable_after_receiving().await;
         let c = ctx();
         // The old mapping answered 503 here although the leader had the request.
-        let r = forward(&c, req(Method::PUT), &addr, 1).await;
+        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all()).await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(slug(r).await, "outcome-unknown");
-        let r = forward(&c, req(Method::POST), &addr, 1).await;
+        let r = forward(&c, req(Method::POST), NodeId(2), &addr, 1, &auth::Grant::all()).await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         // A read did nothing: "retry" is the truth.
-        let r = forward(&c, req(Method::GET), &addr, 1).await;
+        let r = forward(&c, req(Method::GET), NodeId(2), &addr, 1, &auth::Grant::all()).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -581,7 +581,7 @@ mod tests {
     async fn connection_dropped_after_sending_a_write_is_504() {
         let addr = drops_after_reading().await;
         let c = ctx();
-        let r = forward(&c, req(Method::DELETE), &addr, 1).await;
+        let r = forward(&c, req(Method::DELETE), NodeId(2), &addr, 1, &auth::Grant::all()).await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(slug(r).await, "outcome-unknown");
     }
