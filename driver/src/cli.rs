@@ -808,7 +808,9 @@ async fn wait_removal(cli: &mut Cli, id: u64, http: Option<String>, timeout: Dur
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let url = format!("{}/v1/status", if url.starts_with("http") { url.clone() } else { format!("http://{url}") });
+        // The node's advertised address, in the scheme the cluster's REST ports use.
+        let scheme = if cli.opts.endpoints.iter().any(|e| e.starts_with("https://")) { "https" } else { "http" };
+        let url = format!("{}/v1/status", if url.starts_with("http") { url.clone() } else { format!("{scheme}://{url}") });
         match cli.http.request(Method::GET, &url, &[], Vec::new(), Duration::from_secs(2)).await {
             Ok(r) if !r.json()["removed"].is_null() => {
                 let e = &r.json()["removed"]["epoch"];

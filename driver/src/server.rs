@@ -475,6 +475,9 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     ctx.session_window = Duration::from_millis(args.session_min_ttl_ms);
     ctx.membership = Some(membership.clone());
     ctx.auth = security.auth.clone();
+    if security.http.is_some() {
+        ctx.rest_scheme = "https";
+    }
     let ctx = Arc::new(ctx);
     if let Some(auth) = security.auth.clone() {
         tokio::spawn(reload_tokens_on_hup(auth));

@@ -102,6 +102,8 @@ pub struct Ctx {
     pub membership: Option<crate::membership::Membership>,
     /// The client tokens (`None`: no authentication, every client may do everything).
     pub auth: Option<Arc<auth::Auth>>,
+    /// `https` when the REST port speaks TLS (every replica's, for the redirect's `Location`).
+    pub rest_scheme: &'static str,
     /// The route table (built once; the context reaches handlers as a request extension).
     router: axum::Router,
     /// One gRPC connection per leader address for forwarded requests, shared by all of them:
@@ -125,6 +127,7 @@ impl Ctx {
             draining: AtomicBool::new(false),
             membership: None,
             auth: None,
+            rest_scheme: "http",
             router: routes::router(),
             forward_channels: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
@@ -327,7 +330,7 @@ async fn send_to_leader(
             .into_response();
     };
     if redirect {
-        let uri = format!("http://{}{}", info.http, copy.uri().path_and_query().map_or("/", |p| p.as_str()));
+        let uri = format!("{}://{}{}", ctx.rest_scheme, info.http, copy.uri().path_and_query().map_or("/", |p| p.as_str()));
         let mut resp = Problem::new(StatusCode::TEMPORARY_REDIRECT, "redirect", "Redirect to the leader", format!("node {leader} leads"))
             .with("leader", serde_json::json!(leader.0))
             .with("location", serde_json::json!(uri))
