@@ -35,6 +35,79 @@ pub struct Cluster {
     /// The `synod` binary a node runs when it is not [`synod_bin`] (a rolling upgrade's old
     /// release).
     pub bin_of: BTreeMap<u64, String>,
+    /// The scheme of the nodes' REST URLs: `http`, or `https` for a [`Cluster::secure`] one.
+    pub scheme: &'static str,
+    /// The certificates and tokens of a [`Cluster::secure`] cluster (`None`: plaintext, no
+    /// tokens).
+    pub secured: Option<Secured>,
+}
+
+/// What a secured cluster ([`Cluster::secure`]) runs with: `synod certs` files, a token file
+/// with the test tokens ([`test_tokens`]), and a client that sends no token.
+pub struct Secured {
+    /// The directory `synod certs` wrote (`ca.pem`, `ca-key.pem`, `node-<id>.pem`, ...).
+    pub certs: std::path::PathBuf,
+    /// The token file every node reads (`--tokens`; rewrite it with [`Secured::write_tokens`]).
+    pub tokens: std::path::PathBuf,
+    /// The admin token (`Cluster::http` sends it).
+    pub admin: String,
+    /// A client that trusts the cluster CA and sends no token of its own.
+    pub anon: HttpClient,
+}
+
+/// The `app` token of a secured cluster: reads and writes `app/`.
+pub const APP_TOKEN: &str = "app-token-0123456789abcdef";
+/// The `reader` token of a secured cluster: reads `app/`.
+pub const READER_TOKEN: &str = "reader-token-0123456789abcdef";
+/// The `writer` token of a secured cluster: writes `app/`, reads nothing.
+pub const WRITER_TOKEN: &str = "writer-token-0123456789abcdef";
+
+/// The token file entries every secured cluster starts with: `admin`, `app` (read and write
+/// `app/`), `reader` (read `app/`), `writer` (write `app/` only).
+pub fn test_tokens(admin: &str) -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({ "name": "admin", "token": admin, "admin": true, "read": [""], "write": [""] }),
+        serde_json::json!({ "name": "app", "token": APP_TOKEN, "read": ["app/"], "write": ["app/"] }),
+        serde_json::json!({ "name": "reader", "token": READER_TOKEN, "read": ["app/"] }),
+        serde_json::json!({ "name": "writer", "token": WRITER_TOKEN, "write": ["app/"] }),
+    ]
+}
+
+impl Secured {
+    /// The cluster CA file.
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.certs.join("ca.pem")
+    }
+
+    /// How a client with `token` reaches the replicas.
+    pub fn access(&self, token: Option<&str>) -> driver::client::Access {
+        driver::client::Access { cacert: Some(self.ca()), token: token.map(str::to_string) }
+    }
+
+    /// Replace the token file with `entries` (`{"tokens": entries}`); nodes read it on SIGHUP.
+    pub fn write_tokens(&self, entries: &[serde_json::Value]) {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "tokens": entries })).unwrap();
+        self.write_tokens_text(&text);
+    }
+
+    /// Replace the token file with `text` (which need not parse), atomically.
+    pub fn write_tokens_text(&self, text: &str) {
+        let tmp = self.tokens.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("writing the token file");
+        std::fs::rename(&tmp, &self.tokens).expect("replacing the token file");
+    }
+
+    /// The flags of node `id` that name its own certificate (peer and REST).
+    pub fn node_flags(&self, id: u64) -> Vec<String> {
+        let f = |name: String| self.certs.join(name).display().to_string();
+        vec![
+            format!("--tls-ca={}", f("ca.pem".into())),
+            format!("--tls-cert={}", f(format!("node-{id}.pem"))),
+            format!("--tls-key={}", f(format!("node-{id}-key.pem"))),
+            format!("--http-tls-cert={}", f(format!("node-{id}.pem"))),
+            format!("--http-tls-key={}", f(format!("node-{id}-key.pem"))),
+        ]
+    }
 }
 
 impl Cluster {
@@ -67,17 +140,106 @@ impl Cluster {
             "--write-timeout-ms=3000".to_string(),
         ];
         common.extend(extra.iter().map(|s| s.to_string()));
-        Cluster { nodes: BTreeMap::new(), http: HttpClient::new(), lease_ttl, etcd, dir, common, starts: BTreeMap::new(), bin_of: BTreeMap::new() }
+        Cluster {
+            nodes: BTreeMap::new(),
+            http: HttpClient::new(),
+            lease_ttl,
+            etcd,
+            dir,
+            common,
+            starts: BTreeMap::new(),
+            bin_of: BTreeMap::new(),
+            scheme: "http",
+            secured: None,
+        }
+    }
+
+    /// Start a secured cluster of `n` founders: certificates from `synod certs` in the temp dir
+    /// (for nodes `1..=n+2`, so joiners have theirs), etcd on TLS with client certificates,
+    /// mutual TLS between replicas, HTTPS and the [`test_tokens`] for clients. `http` sends the
+    /// admin token, so the helpers (`status`, `metric`, `wait_leader`) work unchanged.
+    pub async fn secure(n: u64, lease_ttl: u64, snapshot_every: u64, extra: &[&str]) -> Cluster {
+        let mut c = Self::secure_unstarted(n, lease_ttl, snapshot_every, extra).await;
+        for id in 1..=n {
+            c.launch(id, &[]);
+        }
+        c
+    }
+
+    /// [`Cluster::secure`] without starting any replica.
+    pub async fn secure_unstarted(n: u64, lease_ttl: u64, snapshot_every: u64, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = dir.path().join("certs");
+        let args = driver::certs::CertsArgs { out: certs.clone(), nodes: (1..=n + 2).collect(), hosts: Vec::new(), days: 2 };
+        driver::certs::run(&args).expect("synod certs");
+        let tokens = certs.join("tokens.json");
+        let admin = driver::certs::admin_token(&tokens).expect("an admin token");
+        let bin = find_etcd().expect("an etcd binary (Debian's etcd-server) is needed for driver tests");
+        let etcd = EtcdProcess::start_tls(&bin, dir.path(), &certs).await.expect("etcd starts on TLS");
+        let founders = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let f = |name: &str| certs.join(name).display().to_string();
+        let mut common = vec![
+            format!("--etcd={}", etcd.endpoint),
+            format!("--bootstrap={founders}"),
+            format!("--lease-ttl={lease_ttl}"),
+            format!("--snapshot-every={snapshot_every}"),
+            "--write-timeout-ms=3000".to_string(),
+            format!("--tokens={}", tokens.display()),
+            format!("--etcd-ca={}", f("ca.pem")),
+            format!("--etcd-cert={}", f("etcd-client.pem")),
+            format!("--etcd-key={}", f("etcd-client-key.pem")),
+        ];
+        common.extend(extra.iter().map(|s| s.to_string()));
+        let anon = HttpClient::with(&driver::client::Access { cacert: Some(certs.join("ca.pem")), token: None }).expect("a client");
+        let secured = Secured { certs, tokens, admin, anon };
+        secured.write_tokens(&test_tokens(&secured.admin));
+        let http = HttpClient::with(&secured.access(Some(&secured.admin))).expect("an admin client");
+        Cluster {
+            nodes: BTreeMap::new(),
+            http,
+            lease_ttl,
+            etcd,
+            dir,
+            common,
+            starts: BTreeMap::new(),
+            bin_of: BTreeMap::new(),
+            scheme: "https",
+            secured: Some(secured),
+        }
+    }
+
+    /// The secured cluster's files and tokens (panics on a plaintext cluster).
+    pub fn sec(&self) -> &Secured {
+        self.secured.as_ref().expect("a secured cluster (Cluster::secure)")
+    }
+
+    /// Send a request to node `id` with `token` as the bearer token (`None`: no
+    /// `Authorization` header), on a secured cluster.
+    pub async fn req_as(&self, id: u64, token: Option<&str>, method: Method, path: &str, headers: &[(&str, String)], body: &str) -> anyhow::Result<HttpResponse> {
+        let url = format!("{}{}", self.url(id), path);
+        let mut h: Vec<(&str, String)> = headers.to_vec();
+        if let Some(t) = token {
+            h.push(("authorization", format!("Bearer {t}")));
+        }
+        self.sec().anon.request(method, &url, &h, body.to_string(), Duration::from_secs(10)).await
+    }
+
+    /// Node `id`'s gRPC address (`host:port`), from its command line.
+    pub fn grpc_addr(&self, id: u64) -> String {
+        self.nodes[&id].args.iter().find_map(|a| a.strip_prefix("--grpc-listen=")).expect("a --grpc-listen flag").to_string()
     }
 
     /// Start `synod node --id <id>` on fresh ports with the common flags plus `extra`.
     pub fn launch(&mut self, id: u64, extra: &[&str]) {
         let http = format!("127.0.0.1:{}", free_port());
         let mut args = vec!["node".to_string(), format!("--id={id}"), format!("--http-listen={http}"), format!("--grpc-listen=127.0.0.1:{}", free_port())];
+        if let Some(s) = &self.secured {
+            args.extend(s.node_flags(id));
+        }
         args.extend(self.common.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = self.spawn(id, &args);
-        self.nodes.insert(id, NodeProc { id, url: format!("http://{http}"), child, args });
+        self.nodes.insert(id, NodeProc { id, url: format!("{}://{http}", self.scheme), child, args });
     }
 
     /// Start a node that joins the running cluster (`--join`).
