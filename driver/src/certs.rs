@@ -43,7 +43,12 @@ impl Ca {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, "Synod cluster CA");
+        // A name of its own: a certificate of another cluster's CA is then refused as from an
+        // unknown issuer (with one shared name it was a bad signature, which says less).
+        let mut id = [0u8; 6];
+        getrandom(&mut id);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        p.distinguished_name.push(DnType::CommonName, format!("Synod cluster CA {id}"));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         p.not_before = OffsetDateTime::now_utc() - Duration::hours(1);
         p.not_after = OffsetDateTime::now_utc() + Duration::days(days);

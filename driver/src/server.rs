@@ -288,6 +288,9 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     // A backup to restore is checked first: a bad file stops the process before it binds a
     // port, talks to etcd or touches its data directory.
     let mut restore = check_restore_file(&args, store)?;
+    // SIGHUP reloads the token file; from the first moment, so a reload sent to every replica
+    // while one is still starting does not end that one (the default action of SIGHUP).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
     let security = Security::load(&args)?;
     let http_listener = TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
     let grpc_listener = TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding {}", args.grpc_listen))?;
@@ -479,9 +482,7 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         ctx.rest_scheme = "https";
     }
     let ctx = Arc::new(ctx);
-    if let Some(auth) = security.auth.clone() {
-        tokio::spawn(reload_tokens_on_hup(auth));
-    }
+    tokio::spawn(reload_tokens_on_hup(security.auth.clone(), hup));
 
     let (grpc_stop_tx, grpc_stop_rx) = oneshot::channel::<()>();
     let service = PeerService::new(me.node, inputs.clone(), metrics.clone(), ctx.clone());
@@ -795,12 +796,12 @@ impl Security {
 }
 
 /// Reload the token file on every SIGHUP; a file that does not parse keeps the tokens as they were.
-async fn reload_tokens_on_hup(auth: Arc<rest::auth::Auth>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP: the token file will not be reloaded");
-        return;
-    };
+async fn reload_tokens_on_hup(auth: Option<Arc<rest::auth::Auth>>, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
+        let Some(auth) = &auth else {
+            info!("SIGHUP: no token file (--tokens) to reload");
+            continue;
+        };
         match auth.reload() {
             Ok(n) => info!(tokens = n, "token file reloaded"),
             Err(e) => warn!(error = format!("{e:#}"), "token file NOT reloaded (the previous tokens stay)"),
@@ -906,7 +907,11 @@ async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) 
     };
     // A change stream is not buffered, relayed or bounded by the deadline (`rest::watch`).
     if rest::watch::is_stream(&parts.method, parts.uri.path()) {
-        return Ok(rest::watch::stream(ctx, parts, grant).await);
+        let resp = rest::watch::stream(ctx.clone(), parts, grant).await;
+        if resp.status() == hyper::StatusCode::FORBIDDEN {
+            ctx.metrics.auth_forbidden.inc();
+        }
+        return Ok(resp);
     }
     // A long-poll may take its `wait` on top of the deadline.
     let deadline = deadline + rest::watch::extra_time(parts.uri.query());

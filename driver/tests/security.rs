@@ -220,8 +220,8 @@ async fn the_peer_port_admits_members_speaking_as_themselves_only() {
     let r = forward(&addr, Some(tls_to(&ca_pem, leader, Some(&foreign))), put()).await;
     assert!(r.is_err(), "a Forward with another CA's certificate got an answer: {r:?}");
     let after_foreign = metric_rises(&c, leader, REFUSED, after_anon, "a certificate of another CA").await;
-    // Its issuer has the cluster CA's name but not its key: the signature does not verify.
-    logged_refusal(&c, leader, "invalid peer certificate").await;
+    // Every CA `synod certs` makes has a name of its own: the issuer is unknown here.
+    logged_refusal(&c, leader, "UnknownIssuer").await;
 
     // 4. An expired certificate of this CA, naming node 1.
     let now = time::OffsetDateTime::now_utc();
@@ -693,12 +693,11 @@ async fn rest_requests_need_a_token_that_allows_them_and_reloads_apply() {
 // Product bugs these tests found, each a reproduction that fails today (`--ignored` runs them).
 // Remove the `ignore` once fixed.
 
-/// A long-poll opened with a token that a reload then removes still answers, after its wait,
-/// with a value written after the removal (a change stream of the same token ends with `event:
-/// unauthorized`; driver/src/rest/watch.rs `long_poll` checks the grant only when it starts).
+/// A long-poll opened with a token that a reload then removes answers 401 after its wait, not
+/// with a value written after the removal (found by this test: `long_poll` checked the grant
+/// only when it started; it now re-reads the token file after waiting).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: a long-poll outlives the removal of its token"]
-async fn bug_a_long_poll_ends_when_its_token_is_removed() {
+async fn a_long_poll_ends_when_its_token_is_removed() {
     const VICTIM: &str = "victim-token-0123456789abcdef";
     let c = Cluster::secure(3, 2, 1000, &[]).await;
     let leader = c.wait_leader(Duration::from_secs(60)).await;
@@ -728,13 +727,12 @@ async fn bug_a_long_poll_ends_when_its_token_is_removed() {
     assert!(r.status == 401 || r.status == 403, "a long-poll of a removed token answered {} {}", r.status, r.text());
 }
 
-/// SIGHUP (the documented way to reload the token file) kills a replica that has not yet
-/// installed its handler: driver/src/server.rs installs it (`reload_tokens_on_hup`) only after
-/// etcd is reached, the founders' barrier passed and the node loop built, so a reload sent to
-/// every replica while one is starting (here: a founder waiting for the others) ends it.
+/// SIGHUP (the documented way to reload the token file) does not end a replica that is still
+/// starting (found by this test: the handler was installed only after etcd, the founders'
+/// barrier and the node loop, and SIGHUP's default action ended the process; it is now the
+/// first thing `run_node` does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: SIGHUP kills a replica that is still starting"]
-async fn bug_sighup_does_not_kill_a_starting_replica() {
+async fn sighup_does_not_kill_a_starting_replica() {
     let mut c = Cluster::secure_unstarted(3, 2, 1000, &[]).await;
     c.launch(1, &[]);
     // Node 1 loaded its token file and now waits for founders 2 and 3.
@@ -746,11 +744,10 @@ async fn bug_sighup_does_not_kill_a_starting_replica() {
     assert!(status.is_none(), "SIGHUP ended a starting replica: {status:?}");
 }
 
-/// A change stream refused 403 at its open is not counted in `synod_auth_forbidden_total` (the
-/// stream is served before the dispatcher, which counts; driver/src/server.rs `handle_http`).
+/// A change stream refused 403 at its open is counted in `synod_auth_forbidden_total` (found by
+/// this test: streams are served before the dispatcher, which was the only place that counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: a 403 on a change stream is not counted"]
-async fn bug_a_refused_change_stream_is_counted() {
+async fn a_refused_change_stream_is_counted() {
     let c = Cluster::secure(3, 2, 1000, &[]).await;
     let leader = c.wait_leader(Duration::from_secs(60)).await;
     let before = c.metric(leader, FORBIDDEN).await.unwrap();

@@ -133,6 +133,15 @@ pub async fn long_poll(ctx: Arc<Ctx>, grant: Arc<super::auth::Grant>, key: Vec<u
             Ok(None) => return Problem::unavailable("shutting-down", "the node loop is gone").into(),
         }
     }
+    // The token may have been removed or narrowed by a reload while the request waited: answer
+    // with what the token file says now (the reads below check the current grant).
+    let grant = match (&ctx.auth, &grant.token) {
+        (Some(auth), Some(hash)) => match auth.lookup(hash) {
+            Some(now) => now,
+            None => return Outcome::Reply(super::auth::unauthorized(super::auth::Unauthenticated::Unknown)),
+        },
+        _ => grant,
+    };
     let (consistency, min_index) = match q.consistency.as_deref() {
         None => (Some("sequential".to_string()), Some(woke_at.unwrap_or(0))),
         Some(_) => (q.consistency.clone(), q.min_index),
