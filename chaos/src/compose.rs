@@ -180,8 +180,9 @@ fn render_tls(y: &mut String) {
     let _ = writeln!(y, "    image: synod:latest");
     let _ = writeln!(y, "    profiles: [tls]");
     let _ = writeln!(y, "    volumes: [\"tls-certs:/certs\"]");
-    let mut certs = vec!["certs".to_string(), "--out=/certs".to_string(), "--nodes=1,2,3".to_string(), "--host=etcd-tls".to_string()];
-    certs.extend((1..=TLS_REPLICAS).map(|i| format!("--host=synod-tls-{i}")));
+    let nodes: Vec<String> = (1..=TLS_REPLICAS).map(|i| i.to_string()).collect();
+    // Each replica's certificate names its own host only (`{id}`), etcd's its own.
+    let certs = ["certs".to_string(), "--out=/certs".to_string(), format!("--nodes={}", nodes.join(",")), "--host=synod-tls-{id}".to_string(), "--etcd-host=etcd-tls".to_string()];
     let _ = writeln!(y, "    command: [{}]", certs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(y);
     let _ = writeln!(y, "  etcd-tls:");
@@ -199,7 +200,7 @@ fn render_tls(y: &mut String) {
         "--advertise-client-urls=https://etcd-tls:2379",
         "--cert-file=/certs/etcd.pem",
         "--key-file=/certs/etcd-key.pem",
-        "--trusted-ca-file=/certs/ca.pem",
+        "--trusted-ca-file=/certs/etcd-ca.pem",
         "--client-cert-auth",
         // /health in plain HTTP for the healthcheck (the probe speaks no TLS).
         "--listen-metrics-urls=http://0.0.0.0:2381",
@@ -240,7 +241,7 @@ fn render_tls(y: &mut String) {
             ("SYNOD_HTTP_TLS_CERT", format!("/certs/node-{i}.pem")),
             ("SYNOD_HTTP_TLS_KEY", format!("/certs/node-{i}-key.pem")),
             ("SYNOD_TOKENS", "/certs/tokens.json".to_string()),
-            ("SYNOD_ETCD_CA", "/certs/ca.pem".to_string()),
+            ("SYNOD_ETCD_CA", "/certs/etcd-ca.pem".to_string()),
             ("SYNOD_ETCD_CERT", "/certs/etcd-client.pem".to_string()),
             ("SYNOD_ETCD_KEY", "/certs/etcd-client-key.pem".to_string()),
             ("RUST_LOG", "info".to_string()),
@@ -323,12 +324,15 @@ mod tests {
         assert_eq!(y.matches("profiles: [tls]").count(), 2 + TLS_REPLICAS);
         for i in 1..=TLS_REPLICAS {
             assert!(tls.contains(&format!("SYNOD_TLS_CERT: \"/certs/node-{i}.pem\"")), "peer mTLS for {i}");
-            assert!(tls.contains(&format!("\"--host=synod-tls-{i}\"")), "node {i}'s certificate names its host");
+            assert!(tls.contains(&format!("SYNOD_TLS_KEY: \"/certs/node-{i}-key.pem\"")), "node {i}'s key");
         }
         assert_eq!(tls.matches("SYNOD_TOKENS: \"/certs/tokens.json\"").count(), TLS_REPLICAS);
         assert_eq!(tls.matches("SYNOD_ETCD: \"https://etcd-tls:2379\"").count(), TLS_REPLICAS);
         assert_eq!(tls.matches("SYNOD_HTTP_TLS_KEY:").count(), TLS_REPLICAS);
         assert!(tls.contains("\"--client-cert-auth\""), "etcd asks replicas for a certificate");
+        // Each node's certificate names its own host; etcd trusts its own CA, not the cluster's.
+        assert!(tls.contains("\"--host=synod-tls-{id}\"") && tls.contains("\"--etcd-host=etcd-tls\""));
+        assert!(tls.contains("\"--trusted-ca-file=/certs/etcd-ca.pem\""));
         assert!(!tls.contains("http://etcd"), "no plaintext etcd endpoint");
         assert_eq!(tls.matches("\"https://127.0.0.1:8080/readyz\", \"--cacert\"").count(), TLS_REPLICAS);
     }

@@ -2,10 +2,13 @@
 //!
 //! One CA per cluster (`ca.pem`, `ca-key.pem`; an existing one in the directory is reused, so
 //! adding a node later signs its certificate with the same CA), and for each node a certificate
-//! that names it for the peer protocol (`node-<id>.synod`, see `crate::tls`) and for clients (the
-//! `--host` names and addresses, and `localhost`/`127.0.0.1`), usable on both ports. Also a
-//! certificate for etcd's server and one for replicas connecting to etcd, and a token file with
-//! one admin token when none exists.
+//! that names it for the peer protocol (`node-<id>.synod`, see `crate::tls`) and for clients (its
+//! `--host` names, where `{id}` stands for the node id, and `localhost`/`127.0.0.1`), usable on
+//! both ports. etcd gets a CA of its own (`etcd-ca.pem`): its server certificate (`etcd.pem`,
+//! server use only, naming `etcd` and the `--etcd-host` names) and the replicas' client
+//! certificate (`etcd-client.pem`, client use only). So no replica certificate opens etcd, and no
+//! etcd certificate opens a replica's gRPC or REST port. Also a token file with one admin token
+//! when none exists.
 
 use anyhow::Context as _;
 use paxos::NodeId;
@@ -22,10 +25,15 @@ pub struct CertsArgs {
     /// The node ids to make certificates for (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub nodes: Vec<u64>,
-    /// Host names or IP addresses clients and etcd use (repeatable; localhost and 127.0.0.1
-    /// are always included). Add each replica's and etcd's host name here.
+    /// A host name or IP address clients use for a replica (repeatable): `{id}` stands for the
+    /// node id (`--host 'db{id}.example'` gives node 2 `db2.example`); a name without `{id}`
+    /// goes into every node's certificate. localhost and 127.0.0.1 are always included.
     #[arg(long = "host")]
     pub hosts: Vec<String>,
+    /// A host name or IP address replicas use for etcd (repeatable; `etcd`, localhost and
+    /// 127.0.0.1 are always included).
+    #[arg(long = "etcd-host")]
+    pub etcd_hosts: Vec<String>,
     /// Days the leaf certificates are valid (the CA: ten times as long).
     #[arg(long, default_value_t = 365)]
     pub days: i64,
@@ -58,10 +66,26 @@ impl Ca {
 
     /// The CA of `ca.pem` and `ca-key.pem` in `dir`.
     pub fn load(dir: &Path) -> anyhow::Result<Ca> {
-        let cert_pem = std::fs::read_to_string(dir.join("ca.pem"))?;
-        let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca-key.pem"))?).context("ca-key.pem")?;
-        let cert = CertificateParams::from_ca_cert_pem(&cert_pem).context("ca.pem")?.self_signed(&key)?;
+        Self::load_named(dir, "ca")
+    }
+
+    /// The CA of `<name>.pem` and `<name>-key.pem` in `dir`.
+    fn load_named(dir: &Path, name: &str) -> anyhow::Result<Ca> {
+        let cert_pem = std::fs::read_to_string(dir.join(format!("{name}.pem")))?;
+        let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join(format!("{name}-key.pem")))?).with_context(|| format!("{name}-key.pem"))?;
+        let cert = CertificateParams::from_ca_cert_pem(&cert_pem).with_context(|| format!("{name}.pem"))?.self_signed(&key)?;
         Ok(Ca { cert, key })
+    }
+
+    /// The CA `<name>` in `dir`, made (and written) if it is not there yet.
+    fn load_or_make(dir: &Path, name: &str, days: i64) -> anyhow::Result<Ca> {
+        if dir.join(format!("{name}.pem")).exists() && dir.join(format!("{name}-key.pem")).exists() {
+            return Self::load_named(dir, name).with_context(|| format!("reusing {name}.pem in the output directory"));
+        }
+        let ca = Ca::generate(days)?;
+        write(&dir.join(format!("{name}.pem")), &ca.pem(), false)?;
+        write(&dir.join(format!("{name}-key.pem")), &ca.key.serialize_pem(), true)?;
+        Ok(ca)
     }
 
     /// The CA certificate (PEM).
@@ -72,11 +96,16 @@ impl Ca {
     /// A leaf certificate for `names` (DNS names or IP addresses), for servers and clients,
     /// valid from `from` to `until`: (certificate PEM, key PEM).
     pub fn issue(&self, common_name: &str, names: &[String], from: OffsetDateTime, until: OffsetDateTime) -> anyhow::Result<(String, String)> {
+        self.issue_for(common_name, names, from, until, vec![Eku::ServerAuth, Eku::ClientAuth])
+    }
+
+    /// [`issue`](Self::issue) for the uses `ekus` only.
+    fn issue_for(&self, common_name: &str, names: &[String], from: OffsetDateTime, until: OffsetDateTime, ekus: Vec<Eku>) -> anyhow::Result<(String, String)> {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(names.to_vec())?;
         p.distinguished_name.push(DnType::CommonName, common_name);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![Eku::ServerAuth, Eku::ClientAuth];
+        p.extended_key_usages = ekus;
         p.use_authority_key_identifier_extension = true;
         p.not_before = from;
         p.not_after = until;
@@ -134,11 +163,11 @@ fn getrandom(buf: &mut [u8]) {
 }
 
 /// How a replica reaches an etcd started with the certificates of `dir` (`synod certs`): etcd's
-/// CA and the client certificate `etcd-client.pem`.
+/// own CA (`etcd-ca.pem`) and the client certificate `etcd-client.pem`.
 pub fn etcd_security(dir: &Path) -> anyhow::Result<crate::etcd::EtcdSecurity> {
     let read = |n: &str| std::fs::read(dir.join(n)).with_context(|| format!("reading {}", dir.join(n).display()));
     let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")?))
+        .ca_certificate(etcd_client::Certificate::from_pem(read("etcd-ca.pem")?))
         .identity(etcd_client::Identity::from_pem(read("etcd-client.pem")?, read("etcd-client-key.pem")?));
     Ok(crate::etcd::EtcdSecurity { tls: Some(tls), user: None })
 }
@@ -165,27 +194,22 @@ pub struct Written {
 pub fn run(args: &CertsArgs) -> anyhow::Result<Written> {
     let dir = &args.out;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca = if dir.join("ca.pem").exists() && dir.join("ca-key.pem").exists() {
-        Ca::load(dir).context("reusing the CA in the output directory")?
-    } else {
-        let ca = Ca::generate(args.days * 10)?;
-        write(&dir.join("ca.pem"), &ca.pem(), false)?;
-        write(&dir.join("ca-key.pem"), &ca.key.serialize_pem(), true)?;
-        ca
-    };
-    let hosts = with_local(&args.hosts);
+    let ca = Ca::load_or_make(dir, "ca", args.days * 10)?;
     for &id in &args.nodes {
-        let (cert, key) = ca.issue_node(NodeId(id), &hosts, args.days)?;
+        let hosts: Vec<String> = args.hosts.iter().map(|h| h.replace("{id}", &id.to_string())).collect();
+        let (cert, key) = ca.issue_node(NodeId(id), &with_local(&hosts), args.days)?;
         write(&dir.join(format!("node-{id}.pem")), &cert, false)?;
         write(&dir.join(format!("node-{id}-key.pem")), &key, true)?;
     }
     let now = OffsetDateTime::now_utc();
+    let (from, until) = (now - Duration::hours(1), now + Duration::days(args.days));
+    let etcd_ca = Ca::load_or_make(dir, "etcd-ca", args.days * 10)?;
     let mut etcd_names = vec!["etcd".to_string()];
-    etcd_names.extend(hosts.iter().cloned());
-    let (cert, key) = ca.issue("etcd", &etcd_names, now - Duration::hours(1), now + Duration::days(args.days))?;
+    etcd_names.extend(with_local(&args.etcd_hosts));
+    let (cert, key) = etcd_ca.issue_for("etcd", &etcd_names, from, until, vec![Eku::ServerAuth])?;
     write(&dir.join("etcd.pem"), &cert, false)?;
     write(&dir.join("etcd-key.pem"), &key, true)?;
-    let (cert, key) = ca.issue("synod", &["synod-client".to_string()], now - Duration::hours(1), now + Duration::days(args.days))?;
+    let (cert, key) = etcd_ca.issue_for("synod", &["synod-client".to_string()], from, until, vec![Eku::ClientAuth])?;
     write(&dir.join("etcd-client.pem"), &cert, false)?;
     write(&dir.join("etcd-client-key.pem"), &key, true)?;
     let tokens = dir.join("tokens.json");

@@ -171,7 +171,7 @@ impl EtcdProcess {
             // Clients must present a certificate signed by the cluster CA.
             cmd.arg(format!("--cert-file={}", certs.join("etcd.pem").display()))
                 .arg(format!("--key-file={}", certs.join("etcd-key.pem").display()))
-                .arg(format!("--trusted-ca-file={}", certs.join("ca.pem").display()))
+                .arg(format!("--trusted-ca-file={}", certs.join("etcd-ca.pem").display()))
                 .arg("--client-cert-auth");
         }
         if own_group {
@@ -478,7 +478,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     // Throwaway certificates (kept with the data in durable mode, so a restart reuses them).
     let certs = if args.tls {
         let out = args.data_dir.as_ref().map_or_else(|| dir.join("certs"), |d| d.join("certs"));
-        let c = crate::certs::CertsArgs { out: out.clone(), nodes: (1..=args.nodes).collect(), hosts: Vec::new(), days: 30 };
+        let c = crate::certs::CertsArgs { out: out.clone(), nodes: (1..=args.nodes).collect(), hosts: Vec::new(), etcd_hosts: Vec::new(), days: 30 };
         crate::certs::run(&c).context("making the dev cluster's certificates")?;
         let token = crate::certs::admin_token(&out.join("tokens.json"))?;
         Some((out, token))
@@ -526,7 +526,7 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
                 .arg(format!("--http-tls-cert={}", f(format!("node-{i}.pem"))))
                 .arg(format!("--http-tls-key={}", f(format!("node-{i}-key.pem"))))
                 .arg(format!("--tokens={}", f("tokens.json".into())))
-                .arg(format!("--etcd-ca={}", f("ca.pem".into())))
+                .arg(format!("--etcd-ca={}", f("etcd-ca.pem".into())))
                 .arg(format!("--etcd-cert={}", f("etcd-client.pem".into())))
                 .arg(format!("--etcd-key={}", f("etcd-client-key.pem".into())));
         }

@@ -68,7 +68,7 @@ impl PeerService {
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn stream(&self, request: Request<Streaming<pb::Envelope>>) -> Result<Response<pb::StreamAck>, Status> {
-        let mut sender = Sender::of(&request);
+        let mut sender = Sender::of(&request, self.rest.directory.clone());
         let mut stream = request.into_inner();
         let (mut received, mut dropped) = (0u64, 0u64);
         while let Ok(Some(m)) = stream.message().await {
@@ -93,6 +93,11 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardReply>, Status> {
+        let mut sender = Sender::of(&request, self.rest.directory.clone());
+        if !sender.registered() {
+            self.metrics.peer_identity_mismatches.inc();
+            return Err(Status::permission_denied("the client certificate names no registered replica"));
+        }
         let f = request.into_inner();
         let mut builder = hyper::Request::builder().method(f.method.as_str()).uri(f.path_and_query.as_str());
         for h in &f.headers {
@@ -100,7 +105,7 @@ impl pb::peer_server::Peer for PeerService {
         }
         let req = builder.body(Bytes::from(f.body)).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Held to what the replica the client entered allowed (no escalation through a relay).
-        let grant = Arc::new(rest::auth::Grant::from_pb(f.grant));
+        let grant = Arc::new(rest::auth::Grant::from_pb(f.grant, self.rest.auth.is_some()));
         let resp = rest::dispatch(self.rest.clone(), req, f.hops, grant).await;
         let (parts, body) = resp.into_parts();
         let headers = parts
@@ -115,7 +120,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let sender = Sender::of(&request);
+        let sender = Sender::of(&request, self.rest.directory.clone());
         let stream = Checked { inner: request.into_inner(), sender, metrics: self.metrics.clone() };
         let ack = receive(stream, &self.inputs, &self.snapshots, SNAPSHOT_IDLE).await;
         Ok(Response::new(ack))
@@ -189,34 +194,64 @@ where
 }
 
 /// Who sent a peer call, as its TLS certificate says (mutual TLS between replicas, `crate::tls`):
-/// a message is taken only from a node the certificate names. Without TLS every sender passes.
+/// a call is taken only from a replica registered in etcd (`P/nodes/<id>`, as the directory
+/// holds it) whose certificate names exactly that node, and a message only if it claims to come
+/// from that node. A certificate of the CA that names no node (etcd's), a node that is not
+/// registered (a removed member, an id issued for later), or another node is refused. Without
+/// TLS every sender passes.
 struct Sender {
-    cert: Option<rustls::pki_types::CertificateDer<'static>>,
-    /// The last node id the certificate was found to name (the usual case: one per stream).
-    named: Option<NodeId>,
+    /// Whether the call came over TLS.
+    tls: bool,
+    /// The node its certificate names.
+    node: Option<NodeId>,
+    directory: crate::directory::Directory,
     warned: bool,
 }
 
 impl Sender {
-    fn of<T>(request: &Request<T>) -> Self {
-        let cert = request.peer_certs().and_then(|c| c.first().cloned());
-        Sender { cert, named: None, warned: false }
+    fn of<T>(request: &Request<T>, directory: crate::directory::Directory) -> Self {
+        let certs = request.peer_certs();
+        let node = certs.as_ref().and_then(|c| c.first()).and_then(crate::tls::named_node);
+        Sender { tls: certs.is_some(), node, directory, warned: false }
     }
 
+    /// The sender is a registered replica (always, without TLS).
+    fn registered(&mut self) -> bool {
+        if !self.tls {
+            return true;
+        }
+        let ok = self.node.is_some_and(|n| self.directory.get(n).is_some());
+        if !ok {
+            self.warn(None);
+        }
+        ok
+    }
+
+    /// A message claiming to come from `node` may be taken.
     fn may_speak_for(&mut self, node: NodeId) -> bool {
-        let Some(cert) = &self.cert else { return true };
-        if self.named == Some(node) {
+        if !self.tls {
             return true;
         }
-        if crate::tls::names_node(cert, node) {
-            self.named = Some(node);
-            return true;
+        if self.node != Some(node) {
+            self.warn(Some(node));
+            return false;
         }
-        if !self.warned {
-            self.warned = true;
-            tracing::warn!(claimed = %node, "a peer message claims a sender its certificate does not name ({}): dropped", crate::tls::peer_name(node));
+        self.registered()
+    }
+
+    fn warn(&mut self, claimed: Option<NodeId>) {
+        if std::mem::replace(&mut self.warned, true) {
+            return;
         }
-        false
+        let names = self.node.map_or_else(|| "no node".to_string(), crate::tls::peer_name);
+        match claimed {
+            Some(c) => tracing::warn!(
+                claimed = %c,
+                "a peer message claims a sender its certificate does not name ({}; the certificate names {names}): dropped",
+                crate::tls::peer_name(c)
+            ),
+            None => tracing::warn!("a peer call from a certificate that names {names}, which is not a registered replica: refused"),
+        }
     }
 }
 

@@ -791,6 +791,13 @@ impl Security {
                 None
             }
         };
+        if args.etcd.iter().any(|e| !e.starts_with("https://")) {
+            if s.etcd_user.is_some() {
+                warn!("the etcd password goes to a plaintext endpoint ({:?}): use https:// with --etcd-ca", args.etcd);
+            } else {
+                warn!("etcd is reached in plaintext ({:?}): whoever can reach it can rewrite membership; use https:// with --etcd-ca", args.etcd);
+            }
+        }
         Ok(Security { peer, http, auth, etcd: s.etcd()? })
     }
 }

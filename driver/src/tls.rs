@@ -41,12 +41,13 @@ pub fn peer_name(id: NodeId) -> String {
     format!("node-{}.synod", id.0)
 }
 
-/// The node ids a certificate names (its `node-<id>.synod` DNS names), checked with webpki's
-/// own name matching. `candidates` are the ids to try (a message names its sender).
-pub fn names_node(cert: &CertificateDer<'_>, id: NodeId) -> bool {
-    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else { return false };
-    let Ok(name) = ServerName::try_from(peer_name(id)) else { return false };
-    ee.verify_is_valid_for_subject_name(&name).is_ok()
+/// The node a certificate speaks for: its one `node-<id>.synod` DNS name, matched exactly (a
+/// wildcard such as `*.synod` names no node). `None` if it names none, or more than one.
+pub fn named_node(cert: &CertificateDer<'_>) -> Option<NodeId> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    let mut ids = ee.valid_dns_names().filter_map(|n| n.strip_prefix("node-")?.strip_suffix(".synod")?.parse::<u64>().ok());
+    let id = ids.next()?;
+    ids.all(|other| other == id).then_some(NodeId(id))
 }
 
 /// The crypto provider every TLS configuration here uses (ring, as tonic's TLS does).

@@ -314,6 +314,29 @@ async fn the_peer_port_admits_members_speaking_as_themselves_only() {
     let r = c.req(leader, Method::GET, "/v1/kv/other/x", &[], "").await.unwrap();
     assert_eq!(r.status, 404, "the refused relayed write did not happen: {}", r.text());
 
+    // (d') Only registered replicas relay, and a relay names its grant: node 9's certificate
+    // (this CA, not a member) cannot call `Forward` at all; a member that sends no grant gets
+    // nothing (this replica authenticates clients); etcd's client certificate (etcd's own CA)
+    // does not even pass the handshake; a wildcard certificate speaks for no node.
+    let node9_tls = || Some(tls_to(&ca_pem, leader, Some(&node9)));
+    let mismatches = c.metric(leader, MISMATCH).await.unwrap();
+    let r = forward(&addr, node9_tls(), relayed_put(STRANGER_KEY, "node 9", app_only())).await;
+    assert!(r.as_ref().is_err_and(|e| e.contains("no registered replica")), "node 9's Forward: {r:?}");
+    metric_rises(&c, leader, MISMATCH, mismatches, "a Forward from a certificate of no registered replica").await;
+    let r = forward(&addr, member_tls(), relayed_put(STRANGER_KEY, "no grant", None)).await.expect("a member's Forward is answered");
+    assert_eq!(r.status, 403, "a relayed PUT without a grant on a replica with tokens: {}", String::from_utf8_lossy(&r.body));
+    let etcd_client = (read_pem("etcd-client.pem"), read_pem("etcd-client-key.pem"));
+    let refused = c.metric(leader, REFUSED).await.unwrap();
+    let r = forward(&addr, Some(tls_to(&ca_pem, leader, Some(&etcd_client))), relayed_put(STRANGER_KEY, "etcd", None)).await;
+    assert!(r.is_err(), "etcd's client certificate on the gRPC port: {r:?}");
+    metric_rises(&c, leader, REFUSED, refused, "etcd's client certificate").await;
+    let now = time::OffsetDateTime::now_utc();
+    let wildcard = ca.issue("wildcard", &["*.synod".to_string()], now - time::Duration::hours(1), now + time::Duration::days(1)).unwrap();
+    let ack = stream_envelopes(&addr, tls_to(&ca_pem, leader, Some(&wildcard)), vec![forward_envelope(victim, ballot, (1 << 60) + 3, STRANGER_KEY)])
+        .await
+        .expect("the wildcard certificate passes the handshake");
+    assert_eq!((ack.received, ack.dropped), (1, 1), "a wildcard certificate speaks for no node");
+
     // After all of it: the refusals were each counted once at least, the cluster serves writes
     // through a follower (forwarding over mutual TLS), and no stranger wrote anything.
     assert!(after_expired >= before + 4, "four refused handshakes: {before} -> {after_expired}");
@@ -753,4 +776,43 @@ async fn a_refused_change_stream_is_counted() {
     let before = c.metric(leader, FORBIDDEN).await.unwrap();
     assert!(matches!(watch(&c, leader, Some(WRITER_TOKEN), "/v1/watch/app/k").await, Opened::Refused(403, _)));
     metric_rises(&c, leader, FORBIDDEN, before, "a change stream refused 403").await;
+}
+
+/// Exactly-once sessions belong to the token that made them: another token using the same
+/// `Idempotency-Key` (or `X-Synod-Session`) gets a session of its own, never the first token's
+/// cached answer (which could hold a value it may not read) and no 422 that tells it the key
+/// was used; the first token's retry still gets its first answer. Refusals carry no
+/// `X-Synod-Index`. (Found by review: sessions were one table for every token.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_belong_to_their_token() {
+    let c = Cluster::secure(3, 2, 1000, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(60)).await;
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    let key = || vec![("idempotency-key", "order-42".to_string()), json_ct()];
+    let incr = r#"{"op":"incr","key":"app/counter","delta":41,"initial":1}"#;
+    let first = call(&c, f, Some(APP_TOKEN), Method::POST, "/v1/rmw", &key(), incr).await;
+    assert_2xx(&first, "app's increment");
+    assert_eq!(first.json()["value"], 42);
+    // The writer token (write on app/, no read) with the same key and another request.
+    let other = call(&c, f, Some(WRITER_TOKEN), Method::PUT, "/v1/kv/app/w", &[("idempotency-key", "order-42".to_string())], "w").await;
+    assert_eq!(other.status, 201, "another token's request under the same key is its own: {}", other.text());
+    assert!(!other.text().contains("42"), "it learns nothing of app's answer: {}", other.text());
+    // app's retry is still exactly-once: the first answer, not a second increment.
+    let again = call(&c, leader, Some(APP_TOKEN), Method::POST, "/v1/rmw", &key(), incr).await;
+    assert_eq!(again.json()["value"], 42, "app's retry: {}", again.text());
+    let r = call(&c, leader, Some(APP_TOKEN), Method::GET, "/v1/kv/app/counter", &[], "").await;
+    assert_eq!(r.text(), "42");
+    // The same for a client session id.
+    let sess = |seq: &str| vec![("x-synod-session", "7".to_string()), ("x-synod-seq", seq.to_string())];
+    assert_2xx(&call(&c, f, Some(APP_TOKEN), Method::PUT, "/v1/kv/app/s", &sess("1"), "a").await, "app's session write 1");
+    assert_2xx(&call(&c, f, Some(APP_TOKEN), Method::PUT, "/v1/kv/app/s", &sess("2"), "b").await, "app's session write 2");
+    let r = call(&c, f, Some(WRITER_TOKEN), Method::PUT, "/v1/kv/app/t", &sess("1"), "b").await;
+    assert_2xx(&r, "writer's session 7 is not app's (whose sequence number 1 would be stale)");
+    // A refusal says nothing of the store.
+    let r = call(&c, f, None, Method::GET, "/v1/kv/app/counter", &[], "").await;
+    assert_401(&r, CHALLENGE, "no token");
+    assert_eq!(r.header("x-synod-index"), None, "a 401 carries no index");
+    let r = call(&c, f, Some(WRITER_TOKEN), Method::GET, "/v1/kv/app/counter", &[], "").await;
+    assert_403(&r, "writer", "a write-only token reads");
+    assert_eq!(r.header("x-synod-index"), None, "a 403 carries no index");
 }

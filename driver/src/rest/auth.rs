@@ -59,17 +59,21 @@ impl Grant {
         Grant { name: String::new(), admin: true, read: vec![Vec::new()], write: vec![Vec::new()], token: None }
     }
 
-    /// From a relayed request: absent is unrestricted (the entry replica authenticates nobody).
-    pub fn from_pb(g: Option<pb::Grant>) -> Self {
+    /// From a relayed request. Absent means the entry replica authenticates nobody: unrestricted
+    /// if this replica does not either (`auth_here` false), else nothing at all (a replica with
+    /// tokens never takes a relayed request that names no grant).
+    pub fn from_pb(g: Option<pb::Grant>, auth_here: bool) -> Self {
         match g {
+            None if auth_here => Grant { name: "(relayed without a grant)".into(), ..Grant::default() },
             None => Grant::all(),
             Some(g) => Grant { name: g.name, admin: g.admin, read: g.read, write: g.write, token: None },
         }
     }
 
-    /// For a relayed request (`None` when unrestricted, so a build without auth sees no change).
+    /// For a relayed request: `None` only for the grant of a replica without authentication
+    /// (a token's grant, even an all-powerful one, always travels, named).
     pub fn to_pb(&self) -> Option<pb::Grant> {
-        (*self != Grant { token: self.token, ..Grant::all() }).then(|| pb::Grant {
+        (*self != Grant::all()).then(|| pb::Grant {
             admin: self.admin,
             read: self.read.clone(),
             write: self.write.clone(),
@@ -218,6 +222,7 @@ impl Tokens {
     pub fn parse(text: &str) -> anyhow::Result<Tokens> {
         let file: TokenFile = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("the token file is not valid: {e}"))?;
         let mut by_hash = HashMap::new();
+        let mut names = std::collections::HashSet::new();
         for (i, e) in file.tokens.into_iter().enumerate() {
             let hash = match (&e.token, &e.token_blake3) {
                 (Some(t), None) if t.len() >= 16 => token_hash(t),
@@ -236,6 +241,12 @@ impl Tokens {
                 write: e.write.into_iter().map(String::into_bytes).collect(),
                 token: Some(hash),
             };
+            if !names.insert(e.name.clone()) {
+                anyhow::bail!("entry {i} repeats the name {:?}: names must be unique (they scope exactly-once sessions)", e.name);
+            }
+            if e.name.is_empty() {
+                anyhow::bail!("entry {i} has an empty name");
+            }
             if by_hash.insert(hash, Arc::new(grant)).is_some() {
                 anyhow::bail!("entry {i} ({:?}) repeats a token of an earlier entry", e.name);
             }
@@ -378,6 +389,8 @@ mod tests {
             r#"{"tokens":[{"name":"a","token":"0123456789abcdef","reed":["x"]}]}"#,
             r#"{"tokens":[{"name":"a","token":"0123456789abcdef"},{"name":"b","token":"0123456789abcdef"}]}"#,
             r#"{"tokens":[{"name":"a","token_blake3":"zz"}]}"#,
+            r#"{"tokens":[{"name":"a","token":"0123456789abcdef"},{"name":"a","token":"0123456789abcdeX"}]}"#,
+            r#"{"tokens":[{"name":"","token":"0123456789abcdef"}]}"#,
             "not json",
         ] {
             assert!(Tokens::parse(bad).is_err(), "{bad}");
@@ -387,9 +400,13 @@ mod tests {
     #[test]
     fn grants_travel_with_relayed_requests() {
         assert_eq!(Grant::all().to_pb(), None);
-        assert_eq!(Grant::from_pb(None), Grant::all());
+        assert_eq!(Grant::from_pb(None, false), Grant::all());
+        let none = Grant::from_pb(None, true);
+        assert!(!none.admin && !none.may_read(Keys::One(b"x")) && !none.may_write(Keys::One(b"x")), "no grant, with tokens here: nothing");
+        let root = Grant { name: "root".into(), token: Some([2; 32]), ..Grant::all() };
+        assert!(root.to_pb().is_some(), "a token's grant travels even when it may do everything");
         let app = Grant { name: "app".into(), write: vec![b"app/".to_vec()], token: Some([1; 32]), ..Grant::default() };
-        let back = Grant::from_pb(app.to_pb());
+        let back = Grant::from_pb(app.to_pb(), true);
         assert_eq!(back, Grant { token: None, ..app });
         assert!(!back.may_write(Keys::One(b"other")));
     }

@@ -120,8 +120,12 @@ impl WriteParams {
     }
 }
 
-/// Parse the exactly-once headers: `X-Synod-Session` + `X-Synod-Seq`, or `Idempotency-Key`.
-pub fn session(headers: &HeaderMap) -> Result<Option<SessionRef>, Problem> {
+/// Parse the exactly-once headers: `X-Synod-Session` + `X-Synod-Seq`, or `Idempotency-Key`, in
+/// the namespace of the token that sent them (`scope`: the token's name; empty without
+/// authentication). Sessions of different tokens never meet: one token cannot read another's
+/// cached results, replay its key, or make its sequence numbers stale. A scoped id is a
+/// cryptographic hash (a 64-bit FNV could be inverted to collide with another token's id).
+pub fn session(headers: &HeaderMap, scope: &str) -> Result<Option<SessionRef>, Problem> {
     let get = |n: &str| headers.get(n).map(|v| v.to_str().map_err(|_| Problem::bad_request(format!("{n} is not ASCII"))));
     let sess = get("x-synod-session").transpose()?;
     let seq = get("x-synod-seq").transpose()?;
@@ -137,11 +141,19 @@ pub fn session(headers: &HeaderMap) -> Result<Option<SessionRef>, Problem> {
             // The store keeps a fingerprint of the request with the session's result, so the
             // same key with a different request is refused (422), not answered with the first
             // request's result.
-            let client = ClientId(fnv1a64(format!("idempotency-key:{k}").as_bytes()) | (1 << 63));
+            let client = if scope.is_empty() {
+                ClientId(fnv1a64(format!("idempotency-key:{k}").as_bytes()) | (1 << 63))
+            } else {
+                ClientId(scoped_id("idempotency-key", scope, k) | (1 << 63))
+            };
             Ok(Some(SessionRef { client, seq: 1 }))
         }
         (Some(s), Some(n), None) => {
-            let client = s.parse::<u64>().map_err(|_| Problem::bad_request("X-Synod-Session must be a u64"))?;
+            let mut client = s.parse::<u64>().map_err(|_| Problem::bad_request("X-Synod-Session must be a u64"))?;
+            if !scope.is_empty() {
+                // Below the top bit, which marks idempotency keys.
+                client = scoped_id("session", scope, &client.to_string()) & !(1 << 63);
+            }
             let seq = n.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| Problem::bad_request("X-Synod-Seq must be a u64 >= 1"))?;
             Ok(Some(SessionRef { client: ClientId(client), seq }))
         }
@@ -150,10 +162,21 @@ pub fn session(headers: &HeaderMap) -> Result<Option<SessionRef>, Problem> {
     }
 }
 
+/// A session id in a token's namespace: 64 bits of BLAKE3 of the kind, the token's name and the
+/// client's id (length-prefixed, so no two triples share an input).
+fn scoped_id(kind: &str, scope: &str, id: &str) -> u64 {
+    let mut h = blake3::Hasher::new();
+    for part in [kind, scope, id] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// Propose `op` with the request's session headers, if `grant` allows it (403 otherwise).
 pub async fn write(ctx: &Ctx, grant: &Grant, headers: &HeaderMap, op: WriteOp) -> Result<loop_io::WriteDone, Outcome> {
     grant.check_op(&op)?;
-    let session = session(headers).map_err(Outcome::from)?;
+    let session = session(headers, &grant.name).map_err(Outcome::from)?;
     loop_io::write(ctx, session, op, !headers.contains_key(NO_CORE_FORWARD)).await
 }
 
@@ -465,22 +488,31 @@ mod tests {
 
     #[test]
     fn session_headers_and_idempotency_keys() {
-        assert_eq!(session(&headers(&[])).unwrap(), None);
-        let s = session(&headers(&[("x-synod-session", "7"), ("x-synod-seq", "3")])).unwrap().unwrap();
+        assert_eq!(session(&headers(&[]), "").unwrap(), None);
+        let s = session(&headers(&[("x-synod-session", "7"), ("x-synod-seq", "3")]), "").unwrap().unwrap();
         assert_eq!((s.client, s.seq), (ClientId(7), 3));
         // The same key gives the same session on any replica, with sequence number 1.
-        let a = session(&headers(&[("idempotency-key", "k")])).unwrap().unwrap();
-        let b = session(&headers(&[("idempotency-key", "k")])).unwrap().unwrap();
+        let a = session(&headers(&[("idempotency-key", "k")]), "").unwrap().unwrap();
+        let b = session(&headers(&[("idempotency-key", "k")]), "").unwrap().unwrap();
         assert_eq!(a, b);
         assert_eq!(a.seq, 1);
         assert!(a.client.0 >> 63 == 1, "keys live apart from CLI sessions");
+        // With tokens, each token's keys and sessions are its own: the same key or session id
+        // from another token is another session (and ids stay on their side of the top bit).
+        let alice = session(&headers(&[("idempotency-key", "k")]), "alice").unwrap().unwrap();
+        let mallory = session(&headers(&[("idempotency-key", "k")]), "mallory").unwrap().unwrap();
+        assert!(alice != mallory && alice != a && alice.client.0 >> 63 == 1);
+        assert_eq!(alice, session(&headers(&[("idempotency-key", "k")]), "alice").unwrap().unwrap());
+        let sa = session(&headers(&[("x-synod-session", "7"), ("x-synod-seq", "3")]), "alice").unwrap().unwrap();
+        let sm = session(&headers(&[("x-synod-session", "7"), ("x-synod-seq", "3")]), "mallory").unwrap().unwrap();
+        assert!(sa.client != sm.client && sa.client != ClientId(7) && sa.client.0 >> 63 == 0);
         for bad in [
             vec![("x-synod-session", "7")],
             vec![("x-synod-session", "x"), ("x-synod-seq", "1")],
             vec![("x-synod-session", "7"), ("x-synod-seq", "0")],
             vec![("x-synod-session", "7"), ("x-synod-seq", "1"), ("idempotency-key", "k")],
         ] {
-            assert_eq!(session(&headers(&bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(session(&headers(&bad), "").unwrap_err().status, StatusCode::BAD_REQUEST, "{bad:?}");
         }
     }
 

@@ -109,7 +109,9 @@ pub struct Ctx {
     /// One gRPC connection per leader address for forwarded requests, shared by all of them:
     /// HTTP/2 multiplexes many forwards in flight on it (a connection per request cost a
     /// follower 90% of its throughput).
-    forward_channels: std::sync::Mutex<std::collections::BTreeMap<String, tonic::transport::Channel>>,
+    /// Keyed by node and address: under TLS a connection is verified as one node, and must not
+    /// serve another that etcd later places at the same address.
+    forward_channels: std::sync::Mutex<std::collections::BTreeMap<(NodeId, String), tonic::transport::Channel>>,
 }
 
 impl Ctx {
@@ -143,18 +145,18 @@ impl Ctx {
     /// broken one reconnects inside the readiness check), else a fresh one. An error means
     /// nothing was sent.
     async fn forward_channel(&self, leader: NodeId, addr: &str) -> Result<tonic::transport::Channel, String> {
-        let cached = self.forward_channels.lock().expect("never poisoned: no panics while held").get(addr).cloned();
+        let cached = self.forward_channels.lock().expect("never poisoned: no panics while held").get(&(leader, addr.to_string())).cloned();
         if let Some(c) = cached {
             let mut grpc = tonic::client::Grpc::new(c.clone());
             match tokio::time::timeout(FORWARD_CONNECT_TIMEOUT, grpc.ready()).await {
                 Ok(Ok(())) => return Ok(c),
                 _ => {
-                    self.forward_channels.lock().expect("never poisoned").remove(addr);
+                    self.forward_channels.lock().expect("never poisoned").remove(&(leader, addr.to_string()));
                 }
             }
         }
         let c = connect(&self.directory, leader, addr).await?;
-        self.forward_channels.lock().expect("never poisoned").insert(addr.to_string(), c.clone());
+        self.forward_channels.lock().expect("never poisoned").insert((leader, addr.to_string()), c.clone());
         Ok(c)
     }
 }
@@ -170,7 +172,7 @@ pub fn authenticate(ctx: &Ctx, parts: &hyper::http::request::Parts) -> Result<Ar
     }
     a.authenticate(parts.headers.get(hyper::header::AUTHORIZATION)).map_err(|why| {
         ctx.metrics.auth_unauthenticated.inc();
-        stamp_index(ctx, auth::unauthorized(why))
+        auth::unauthorized(why)
     })
 }
 
@@ -256,10 +258,13 @@ pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32, grant: Arc<
     hyper::Response::from_parts(parts, body)
 }
 
-/// Every reply says which store index it reflects: a reply without `X-Synod-Index` gets this
-/// replica's applied index (see [`INDEX_HEADER`] for what it means on a refusal).
+/// Every reply says which store index it reflects (but see below): a reply without
+/// `X-Synod-Index` gets this replica's applied index (see [`INDEX_HEADER`] for what it means on a refusal).
 pub fn stamp_index<B>(ctx: &Ctx, mut resp: hyper::Response<B>) -> hyper::Response<B> {
-    if !resp.headers().contains_key(INDEX_HEADER) {
+    // Except a 401 or 403: a caller without a token (or without the permission) learns nothing
+    // of the store, not even how fast its index moves.
+    let refused = matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    if !refused && !resp.headers().contains_key(INDEX_HEADER) {
         resp.headers_mut().insert(INDEX_HEADER, HeaderValue::from(ctx.metrics.store_index.get()));
     }
     resp
@@ -392,7 +397,7 @@ async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr: &str, hop
             // next forward connects afresh.
             let transport = std::error::Error::source(&status).is_some();
             if transport {
-                ctx.forward_channels.lock().expect("never poisoned").remove(addr);
+                ctx.forward_channels.lock().expect("never poisoned").remove(&(leader, addr.to_string()));
             }
             if transport && status.code() == tonic::Code::Unavailable && status.message().contains("connect error") {
                 // The channel had to reconnect for this call and could not: no connection, so

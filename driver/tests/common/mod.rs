@@ -170,7 +170,7 @@ impl Cluster {
     pub async fn secure_unstarted(n: u64, lease_ttl: u64, snapshot_every: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let certs = dir.path().join("certs");
-        let args = driver::certs::CertsArgs { out: certs.clone(), nodes: (1..=n + 2).collect(), hosts: Vec::new(), days: 2 };
+        let args = driver::certs::CertsArgs { out: certs.clone(), nodes: (1..=n + 2).collect(), hosts: Vec::new(), etcd_hosts: Vec::new(), days: 2 };
         driver::certs::run(&args).expect("synod certs");
         let tokens = certs.join("tokens.json");
         let admin = driver::certs::admin_token(&tokens).expect("an admin token");
@@ -185,7 +185,7 @@ impl Cluster {
             format!("--snapshot-every={snapshot_every}"),
             "--write-timeout-ms=3000".to_string(),
             format!("--tokens={}", tokens.display()),
-            format!("--etcd-ca={}", f("ca.pem")),
+            format!("--etcd-ca={}", f("etcd-ca.pem")),
             format!("--etcd-cert={}", f("etcd-client.pem")),
             format!("--etcd-key={}", f("etcd-client-key.pem")),
         ];
