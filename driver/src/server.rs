@@ -908,6 +908,10 @@ impl MakeRequestId for CountingIds {
 
 async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
+    // The console's files hold no data: served without a token (the page asks for one).
+    if rest::ui::is_ui(parts.uri.path()) {
+        return Ok(rest::ui::serve(&parts.method, parts.uri.path()));
+    }
     let grant = match rest::authenticate(&ctx, &parts) {
         Ok(g) => g,
         Err(refused) => return Ok(refused),

@@ -460,6 +460,7 @@ async fn rest_requests_need_a_token_that_allows_them_and_reloads_apply() {
     let admin_routes: Vec<(Method, &str, &str)> = vec![
         (Method::GET, "/metrics", ""),
         (Method::GET, "/v1/status", ""),
+        (Method::GET, "/v1/cluster/status", ""),
         (Method::GET, "/v1/cluster/members", ""),
         (Method::POST, "/v1/cluster/members", r#"{"id":4}"#),
         (Method::DELETE, "/v1/cluster/members/4", ""),
@@ -519,10 +520,18 @@ async fn rest_requests_need_a_token_that_allows_them_and_reloads_apply() {
             dispatched_403 += 1;
         }
     }
-    for path in ["/metrics", "/v1/status", "/v1/cluster/members", "/v1/snapshot"] {
+    for path in ["/metrics", "/v1/status", "/v1/cluster/status", "/v1/cluster/members", "/v1/snapshot"] {
         let r = call(&c, f, Some(&c.sec().admin), Method::GET, path, &[], "").await;
         assert_eq!(r.status, 200, "{path} with the admin token: {}", r.text());
     }
+    // The console's view: every member's own status, asked over mutual TLS with the grant.
+    let r = call(&c, f, Some(&c.sec().admin), Method::GET, "/v1/cluster/status", &[], "").await;
+    let members = r.json()["members"].as_array().cloned().unwrap_or_default();
+    assert!(members.len() >= 3 && members.iter().filter(|m| m["ok"] == true).count() >= 3, "every live member answers: {}", r.text());
+    // The console's files need no token (the page asks for one) and say nothing of the store.
+    let r = call(&c, f, None, Method::GET, "/ui/", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Synod console") && r.header("x-synod-index").is_none());
     // Past the gate: the id is not a registered process.
     let r = call(&c, f, Some(&c.sec().admin), Method::POST, "/v1/cluster/members", &[json_ct()], r#"{"id":77}"#).await;
     assert_problem(&r, 409, "not-registered", "adding an unknown process with the admin token");

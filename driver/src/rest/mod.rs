@@ -27,6 +27,7 @@ pub mod members;
 pub mod problem;
 pub mod query;
 pub mod routes;
+pub mod ui;
 pub mod watch;
 
 use crate::directory::Directory;
@@ -263,7 +264,8 @@ pub async fn dispatch(ctx: Arc<Ctx>, req: Request<Bytes>, hops: u32, grant: Arc<
 pub fn stamp_index<B>(ctx: &Ctx, mut resp: hyper::Response<B>) -> hyper::Response<B> {
     // Except a 401 or 403: a caller without a token (or without the permission) learns nothing
     // of the store, not even how fast its index moves.
-    let refused = matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    // The console's static files ([`ui::Static`]) say nothing of the store either.
+    let refused = matches!(resp.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) || resp.extensions().get::<ui::Static>().is_some();
     if !refused && !resp.headers().contains_key(INDEX_HEADER) {
         resp.headers_mut().insert(INDEX_HEADER, HeaderValue::from(ctx.metrics.store_index.get()));
     }
@@ -354,7 +356,7 @@ async fn send_to_leader(
     forward(ctx, copy, leader, &info.grpc, hops + 1, grant).await
 }
 
-async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr: &str, hops: u32, grant: &auth::Grant) -> Response {
+pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr: &str, hops: u32, grant: &auth::Grant) -> Response {
     ctx.metrics.forwarded.inc();
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let (parts, body) = req.into_parts();

@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/batch/put", &[Method::POST]),
     ("/v1/rmw", &[Method::POST]),
     ("/v1/cluster/members", &[Method::GET, Method::HEAD, Method::POST]),
+    ("/v1/cluster/status", &[Method::GET, Method::HEAD]),
     ("/v1/cluster/members/:id", &[Method::DELETE]),
     ("/v1/snapshot", &[Method::GET, Method::HEAD]),
 ];
@@ -72,6 +73,7 @@ pub fn router() -> Router {
         .route("/v1/batch/put", post(batch::put))
         .route("/v1/rmw", post(batch::rmw))
         .route("/v1/cluster/members", get(members::list).post(members::add))
+        .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/members/:id", delete(members::remove))
         .route("/v1/snapshot", get(backup::get))
         .fallback(no_route)
@@ -281,6 +283,64 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension
         "cluster_version": s.cluster_version,
         "max_cluster_version": s.max_cluster_version,
         "halted": s.halted,
+    });
+    Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
+}
+
+/// How long `/v1/cluster/status` waits for one member's answer.
+const MEMBER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// `GET /v1/cluster/status`: every member's own `/v1/status`, asked by this replica over the
+/// peer protocol (the relay of `super::forward`, with the caller's grant, never relayed
+/// further), at once and each within 0.8 s: one request shows the whole cluster as each member
+/// sees itself (role, applied slot, lag, last contact, serving and why not). A member that does
+/// not answer is listed with the error. The console (`/ui/`) polls it.
+async fn cluster_status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<super::auth::Grant>>, _: Q<NoParams>) -> Outcome {
+    if let Err(p) = grant.check_admin() {
+        return p.into();
+    }
+    let Some(s) = loop_io::status(&ctx).await else {
+        return Problem::unavailable("shutting-down", "the node loop is not answering").into();
+    };
+    let dir = ctx.directory.all();
+    let mut ids: std::collections::BTreeSet<paxos::NodeId> = s.core.config.acceptors.iter().chain(s.core.config.learners.iter()).map(|m| m.node).collect();
+    ids.insert(ctx.me);
+    let asks = ids.into_iter().map(|id| {
+        let (ctx, grant, info) = (ctx.clone(), grant.clone(), dir.get(&id).cloned());
+        async move {
+            let req = hyper::Request::builder().method(Method::GET).uri("/v1/status").body(bytes::Bytes::new()).expect("a valid request");
+            let answer = if id == ctx.me {
+                Ok(super::dispatch(ctx.clone(), req, super::MAX_HOPS, grant).await.map(axum::body::Body::from))
+            } else if let Some(info) = &info {
+                let call = super::forward(&ctx, req, id, &info.grpc, super::MAX_HOPS, &grant);
+                tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await.map_err(|_| format!("no answer within {MEMBER_STATUS_TIMEOUT:?}"))
+            } else {
+                Err("not registered (no live process in etcd)".to_string())
+            };
+            let answer = match answer {
+                Ok(r) => {
+                    let status = r.status();
+                    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap_or_default();
+                    match serde_json::from_slice::<serde_json::Value>(&body) {
+                        Ok(v) if status.is_success() => Ok(v),
+                        Ok(v) => Err(format!("{}: {}", v["title"].as_str().unwrap_or("error"), v["detail"].as_str().unwrap_or(""))),
+                        Err(_) => Err(format!("answered {status}")),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(status) => json!({ "id": id.0, "ok": true, "status": status }),
+                Err(error) => json!({ "id": id.0, "ok": false, "error": error, "http": info.map(|i| i.http) }),
+            }
+        }
+    });
+    let members: Vec<serde_json::Value> = futures::future::join_all(asks).await;
+    let body = json!({
+        "asked_by": ctx.me.0,
+        "leader": s.core.leader.map(|l| l.0),
+        "epoch": s.core.config.epoch,
+        "members": members,
     });
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
 }
