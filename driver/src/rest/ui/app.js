@@ -208,7 +208,7 @@ async function list(fresh) {
   let q = "?prefix=" + encodeURIComponent(state.prefix) + "&limit=50&keys_only=true";
   if (state.cursor) q += "&cursor=" + encodeURIComponent(state.cursor);
   const r = await api("GET", "/v1/kv" + q);
-  if (!r.ok) { showError("list: " + (await problem(r))); return; }
+  if (!r.ok) { if (r.status !== 401) showError("list: " + (await problem(r))); return; }
   const page = await r.json();
   for (const e of page.entries) {
     const tr = document.createElement("tr");
