@@ -48,6 +48,9 @@ impl PeerInfo {
 pub struct Directory {
     inner: Arc<RwLock<BTreeMap<NodeId, PeerInfo>>>,
     tls: Option<Arc<crate::tls::PeerTls>>,
+    /// The node ids of the configuration this replica runs (acceptors and learners), as the
+    /// node loop last applied it.
+    members: Arc<RwLock<std::collections::BTreeSet<NodeId>>>,
 }
 
 impl Directory {
@@ -58,7 +61,20 @@ impl Directory {
 
     /// An empty directory whose peers are reached over mutual TLS (`Some`).
     pub fn with_tls(tls: Option<crate::tls::PeerTls>) -> Self {
-        Directory { inner: Arc::default(), tls: tls.map(Arc::new) }
+        Directory { inner: Arc::default(), tls: tls.map(Arc::new), members: Arc::default() }
+    }
+
+    /// Record the configuration's members (the node loop, on every configuration it applies).
+    pub fn set_members(&self, members: impl IntoIterator<Item = NodeId>) {
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members.into_iter().collect();
+    }
+
+    /// Whether `node` may speak to this replica: a member of the configuration it runs, or a
+    /// registered replica (a joiner, a learner not yet applied here). Membership does not hang
+    /// on a live etcd key: a member whose registration vanished (an etcd outage longer than its
+    /// lease, a deleted key) keeps its vote.
+    pub fn knows(&self, node: NodeId) -> bool {
+        self.members.read().unwrap_or_else(|e| e.into_inner()).contains(&node) || self.inner.read().unwrap_or_else(|e| e.into_inner()).contains_key(&node)
     }
 
     /// Whether peers are reached over mutual TLS.

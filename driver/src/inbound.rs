@@ -68,16 +68,13 @@ impl PeerService {
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     async fn stream(&self, request: Request<Streaming<pb::Envelope>>) -> Result<Response<pb::StreamAck>, Status> {
-        let mut sender = Sender::of(&request, self.rest.directory.clone());
+        let mut sender = Sender::of(&request, self.rest.directory.clone(), self.metrics.clone());
         let mut stream = request.into_inner();
         let (mut received, mut dropped) = (0u64, 0u64);
         while let Ok(Some(m)) = stream.message().await {
             received += 1;
             match proto::decode_envelope(m) {
-                Ok(env) if !sender.may_speak_for(env.from.node) => {
-                    dropped += 1;
-                    self.metrics.peer_identity_mismatches.inc();
-                }
+                Ok(env) if !sender.may_speak_for(env.from.node) => dropped += 1,
                 Ok(env) if env.to == self.me => {
                     if self.inputs.send(Input::Peer(env)).await.is_err() {
                         break;
@@ -93,10 +90,9 @@ impl pb::peer_server::Peer for PeerService {
     }
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardReply>, Status> {
-        let mut sender = Sender::of(&request, self.rest.directory.clone());
+        let mut sender = Sender::of(&request, self.rest.directory.clone(), self.metrics.clone());
         if !sender.registered() {
-            self.metrics.peer_identity_mismatches.inc();
-            return Err(Status::permission_denied("the client certificate names no registered replica"));
+            return Err(Status::permission_denied("the client certificate names no member or registered replica"));
         }
         let f = request.into_inner();
         let mut builder = hyper::Request::builder().method(f.method.as_str()).uri(f.path_and_query.as_str());
@@ -120,8 +116,8 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotAck>, Status> {
-        let sender = Sender::of(&request, self.rest.directory.clone());
-        let stream = Checked { inner: request.into_inner(), sender, metrics: self.metrics.clone() };
+        let sender = Sender::of(&request, self.rest.directory.clone(), self.metrics.clone());
+        let stream = Checked { inner: request.into_inner(), sender };
         let ack = receive(stream, &self.inputs, &self.snapshots, SNAPSHOT_IDLE).await;
         Ok(Response::new(ack))
     }
@@ -205,23 +201,28 @@ struct Sender {
     /// The node its certificate names.
     node: Option<NodeId>,
     directory: crate::directory::Directory,
+    metrics: Arc<Metrics>,
     warned: bool,
 }
 
 impl Sender {
-    fn of<T>(request: &Request<T>, directory: crate::directory::Directory) -> Self {
+    fn of<T>(request: &Request<T>, directory: crate::directory::Directory, metrics: Arc<Metrics>) -> Self {
         let certs = request.peer_certs();
         let node = certs.as_ref().and_then(|c| c.first()).and_then(crate::tls::named_node);
-        Sender { tls: certs.is_some(), node, directory, warned: false }
+        // Whether TLS is on is the server's setting, not the connection's: a call that arrives
+        // without certificates on a TLS server names no node and is refused (fails closed).
+        Sender { tls: directory.tls(), node, directory, metrics, warned: false }
     }
 
-    /// The sender is a registered replica (always, without TLS).
+    /// The sender is a member of the configuration or a registered replica (always, without
+    /// TLS).
     fn registered(&mut self) -> bool {
         if !self.tls {
             return true;
         }
-        let ok = self.node.is_some_and(|n| self.directory.get(n).is_some());
+        let ok = self.node.is_some_and(|n| self.directory.knows(n));
         if !ok {
+            self.metrics.peer_calls_unknown.inc();
             self.warn(None);
         }
         ok
@@ -233,6 +234,7 @@ impl Sender {
             return true;
         }
         if self.node != Some(node) {
+            self.metrics.peer_identity_mismatches.inc();
             self.warn(Some(node));
             return false;
         }
@@ -250,7 +252,7 @@ impl Sender {
                 "a peer message claims a sender its certificate does not name ({}; the certificate names {names}): dropped",
                 crate::tls::peer_name(c)
             ),
-            None => tracing::warn!("a peer call from a certificate that names {names}, which is not a registered replica: refused"),
+            None => tracing::warn!("a peer call from a certificate that names {names}, which is neither a member nor a registered replica: refused"),
         }
     }
 }
@@ -259,7 +261,6 @@ impl Sender {
 struct Checked {
     inner: Streaming<pb::SnapshotChunk>,
     sender: Sender,
-    metrics: Arc<Metrics>,
 }
 
 #[tonic::async_trait]
@@ -269,7 +270,6 @@ impl SnapshotStream for Checked {
         if let Some(c) = &chunk {
             let from = NodeId(c.from.as_ref().map_or(0, |m| m.node));
             if !self.sender.may_speak_for(from) {
-                self.metrics.peer_identity_mismatches.inc();
                 return Err(Status::permission_denied(format!("the certificate does not name {}", crate::tls::peer_name(from))));
             }
         }

@@ -148,6 +148,12 @@ pub struct Metrics {
     /// Peer messages dropped because they claim to come from a node the sender's certificate
     /// does not name.
     pub peer_identity_mismatches: Counter,
+    /// Peer calls refused because the sender's certificate names no member of the
+    /// configuration and no registered replica (a removed member, an id issued for later,
+    /// etcd's certificate).
+    pub peer_calls_unknown: Counter,
+    /// `/v1/cluster/status` questions to members that got no answer.
+    pub member_status_failures: Counter,
     /// REST requests answered 401 (no valid token).
     pub auth_unauthenticated: Counter,
     /// REST requests answered 403 (the token does not allow it).
@@ -235,6 +241,8 @@ impl Default for Metrics {
             peer_tls_refused: Counter::default(),
             client_tls_refused: Counter::default(),
             peer_identity_mismatches: Counter::default(),
+            peer_calls_unknown: Counter::default(),
+            member_status_failures: Counter::default(),
             auth_unauthenticated: Counter::default(),
             auth_forbidden: Counter::default(),
             reads_not_served: Counter::default(),
@@ -260,7 +268,7 @@ impl Metrics {
     fn register(&self) {
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.scrape;
-        let counters: [(&str, &str, &Counter); 33] = [
+        let counters: [(&str, &str, &Counter); 35] = [
             ("synod_proposals", "Commands proposed by this node.", &self.proposals),
             ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
             ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
@@ -286,6 +294,8 @@ impl Metrics {
             ("synod_peer_tls_refused", "TLS handshakes refused on the gRPC (peer) port.", &self.peer_tls_refused),
             ("synod_client_tls_refused", "TLS handshakes that failed on the REST port.", &self.client_tls_refused),
             ("synod_peer_identity_mismatches", "Peer messages dropped: the sender's certificate does not name the node they claim to come from.", &self.peer_identity_mismatches),
+            ("synod_peer_calls_unknown", "Peer calls refused: the certificate names no member and no registered replica.", &self.peer_calls_unknown),
+            ("synod_member_status_failures", "Members that did not answer a /v1/cluster/status question.", &self.member_status_failures),
             ("synod_auth_unauthenticated", "REST requests answered 401 (no valid bearer token).", &self.auth_unauthenticated),
             ("synod_auth_forbidden", "REST requests answered 403 (the token does not allow them).", &self.auth_forbidden),
             ("synod_watch_streams_opened", "Watch streams (server-sent events) opened.", &self.watch_streams_opened),

@@ -635,7 +635,10 @@ impl NodeLoop {
                 Output::LeaderChanged { leader, ballot } => {
                     self.wiring.metrics.set_leader(leader, ballot)
                 }
-                Output::ConfigChanged(config) => self.wiring.metrics.config_epoch.set(config.epoch),
+                Output::ConfigChanged(config) => {
+                    self.wiring.metrics.config_epoch.set(config.epoch);
+                    self.wiring.directory.set_members(config.acceptors.iter().chain(config.learners.iter()).map(|m| m.node));
+                }
                 Output::Removed(r) => {
                     let _ = self.wiring.removal.send(Some(r));
                 }

@@ -240,6 +240,11 @@ pub struct SecurityArgs {
     /// The private key of --etcd-cert (PEM).
     #[arg(long, env = "SYNOD_ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<std::path::PathBuf>,
+    /// Allow --tokens without mutual TLS between replicas. Without peer TLS anyone who reaches
+    /// the gRPC port can relay a request with any permissions, so the tokens protect little;
+    /// refused unless this is given (a test bed, a private network).
+    #[arg(long, env = "SYNOD_INSECURE_PEERS")]
+    pub insecure_peers: bool,
     /// etcd's user (when etcd has auth enabled); the password is --etcd-password.
     #[arg(long, env = "SYNOD_ETCD_USER", requires = "etcd_password")]
     pub etcd_user: Option<String>,
@@ -422,6 +427,15 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.suspect_leader_after_ms = args.suspect_leader_after_ms;
     settings.snapshot_chunk_bytes = crate::snapshot::CHUNK_BYTES;
     let directory = Directory::with_tls(security.peer.clone());
+    // Who may speak to this replica before its node loop applies a configuration: the founders,
+    // or the configuration its data directory holds (then the loop keeps it current).
+    if let Some(c) = &settings.bootstrap {
+        directory.set_members(c.acceptors.iter().chain(c.learners.iter()).map(|m| m.node));
+    }
+    if let Some((_, crate::durable::Opened::Recovered(r))) = &data {
+        let c = &r.disk.snapshot.config;
+        directory.set_members(c.acceptors.iter().chain(c.learners.iter()).map(|m| m.node));
+    }
     let metrics = Arc::new(Metrics::default());
     let (inputs, inbox) = NodeHandle::channels();
     let (election_tx, election_rx) = mpsc::unbounded_channel();
@@ -782,7 +796,11 @@ impl Security {
                 let a = rest::auth::Auth::load(path)?;
                 info!(tokens = a.count(), file = %path.display(), "clients need a bearer token (SIGHUP reloads the file)");
                 if peer.is_none() {
-                    warn!("client tokens without peer TLS: the gRPC port accepts relayed requests from anyone, with any permissions; set --tls-ca/--tls-cert/--tls-key");
+                    anyhow::ensure!(
+                        s.insecure_peers,
+                        "--tokens without peer TLS: the gRPC port would accept relayed requests from anyone, with any permissions; set --tls-ca/--tls-cert/--tls-key (or --insecure-peers to accept that)"
+                    );
+                    warn!("client tokens without peer TLS (--insecure-peers): the gRPC port accepts relayed requests from anyone, with any permissions");
                 }
                 Some(Arc::new(a))
             }

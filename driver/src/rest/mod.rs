@@ -353,11 +353,16 @@ async fn send_to_leader(
         }
         return Problem::unavailable("too-many-hops", format!("forwarded {hops} times without reaching the leader; retry")).into_response();
     }
-    forward(ctx, copy, leader, &info.grpc, hops + 1, grant).await
+    forward(ctx, copy, leader, &info.grpc, hops + 1, grant, true).await
 }
 
-pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr: &str, hops: u32, grant: &auth::Grant) -> Response {
-    ctx.metrics.forwarded.inc();
+/// Relay `req` to `leader` over gRPC `Forward` and answer with its reply. `relay` is true for a
+/// client request sent to the leader (counted in `synod_forwarded_requests`), false for this
+/// replica's own question (`/v1/cluster/status`), which the caller counts.
+pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr: &str, hops: u32, grant: &auth::Grant, relay: bool) -> Response {
+    if relay {
+        ctx.metrics.forwarded.inc();
+    }
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD);
     let (parts, body) = req.into_parts();
     let headers = parts
@@ -383,8 +388,10 @@ pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr
     let channel = match ctx.forward_channel(leader, addr).await {
         Ok(c) => c,
         Err(why) => {
-            ctx.metrics.forward_failures.inc();
-            return Problem::unavailable("forward-failed", format!("the leader at {addr} is unreachable: {why}")).into_response();
+            if relay {
+                ctx.metrics.forward_failures.inc();
+            }
+            return Problem::unavailable("forward-failed", format!("node {leader} at {addr} is unreachable: {why}")).into_response();
         }
     };
     let timeout = ctx.write_timeout + Duration::from_secs(1);
@@ -393,7 +400,9 @@ pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr
     let reply = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => {
-            ctx.metrics.forward_failures.inc();
+            if relay {
+                ctx.metrics.forward_failures.inc();
+            }
             // A transport error (the status has a source; a status the leader sent has none):
             // the cached connection may have died since its readiness check. Forget it, so the
             // next forward connects afresh.
@@ -401,16 +410,23 @@ pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr
             if transport {
                 ctx.forward_channels.lock().expect("never poisoned").remove(&(leader, addr.to_string()));
             }
+            if !transport && matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) {
+                // The peer refused the caller before dispatching anything (its certificate names
+                // no member it knows): not done.
+                return Problem::unavailable("forward-failed", format!("node {leader} at {addr} refused the relay: {}", status.message())).into_response();
+            }
             if transport && status.code() == tonic::Code::Unavailable && status.message().contains("connect error") {
                 // The channel had to reconnect for this call and could not: no connection, so
                 // nothing reached the leader ("not done" is the truth).
-                return Problem::unavailable("forward-failed", format!("the leader at {addr} is unreachable: {}", status.message()))
+                return Problem::unavailable("forward-failed", format!("node {leader} at {addr} is unreachable: {}", status.message()))
                     .into_response();
             }
             return sent_and_failed(is_write, format!("the forwarded request failed: {:?}: {}", status.code(), status.message()));
         }
         Err(_) => {
-            ctx.metrics.forward_failures.inc();
+            if relay {
+                ctx.metrics.forward_failures.inc();
+            }
             return sent_and_failed(is_write, "the leader did not answer in time".to_string());
         }
     };
@@ -548,7 +564,7 @@ mod tests {
         });
         let c = ctx();
         for _ in 0..3 {
-            let r = forward(&c, req(Method::GET), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+            let r = forward(&c, req(Method::GET), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
             assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "three forwards, one connection");
@@ -556,7 +572,7 @@ mod tests {
         server.abort();
         let _ = server.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "nothing was sent");
         assert_eq!(slug(r).await, "forward-failed");
     }
@@ -567,7 +583,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         let c = ctx();
-        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(slug(r).await, "forward-failed");
     }
@@ -577,13 +593,13 @@ mod tests {
         let addr = unavailable_after_receiving().await;
         let c = ctx();
         // The old mapping answered 503 here although the leader had the request.
-        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+        let r = forward(&c, req(Method::PUT), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(slug(r).await, "outcome-unknown");
-        let r = forward(&c, req(Method::POST), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+        let r = forward(&c, req(Method::POST), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         // A read did nothing: "retry" is the truth.
-        let r = forward(&c, req(Method::GET), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+        let r = forward(&c, req(Method::GET), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -591,7 +607,7 @@ mod tests {
     async fn connection_dropped_after_sending_a_write_is_504() {
         let addr = drops_after_reading().await;
         let c = ctx();
-        let r = forward(&c, req(Method::DELETE), NodeId(2), &addr, 1, &auth::Grant::all()).await;
+        let r = forward(&c, req(Method::DELETE), NodeId(2), &addr, 1, &auth::Grant::all(), true).await;
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(slug(r).await, "outcome-unknown");
     }

@@ -312,7 +312,7 @@ async fn cluster_status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): E
             let answer = if id == ctx.me {
                 Ok(super::dispatch(ctx.clone(), req, super::MAX_HOPS, grant).await.map(axum::body::Body::from))
             } else if let Some(info) = &info {
-                let call = super::forward(&ctx, req, id, &info.grpc, super::MAX_HOPS, &grant);
+                let call = super::forward(&ctx, req, id, &info.grpc, super::MAX_HOPS, &grant, false);
                 tokio::time::timeout(MEMBER_STATUS_TIMEOUT, call).await.map_err(|_| format!("no answer within {MEMBER_STATUS_TIMEOUT:?}"))
             } else {
                 Err("not registered (no live process in etcd)".to_string())
@@ -331,7 +331,10 @@ async fn cluster_status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): E
             };
             match answer {
                 Ok(status) => json!({ "id": id.0, "ok": true, "status": status }),
-                Err(error) => json!({ "id": id.0, "ok": false, "error": error, "http": info.map(|i| i.http) }),
+                Err(error) => {
+                    ctx.metrics.member_status_failures.inc();
+                    json!({ "id": id.0, "ok": false, "error": error, "http": info.map(|i| i.http) })
+                }
             }
         }
     });

@@ -51,7 +51,11 @@ fn answer(method: &Method, path: &str) -> Response {
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Only this replica's own files and API: no inline script, no other origin.
-    r.headers_mut().insert("content-security-policy", HeaderValue::from_static("default-src 'self'; style-src 'self'; img-src 'self' data:"));
+    r.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    );
+    r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
 

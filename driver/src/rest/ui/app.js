@@ -60,7 +60,12 @@ $("#token-form").addEventListener("submit", (ev) => {
 // ---- keys and values as bytes ---------------------------------------------------------------
 
 const enc = new TextEncoder();
-function keyPath(key) { return "/v1/kv/" + encodeURIComponent(key); }
+// A key as shown (text, or "base64:..." for one that is not UTF-8) to its URL: a binary key is
+// sent byte by byte, percent-encoded.
+function keyPath(key) {
+  if (key.startsWith("base64:")) return "/v1/kv/" + Array.from(fromB64(key.slice(7)), (b) => "%" + b.toString(16).padStart(2, "0")).join("");
+  return "/v1/kv/" + encodeURIComponent(key);
+}
 function fromJsonBytes(v) {
   if (v === null || v === undefined) return "";
   if (typeof v === "string") return v;
@@ -99,7 +104,7 @@ function renderMembers(cs) {
     const s = m.status;
     if (s.role === "leader") leader = s.id;
     tr.dataset.role = s.role;
-    const mine = s.members.find((x) => x.id === s.id);
+    const mine = (s.members || []).find((x) => x.id === s.id);
     if (s.role === "leader") tr.classList.add("leader");
     if (!s.serving) tr.classList.add("not-serving");
     if (s.lag_slots > 100) tr.classList.add("lagging");
@@ -189,7 +194,11 @@ async function refreshMetrics() {
 async function refresh() {
   try {
     const r = await api("GET", "/v1/cluster/status");
-    if (!r.ok) { if (r.status !== 401) showError("cluster status: " + (await problem(r))); return; }
+    if (!r.ok) {
+      if (r.status === 403) showError("cluster status: " + (await problem(r)) + " (the cluster view needs an admin token; the key browser works with this one)");
+      else if (r.status !== 401) showError("cluster status: " + (await problem(r)));
+      return;
+    }
     const cs = await r.json();
     $("#served-by").textContent = "served by node " + cs.asked_by;
     renderMembers(cs);
@@ -215,7 +224,7 @@ async function list(fresh) {
     const key = fromJsonBytes(e.key);
     tr.dataset.key = key;
     cell(tr, key); cell(tr, e.version);
-    if (typeof e.key === "string") tr.addEventListener("click", () => openKey(key));
+    tr.addEventListener("click", () => openKey(key));
     $("#key-list tbody").appendChild(tr);
   }
   state.cursor = page.next_cursor || null;
@@ -294,7 +303,7 @@ async function follow() {
     try {
       const h = headers(last === null ? {} : { "Last-Event-ID": String(last) });
       const r = await fetch("/v1/watch/" + encodeURIComponent(prefix) + "?prefix=true&progress=5s", { headers: h, signal: ctl.signal });
-      if (!r.ok) { showError("follow: " + (await problem(r))); return; }
+      if (!r.ok) { if (r.status !== 401) showError("follow: " + (await problem(r))); return; }
       const reader = r.body.getReader();
       const dec = new TextDecoder();
       let buf = "";
