@@ -45,6 +45,14 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 }
 
+/// A borrowed byte string in the compact encoding (for sequences of byte strings).
+#[derive(serde::Serialize)]
+pub(crate) struct Ref<'a>(#[serde(with = "crate::bytes")] pub(crate) &'a [u8]);
+
+/// An owned byte string in the compact encoding.
+#[derive(serde::Deserialize)]
+pub(crate) struct Owned(#[serde(with = "crate::bytes")] pub(crate) Vec<u8>);
+
 /// The same for `Option<Vec<u8>>`.
 pub mod opt {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 /// `PutMany`, `Cas`, `Incr`, `Append`. Their encoding, tag included, is unchanged.
 pub const REQUEST_FORMAT: u8 = 1;
 
-/// The highest request format tag this build decodes (2: [`WriteOp::DeleteRange`]).
-pub const MAX_REQUEST_FORMAT: u8 = 2;
+/// The highest request format tag this build decodes (3: the lease operations, see
+/// [`WriteOp::format`]).
+pub const MAX_REQUEST_FORMAT: u8 = 3;
 
 /// A client session id. Each client (or each REST idempotency key, hashed by the driver) owns one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -244,6 +245,35 @@ pub enum WriteOp {
         #[serde(with = "crate::bytes::opt")]
         end: Option<Vec<u8>>,
     },
+    /// Grant a lease of `ttl_ms` of log time; its id is the command's store index (unique,
+    /// the same on every replica). Format 3, like every lease operation (see [`crate::lease`]).
+    LeaseGrant {
+        /// Time to live, in ms of log time, between `min_ttl_ms` and `max_ttl_ms`.
+        ttl_ms: u64,
+    },
+    /// Renew a lease: it now expires `ttl_ms` of log time after this command.
+    LeaseKeepAlive {
+        /// The lease.
+        id: u64,
+    },
+    /// End a lease now and delete every key attached to it, in this one command.
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+    /// Expire every lease whose deadline has passed on the log clock at this command, deleting
+    /// their keys. Proposed by the leader (never by a client); see [`crate::lease`].
+    LeaseSweep,
+    /// An atomic batch like [`WriteOp::PutMany`] whose puts attach their keys to `lease` (a
+    /// single put with `?lease=` is a batch of one, answered [`crate::WriteOutcome::Put`] with
+    /// the previous version; any other batch [`crate::WriteOutcome::Batch`]). Refused whole if
+    /// the lease does not exist or would hold too many keys.
+    Leased {
+        /// The lease the put keys attach to.
+        lease: u64,
+        /// The operations, applied in order.
+        ops: Vec<BatchOp>,
+    },
 }
 
 /// Why a byte string is not a [`Request`].
@@ -318,9 +348,9 @@ impl WriteOp {
         h.finish().0
     }
 
-    /// The request format this operation needs: 1 for every operation of the previous release,
-    /// 2 for [`WriteOp::DeleteRange`]. [`Request::encode`] writes it as the tag, and the store
-    /// applies the operation only at a cluster version at least this.
+    /// The request format this operation needs: 1 for every operation of release 0.1, 2 for
+    /// [`WriteOp::DeleteRange`] (0.2), 3 for the lease operations. [`Request::encode`] writes it
+    /// as the tag, and the store applies the operation only at a cluster version at least this.
     pub fn format(&self) -> u8 {
         match self {
             WriteOp::Put { .. }
@@ -330,14 +360,25 @@ impl WriteOp {
             | WriteOp::Incr { .. }
             | WriteOp::Append { .. } => REQUEST_FORMAT,
             WriteOp::DeleteRange { .. } => 2,
+            WriteOp::LeaseGrant { .. }
+            | WriteOp::LeaseKeepAlive { .. }
+            | WriteOp::LeaseRevoke { .. }
+            | WriteOp::LeaseSweep
+            | WriteOp::Leased { .. } => 3,
         }
     }
 
-    /// Every key this operation writes, in order. Empty for [`WriteOp::DeleteRange`], which has
-    /// no fixed key set (the keys it deletes depend on the state: [`crate::Store::keys_in`]).
+    /// Every key this operation writes, in order. Empty for [`WriteOp::DeleteRange`] and the
+    /// lease operations that delete keys, which have no fixed key set (the keys they delete
+    /// depend on the state: [`crate::Store::keys_in`], [`crate::Store::lease`]).
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
-            WriteOp::DeleteRange { .. } => Vec::new(),
+            WriteOp::DeleteRange { .. }
+            | WriteOp::LeaseGrant { .. }
+            | WriteOp::LeaseKeepAlive { .. }
+            | WriteOp::LeaseRevoke { .. }
+            | WriteOp::LeaseSweep => Vec::new(),
+            WriteOp::Leased { ops, .. } => ops.iter().map(BatchOp::key).collect(),
             WriteOp::Put { key, .. }
             | WriteOp::Delete { key, .. }
             | WriteOp::Cas { key, .. }
@@ -377,7 +418,7 @@ mod tests {
     fn decode_rejects_bad_input_without_panicking() {
         assert_eq!(Request::decode(&[]), Err(CodecError::Empty));
         assert_eq!(Request::decode(&[9, 0]), Err(CodecError::UnknownFormat { got: 9 }));
-        assert_eq!(Request::decode(&[3, 0]), Err(CodecError::UnknownFormat { got: 3 }));
+        assert_eq!(Request::decode(&[4, 0]), Err(CodecError::UnknownFormat { got: 4 }));
         assert_eq!(Request::decode(&[0, 0]), Err(CodecError::UnknownFormat { got: 0 }));
         let mut bytes = sample().encode();
         bytes.push(0);

@@ -84,6 +84,45 @@ impl Store {
                 }
                 done(WriteOutcome::RangeDeleted { deleted: keys.len() as u64 })
             }
+            WriteOp::LeaseGrant { ttl_ms } => {
+                self.lease_grant(index, *ttl_ms)?;
+                done(WriteOutcome::LeaseGranted { id: index, ttl_ms: *ttl_ms })
+            }
+            WriteOp::LeaseKeepAlive { id } => {
+                let ttl_ms = self.lease_keep_alive(*id)?;
+                done(WriteOutcome::LeaseKept { id: *id, ttl_ms })
+            }
+            WriteOp::LeaseRevoke { id } => {
+                let deleted = self.lease_end(*id)?;
+                done(WriteOutcome::LeaseRevoked { id: *id, deleted })
+            }
+            WriteOp::LeaseSweep => {
+                // Cannot fail: the due leases are collected first, then each one ended.
+                let due: Vec<u64> = self.leases_due(self.log_clock_ms()).into_iter().map(|(id, _)| id).collect();
+                let mut deleted = 0;
+                for id in &due {
+                    deleted += self.lease_end(*id).unwrap_or(0);
+                }
+                done(WriteOutcome::LeasesExpired { ids: due, deleted })
+            }
+            WriteOp::Leased { lease, ops } => {
+                let puts: Vec<&[u8]> = ops.iter().filter(|o| matches!(o, BatchOp::Put { .. })).map(BatchOp::key).collect();
+                self.lease_room(*lease, &puts)?;
+                // A batch of one put (`PUT /v1/kv/{key}?lease=`) answers like a put, with the
+                // previous version; any other batch like a batch.
+                let single = match ops.as_slice() {
+                    [BatchOp::Put { key, .. }] => Some(self.data.get(key.as_slice()).map(|v| v.version)),
+                    _ => None,
+                };
+                let out = self.put_many(index, ops)?;
+                for key in puts {
+                    self.leases.attach(key, *lease);
+                }
+                match single {
+                    Some(previous_version) => done(WriteOutcome::Put { previous_version }),
+                    None => Ok(out),
+                }
+            }
         }
     }
 

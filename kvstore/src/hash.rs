@@ -44,20 +44,39 @@ pub(crate) struct StateHasher {
     entries: u64,
     /// Wrapping sum of [`session_hash`] over the sessions fed so far.
     sessions: u64,
+    /// Wrapping sum of [`lease_hash`] and [`attach_hash`] (cluster version 3 on).
+    leases: u64,
 }
 
 /// The hash of one entry, summed (wrapping) over all entries into the state hash.
 pub(crate) fn entry_hash(key: &[u8], value: &[u8], version: u64) -> u64 {
-    let mut h = StateHasher { h: 0x6a09_e667_f3bc_c908, entries: 0, sessions: 0 };
+    let mut h = StateHasher { h: 0x6a09_e667_f3bc_c908, entries: 0, sessions: 0, leases: 0 };
     h.bytes(key);
     h.bytes(value);
     h.word(version);
     h.finish().0
 }
 
+/// The hash of one lease (without its keys), summed into the leases' part of the state hash.
+pub(crate) fn lease_hash(id: u64, ttl_ms: u64, deadline_ms: u64) -> u64 {
+    let mut h = StateHasher { h: 0x3c6e_f372_fe94_f82b, entries: 0, sessions: 0, leases: 0 };
+    for w in [id, ttl_ms, deadline_ms] {
+        h.word(w);
+    }
+    h.finish().0
+}
+
+/// The hash of one key's attachment to a lease, summed into the leases' part.
+pub(crate) fn attach_hash(key: &[u8], id: u64) -> u64 {
+    let mut h = StateHasher { h: 0xa54f_f53a_5f1d_36f1, entries: 0, sessions: 0, leases: 0 };
+    h.bytes(key);
+    h.word(id);
+    h.finish().0
+}
+
 /// The hash of one session entry, summed (wrapping) over the session table into the state hash.
 pub(crate) fn session_hash(client: ClientId, e: &SessionEntry) -> u64 {
-    let mut h = StateHasher { h: 0xbb67_ae85_84ca_a73b, entries: 0, sessions: 0 };
+    let mut h = StateHasher { h: 0xbb67_ae85_84ca_a73b, entries: 0, sessions: 0, leases: 0 };
     for w in [client.0, e.seq, e.last_active_ms, e.fingerprint, e.index] {
         h.word(w);
     }
@@ -69,7 +88,7 @@ pub(crate) fn session_hash(client: ClientId, e: &SessionEntry) -> u64 {
 
 impl StateHasher {
     pub(crate) fn new() -> Self {
-        StateHasher { h: 0xcbf2_9ce4_8422_2325, entries: 0, sessions: 0 }
+        StateHasher { h: 0xcbf2_9ce4_8422_2325, entries: 0, sessions: 0, leases: 0 }
     }
 
     fn word(&mut self, w: u64) {
@@ -141,10 +160,26 @@ impl StateHasher {
         self.sessions = self.sessions.wrapping_add(sum);
     }
 
+    /// The leases' part (cluster version 3 on): their count enters the walk, their sum (leases
+    /// and attachments, order-independent) is added.
+    pub(crate) fn leases(&mut self, count: u64, sum: u64) {
+        self.word(count);
+        self.leases = self.leases.wrapping_add(sum);
+    }
+
+    /// Add one lease and its keys to the leases' sum (the snapshot walk).
+    pub(crate) fn lease(&mut self, id: u64, ttl_ms: u64, deadline_ms: u64, keys: &[Vec<u8>]) {
+        self.leases = self.leases.wrapping_add(lease_hash(id, ttl_ms, deadline_ms));
+        for k in keys {
+            self.leases = self.leases.wrapping_add(attach_hash(k, id));
+        }
+    }
+
     pub(crate) fn finish(&self) -> StateHash {
         // The sessions' sum enters rotated, so that it cannot cancel the entries' sum by chance of
-        // equal values; with no sessions the result is what format 3 computed.
-        let mut z = (self.h ^ self.entries ^ self.sessions.rotate_left(23)).wrapping_mul(K).rotate_left(29);
+        // equal values; with no sessions the result is what format 3 computed. The leases' sum
+        // likewise, rotated another way (0 below cluster version 3: no change).
+        let mut z = (self.h ^ self.entries ^ self.sessions.rotate_left(23) ^ self.leases.rotate_left(47)).wrapping_mul(K).rotate_left(29);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         StateHash(z ^ (z >> 31))

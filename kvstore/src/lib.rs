@@ -34,12 +34,14 @@
 
 /// The highest cluster version this build runs (see [`Store::cluster_version`]). Version 1 is
 /// every format of the previous release (request format 1 with its operations, snapshot format
-/// 5); version 2 adds request format 2 ([`WriteOp::DeleteRange`]) and snapshot format 6.
-pub const MAX_CLUSTER_VERSION: u32 = 2;
+/// 5); version 2 adds request format 2 ([`WriteOp::DeleteRange`]) and snapshot format 6
+/// (release 0.2); version 3 adds leases ([`lease`]): request format 3 and snapshot format 7.
+pub const MAX_CLUSTER_VERSION: u32 = 3;
 
 pub mod bytes;
 pub mod command;
 pub mod hash;
+pub mod lease;
 pub mod limits;
 pub mod output;
 pub mod read;
@@ -53,6 +55,7 @@ pub use bytes::show as show_bytes;
 pub use command::{MAX_REQUEST_FORMAT, REQUEST_FORMAT};
 pub use command::{BatchOp, CasExpect, ClientId, CodecError, Guard, Request, SessionRef, Stamp, WriteOp};
 pub use hash::StateHash;
+pub use lease::{LeaseConfig, LeaseInfo};
 pub use limits::{LimitKind, Limits};
 pub use output::{Output, Versioned, WriteError, WriteOutcome, WriteResult};
 pub use read::{GetMany, RangeEntry, RangePage, RangeQuery};

@@ -102,7 +102,8 @@ impl Limits {
                     total += b.len();
                 }
             }
-            WriteOp::PutMany { ops } => {
+            WriteOp::LeaseGrant { .. } | WriteOp::LeaseKeepAlive { .. } | WriteOp::LeaseRevoke { .. } | WriteOp::LeaseSweep => {}
+            WriteOp::PutMany { ops } | WriteOp::Leased { ops, .. } => {
                 if ops.len() > self.max_batch_ops {
                     return Err(too_large(LimitKind::BatchOps, self.max_batch_ops, ops.len()));
                 }

@@ -75,6 +75,37 @@ pub enum WriteOutcome {
         /// How many keys were deleted.
         deleted: u64,
     },
+    /// A [`crate::WriteOp::LeaseGrant`] applied: lease `id` lives `ttl_ms` of log time unless
+    /// kept alive. The variants below are format 3, appended so the older ones encode as before.
+    LeaseGranted {
+        /// The new lease's id (the grant's store index).
+        id: u64,
+        /// Its time to live.
+        ttl_ms: u64,
+    },
+    /// A [`crate::WriteOp::LeaseKeepAlive`] applied: the lease now expires `ttl_ms` of log time
+    /// after `index`.
+    LeaseKept {
+        /// The lease.
+        id: u64,
+        /// Its time to live, counted again from this command.
+        ttl_ms: u64,
+    },
+    /// A [`crate::WriteOp::LeaseRevoke`] applied: the lease is gone with its `deleted` keys.
+    LeaseRevoked {
+        /// The lease.
+        id: u64,
+        /// How many keys were deleted with it.
+        deleted: u64,
+    },
+    /// A [`crate::WriteOp::LeaseSweep`] applied: these leases expired (in id order) and
+    /// `deleted` keys went with them (none, often: a sweep also just moves the log clock).
+    LeasesExpired {
+        /// The expired leases.
+        ids: Vec<u64>,
+        /// How many keys were deleted.
+        deleted: u64,
+    },
 }
 
 /// A write that did not apply. Nothing in the store changed (apart from the session table, which
@@ -183,5 +214,36 @@ pub enum WriteError {
         last_applied: u64,
         /// The index given.
         got: u64,
+    },
+    // Format 3 (leases): appended after every older variant so those encode as before.
+    /// The lease does not exist: never granted, revoked, or expired. Nothing was applied.
+    #[error("lease {id} does not exist (it expired, was revoked, or was never granted)")]
+    LeaseNotFound {
+        /// The lease.
+        id: u64,
+    },
+    /// A grant's TTL is outside the cluster's bounds.
+    #[error("lease TTL {ttl_ms} ms is outside {min_ms}..={max_ms} ms")]
+    LeaseTtl {
+        /// The TTL asked for.
+        ttl_ms: u64,
+        /// The smallest TTL allowed.
+        min_ms: u64,
+        /// The largest TTL allowed.
+        max_ms: u64,
+    },
+    /// The cluster holds `limit` leases already; a grant waits until one ends.
+    #[error("the cluster holds {limit} leases, its limit; revoke one or retry later")]
+    TooManyLeases {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The write would attach more than `limit` keys to lease `id`. Nothing was applied.
+    #[error("lease {id} would hold more than {limit} keys")]
+    TooManyLeaseKeys {
+        /// The lease.
+        id: u64,
+        /// The configured limit.
+        limit: u64,
     },
 }

@@ -170,6 +170,17 @@ impl SessionTable {
         self.entries.iter()
     }
 
+    /// The log clock a request stamped `stamp` would find once applied ([`SessionTable::advance`]
+    /// without changing anything).
+    pub fn clock_after(&self, stamp: Stamp, max_step_ms: u64) -> u64 {
+        match self.last_stamp {
+            Some(prev) if prev.same_proposer(&stamp) && stamp.mono_ms > prev.mono_ms => {
+                self.clock_ms.saturating_add((stamp.mono_ms - prev.mono_ms).min(max_step_ms))
+            }
+            _ => self.clock_ms,
+        }
+    }
+
     /// Advance the log clock for a request stamped `stamp` (see the module docs: only the time
     /// its proposer measured since the previous request, if that was its own, capped at
     /// `max_step_ms`), then drop every session idle for more than `ttl_ms` of log time.

@@ -48,8 +48,10 @@ use std::collections::btree_map;
 
 /// The first eight bytes of every snapshot stream.
 pub const MAGIC: &[u8; 8] = b"SYNODKV\0";
-/// The newest snapshot format this build writes and reads (written at cluster version 2 or more).
-pub const FORMAT_VERSION: u16 = 6;
+/// The newest snapshot format this build writes and reads (written at cluster version 3 or more).
+pub const FORMAT_VERSION: u16 = 7;
+/// The format written at cluster version 2 (release 0.2's, byte for byte).
+pub const FORMAT_V6: u16 = 6;
 /// The oldest snapshot format this build reads; also what it writes at cluster version 1 (the
 /// previous release's format, byte for byte).
 pub const OLDEST_SNAPSHOT_FORMAT: u16 = 5;
@@ -60,6 +62,7 @@ const TAG_HEADER: u8 = 1;
 const TAG_ENTRY: u8 = 2;
 const TAG_SESSION: u8 = 3;
 const TAG_TRAILER: u8 = 4;
+const TAG_LEASE: u8 = 5;
 
 /// What a snapshot describes; available before any data is streamed (encoder) or as soon as the
 /// header is read (decoder).
@@ -79,6 +82,8 @@ pub struct SnapshotMeta {
     pub sessions: u64,
     /// The store's cluster version (1 for a format-5 snapshot, which does not carry it).
     pub cluster_version: u32,
+    /// Number of leases (0 below format 7, which has none).
+    pub leases: u64,
 }
 
 /// The header record of format 5 (the previous release's `SnapshotMeta`, field for field).
@@ -104,13 +109,43 @@ struct HeaderV6 {
     cluster_version: u32,
 }
 
+/// The header record of format 7: format 6's, then the number of leases.
+#[derive(Serialize, Deserialize)]
+struct HeaderV7 {
+    format: u16,
+    last_applied: u64,
+    log_clock_ms: u64,
+    last_stamp: Option<Stamp>,
+    entries: u64,
+    sessions: u64,
+    cluster_version: u32,
+    leases: u64,
+}
+
 /// The snapshot format a store at `cluster_version` is written in.
 fn format_for(cluster_version: u32) -> u16 {
-    if cluster_version >= 2 {
-        FORMAT_VERSION
-    } else {
-        OLDEST_SNAPSHOT_FORMAT
+    match cluster_version {
+        0 | 1 => OLDEST_SNAPSHOT_FORMAT,
+        2 => FORMAT_V6,
+        _ => FORMAT_VERSION,
     }
+}
+
+/// A lease record (format 7): the lease and its keys, in order.
+#[derive(Serialize)]
+struct LeaseRecordRef<'a> {
+    id: u64,
+    ttl_ms: u64,
+    deadline_ms: u64,
+    keys: Vec<crate::bytes::Ref<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LeaseRecordOwned {
+    id: u64,
+    ttl_ms: u64,
+    deadline_ms: u64,
+    keys: Vec<crate::bytes::Owned>,
 }
 
 #[derive(Serialize)]
@@ -221,6 +256,7 @@ enum EncStage {
     Header,
     Entries,
     Sessions,
+    Leases,
     Trailer,
     Done,
 }
@@ -236,6 +272,7 @@ pub struct SnapshotEncoder<'a> {
     stage: EncStage,
     entries: imbl::ordmap::Iter<'a, crate::store::MapKey, Versioned, imbl::shared_ptr::DefaultSharedPtr>,
     sessions: btree_map::Iter<'a, ClientId, SessionEntry>,
+    leases: imbl::ordmap::Iter<'a, u64, crate::lease::Lease, imbl::shared_ptr::DefaultSharedPtr>,
     hasher: StateHasher,
     buf: Vec<u8>,
     pos: usize,
@@ -250,6 +287,7 @@ impl<'a> SnapshotEncoder<'a> {
             stage: EncStage::Header,
             entries: store.data.iter(),
             sessions: store.sessions.iter(),
+            leases: store.leases.leases.iter(),
             hasher: StateHasher::new(),
             buf: Vec::with_capacity(chunk_bytes.min(MAX_FRAME_BYTES) + 64),
             pos: 0,
@@ -266,6 +304,7 @@ impl<'a> SnapshotEncoder<'a> {
             entries: self.store.data.len() as u64,
             sessions: self.store.sessions.len() as u64,
             cluster_version: self.store.cluster_version,
+            leases: if self.store.cluster_version >= 3 { self.store.leases.leases.len() as u64 } else { 0 },
         }
     }
 
@@ -284,13 +323,16 @@ impl<'a> SnapshotEncoder<'a> {
             EncStage::Header => {
                 let m = self.meta();
                 self.buf.extend_from_slice(MAGIC);
-                let SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version } = m;
-                if format == OLDEST_SNAPSHOT_FORMAT {
-                    self.frame(TAG_HEADER, &HeaderV5 { format, last_applied, log_clock_ms, last_stamp, entries, sessions });
-                } else {
-                    self.frame(TAG_HEADER, &HeaderV6 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version });
+                let SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version, leases } = m;
+                match format {
+                    OLDEST_SNAPSHOT_FORMAT => self.frame(TAG_HEADER, &HeaderV5 { format, last_applied, log_clock_ms, last_stamp, entries, sessions }),
+                    FORMAT_V6 => self.frame(TAG_HEADER, &HeaderV6 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version }),
+                    _ => self.frame(TAG_HEADER, &HeaderV7 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version, leases }),
                 }
                 self.hasher.header(last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version);
+                if cluster_version >= 3 {
+                    self.hasher.leases(leases, 0);
+                }
                 self.stage = EncStage::Entries;
             }
             EncStage::Entries => match self.entries.next() {
@@ -312,6 +354,15 @@ impl<'a> SnapshotEncoder<'a> {
                         index: e.index,
                     };
                     self.frame(TAG_SESSION, &rec);
+                }
+                None => self.stage = if self.store.cluster_version >= 3 { EncStage::Leases } else { EncStage::Trailer },
+            },
+            EncStage::Leases => match self.leases.next() {
+                Some((id, l)) => {
+                    let keys: Vec<Vec<u8>> = l.keys.iter().cloned().collect();
+                    self.hasher.lease(*id, l.ttl_ms, l.deadline_ms, &keys);
+                    let rec = LeaseRecordRef { id: *id, ttl_ms: l.ttl_ms, deadline_ms: l.deadline_ms, keys: keys.iter().map(|k| crate::bytes::Ref(k)).collect() };
+                    self.frame(TAG_LEASE, &rec);
                 }
                 None => self.stage = EncStage::Trailer,
             },
@@ -355,6 +406,7 @@ enum DecStage {
     Header,
     Entries { left: u64 },
     Sessions { left: u64 },
+    Leases { left: u64 },
     Trailer,
     Done,
 }
@@ -366,6 +418,7 @@ impl DecStage {
             DecStage::Header => "header",
             DecStage::Entries { .. } => "entry",
             DecStage::Sessions { .. } => "session",
+            DecStage::Leases { .. } => "lease",
             DecStage::Trailer => "trailer",
             DecStage::Done => "end of stream",
         }
@@ -385,6 +438,7 @@ pub struct SnapshotDecoder {
     /// The state walk, fed as records arrive, checked against the trailer.
     hasher: StateHasher,
     last_client: Option<ClientId>,
+    last_lease: Option<u64>,
     failed: Option<SnapshotError>,
 }
 
@@ -410,6 +464,7 @@ impl SnapshotDecoder {
             pending: Vec::new(),
             hasher: StateHasher::new(),
             last_client: None,
+            last_lease: None,
             failed: None,
         }
     }
@@ -485,6 +540,7 @@ impl SnapshotDecoder {
             DecStage::Header => TAG_HEADER,
             DecStage::Entries { .. } => TAG_ENTRY,
             DecStage::Sessions { .. } => TAG_SESSION,
+            DecStage::Leases { .. } => TAG_LEASE,
             DecStage::Trailer => TAG_TRAILER,
             DecStage::Magic | DecStage::Done => 0,
         };
@@ -498,6 +554,9 @@ impl SnapshotDecoder {
                 self.store.cluster_version = m.cluster_version;
                 self.store.sessions.set_clock(m.log_clock_ms, m.last_stamp);
                 self.hasher.header(m.last_applied, m.log_clock_ms, m.last_stamp, m.entries, m.sessions, m.cluster_version);
+                if m.cluster_version >= 3 {
+                    self.hasher.leases(m.leases, 0);
+                }
                 // Reserve for the announced count, but never trust a header with a huge claim.
                 self.pending.reserve(m.entries.min(1 << 16) as usize);
                 self.meta = Some(m);
@@ -539,6 +598,29 @@ impl SnapshotDecoder {
                 self.store.sessions.insert(s.client, entry);
                 self.stage = DecStage::Sessions { left: left - 1 };
             }
+            DecStage::Leases { left } => {
+                let r: LeaseRecordOwned = exact(body).map_err(body_err("lease"))?;
+                if self.last_lease.is_some_and(|id| id >= r.id) {
+                    return Err(SnapshotError::Invalid("leases out of order".to_string()));
+                }
+                if r.id == 0 || r.id > self.store.last_applied || r.ttl_ms == 0 {
+                    return Err(SnapshotError::Invalid(format!("lease {} (ttl {} ms) outside 1..={}", r.id, r.ttl_ms, self.store.last_applied)));
+                }
+                let keys: Vec<Vec<u8>> = r.keys.into_iter().map(|k| k.0).collect();
+                if keys.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(SnapshotError::Invalid(format!("lease {}: keys out of order", r.id)));
+                }
+                self.last_lease = Some(r.id);
+                self.hasher.lease(r.id, r.ttl_ms, r.deadline_ms, &keys);
+                self.store.leases.insert(r.id, r.ttl_ms, r.deadline_ms);
+                for k in &keys {
+                    if self.store.data.get(k.as_slice()).is_none() || self.store.leases.key_lease.contains_key(k.as_slice()) {
+                        return Err(SnapshotError::Invalid(format!("lease {}: key {} is absent or held by another lease", r.id, crate::bytes::show(k))));
+                    }
+                    self.store.leases.attach(k, r.id);
+                }
+                self.stage = DecStage::Leases { left: left - 1 };
+            }
             DecStage::Trailer => {
                 let expected: StateHash = exact(body).map_err(body_err("trailer"))?;
                 let got = self.hasher.finish();
@@ -562,6 +644,12 @@ impl SnapshotDecoder {
             self.stage = DecStage::Sessions { left: self.meta.map_or(0, |m| m.sessions) };
         }
         if let DecStage::Sessions { left: 0 } = self.stage {
+            self.stage = match self.meta {
+                Some(m) if m.cluster_version >= 3 => DecStage::Leases { left: m.leases },
+                _ => DecStage::Trailer,
+            };
+        }
+        if let DecStage::Leases { left: 0 } = self.stage {
             self.stage = DecStage::Trailer;
         }
     }
@@ -585,19 +673,27 @@ fn decode_header(body: &[u8]) -> Result<SnapshotMeta, SnapshotError> {
         OLDEST_SNAPSHOT_FORMAT => {
             let h: HeaderV5 = exact(body).map_err(body_err("header"))?;
             let HeaderV5 { format, last_applied, log_clock_ms, last_stamp, entries, sessions } = h;
-            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version: 1 })
+            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version: 1, leases: 0 })
         }
-        FORMAT_VERSION => {
+        FORMAT_V6 => {
             let h: HeaderV6 = exact(body).map_err(body_err("header"))?;
             let HeaderV6 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version } = h;
-            // Format 6 is written only from cluster version 2; a version this build does not run
-            // could not be applied the way the writer's replicas apply it.
-            if !(2..=MAX_CLUSTER_VERSION).contains(&cluster_version) {
+            // Format 6 is written only at cluster version 2 (from 3 on, format 7); a version the
+            // format does not belong to could not be applied the way the writer's replicas do.
+            if cluster_version != 2 {
+                return Err(SnapshotError::Invalid(format!("format 6 with cluster version {cluster_version} (format 6 is version 2's)")));
+            }
+            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version, leases: 0 })
+        }
+        FORMAT_VERSION => {
+            let h: HeaderV7 = exact(body).map_err(body_err("header"))?;
+            let HeaderV7 { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version, leases } = h;
+            if !(3..=MAX_CLUSTER_VERSION).contains(&cluster_version) {
                 return Err(SnapshotError::Invalid(format!(
-                    "format 6 with cluster version {cluster_version} (this build runs 2 to {MAX_CLUSTER_VERSION} in format 6)"
+                    "format 7 with cluster version {cluster_version} (this build runs 3 to {MAX_CLUSTER_VERSION} in format 7)"
                 )));
             }
-            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version })
+            Ok(SnapshotMeta { format, last_applied, log_clock_ms, last_stamp, entries, sessions, cluster_version, leases })
         }
         got => Err(SnapshotError::UnsupportedFormat { got }),
     }

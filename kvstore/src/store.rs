@@ -41,6 +41,10 @@ pub struct StoreConfig {
     /// The most log time one request can add to the log clock (see [`crate::session`]).
     /// Default 10 minutes.
     pub max_clock_step_ms: u64,
+    /// Lease limits ([`crate::lease`]). Absent from settings recorded by release 0.2 (which
+    /// has no leases): read as the defaults.
+    #[serde(default)]
+    pub leases: crate::lease::LeaseConfig,
 }
 
 impl Default for StoreConfig {
@@ -51,6 +55,7 @@ impl Default for StoreConfig {
             max_sessions: 100_000,
             session_min_ttl_ms: 60 * 1000,
             max_clock_step_ms: 10 * 60 * 1000,
+            leases: crate::lease::LeaseConfig::default(),
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct Store {
     pub(crate) data_sum: u64,
     /// The cluster version (see the module docs): 1 to [`crate::MAX_CLUSTER_VERSION`], never lowered.
     pub(crate) cluster_version: u32,
+    /// Leases and the keys attached to them (cluster version 3; empty below).
+    pub(crate) leases: crate::lease::Leases,
 }
 
 impl Default for Store {
@@ -103,7 +110,7 @@ impl Default for Store {
 impl Store {
     /// An empty store at index 0, cluster version 1.
     pub fn new(config: StoreConfig) -> Self {
-        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0, cluster_version: 1 }
+        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0, cluster_version: 1, leases: Default::default() }
     }
 
     /// The cluster version: the newest request and snapshot formats this store accepts and
@@ -221,7 +228,14 @@ impl Store {
         }
         self.advance_index(index)?;
         let cfg = self.config;
+        let before = self.sessions.last_stamp();
         self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
+        // A new proposer (leader) took over: every lease gets a full TTL from here
+        // (`crate::lease`). Before the session check, so a retried request extends too: the
+        // extension depends on the slot's proposer, not on what the request is.
+        if !self.leases.is_empty() && !before.is_some_and(|b| b.same_proposer(&req.stamp)) {
+            self.extend_leases();
+        }
         let fingerprint = req.session.map(|_| req.op.fingerprint()).unwrap_or(0);
         if let Some(session) = req.session {
             if let SessionCheck::Answer(out) = self.sessions.check(session, fingerprint, cfg.max_sessions, cfg.session_ttl_ms, cfg.session_min_ttl_ms) {
@@ -256,11 +270,16 @@ impl Store {
         );
         h.data_sum(self.data_sum);
         h.session_sum(self.sessions.hash_sum());
+        if self.cluster_version >= 3 {
+            h.leases(self.leases.leases.len() as u64, self.leases.sum);
+        }
         h.finish()
     }
 
-    /// Insert a value, keeping `data_bytes` right. Returns the previous version.
+    /// Insert a value, keeping `data_bytes` right, and detach the key from any lease (a write
+    /// that names a lease attaches it again after). Returns the previous version.
     pub(crate) fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>, version: u64) -> Option<u64> {
+        self.leases.detach(&key);
         let add = (key.len() + value.len()) as u64;
         match self.data.get_mut(key.as_slice()) {
             Some(old) => {
@@ -281,6 +300,7 @@ impl Store {
 
     /// Remove a key, keeping `data_bytes` right. Returns the previous version.
     pub(crate) fn delete_raw(&mut self, key: &[u8]) -> Option<u64> {
+        self.leases.detach(key);
         let old = self.data.remove(key)?;
         self.data_bytes -= (key.len() + old.value.len()) as u64;
         self.data_sum = self.data_sum.wrapping_sub(entry_hash(key, &old.value, old.version));

@@ -111,9 +111,16 @@ pub struct Node {
     /// Set when this replica met a cluster version above what its build reads: it applies
     /// nothing from that slot on (it never skips a slot the others applied) and serves nothing.
     pub(crate) halted: Option<String>,
+    /// The lease sweep this node proposed as leader and when, until it is applied or lost.
+    pub(crate) lease_sweep: Option<(RequestId, Time)>,
+    /// No sweep is proposed before this (after the core refused one).
+    pub(crate) sweep_not_before: Time,
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) counters: NodeCounters,
 }
+
+/// A lease sweep not applied this long after it was proposed is proposed again.
+const SWEEP_RETRY_MS: u64 = 1000;
 
 impl Node {
     /// A node for `settings`, at time `now`. Poll its outputs before the first input.
@@ -204,6 +211,8 @@ impl Node {
             counters: NodeCounters::default(),
             peer_versions: BTreeMap::new(),
             halted: None,
+            lease_sweep: None,
+            sweep_not_before: now,
             settings,
         };
         // A node that starts from a store (a durable restart, a restore) does not know the
@@ -264,7 +273,56 @@ impl Node {
     /// moment the known leader's silence turns into a suspicion, and the moment a follower's last
     /// contact grows older than `max_read_staleness_ms`.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.replica.poll_timeout(), self.suspicion_deadline(), self.staleness_deadline()].into_iter().flatten().min()
+        [self.replica.poll_timeout(), self.suspicion_deadline(), self.staleness_deadline(), self.sweep_due()].into_iter().flatten().min()
+    }
+
+    /// When this node, as leader, should next propose a lease sweep, if leases exist.
+    ///
+    /// The log clock moves only with the leader's slots, so the leader proposes the sweeps that
+    /// both move it and expire what is due. If the last request applied carries this process's
+    /// stamp, the clock will read `deadline` at this process's time `stamp + (deadline - clock)`:
+    /// the sweep is due then. Otherwise this leader has no slot of its own yet (it just took
+    /// over): a sweep now makes it the clock's reference (and gives every lease a full TTL,
+    /// `kvstore::lease`). One sweep is in flight at a time, proposed again after
+    /// [`SWEEP_RETRY_MS`] if it was neither applied nor lost.
+    pub(crate) fn sweep_due(&self) -> Option<Time> {
+        let me = self.settings.me.node;
+        if self.leader != Some(me) || self.halted.is_some() || self.removed.is_some() || self.store.cluster_version() < 3 {
+            return None;
+        }
+        let deadline = self.store.next_lease_deadline()?;
+        if let Some((_, at)) = self.lease_sweep {
+            return Some(Time(at.0 + SWEEP_RETRY_MS));
+        }
+        let due = match self.store.sessions().last_stamp() {
+            Some(s) if s.node == me.0 && s.process == self.settings.start_number => {
+                Time(s.mono_ms.saturating_add(deadline.saturating_sub(self.store.log_clock_ms())))
+            }
+            _ => self.now,
+        };
+        Some(due.max(self.sweep_not_before))
+    }
+
+    /// Propose a lease sweep if one is due (see [`Node::sweep_due`]).
+    fn maybe_sweep(&mut self, now: Time) {
+        if !self.sweep_due().is_some_and(|at| at <= now) {
+            return;
+        }
+        let Some(id) = self.next_id() else { return };
+        let me = self.settings.me;
+        let request = Request { session: None, stamp: Stamp::new(me.node.0, self.settings.start_number, now.0), op: WriteOp::LeaseSweep };
+        match self.replica.propose(now, Command { id, payload: request.encode() }) {
+            Ok(()) => {
+                debug!(?id, "lease sweep proposed");
+                self.lease_sweep = Some((id, now));
+                self.counters.lease_sweeps += 1;
+            }
+            Err(e) => {
+                debug!(?e, "lease sweep not proposed");
+                self.lease_sweep = None;
+                self.sweep_not_before = Time(now.0 + 100);
+            }
+        }
     }
 
     /// The next thing for the shell to do, in order.
@@ -333,6 +391,7 @@ impl Node {
 
     /// After every input: run the core's actions, then the serving rule and the silence check.
     fn after(&mut self, now: Time) {
+        self.maybe_sweep(now);
         self.drain();
         if std::mem::take(&mut self.settle_after_install) {
             self.settle_untracked_writes();
@@ -732,7 +791,7 @@ impl Node {
                         if let Some(stamp) = stamp {
                             req.stamp = stamp;
                         }
-                        let before = watch::keys_before(&self.store, &req.op);
+                        let before = watch::keys_before(&self.store, &req);
                         let output = self.store.apply_request(index, &req);
                         self.watches.record(index, &req.op, &output, before, &self.store);
                         let at = if self.writes.contains_key(&cmd.id) { self.reply_index(&req, index) } else { index };
@@ -749,6 +808,12 @@ impl Node {
                     }
                 }
                 self.counters.applied_commands += 1;
+                if let Ok(kvstore::WriteResult { outcome: kvstore::WriteOutcome::LeasesExpired { ids, .. }, .. }) = &output {
+                    self.counters.leases_expired += ids.len() as u64;
+                }
+                if self.lease_sweep.is_some_and(|(s, _)| s == cmd.id) {
+                    self.lease_sweep = None;
+                }
                 if let Some(w) = self.writes.remove(&cmd.id) {
                     self.write_done(w.token, Ok(WriteDone { output, index: reply_index }));
                 }
@@ -761,6 +826,10 @@ impl Node {
 
     fn lost(&mut self, id: RequestId) {
         self.counters.proposals_lost += 1;
+        if self.lease_sweep.is_some_and(|(s, _)| s == id) {
+            self.lease_sweep = None;
+            return;
+        }
         if let Some(token) = self.reconfigs.remove(&id) {
             self.outputs.push_back(Output::ReconfigureDone { token, result: Err(Refused::Lost) });
             return;

@@ -184,6 +184,8 @@ pub enum ReadAnswer {
     Many(GetMany),
     /// A range page.
     Range(RangePage),
+    /// Leases (one looked up by id: none or one; a listing: a page in id order).
+    Leases(Vec<kvstore::LeaseInfo>),
 }
 
 /// How fresh a read must be.
@@ -580,6 +582,10 @@ pub struct NodeCounters {
     pub settled_from_sessions: u64,
     /// Writes settled by a snapshot install with outcome unknown.
     pub settled_unknown: u64,
+    /// Lease sweeps this node proposed as leader (`kvstore::WriteOp::LeaseSweep`).
+    pub lease_sweeps: u64,
+    /// Leases expired by sweeps this replica applied.
+    pub leases_expired: u64,
 }
 
 /// The node's state for `/v1/status` and `/metrics`. Taking it costs O(sessions + members),

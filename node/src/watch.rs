@@ -88,10 +88,21 @@ impl History {
 /// a range delete will delete: the only commands whose output does not tell which keys they
 /// deleted (a batch delete of a missing key changes nothing; a range delete reports a count),
 /// so only they are looked up before they run ([`Watches::record`]).
-pub(crate) fn keys_before(store: &Store, op: &WriteOp) -> Option<Vec<(Vec<u8>, bool)>> {
-    match op {
-        WriteOp::PutMany { ops } => Some(ops.iter().map(|o| (o.key().to_vec(), store.get(o.key()).is_some())).collect()),
+///
+/// The lease commands that delete keys are looked up too: a revoke's keys are its lease's, a
+/// sweep's those of the leases due at the log clock the sweep will find (a superset when a new
+/// proposer's sweep extends them instead; [`Watches::record`] keeps only the keys gone after).
+pub(crate) fn keys_before(store: &Store, req: &kvstore::Request) -> Option<Vec<(Vec<u8>, bool)>> {
+    match &req.op {
+        WriteOp::PutMany { ops } | WriteOp::Leased { ops, .. } => {
+            Some(ops.iter().map(|o| (o.key().to_vec(), store.get(o.key()).is_some())).collect())
+        }
         WriteOp::DeleteRange { start, end } => Some(store.keys_in(start, end.as_deref()).into_iter().map(|k| (k, true)).collect()),
+        WriteOp::LeaseRevoke { id } => Some(store.lease(*id).map(|l| l.keys).unwrap_or_default().into_iter().map(|k| (k, true)).collect()),
+        WriteOp::LeaseSweep => {
+            let clock = store.sessions().clock_after(req.stamp, store.config().max_clock_step_ms);
+            Some(store.leases_due(clock).into_iter().flat_map(|(_, keys)| keys).map(|k| (k, true)).collect())
+        }
         _ => None,
     }
 }
@@ -175,15 +186,18 @@ impl Watches {
                     self.history.push(put(key, v.value));
                 }
             }
-            (WriteOp::DeleteRange { .. }, WriteOutcome::RangeDeleted { .. }) => {
+            (WriteOp::DeleteRange { .. }, WriteOutcome::RangeDeleted { .. })
+            | (WriteOp::LeaseRevoke { .. }, WriteOutcome::LeaseRevoked { .. })
+            | (WriteOp::LeaseSweep, WriteOutcome::LeasesExpired { .. }) => {
                 for (key, _) in before.unwrap_or_default() {
                     if store.get(&key).is_none() {
                         self.history.push(deleted(&key));
                     }
                 }
             }
-            (WriteOp::DeleteRange { .. }, _) => {}
-            (WriteOp::PutMany { .. }, _) => {
+            (WriteOp::DeleteRange { .. } | WriteOp::LeaseRevoke { .. } | WriteOp::LeaseSweep, _) => {}
+            (WriteOp::LeaseGrant { .. } | WriteOp::LeaseKeepAlive { .. }, _) => {}
+            (WriteOp::PutMany { .. } | WriteOp::Leased { .. }, _) => {
                 for (key, existed) in before.unwrap_or_default() {
                     match store.get(&key) {
                         Some(v) if v.version == index => self.history.push(Change { index, key, value: Some(v.value), version: index }),

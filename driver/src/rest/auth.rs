@@ -144,6 +144,25 @@ impl Grant {
                 self.check_read(Keys::One(key))?;
             }
             W::DeleteRange { start, end } => self.check_write(Keys::Range(start, end.as_deref()))?,
+            W::Leased { ops, .. } => {
+                for o in ops {
+                    self.check_write(Keys::One(o.key()))?;
+                    if o.guard().is_some() {
+                        self.check_read(Keys::One(o.key()))?;
+                    }
+                }
+            }
+            // A lease names no key: any token that may write somewhere may hold leases. A lease id
+            // is a capability: whoever knows it may keep it alive or revoke it, which deletes
+            // its keys (docs/coordination.md).
+            W::LeaseGrant { .. } | W::LeaseKeepAlive { .. } | W::LeaseRevoke { .. } => {
+                if self.write.is_empty() {
+                    return Err(Problem::forbidden(format!("token {:?} may write no key, so it may not hold leases", self.name))
+                        .with("token", serde_json::json!(self.name)));
+                }
+            }
+            // Only the leader proposes sweeps; no client route sends one.
+            W::LeaseSweep => self.check_admin()?,
         }
         Ok(())
     }

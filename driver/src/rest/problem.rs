@@ -292,6 +292,32 @@ impl Problem {
                 p.retry_after = Some(retry_after_ms.div_ceil(1000).max(1));
                 p
             }
+            WriteError::LeaseNotFound { id } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "lease-not-found",
+                "Lease not found",
+                format!("lease {id} does not exist: it expired, was revoked, or was never granted; nothing was applied"),
+            )
+            .with("lease", json!(id.to_string())),
+            WriteError::LeaseTtl { ttl_ms, min_ms, max_ms } => {
+                Problem::new(StatusCode::BAD_REQUEST, "lease-ttl", "Lease TTL out of bounds", e.to_string())
+                    .with("ttl_ms", json!(ttl_ms))
+                    .with("min_ttl_ms", json!(min_ms))
+                    .with("max_ttl_ms", json!(max_ms))
+            }
+            WriteError::TooManyLeases { limit } => Problem::unavailable(
+                "too-many-leases",
+                format!("the cluster holds {limit} leases, its limit (--max-leases); nothing was applied. Retry after Retry-After, once leases end"),
+            )
+            .with("limit", json!(limit)),
+            WriteError::TooManyLeaseKeys { id, limit } => Problem::new(
+                StatusCode::CONFLICT,
+                "too-many-lease-keys",
+                "Too many keys on the lease",
+                format!("lease {id} would hold more than {limit} keys (--max-keys-per-lease); nothing was applied"),
+            )
+            .with("lease", json!(id.to_string()))
+            .with("limit", json!(limit)),
             WriteError::OutOfOrder { .. } => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
