@@ -50,3 +50,5 @@ mod upgrade_test;
 mod watch_test;
 #[cfg(test)]
 mod review30_test;
+#[cfg(test)]
+mod lease_test;

@@ -85,9 +85,10 @@ fn the_version_rises_only_to_what_this_build_and_every_member_read() {
     net.input(1, versions(&[(2, 2)]));
     let refused = reconfigure(&mut net, 1, ConfigChange::SetVersion(2));
     assert!(matches!(&refused, Err(Refused::Config(why)) if why.contains("member 3")), "{refused:?}");
-    net.input(1, versions(&[(2, 3), (3, 3)]));
-    let refused = reconfigure(&mut net, 2, ConfigChange::SetVersion(3));
-    assert!(matches!(&refused, Err(Refused::Config(why)) if why.contains("up to 2")), "{refused:?}");
+    let beyond = MAX_CLUSTER_VERSION + 1;
+    net.input(1, versions(&[(2, beyond), (3, beyond)]));
+    let refused = reconfigure(&mut net, 2, ConfigChange::SetVersion(beyond));
+    assert!(matches!(&refused, Err(Refused::Config(why)) if why.contains(&format!("up to {MAX_CLUSTER_VERSION}"))), "{refused:?}");
     assert_eq!(reconfigure(&mut net, 3, ConfigChange::SetVersion(2)), Ok(1));
     let refused = reconfigure(&mut net, 4, ConfigChange::SetVersion(2));
     assert!(matches!(&refused, Err(Refused::Config(why)) if why.contains("already")), "{refused:?}");

@@ -1,0 +1,120 @@
+//! Leases at the node layer: the leader's sweeps expire a lease once its TTL passed on the log
+//! clock (not before), its keys go in that one command on every replica and watchers see them
+//! go; keepalives hold it; a new leader gives every lease a full TTL.
+
+use crate::node_test::{Net, Seen};
+use crate::*;
+use kvstore::{BatchOp, Guard, WriteOp, WriteOutcome};
+
+fn three() -> Net {
+    let mut net = Net::new(3, |s| s.initial_cluster_version = kvstore::MAX_CLUSTER_VERSION);
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    net
+}
+
+/// Write through node `id` and return the output.
+fn write(net: &mut Net, id: u64, token: Token, op: WriteOp) -> kvstore::Output {
+    net.input(id, Input::Write { token, session: None, op, forward: true });
+    net.stabilize();
+    // A follower answers once it learns the slot is chosen (the leader's next message).
+    for _ in 0..20 {
+        let answer = net.take(id).into_iter().find_map(|s| match s {
+            Seen::Write(t, Ok(done)) if t == token => Some(done.output),
+            _ => None,
+        });
+        if let Some(out) = answer {
+            return out;
+        }
+        net.advance(10);
+    }
+    panic!("write {token} through node {id} was not answered")
+}
+
+fn grant(net: &mut Net, ttl_ms: u64) -> u64 {
+    match write(net, 1, 900, WriteOp::LeaseGrant { ttl_ms }) {
+        Ok(r) => match r.outcome {
+            WriteOutcome::LeaseGranted { id, .. } => id,
+            other => panic!("{other:?}"),
+        },
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+fn leased_put(lease: u64, key: &str) -> WriteOp {
+    WriteOp::Leased { lease, ops: vec![BatchOp::Put { key: key.into(), value: b"v".to_vec(), guard: Some(Guard::Absent) }] }
+}
+
+#[test]
+fn the_leader_sweeps_an_expired_lease_and_every_replica_deletes_its_keys_in_one_command() {
+    let mut net = three();
+    let lease = grant(&mut net, 1_000);
+    assert!(write(&mut net, 1, 1, leased_put(lease, "lock/a")).is_ok());
+    assert!(write(&mut net, 1, 2, leased_put(lease, "lock/b")).is_ok());
+    let after = net.node(1).store().last_applied();
+    net.input(2, Input::Watch { token: 77, spec: WatchSpec { key: b"lock/".to_vec(), prefix: true, after } });
+    // Well before the TTL: nothing expires, whatever sweeps ran.
+    net.advance(700);
+    assert!(net.node(1).store().lease(lease).is_some(), "expired before its TTL");
+    assert!(net.take(2).iter().all(|s| !matches!(s, Seen::Watch(..))));
+    // Past it: the leader's sweep ends it.
+    net.advance(600);
+    for id in 1..=3 {
+        let s = net.node(id).store();
+        assert_eq!((s.lease(lease), s.get(b"lock/a"), s.get(b"lock/b")), (None, None, None), "node {id}");
+    }
+    assert!(net.node(1).counters().lease_sweeps >= 1);
+    assert_eq!(net.node(3).counters().leases_expired, 1);
+    let seen = net.take(2);
+    let changes = seen
+        .iter()
+        .find_map(|s| match s {
+            Seen::Watch(77, Ok(c)) => Some(c.changes.clone()),
+            _ => None,
+        })
+        .expect("the watcher is answered");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes.iter().all(|c| c.value.is_none() && c.index == changes[0].index), "one command deletes both: {changes:?}");
+    let hashes: Vec<u64> = (1..=3).map(|id| net.status(id).state_hash).collect();
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+}
+
+#[test]
+fn keepalives_hold_a_lease_past_its_ttl() {
+    let mut net = three();
+    let lease = grant(&mut net, 1_000);
+    for i in 0..6 {
+        net.advance(400);
+        let out = write(&mut net, 2, 10 + i, WriteOp::LeaseKeepAlive { id: lease });
+        assert!(matches!(out, Ok(ref r) if r.outcome == WriteOutcome::LeaseKept { id: lease, ttl_ms: 1_000 }), "{out:?}");
+    }
+    assert!(net.node(1).store().lease(lease).is_some(), "kept alive for 2.4 s with a 1 s TTL");
+    net.advance(1_200);
+    assert!(net.node(1).store().lease(lease).is_none(), "expired once the keepalives stopped");
+    let out = write(&mut net, 1, 30, WriteOp::LeaseKeepAlive { id: lease });
+    assert_eq!(out, Err(kvstore::WriteError::LeaseNotFound { id: lease }));
+}
+
+#[test]
+fn a_new_leader_gives_every_lease_a_full_ttl() {
+    let mut net = three();
+    let lease = grant(&mut net, 1_000);
+    // Writes keep node 1's clock moving: 800 ms of the lease's TTL pass on the log clock.
+    for i in 0..8 {
+        net.advance(100);
+        assert!(write(&mut net, 1, 40 + i, crate::node_test::put("k", "v")).is_ok());
+    }
+    assert!(net.node(1).store().log_clock_ms() >= 790, "{}", net.node(1).store().log_clock_ms());
+    // Node 2 takes over: its first slot is another proposer's, so the lease gets a whole TTL
+    // from there, although 800 ms of its first TTL had passed under node 1.
+    net.elect(2);
+    net.advance(10);
+    let taken_over = net.node(2).store().log_clock_ms();
+    net.advance(700);
+    assert!(net.node(2).store().lease(lease).is_some(), "a failover cut the lease short");
+    net.advance(500);
+    assert!(net.node(2).store().lease(lease).is_none(), "the lease outlived its extension");
+    assert!(net.node(2).store().log_clock_ms() >= taken_over + 1_000);
+}
