@@ -197,6 +197,9 @@ struct ScrapeTime {
     cluster_version: Gauge,
     max_cluster_version: Gauge,
     halted: Gauge,
+    leases: Gauge,
+    lease_sweeps: Counter,
+    leases_expired: Counter,
     core_commands_applied: Counter,
     core_proposals_lost: Counter,
     core_dropped_messages: Counter,
@@ -268,7 +271,7 @@ impl Metrics {
     fn register(&self) {
         let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.scrape;
-        let counters: [(&str, &str, &Counter); 35] = [
+        let counters: [(&str, &str, &Counter); 37] = [
             ("synod_proposals", "Commands proposed by this node.", &self.proposals),
             ("synod_proposals_lost", "Proposals reported lost by the core.", &self.proposals_lost),
             ("synod_applied_commands", "Commands applied to the store.", &self.applied_commands),
@@ -300,6 +303,8 @@ impl Metrics {
             ("synod_auth_forbidden", "REST requests answered 403 (the token does not allow them).", &self.auth_forbidden),
             ("synod_watch_streams_opened", "Watch streams (server-sent events) opened.", &self.watch_streams_opened),
             ("synod_reads_not_served", "Reads not answered from this replica's state (catching up, lagging, removed).", &self.reads_not_served),
+            ("synod_lease_sweeps", "Lease sweeps this node proposed as leader (they expire due leases and move the log clock).", &s.lease_sweeps),
+            ("synod_leases_expired", "Leases expired by the sweeps this replica applied.", &s.leases_expired),
             ("synod_core_commands_applied", "Commands chosen through the core.", &s.core_commands_applied),
             ("synod_core_proposals_lost", "Proposals lost (core view).", &s.core_proposals_lost),
             ("synod_core_dropped_messages", "Peer messages the core dropped.", &s.core_dropped_messages),
@@ -312,7 +317,7 @@ impl Metrics {
         for (name, help, c) in counters {
             r.register(name, help, c.0.clone());
         }
-        let gauges: [(&str, &str, &Gauge); 25] = [
+        let gauges: [(&str, &str, &Gauge); 26] = [
             ("synod_cluster_version", "The cluster version at the applied slot (the newest formats any replica writes).", &s.cluster_version),
             ("synod_max_cluster_version", "The highest cluster version this build reads.", &s.max_cluster_version),
             ("synod_halted", "1 if this replica stopped applying the log (it met a cluster version its build does not read).", &s.halted),
@@ -327,6 +332,7 @@ impl Metrics {
             ("synod_applied_slot", "Every slot up to here is applied.", &self.applied_slot),
             ("synod_store_index", "The store's applied command index.", &self.store_index),
             ("synod_keys", "Keys in the store.", &s.keys),
+            ("synod_leases", "Live leases in the store.", &s.leases),
             ("synod_sessions", "Live exactly-once sessions (at synod_sessions_max a new one evicts the least recently active past the guaranteed window, or is refused 503).", &s.sessions),
             ("synod_sessions_max", "The session table's cap (0: none).", &s.sessions_max),
             ("synod_log_clock_ms", "The store's log clock (log time that expires sessions).", &s.log_clock_ms),
@@ -391,6 +397,9 @@ impl Metrics {
             s.cluster_version.set(u64::from(st.cluster_version));
             s.max_cluster_version.set(u64::from(st.max_cluster_version));
             s.halted.set(u64::from(st.halted.is_some()));
+            s.leases.set(st.leases as u64);
+            s.lease_sweeps.raise_to(st.lease_sweeps);
+            s.leases_expired.raise_to(st.leases_expired);
             let c = &st.counters;
             s.core_commands_applied.raise_to(c.commands_applied);
             s.core_proposals_lost.raise_to(c.proposals_lost);

@@ -386,6 +386,9 @@ impl Node {
             cluster_version: self.store.cluster_version(),
             max_cluster_version: kvstore::MAX_CLUSTER_VERSION,
             halted: self.halted.clone(),
+            leases: self.store.lease_count(),
+            lease_sweeps: self.counters.lease_sweeps,
+            leases_expired: self.counters.leases_expired,
         }
     }
 

@@ -640,6 +640,12 @@ pub struct NodeStatus {
     pub max_cluster_version: u32,
     /// Why this replica stopped applying the log, if it did.
     pub halted: Option<String>,
+    /// Live leases in the store.
+    pub leases: usize,
+    /// This node's [`NodeCounters::lease_sweeps`] and [`NodeCounters::leases_expired`].
+    pub lease_sweeps: u64,
+    /// Leases expired by sweeps applied here.
+    pub leases_expired: u64,
 }
 
 // ---- watches (`watch.rs` keeps the history and the waiting watchers) ----

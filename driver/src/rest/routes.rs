@@ -283,6 +283,8 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension
         "cluster_version": s.cluster_version,
         "max_cluster_version": s.max_cluster_version,
         "halted": s.halted,
+        "leases": s.leases,
+        "log_clock_ms": s.log_clock_ms,
     });
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))
 }
