@@ -30,6 +30,11 @@ def before_call(ctx, case, **kwargs):
                 case.query["min_index"] = 0
         except ValueError:
             pass
+    # A lock or campaign on a held lock waits up to `wait_ms` (30 s by default): at most 1 s.
+    if op.path in ("/v1/locks/{name}", "/v1/elections/{name}/campaign") and op.method.lower() == "post" and isinstance(case.body, dict):
+        wait = case.body.get("wait_ms")
+        if wait is None or (isinstance(wait, int) and not isinstance(wait, bool) and wait > 1000):
+            case.body["wait_ms"] = 1000
     # Never remove or re-add a live member of the cluster under test.
     if op.path == "/v1/cluster/members/{id}" and case.path_parameters:
         pid = str(case.path_parameters.get("id", ""))

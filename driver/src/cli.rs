@@ -1,5 +1,7 @@
 //! Client commands: `synod kv get|put|del|ls|cas|incr|batch-get|batch-put`, `synod status`,
-//! `synod members ...`, `synod snapshot save|inspect` and `synod health`.
+//! `synod members ...`, `synod lease grant|keepalive|revoke|show|list` ([`lease`]), `synod lock`
+//! and `synod elect` ([`coord`]),
+//! `synod snapshot save|inspect` and `synod health`.
 //!
 //! Output (`-w table|json|simple`): `json` is the server's JSON; `table` aligns columns under a
 //! header; `simple` prints one tab-separated line per item with no header, for scripts. `get`
@@ -20,6 +22,11 @@ use hyper::Method;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+mod coord;
+mod lease;
+pub use coord::{run_elect, run_lock, ElectArgs, LockArgs};
+pub use lease::{run_lease, LeaseCmd};
 
 /// A sleep drawn from `[b/2, b]` (`seed` mixes the process id and the clock; no RNG needed for
 /// spreading clients out).
@@ -120,6 +127,9 @@ pub enum KvCmd {
         key: String,
         /// The value; `-` reads it from stdin (any bytes).
         value: String,
+        /// Attach the key to this lease (`synod lease grant`): it is deleted when the lease ends.
+        #[arg(long, value_name = "ID")]
+        lease: Option<u64>,
     },
     /// Delete one key.
     Del {
@@ -347,7 +357,7 @@ pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
         KvCmd::Get { key } => cli.read(&kv_path(key), vec![]).await?,
         // Answered above, before a session is loaded.
         KvCmd::Watch { .. } => return Ok(0),
-        KvCmd::Put { key, value } => {
+        KvCmd::Put { key, value, lease } => {
             let bytes = if value == "-" {
                 let mut b = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("reading the value from stdin")?;
@@ -355,7 +365,11 @@ pub async fn run_kv(opts: ClientOpts, cmd: KvCmd) -> anyhow::Result<i32> {
             } else {
                 value.clone().into_bytes()
             };
-            cli.write(Method::PUT, &kv_path(key), None, bytes).await?
+            let path = match lease {
+                Some(id) => format!("{}?lease={id}", kv_path(key)),
+                None => kv_path(key),
+            };
+            cli.write(Method::PUT, &path, None, bytes).await?
         }
         KvCmd::Del { key } => cli.write(Method::DELETE, &kv_path(key), None, Vec::new()).await?,
         KvCmd::Ls { prefix, start, end, limit, cursor, keys_only } => {
@@ -474,10 +488,14 @@ fn print_reply(cmd: &KvCmd, r: &HttpResponse, out: OutputFormat) {
     if let KvCmd::Get { key } = cmd {
         let version = r.header("x-synod-version").and_then(|v| v.parse::<u64>().ok());
         match out {
-            OutputFormat::Json => println!(
-                "{}",
-                json!({ "key": key, "value": crate::rest::problem::bytes_value(&r.body), "version": version, "index": r.index() })
-            ),
+            OutputFormat::Json => {
+                let mut j = json!({ "key": key, "value": crate::rest::problem::bytes_value(&r.body), "version": version, "index": r.index() });
+                // Only for a key attached to a lease.
+                if let Some(lease) = r.header(crate::rest::kv::LEASE_HEADER).and_then(|v| v.parse::<u64>().ok()) {
+                    j["lease"] = json!(lease);
+                }
+                println!("{j}")
+            }
             // The value's bytes as they are: binary-safe when piped.
             OutputFormat::Table | OutputFormat::Simple => {
                 use std::io::Write as _;

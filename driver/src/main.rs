@@ -1,8 +1,8 @@
-//! The `synod` binary: `node`, `dev`, `kv ...`, `status`, `members ...`, `snapshot ...`,
+//! The `synod` binary: `node`, `dev`, `kv ...`, `lease ...`, `lock`, `elect`, `status`, `members ...`, `snapshot ...`,
 //! `health`. Every flag is also read from a `SYNOD_*` environment variable.
 
 use clap::{Parser, Subcommand};
-use driver::cli::{ClientOpts, KvCmd, MembersCmd, SnapshotCmd};
+use driver::cli::{ClientOpts, ElectArgs, KvCmd, LeaseCmd, LockArgs, MembersCmd, SnapshotCmd};
 use driver::dev::DevArgs;
 use driver::server::NodeArgs;
 
@@ -36,6 +36,31 @@ enum Cmd {
         opts: ClientOpts,
         #[command(subcommand)]
         cmd: KvCmd,
+    },
+    /// Client leases: grant, keep alive, revoke, show, list (keys put with `--lease` are
+    /// deleted when their lease ends).
+    Lease {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        cmd: LeaseCmd,
+    },
+    /// Run a command while holding a lock: `synod lock NAME [--ttl 10s] -- COMMAND ARGS...`
+    /// (a lease kept alive in the background; the command is stopped if it is lost; exit status:
+    /// the command's, 2 if the lock was lost). See docs/coordination.md.
+    Lock {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        args: LockArgs,
+    },
+    /// Campaign in an election and lead until Ctrl-C (`synod elect NAME VALUE`), or print the
+    /// leader's value at every change (`synod elect NAME --listen`). See docs/coordination.md.
+    Elect {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(flatten)]
+        args: ElectArgs,
     },
     /// Show a replica's view of the cluster.
     Status {
@@ -116,6 +141,18 @@ fn main() -> anyhow::Result<()> {
             init_logs(&args.log_format, "warn");
             rt.block_on(driver::cli::run_kv(opts, cmd))?
         }
+        Cmd::Lease { opts, cmd } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_lease(opts, cmd))?
+        }
+        Cmd::Lock { opts, args: lock } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_lock(opts, lock))?
+        }
+        Cmd::Elect { opts, args: elect } => {
+            init_logs(&args.log_format, "warn");
+            rt.block_on(driver::cli::run_elect(opts, elect))?
+        }
         Cmd::Status { opts } => {
             init_logs(&args.log_format, "warn");
             rt.block_on(driver::cli::run_status(opts))?
@@ -172,5 +209,25 @@ mod tests {
             panic!("not snapshot save")
         };
         assert_eq!(endpoints, vec![format!("http://{}", node.http_listen)]);
+    }
+
+    /// `synod lock NAME [--ttl] -- COMMAND...` keeps the command's own flags; `synod elect` takes
+    /// a value or `--listen`, not both.
+    #[test]
+    fn lock_and_elect_parse() {
+        let Cmd::Lock { args, opts } = parse(&["synod", "lock", "db", "--ttl", "2s", "--endpoints=http://h:1", "--", "sh", "-c", "echo --ttl"]) else {
+            panic!("not lock")
+        };
+        assert_eq!((args.name.as_str(), args.ttl, args.command.clone()), ("db", 2000, vec!["sh".to_string(), "-c".into(), "echo --ttl".into()]));
+        assert_eq!(opts.endpoints, vec!["http://h:1".to_string()]);
+        let Cmd::Lock { args, .. } = parse(&["synod", "lock", "db", "--", "true"]) else { panic!("not lock") };
+        assert_eq!(args.ttl, 10_000, "the default TTL");
+        assert!(Args::try_parse_from(["synod", "lock", "db"]).is_err(), "a command is required");
+        let Cmd::Elect { args, .. } = parse(&["synod", "elect", "e", "alpha", "--ttl", "3s"]) else { panic!("not elect") };
+        assert_eq!((args.value.as_deref(), args.listen, args.ttl), (Some("alpha"), false, 3000));
+        let Cmd::Elect { args, .. } = parse(&["synod", "elect", "e", "--listen"]) else { panic!("not elect") };
+        assert!(args.listen && args.value.is_none());
+        assert!(Args::try_parse_from(["synod", "elect", "e"]).is_err(), "a value or --listen");
+        assert!(Args::try_parse_from(["synod", "elect", "e", "v", "--listen"]).is_err(), "not both");
     }
 }

@@ -132,6 +132,22 @@ pub struct NodeArgs {
     /// The most live sessions (0: unbounded). Equal on every replica.
     #[arg(long, env = "SYNOD_MAX_SESSIONS", default_value_t = 100_000)]
     pub max_sessions: usize,
+    /// The most client leases (`POST /v1/leases`; not the etcd `--lease-ttl`) the cluster holds
+    /// at once; a grant beyond is refused (503 `too-many-leases`). Equal on every replica.
+    #[arg(long, env = "SYNOD_MAX_LEASES", default_value_t = kvstore::LeaseConfig::default().max_leases)]
+    pub max_leases: usize,
+    /// The most keys one client lease holds (409 `too-many-lease-keys` beyond). Equal on every
+    /// replica.
+    #[arg(long, env = "SYNOD_MAX_KEYS_PER_LEASE", default_value_t = kvstore::LeaseConfig::default().max_keys_per_lease)]
+    pub max_keys_per_lease: usize,
+    /// The shortest TTL a client lease may be granted, in milliseconds of log time (400
+    /// `lease-ttl` below). Equal on every replica.
+    #[arg(long, env = "SYNOD_MIN_LEASE_TTL_MS", default_value_t = kvstore::LeaseConfig::default().min_ttl_ms, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_lease_ttl_ms: u64,
+    /// The longest TTL a client lease may be granted, in milliseconds of log time (400
+    /// `lease-ttl` above). Equal on every replica.
+    #[arg(long, env = "SYNOD_MAX_LEASE_TTL_MS", default_value_t = kvstore::LeaseConfig::default().max_ttl_ms, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_lease_ttl_ms: u64,
     /// Past this many slots above the checkpoint, the leader stops waiting for the slowest
     /// member, which then catches up from a snapshot.
     #[arg(long, env = "SYNOD_MAX_RETAINED_SLOTS", default_value_t = 100_000)]
@@ -284,10 +300,22 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         args.session_min_ttl_ms,
         args.session_ttl_ms
     );
+    anyhow::ensure!(
+        args.min_lease_ttl_ms <= args.max_lease_ttl_ms,
+        "--min-lease-ttl-ms ({}) must not exceed --max-lease-ttl-ms ({})",
+        args.min_lease_ttl_ms,
+        args.max_lease_ttl_ms
+    );
     let store = StoreConfig {
         session_ttl_ms: args.session_ttl_ms,
         session_min_ttl_ms: args.session_min_ttl_ms,
         max_sessions: args.max_sessions,
+        leases: kvstore::LeaseConfig {
+            max_leases: args.max_leases,
+            max_keys_per_lease: args.max_keys_per_lease,
+            min_ttl_ms: args.min_lease_ttl_ms,
+            max_ttl_ms: args.max_lease_ttl_ms,
+        },
         ..StoreConfig::default()
     };
     // A backup to restore is checked first: a bad file stops the process before it binds a
@@ -647,7 +675,8 @@ fn store_config_key(prefix: &str) -> String {
     format!("{prefix}/store-config")
 }
 
-/// Settings that change results (session TTLs, the session cap, the write limits) must be equal
+/// Settings that change results (session TTLs, the session cap, the write limits, the lease
+/// limits) must be equal
 /// on every replica, or their states diverge: the first replica to start records its own in etcd
 /// (created once), and every replica compares, and refuses to start on a difference.
 async fn check_store_config(client: &etcd_client::Client, prefix: &str, mine: &StoreConfig, deadline: std::time::Instant) -> anyhow::Result<()> {
@@ -680,7 +709,8 @@ async fn check_store_config(client: &etcd_client::Client, prefix: &str, mine: &S
     anyhow::ensure!(
         &recorded == mine,
         "this replica's store settings differ from the cluster's (every replica must run with the same \
-         --session-ttl-ms, --session-min-ttl-ms and --max-sessions, or their states diverge): cluster {recorded:?}, \
+         --session-ttl-ms, --session-min-ttl-ms, --max-sessions, --max-leases, --max-keys-per-lease, \
+         --min-lease-ttl-ms and --max-lease-ttl-ms, or their states diverge): cluster {recorded:?}, \
          this replica {mine:?}. To change them, stop every replica, delete {key} in etcd, and start them all with the new values"
     );
     Ok(())
@@ -942,8 +972,12 @@ async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) 
         }
         return Ok(resp);
     }
-    // A long-poll may take its `wait` on top of the deadline.
-    let deadline = deadline + rest::watch::extra_time(parts.uri.query());
+    // An election's leader stream likewise (`rest::locks`).
+    if rest::locks::is_observe(&parts.method, parts.uri.path()) {
+        return Ok(rest::locks::observe(ctx.clone(), parts, grant).await);
+    }
+    // A long-poll may take its `wait` on top of the deadline, a lock request its own.
+    let deadline = deadline + rest::watch::extra_time(parts.uri.query()) + rest::locks::extra_time(&parts.method, parts.uri.path());
     // The whole body is buffered (it may have to be relayed to the leader); the cap is the
     // largest request the store accepts plus room for JSON framing.
     let cap = ctx.limits.max_request_bytes + 64 * 1024;

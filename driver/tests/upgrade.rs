@@ -1,11 +1,13 @@
 //! A rolling upgrade with real processes (docs/upgrades.md): three durable replicas of the
-//! previous release (docs/releases/PREVIOUS, built once by `scripts/prev-release`) under a write
-//! load, replaced one at a time by this build with the same data directories; a downgrade of one
-//! replica while the cluster still runs version 1; then the last replica, after which the leader
-//! raises the cluster version to 2 and the new command format (a range delete) works. At every
-//! step the replicas reach the same state hash, and the whole client history is checked
-//! linearizable. Finally a downgrade after the version was raised must not bring the old build
-//! back into the cluster.
+//! previous release (docs/releases/PREVIOUS: 0.2.0, cluster version 2, built once by
+//! `scripts/prev-release`) under a write load, replaced one at a time by this build with the same
+//! data directories. While one member runs the new build the cluster stays at version 2: the
+//! range delete (request format 2) works on the mixed cluster, through either build, and leases
+//! (request format 3) are refused. Then a downgrade of one replica while the cluster still runs
+//! version 2; then the last replica, after which the leader raises the cluster version to this
+//! build's `kvstore::MAX_CLUSTER_VERSION` (3) and leases work. At every step the replicas reach
+//! the same state hash, and the whole client history is checked linearizable. Finally a downgrade
+//! after the version was raised must not bring the old build back into the cluster.
 //!
 //! The old binary: `SYNOD_PREV_BIN`, else `target/prev-release/<commit>/synod` (scripts/test runs
 //! scripts/prev-release before the tests, so CI builds it once per clean clone).
@@ -15,8 +17,15 @@ mod common;
 use checker::{Op, OpKind, Outcome};
 use common::{poll, Cluster};
 use hyper::Method;
+use kvstore::MAX_CLUSTER_VERSION;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The cluster version the previous release (0.2.0) runs and reads up to: a cluster of its
+/// founders starts there.
+const PREV_VERSION: u64 = 2;
+/// The cluster version leases (request format 3, `POST /v1/leases`) need.
+const LEASES_VERSION: u64 = 3;
 
 fn prev_bin() -> String {
     if let Ok(p) = std::env::var("SYNOD_PREV_BIN") {
@@ -151,10 +160,38 @@ impl Cluster {
         self.wait_acceptors(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(60)).await;
     }
 
-    /// The cluster version node `id` reports (1 for the previous release, which has no field).
+    /// The cluster version node `id` reports.
     async fn cluster_version(&self, id: u64) -> Option<u64> {
-        let s = self.status(id).await?;
-        Some(s["cluster_version"].as_u64().unwrap_or(1))
+        self.status(id).await?["cluster_version"].as_u64()
+    }
+
+    /// The highest cluster version node `id`'s build reads: which build it runs (`synod
+    /// --version` says 0.2.0 for both until the workspace version moves).
+    async fn max_cluster_version(&self, id: u64) -> Option<u64> {
+        self.status(id).await?["max_cluster_version"].as_u64()
+    }
+
+    /// Write `keys`, range-delete the `prefix` through node `via`, and check every replica
+    /// lists none of them afterwards and reaches the same state.
+    async fn range_delete_works(&self, via: u64, prefix: &str, keys: &[&str]) {
+        for k in keys {
+            let r = self.req(via, Method::PUT, &format!("/v1/kv/{k}"), &[], "x").await.unwrap();
+            assert!(r.status == 200 || r.status == 201, "{}", r.text());
+        }
+        let r = self.req(via, Method::DELETE, &format!("/v1/kv?prefix={prefix}"), &[], "").await.unwrap();
+        assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(keys.len() as u64)), "range delete through node {via}: {}", r.text());
+        let h = self.wait_same_state(&[1, 2, 3], Duration::from_secs(30)).await;
+        println!("after a range delete through node {via}: state {h}");
+        for id in 1..=3 {
+            let r = self.req(id, Method::GET, &format!("/v1/kv?prefix={prefix}&consistency=sequential"), &[], "").await.unwrap();
+            assert_eq!(r.json()["entries"].as_array().map(Vec::len), Some(0), "node {id}: {}", r.text());
+        }
+    }
+
+    /// `POST /v1/leases` through node `via`.
+    async fn grant_lease(&self, via: u64) -> driver::client::HttpResponse {
+        let headers = [("content-type", "application/json".to_string())];
+        self.req(via, Method::POST, "/v1/leases", &headers, r#"{"ttl_ms": 5000}"#).await.unwrap()
     }
 }
 
@@ -164,7 +201,7 @@ async fn a_rolling_upgrade_from_the_previous_release_keeps_one_state() {
 }
 
 /// In memory, a replaced replica is a new process that rejoins and is sent a snapshot by a peer
-/// of the other build (format 5 both ways while the version is 1; the snapshot cadence is short
+/// of the other build (format 6 both ways while the version is 2; the snapshot cadence is short
 /// so every rejoin needs one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_of_in_memory_replicas_keeps_one_state() {
@@ -175,8 +212,12 @@ async fn rolling_upgrade(durable: bool) {
     let old = prev_bin();
     let new = common::synod_bin();
     let (vo, vn) = (version_of(&old), version_of(&new));
-    assert_ne!(vo, vn, "the previous release and this build must be different builds");
-    println!("previous release: {vo}; this build: {vn}");
+    println!("previous release: {vo} ({old}); this build: {vn} ({new})");
+    // Both may say 0.2.0 (the workspace version moves at release time): compare the files; the
+    // status checks below tell the builds apart by what they read.
+    assert!(std::fs::read(&old).unwrap() != std::fs::read(&new).unwrap(), "the previous release and this build must be different builds");
+    let next = u64::from(MAX_CLUSTER_VERSION);
+    assert!(next >= LEASES_VERSION, "this build reads cluster version {next}; leases need {LEASES_VERSION}");
 
     let mut c = Cluster::unstarted(3, 2, if durable { 200 } else { 50 }, &[]).await;
     for id in 1..=3 {
@@ -188,8 +229,8 @@ async fn rolling_upgrade(durable: bool) {
     }
     c.wait_leader(Duration::from_secs(30)).await;
     for id in 1..=3 {
-        assert_eq!(c.cluster_version(id).await, Some(1), "the previous release runs version 1");
-        assert!(c.status(id).await.unwrap()["cluster_version"].is_null(), "node {id} runs the previous release");
+        assert_eq!(c.cluster_version(id).await, Some(PREV_VERSION), "a cluster of the previous release runs version {PREV_VERSION}");
+        assert_eq!(c.max_cluster_version(id).await, Some(PREV_VERSION), "node {id} runs the previous release");
     }
 
     let t0 = Instant::now();
@@ -207,20 +248,25 @@ async fn rolling_upgrade(durable: bool) {
     let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
     println!("node 3 upgraded: state {h}");
     let s3 = c.status(3).await.unwrap();
-    assert_eq!((s3["cluster_version"].as_u64(), s3["max_cluster_version"].as_u64()), (Some(1), Some(2)), "{s3}");
-    // The new command format stays off while an old member runs.
-    let r = c.req(3, Method::DELETE, "/v1/kv?prefix=reg-", &[], "").await.unwrap();
+    assert_eq!((s3["cluster_version"].as_u64(), s3["max_cluster_version"].as_u64()), (Some(PREV_VERSION), Some(next)), "{s3}");
+    // Both builds run version 2: the range delete (request format 2) works on the mixed
+    // cluster, proposed through the new build and through the old one, and both apply it alike.
+    c.range_delete_works(3, "mixed-new-", &["mixed-new-a", "mixed-new-b"]).await;
+    c.range_delete_works(1, "mixed-old-", &["mixed-old-a", "mixed-old-b", "mixed-old-c"]).await;
+    // The new command format (leases) stays off while an old member runs.
+    let r = c.grant_lease(3).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(r.json()["type"], "/problems/cluster-version", "{}", r.text());
 
-    // Downgrade node 3 again while the cluster version is still 1: the old build reads what the
+    // Downgrade node 3 again while the cluster version is still 2: the old build reads what the
     // new one wrote (its data directory, snapshots, messages).
     c.replace(3, &old).await;
     c.serving(3).await;
     c.installed_a_snapshot(3, durable).await;
     let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
     println!("node 3 downgraded: state {h}");
-    assert!(c.status(3).await.unwrap()["cluster_version"].is_null(), "node 3 runs the previous release again");
+    assert_eq!(c.max_cluster_version(3).await, Some(PREV_VERSION), "node 3 runs the previous release again");
+    assert_eq!(c.cluster_version(3).await, Some(PREV_VERSION));
 
     // Now the real rolling upgrade, one at a time.
     for id in [3, 2] {
@@ -229,14 +275,17 @@ async fn rolling_upgrade(durable: bool) {
         c.installed_a_snapshot(id, durable).await;
         let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
         println!("node {id} upgraded: state {h}");
-        assert_eq!(c.cluster_version(id).await, Some(1), "node 1 still runs the previous release");
+        assert_eq!(c.cluster_version(id).await, Some(PREV_VERSION), "node 1 still runs the previous release");
     }
+    let r = c.grant_lease(2).await;
+    assert_eq!(r.status, 409, "leases before the last member is upgraded: {}", r.text());
+    assert_eq!(r.json()["type"], "/problems/cluster-version", "{}", r.text());
     c.replace(1, &new).await;
     c.serving(1).await;
-    // Every member reads version 2: the leader raises it through the log.
-    poll(Duration::from_secs(30), "every replica runs cluster version 2", || async {
+    // Every member reads this build's version: the leader raises it through the log.
+    poll(Duration::from_secs(30), &format!("every replica runs cluster version {next}"), || async {
         for id in 1..=3 {
-            if c.cluster_version(id).await? != 2 {
+            if c.cluster_version(id).await? != next {
                 return None;
             }
         }
@@ -244,7 +293,7 @@ async fn rolling_upgrade(durable: bool) {
     })
     .await;
     let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
-    println!("every node upgraded, cluster version 2: state {h}");
+    println!("every node upgraded, cluster version {next}: state {h}");
 
     stop_tx.send(true).unwrap();
     let mut ops = 0;
@@ -258,19 +307,21 @@ async fn rolling_upgrade(durable: bool) {
     let verdict = checker::check(&history);
     assert!(verdict.ok, "history across the upgrade: {verdict}");
 
-    // The new format works now, on every replica alike.
-    for k in ["gone-a", "gone-b", "kept"] {
-        let r = c.req(2, Method::PUT, &format!("/v1/kv/{k}"), &[], "x").await.unwrap();
-        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    // The new format works now: a lease is granted and every replica shows it.
+    let r = c.grant_lease(2).await;
+    assert_eq!(r.status, 201, "a lease after the raise: {}", r.text());
+    let lease = r.json();
+    let lease_id = lease["id"].as_u64().unwrap_or_else(|| panic!("a lease id: {lease}"));
+    assert_eq!(lease["ttl_ms"].as_u64(), Some(5000), "{lease}");
+    for id in [2, 1, 3] {
+        let r = c.req(id, Method::GET, &format!("/v1/leases/{lease_id}"), &[], "").await.unwrap();
+        assert_eq!(r.status, 200, "node {id}: {}", r.text());
+        assert_eq!(r.json()["id"].as_u64(), Some(lease_id), "node {id}: {}", r.text());
     }
-    let r = c.req(2, Method::DELETE, "/v1/kv?prefix=gone-", &[], "").await.unwrap();
-    assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(2)), "{}", r.text());
     let h = c.wait_same_state(&[1, 2, 3], Duration::from_secs(30)).await;
-    println!("after a range delete: state {h}");
-    for id in 1..=3 {
-        let r = c.req(id, Method::GET, "/v1/kv?prefix=gone-&consistency=sequential", &[], "").await.unwrap();
-        assert_eq!(r.json()["entries"].as_array().map(Vec::len), Some(0), "node {id}: {}", r.text());
-    }
+    println!("after a lease grant: state {h}");
+    // And the range delete still does.
+    c.range_delete_works(2, "gone-", &["gone-a", "gone-b"]).await;
 
     // A downgrade after the version was raised: the old build must not come back into the
     // cluster. It either refuses its data directory (formats it does not read) and exits, or

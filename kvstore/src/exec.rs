@@ -98,7 +98,8 @@ impl Store {
             }
             WriteOp::LeaseSweep => {
                 // Cannot fail: the due leases are collected first, then each one ended.
-                let due: Vec<u64> = self.leases_due(self.log_clock_ms()).into_iter().map(|(id, _)| id).collect();
+                let mut due: Vec<u64> = self.leases_due(self.log_clock_ms()).into_iter().map(|(id, _)| id).collect();
+                due.sort_unstable();
                 let mut deleted = 0;
                 for id in &due {
                     deleted += self.lease_end(*id).unwrap_or(0);
@@ -107,7 +108,8 @@ impl Store {
             }
             WriteOp::Leased { lease, ops } => {
                 let puts: Vec<&[u8]> = ops.iter().filter(|o| matches!(o, BatchOp::Put { .. })).map(BatchOp::key).collect();
-                self.lease_room(*lease, &puts)?;
+                let dels: Vec<&[u8]> = ops.iter().filter(|o| matches!(o, BatchOp::Delete { .. })).map(BatchOp::key).collect();
+                self.lease_room(*lease, &puts, &dels)?;
                 // A batch of one put (`PUT /v1/kv/{key}?lease=`) answers like a put, with the
                 // previous version; any other batch like a batch.
                 let single = match ops.as_slice() {

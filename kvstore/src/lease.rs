@@ -243,11 +243,12 @@ impl Store {
     }
 
     /// Whether the keys a batch puts fit in lease `id` (which must exist).
-    pub(crate) fn lease_room(&self, id: u64, put_keys: &[&[u8]]) -> Result<(), WriteError> {
+    pub(crate) fn lease_room(&self, id: u64, put_keys: &[&[u8]], delete_keys: &[&[u8]]) -> Result<(), WriteError> {
         let l = self.leases.leases.get(&id).ok_or(WriteError::LeaseNotFound { id })?;
         let new = put_keys.iter().filter(|k| !l.keys.contains(**k)).count();
+        let freed = delete_keys.iter().filter(|k| l.keys.contains(**k)).count();
         let limit = self.config.leases.max_keys_per_lease;
-        if l.keys.len() + new > limit {
+        if l.keys.len() - freed + new > limit {
             return Err(WriteError::TooManyLeaseKeys { id, limit: limit as u64 });
         }
         Ok(())

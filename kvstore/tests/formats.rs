@@ -1,6 +1,8 @@
-//! Wire formats across releases: the previous release's request and snapshot bytes (fixtures
-//! under `tests/fixtures/v1/`, written by the unmodified previous build) must still decode to the
-//! same values, re-encode byte for byte, and restore to the same state hash.
+//! Wire formats across releases: the earlier releases' request and snapshot bytes (fixtures
+//! under `tests/fixtures/v1/`, written by the unmodified 0.1.0 build, cluster version 1, and
+//! `tests/fixtures/v2/`, written by the unmodified 0.2.0 build, cluster version 2) must still
+//! decode to the same values, re-encode byte for byte, and restore to the same state hash; a
+//! store at cluster version 2 must still write 0.2.0's snapshot format (6) byte for byte.
 
 use kvstore::*;
 use std::path::PathBuf;
@@ -221,7 +223,12 @@ fn tag_1_carrying_delete_range_is_a_body_error_and_unknown_tags_stay_unknown() {
     let mut bytes = req.encode();
     bytes[0] = 1;
     assert!(matches!(Request::decode(&bytes), Err(CodecError::Body(_))));
-    for tag in [3u8, 7, 255] {
+    // A newer tag this build knows (3, leases, from cluster version 3) does not carry it either.
+    for tag in 3..=MAX_REQUEST_FORMAT {
+        bytes[0] = tag;
+        assert!(matches!(Request::decode(&bytes), Err(CodecError::Body(_))), "tag {tag}");
+    }
+    for tag in [MAX_REQUEST_FORMAT + 1, MAX_REQUEST_FORMAT + 5, 255] {
         bytes[0] = tag;
         assert_eq!(Request::decode(&bytes), Err(CodecError::UnknownFormat { got: tag }));
     }
@@ -299,7 +306,7 @@ fn cluster_version_never_goes_down_and_enters_the_hash_from_2() {
     s.set_cluster_version(1);
     assert_eq!(s.cluster_version(), 2);
     assert_eq!(s.state_hash(), h2);
-    assert_eq!(MAX_CLUSTER_VERSION, 2);
+    assert!(MAX_CLUSTER_VERSION >= 2);
 }
 
 #[test]
@@ -307,8 +314,10 @@ fn format_6_snapshot_round_trips_the_cluster_version() {
     let s = v2_store();
     let enc = s.snapshot(17);
     let meta = enc.meta();
-    assert_eq!((meta.format, meta.cluster_version), (FORMAT_VERSION, 2));
-    assert_eq!(FORMAT_VERSION, 6);
+    // Format 6 at cluster version 2, even in a build whose newest format is later (7 from
+    // cluster version 3): 0.2.0 peers read it.
+    assert_eq!((meta.format, meta.cluster_version), (6, 2));
+    assert!(FORMAT_VERSION >= 6);
     let chunks: Vec<Vec<u8>> = enc.collect();
     let r = Store::restore(StoreConfig::default(), &chunks).unwrap();
     assert_eq!(r.cluster_version(), 2);
@@ -332,12 +341,17 @@ const FORMAT_AT: usize = 8 + 4 + 1;
 
 #[test]
 fn other_snapshot_formats_are_unsupported() {
-    for (base, got) in [(v1_snapshot(), 7u8), (v1_snapshot(), 4), (v2_store().snapshot(usize::MAX).collect::<Vec<_>>().concat(), 7)] {
+    // Below the oldest and above the newest format this build reads (7 is read from cluster
+    // version 3 on).
+    let above = u8::try_from(FORMAT_VERSION + 1).unwrap();
+    for (base, got) in [(v1_snapshot(), above), (v1_snapshot(), 4), (v2_store().snapshot(usize::MAX).collect::<Vec<_>>().concat(), above)] {
         let mut bad = base.clone();
         bad[FORMAT_AT] = got;
         let e = Store::restore(StoreConfig::default(), [&bad]).unwrap_err();
         assert_eq!(e, SnapshotError::UnsupportedFormat { got: u16::from(got) });
-        assert_eq!(e.to_string(), format!("snapshot format {got} is not supported (this build reads formats 5 and 6)"));
+        let msg = e.to_string();
+        assert!(msg.starts_with(&format!("snapshot format {got} is not supported (this build reads formats 5 ")), "{msg}");
+        assert!(msg.contains(&FORMAT_VERSION.to_string()), "{msg}");
     }
 }
 
@@ -354,7 +368,7 @@ fn format_6_headers_are_checked() {
     long[FORMAT_AT] = 5;
     assert!(matches!(Store::restore(StoreConfig::default(), [&long]), Err(SnapshotError::Body { what: "header", .. })));
     // The cluster version is the header's last byte (a one-byte varint): 1 (never written in
-    // format 6) and 3 (not run by this build) are refused.
+    // format 6) and 3 (written in format 7 only) are refused.
     let header_len = u32::from_le_bytes(good[8..12].try_into().unwrap()) as usize;
     let cv_at = 8 + 4 + header_len - 1;
     assert_eq!(good[cv_at], 2);
@@ -362,5 +376,204 @@ fn format_6_headers_are_checked() {
         let mut bad = good.clone();
         bad[cv_at] = v;
         assert!(matches!(Store::restore(StoreConfig::default(), [&bad]), Err(SnapshotError::Invalid(_))), "cluster version {v}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Release 0.2.0 (cluster version 2): request format 2 (the range delete) and snapshot format 6.
+// Fixtures under `tests/fixtures/v2/`, written by the unmodified 0.2.0 build (commit da2b704,
+// tag v0.2.0, docs/releases/PREVIOUS). A replica of this build at cluster version 2 shares a
+// cluster with 0.2.0 replicas: it must read their bytes and write bytes they read.
+// ---------------------------------------------------------------------------------------------
+
+fn v2_fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2")
+}
+
+fn read_v2(name: &str) -> Vec<u8> {
+    std::fs::read(v2_fixture_dir().join(name)).unwrap_or_else(|e| panic!("fixture v2/{name}: {e}"))
+}
+
+/// Requests of release 0.2.0 applied at cluster version 2: format-1 writes and format-2 range
+/// deletes (with and without a session, bounded and unbounded, one that deletes nothing), plus a
+/// CAS that fails (a stored failure in a session).
+fn v2_requests() -> Vec<Request> {
+    let k = |s: &str| s.as_bytes().to_vec();
+    let sess = |client: u64, seq: u64| Some(SessionRef { client: ClientId(client), seq });
+    let st = |ms: u64| Stamp::new(2, 11, ms);
+    let ops = vec![
+        (sess(1, 1), WriteOp::Put { key: k("a"), value: k("1"), guard: None }),
+        (sess(1, 2), WriteOp::Put { key: k("b/1"), value: k("one"), guard: Some(Guard::Absent) }),
+        (None, WriteOp::Put { key: k("b/2"), value: vec![0, 0xff, 2], guard: None }),
+        (
+            sess(2, 1),
+            WriteOp::PutMany {
+                ops: vec![
+                    BatchOp::Put { key: k("b/3"), value: k("three"), guard: None },
+                    BatchOp::Put { key: k("x/1"), value: k("x1"), guard: None },
+                    BatchOp::Put { key: k("x/2"), value: k("x2"), guard: Some(Guard::Absent) },
+                ],
+            },
+        ),
+        (sess(2, 2), WriteOp::Incr { key: k("ctr"), delta: 7, initial: 0 }),
+        (sess(3, 1), WriteOp::DeleteRange { start: k("b/"), end: Some(k("b0")) }),
+        (None, WriteOp::DeleteRange { start: k("x/"), end: None }),
+        (sess(3, 2), WriteOp::DeleteRange { start: k("zz"), end: Some(k("zz0")) }),
+        (sess(4, 1), WriteOp::Cas { key: k("a"), expected: CasExpect::Value(Some(k("2"))), new: Some(k("3")) }),
+        (sess(4, 2), WriteOp::Append { key: k("log"), value: k("after the range deletes") }),
+    ];
+    ops.into_iter().enumerate().map(|(i, (session, op))| Request { session, stamp: st(5_000 + 300 * i as u64), op }).collect()
+}
+
+/// The outputs of applying [`v2_requests`] to a fresh store at cluster version 2, at indexes
+/// 1, 2, ... with one skipped slot (a configuration change) after the fourth.
+fn v2_apply(s: &mut Store) -> Vec<Output> {
+    let mut index = 0;
+    let mut out = Vec::new();
+    for (i, r) in v2_requests().iter().enumerate() {
+        index += 1;
+        if i == 4 {
+            s.skip(index).unwrap();
+            index += 1;
+        }
+        out.push(s.apply(index, &r.encode()));
+    }
+    out
+}
+
+/// The store release 0.2.0 reached with [`v2_apply`]: founded at cluster version 2 (a cluster of
+/// 0.2.0 founders starts there), a few keys left, sessions with stored range-delete results and
+/// a stored CAS failure.
+fn v2_release_store() -> Store {
+    let mut s = Store::default();
+    s.set_cluster_version(2);
+    v2_apply(&mut s);
+    s
+}
+
+/// Write the 0.2.0 fixtures. Run only on release 0.2.0's code (they are its bytes:
+/// `git worktree add ../wt da2b704`, copy this file there, `cargo test -p kvstore --test formats
+/// -- --ignored write_v2_fixtures`); refuses to overwrite existing files.
+#[test]
+#[ignore]
+fn write_v2_fixtures() {
+    let dir = v2_fixture_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let reqs: String = v2_requests().iter().map(|r| hex(&r.encode()) + "\n").collect();
+    let mut s = Store::default();
+    s.set_cluster_version(2);
+    let results: String = v2_apply(&mut s).iter().map(|o| format!("{o:?}\n")).collect();
+    assert_eq!(s.snapshot(usize::MAX).meta().format, 6);
+    let snap: Vec<u8> = s.snapshot(usize::MAX).collect::<Vec<_>>().concat();
+    for (name, bytes) in [
+        ("requests.hex", reqs.into_bytes()),
+        ("snapshot.bin", snap),
+        ("state_hash.txt", format!("{}\n", s.state_hash().0).into_bytes()),
+        ("results.txt", results.into_bytes()),
+    ] {
+        let path = dir.join(name);
+        assert!(!path.exists(), "{} exists; fixtures are release 0.2.0's bytes, do not overwrite", path.display());
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Release 0.2.0's state hash of [`v2_release_store`] (also in `v2/state_hash.txt`): a
+/// version-2 store must keep hashing exactly so, or a mixed cluster's replicas disagree.
+const V2_STORE_HASH: u64 = 10_683_050_113_110_357_389;
+
+#[test]
+fn release_0_2_0_requests_decode_and_reencode_byte_for_byte() {
+    let text = String::from_utf8(read_v2("requests.hex")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let want = v2_requests();
+    assert_eq!(lines.len(), want.len());
+    let mut format_2 = 0;
+    for (line, want) in lines.iter().zip(&want) {
+        let bytes = unhex(line);
+        let got = Request::decode(&bytes).unwrap();
+        assert_eq!(&got, want);
+        // The tag byte is the request's format: 2 for the range delete, 1 for the rest.
+        assert_eq!(bytes[0], got.op.format(), "{want:?}");
+        if matches!(got.op, WriteOp::DeleteRange { .. }) {
+            assert_eq!(bytes[0], 2);
+            format_2 += 1;
+        } else {
+            assert_eq!(bytes[0], 1);
+        }
+        assert_eq!(got.encode(), bytes, "re-encoding changed the bytes of {want:?}");
+    }
+    assert_eq!(format_2, 3);
+    // The range delete with a session, pinned in full (the bytes 0.2.0 proposes for
+    // `DELETE /v1/kv?prefix=b/` from client 3).
+    assert_eq!(
+        Request::decode(&unhex(lines[5])),
+        Ok(Request {
+            session: Some(SessionRef { client: ClientId(3), seq: 1 }),
+            stamp: Stamp::new(2, 11, 6_500),
+            op: WriteOp::DeleteRange { start: b"b/".to_vec(), end: Some(b"b0".to_vec()) },
+        })
+    );
+}
+
+#[test]
+fn release_0_2_0_results_and_state_hash_are_reproduced() {
+    let text = String::from_utf8(read_v2("results.txt")).unwrap();
+    let mut s = Store::default();
+    s.set_cluster_version(2);
+    let got: String = v2_apply(&mut s).iter().map(|o| format!("{o:?}\n")).collect();
+    assert_eq!(got, text);
+    assert_eq!(s.cluster_version(), 2);
+    assert_eq!(s.state_hash().0, V2_STORE_HASH);
+    let file: u64 = String::from_utf8(read_v2("state_hash.txt")).unwrap().trim().parse().unwrap();
+    assert_eq!(file, V2_STORE_HASH);
+}
+
+/// The reads a restored 0.2.0 snapshot must answer.
+fn assert_v2_reads(r: &Store) {
+    let v = |value: &[u8], version: u64| Some(Versioned { value: value.to_vec(), version });
+    assert_eq!(r.keys_in(b"", None), vec![b"a".to_vec(), b"ctr".to_vec(), b"log".to_vec()]);
+    assert_eq!(r.get(b"a"), v(b"1", 1));
+    assert_eq!(r.get(b"ctr"), v(b"7", 6));
+    assert_eq!(r.get(b"log"), v(b"after the range deletes", 11));
+    for gone in ["b/1", "b/2", "b/3", "x/1", "x/2"] {
+        assert_eq!(r.get(gone.as_bytes()), None, "{gone}");
+    }
+    assert_eq!(r.last_applied(), 11);
+    assert_eq!(r.sessions().len(), 4);
+    let session = |c: u64| r.sessions().get(ClientId(c)).map(|e| (e.seq, e.result.clone()));
+    assert_eq!(session(3), Some((2, Ok(WriteResult { index: 9, outcome: WriteOutcome::RangeDeleted { deleted: 0 } }))));
+    assert!(matches!(session(4), Some((2, Ok(_)))));
+}
+
+#[test]
+fn release_0_2_0_snapshot_restores_with_its_state_hash_and_reads() {
+    let bytes = read_v2("snapshot.bin");
+    for chunk in [1, 13, 64, bytes.len()] {
+        let r = Store::restore(StoreConfig::default(), bytes.chunks(chunk)).unwrap();
+        assert_eq!(r.cluster_version(), 2);
+        assert_eq!(r.state_hash().0, V2_STORE_HASH);
+        assert_eq!(r, v2_release_store());
+        assert_v2_reads(&r);
+        // A restored version-2 store writes format 6 again, the same bytes.
+        assert_eq!(r.snapshot(7).meta().format, 6);
+        assert_eq!(r.snapshot(usize::MAX).collect::<Vec<_>>().concat(), bytes, "re-encoding changed the bytes");
+    }
+    let mut d = SnapshotDecoder::new();
+    d.push(&bytes).unwrap();
+    let meta = d.meta().unwrap();
+    assert_eq!((meta.format, meta.cluster_version, meta.last_applied, meta.entries, meta.sessions), (6, 2, 11, 3, 4));
+}
+
+#[test]
+fn version_2_store_still_writes_format_6_byte_for_byte() {
+    // What a replica of this build at cluster version 2 sends to a 0.2.0 peer (or leaves in its
+    // data directory for a downgrade): the 0.2.0 bytes exactly, whatever the chunk size.
+    let bytes = read_v2("snapshot.bin");
+    let s = v2_release_store();
+    assert_eq!(s.state_hash().0, V2_STORE_HASH);
+    for chunk in [1, 64, usize::MAX] {
+        let enc = s.snapshot(chunk);
+        assert_eq!((enc.meta().format, enc.meta().cluster_version), (6, 2));
+        assert_eq!(enc.collect::<Vec<_>>().concat(), bytes, "chunks of {chunk} bytes");
     }
 }

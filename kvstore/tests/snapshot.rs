@@ -46,7 +46,7 @@ fn header_is_readable_early_and_empty_store_round_trips() {
     d.push(&chunks[0]).unwrap();
     d.push(&chunks[1]).unwrap();
     assert_eq!(d.meta(), Some(meta));
-    assert_eq!(meta, SnapshotMeta { format: OLDEST_SNAPSHOT_FORMAT, last_applied: 201, log_clock_ms: 1_000, last_stamp: Some(Stamp::new(0, 0, 2_000)), entries: 200, sessions: 8, cluster_version: 1 });
+    assert_eq!(meta, SnapshotMeta { format: OLDEST_SNAPSHOT_FORMAT, last_applied: 201, log_clock_ms: 1_000, last_stamp: Some(Stamp::new(0, 0, 2_000)), entries: 200, sessions: 8, cluster_version: 1, leases: 0 });
 
     let empty = Store::default();
     let r = Store::restore(StoreConfig::default(), encode(&empty, 3)).unwrap();

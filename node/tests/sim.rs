@@ -72,6 +72,22 @@ fn client_histories_pass_the_checker_under_faults() {
         ("probes that found the table full", sum(|s| u64::from(s.probe_found_full)), 100),
         ("'sessions full' refusals the probe waited out", sum(|s| s.probe_refusals), 50),
         ("leader stretches whose log clock pace was checked", sum(|s| s.clock_stretches), 150),
+        ("lock clients", sum(|s| s.locks.clients), 2_000),
+        ("lease grants acknowledged", sum(|s| s.locks.grants), 5_000),
+        ("keepalives acknowledged", sum(|s| s.locks.keepalives_ok), 20_000),
+        ("lock acquisitions", sum(|s| s.locks.acquisitions), 3_000),
+        ("lock acquisitions learnt from a failed guard showing the client's own value", sum(|s| s.locks.acquired_by_retry), 1),
+        ("acquires that found the lock held", sum(|s| s.locks.contended), 2_000),
+        ("locks released", sum(|s| s.locks.releases), 1_000),
+        ("locks abandoned", sum(|s| s.locks.abandons), 500),
+        ("holdings ended by LeaseNotFound", sum(|s| s.locks.lost), 1),
+        ("holdings ended because no keepalive was acknowledged for a TTL", sum(|s| s.locks.lapses), 20),
+        ("lock-client leases expired", sum(|s| s.locks.expiries), 500),
+        ("expiries checked against an acknowledged keepalive", sum(|s| s.locks.expiries_checked), 500),
+        ("lock handovers", sum(|s| s.locks.handovers), 1_000),
+        ("handovers after an abandon", sum(|s| s.locks.abandon_handovers), 300),
+        ("lock acquisitions after the heal", sum(|s| s.locks.acquisitions_after_heal), 900),
+        ("lock liveness probes (abandon after the heal, another client takes over)", sum(|s| u64::from(s.locks.probe_done)), 900),
     ];
     for (name, v, _) in &totals {
         eprintln!("{name}: {v}");
@@ -87,9 +103,47 @@ fn client_histories_pass_the_checker_under_faults() {
     eprintln!("log clock over those stretches: {pace} ms in {span} ms of proposals");
     let waits: Vec<u64> = stats.iter().filter(|s| s.sessions).map(|s| s.probe_wait_ms).collect();
     eprintln!("longest wait of a probe for a new session: {} ms", waits.iter().max().unwrap_or(&0));
+    let locks = |f: fn(&SimStats) -> u64| stats.iter().map(f).collect::<Vec<u64>>();
+    let acq = locks(|s| s.locks.acquisitions);
+    eprintln!(
+        "lock acquisitions per run: none in {} runs, median {}, max {}",
+        acq.iter().filter(|a| **a == 0).count(),
+        median(&acq),
+        acq.iter().max().unwrap_or(&0)
+    );
+    let (h, hs) = (sum(|s| s.locks.handovers), sum(|s| s.locks.handover_sum_ms));
+    let (ah, ahs) = (sum(|s| s.locks.abandon_handovers), sum(|s| s.locks.abandon_handover_sum_ms));
+    eprintln!(
+        "lock handovers: mean {} ms, longest {} ms; after an abandon: mean {} ms, longest {} ms",
+        hs / h.max(1),
+        stats.iter().map(|s| s.locks.handover_max_ms).max().unwrap_or(0),
+        ahs / ah.max(1),
+        stats.iter().map(|s| s.locks.abandon_handover_max_ms).max().unwrap_or(0)
+    );
+    let probes: Vec<&SimStats> = stats.iter().filter(|s| s.locks.probe_done).collect();
+    let over: Vec<u64> = probes.iter().map(|s| s.locks.probe_handover_ms.saturating_sub(s.locks.probe_ttl_ms)).collect();
+    eprintln!(
+        "lock probe after the heal: {} runs; handover beyond the TTL: median {} ms, max {} ms (bound {} ms); longest wait for a holder {} ms",
+        probes.len(),
+        median(&over),
+        over.iter().max().unwrap_or(&0),
+        node::sim::HANDOVER_SLACK_MS,
+        stats.iter().map(|s| s.locks.probe_victim_wait_ms).max().unwrap_or(0)
+    );
+    let margins: Vec<u64> = stats.iter().filter_map(|s| s.locks.expiry_min_margin_ms).collect();
+    eprintln!(
+        "lease expiries after the last acknowledged keepalive's send time + TTL: smallest margin {} ms",
+        margins.iter().min().map_or("-".to_string(), u64::to_string)
+    );
     let unproven = stats.iter().filter(|s| s.check_unknown).count();
     eprintln!("histories the checker could not decide within its budget: {unproven} of {}", stats.len());
     assert!(unproven * 20 <= stats.len().max(20), "too many undecided histories: {unproven}");
+}
+
+fn median(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 /// Find the first seed (in a small budget) that catches `bugs`.
@@ -235,8 +289,10 @@ fn a_log_clock_on_proposer_stamps_is_caught() {
         cfg.bugs.proposer_clock = true;
         if let Err(f) = run(cfg) {
             assert!(
-                f.what.starts_with("liveness: sessions") || f.what.starts_with("log clock"),
-                "caught, but not by the session verdicts: {f}"
+                // A stalled log clock also stops lease expiry: the lock clients' liveness
+                // verdict (an abandoned lock never handed over) can catch it first.
+                f.what.starts_with("liveness: sessions") || f.what.starts_with("log clock") || f.what.starts_with("liveness: locks"),
+                "caught, but not by the session or lock verdicts: {f}"
             );
             eprintln!("caught: {f}");
             return;

@@ -138,9 +138,14 @@ pub enum BatchOpJson {
 pub struct BatchPutBody {
     /// The operations, all or nothing; a key may appear once.
     pub ops: Vec<BatchOpJson>,
+    /// Attach every key the batch puts to this lease (a number or a decimal string): the batch
+    /// is refused whole if the lease does not exist (404) or would hold too many keys (409).
+    #[serde(default, deserialize_with = "super::leases::de_opt_id")]
+    pub lease: Option<u64>,
 }
 
-/// `POST /v1/batch/put`: puts and deletes applied atomically, guards checked first.
+/// `POST /v1/batch/put`: puts and deletes applied atomically, guards checked first; with
+/// `"lease"`, the keys put are attached to that lease.
 pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, _: Q<NoParams>, headers: HeaderMap, Json(body): Json<BatchPutBody>) -> Outcome {
     if body.ops.is_empty() {
         return Problem::bad_request("a batch needs at least one op").into();
@@ -159,7 +164,11 @@ pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extensio
             },
         });
     }
-    let done = match write(&ctx, &grant, &headers, WriteOp::PutMany { ops }).await {
+    let op = match body.lease {
+        Some(lease) => WriteOp::Leased { lease, ops },
+        None => WriteOp::PutMany { ops },
+    };
+    let done = match write(&ctx, &grant, &headers, op).await {
         Ok(d) => d,
         Err(o) => return o,
     };
@@ -167,6 +176,8 @@ pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extensio
         Ok(res) => {
             let (puts, deletes) = match res.outcome {
                 WriteOutcome::Batch { puts, deletes } => (puts, deletes),
+                // A leased batch of exactly one put is answered as a put.
+                WriteOutcome::Put { .. } => (1, 0),
                 _ => (0, 0),
             };
             let body = json!({ "index": done.index, "version": res.index, "puts": puts, "deletes": deletes });

@@ -107,6 +107,9 @@ pub struct WriteParams {
     pub redirect: bool,
     /// Not supported on one key (named so the refusal can say so).
     pub prefix: Option<String>,
+    /// `PUT` only: attach the key to this lease (a decimal id), which deletes it when the lease
+    /// ends ([`super::leases`]).
+    pub lease: Option<String>,
 }
 
 impl WriteParams {
@@ -118,7 +121,15 @@ impl WriteParams {
             )),
         }
     }
+
+    /// The lease a `PUT` attaches its key to.
+    fn lease(&self) -> Result<Option<u64>, Problem> {
+        self.lease.as_deref().map(super::leases::parse_id).transpose()
+    }
 }
+
+/// On a `GET`/`HEAD` of a key attached to a lease: the lease's id.
+pub const LEASE_HEADER: &str = "x-synod-lease";
 
 /// Parse the exactly-once headers: `X-Synod-Session` + `X-Synod-Seq`, or `Idempotency-Key`, in
 /// the namespace of the token that sent them (`scope`: the token's name; empty without
@@ -199,7 +210,8 @@ pub fn with_index(mut r: Response, index: u64) -> Outcome {
 }
 
 /// `GET`/`HEAD /v1/kv/{key}`: the value as `application/octet-stream`, its version as a strong
-/// `ETag`; `If-Match` (strong) and `If-None-Match` (weak) are evaluated on the state read.
+/// `ETag`, its lease (if it is attached to one) as `X-Synod-Lease`; `If-Match` (strong) and
+/// `If-None-Match` (weak) are evaluated on the state read.
 pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Key(key): Key, Q(mut q): Q<ReadParams>, headers: HeaderMap) -> Outcome {
     let end = if q.prefix { kvstore::read::prefix_end(&key) } else { None };
     let keys = if q.prefix { Keys::Range(&key, end.as_deref()) } else { Keys::One(&key) };
@@ -215,10 +227,19 @@ pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extensio
         (Err(p), _) | (_, Err(p)) => return p.into(),
     };
     let k = key.clone();
-    let done = match loop_io::read(&ctx, consistency, Box::new(move |s| ReadAnswer::Get(s.get(&k)))).await {
+    // The key's lease, if any, read at the same state (0: none; no lease has id 0, the id being
+    // the grant's log index).
+    let lease = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let lease_seen = lease.clone();
+    let read = move |s: &kvstore::Store| {
+        lease_seen.store(s.lease_of(&k).unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        ReadAnswer::Get(s.get(&k))
+    };
+    let done = match loop_io::read(&ctx, consistency, Box::new(read)).await {
         Ok(d) => d,
         Err(o) => return o,
     };
+    let lease = lease.load(std::sync::atomic::Ordering::Relaxed);
     let fresh = freshness(&ctx, &done);
     let ReadAnswer::Get(current) = done.answer else {
         return Problem::internal("the node loop answered another read").into();
@@ -243,6 +264,9 @@ pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extensio
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             r.headers_mut().insert(ETAG, etag(v.version));
             r.headers_mut().insert("x-synod-version", HeaderValue::from(v.version));
+            if lease != 0 {
+                r.headers_mut().insert(LEASE_HEADER, HeaderValue::from(lease));
+            }
             r
         }
         (_, None) => Problem::not_found(&key).into_response(),
@@ -252,12 +276,19 @@ pub async fn get(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extensio
 }
 
 /// `PUT /v1/kv/{key}`: the body is the value. 201 if the key was created, 200 if replaced.
+/// `?lease=ID` attaches the key to that lease (404 `lease-not-found` if it does not exist,
+/// 409 `too-many-lease-keys` if it is full); without it the put detaches the key from any lease.
 pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Key(key): Key, Q(q): Q<WriteParams>, headers: HeaderMap, body: Bytes) -> Outcome {
-    let guard = match q.check().and_then(|()| Preconditions::from_headers(&headers)?.write_guard()) {
+    let (guard, lease) = match q.check().and_then(|()| Ok((Preconditions::from_headers(&headers)?.write_guard()?, q.lease()?))) {
         Ok(g) => g,
         Err(p) => return p.into(),
     };
-    let done = match write(&ctx, &grant, &headers, WriteOp::Put { key: key.clone(), value: body.to_vec(), guard }).await {
+    let op = match lease {
+        // A leased put is a batch of one put, answered like a put (`WriteOutcome::Put`).
+        Some(lease) => WriteOp::Leased { lease, ops: vec![kvstore::BatchOp::Put { key: key.clone(), value: body.to_vec(), guard }] },
+        None => WriteOp::Put { key: key.clone(), value: body.to_vec(), guard },
+    };
+    let done = match write(&ctx, &grant, &headers, op).await {
         Ok(d) => d,
         Err(o) => return o,
     };
@@ -279,6 +310,9 @@ pub async fn put(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extensio
 
 /// `DELETE /v1/kv/{key}`: 200 with the previous version, 404 if there was no such key.
 pub async fn delete(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Key(key): Key, Q(q): Q<WriteParams>, headers: HeaderMap) -> Outcome {
+    if q.lease.is_some() {
+        return Problem::bad_request("lease is a parameter of PUT: a delete detaches the key from its lease anyway").into();
+    }
     let guard = match q.check().and_then(|()| Preconditions::from_headers(&headers)?.write_guard()) {
         Ok(g) => g,
         Err(p) => return p.into(),

@@ -12,9 +12,11 @@
 //! timeout or a leader change is exactly-once whichever replica ends up proposing it.
 //!
 //! Modules: [`routes`] (the table and the operational endpoints), [`kv`] (single keys and
-//! ranges), [`batch`] (batches and read-modify-write), [`members`], [`backup`] (`/v1/snapshot`),
-//! [`conditional`] (`If-Match`/`If-None-Match`), [`query`] and [`json`] (request parsing),
-//! [`problem`] (errors), [`loop_io`] (the only module that talks to the node loop).
+//! ranges), [`batch`] (batches and read-modify-write), [`leases`] (`/v1/leases`), [`locks`]
+//! (`/v1/locks`, `/v1/elections`: recipes over leases), [`members`],
+//! [`backup`] (`/v1/snapshot`), [`conditional`] (`If-Match`/`If-None-Match`), [`query`] and
+//! [`json`] (request parsing), [`problem`] (errors), [`loop_io`] (the only module that talks to
+//! the node loop).
 
 pub mod backup;
 pub mod auth;
@@ -22,6 +24,8 @@ pub mod batch;
 pub mod conditional;
 pub mod json;
 pub mod kv;
+pub mod leases;
+pub mod locks;
 pub mod loop_io;
 pub mod members;
 pub mod problem;
@@ -394,7 +398,8 @@ pub(crate) async fn forward(ctx: &Ctx, req: Request<Bytes>, leader: NodeId, addr
             return Problem::unavailable("forward-failed", format!("node {leader} at {addr} is unreachable: {why}")).into_response();
         }
     };
-    let timeout = ctx.write_timeout + Duration::from_secs(1);
+    // A lock or campaign request waits on the leader too (`locks::extra_time`).
+    let timeout = ctx.write_timeout + Duration::from_secs(1) + locks::extra_time(&parts.method, parts.uri.path());
     let mut client = pb::peer_client::PeerClient::new(channel).max_decoding_message_size(crate::peer::MAX_GRPC_MESSAGE);
     let call = client.forward(f);
     let reply = match tokio::time::timeout(timeout, call).await {

@@ -21,6 +21,7 @@ pub const TYPE_BASE: &str = "/problems/";
 /// Every problem type with its page (`docs/problems/<type>.md`), served at `/problems/<type>`.
 pub const PAGES: &[(&str, &str)] = &[
     ("busy", include_str!("../../../docs/problems/busy.md")),
+    ("campaign-conflict", include_str!("../../../docs/problems/campaign-conflict.md")),
     ("cas-failed", include_str!("../../../docs/problems/cas-failed.md")),
     ("compacted", include_str!("../../../docs/problems/compacted.md")),
     ("catching-up", include_str!("../../../docs/problems/catching-up.md")),
@@ -33,6 +34,9 @@ pub const PAGES: &[(&str, &str)] = &[
     ("idempotency-key-reused", include_str!("../../../docs/problems/idempotency-key-reused.md")),
     ("internal", include_str!("../../../docs/problems/internal.md")),
     ("lagging", include_str!("../../../docs/problems/lagging.md")),
+    ("lease-not-found", include_str!("../../../docs/problems/lease-not-found.md")),
+    ("lease-ttl", include_str!("../../../docs/problems/lease-ttl.md")),
+    ("lock-not-acquired", include_str!("../../../docs/problems/lock-not-acquired.md")),
     ("malformed", include_str!("../../../docs/problems/malformed.md")),
     ("method-not-allowed", include_str!("../../../docs/problems/method-not-allowed.md")),
     ("no-etcd", include_str!("../../../docs/problems/no-etcd.md")),
@@ -58,6 +62,8 @@ pub const PAGES: &[(&str, &str)] = &[
     ("timeout", include_str!("../../../docs/problems/timeout.md")),
     ("too-large", include_str!("../../../docs/problems/too-large.md")),
     ("too-many-hops", include_str!("../../../docs/problems/too-many-hops.md")),
+    ("too-many-lease-keys", include_str!("../../../docs/problems/too-many-lease-keys.md")),
+    ("too-many-leases", include_str!("../../../docs/problems/too-many-leases.md")),
     ("unauthorized", include_str!("../../../docs/problems/unauthorized.md")),
     ("unsupported-content-encoding", include_str!("../../../docs/problems/unsupported-content-encoding.md")),
     ("unsupported-media-type", include_str!("../../../docs/problems/unsupported-media-type.md")),

@@ -11,7 +11,7 @@
 use super::loop_io::{self, NotServing};
 use super::problem::Problem;
 use super::query::{NoParams, Segment, Q};
-use super::{backup, batch, json_reply, kv, members, watch, Ctx, Outcome};
+use super::{backup, batch, json_reply, kv, leases, locks, members, watch, Ctx, Outcome};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -47,6 +47,13 @@ pub const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/batch/get", &[Method::POST]),
     ("/v1/batch/put", &[Method::POST]),
     ("/v1/rmw", &[Method::POST]),
+    ("/v1/leases", &[Method::GET, Method::HEAD, Method::POST]),
+    ("/v1/leases/:id", &[Method::GET, Method::HEAD, Method::DELETE]),
+    ("/v1/leases/:id/keepalive", &[Method::POST]),
+    ("/v1/locks/:name", &[Method::GET, Method::HEAD, Method::POST, Method::DELETE]),
+    ("/v1/elections/:name", &[Method::GET, Method::HEAD, Method::DELETE]),
+    ("/v1/elections/:name/campaign", &[Method::POST]),
+    ("/v1/elections/:name/observe", &[Method::GET, Method::HEAD]),
     ("/v1/cluster/members", &[Method::GET, Method::HEAD, Method::POST]),
     ("/v1/cluster/status", &[Method::GET, Method::HEAD]),
     ("/v1/cluster/members/:id", &[Method::DELETE]),
@@ -72,6 +79,13 @@ pub fn router() -> Router {
         .route("/v1/batch/get", post(batch::get))
         .route("/v1/batch/put", post(batch::put))
         .route("/v1/rmw", post(batch::rmw))
+        .route("/v1/leases", get(leases::list).post(leases::grant))
+        .route("/v1/leases/:id", get(leases::show).delete(leases::revoke))
+        .route("/v1/leases/:id/keepalive", post(leases::keepalive))
+        .route("/v1/locks/:name", get(locks::show_lock).post(locks::lock).delete(locks::unlock))
+        .route("/v1/elections/:name", get(locks::show_leader).delete(locks::resign))
+        .route("/v1/elections/:name/campaign", post(locks::campaign))
+        .route("/v1/elections/:name/observe", get(locks::observe_relayed))
         .route("/v1/cluster/members", get(members::list).post(members::add))
         .route("/v1/cluster/status", get(cluster_status))
         .route("/v1/cluster/members/:id", delete(members::remove))

@@ -51,10 +51,12 @@
 
 mod client;
 mod etcd;
+mod locker;
 mod net;
 mod world;
 
-pub use world::{run, Failure, SessionShape, SimConfig, SimStats, CLOCK_STRETCH_MS, PROBE_SETTLE_MS, PROBE_TTLS};
+pub use locker::{End, Interval, LockBugs, LockStats, HANDOVER_SLACK_MS};
+pub use world::{run, Failure, SessionShape, SimConfig, SimStats, CLOCK_STRETCH_MS, LOCK_IDLE_MS, LOCK_SETTLE_MS, PROBE_SETTLE_MS, PROBE_TTLS};
 
 /// The seed range from the environment: `NODE_SIM_FIRST_SEED` (default `default_first`) and
 /// `NODE_SIM_SEEDS` (default `default_count`).
