@@ -305,7 +305,7 @@ impl Node {
 
     /// Propose a lease sweep if one is due (see [`Node::sweep_due`]).
     fn maybe_sweep(&mut self, now: Time) {
-        if !self.sweep_due().is_some_and(|at| at <= now) {
+        if self.sweep_due().is_none_or(|at| at > now) {
             return;
         }
         let Some(id) = self.next_id() else { return };

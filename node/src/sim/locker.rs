@@ -667,10 +667,8 @@ impl Locker {
                 }
                 self.phase = Phase::Revoking;
             }
-            (Step::Revoke, _) => {
-                if matches!(self.phase, Phase::Revoking) && self.to_revoke.is_empty() {
-                    self.phase = Phase::Idle { at: now + rng.gen_range(50..500) };
-                }
+            (Step::Revoke, _) if matches!(self.phase, Phase::Revoking) && self.to_revoke.is_empty() => {
+                self.phase = Phase::Idle { at: now + rng.gen_range(50..500) };
             }
             _ => {}
         }
