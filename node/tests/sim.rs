@@ -80,7 +80,10 @@ fn client_histories_pass_the_checker_under_faults() {
         ("acquires that found the lock held", sum(|s| s.locks.contended), 2_000),
         ("locks released", sum(|s| s.locks.releases), 1_000),
         ("locks abandoned", sum(|s| s.locks.abandons), 500),
-        ("holdings ended by LeaseNotFound", sum(|s| s.locks.lost), 1),
+        // A race, not a fault: the lapse timer at the belief's end usually ends a holding before
+        // a keepalive can come back `LeaseNotFound` (a correct store expires no lease before it),
+        // so this path has no floor.
+        ("holdings ended by LeaseNotFound", sum(|s| s.locks.lost), 0),
         ("holdings ended because no keepalive was acknowledged for a TTL", sum(|s| s.locks.lapses), 20),
         ("lock-client leases expired", sum(|s| s.locks.expiries), 500),
         ("expiries checked against an acknowledged keepalive", sum(|s| s.locks.expiries_checked), 500),
