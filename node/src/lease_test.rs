@@ -118,3 +118,82 @@ fn a_new_leader_gives_every_lease_a_full_ttl() {
     assert!(net.node(2).store().lease(lease).is_none(), "the lease outlived its extension");
     assert!(net.node(2).store().log_clock_ms() >= taken_over + 1_000);
 }
+
+/// Review: with no other traffic, only the leader's sweeps move the log clock, and each moves it
+/// by at most `max_clock_step_ms`; `sweep_due` schedules the next sweep at `deadline - clock`
+/// after the last slot as if the whole interval counted, so a TTL above the step is reached
+/// only after many sweeps (about ttl^2 / (2 step) of real time).
+#[test]
+fn review_an_idle_lease_expires_about_its_ttl_after_the_grant_whatever_the_clock_step() {
+    let mut net = Net::new(3, |s| {
+        s.initial_cluster_version = kvstore::MAX_CLUSTER_VERSION;
+        s.store.max_clock_step_ms = 1_000;
+    });
+    net.elect(1);
+    for id in 1..=3 {
+        net.take(id);
+    }
+    let lease = grant(&mut net, 5_000);
+    let mut gone_after = None;
+    for second in 1..=20u64 {
+        net.advance(1_000);
+        if net.node(1).store().lease(lease).is_none() {
+            gone_after = Some(second);
+            break;
+        }
+    }
+    eprintln!("lease with a 5 s TTL gone after {gone_after:?} s of idle real time (clock {} ms, sweeps {})", net.node(1).store().log_clock_ms(), net.node(1).counters().lease_sweeps);
+    assert!(gone_after.is_some_and(|s| s <= 7), "a 5 s lease outlived its TTL: gone after {gone_after:?} s");
+}
+
+/// Review: node 1 (leader), cut off, proposes writes that only its own acceptor accepts. After
+/// 3 s without a leader, node 2 is elected with node 3 and takes the first slots (its no-op,
+/// its first sweep, a keepalive it acknowledges), then crashes (cut off) before its heartbeat
+/// fills the rest of its fence with no-ops. Node 1 (same process) is elected again with node
+/// 3: its phase 1 adopts its own old writes, with their old ticks, after node 2's slots, and its
+/// next slot credits the log clock with everything since those ticks (the 3 s without a leader
+/// and node 2's term included).
+#[test]
+#[ignore = "review (known bug): a re-elected leader's adopted old-term slot runs the log clock ahead of real time and cuts a lease short; fix: the ballot in the tick (a format change behind the cluster version)"]
+fn review_a_reelected_leader_adopting_its_own_old_slot_cuts_a_lease_short() {
+    let mut net = three();
+    let lease = grant(&mut net, 2_000);
+    net.cut.insert(paxos::NodeId(1));
+    for t in 0..8u64 {
+        net.input(1, Input::Write { token: 700 + t, session: None, op: crate::node_test::put(&format!("x{t}"), "stale"), forward: true });
+        net.stabilize();
+    }
+    // Nobody leads for 3 s (node 1 is cut off), then node 2 does, with node 3.
+    net.advance(3_000);
+    net.elect(2);
+    net.input(2, Input::Write { token: 500, session: None, op: WriteOp::LeaseKeepAlive { id: lease }, forward: true });
+    net.stabilize();
+    let kept = net.take(2).into_iter().find_map(|s| match s {
+        Seen::Write(500, r) => Some(r),
+        _ => None,
+    });
+    assert!(matches!(kept, Some(Ok(ref d)) if d.output.is_ok()), "{kept:?}");
+    let kept_at = net.node(2).now.0;
+    let applied_b = net.node(2).store().last_applied();
+    // Node 2 crashes at once; node 1 comes back and is elected again with node 3.
+    net.cut.clear();
+    net.cut.insert(paxos::NodeId(2));
+    net.elect(1);
+    net.elect(1);
+    net.advance(300);
+    for id in 1..=3 {
+        let st = net.node(id).replica().status();
+        eprintln!("node {id}: role {:?} ballot {:?} commit {:?}, index {}, clock {}", st.role, st.ballot, st.commit, net.node(id).store().last_applied(), net.node(id).store().log_clock_ms());
+    }
+    let now = net.node(1).now.0;
+    let s = net.node(3).store();
+    eprintln!(
+        "node 2 applied up to {applied_b} and acked the keepalive at {kept_at}; at {now}: index {} clock {} on node 3, lease live: {}, stale writes applied: {:?}",
+        s.last_applied(),
+        s.log_clock_ms(),
+        s.lease(lease).is_some(),
+        (0..8).filter_map(|t| s.get(format!("x{t}").as_bytes()).map(|v| v.version)).collect::<Vec<_>>()
+    );
+    assert!(now < kept_at + 2_000);
+    assert!(s.lease(lease).is_some(), "lease {lease} expired {} ms after a keepalive acknowledged with a 2 s TTL", now - kept_at);
+}

@@ -296,7 +296,10 @@ impl Node {
         }
         let due = match self.store.sessions().last_stamp() {
             Some(s) if s.node == me.0 && s.process == self.settings.start_number => {
-                Time(s.mono_ms.saturating_add(deadline.saturating_sub(self.store.log_clock_ms())))
+                // A slot adds at most `max_clock_step_ms` to the log clock: wait no longer than
+                // that, or an idle cluster's long lease outlives its TTL many times over.
+                let step = self.store.config().max_clock_step_ms;
+                Time(s.mono_ms.saturating_add(deadline.saturating_sub(self.store.log_clock_ms()).min(step)))
             }
             _ => self.now,
         };
