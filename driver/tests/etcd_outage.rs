@@ -5,6 +5,16 @@
 //! `/readyz` and `/v1/status` said during the pause. Before this work the leader stepped down when
 //! its election lease could not be kept alive (about 4 s into the pause) and writes stopped
 //! (0.24x of the rate before, per the issue).
+//!
+//! The goal is a rate during the pause of at least 0.9x the rate before. The cluster and this
+//! test's writers are CPU-bound on a small machine, so the raw ratio also moves with whatever
+//! else runs there (0.78x to 1.15x in repeated runs of a correct build on a shared 2-core machine,
+//! the low ones exactly when other processes took CPU). So the test also counts the CPU time
+//! of the replicas and of this process in each window (Linux `/proc`) and prints writes per
+//! CPU-second, which other load barely moves (0.96x to 1.13x in the same runs). Asserted:
+//! the raw rate at least 0.5x (a leader that stops leading, or a write path that waits on etcd,
+//! falls far below) and the writes per CPU-second at least 0.75x (an etcd client that spins, or
+//! log spam, costs CPU per write); both ratios are printed with the other processes' CPU share.
 
 mod common;
 
@@ -25,6 +35,23 @@ async fn leader_changes(c: &Cluster, ids: &[u64]) -> u64 {
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill runs").success();
     assert!(ok, "kill -{sig} {pid}");
+}
+
+/// CPU ticks (user + system) used so far by `pids`, and by the whole machine (`/proc/stat`);
+/// zeros where `/proc` is not there.
+fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
+    let ours = pids
+        .iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let f: Vec<u64> = stat.rsplit(')').next().unwrap_or("").split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+            f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+        })
+        .sum();
+    let all = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = all.lines().next().unwrap_or("").split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
+    let machine = [0, 1, 2, 5, 6].iter().map(|i| f.get(*i).copied().unwrap_or(0)).sum();
+    (ours, machine)
 }
 
 fn proc_state(pid: u32) -> String {
@@ -62,13 +89,15 @@ async fn writes_go_on_while_etcd_is_paused_and_the_leader_stays() {
         }));
     }
     let rate = |from: u64, to: u64, d: Duration| (to - from) as f64 / d.as_secs_f64();
+    // The replicas and this process (the writers): their CPU time per window.
+    let pids: Vec<u32> = c.nodes.values().map(|n| n.child.id()).chain([std::process::id()]).collect();
 
     // Before.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before_window = Duration::from_secs(5);
-    let a0 = acked.load(Ordering::Relaxed);
+    let (a0, cpu0) = (acked.load(Ordering::Relaxed), cpu_ticks(&pids));
     tokio::time::sleep(before_window).await;
-    let a1 = acked.load(Ordering::Relaxed);
+    let (a1, cpu1) = (acked.load(Ordering::Relaxed), cpu_ticks(&pids));
     let changes_before = leader_changes(&c, &ids).await;
 
     // During: etcd stopped.
@@ -85,7 +114,7 @@ async fn writes_go_on_while_etcd_is_paused_and_the_leader_stays() {
     let leader_then = c.leader_seen_by(leader).await;
     let left = pause.saturating_sub(paused_at.elapsed());
     tokio::time::sleep(left).await;
-    let a2 = acked.load(Ordering::Relaxed);
+    let (a2, cpu2) = (acked.load(Ordering::Relaxed), cpu_ticks(&pids));
     let during = paused_at.elapsed();
     signal(pid, "CONT");
     let resumed_at = Instant::now();
@@ -93,7 +122,7 @@ async fn writes_go_on_while_etcd_is_paused_and_the_leader_stays() {
 
     // After: etcd back; the leases expired inside it; the election is held again.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let a3 = acked.load(Ordering::Relaxed);
+    let (a3, cpu3) = (acked.load(Ordering::Relaxed), cpu_ticks(&pids));
     let after = resumed_at.elapsed();
     let changes_after = leader_changes(&c, &ids).await - changes_before - changes_during;
     let leader_after = c.wait_leader(Duration::from_secs(30)).await;
@@ -109,6 +138,21 @@ async fn writes_go_on_while_etcd_is_paused_and_the_leader_stays() {
         r_during / r_before,
         r_after / r_before
     );
+    // Writes per CPU-second of the replicas and the writers, and the share of the machine's
+    // busy time that other processes took (ticks cancel out in both).
+    let per_cpu = |a: u64, b: u64, x: (u64, u64), y: (u64, u64)| (b - a) as f64 / (y.0 - x.0).max(1) as f64;
+    let others = |x: (u64, u64), y: (u64, u64)| 1.0 - (y.0 - x.0) as f64 / (y.1 - x.1).max(1) as f64;
+    let (e_before, e_during, e_after) = (per_cpu(a0, a1, cpu0, cpu1), per_cpu(a1, a2, cpu1, cpu2), per_cpu(a2, a3, cpu2, cpu3));
+    let (e_during_x, e_after_x) = (e_during / e_before, e_after / e_before);
+    eprintln!(
+        "writes per CPU-second of the replicas and writers: before {:.0}, during {:.0} ({e_during_x:.2}x), after {:.0} ({e_after_x:.2}x); other processes' share of the busy CPU: before {:.0}%, during {:.0}%, after {:.0}%",
+        e_before * 100.0,
+        e_during * 100.0,
+        e_after * 100.0,
+        others(cpu0, cpu1) * 100.0,
+        others(cpu1, cpu2) * 100.0,
+        others(cpu2, cpu3) * 100.0
+    );
     eprintln!(
         "during the pause the leader said: /readyz {} {:?}; /v1/status etcd={}; synod_etcd_up={etcd_up:?}; after: synod_etcd_up={etcd_up_after:?}",
         ready.status,
@@ -119,6 +163,9 @@ async fn writes_go_on_while_etcd_is_paused_and_the_leader_stays() {
     assert_eq!(etcd_up, Some(0), "the metric says etcd is unreachable");
     assert_eq!(ready.status, 200, "a serving replica with a leader stays ready without etcd");
     assert!(r_during >= 0.5 * r_before, "writes went on during the pause: {r_during:.0}/s against {r_before:.0}/s");
+    if cpu1.0 > cpu0.0 {
+        assert!(e_during_x >= 0.75, "a write cost about as much CPU during the pause as before: {e_during_x:.2}x the writes per CPU-second");
+    }
     assert_eq!(changes_during, 0, "no leader change while etcd was paused");
     assert_eq!(leader_then, Some(leader), "the leader kept leading");
     assert!(changes_after <= 1, "at most one leader change when etcd came back (no duel): {changes_after}");
