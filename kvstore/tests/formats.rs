@@ -306,7 +306,7 @@ fn cluster_version_never_goes_down_and_enters_the_hash_from_2() {
     s.set_cluster_version(1);
     assert_eq!(s.cluster_version(), 2);
     assert_eq!(s.state_hash(), h2);
-    assert!(MAX_CLUSTER_VERSION >= 2);
+    const { assert!(MAX_CLUSTER_VERSION >= 2) };
 }
 
 #[test]
@@ -317,7 +317,7 @@ fn format_6_snapshot_round_trips_the_cluster_version() {
     // Format 6 at cluster version 2, even in a build whose newest format is later (7 from
     // cluster version 3): 0.2.0 peers read it.
     assert_eq!((meta.format, meta.cluster_version), (6, 2));
-    assert!(FORMAT_VERSION >= 6);
+    const { assert!(FORMAT_VERSION >= 6) };
     let chunks: Vec<Vec<u8>> = enc.collect();
     let r = Store::restore(StoreConfig::default(), &chunks).unwrap();
     assert_eq!(r.cluster_version(), 2);
