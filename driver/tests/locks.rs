@@ -14,7 +14,13 @@
 //!   the lock once its lease expires, and the waiting `synod lock` gets it within TTL + 1 s of
 //!   the kill (and not before the lease could have expired);
 //! * an election: the leader resigns (SIGTERM to `synod elect`), the next campaigner leads, and
-//!   `synod elect --listen` printed both values, in order.
+//!   `synod elect --listen` printed both values, in order; a key under the election's prefix
+//!   written without a lease never leads (`GET`, `observe`);
+//! * a REST waiter whose client closes its connection leaves the line at once (its waiting key
+//!   deleted), through a follower and through the leader;
+//! * a `synod lock` that lost its lease kills a command that ignores SIGTERM before the lease
+//!   could end: at once when the lease was revoked, within the TTL of the last acknowledged
+//!   keepalive when every replica is stopped (`SIGSTOP`).
 
 mod common;
 
@@ -281,13 +287,19 @@ async fn an_election_passes_on_when_the_leader_resigns() {
 
     let r = c.req(follower, Method::GET, "/v1/elections/e", &[], "").await.unwrap();
     assert_eq!((r.status, problem_type(&r.json()).to_string()), (404, "not-found".to_string()), "{}", r.text());
+    // A key under the prefix written without a lease is no candidate (nothing would ever end
+    // it): nobody leads, and the observer never shows it.
+    let r = c.req(leader, Method::PUT, "/v1/kv/_synod/elect/e/stray", &[], "stray").await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = c.req(follower, Method::GET, "/v1/elections/e", &[], "").await.unwrap();
+    assert_eq!(r.status, 404, "an unleased key leads: {}", r.text());
     let observer = procs.add(spawn(&["elect", "e", "--listen"], "observer"));
     let alpha = procs.add(spawn(&["elect", "e", "alpha", "--ttl", "3s"], "alpha"));
     poll(Duration::from_secs(15), "alpha is elected", || async { text(&out("alpha.out")).contains("elected: e = alpha").then_some(()) }).await;
     let beta = procs.add(spawn(&["elect", "e", "beta", "--ttl", "3s"], "beta"));
     poll(Duration::from_secs(10), "beta campaigns", || async {
         let r = c.req(follower, Method::GET, "/v1/kv?prefix=_synod/elect/e/", &[], "").await.ok()?.json();
-        (r["entries"].as_array()?.len() == 2).then_some(())
+        (r["entries"].as_array()?.len() == 3).then_some(())
     })
     .await;
     let l = c.req(follower, Method::GET, "/v1/elections/e", &[], "").await.unwrap().json();
@@ -329,4 +341,131 @@ async fn an_election_passes_on_when_the_leader_resigns() {
     assert_eq!(text(&out("observer.out")).lines().collect::<Vec<_>>(), ["alpha", "beta"]);
     signal(&procs.0[observer], "INT");
     assert!(procs.0[observer].wait().unwrap().success());
+}
+
+/// A waiter whose client goes away (its HTTP connection closed while it waits) leaves the line
+/// at once: its waiting key is deleted, so it never "holds" the lock for nobody. Before, the key
+/// stayed until its lease ended (found by review). Through a follower and through the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_client_disconnects_leaves_the_line() {
+    use tokio::io::AsyncWriteExt as _;
+    let c = Cluster::start(3, 2, 10_000).await;
+    let leader = c.wait_leader(Duration::from_secs(60)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let holder = grant(&c, leader, 60_000).await;
+    let waiter = grant(&c, leader, 60_000).await;
+    let r = c.req(leader, Method::POST, "/v1/locks/d", &json_body(), &json!({ "lease": holder, "wait_ms": 0 }).to_string()).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let waiting_key = format!("/v1/kv/_synod/lock/d/{waiter:016x}");
+    for via in [follower, leader] {
+        // A raw HTTP/1.1 request, so closing the connection is all that happens.
+        let addr = c.url(via).trim_start_matches("http://").to_string();
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let body = json!({ "lease": waiter, "wait_ms": 60_000 }).to_string();
+        let req = format!("POST /v1/locks/d HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        conn.write_all(req.as_bytes()).await.unwrap();
+        poll(Duration::from_secs(10), "the waiter queues", || async {
+            let s = c.req(leader, Method::GET, "/v1/locks/d", &[], "").await.ok()?.json();
+            (s["waiters"] == 1).then_some(())
+        })
+        .await;
+        let closed = Instant::now();
+        drop(conn);
+        poll(Duration::from_secs(5), "the waiting key of the gone client is deleted", || async {
+            let k = c.req(leader, Method::GET, &waiting_key, &[], "").await.ok()?;
+            let s = c.req(leader, Method::GET, "/v1/locks/d", &[], "").await.ok()?.json();
+            (k.status == 404 && s["waiters"] == 0).then_some(())
+        })
+        .await;
+        eprintln!("via node {via}: the waiting key was deleted {:?} after the client closed its connection", closed.elapsed());
+        // The holder is untouched, and so is the waiter's lease (only its key went).
+        let s = c.req(follower, Method::GET, "/v1/locks/d", &[], "").await.unwrap().json();
+        assert_eq!(s["holder"]["lease"].as_u64(), Some(holder), "{s}");
+        assert_eq!(c.req(leader, Method::GET, &format!("/v1/leases/{waiter}"), &[], "").await.unwrap().status, 200);
+    }
+}
+
+/// Whether process `pid` is gone (no such process, or a zombie: dead, not yet reaped).
+fn dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Wait up to `within` for a child to exit; its status.
+async fn exited(c: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `synod lock` whose lease is lost stops a command that ignores SIGTERM before the lock could
+/// pass on: SIGKILL at once when the lease is known gone (revoked), and before the lease's
+/// earliest end (the TTL after sending the last acknowledged keepalive) when no keepalive is
+/// acknowledged (every replica stopped). Before, it waited a fixed 10 s after SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_kills_a_command_that_ignores_sigterm_before_the_lease_could_end() {
+    let c = Cluster::start(3, 2, 10_000).await;
+    let leader = c.wait_leader(Duration::from_secs(60)).await;
+    let endpoints = (1..=3).map(|i| c.url(i).to_string()).collect::<Vec<_>>().join(",");
+    let dir = c.dir.path().to_path_buf();
+    let mut procs = Procs::default();
+    let ttl = Duration::from_secs(2);
+    let pids = dir.join("pids.log");
+    let script = |name: &str| format!("trap '' TERM; echo \"pid {name} $$\" >> {f}; while :; do sleep 0.05; done", f = pids.display());
+    let pid_of = |name: &'static str| {
+        let pids = pids.clone();
+        async move {
+            poll(Duration::from_secs(15), &format!("the command of lock {name} runs"), || async {
+                lines(&pids, "pid").into_iter().find(|l| l[1] == name).map(|l| l[2].clone())
+            })
+            .await
+        }
+    };
+
+    // (a) The lease revoked: the keepalive finds it gone within a third of the TTL; the lock may
+    // have passed on already, so the command is killed at once.
+    let a = procs.add(lock_cmd(&endpoints, "g", "2s", &script("g"), &dir.join("a.log")).spawn().unwrap());
+    let pid = pid_of("g").await;
+    let s = c.req(leader, Method::GET, "/v1/locks/g", &[], "").await.unwrap().json();
+    let lease = s["holder"]["lease"].as_u64().expect("a holder");
+    let revoked = Instant::now();
+    assert_eq!(c.req(leader, Method::DELETE, &format!("/v1/leases/{lease}"), &[], "").await.unwrap().status, 200);
+    poll(ttl, "the command is killed after its lease was revoked", || async { dead(&pid).then_some(()) }).await;
+    eprintln!("revoked -> command dead in {:?}", revoked.elapsed());
+    let st = exited(&mut procs.0[a], Duration::from_secs(15)).await;
+    assert_eq!(st.code(), Some(2), "synod lock exits 2 when it lost the lock: {}", std::fs::read_to_string(dir.join("a.log")).unwrap_or_default());
+
+    // (b) No keepalive acknowledged: every replica stopped. The lease lives at least until the
+    // TTL after the sending of the last acknowledged keepalive, which was before the stop: the
+    // command must be dead by the stop + TTL.
+    let b = procs.add(lock_cmd(&endpoints, "h", "2s", &script("h"), &dir.join("b.log")).spawn().unwrap());
+    let pid = pid_of("h").await;
+    // A few renewals first; stopped between two of them (they go every third of the TTL).
+    tokio::time::sleep(ttl + ttl / 6).await;
+    assert!(!dead(&pid), "the command runs while its lease is renewed");
+    let stopped = Instant::now();
+    for id in 1..=3 {
+        c.signal(id, "STOP");
+    }
+    let killed = poll(ttl + Duration::from_secs(15), "the command is killed after the keepalives stopped", || async { dead(&pid).then(|| stopped.elapsed()) }).await;
+    for id in 1..=3 {
+        c.signal(id, "CONT");
+    }
+    eprintln!("every replica stopped -> command dead in {killed:?} (TTL {ttl:?})");
+    assert!(killed <= ttl, "the command was still running {killed:?} after the keepalives stopped: past the lease's earliest end (TTL {ttl:?})");
+    // Renewed every third of the TTL: the last acknowledged keepalive was sent at most that
+    // long before the stop, and SIGTERM comes no sooner than 0.9 TTL after it.
+    assert!(killed >= ttl / 2, "the command was killed {killed:?} after the stop: before the lease was in doubt");
+    let st = exited(&mut procs.0[b], Duration::from_secs(30)).await;
+    assert_eq!(st.code(), Some(2), "{}", std::fs::read_to_string(dir.join("b.log")).unwrap_or_default());
+    let log = std::fs::read_to_string(dir.join("b.log")).unwrap_or_default();
+    assert!(log.contains("SIGKILL"), "{log}");
+    c.wait_leader(Duration::from_secs(60)).await;
 }

@@ -723,6 +723,93 @@ async fn rest_requests_need_a_token_that_allows_them_and_reloads_apply() {
     assert_401(&r, CHALLENGE_UNKNOWN, "the removed token after a broken file");
 }
 
+/// A lease id is no capability (etcd's rule): revoking a lease needs a token that may write
+/// every key attached to it, and so does keeping it alive. Lease ids are log indexes, easy to
+/// guess: before this, any token that may write somewhere could revoke another tenant's lease
+/// and so delete its keys (found by review). The refusal names no key; a lease with no keys, or
+/// only keys the token may write, is revoked as before, through a follower or the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_revoked_or_kept_alive_only_by_a_token_that_may_write_its_keys() {
+    let c = Cluster::secure(3, 2, 1000, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(60)).await;
+    let f = (1..=3).find(|i| *i != leader).unwrap();
+    let admin = c.sec().admin.clone();
+    let grant = |token: String| {
+        let c = &c;
+        async move {
+            let r = call(c, leader, Some(&token), Method::POST, "/v1/leases", &[json_ct()], r#"{"ttl_ms":60000}"#).await;
+            assert_eq!(r.status, 201, "a grant: {}", r.text());
+            r.json()["id"].as_u64().expect("an id")
+        }
+    };
+    let attach = |token: String, key: &'static str, lease: u64| {
+        let c = &c;
+        async move {
+            let r = call(c, leader, Some(&token), Method::PUT, &format!("/v1/kv/{key}?lease={lease}"), &[], "v").await;
+            assert_2xx(&r, &format!("{key} attached to lease {lease}"));
+        }
+    };
+    // Another tenant's leases: one with a key outside app/, one with a key in app/ and one
+    // outside; and one of app's own.
+    let victim = grant(admin.clone()).await;
+    attach(admin.clone(), "other/victim", victim).await;
+    let mixed = grant(admin.clone()).await;
+    attach(admin.clone(), "app/mixed", mixed).await;
+    attach(admin.clone(), "other/mixed", mixed).await;
+    let own = grant(APP_TOKEN.to_string()).await;
+    attach(APP_TOKEN.to_string(), "app/own", own).await;
+    // The follower has applied them (a keepalive is checked against its applied state).
+    poll(Duration::from_secs(10), "the follower applied the attachments", || async {
+        let r = c.req_as(f, Some(&admin), Method::GET, "/v1/kv/app/own?consistency=sequential", &[], "").await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+
+    for via in [f, leader] {
+        for id in [victim, mixed] {
+            for (what, method, path) in [("revoke", Method::DELETE, format!("/v1/leases/{id}")), ("keepalive", Method::POST, format!("/v1/leases/{id}/keepalive"))] {
+                for name in ["app", "writer"] {
+                    let r = call(&c, via, token_of(name), method.clone(), &path, &[], "").await;
+                    let what = format!("a {what} of lease {id} by {name} on node {via}");
+                    assert_403(&r, name, &what);
+                    assert!(!r.text().contains("other/"), "{what}: the refusal names no key the token may not read: {}", r.text());
+                }
+            }
+        }
+    }
+    // Nothing of it happened: the keys and the leases are there.
+    for key in ["other/victim", "app/mixed", "other/mixed"] {
+        let r = call(&c, leader, Some(&admin), Method::GET, &format!("/v1/kv/{key}"), &[], "").await;
+        assert_eq!(r.status, 200, "{key} survived: {}", r.text());
+    }
+    for id in [victim, mixed] {
+        assert_eq!(call(&c, leader, Some(&admin), Method::GET, &format!("/v1/leases/{id}"), &[], "").await.status, 200, "lease {id} survived");
+    }
+
+    // A lease whose keys the token may write: kept alive and revoked as before (the writer token
+    // may write app/ too, and reads nothing).
+    let r = call(&c, f, Some(APP_TOKEN), Method::POST, &format!("/v1/leases/{own}/keepalive"), &[], "").await;
+    assert_eq!(r.status, 200, "app keeps its own lease alive: {}", r.text());
+    let r = call(&c, f, Some(WRITER_TOKEN), Method::POST, &format!("/v1/leases/{own}/keepalive"), &[], "").await;
+    assert_eq!(r.status, 200, "the writer keeps alive a lease of app/ keys: {}", r.text());
+    let r = call(&c, f, Some(APP_TOKEN), Method::DELETE, &format!("/v1/leases/{own}"), &[], "").await;
+    assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(1)), "app revokes its own lease: {}", r.text());
+    assert_eq!(call(&c, leader, Some(&admin), Method::GET, "/v1/kv/app/own", &[], "").await.status, 404);
+    // A lease with no keys: any token that may write somewhere (etcd: the same).
+    let empty = grant(admin.clone()).await;
+    let r = call(&c, f, Some(APP_TOKEN), Method::DELETE, &format!("/v1/leases/{empty}"), &[], "").await;
+    assert_eq!(r.status, 200, "a lease with no keys: {}", r.text());
+    // A lease that does not exist: 404 as before.
+    let r = call(&c, f, Some(APP_TOKEN), Method::DELETE, &format!("/v1/leases/{empty}"), &[], "").await;
+    assert_problem(&r, 404, "lease-not-found", "revoking a lease again");
+    // A token that may not write at all: 403 whatever the lease.
+    assert_403(&call(&c, f, Some(READER_TOKEN), Method::DELETE, &format!("/v1/leases/{victim}"), &[], "").await, "reader", "the reader revokes");
+    // The admin token may write everything: it revokes the victim's lease, and its key goes.
+    let r = call(&c, f, Some(&admin), Method::DELETE, &format!("/v1/leases/{victim}"), &[], "").await;
+    assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(1)), "the admin revokes: {}", r.text());
+    assert_eq!(call(&c, leader, Some(&admin), Method::GET, "/v1/kv/other/victim", &[], "").await.status, 404);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Product bugs these tests found, each a reproduction that fails today (`--ignored` runs them).
 // Remove the `ignore` once fixed.

@@ -8,10 +8,18 @@
 //! expires within its TTL and the lock (or the leadership) passes on.
 //!
 //! **Losing the lease.** The lease is certain to live until the TTL after the *sending* of the
-//! last acknowledged keepalive (log time runs no faster than real time). If the keepalive finds
+//! last acknowledged keepalive (log time runs no faster than real time): that point is the
+//! lease's earliest end, the soonest the lock could pass to another holder. If the keepalive finds
 //! the lease gone (404), or no keepalive has been acknowledged by a tenth of the TTL before that
-//! point, the process stops acting as the holder: `synod lock` sends SIGTERM to its command (then
-//! SIGKILL after 10 s) and exits 2; `synod elect` exits 2. Either says why on stderr.
+//! point, the process stops acting as the holder: `synod lock` sends SIGTERM to its command and
+//! exits 2; `synod elect` exits 2. Either says why on stderr.
+//!
+//! **The command must be dead before the lock can pass on.** `synod lock` sends SIGKILL to a
+//! command still running a twentieth of the TTL before the lease's earliest end ([`kill_at`]):
+//! at most half a tenth of the TTL after the SIGTERM when the keepalives went unanswered (0.9 TTL
+//! after the last acknowledged one, then SIGKILL at 0.95 TTL), and at once after the SIGTERM when
+//! the lease is known gone (the lock may be another's already). A command that needs longer to
+//! stop cleanly needs a longer TTL. (A paused `synod lock` notices nothing: fence.)
 //!
 //! No command here uses the CLI's exactly-once session file: they run for long, and holding the
 //! session file's lock that long would stall every other command of the session. The grant is
@@ -86,12 +94,36 @@ fn describe(r: &HttpResponse) -> String {
     format!("{} {}", r.status, j["detail"].as_str().map_or_else(|| r.text(), str::to_string))
 }
 
-/// A lease of this process, kept alive by a background task.
+/// Why a lease is lost (or may be), and when it may end.
+#[derive(Clone, Debug)]
+struct Lost {
+    /// What happened, for stderr.
+    why: String,
+    /// The lease's earliest end as this process knows it: the TTL after the sending of the last
+    /// acknowledged keepalive, or the moment it was found gone (it may have ended before).
+    ends: Instant,
+}
+
+/// When to SIGKILL a command whose lease is lost: a twentieth of the TTL before the lease's
+/// earliest end (room for the kill to take effect), so the command is dead before the lock could
+/// pass to another holder. In the past (SIGKILL at once) when the lease is known gone.
+fn kill_at(lost: &Lost, ttl: Duration) -> Instant {
+    lost.ends.checked_sub(ttl / 20).unwrap_or(lost.ends)
+}
+
+/// A lease of this process, kept alive by a background task. Dropping it stops the task (every
+/// way out of a command, an early return included); [`Lease::end`] also revokes it.
 struct Lease {
     id: u64,
-    /// Turns `Some(why)` when the lease is lost, or may be.
-    lost: watch::Receiver<Option<String>>,
+    /// Turns `Some` when the lease is lost, or may be.
+    lost: watch::Receiver<Option<Lost>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Lease {
@@ -114,14 +146,15 @@ impl Lease {
     }
 
     /// Why the lease is lost, once it is.
-    async fn lost(&mut self) -> String {
+    async fn lost(&mut self) -> Lost {
         loop {
-            if let Some(why) = self.lost.borrow().clone() {
-                return why;
+            if let Some(lost) = self.lost.borrow().clone() {
+                return lost;
             }
             if self.lost.changed().await.is_err() {
-                // The keeper ended without a reason: it never does, but say something.
-                return format!("the keepalive of lease {} stopped", self.id);
+                // The keeper ended without a reason: it never does, but say something (and
+                // assume the worst of the lease).
+                return Lost { why: format!("the keepalive of lease {} stopped", self.id), ends: Instant::now() };
             }
         }
     }
@@ -143,8 +176,8 @@ impl Lease {
 /// Renew lease `id` every third of `ttl` from the sending of the last acknowledged renewal
 /// (`last_ok`: at first, the grant's), failing over between endpoints, until it is lost: 404,
 /// a definite refusal, or no acknowledgement by `ttl - ttl/10` after `last_ok`. Then `lost`
-/// says why.
-async fn keep_alive(mut cli: Cli, id: u64, ttl: Duration, mut last_ok: Instant, lost: watch::Sender<Option<String>>) {
+/// says why, and when the lease may end (`last_ok + ttl`; now if it is gone).
+async fn keep_alive(mut cli: Cli, id: u64, ttl: Duration, mut last_ok: Instant, lost: watch::Sender<Option<Lost>>) {
     let path = format!("/v1/leases/{id}/keepalive");
     let stop_margin = ttl / 10;
     loop {
@@ -159,9 +192,12 @@ async fn keep_alive(mut cli: Cli, id: u64, ttl: Duration, mut last_ok: Instant, 
                 match cli.send(Method::POST, &path, &[], Vec::new()).await {
                     Ok(r) if r.status == 200 => return Ok(sent),
                     Ok(r) if problem_type(&r).as_deref() == Some("lease-not-found") => {
-                        return Err(format!("lease {id} is gone (404 lease-not-found): it expired or was revoked, and its keys were deleted"));
+                        let why = format!("lease {id} is gone (404 lease-not-found): it expired or was revoked, and its keys were deleted");
+                        return Err(Lost { why, ends: Instant::now() });
                     }
-                    Ok(r) if !matches!(r.status, 503 | 504 | 410) => return Err(format!("a keepalive of lease {id} was refused: {}", describe(&r))),
+                    Ok(r) if !matches!(r.status, 503 | 504 | 410) => {
+                        return Err(Lost { why: format!("a keepalive of lease {id} was refused: {}", describe(&r)), ends: last_ok + ttl });
+                    }
                     _ => {
                         cli.opts.endpoints.rotate_left(1);
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -171,16 +207,16 @@ async fn keep_alive(mut cli: Cli, id: u64, ttl: Duration, mut last_ok: Instant, 
         };
         match tokio::time::timeout_at(stop_at.into(), round).await {
             Ok(Ok(sent)) => last_ok = sent,
-            Ok(Err(why)) => {
-                let _ = lost.send(Some(why));
+            Ok(Err(l)) => {
+                let _ = lost.send(Some(l));
                 return;
             }
             Err(_) => {
                 let why = format!(
-                    "no keepalive of lease {id} was acknowledged within {:?} of sending the last acknowledged one (TTL {ttl:?}): the lease may have expired",
+                    "no keepalive of lease {id} was acknowledged within {:?} of sending the last acknowledged one (TTL {ttl:?}): the lease may expire",
                     ttl - stop_margin
                 );
-                let _ = lost.send(Some(why));
+                let _ = lost.send(Some(Lost { why, ends: last_ok + ttl }));
                 return;
             }
         }
@@ -270,8 +306,8 @@ pub async fn run_lock(opts: ClientOpts, args: LockArgs) -> anyhow::Result<i32> {
     let body = json!({ "lease": id, "wait_ms": WAIT_MS });
     let acquired = tokio::select! {
         a = acquire(&opts, &lock_path, body, &what) => a,
-        why = lease.lost() => {
-            eprintln!("synod lock: lost lease {id} before the lock was taken: {why}");
+        lost = lease.lost() => {
+            eprintln!("synod lock: lost lease {id} before the lock was taken: {}", lost.why);
             lease.end(&opts).await;
             return Ok(LOST);
         }
@@ -302,7 +338,12 @@ pub async fn run_lock(opts: ClientOpts, args: LockArgs) -> anyhow::Result<i32> {
         }
     };
     let key = show_bytes(&held["key"]);
-    let fence = held["fence"].as_u64().context("the lock's reply has no fence")?;
+    let Some(fence) = held["fence"].as_u64() else {
+        // Not run without its fencing token; the place given up like any other way out.
+        release(&opts, &format!("{lock_path}?lease={id}")).await;
+        lease.end(&opts).await;
+        bail!("the lock's reply has no fence: {held}");
+    };
     eprintln!("synod lock: holding {what} (key {key}, fence {fence}, lease {id})");
     let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
@@ -323,30 +364,38 @@ pub async fn run_lock(opts: ClientOpts, args: LockArgs) -> anyhow::Result<i32> {
     let pid = child.id().unwrap_or(0);
     let ended = loop {
         tokio::select! {
-            s = child.wait() => break Ok(s.context("waiting for the command")?),
-            why = lease.lost() => break Err(why),
+            s = child.wait() => break Ok(s),
+            lost = lease.lost() => break Err(lost),
             _ = term.recv() => send_signal(pid, "TERM"),
             _ = int.recv() => send_signal(pid, "INT"),
         }
     };
-    match ended {
-        Ok(status) => {
-            release(&opts, &format!("{lock_path}?lease={id}")).await;
-            lease.end(&opts).await;
-            Ok(exit_code(status))
+    let result = match ended {
+        Ok(Ok(status)) => Ok(exit_code(status)),
+        Ok(Err(e)) => {
+            // The command's state is unknown: it must not outlive the lock.
+            let _ = child.kill().await;
+            Err(anyhow::Error::new(e).context("waiting for the command"))
         }
-        Err(why) => {
-            eprintln!("synod lock: LOST {what}: {why}. Sending SIGTERM to the command (pid {pid}): it must stop acting as the holder");
+        Err(lost) => {
+            let ttl = Duration::from_millis(args.ttl);
+            let deadline = kill_at(&lost, ttl);
+            let grace = deadline.saturating_duration_since(Instant::now());
+            eprintln!(
+                "synod lock: LOST {what}: {}. Sending SIGTERM to the command (pid {pid}): it must stop acting as the holder (SIGKILL in {grace:?}, before the lease could end)",
+                lost.why
+            );
             send_signal(pid, "TERM");
-            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-                eprintln!("synod lock: the command did not exit within 10 s of SIGTERM; sending SIGKILL");
+            if tokio::time::timeout_at(deadline.into(), child.wait()).await.is_err() {
+                eprintln!("synod lock: the command did not exit within {grace:?} of SIGTERM; sending SIGKILL");
                 let _ = child.kill().await;
             }
-            release(&opts, &format!("{lock_path}?lease={id}")).await;
-            lease.end(&opts).await;
             Ok(LOST)
         }
-    }
+    };
+    release(&opts, &format!("{lock_path}?lease={id}")).await;
+    lease.end(&opts).await;
+    result
 }
 
 /// Run `synod elect`; returns the exit status: 0 after resigning on Ctrl-C (or SIGTERM),
@@ -369,8 +418,8 @@ pub async fn run_elect(opts: ClientOpts, args: ElectArgs) -> anyhow::Result<i32>
     let campaign = format!("{base}/campaign");
     let acquired = tokio::select! {
         a = acquire(&opts, &campaign, body, &what) => a,
-        why = lease.lost() => {
-            eprintln!("synod elect: lost lease {id} before being elected: {why}");
+        lost = lease.lost() => {
+            eprintln!("synod elect: lost lease {id} before being elected: {}", lost.why);
             lease.end(&opts).await;
             return Ok(LOST);
         }
@@ -408,8 +457,8 @@ pub async fn run_elect(opts: ClientOpts, args: ElectArgs) -> anyhow::Result<i32>
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     tokio::select! {
-        why = lease.lost() => {
-            eprintln!("synod elect: LOST {what}: {why}; stop acting as the leader");
+        lost = lease.lost() => {
+            eprintln!("synod elect: LOST {what}: {}; stop acting as the leader", lost.why);
             lease.end(&opts).await;
             Ok(LOST)
         }
@@ -494,5 +543,126 @@ async fn listen(opts: &ClientOpts, name: &str) -> anyhow::Result<i32> {
     tokio::select! {
         r = follow => r.map(|()| 0),
         _ = tokio::signal::ctrl_c() => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// What a fake replica was asked.
+    #[derive(Default)]
+    struct Seen {
+        keepalives: AtomicU64,
+        revokes: AtomicU64,
+        unlocks: AtomicU64,
+    }
+
+    /// A fake replica whose lock reply has no fence (a server bug, a proxy that rewrites the
+    /// body): lease 7 is granted and kept alive, lock `x` "held".
+    async fn fake_replica(seen: Arc<Seen>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let (status, body) = match (req.method().as_str(), req.uri().path()) {
+                                ("POST", "/v1/leases") => (201, json!({ "id": 7, "ttl_ms": 300 })),
+                                ("POST", "/v1/leases/7/keepalive") => {
+                                    seen.keepalives.fetch_add(1, Ordering::SeqCst);
+                                    (200, json!({ "id": 7, "ttl_ms": 300 }))
+                                }
+                                ("DELETE", "/v1/leases/7") => {
+                                    seen.revokes.fetch_add(1, Ordering::SeqCst);
+                                    (200, json!({ "id": 7, "deleted": 1 }))
+                                }
+                                ("POST", "/v1/locks/x") => (200, json!({ "name": "x", "key": "_synod/lock/x/0000000000000007", "lease": 7 })),
+                                ("DELETE", "/v1/locks/x") => {
+                                    seen.unlocks.fetch_add(1, Ordering::SeqCst);
+                                    (200, json!({ "name": "x" }))
+                                }
+                                _ => (404, json!({ "type": "/problems/not-found" })),
+                            };
+                            let r = hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body.to_string())))
+                                .expect("a response");
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(s), svc).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn opts(endpoint: String) -> ClientOpts {
+        ClientOpts {
+            endpoints: vec![endpoint],
+            output: OutputFormat::Table,
+            session_file: None,
+            session: None,
+            seq: None,
+            consistency: "linearizable".into(),
+            timeout_ms: 2_000,
+            retry_deadline_ms: 2_000,
+            access: Default::default(),
+        }
+    }
+
+    /// Every way out of `synod lock` stops the keepalive task; this one (a lock reply without a
+    /// fence) returned early and left it renewing the lease for as long as the process lived.
+    #[tokio::test]
+    async fn a_lock_reply_without_a_fence_stops_the_keepalive_and_ends_the_lease() {
+        let seen = Arc::new(Seen::default());
+        let url = fake_replica(seen.clone()).await;
+        let args = LockArgs { name: "x".into(), ttl: 300, command: vec!["true".into()] };
+        let r = run_lock(opts(url), args).await;
+        assert!(r.is_err(), "a reply without a fence is an error: {r:?}");
+        // Renewals every 100 ms: give a stray keeper several rounds to show itself.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let after_exit = seen.keepalives.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(seen.keepalives.load(Ordering::SeqCst), after_exit, "keepalives went on after synod lock returned");
+        assert_eq!(seen.revokes.load(Ordering::SeqCst), 1, "the lease was revoked on the way out");
+    }
+
+    /// The rule: SIGKILL a twentieth of the TTL before the lease's earliest end; at once when
+    /// that is past (the lease known gone).
+    #[test]
+    fn the_kill_comes_before_the_lease_could_end() {
+        let now = Instant::now();
+        let ttl = Duration::from_secs(10);
+        // Keepalives unanswered: SIGTERM at 0.9 TTL after the last acknowledged one, 1 s before
+        // its earliest end; SIGKILL half a second later.
+        let lost = Lost { why: String::new(), ends: now + ttl / 10 };
+        assert_eq!(kill_at(&lost, ttl), now + Duration::from_millis(500));
+        // Gone: the end is now (or was before), so the kill is due.
+        let gone = Lost { why: String::new(), ends: now };
+        assert!(kill_at(&gone, ttl) <= now);
+    }
+
+    /// Dropping a lease (a `?`, a panic) stops its keeper, whatever the path.
+    #[tokio::test]
+    async fn dropping_a_lease_stops_its_keeper() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let task = tokio::spawn(async move {
+            let _held = tx;
+            std::future::pending::<()>().await;
+        });
+        let (_lost_tx, lost) = watch::channel(None);
+        drop(Lease { id: 1, lost, task });
+        let ended = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(matches!(ended, Ok(None)), "the keeper still runs after its lease was dropped");
     }
 }

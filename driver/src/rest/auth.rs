@@ -152,9 +152,10 @@ impl Grant {
                     }
                 }
             }
-            // A lease names no key: any token that may write somewhere may hold leases. A lease id
-            // is a capability: whoever knows it may keep it alive or revoke it, which deletes
-            // its keys (docs/coordination.md).
+            // A lease names no key: any token that may write somewhere may hold leases. Keeping
+            // one alive or revoking it (which deletes its keys) also needs write permission on
+            // every key attached to it, which only the store knows: the lease routes check that
+            // (`leases::check_lease_keys`), so a lease id is not a capability.
             W::LeaseGrant { .. } | W::LeaseKeepAlive { .. } | W::LeaseRevoke { .. } => {
                 if self.write.is_empty() {
                     return Err(Problem::forbidden(format!("token {:?} may write no key, so it may not hold leases", self.name))

@@ -14,16 +14,22 @@
 //! and queries, and a number or decimal string in request bodies (clients whose JSON numbers are
 //! doubles can send it as a string).
 //!
-//! **Permissions.** Granting, keeping alive and revoking need a token that may write some key
-//! ([`Grant::check_op`]). Showing one lease needs a token that may read some key; the reply lists
-//! only the attached keys the token may read (`keys_hidden` counts the others). Listing every
-//! lease needs an admin token or one that may read every key: the list names every client's
-//! leases.
+//! **Permissions.** Granting needs a token that may write some key ([`Grant::check_op`]).
+//! Revoking and keeping alive need that too, and, as etcd does for a revoke, a token that may
+//! write every key attached to the lease ([`check_lease_keys`]): a lease id is a log index, easy
+//! to guess, and revoking deletes the keys, so an id must not be a capability. The keys are
+//! looked up in this replica's store when the request is checked (a revoke after a linearizable
+//! read, a keepalive in the applied state); a key attached between the check and the
+//! command's turn in the log is not checked, the same race etcd has. A lease with no keys may be
+//! revoked or kept alive by any token that may write some key. Showing one lease needs a token
+//! that may read some key; the reply lists only the attached keys the token may read
+//! (`keys_hidden` counts the others). Listing every lease needs an admin token or one that may
+//! read every key: the list names every client's leases.
 
 use super::auth::{Grant, Keys};
 use super::json::Json;
 use super::kv::{consistency, freshness, with_index, write};
-use super::loop_io::{self, ReadAnswer};
+use super::loop_io::{self, Consistency, ReadAnswer};
 use super::problem::{bytes_value, Problem};
 use super::query::{flag, NoParams, Segment, Q};
 use super::{json_reply, Ctx, Outcome};
@@ -187,12 +193,45 @@ pub async fn grant(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extens
     .await
 }
 
+/// 403 unless `grant` may write every key attached to lease `id` as this replica's store shows
+/// it, read at `consistency` (`what`: the operation, for the refusal). A token that may write
+/// every key needs no read, and one that may write none is refused by [`Grant::check_op`]; a
+/// lease that does not exist passes (the command answers 404). The refusal names no key: the
+/// token may not be allowed to read them.
+pub async fn check_lease_keys(ctx: &Ctx, grant: &Grant, id: u64, what: &str, consistency: Consistency) -> Result<(), Outcome> {
+    if grant.write.is_empty() || grant.may_write(Keys::Range(b"", None)) {
+        return Ok(());
+    }
+    let done = loop_io::read(ctx, consistency, Box::new(move |s| ReadAnswer::Leases(s.lease(id).into_iter().collect()))).await?;
+    let ReadAnswer::Leases(found) = done.answer else {
+        return Err(Problem::internal("the node loop answered another read").into());
+    };
+    let Some(lease) = found.into_iter().next() else { return Ok(()) };
+    if lease.keys.iter().all(|k| grant.may_write(Keys::One(k))) {
+        return Ok(());
+    }
+    let prefixes: Vec<String> = grant.write.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    Err(Problem::forbidden(format!(
+        "token {:?} may not {what} lease {id}: keys are attached to it that the token may not write (a lease is revoked or kept alive only by a token that may write every key attached to it)",
+        grant.name
+    ))
+    .with("token", json!(grant.name))
+    .with("lease", json!(id.to_string()))
+    .with("write_prefixes", json!(prefixes))
+    .into())
+}
+
 /// `POST /v1/leases/{id}/keepalive`: renew a lease for its TTL from now. 200 `{id, ttl_ms, index}`.
+/// The token must be allowed to write every key attached to it ([`check_lease_keys`], against
+/// this replica's applied state: cheap, no round to the leader).
 pub async fn keepalive(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Segment(id): Segment, _: Q<NoParams>, headers: HeaderMap) -> Outcome {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(p) => return p.into(),
     };
+    if let Err(o) = check_lease_keys(&ctx, &grant, id, "keep alive", Consistency::Sequential { min_index: 0 }).await {
+        return o;
+    }
     lease_write(&ctx, &grant, &headers, WriteOp::LeaseKeepAlive { id }, |o, index| match o {
         WriteOutcome::LeaseKept { id, ttl_ms } => Some((StatusCode::OK, json!({ "id": id, "ttl_ms": ttl_ms, "index": index }))),
         _ => None,
@@ -200,12 +239,17 @@ pub async fn keepalive(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Ex
     .await
 }
 
-/// `DELETE /v1/leases/{id}`: end a lease and delete its keys. 200 `{id, deleted, index}`.
+/// `DELETE /v1/leases/{id}`: end a lease and delete its keys. 200 `{id, deleted, index}`. The
+/// token must be allowed to write every key attached to it ([`check_lease_keys`], after a
+/// linearizable read: the keys as of the request).
 pub async fn revoke(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension<Arc<Grant>>, Segment(id): Segment, _: Q<NoParams>, headers: HeaderMap) -> Outcome {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(p) => return p.into(),
     };
+    if let Err(o) = check_lease_keys(&ctx, &grant, id, "revoke", Consistency::Linearizable).await {
+        return o;
+    }
     lease_write(&ctx, &grant, &headers, WriteOp::LeaseRevoke { id }, |o, index| match o {
         WriteOutcome::LeaseRevoked { id, deleted } => Some((StatusCode::OK, json!({ "id": id, "deleted": deleted, "index": index }))),
         _ => None,

@@ -16,9 +16,15 @@
 //!
 //! The key of a lease in a lock is a function of the pair, so a request is idempotent: asking
 //! again with the same lease (a retry after a timeout, on another replica) finds the key it
-//! created and keeps its place. A wait that ends without the lock (`wait_ms`) deletes the key it
-//! waited with, so it blocks nobody (the holder and the other waiters are untouched); a wait cut
-//! short by the replica shutting down leaves it, so a retry elsewhere keeps its place.
+//! created and keeps its place. A wait that ends without the lock (`wait_ms`, a failed read at
+//! the deadline, or the client gone: its connection closed, which drops the request) deletes the
+//! key it waited with, so it blocks nobody (the holder and the other waiters are untouched); a
+//! wait cut short by the replica shutting down leaves it, so a retry elsewhere keeps its place.
+//! (A retry that reaches a replica while the dropped request's delete is on its way may find its
+//! key deleted under it: it answers 409 `lock-not-acquired`, and asking again takes a new place.)
+//!
+//! **Only leased keys count.** A key under the prefix that is attached to no lease (a plain put
+//! by a token that may write there) is not in the line: it would otherwise hold for ever.
 //!
 //! **No proclaim.** A key's version changes when it is rewritten, and the order is by version:
 //! changing a leader's value in place would send it to the back of the line. There is no
@@ -48,7 +54,6 @@ use hyper::{Method, StatusCode};
 use kvstore::{BatchOp, Guard, WriteError, WriteOp, WriteOutcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,12 +175,18 @@ impl View {
 }
 
 /// The holder, the predecessor of `mine` and the size of a line of `entries` (any order).
+///
+/// Only keys attached to a lease are in the line: a key under the prefix written without one (a
+/// plain put by a token that may write there) would otherwise hold for ever, as nothing ends it.
+/// `mine` is found whatever it is attached to (a waiting key overwritten by a plain put is seen
+/// as such), but an unleased `mine` never holds.
 pub fn view_of(entries: Vec<Entry>, mine: Option<&[u8]>) -> View {
     let order = |e: &Entry| (e.version, e.key.clone());
-    let count = entries.len();
-    let holder = entries.iter().min_by_key(|e| order(e)).cloned();
     let mine_entry = mine.and_then(|m| entries.iter().find(|e| e.key == m)).cloned();
-    let predecessor = mine_entry.as_ref().and_then(|m| entries.iter().filter(|e| order(e) < order(m)).max_by_key(|e| order(e)).cloned());
+    let line: Vec<&Entry> = entries.iter().filter(|e| e.lease.is_some()).collect();
+    let count = line.len();
+    let holder = line.iter().min_by_key(|e| order(e)).map(|e| (*e).clone());
+    let predecessor = mine_entry.as_ref().and_then(|m| line.iter().filter(|e| order(e) < order(m)).max_by_key(|e| order(e)).map(|e| (*e).clone()));
     View { index: 0, lease_live: false, mine: mine_entry, holder, predecessor, count }
 }
 
@@ -261,6 +272,77 @@ async fn propose(ctx: &Ctx, grant: &Grant, op: WriteOp, forward: bool) -> Result
     Ok((done.index, done.output))
 }
 
+/// The waiting key of a request that is still waiting: when dropped armed (the request's future
+/// dropped because its client disconnected, or a return without the lock that did not delete
+/// the key itself), it deletes the key in a task of its own, so the key blocks nobody. Best
+/// effort: a delete that fails leaves the key until its lease ends, as before. Disarmed once the
+/// lock is held, once the key is gone or no longer the lease's, and on purpose when the replica
+/// shuts down (a retry elsewhere keeps the place).
+struct Waiting {
+    ctx: Arc<Ctx>,
+    grant: Arc<Grant>,
+    key: Vec<u8>,
+    lease: u64,
+    forward: bool,
+    /// Whether to delete the key when dropped.
+    armed: bool,
+    /// The key's version as last seen (the delete is guarded on it); `None`: not seen yet (the
+    /// put that creates it may or may not have been applied), read before deleting.
+    version: Option<u64>,
+}
+
+impl Waiting {
+    fn arm(&mut self, version: Option<u64>) {
+        self.armed = true;
+        self.version = version;
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (ctx, grant, key, lease, forward, version) = (self.ctx.clone(), self.grant.clone(), std::mem::take(&mut self.key), self.lease, self.forward, self.version);
+        runtime.spawn(async move {
+            let version = match version {
+                Some(v) => v,
+                None => match key_entry(&ctx, &key).await {
+                    Some(e) if e.lease == Some(lease) => e.version,
+                    _ => return,
+                },
+            };
+            let shown = show(&key);
+            let op = WriteOp::Delete { key, guard: Some(Guard::Version(version)) };
+            match propose(&ctx, &grant, op, forward).await {
+                Ok((_, Ok(_))) => tracing::debug!(key = %shown, "deleted the waiting key of a request that ended without the lock"),
+                _ => tracing::debug!(key = %shown, "could not delete the waiting key of a request that ended without the lock; it stays until its lease ends"),
+            }
+        });
+    }
+}
+
+/// One key, as the line shows its keys (a linearizable read); `None` if it does not exist or
+/// the read failed.
+async fn key_entry(ctx: &Ctx, key: &[u8]) -> Option<Entry> {
+    let slot: Arc<Mutex<Option<Entry>>> = Arc::new(Mutex::new(None));
+    let out = slot.clone();
+    let key = key.to_vec();
+    let read = move |s: &kvstore::Store| {
+        let entry = s.get_ref(&key).map(|v| Entry { value: v.value.clone(), version: v.version, lease: s.lease_of(&key), key: key.clone() });
+        *out.lock().expect("never poisoned") = entry;
+        ReadAnswer::Get(None)
+    };
+    loop_io::read(ctx, Consistency::Linearizable, Box::new(read)).await.ok()?;
+    let entry = slot.lock().expect("never poisoned").take();
+    entry
+}
+
 /// A lock held (an election led).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -277,15 +359,17 @@ pub struct Held {
 }
 
 /// Run the recipe: create the key of `lease` in the line of `name` (or find it), then wait up
-/// to `wait` until it is the lowest.
+/// to `wait` until it is the lowest. A wait that ends without the lock deletes its key (the
+/// [`Waiting`] guard, also when the future is dropped), except when the replica shuts down.
 #[allow(clippy::too_many_arguments)]
-async fn acquire(ctx: &Ctx, grant: &Grant, kind: Kind, name: &str, lease: u64, value: Vec<u8>, wait: Duration, forward: bool) -> Result<Held, Outcome> {
+async fn acquire(ctx: &Arc<Ctx>, grant: &Arc<Grant>, kind: Kind, name: &str, lease: u64, value: Vec<u8>, wait: Duration, forward: bool) -> Result<Held, Outcome> {
     let started = Instant::now();
     let deadline = started + wait;
     let prefix = prefix(kind, name);
     let mine = key_of(kind, name, lease);
     let end = kvstore::read::prefix_end(&prefix);
     grant.check_read(Keys::Range(&prefix, end.as_deref()))?;
+    let mut waiting = Waiting { ctx: ctx.clone(), grant: grant.clone(), key: mine.clone(), lease, forward, armed: false, version: None };
 
     // 1. The key exists, attached to the lease: found, or created now.
     let mut first = true;
@@ -309,6 +393,7 @@ async fn acquire(ctx: &Ctx, grant: &Grant, kind: Kind, name: &str, lease: u64, v
                 if kind == Kind::Election && m.value != value {
                     return Err(campaign_conflict(name, lease, m).into());
                 }
+                waiting.arm(Some(m.version));
                 break;
             }
             // Written by something else than the recipe (a plain put): taken over, guarded on
@@ -317,11 +402,32 @@ async fn acquire(ctx: &Ctx, grant: &Grant, kind: Kind, name: &str, lease: u64, v
             None => Guard::Absent,
         };
         let op = WriteOp::Leased { lease, ops: vec![BatchOp::Put { key: mine.clone(), value: value.clone(), guard: Some(guard) }] };
-        match propose(ctx, grant, op, forward).await? {
-            (_, Ok(_)) => break,
-            // Another request of the same lease got there first: look again.
-            (_, Err(WriteError::GuardFailed { .. })) => continue,
-            (index, Err(e)) => return Err(with_index(Problem::from_write_error(&e, false).into_response(), index)),
+        // From here the key may exist: a request dropped now still deletes it (reading it first).
+        waiting.arm(None);
+        match propose(ctx, grant, op, forward).await {
+            Ok((index, Ok(_))) => {
+                // Created by this put: its version is the put's index.
+                waiting.arm(Some(index));
+                break;
+            }
+            // Another request of the same lease got there first (its key, not this one's to
+            // delete unless this one waits with it): look again.
+            Ok((_, Err(WriteError::GuardFailed { .. }))) => {
+                waiting.disarm();
+                continue;
+            }
+            Ok((index, Err(e))) => {
+                waiting.disarm();
+                return Err(with_index(Problem::from_write_error(&e, false).into_response(), index));
+            }
+            // Refused before it was proposed: nothing written (the dispatcher may hand the
+            // request to the leader, which then owns the key).
+            Err(o @ (Outcome::NotLeader(_) | Outcome::NotServing(..))) => {
+                waiting.disarm();
+                return Err(o);
+            }
+            // Perhaps applied: the guard deletes the key if it exists.
+            Err(o) => return Err(o),
         }
     }
 
@@ -338,24 +444,32 @@ async fn acquire(ctx: &Ctx, grant: &Grant, kind: Kind, name: &str, lease: u64, v
             }
         };
         let version = match &view.mine {
-            None if !view.lease_live => return Err(lease_gone(lease).into()),
+            None if !view.lease_live => {
+                waiting.disarm();
+                return Err(lease_gone(lease).into());
+            }
             None => {
+                waiting.disarm();
                 let why = "the waiting key was deleted while it waited (an unlock or resign with this lease)";
                 return Err(not_acquired(kind, name, &view, started.elapsed(), why).into());
             }
             Some(m) if m.lease != Some(lease) => {
+                waiting.disarm();
                 let why = "the waiting key was overwritten while it waited";
                 return Err(not_acquired(kind, name, &view, started.elapsed(), why).into());
             }
             Some(m) => m.version,
         };
+        waiting.arm(Some(version));
         if view.holds() {
+            waiting.disarm();
             return Ok(Held { key: mine, fence: version, value, index: view.index, waiters: view.waiters() });
         }
         if Instant::now() >= deadline {
             // Give the place up, so this key blocks nobody once the keys before it are gone
             // (guarded: only the key this wait saw). Best effort: if it fails, the key stays
             // until the lease ends or the client unlocks.
+            waiting.disarm();
             let op = WriteOp::Delete { key: mine.clone(), guard: Some(Guard::Version(version)) };
             let _ = propose(ctx, grant, op, forward).await;
             let why = format!("not acquired within wait_ms ({} ms); the waiting key was deleted again", wait.as_millis());
@@ -377,13 +491,17 @@ async fn acquire(ctx: &Ctx, grant: &Grant, kind: Kind, name: &str, lease: u64, v
                 _ = tick.tick() => {
                     if ctx.draining.load(Ordering::Relaxed) {
                         // Left in place: a retry on another replica keeps its place.
+                        waiting.disarm();
                         return Err(Problem::unavailable("shutting-down", "this replica is shutting down; retry on another (the waiting key keeps its place)").into());
                     }
                     continue;
                 }
             };
             match woke {
-                Some(None) => return Err(Problem::unavailable("shutting-down", "the node loop is gone").into()),
+                Some(None) => {
+                    waiting.disarm();
+                    return Err(Problem::unavailable("shutting-down", "the node loop is gone").into());
+                }
                 // Too many watchers, a history that no longer reaches back: check again shortly.
                 Some(Some(Err(_))) => tokio::time::sleep(RETRY).await,
                 Some(Some(Ok(_))) | None => {}
@@ -618,11 +736,10 @@ pub fn leader_event(name: &str, leader: Option<&Entry>, index: u64) -> String {
     }
 }
 
-/// The leader of a line kept as a map (key to value and version).
-fn leader_of(line: &BTreeMap<Vec<u8>, (Vec<u8>, u64)>, prefix: &[u8]) -> Option<Entry> {
-    line.iter()
-        .min_by_key(|(k, (_, v))| (*v, (*k).clone()))
-        .map(|(k, (value, version))| Entry { key: k.clone(), value: value.clone(), version: *version, lease: lease_in_key(prefix, k) })
+/// The leader of a line: its holder as [`view_of`] finds it (keys attached to no lease ignored),
+/// so the stream and `GET /v1/elections/{name}` agree.
+fn leader_of(line: &[Entry]) -> Option<Entry> {
+    view_of(line.to_vec(), None).holder
 }
 
 /// `GET /v1/elections/{name}/observe`: the leader now (`event: leader`, or `event: vacant`),
@@ -658,8 +775,7 @@ pub async fn observe(ctx: Arc<Ctx>, parts: Parts, grant: Arc<Grant>) -> Response
         }
         Ok((name, prefix, entries, index)) => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
-            let line: BTreeMap<Vec<u8>, (Vec<u8>, u64)> = entries.into_iter().map(|e| (e.key, (e.value, e.version))).collect();
-            tokio::spawn(pump_leaders(ctx.clone(), grant, name, prefix, line, index, tx));
+            tokio::spawn(pump_leaders(ctx.clone(), grant, name, prefix, entries, index, tx));
             let mut r = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
             stream_headers(&ctx, &mut r);
             r.headers_mut().insert(super::INDEX_HEADER, HeaderValue::from(index));
@@ -683,19 +799,21 @@ fn still_allowed(ctx: &Ctx, grant: &Grant, prefix: &[u8]) -> bool {
     auth.lookup(hash).is_some_and(|g| g.may_read(Keys::Range(prefix, end.as_deref())))
 }
 
-/// Feed an observe stream: keep the line (key to value and version) from the state read at
-/// `index`, apply every change the watches deliver, and send an event whenever the lowest key
-/// (or its value) changes. A history that no longer reaches back is read again whole.
+/// Feed an observe stream: the line as read at `index`, then read again (from this replica's
+/// applied state, at least at the index of the last change) whenever the watch on the prefix
+/// delivers changes, and send an event whenever the leader (or its value) changes. The line is
+/// read rather than patched with the changes, which do not say which lease a key is attached to
+/// (keys attached to none are not candidates: [`view_of`]).
 async fn pump_leaders(
     ctx: Arc<Ctx>,
     grant: Arc<Grant>,
     name: String,
     prefix: Vec<u8>,
-    mut line: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    mut line: Vec<Entry>,
     mut after: u64,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
 ) {
-    let mut shown = leader_of(&line, &prefix);
+    let mut shown = leader_of(&line);
     if tx.send(Ok(Bytes::from(leader_event(&name, shown.as_ref(), after)))).await.is_err() {
         return;
     }
@@ -726,30 +844,26 @@ async fn pump_leaders(
                 }
             }
         };
-        match answer {
+        let read_from = match answer {
             None => return,
-            Some(Ok(changes)) => {
-                for c in changes.changes {
-                    match c.value {
-                        Some(v) => line.insert(c.key, (v, c.version)),
-                        None => line.remove(&c.key),
-                    };
-                    after = c.index;
-                }
-            }
-            Some(Err(WatchError::Compacted { .. })) => match line_again(&ctx, &prefix, after).await {
-                Some((entries, index)) => {
-                    line = entries.into_iter().map(|e| (e.key, (e.value, e.version))).collect();
-                    after = index;
-                }
-                None => return,
+            Some(Ok(changes)) => match changes.changes.last() {
+                Some(c) => c.index,
+                None => continue,
             },
+            Some(Err(WatchError::Compacted { .. })) => after,
             Some(Err(e)) => {
                 let _ = tx.send(Ok(Bytes::from(format!("event: unavailable\ndata: {}\n\n", json!({ "detail": e.to_string() }))))).await;
                 return;
             }
+        };
+        match line_again(&ctx, &prefix, read_from).await {
+            Some((entries, index)) => {
+                line = entries;
+                after = index;
+            }
+            None => return,
         }
-        let now = leader_of(&line, &prefix);
+        let now = leader_of(&line);
         let same = match (&now, &shown) {
             (Some(a), Some(b)) => a.key == b.key && a.version == b.version && a.value == b.value,
             (None, None) => true,
@@ -765,7 +879,8 @@ async fn pump_leaders(
     }
 }
 
-/// Read the line again after the history skipped past the stream (at least at `after`).
+/// Read the line again, at least at `after` (after changes, or after the history skipped past
+/// the stream).
 async fn line_again(ctx: &Ctx, prefix: &[u8], after: u64) -> Option<(Vec<Entry>, u64)> {
     line(ctx, Consistency::Sequential { min_index: after }, prefix).await.ok()
 }
@@ -774,8 +889,14 @@ async fn line_again(ctx: &Ctx, prefix: &[u8], after: u64) -> Option<(Vec<Entry>,
 mod tests {
     use super::*;
 
+    /// A key of the recipe: attached to a lease (its number is of no matter to the order).
     fn e(key: &str, version: u64) -> Entry {
-        Entry { key: key.as_bytes().to_vec(), value: Vec::new(), version, lease: None }
+        Entry { key: key.as_bytes().to_vec(), value: Vec::new(), version, lease: Some(1) }
+    }
+
+    /// A key under the line's prefix written without a lease (a plain put).
+    fn unleased(key: &str, version: u64) -> Entry {
+        Entry { lease: None, ..e(key, version) }
     }
 
     #[test]
@@ -814,6 +935,26 @@ mod tests {
     }
 
     #[test]
+    fn keys_not_attached_to_a_lease_are_not_in_the_line() {
+        // A plain put under the prefix, older than every key of the recipe: it would hold for
+        // ever (nothing ends it), so the line ignores it.
+        let line = vec![unleased("k/stray", 1), e("k/a", 10), e("k/b", 20)];
+        let v = view_of(line.clone(), Some(b"k/b"));
+        assert_eq!(v.holder.as_ref().unwrap().key, b"k/a", "the unleased key does not hold");
+        assert_eq!(v.predecessor.as_ref().unwrap().key, b"k/a", "nor is it waited on");
+        assert_eq!((v.count, v.waiters()), (2, 1), "nor counted");
+        assert!(view_of(line, Some(b"k/a")).holds());
+        // Only unleased keys: nobody holds.
+        let v = view_of(vec![unleased("k/stray", 1), unleased("k/other", 2)], None);
+        assert_eq!((v.holder.is_none(), v.count, v.waiters()), (true, 0, 0));
+        // A waiting key overwritten by a plain put is still found (detached: the waiter sees it
+        // was overwritten) but never holds, even as the oldest key.
+        let v = view_of(vec![unleased("k/a", 5), e("k/b", 6)], Some(b"k/a"));
+        assert_eq!(v.mine.as_ref().map(|m| m.lease), Some(None));
+        assert_eq!((v.holds(), v.holder.as_ref().unwrap().key.as_slice(), v.predecessor.is_none()), (false, &b"k/b"[..], true));
+    }
+
+    #[test]
     fn waits_are_bounded_and_only_waiting_requests_get_extra_time() {
         assert_eq!(wait_of(None), Duration::from_millis(DEFAULT_WAIT_MS));
         assert_eq!(wait_of(Some(0)), Duration::ZERO);
@@ -831,12 +972,13 @@ mod tests {
 
     #[test]
     fn leader_events_carry_the_lowest_key_and_its_fence() {
-        let p = prefix(Kind::Election, "e");
-        let mut line = BTreeMap::new();
-        line.insert(key_of(Kind::Election, "e", 9), (b"beta".to_vec(), 12));
-        line.insert(key_of(Kind::Election, "e", 7), (b"alpha".to_vec(), 8));
-        let l = leader_of(&line, &p).unwrap();
+        let candidate = |lease: u64, value: &[u8], version: u64| Entry { key: key_of(Kind::Election, "e", lease), value: value.to_vec(), version, lease: Some(lease) };
+        let mut line = vec![candidate(9, b"beta", 12), candidate(7, b"alpha", 8)];
+        let l = leader_of(&line).unwrap();
         assert_eq!((l.value.as_slice(), l.version, l.lease), (&b"alpha"[..], 8, Some(7)));
+        // A key written without a lease is no candidate, even the oldest.
+        line.push(Entry { key: b"_synod/elect/e/stray".to_vec(), value: b"stray".to_vec(), version: 1, lease: None });
+        assert_eq!(leader_of(&line).unwrap().value, b"alpha");
         let ev = leader_event("e", Some(&l), 12);
         assert!(ev.starts_with("id: 12\nevent: leader\ndata: {"), "{ev}");
         assert!(ev.contains("\"value\":\"alpha\"") && ev.contains("\"fence\":8") && ev.contains("\"lease\":7"), "{ev}");
