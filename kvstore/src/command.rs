@@ -54,9 +54,13 @@ pub struct SessionRef {
 pub struct Stamp {
     /// The proposer's node id.
     pub node: u64,
-    /// The proposer's process: unique per process start of that node (Synod: its start number,
-    /// the restart epoch), so a restarted process, whose monotonic clock starts again, is another
-    /// proposer.
+    /// The proposer's term: unique per process start of that node *and* per time it leads
+    /// (Synod: `paxos::Tick::epoch`, its ballot round and its start number), so a restarted
+    /// process, whose monotonic clock starts again, is another proposer, and so is the same
+    /// process leading again: a batch of its old term that a later phase 1 adopts must not be
+    /// measured against its new term's readings. (Releases up to 0.2.0 stamped the process
+    /// alone; the store compares the field for equality only, so logs of both kinds apply
+    /// alike on every version.)
     pub process: u64,
     /// Milliseconds on the proposer's monotonic clock (any origin, fixed for the process).
     pub mono_ms: u64,

@@ -113,6 +113,10 @@ pub struct Node {
     pub(crate) halted: Option<String>,
     /// The lease sweep this node proposed as leader and when, until it is applied or lost.
     pub(crate) lease_sweep: Option<(RequestId, Time)>,
+    /// The simulator's view of the log clock: for every request applied, (index, its slot's
+    /// reading, what the log clock advanced by) (`sim::World::check_clock_credits`).
+    #[cfg(feature = "sim")]
+    pub(crate) clock_credits: Vec<(u64, u64, u64)>,
     /// No sweep is proposed before this (after the core refused one).
     pub(crate) sweep_not_before: Time,
     pub(crate) outputs: VecDeque<Output>,
@@ -212,6 +216,8 @@ impl Node {
             peer_versions: BTreeMap::new(),
             halted: None,
             lease_sweep: None,
+            #[cfg(feature = "sim")]
+            clock_credits: Vec::new(),
             sweep_not_before: now,
             settings,
         };
@@ -295,7 +301,8 @@ impl Node {
             return Some(Time(at.0 + SWEEP_RETRY_MS));
         }
         let due = match self.store.sessions().last_stamp() {
-            Some(s) if s.node == me.0 && s.process == self.settings.start_number => {
+            // Our own slot of this term (`paxos::Tick::epoch`): the clock runs on our readings.
+            Some(s) if s.node == me.0 && self.replica.tick_epoch_now() == Some(s.process) => {
                 // A slot adds at most `max_clock_step_ms` to the log clock: wait no longer than
                 // that, or an idle cluster's long lease outlives its TTL many times over.
                 let step = self.store.config().max_clock_step_ms;
@@ -798,7 +805,11 @@ impl Node {
                             req.stamp = stamp;
                         }
                         let before = watch::keys_before(&self.store, &req);
+                        #[cfg(feature = "sim")]
+                        let clock_before = self.store.log_clock_ms();
                         let output = self.store.apply_request(index, &req);
+                        #[cfg(feature = "sim")]
+                        self.clock_credits.push((index, req.stamp.mono_ms, self.store.log_clock_ms().saturating_sub(clock_before)));
                         self.watches.record(index, &req.op, &output, before, &self.store);
                         let at = if self.writes.contains_key(&cmd.id) { self.reply_index(&req, index) } else { index };
                         (output, at)

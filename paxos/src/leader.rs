@@ -173,6 +173,23 @@ impl Replica {
         }
     }
 
+    /// The term this replica stamps its batches with while it leads (`Tick::epoch`); `None` in
+    /// any other role. The node layer compares it with the log clock's last stamp.
+    pub fn tick_epoch_now(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leader(l) => Some(self.tick_epoch(l.ballot)),
+            _ => None,
+        }
+    }
+
+    fn tick_epoch(&self, ballot: Ballot) -> u64 {
+        #[cfg(feature = "sim")]
+        if self.opts.bugs.tick_without_term {
+            return self.opts.restart_epoch;
+        }
+        crate::message::Tick::epoch_of(ballot.round, self.opts.restart_epoch)
+    }
+
     /// The ballot for a new candidacy: re-use the last one if it never reached phase 2 and nothing
     /// higher was seen since; otherwise one round above everything seen.
     fn next_ballot(&mut self) -> Ballot {
@@ -489,11 +506,12 @@ impl Replica {
                 }
             }
             let batch = l.queue.take_batch(self.opts.batch_max_commands, self.opts.batch_max_bytes);
+            let ballot = l.ballot;
             let slot = l.next_slot;
             l.next_slot = slot.next();
             // Extend, never overwrite: a proposal of an earlier term may still wait on this slot.
             self.pending.entry(slot).or_default().extend(batch.iter().map(|c| c.id));
-            let tick = crate::message::Tick { leader: self.me.node, epoch: self.opts.restart_epoch, mono_ms: now.0 };
+            let tick = crate::message::Tick { leader: self.me.node, epoch: self.tick_epoch(ballot), mono_ms: now.0 };
             self.propose_slot(now, slot, Value::Batch(batch, tick));
         }
     }

@@ -26,11 +26,27 @@ pub struct Command {
 pub struct Tick {
     /// The leader that formed the batch.
     pub leader: NodeId,
-    /// Its process: the restart epoch (`Options::restart_epoch`), unique per start of that node
-    /// id, so a restarted process (whose monotonic clock starts again) is another clock.
+    /// The leader's term: its ballot's round and its process (see [`Tick::epoch_of`]), so a
+    /// restarted process (whose monotonic clock starts again) is another clock, and so is the
+    /// same process leading again under a new ballot. The log clock credits the time between
+    /// two batches only when they follow each other in the log *and* carry the same term; a
+    /// term's own batches lie in the log in the order it proposed them, while a batch that a
+    /// later leader adopted keeps the term it was first proposed in. (Before this, the field
+    /// held the process alone: a leader elected again, whose new phase 1 adopted its own
+    /// old-term batch after another leader's slots, counted its time out of office.)
     pub epoch: u64,
     /// Milliseconds on that process's monotonic clock (the `now` it proposed at).
     pub mono_ms: u64,
+}
+
+impl Tick {
+    /// The term a leader of `ballot_round` in the process of `restart_epoch` stamps its batches
+    /// with: the round in the high 32 bits, the process in the low 32 (both stay far below 2^32:
+    /// a round per election, an epoch per start). Only equality matters to the log clock; the
+    /// round comes first so a later rule can also order terms.
+    pub fn epoch_of(ballot_round: u64, restart_epoch: u64) -> u64 {
+        (ballot_round << 32) | (restart_epoch & 0xFFFF_FFFF)
+    }
 }
 
 /// The value of one slot.

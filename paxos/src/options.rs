@@ -130,6 +130,10 @@ pub struct Bugs {
     /// before the review of issue 30): a later leader may adopt an older stop sign below it, and
     /// the change was decided without knowing the one before it.
     pub change_over_inflight: bool,
+    /// A leader's tick names its process only, not its term (the rule before the lease
+    /// review): re-elected, its phase 1 adopts its own old-term batch after another leader's
+    /// slots and the log clock counts its time out of office, cutting leases short.
+    pub tick_without_term: bool,
 }
 
 impl Options {

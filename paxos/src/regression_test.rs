@@ -74,7 +74,7 @@ fn bug1_a_new_leader_passes_a_stop_sign_already_chosen() {
     assert!(sends(&acts).contains(&(NodeId(3), Message::Accept { ballot, slot: Slot(3), value: Value::Noop, commit: Slot(2) })));
     r.propose(Time(24), test_command(9, 1)).expect("leader");
     let acts = actions(&mut r);
-    let v = Value::Batch(vec![test_command(9, 1)], crate::Tick { leader: NodeId(1), epoch: 0, mono_ms: 24 });
+    let v = Value::Batch(vec![test_command(9, 1)], crate::Tick { leader: NodeId(1), epoch: crate::Tick::epoch_of(ballot.round, 0), mono_ms: 24 });
     assert!(sends(&acts).contains(&(NodeId(2), Message::Accept { ballot, slot: Slot(4), value: v, commit: Slot(2) })), "{acts:?}");
 }
 
