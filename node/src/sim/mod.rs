@@ -19,8 +19,11 @@
 //!   lease expires while it sleeps.
 //! * **etcd** (`etcd.rs`): leases renewed while a node is up and can reach etcd; an election
 //!   that names the oldest campaigner with a live lease; hints that reach each node late and in
-//!   order; suspicions (a majority of acceptors suspecting the leader revokes its lease, as
-//!   `driver/src/etcd.rs` does); and a nemesis that tells a node a wrong leader for a while.
+//!   order; suspicions (each process's task records its suspicion under its own lease, deletes
+//!   it when withdrawn, retrying a delete that failed, and a majority of acceptors whose records
+//!   count revokes the leader's lease, as `driver/src/etcd.rs` does; deletes fail while a node is
+//!   cut from etcd and, in one run in two, in short flaps); and a nemesis that tells a node a
+//!   wrong leader for a while.
 //! * **Clients** (`client.rs`): one request at a time each, to a random replica, with a timeout;
 //!   writes with a session (retried under the same sequence number on another replica after a
 //!   timeout or an unknown outcome), with an idempotency key (a session of one request), or with
@@ -43,9 +46,15 @@
 //!    forever);
 //! 4. every replica ends with the same state hash at the same applied index;
 //! 5. with a small session table, the probe is admitted within [`PROBE_TTLS`] x TTL of its start
-//!    ([`PROBE_SETTLE_MS`] after the heal), and under one leader the log clock advances at least
+//!    ([`PROBE_SETTLE_MS`] after the heal; runs with the smallest table have no lock clients, so
+//!    the probe races the flood alone there: [`SMALLEST_TABLE_WITHOUT_LOCKS`]), and under one leader the log clock advances at least
 //!    half the time between the proposals it counts (over stretches of [`CLOCK_STRETCH_MS`]);
-//! 6. in every run, no replica's log clock is ever above the simulated time.
+//! 6. in every run, no replica's log clock is ever above the simulated time;
+//! 7. every revocation of a leader's etcd lease by suspicion happened to a leader that a majority
+//!    of the acceptors (of the configuration the revoking node runs) could not hear: each was not
+//!    running, or had taken no word from that leader for at least `suspect_leader_after_ms`, now
+//!    or within the last TTL and a little (how long a withdrawn record may still count in a
+//!    correct system: `World::check_revocations`).
 //!
 //! A failure names its seed; `NODE_SIM_FIRST_SEED=<seed> NODE_SIM_SEEDS=1` replays it alone.
 
@@ -56,7 +65,7 @@ mod net;
 mod world;
 
 pub use locker::{End, Interval, LockBugs, LockStats, HANDOVER_SLACK_MS};
-pub use world::{run, Failure, SessionShape, SimConfig, SimStats, CLOCK_STRETCH_MS, LOCK_IDLE_MS, LOCK_SETTLE_MS, PROBE_SETTLE_MS, PROBE_TTLS};
+pub use world::{run, Failure, SessionShape, SimConfig, SimStats, CLOCK_STRETCH_MS, LOCK_IDLE_MS, LOCK_SETTLE_MS, PROBE_SETTLE_MS, PROBE_TTLS, SMALLEST_TABLE_WITHOUT_LOCKS};
 
 /// The seed range from the environment: `NODE_SIM_FIRST_SEED` (default `default_first`) and
 /// `NODE_SIM_SEEDS` (default `default_count`).

@@ -1,7 +1,7 @@
 //! The simulated world: replicas (node layer), network, etcd, clients, faults, and the verdicts.
 
 use super::client::{op_kind, settle_write, Ask, Client, InFlight, Role, Tagging, COUNTERS, REGISTERS};
-use super::etcd::Etcd;
+use super::etcd::{Etcd, Proc, MAX_FLAP_MS, TICK_MS};
 use super::locker::{Chan, Cmd, LockBook, LockBugs, LockStats, Locker, KEEP_ATTEMPTS, HANDOVER_SLACK_MS, MAIN_ATTEMPTS, MAIN_TIMEOUT_MS};
 use super::net::Net;
 use crate::membership::{barrier_behind, eligible, next_step, EpochMark, PendingChange, Step};
@@ -52,16 +52,33 @@ pub struct SimConfig {
     /// the leader goes on leading on its quorum, nobody is told to step down, and on etcd's return
     /// the election is held again). On in one run in seven.
     pub etcd_outages: bool,
+    /// Re-election bounces among the faults: the leader is cut from its peers (not from etcd)
+    /// while its clients keep proposing through it, and as soon as etcd names a successor, that
+    /// one is cut too and the old leader heals, so the old leader may win again and adopt its
+    /// own cut-off slots after the successor's (the schedule of the lease review, REPORT §6).
+    /// On in one run in eleven.
+    pub bounces: bool,
     /// The leader raises the cluster version (every replica runs this build, so it reads
     /// `kvstore::MAX_CLUSTER_VERSION`) once no membership request moves: a configuration change
     /// amid the faults, after which snapshots are written in the newer format (issue 30). On in
     /// one run in five.
     pub version_raise: bool,
     /// Lock clients (`locker.rs`): each loops granting a lease, taking the lock key guarded on
-    /// its absence, holding it with keepalives, releasing or abandoning it. 2 or 3 per run.
+    /// its absence, holding it with keepalives, releasing or abandoning it. 2 or 3 per run; none
+    /// in a run with the smallest session table ([`SMALLEST_TABLE_WITHOUT_LOCKS`]).
     pub lockers: usize,
     /// Bugs to put into the lock clients (negative tests of the lock verdicts).
     pub lock_bugs: LockBugs,
+    /// A withdrawal's delete of a suspicion record may fail (`etcd.rs`): one time in four its
+    /// node's etcd requests fail for 50-150 ms (a flap; its lease is kept), and the record stays
+    /// until a retry succeeds. (Deletes fail in every run while a node is cut from etcd.) On in
+    /// one run in two.
+    pub delete_failures: bool,
+    /// A driver bug (negative test of the suspicion verdict): stale suspicion records count, as
+    /// before issue 25: records live under the suspected leader's lease (not the recorder's),
+    /// count whatever became of their recorder (dead, replaced, its lease expired), and a
+    /// withdrawal whose delete failed is not retried.
+    pub stale_suspicions: bool,
 }
 
 /// The session table of a [`SimConfig::sessions`] run and what it is held to.
@@ -70,7 +87,8 @@ pub struct SimConfig {
 ///   pick replicas at random; one more client floods keyed puts (a fresh one-request session
 ///   each, `seq` 1 under a new client id, as the REST layer maps an `Idempotency-Key`) through a
 ///   round-robin balancer over every replica, one at a time and as fast as it can, ignoring
-///   `Retry-After`. The table is full within a second and stays full.
+///   `Retry-After`. The table is full within a second and stays full. The lock clients (two
+///   sessions each) run too, except with the smallest table ([`SMALLEST_TABLE_WITHOUT_LOCKS`]).
 /// * **Liveness** (after the heal): [`PROBE_SETTLE_MS`] after it, a probe client sends keyed puts
 ///   through the balancer, waiting what each `SessionsFull` refusal's `retry_after_ms` says, and
 ///   must be admitted within [`PROBE_TTLS`] × `ttl_ms`.
@@ -105,8 +123,28 @@ impl SessionShape {
 
 /// After the heal, the probe starts this much later (time for a leader to settle).
 pub const PROBE_SETTLE_MS: u64 = 2_000;
+/// Runs whose session table holds at most this many sessions have no lock clients.
+///
+/// The probe's bound ([`PROBE_TTLS`]) was set when the probe raced the flood alone for freed
+/// slots (longest wait then 1.4 s in 600 session runs). A lock client holds two sessions (its
+/// channels) and, like the probe, waits out each `SessionsFull`'s `retry_after_ms`, so up to six
+/// more polite channels aim at the very slot the probe was told to wait for, and the flood
+/// (ignoring `Retry-After`) is usually there first; the table admits whichever new session comes
+/// first (no queue: nothing fairer is promised). In an 8-session table that made the probe's
+/// wait heavy-tailed although the table rotated as it should: seeds 0-2999, 11 (12 with the
+/// issue-25 etcd) of the 152 such runs waited more than one TTL, up to 4.6 TTL at seed 964 (106
+/// refusals under one leader whose log clock ran exactly on time, no revocation). Without lock
+/// clients there, the longest wait of those runs is 0.38 TTL, and 0.63 TTL over all 600 session
+/// runs (lock clients keep running with tables of 12-20, where their sessions are still evicted
+/// between two attempts). The bound is unchanged, so a stalled log clock (`Bugs::proposer_clock`)
+/// still fails every 8-session run by the probe.
+pub const SMALLEST_TABLE_WITHOUT_LOCKS: usize = 8;
 /// The probe must be admitted within this many TTLs of its start.
 pub const PROBE_TTLS: u64 = 3;
+/// How far a log-clock credit may start before an earlier index's reading: a deposed leader
+/// proposes for at most `leader_lease_ms` (300 ms here) after it last heard a quorum, plus a
+/// message delay (REPORT §7).
+pub const CLOCK_LEAD_SLACK_MS: u64 = 400;
 /// The shortest stretch under one leader over which the log clock's pace is checked.
 pub const CLOCK_STRETCH_MS: u64 = 2_000;
 /// The session phase lasts at least this long after the probe starts (so a stretch is checked
@@ -116,6 +154,7 @@ const SESSION_PHASE_MS: u64 = 4_000;
 impl SimConfig {
     /// The default shape for `seed`: 3 or 5 replicas, 3-6 clients, 12 s of faults.
     pub fn new(seed: u64) -> Self {
+        let sessions = (seed % 5 == 4).then(|| SessionShape::for_seed(seed));
         SimConfig {
             seed,
             replicas: if seed % 3 == 2 { 5 } else { 3 },
@@ -127,11 +166,15 @@ impl SimConfig {
             core_bugs: paxos::Bugs::default(),
             durable: seed % 6 != 5,
             ack_before_durable: false,
-            sessions: (seed % 5 == 4).then(|| SessionShape::for_seed(seed)),
+            sessions,
             etcd_outages: seed % 7 == 3,
+            bounces: seed % 11 == 7,
             version_raise: seed % 5 == 2,
-            lockers: 2 + (seed / 4 % 2) as usize,
+            // None with the smallest session table (see `SMALLEST_TABLE_WITHOUT_LOCKS`).
+            lockers: if sessions.is_some_and(|s| s.max_sessions <= SMALLEST_TABLE_WITHOUT_LOCKS) { 0 } else { 2 + (seed / 4 % 2) as usize },
             lock_bugs: LockBugs::default(),
+            delete_failures: seed.is_multiple_of(2),
+            stale_suspicions: false,
         }
     }
 }
@@ -160,11 +203,28 @@ pub struct SimStats {
     pub etcd_cuts: u64,
     /// Whole-etcd outages injected.
     pub etcd_outages: u64,
+    /// Re-election bounces ([`SimConfig::bounces`]): old leaders cut off, and of those, the ones
+    /// whose successor was cut right after it was named.
+    pub bounces: u64,
+    pub bounced_successors: u64,
     /// Cluster-version raises proposed (`SimConfig::version_raise`).
     pub version_raises: u64,
     pub wrong_hints: u64,
     pub leader_changes: u64,
     pub revocations: u64,
+    /// The run's suspicion deletes may fail at random ([`SimConfig::delete_failures`]).
+    pub delete_failures: bool,
+    /// Revocations by suspicion checked by the suspicion verdict (all of them).
+    pub revocations_checked: u64,
+    /// Withdrawals of a suspicion whose first delete failed (the node cut from etcd, or a flap):
+    /// the record stayed, and the delete was retried.
+    pub suspicion_deletes_failed: u64,
+    /// Suspicion records about a leader's current lease that did not count (their recorder's
+    /// registration gone, or held under another lease: a replaced or re-registered process).
+    pub suspicion_records_ignored: u64,
+    /// Suspicion records about a live leader lease that vanished with their recorder's lease
+    /// (their recorder died or was cut from etcd while it suspected, or after a failed delete).
+    pub suspicion_records_expired: u64,
     pub snapshots_installed: u64,
     /// Crashes with amnesia (the process and its state gone).
     pub crashes: u64,
@@ -222,6 +282,9 @@ pub struct SimStats {
     /// then: the clock legitimately runs slower (time between leaders is not counted), never
     /// ahead.
     pub log_clock_ms: u64,
+    /// The most a log-clock credit started before the latest reading of the indexes before it
+    /// (see `World::check_clock_credits`; 0 unless a deposed leader's slot was adopted late).
+    pub max_clock_lead_ms: u64,
     pub elapsed_ms: u64,
     /// The lock clients' statistics.
     pub locks: LockStats,
@@ -458,7 +521,7 @@ fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstr
     s.initial_cluster_version = initial_cluster_version(cfg);
     s.max_read_lag_slots = shape.max_read_lag;
     s.max_read_staleness_ms = shape.max_read_staleness;
-    s.suspect_leader_after_ms = 200;
+    s.suspect_leader_after_ms = SUSPECT_AFTER_MS;
     s.snapshot_chunk_bytes = 64 * 1024;
     s.seed = cfg.seed.wrapping_mul(31).wrapping_add(me.node.0 * 7 + me.incarnation.0);
     s.bugs = cfg.bugs;
@@ -466,6 +529,9 @@ fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstr
     s.durable = cfg.durable;
     s
 }
+
+/// Directed links between replicas.
+type Links = Vec<(NodeId, NodeId)>;
 
 struct World {
     cfg: SimConfig,
@@ -527,7 +593,38 @@ struct World {
     lease_watch: BTreeMap<NodeId, LeaseWatch>,
     /// The lock liveness probe after the heal.
     lock_phase: Option<LockPhase>,
+    /// The reading of every request's slot, by log index, whichever replica applied it first
+    /// (see [`World::check_clock_credits`]).
+    clock_readings: BTreeMap<u64, u64>,
+    /// A bounce under way ([`SimConfig::bounces`]): the old leader, the links cut from it, and
+    /// its successor once etcd named one.
+    bounce: Option<(NodeId, Links, Option<NodeId>)>,
+    /// The suspicion verdict's records: for (acceptor, leader), when the acceptor last took word
+    /// from that leader (a heartbeat or an accept its core took as the leader's, as the node's
+    /// contact rule counts it), and when a silence of at least [`SUSPECT_AFTER_MS`] last ended.
+    words: BTreeMap<(NodeId, NodeId), Word>,
+    /// When each node last came back (resumed, restarted, recovered).
+    back_at: BTreeMap<NodeId, u64>,
 }
+
+/// See `World::words`.
+#[derive(Clone, Copy)]
+struct Word {
+    last: u64,
+    silence_ended: u64,
+}
+
+/// The etcd lease TTL of the simulation (ms).
+const ETCD_TTL_MS: u64 = 600;
+/// Every replica's `suspect_leader_after_ms`.
+const SUSPECT_AFTER_MS: u64 = 200;
+/// The suspicion verdict's slack: how long after an acceptor last could not hear the leader its
+/// suspicion record may still count in a correct system. A withdrawal is delayed behind a group
+/// commit (at most 30 ms); a record whose delete failed counts until a retry succeeds (a flap
+/// ends within [`MAX_FLAP_MS`]; retries come every [`TICK_MS`]) or, while its node is cut from
+/// etcd, until its lease expires (a TTL after the last renewal); a restarted process registers
+/// its new lease at the next tick, and its predecessor's record stops counting then.
+const RECORD_SLACK_MS: u64 = 30 + MAX_FLAP_MS + 2 * TICK_MS + ETCD_TTL_MS;
 
 /// The leases a replica's store held when last looked at, and what tells that they may have
 /// changed (cheaply: a grant or an end changes the count; an expiry bumps `leases_expired`, an
@@ -603,6 +700,9 @@ pub fn run(cfg: SimConfig) -> Result<SimStats, Failure> {
     let mut w = World::new(cfg);
     let r = w.run_all();
     w.stats.revocations = w.etcd.revocations;
+    w.stats.suspicion_deletes_failed = w.etcd.deletes_failed;
+    w.stats.suspicion_records_ignored = w.etcd.records_ignored;
+    w.stats.suspicion_records_expired = w.etcd.records_expired;
     r.map_err(|what| {
         // The signature of the wedge `node/tests/durable.rs` shows, should it come back.
         let what = match w.compacted_wedge() {
@@ -651,10 +751,12 @@ impl World {
             clients.push(Client::keyed(cfg.clients as u64, Role::Flood));
         }
         let durable = cfg.durable;
+        let delete_failures = cfg.delete_failures;
         let cfg_sessions = cfg.sessions.is_some();
         let lockers: Vec<Locker> = (0..cfg.lockers as u64).map(|i| Locker::new(i, cfg.lock_bugs)).collect();
         let mut lock_book = LockBook::default();
         lock_book.stats.clients = cfg.lockers as u64;
+        let etcd = Etcd::new(ETCD_TTL_MS, cfg.seed, cfg.delete_failures, cfg.stale_suspicions);
         World {
             cfg,
             shape,
@@ -669,7 +771,7 @@ impl World {
             seq: 0,
             nodes,
             net,
-            etcd: Etcd::new(600),
+            etcd,
             hinted: BTreeMap::new(),
             elected: None,
             elected_rev: None,
@@ -678,7 +780,7 @@ impl World {
             next_token: 0,
             next_idem: 0,
             history: Vec::new(),
-            stats: SimStats { durable, sessions: cfg_sessions, ..SimStats::default() },
+            stats: SimStats { durable, sessions: cfg_sessions, delete_failures, ..SimStats::default() },
             healed: false,
             trace: std::env::var("NODE_SIM_TRACE").is_ok_and(|v| v == "1"),
             trace_msgs: std::env::var("NODE_SIM_TRACE_MSGS").is_ok_and(|v| v == "1"),
@@ -692,6 +794,10 @@ impl World {
             lock_book,
             lease_watch: BTreeMap::new(),
             lock_phase: None,
+            clock_readings: BTreeMap::new(),
+            bounce: None,
+            words: BTreeMap::new(),
+            back_at: BTreeMap::new(),
         }
     }
 
@@ -1036,17 +1142,18 @@ impl World {
             Ev::EtcdTick => {
                 // Every live process keeps its registration; acceptors that are neither removed
                 // nor leaving campaign (`membership::eligible`).
-                let up: BTreeMap<NodeId, (u64, bool)> = self
+                let up: BTreeMap<NodeId, Proc> = self
                     .nodes
                     .iter()
                     .filter(|(_, n)| n.up)
                     .map(|(id, n)| {
                         let me = Member { node: *id, incarnation: n.inc };
                         let removed = matches!(n.node.serving(), Err(NotServing::Removed(_)));
-                        (*id, (n.inc.0, eligible(me, n.node.config(), &self.pending, removed)))
+                        (*id, Proc { inc: n.inc.0, start: n.start, eligible: eligible(me, n.node.config(), &self.pending, removed) })
                     })
                     .collect();
                 let head = self.etcd.tick(self.now, &up);
+                self.check_revocations()?;
                 self.membership_step()?;
                 let leader = head.map(|(l, _)| l);
                 if head != self.elected_rev {
@@ -1056,6 +1163,7 @@ impl World {
                     }
                     self.elected = leader;
                     self.stats.leader_changes += 1;
+                    self.bounce_successor(leader);
                     let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
                     for id in ids {
                         if !self.etcd.cut.contains(&id) {
@@ -1064,7 +1172,7 @@ impl World {
                         }
                     }
                 }
-                let at = self.now + 50;
+                let at = self.now + TICK_MS;
                 self.schedule(at, Ev::EtcdTick);
                 Ok(())
             }
@@ -1114,7 +1222,22 @@ impl World {
             }
             _ => None,
         };
+        let from = match &input {
+            Input::Peer(env) => Some(env.from.node),
+            _ => None,
+        };
         n.node.handle(Time(self.now), input);
+        if let Some(from) = from {
+            let r = n.node.replica();
+            if r.leader_word() == Some((from, Time(self.now))) && r.known_leader() == Some(from) {
+                let now = self.now;
+                let w = self.words.entry((id, from)).or_insert(Word { last: 0, silence_ended: now });
+                if now.saturating_sub(w.last) >= SUSPECT_AFTER_MS {
+                    w.silence_ended = now;
+                }
+                w.last = now;
+            }
+        }
         if let Some((meta, store, before)) = install {
             if self.nodes[&id].node.counters().snapshots_installed > before {
                 let start = self.nodes[&id].start;
@@ -1131,6 +1254,7 @@ impl World {
             return Ok(());
         }
         n.up = true;
+        self.back_at.insert(id, self.now);
         // Outputs whose records were synced while it was stopped run first, in order.
         if !n.barrier {
             let held = std::mem::take(&mut n.held);
@@ -1152,6 +1276,36 @@ impl World {
     /// Run everything `id` wants done. In durable mode an `Output::Persist` is written to the
     /// log (unsynced) and everything after it is held until the sync event (the group commit)
     /// makes it durable; with `ack_before_durable` nothing is held.
+    /// The log clock counts nothing from before a slot after that slot: whatever it adds at a
+    /// log index, it adds for time after every reading of the indexes before. A slot's credit
+    /// is the time between the previous reading of its leader's term and its own (capped,
+    /// `kvstore::session`), so it covers `[reading - credit, reading]`, and the start of that must
+    /// not lie before any earlier index's reading (every process reads the simulated time, so a
+    /// reading is a moment). That is what a lease rests on: a keepalive proposed at reading `p`
+    /// and swept at log time `c + ttl` was kept alive `ttl` of real time after `p`. A re-elected
+    /// leader whose old-term slot was adopted after its successor's slots broke it
+    /// (`paxos::Bugs::tick_without_term`). A deposed leader's last proposals, taken by a
+    /// minority and adopted later, can lead by up to about its `leader_lease_ms` (REPORT §7):
+    /// [`CLOCK_LEAD_SLACK_MS`] allows that much; the largest lead is in the stats.
+    fn check_clock_credits(&mut self, id: NodeId) -> Result<(), String> {
+        let credits = std::mem::take(&mut self.nodes.get_mut(&id).unwrap().node.clock_credits);
+        for (index, reading, credit) in credits {
+            if self.clock_readings.insert(index, reading).is_some() || credit == 0 {
+                continue;
+            }
+            let from = reading.saturating_sub(credit);
+            let Some((k, latest)) = self.clock_readings.range(..index).max_by_key(|(_, r)| **r).map(|(k, r)| (*k, *r)) else { continue };
+            let lead = latest.saturating_sub(from);
+            self.stats.max_clock_lead_ms = self.stats.max_clock_lead_ms.max(lead);
+            if lead > CLOCK_LEAD_SLACK_MS {
+                return Err(format!(
+                    "log clock: index {index} (applied by {id}) credited {credit} ms up to its reading {reading}, from {from}, but index {k} before it was proposed at {latest}: {lead} ms counted after a slot that came before them"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn outputs(&mut self, id: NodeId) -> Result<(), String> {
         // The log clock never runs ahead of the simulated time: every process measures intervals
         // on the virtual clock, and the log clock only adds intervals one process measured
@@ -1161,6 +1315,8 @@ impl World {
         if clock > self.now {
             return Err(format!("log clock: {id}'s log clock is at {clock} ms after {} ms of simulated time", self.now));
         }
+        self.check_clock_credits(id)?;
+        self.bounce_cut(id);
         self.watch_leases(id)?;
         while let Some(out) = self.nodes.get_mut(&id).unwrap().node.poll_output() {
             let n = self.nodes.get_mut(&id).unwrap();
@@ -1276,7 +1432,12 @@ impl World {
                         }
                     }
                 }
-                Output::Suspect(s) => self.etcd.suspect(id, s.map(|s| (s.leader, s.acceptors))),
+                Output::Suspect(s) => {
+                    let n = &self.nodes[&id];
+                    let p = Proc { inc: n.inc.0, start: n.start, eligible: false };
+                    self.etcd.suspect(id, p, s, self.now);
+                    self.check_revocations()?;
+                }
                 _ => {}
             }
         }
@@ -1937,6 +2098,46 @@ impl World {
         self.nodes.values().filter(|n| n.up).count()
     }
 
+    /// Both directions of every link between `id` and its peers.
+    fn isolation_links(&self, id: NodeId) -> Vec<(NodeId, NodeId)> {
+        self.nodes.keys().filter(|o| **o != id).flat_map(|o| [(id, *o), (*o, id)]).collect()
+    }
+
+    /// A bounce's second step: etcd named `leader`; if that is a successor, the old leader's
+    /// campaign moves up to next in line (as if the others' campaigns were newer), so that it is
+    /// named again once the successor goes.
+    fn bounce_successor(&mut self, leader: Option<NodeId>) {
+        let Some(successor) = leader else { return };
+        let Some((old, links, None)) = self.bounce.take() else { return };
+        if successor == old {
+            self.bounce = Some((old, links, None));
+            return;
+        }
+        self.etcd.next_in_line(old);
+        self.bounce = Some((old, links, Some(successor)));
+    }
+
+    /// A bounce's last step: as soon as the successor's core leads, it is cut off (within about
+    /// one heartbeat, before it fills its fence with no-ops) and the old leader heals.
+    fn bounce_cut(&mut self, id: NodeId) {
+        let Some((old, _, Some(successor))) = &self.bounce else { return };
+        if id != *successor || !self.nodes[&id].node.replica().is_leader() {
+            return;
+        }
+        let old = *old;
+        let Some((_, old_links, _)) = self.bounce.take() else { return };
+        self.stats.bounced_successors += 1;
+        if self.trace {
+            eprintln!("{:>6} bounce: successor {id} of {old} leads; cutting it, healing {old}", self.now);
+        }
+        let at = self.now + self.rng.gen_range(10..60);
+        let links = self.isolation_links(id);
+        self.schedule(at, Ev::Heal(old_links));
+        self.schedule(at, Ev::Cut(links.clone()));
+        let until = at + self.rng.gen_range(1_000..4_000);
+        self.schedule(until, Ev::Heal(links));
+    }
+
     fn fault(&mut self) -> Result<(), String> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let victim = *ids.choose(&mut self.rng).unwrap();
@@ -1946,6 +2147,23 @@ impl World {
             Some(l) if self.rng.gen_bool(0.5) => l,
             _ => victim,
         };
+        if self.cfg.bounces && self.bounce.is_none() && self.rng.gen_bool(0.2) {
+            if let Some(l) = self.elected.filter(|l| self.nodes[l].up) {
+                let links = self.isolation_links(l);
+                for link in &links {
+                    self.net.cut.insert(*link);
+                }
+                self.stats.bounces += 1;
+                // If no successor is named in time, the old leader heals anyway.
+                let until = self.now + 8_000;
+                self.schedule(until, Ev::Heal(links.clone()));
+                if self.trace {
+                    eprintln!("{:>6} bounce: leader {l} cut from its peers", self.now);
+                }
+                self.bounce = Some((l, links, None));
+                return Ok(());
+            }
+        }
         if self.cfg.etcd_outages && self.rng.gen_bool(0.1) {
             // etcd itself down: every node cut from it at once.
             let until = self.now + self.rng.gen_range(1_000..6_000);
@@ -2181,6 +2399,7 @@ impl World {
         n.up = true;
         n.dead = false;
         n.recovering = false;
+        self.back_at.insert(id, self.now);
         self.stats.durable_restarts += 1;
         if self.trace {
             eprintln!("{:>6} {id} recovers from its disk (snapshot at {last}, start {start})", self.now);
@@ -2209,6 +2428,7 @@ impl World {
         let me = Member { node: id, incarnation: inc };
         let node = Node::new(node_settings(&self.cfg, &self.shape, me, start, None), Time(self.now));
         self.nodes.insert(id, SimNode::new(node, inc, start, Disk::default()));
+        self.back_at.insert(id, self.now);
         // The driver posts its join request before it registers.
         self.pending.retain(|p| p.id() != id.0);
         self.pending.push(PendingChange::Join { id: id.0, incarnation: inc.0 });
@@ -2402,6 +2622,63 @@ impl World {
     }
 
     // ---- verdicts ----
+
+    /// The suspicion verdict, for each revocation of a leader's lease by suspicion since the last
+    /// look: a majority of the acceptors (of the configuration the revoking node runs, as the
+    /// driver counts them) could not hear the leader, within [`RECORD_SLACK_MS`]. An acceptor
+    /// could not hear leader `l` at `t` if it is not running (paused, crashed, or not restarted
+    /// yet), or has taken no word from `l` for at least [`SUSPECT_AFTER_MS`] (never, or its last
+    /// was that long ago); the slack also admits one that was in either state at some moment
+    /// within the last [`RECORD_SLACK_MS`] (came back, or heard `l` again after such a silence),
+    /// since its record may still count for that long. The leader hears itself while it runs.
+    /// A record that counts once its recorder was replaced, died long ago, or heard the leader
+    /// again long ago (`SimConfig::stale_suspicions`) breaks it.
+    fn check_revocations(&mut self) -> Result<(), String> {
+        for r in std::mem::take(&mut self.etcd.revoked) {
+            self.stats.revocations_checked += 1;
+            let deaf: Vec<NodeId> = r.acceptors.iter().copied().filter(|a| self.could_not_hear(*a, r.leader)).collect();
+            let quorum = r.acceptors.len() / 2 + 1;
+            if deaf.len() < quorum {
+                let heard: Vec<String> = r
+                    .acceptors
+                    .iter()
+                    .filter(|a| !deaf.contains(a))
+                    .map(|a| match self.words.get(&(*a, r.leader)) {
+                        Some(w) => format!("{a} (word {} ms ago, last silence ended {} ms ago)", self.now - w.last, self.now - w.silence_ended),
+                        None => format!("{a}"),
+                    })
+                    .collect();
+                return Err(format!(
+                    "suspicion: {} revoked {}'s etcd lease on the records of {:?} (acceptors {:?}), but only {:?} could not hear it \
+                     (within {RECORD_SLACK_MS} ms); these could: {}",
+                    r.by,
+                    r.leader,
+                    r.suspects,
+                    r.acceptors,
+                    deaf,
+                    heard.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether acceptor `a` could not hear leader `l` now, within [`RECORD_SLACK_MS`] (see
+    /// [`World::check_revocations`]).
+    fn could_not_hear(&self, a: NodeId, l: NodeId) -> bool {
+        let (now, slack) = (self.now, RECORD_SLACK_MS);
+        let Some(n) = self.nodes.get(&a) else { return true };
+        if !n.up || self.back_at.get(&a).is_some_and(|t| t + slack >= now) {
+            return true;
+        }
+        if a == l {
+            return false;
+        }
+        match self.words.get(&(a, l)) {
+            None => true,
+            Some(w) => now - w.last >= SUSPECT_AFTER_MS || w.silence_ended + slack >= now,
+        }
+    }
 
     /// The signature of the core wedge fixed in `on_compacted` (`node/tests/durable.rs`): after a durable restart,
     /// some live replica's snapshot is above the commit point every other live replica knows,
