@@ -72,9 +72,17 @@ impl Stamp {
         Stamp { node, process, mono_ms }
     }
 
-    /// Whether two stamps come from the same process.
+    /// Whether two stamps come from the same process (and term).
     pub fn same_proposer(&self, other: &Stamp) -> bool {
         self.node == other.node && self.process == other.process
+    }
+
+    /// The order of terms, for stamps whose `process` is a term as `paxos::Tick::epoch_of`
+    /// writes it (round << 32 | start number): the ballot's round, then its node (a ballot's
+    /// tie-break), then the start number. Later leaders have higher ballots, so a stamp whose
+    /// key is below the last counted one comes from a deposed leader, adopted late.
+    pub fn term_key(&self) -> (u64, u64, u64) {
+        (self.process >> 32, self.node, self.process & 0xFFFF_FFFF)
     }
 }
 

@@ -35,8 +35,14 @@
 /// The highest cluster version this build runs (see [`Store::cluster_version`]). Version 1 is
 /// every format of the previous release (request format 1 with its operations, snapshot format
 /// 5); version 2 adds request format 2 ([`WriteOp::DeleteRange`]) and snapshot format 6
-/// (release 0.2); version 3 adds leases ([`lease`]): request format 3 and snapshot format 7.
+/// (release 0.2); version 3 adds leases ([`lease`]): request format 3 and snapshot format 7,
+/// and the log clock's term order ([`TERM_ORDER_VERSION`]).
 pub const MAX_CLUSTER_VERSION: u32 = 3;
+
+/// From this cluster version on, the log clock ignores a stamp of an older term than the last one
+/// it counted ([`session::SessionTable::advance`]); every replica of a cluster at this version
+/// stamps terms (`paxos::Tick::epoch`).
+pub const TERM_ORDER_VERSION: u32 = 3;
 
 pub mod bytes;
 pub mod command;

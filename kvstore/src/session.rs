@@ -58,14 +58,18 @@
 //!
 //! * **a batch of forwarded commands**: one slot, one tick; every command in it applies with the
 //!   same reading, so the batch adds the leader's interval once (and its first command only);
-//! * **a deposed leader**: its slots interleave with the new leader's only at the handover; every
-//!   change of proposer adds nothing, so an interval is only ever measured by one process between
-//!   two of its own slots, and two leaders whose terms overlap (bounded by the leader lease) are
-//!   the only way two intervals cover the same real time;
-//! * **a late adopted proposal**: a new leader re-proposes an old slot's value with the old
-//!   leader's tick; after the new leader's slots it is a change of proposer (adds nothing), after
-//!   the old leader's own slots its reading is at most the time that leader measured, and a
-//!   reading below the previous one adds nothing and does not lower the reference;
+//! * **a deposed leader**: a stamp names the leader's *term* (`paxos::Tick::epoch`: ballot round
+//!   and start number), and from cluster version 3 ([`crate::TERM_ORDER_VERSION`]) a stamp of an
+//!   older term than the last one counted ([`SessionTable::is_stale`]) changes nothing. So a
+//!   deposed leader's slots adopted after its successor's add nothing, and neither does a run of
+//!   them (which could span more than a TTL, measured before its successor's slots); before the
+//!   term, a re-elected leader's adopted old-term slot counted its whole time out of office. What
+//!   is left: a slot the deposed leader proposed in its last leader lease, adopted *before* its
+//!   successor's slots, is followed by time the successor measured from its term start, up to
+//!   about that lease before the slot (docs/REPORT.md §7);
+//! * **a late adopted proposal** of the current term's own leader: its reading is at most the
+//!   time that leader measured, and a reading below the previous one adds nothing and does not
+//!   lower the reference;
 //! * **a restarted proposer**: another process (the tick's epoch is its start number), so its
 //!   first slot adds nothing, whatever its new monotonic clock reads;
 //! * **skewed or stepping wall clocks**: no wall clock is read; monotonic clocks only measure
@@ -170,9 +174,21 @@ impl SessionTable {
         self.entries.iter()
     }
 
+    /// Whether `stamp` comes from an older term than the last stamp counted ([`Stamp::term_key`]):
+    /// a deposed leader's slot that a later leader adopted. Its readings were taken while a newer
+    /// term may already have been measuring the same real time, and a run of them could span
+    /// more than a TTL measured before a keepalive that lies before them in the log (the review
+    /// of the log clock, REPORT §6), so the clock ignores them.
+    pub fn is_stale(&self, stamp: &Stamp) -> bool {
+        self.last_stamp.is_some_and(|prev| stamp.term_key() < prev.term_key())
+    }
+
     /// The log clock a request stamped `stamp` would find once applied ([`SessionTable::advance`]
     /// without changing anything).
-    pub fn clock_after(&self, stamp: Stamp, max_step_ms: u64) -> u64 {
+    pub fn clock_after(&self, stamp: Stamp, max_step_ms: u64, order_terms: bool) -> u64 {
+        if order_terms && self.is_stale(&stamp) {
+            return self.clock_ms;
+        }
         match self.last_stamp {
             Some(prev) if prev.same_proposer(&stamp) && stamp.mono_ms > prev.mono_ms => {
                 self.clock_ms.saturating_add((stamp.mono_ms - prev.mono_ms).min(max_step_ms))
@@ -185,8 +201,13 @@ impl SessionTable {
     /// its proposer measured since the previous request, if that was its own, capped at
     /// `max_step_ms`), then drop every session idle for more than `ttl_ms` of log time.
     /// Returns how many expired.
-    pub fn advance(&mut self, stamp: Stamp, ttl_ms: u64, max_step_ms: u64) -> usize {
+    ///
+    /// With `order_terms` (cluster version [`crate::TERM_ORDER_VERSION`] on), a stamp of an
+    /// older term than the last one counted ([`SessionTable::is_stale`]) changes nothing: it is
+    /// neither measured nor the new reference.
+    pub fn advance(&mut self, stamp: Stamp, ttl_ms: u64, max_step_ms: u64, order_terms: bool) -> usize {
         match self.last_stamp {
+            _ if order_terms && self.is_stale(&stamp) => {}
             Some(prev) if prev.same_proposer(&stamp) => {
                 if stamp.mono_ms > prev.mono_ms {
                     self.clock_ms = self.clock_ms.saturating_add((stamp.mono_ms - prev.mono_ms).min(max_step_ms));
@@ -315,7 +336,7 @@ mod tests {
     #[test]
     fn retry_returns_stored_result_and_older_is_stale() {
         let mut t = SessionTable::new();
-        t.advance(a(100), 1000, STEP);
+        t.advance(a(100), 1000, STEP, false);
         assert_eq!(t.check(s(1, 1), 7, 0, 1000, 1000), SessionCheck::Apply);
         t.record(s(1, 1), 7, ok(5), 5);
         assert_eq!(t.check(s(1, 1), 7, 0, 1000, 1000), SessionCheck::Answer(ok(5)));
@@ -348,18 +369,18 @@ mod tests {
     #[test]
     fn expiry_follows_the_log_clock() {
         let mut t = SessionTable::new();
-        t.advance(a(1_000), 500, STEP);
+        t.advance(a(1_000), 500, STEP, false);
         assert_eq!(t.clock_ms(), 0, "the first stamp only sets the reference");
         t.record(s(1, 1), 0, ok(1), 1);
-        t.advance(a(1_200), 500, STEP);
+        t.advance(a(1_200), 500, STEP, false);
         assert_eq!(t.clock_ms(), 200);
         t.record(s(2, 1), 0, ok(2), 2);
         // An older reading of the same proposer (an adopted proposal) adds nothing.
-        t.advance(a(10), 500, STEP);
+        t.advance(a(10), 500, STEP, false);
         assert_eq!(t.clock_ms(), 200);
         // Exactly ttl idle is still live; one more millisecond expires client 1 only.
-        assert_eq!(t.advance(a(1_500), 500, STEP), 0);
-        assert_eq!(t.advance(a(1_501), 500, STEP), 1);
+        assert_eq!(t.advance(a(1_500), 500, STEP, false), 0);
+        assert_eq!(t.advance(a(1_501), 500, STEP, false), 1);
         assert!(t.get(ClientId(1)).is_none());
         assert_eq!(t.get(ClientId(2)).map(|e| e.seq), Some(1));
         assert_eq!(
@@ -371,20 +392,20 @@ mod tests {
     #[test]
     fn a_retry_keeps_its_session_alive() {
         let mut t = SessionTable::new();
-        t.advance(a(0), 100, STEP);
+        t.advance(a(0), 100, STEP, false);
         t.record(s(1, 1), 0, ok(1), 1);
-        t.advance(a(90), 100, STEP);
+        t.advance(a(90), 100, STEP, false);
         assert_eq!(t.check(s(1, 1), 0, 0, 100, 100), SessionCheck::Answer(ok(1)));
-        assert_eq!(t.advance(a(150), 100, STEP), 0, "the retry at 90 refreshed activity");
-        assert_eq!(t.advance(a(191), 100, STEP), 1);
+        assert_eq!(t.advance(a(150), 100, STEP, false), 0, "the retry at 90 refreshed activity");
+        assert_eq!(t.advance(a(191), 100, STEP, false), 1);
     }
 
     #[test]
     fn a_full_table_refuses_new_sessions_and_evicts_nothing() {
         let mut t = SessionTable::new();
-        t.advance(a(0), 1_000, STEP);
+        t.advance(a(0), 1_000, STEP, false);
         for c in 1..=3u64 {
-            t.advance(a(c * 10), 1_000, STEP);
+            t.advance(a(c * 10), 1_000, STEP, false);
             assert_eq!(t.check(s(c, 1), 0, 2, 1_000, 1_000) == SessionCheck::Apply, c <= 2);
             if c <= 2 {
                 t.record(s(c, 1), 0, ok(c), c);
@@ -401,7 +422,7 @@ mod tests {
         assert_eq!(t.check(s(1, 1), 0, 2, 1_000, 1_000), SessionCheck::Answer(ok(1)));
         assert_eq!(t.check(s(2, 2), 0, 2, 1_000, 1_000), SessionCheck::Apply);
         // Once the oldest expires, there is room.
-        t.advance(a(1_025), 1_000, STEP);
+        t.advance(a(1_025), 1_000, STEP, false);
         assert_eq!(t.len(), 1, "client 2 (last active at 20) expired; client 1 was refreshed at 30");
         assert_eq!(t.check(s(3, 1), 0, 2, 1_000, 1_000), SessionCheck::Apply);
     }
@@ -410,18 +431,18 @@ mod tests {
     fn a_full_table_evicts_the_least_recently_active_session_once_past_the_guaranteed_window() {
         let (ttl, min) = (10_000, 100);
         let mut t = SessionTable::new();
-        t.advance(a(0), ttl, STEP);
+        t.advance(a(0), ttl, STEP, false);
         t.record(s(1, 1), 0, ok(1), 1);
-        t.advance(a(50), ttl, STEP);
+        t.advance(a(50), ttl, STEP, false);
         t.record(s(2, 1), 0, ok(2), 2);
         // At 80 both are inside the window: refused, retry when client 1 (active at 0) passes it.
-        t.advance(a(80), ttl, STEP);
+        t.advance(a(80), ttl, STEP, false);
         assert_eq!(
             t.check(s(3, 1), 0, 2, ttl, min),
             SessionCheck::Answer(Err(WriteError::SessionsFull { max_sessions: 2, retry_after_ms: 21 }))
         );
         // At 101 client 1 has been idle for 101 ms > 100: it makes room; client 2 stays.
-        t.advance(a(101), ttl, STEP);
+        t.advance(a(101), ttl, STEP, false);
         assert_eq!(t.check(s(3, 1), 0, 2, ttl, min), SessionCheck::Apply);
         t.record(s(3, 1), 0, ok(3), 3);
         let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
@@ -432,9 +453,9 @@ mod tests {
             SessionCheck::Answer(Err(WriteError::SessionExpired { client: ClientId(1) }))
         );
         // A retry refreshes activity, so the refreshed session is not the one evicted.
-        t.advance(a(160), ttl, STEP);
+        t.advance(a(160), ttl, STEP, false);
         assert_eq!(t.check(s(2, 1), 0, 2, ttl, min), SessionCheck::Answer(ok(2)));
-        t.advance(a(205), ttl, STEP);
+        t.advance(a(205), ttl, STEP, false);
         assert_eq!(t.check(s(4, 1), 0, 2, ttl, min), SessionCheck::Apply, "client 3 (active at 101) is past the window");
         t.record(s(4, 1), 0, ok(4), 4);
         let live: Vec<u64> = t.iter().map(|(c, _)| c.0).collect();
@@ -445,29 +466,29 @@ mod tests {
     fn a_leader_25_hours_ahead_or_behind_does_not_move_the_clock() {
         let ttl = 24 * HOUR;
         let mut t = SessionTable::new();
-        t.advance(a(1_000), ttl, STEP);
+        t.advance(a(1_000), ttl, STEP, false);
         t.record(s(1, 1), 0, ok(1), 1);
-        t.advance(a(61_000), ttl, STEP);
+        t.advance(a(61_000), ttl, STEP, false);
         assert_eq!(t.clock_ms(), 60_000);
         // Leader B: its clock (monotonic or wall, whatever it reads) is 25 h ahead of A's.
         let b = |ms: u64| Stamp::new(2, 7, 25 * HOUR + ms);
-        assert_eq!(t.advance(b(61_000), ttl, STEP), 0);
+        assert_eq!(t.advance(b(61_000), ttl, STEP, false), 0);
         assert_eq!(t.clock_ms(), 60_000, "a new proposer adds nothing");
         // B then runs for a minute: only that minute counts.
-        t.advance(b(121_000), ttl, STEP);
+        t.advance(b(121_000), ttl, STEP, false);
         assert_eq!(t.clock_ms(), 120_000);
         assert!(t.get(ClientId(1)).is_some());
         // Leader C: 25 h behind (readings near zero). Nothing goes back, nothing jumps.
         let c = |ms: u64| Stamp::new(3, 9, ms);
-        t.advance(c(5), ttl, STEP);
-        t.advance(c(60_005), ttl, STEP);
+        t.advance(c(5), ttl, STEP, false);
+        t.advance(c(60_005), ttl, STEP, false);
         assert_eq!(t.clock_ms(), 180_000);
         // A proposer whose own clock jumps by 25 h between two requests: one capped step.
-        t.advance(c(60_005 + 25 * HOUR), ttl, STEP);
+        t.advance(c(60_005 + 25 * HOUR), ttl, STEP, false);
         assert_eq!(t.clock_ms(), 180_000 + STEP);
         assert!(t.get(ClientId(1)).is_some(), "the session is still inside its window");
         // Back to A (a new incarnation would be a new proposer too): no credit for the gap.
-        t.advance(a(10 * HOUR), ttl, STEP);
+        t.advance(a(10 * HOUR), ttl, STEP, false);
         assert_eq!(t.clock_ms(), 180_000 + STEP);
     }
 }

@@ -99,6 +99,11 @@ pub struct Store {
     pub(crate) cluster_version: u32,
     /// Leases and the keys attached to them (cluster version 3; empty below).
     pub(crate) leases: crate::lease::Leases,
+    /// A known-wrong rule for the simulator's negative tests: the log clock does not order
+    /// terms (before the second review of the log clock, REPORT §6).
+    #[cfg(feature = "bugs")]
+    #[doc(hidden)]
+    pub no_term_order: bool,
 }
 
 impl Default for Store {
@@ -110,7 +115,28 @@ impl Default for Store {
 impl Store {
     /// An empty store at index 0, cluster version 1.
     pub fn new(config: StoreConfig) -> Self {
-        Store { config, data: OrdMap::new(), sessions: SessionTable::new(), last_applied: 0, data_bytes: 0, data_sum: 0, cluster_version: 1, leases: Default::default() }
+        Store {
+            config,
+            data: OrdMap::new(),
+            sessions: SessionTable::new(),
+            last_applied: 0,
+            data_bytes: 0,
+            data_sum: 0,
+            cluster_version: 1,
+            leases: Default::default(),
+            #[cfg(feature = "bugs")]
+            no_term_order: false,
+        }
+    }
+
+    /// Whether the log clock orders terms (cluster version [`crate::TERM_ORDER_VERSION`] on; see
+    /// [`crate::session::SessionTable::advance`]).
+    pub fn orders_terms(&self) -> bool {
+        #[cfg(feature = "bugs")]
+        if self.no_term_order {
+            return false;
+        }
+        self.cluster_version >= crate::TERM_ORDER_VERSION
     }
 
     /// The cluster version: the newest request and snapshot formats this store accepts and
@@ -229,11 +255,14 @@ impl Store {
         self.advance_index(index)?;
         let cfg = self.config;
         let before = self.sessions.last_stamp();
-        self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms);
+        let order_terms = self.orders_terms();
+        let stale = order_terms && self.sessions.is_stale(&req.stamp);
+        self.sessions.advance(req.stamp, cfg.session_ttl_ms, cfg.max_clock_step_ms, order_terms);
         // A new proposer (leader) took over: every lease gets a full TTL from here
         // (`crate::lease`). Before the session check, so a retried request extends too: the
-        // extension depends on the slot's proposer, not on what the request is.
-        if !self.leases.is_empty() && !before.is_some_and(|b| b.same_proposer(&req.stamp)) {
+        // extension depends on the slot's proposer, not on what the request is. A stale stamp
+        // (an older term's slot adopted late) changes nothing.
+        if !self.leases.is_empty() && !stale && !before.is_some_and(|b| b.same_proposer(&req.stamp)) {
             self.extend_leases();
         }
         let fingerprint = req.session.map(|_| req.op.fingerprint()).unwrap_or(0);

@@ -192,8 +192,10 @@ enum Seen {
     Retry,
     Gated,
     SnapshotWithLeases,
+    /// A stamp of an older term than the clock's reference, ignored (cluster version 3).
+    StaleTerm,
 }
-const SEEN: usize = Seen::SnapshotWithLeases as usize + 1;
+const SEEN: usize = Seen::StaleTerm as usize + 1;
 
 thread_local! {
     /// Per test thread (quickcheck runs the cases on the calling thread), so the lease model's
@@ -365,8 +367,14 @@ impl Model {
         // follow each other, capped; a reading that does not advance adds nothing and keeps the
         // reference.
         let s = req.stamp;
+        // Terms (cluster version 3): `process` is round << 32 | start; a stamp whose (round,
+        // node, start) is below the reference's comes from a deposed leader: it changes nothing.
+        let key = |st: &Stamp| (st.process >> 32, st.node, st.process & 0xFFFF_FFFF);
+        let stale = self.cluster_version >= 3 && self.reference.is_some_and(|r| key(&s) < key(&r));
         let same = self.reference.is_some_and(|r| r.node == s.node && r.process == s.process);
-        if same {
+        if stale {
+            seen(Seen::StaleTerm);
+        } else if same {
             let r = self.reference.unwrap();
             if s.mono_ms > r.mono_ms {
                 let step = s.mono_ms - r.mono_ms;
@@ -867,8 +875,12 @@ enum Tick {
     Same(u64),
     /// The current proposer with a reading `ms` below its latest (a late adopted proposal).
     Back(u64),
-    /// Proposer `p` (maybe the current one), its clock `ms` further on.
+    /// Proposer `p` (maybe the current one) in a new term (a higher round), its clock `ms`
+    /// further on.
     Switch(u8, u64),
+    /// A slot of the term before the last switch, adopted late: that term's reading `ms` past
+    /// its latest (a deposed leader goes on proposing for a while).
+    Stale(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -900,6 +912,7 @@ impl Arbitrary for Step {
         let tick = match u8::arbitrary(g) % 20 {
             0 => Tick::Back(*g.choose(&[1, 50, 1_000]).unwrap()),
             1..=3 => Tick::Switch(u8::arbitrary(g), advance),
+            4 => Tick::Stale(advance),
             _ => Tick::Same(advance),
         };
         let session = if u8::arbitrary(g) % 10 < 3 { Some(u8::arbitrary(g) % 3) } else { None };
@@ -911,7 +924,7 @@ impl Arbitrary for Step {
         let mut out = Vec::new();
         match self.tick {
             Tick::Same(0) => {}
-            Tick::Same(_) | Tick::Back(_) => out.push(Step { tick: Tick::Same(0), ..self.clone() }),
+            Tick::Same(_) | Tick::Back(_) | Tick::Stale(_) => out.push(Step { tick: Tick::Same(0), ..self.clone() }),
             Tick::Switch(p, ms) => {
                 out.push(Step { tick: Tick::Same(ms), ..self.clone() });
                 if ms != 0 {
@@ -936,24 +949,39 @@ fn run_schedule(steps: &[Step], start_version: u32) {
     let mut index = 0u64;
     let mut proposer = 0usize;
     let mut mono = MONO_ORIGIN;
+    // The current term's round (as `paxos::Tick::epoch_of` writes terms) and the term before the
+    // last switch: (proposer, round, its latest reading).
+    let mut round = 1u64;
+    let mut previous: Option<(usize, u64, u64)> = None;
     for (i, step) in steps.iter().enumerate() {
         let ctx = || format!("step {i} of {steps:#?}");
         // The stamp.
-        let stamp = {
-            let mono_ms = match step.tick {
-                Tick::Same(ms) => {
-                    mono[proposer] += ms;
-                    mono[proposer]
-                }
-                Tick::Back(ms) => mono[proposer].saturating_sub(ms),
-                Tick::Switch(p, ms) => {
-                    proposer = usize::from(p) % PROPOSERS.len();
-                    mono[proposer] += ms;
-                    mono[proposer]
-                }
-            };
-            let (node, process) = PROPOSERS[proposer];
-            Stamp::new(node, process, mono_ms)
+        let stamp = match step.tick {
+            Tick::Stale(ms) if previous.is_some() => {
+                let (p, r, latest) = previous.as_mut().unwrap();
+                *latest += ms;
+                let (node, process) = PROPOSERS[*p];
+                Stamp::new(node, (*r << 32) | process, *latest)
+            }
+            _ => {
+                let mono_ms = match step.tick {
+                    Tick::Same(ms) => {
+                        mono[proposer] += ms;
+                        mono[proposer]
+                    }
+                    Tick::Back(ms) => mono[proposer].saturating_sub(ms),
+                    Tick::Switch(p, ms) => {
+                        previous = Some((proposer, round, mono[proposer]));
+                        round += 1;
+                        proposer = usize::from(p) % PROPOSERS.len();
+                        mono[proposer] += ms;
+                        mono[proposer]
+                    }
+                    Tick::Stale(_) => mono[proposer],
+                };
+                let (node, process) = PROPOSERS[proposer];
+                Stamp::new(node, (round << 32) | process, mono_ms)
+            }
         };
         let session_of = |m: &Model, c: u8| {
             let client = ClientId(u64::from(c));
@@ -1074,6 +1102,7 @@ fn store_matches_model_with_leases_and_a_clock() {
                 Seen::Retry,
                 Seen::Gated,
                 Seen::SnapshotWithLeases,
+                Seen::StaleTerm,
             ][i];
             (s, COUNTS.with(|c| c.borrow()[i]))
         })

@@ -52,3 +52,5 @@ mod watch_test;
 mod review30_test;
 #[cfg(test)]
 mod lease_test;
+#[cfg(test)]
+mod review_clock_test;

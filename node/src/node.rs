@@ -807,6 +807,10 @@ impl Node {
                         let before = watch::keys_before(&self.store, &req);
                         #[cfg(feature = "sim")]
                         let clock_before = self.store.log_clock_ms();
+                        #[cfg(feature = "sim")]
+                        {
+                            self.store.no_term_order = self.bug(|b| b.clock_without_term_order);
+                        }
                         let output = self.store.apply_request(index, &req);
                         #[cfg(feature = "sim")]
                         self.clock_credits.push((index, req.stamp.mono_ms, self.store.log_clock_ms().saturating_sub(clock_before)));
@@ -830,6 +834,14 @@ impl Node {
                 }
                 if self.lease_sweep.is_some_and(|(s, _)| s == cmd.id) {
                     self.lease_sweep = None;
+                    // Our sweep did not make our term the clock's reference (its stamp was of an
+                    // older term than the log's last: never with a correct core, but a sweep
+                    // then would be due at once, for ever): wait before the next.
+                    let me = self.settings.me.node.0;
+                    let ours = self.store.sessions().last_stamp().is_some_and(|s| s.node == me && self.replica.tick_epoch_now() == Some(s.process));
+                    if !ours {
+                        self.sweep_not_before = Time(self.now.0 + SWEEP_RETRY_MS);
+                    }
                 }
                 if let Some(w) = self.writes.remove(&cmd.id) {
                     self.write_done(w.token, Ok(WriteDone { output, index: reply_index }));

@@ -103,6 +103,10 @@ pub struct Bugs {
     /// of its slot's leader tick: with requests spread over replicas it all but stops, and
     /// sessions never expire (the rule before issue 26).
     pub proposer_clock: bool,
+    /// The log clock does not order terms (`kvstore::Store::no_term_order`): a deposed leader's
+    /// run of slots adopted after its successor's keepalive counts its own span (the rule before
+    /// the second review of the log clock).
+    pub clock_without_term_order: bool,
     /// Any message from the known leader's node refreshes the last contact with it, a heartbeat
     /// this replica nacked (its sender was deposed) included (the rule before issue 25).
     pub contact_on_any_message: bool,

@@ -100,7 +100,7 @@ pub(crate) fn keys_before(store: &Store, req: &kvstore::Request) -> Option<Vec<(
         WriteOp::DeleteRange { start, end } => Some(store.keys_in(start, end.as_deref()).into_iter().map(|k| (k, true)).collect()),
         WriteOp::LeaseRevoke { id } => Some(store.lease(*id).map(|l| l.keys).unwrap_or_default().into_iter().map(|k| (k, true)).collect()),
         WriteOp::LeaseSweep => {
-            let clock = store.sessions().clock_after(req.stamp, store.config().max_clock_step_ms);
+            let clock = store.sessions().clock_after(req.stamp, store.config().max_clock_step_ms, store.orders_terms());
             Some(store.leases_due(clock).into_iter().flat_map(|(_, keys)| keys).map(|k| (k, true)).collect())
         }
         _ => None,
