@@ -262,6 +262,23 @@ pub async fn draw_start(client: &Client, prefix: &str, node: NodeId, keep: Optio
     .await
 }
 
+/// The latest start drawn for `node` ([`draw_start`]), if any.
+pub async fn latest_start(client: &Client, prefix: &str, node: NodeId, deadline: Instant) -> anyhow::Result<Option<Start>> {
+    let key = format!("{prefix}/starts/{}", node.0);
+    retrying("reading the latest start", deadline, || {
+        let mut c = client.clone();
+        let key = key.clone();
+        async move {
+            let resp = c.get(key, None).await?;
+            match resp.kvs().first() {
+                Some(kv) => Ok(Some(parse_start(kv.value_str()?).context("a malformed start record")?)),
+                None => Ok(None),
+            }
+        }
+    })
+    .await
+}
+
 fn parse_start(v: &str) -> Option<Start> {
     let (n, i) = v.split_once(' ')?;
     Some(Start { number: n.parse().ok()?, incarnation: Incarnation(i.parse().ok()?) })

@@ -350,10 +350,22 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             let dir = crate::durable::DataDir::new(d)?;
             let mut opened = dir.open(NodeId(args.id), &args.prefix, store)?;
             if let crate::durable::Opened::Recovered(r) = &opened {
-                // The cluster may have removed this incarnation while it was down.
-                let removed = Membership::new(client.clone(), args.prefix.clone()).removed(args.id).await.ok().flatten();
-                if removed.is_some_and(|m| m.incarnation == r.identity.incarnation) {
-                    let why = format!("incarnation {} was removed from the cluster while it was down", r.identity.incarnation);
+                let kept = r.identity.incarnation;
+                // The cluster may have removed this incarnation while it was down (an etcd error
+                // is retried until the bootstrap deadline, never taken for "not removed").
+                let membership = Membership::new(client.clone(), args.prefix.clone());
+                let removed = etcd::retrying("reading the removal marks", etcd_deadline, || membership.removed(args.id)).await?;
+                // Or this id started again from another data directory since (a newer
+                // incarnation drew a start): this one's data is stale.
+                let latest = etcd::latest_start(&client, &args.prefix, NodeId(args.id), etcd_deadline).await?;
+                let why = if removed.is_some_and(|m| m.incarnation == kept) {
+                    Some(format!("incarnation {kept} was removed from the cluster while it was down"))
+                } else {
+                    latest
+                        .filter(|s| s.incarnation.0 > kept)
+                        .map(|s| format!("node {} already started as incarnation {} after this data directory's {kept}", args.id, s.incarnation.0))
+                };
+                if let Some(why) = why {
                     drop(opened);
                     dir.refuse(&why)?;
                     opened = crate::durable::Opened::Fresh { refused: Some(why) };

@@ -93,6 +93,38 @@ async fn a_corrupt_write_ahead_log_refuses_the_identity_and_the_replica_rejoins(
     assert_eq!((r.status, r.text()), (200, "v49".to_string()));
 }
 
+/// A data directory whose id has started since as a newer incarnation (from another directory:
+/// a backup copied back, a disk swapped) is stale: it is set aside and the replica comes back as
+/// a new incarnation, instead of failing to start until the bootstrap deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_superseded_by_a_newer_start_is_set_aside() {
+    let mut c = durable_cluster(3).await;
+    c.wait_leader(Duration::from_secs(30)).await;
+    for i in 0..20 {
+        let r = c.req(1, Method::PUT, &format!("/v1/kv/k{i}"), &[], &format!("v{i}")).await.unwrap();
+        assert!(r.status == 200 || r.status == 201, "{} {}", r.status, r.text());
+    }
+    c.crash(3);
+    // Node 3 started meanwhile elsewhere, as a newer incarnation (its start record says so).
+    let client = driver::etcd::connect(std::slice::from_ref(&c.etcd.endpoint)).await.expect("connects");
+    let key = "/synod/starts/3";
+    let resp = client.clone().get(key, None).await.expect("reads the start record");
+    let old = resp.kvs().first().expect("node 3 drew a start").value_str().unwrap().to_string();
+    let (number, incarnation) = old.split_once(' ').map(|(n, i)| (n.parse::<u64>().unwrap(), i.parse::<u64>().unwrap())).unwrap();
+    client.clone().put(key, format!("{} {}", number + 1, incarnation + 1_000), None).await.expect("writes a newer start");
+    c.restart(3);
+
+    // It sets its data aside, comes back as a new incarnation, and catches up.
+    let refused = poll(Duration::from_secs(30), "node 3 reports its refused data directory", || c.metric(3, "synod_data_dirs_refused_total")).await;
+    assert_eq!(refused, 1, "{}", c.log(3));
+    assert!(c.log(3).contains("already started as incarnation"), "{}", c.log(3));
+    assert!(std::fs::read_dir(c.dir.path().join("data-3")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("refused-")));
+    c.wait_acceptors(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(60)).await;
+    c.wait_same_state(&[1, 2, 3], Duration::from_secs(60)).await;
+    let r = c.req(3, Method::GET, "/v1/kv/k19?consistency=sequential", &[], "").await.unwrap();
+    assert_eq!((r.status, r.text()), (200, "v19".to_string()));
+}
+
 /// A long log above the only snapshot file, then kill -9 of every replica at once (docs/REPORT.md,
 /// "Restart-to-serving"). With snapshots asked only every 100 M slots and no bound on the log's
 /// bytes (`--snapshot-log-bytes=0`), 1,200 writes of 64 KiB leave ~78 MB of accepted values above
