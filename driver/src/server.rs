@@ -670,7 +670,10 @@ fn check_restore_file(args: &NodeArgs, store: StoreConfig) -> anyhow::Result<Opt
         warn!(file = %path.display(), "--restore ignored: the data directory is already initialised (a durable restart keeps its own state)");
         return Ok(None);
     }
-    let b = crate::durable::read_backup(path, store).with_context(|| format!("--restore {}: refused, nothing was started", path.display()))?;
+    let mut b = crate::durable::read_backup(path, store).with_context(|| format!("--restore {}: refused, nothing was started", path.display()))?;
+    // The new cluster's leaders stamp new terms and processes: the old cluster's last stamp must
+    // not be compared with them (every founder restores the same file and does the same).
+    b.store.forget_clock_reference();
     info!(
         file = %path.display(),
         index = b.store.last_applied(),

@@ -144,6 +144,11 @@ impl SessionTable {
         self.clock_ms
     }
 
+    /// Forget the last stamp ([`crate::Store::forget_clock_reference`]).
+    pub(crate) fn forget_reference(&mut self) {
+        self.last_stamp = None;
+    }
+
     /// The stamp of the last request applied (it decides whether the next one extends the clock).
     pub fn last_stamp(&self) -> Option<Stamp> {
         self.last_stamp

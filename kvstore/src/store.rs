@@ -129,6 +129,16 @@ impl Store {
         }
     }
 
+    /// Start a new cluster's log clock from this store (a backup restored by the founders of a
+    /// new cluster): forget the old cluster's last stamp, whose term and process mean nothing to
+    /// the new cluster's leaders (their rounds and start numbers begin again at 1, so the old
+    /// stamp could be "newer" than all of theirs, or equal to one of them, and stall the clock).
+    /// The new cluster's first slot then only sets the reference and gives every lease a full
+    /// TTL. The clock's reading and every deadline are kept.
+    pub fn forget_clock_reference(&mut self) {
+        self.sessions.forget_reference();
+    }
+
     /// Whether the log clock orders terms (cluster version [`crate::TERM_ORDER_VERSION`] on; see
     /// [`crate::session::SessionTable::advance`]).
     pub fn orders_terms(&self) -> bool {

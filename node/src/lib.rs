@@ -54,3 +54,5 @@ mod review30_test;
 mod lease_test;
 #[cfg(test)]
 mod review_clock_test;
+#[cfg(test)]
+mod review_clock2_test;

@@ -45,7 +45,9 @@ impl Tick {
     /// a round per election, an epoch per start). Only equality matters to the log clock; the
     /// round comes first so a later rule can also order terms.
     pub fn epoch_of(ballot_round: u64, restart_epoch: u64) -> u64 {
-        (ballot_round << 32) | (restart_epoch & 0xFFFF_FFFF)
+        // Saturating, not wrapping: a round past 2^32 (only a malformed ballot could get there)
+        // must not sort below the rounds before it.
+        (ballot_round.min(0xFFFF_FFFF) << 32) | (restart_epoch & 0xFFFF_FFFF)
     }
 }
 
