@@ -68,6 +68,17 @@ impl Net {
         net
     }
 
+    /// A net of nodes built elsewhere (recovered ones, say).
+    pub(crate) fn with_nodes(nodes: impl IntoIterator<Item = Node>) -> Net {
+        let mut net = Net { nodes: BTreeMap::new(), now: Time(0), wire: VecDeque::new(), cut: BTreeSet::new(), seen: BTreeMap::new() };
+        for node in nodes {
+            let id = node.settings.me.node;
+            net.nodes.insert(id, node);
+            net.collect(id);
+        }
+        net
+    }
+
     pub(crate) fn node(&self, id: u64) -> &Node {
         &self.nodes[&NodeId(id)]
     }

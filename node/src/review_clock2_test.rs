@@ -19,104 +19,26 @@
 use crate::node_test::{put, Net, Seen};
 use crate::*;
 use kvstore::{Store, WriteOp, WriteOutcome};
-use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, Slot, SnapshotMeta, Time};
-use std::collections::{BTreeMap, VecDeque};
+use paxos::{Configuration, Incarnation, Member, NodeId, Slot, SnapshotMeta, Time};
 
 fn member(id: u64) -> Member {
     Member { node: NodeId(id), incarnation: Incarnation(1) }
 }
 
-/// A write's token and its answer.
-type Answered = (Token, Result<WriteDone, Refused>);
-
-/// A tiny FIFO network of recovered nodes (the test net only builds fresh ones).
-struct Mini {
-    nodes: BTreeMap<NodeId, Node>,
-    now: Time,
-    wire: VecDeque<Envelope>,
-    writes: BTreeMap<u64, Vec<Answered>>,
-}
-
-impl Mini {
-    /// Founders `1..=n` of a new cluster restored from `backup` (as `NodeLoop::restored`, after
-    /// `Store::forget_clock_reference`; without it both tests below fail).
-    fn restored(n: u64, backup: &Store) -> Mini {
-        let config = Configuration::bootstrap((1..=n).map(member));
-        let mut m = Mini { nodes: BTreeMap::new(), now: Time(0), wire: VecDeque::new(), writes: BTreeMap::new() };
-        for id in 1..=n {
-            let mut settings = NodeSettings::new(member(id), 1, Some(config.clone()));
-            settings.initial_cluster_version = kvstore::MAX_CLUSTER_VERSION;
-            let disk = paxos::Recovered::from_snapshot(SnapshotMeta { last_slot: Slot(0), config: config.clone() });
-            // As `synod node --restore` does (driver/src/server.rs): the new cluster's clock
-            // forgets the old cluster's last stamp.
-            let mut store = backup.clone();
-            store.forget_clock_reference();
-            m.nodes.insert(NodeId(id), Node::recover(settings, Time(0), store, disk));
-            m.collect(NodeId(id));
-        }
-        m
-    }
-
-    fn collect(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).expect("node");
-        while let Some(out) = node.poll_output() {
-            match out {
-                Output::Send(env) => self.wire.push_back(env),
-                Output::WriteDone { token, result } => self.writes.entry(id.0).or_default().push((token, result)),
-                _ => {}
-            }
-        }
-    }
-
-    fn input(&mut self, id: u64, input: Input) {
-        let now = self.now;
-        self.nodes.get_mut(&NodeId(id)).expect("node").handle(now, input);
-        self.collect(NodeId(id));
-    }
-
-    fn stabilize(&mut self) {
-        for _ in 0..100_000 {
-            let Some(env) = self.wire.pop_front() else { return };
-            let to = env.to;
-            self.input(to.0, Input::Peer(env));
-        }
-        panic!("the network did not settle");
-    }
-
-    fn advance(&mut self, ms: u64) {
-        let until = Time(self.now.0 + ms);
-        for _ in 0..1_000_000 {
-            match self.nodes.values().filter_map(Node::poll_timeout).min() {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    let now = self.now;
-                    let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
-                    for id in ids {
-                        self.nodes.get_mut(&id).expect("listed").handle_timeout(now);
-                        self.collect(id);
-                    }
-                    self.stabilize();
-                }
-                _ => {
-                    self.now = until;
-                    return;
-                }
-            }
-        }
-        panic!("timeouts kept falling due");
-    }
-
-    fn elect(&mut self, leader: u64) {
-        let ids: Vec<u64> = self.nodes.keys().map(|n| n.0).collect();
-        for id in ids {
-            self.input(id, Input::Hint(Some(NodeId(leader))));
-        }
-        self.stabilize();
-    }
-
-    fn node(&self, id: u64) -> &Node {
-        &self.nodes[&NodeId(id)]
-    }
+/// Founders `1..=n` of a new cluster restored from `backup` (as `NodeLoop::restored`, after
+/// `Store::forget_clock_reference`; without it both tests below fail).
+fn restored(n: u64, backup: &Store) -> Net {
+    let config = Configuration::bootstrap((1..=n).map(member));
+    Net::with_nodes((1..=n).map(|id| {
+        let mut settings = NodeSettings::new(member(id), 1, Some(config.clone()));
+        settings.initial_cluster_version = kvstore::MAX_CLUSTER_VERSION;
+        let disk = paxos::Recovered::from_snapshot(SnapshotMeta { last_slot: Slot(0), config: config.clone() });
+        // As `synod node --restore` does (driver/src/server.rs): the new cluster's clock forgets
+        // the old cluster's last stamp.
+        let mut store = backup.clone();
+        store.forget_clock_reference();
+        Node::recover(settings, Time(0), store, disk)
+    }))
 }
 
 fn grant(net: &mut Net, at: u64, ttl_ms: u64) -> u64 {
@@ -157,7 +79,7 @@ fn backup(leaders: &[u64], uptime_ms: u64, ttl_ms: u64) -> (Store, u64) {
 
 /// Returns (lease still live, log clock, sweeps proposed) after `run_ms` of the new cluster.
 fn restored_cluster(backup: &Store, lease: u64, run_ms: u64) -> (bool, u64, u64) {
-    let mut m = Mini::restored(3, backup);
+    let mut m = restored(3, backup);
     m.elect(1);
     m.advance(run_ms);
     let n = m.node(1);
