@@ -407,9 +407,16 @@ fn a_seed_replays_exactly() {
 /// do not count): 2 of 4, quorum 3, no leader for ever, although a quorum of the newest
 /// configuration (2/1, 3/1, 4/2) is up. Durable mode persists votes but not which configuration
 /// changes were chosen above the snapshot.
+///
+/// Seed 11263 no longer reaches this schedule (the simulator changed since; it passes); seed
+/// 21381 does (found by a sweep on 2026-12-06): 4/1 is promoted at slot 16 (epoch 2, four
+/// acceptors); a power cut comes before 1/1 and 3/1 write a snapshot file past slot 16, so they
+/// recover into epoch 1; then 2/1 and 4/1 lose their disks; epoch 2 is left with 2 of its 4
+/// acceptors. A prototype fix (hold every output after an applied configuration change until a
+/// snapshot file at that slot is durable) is kept in docs/review/wip-wedge.patch.
 #[test]
-#[ignore = "review: after a power cut every replica reverts to its snapshot file's configuration; a quorum of it may be replaced incarnations: no leader for ever (seed 11263)"]
+#[ignore = "known bug (issue 24): after a power cut every replica reverts to its snapshot file's configuration; a quorum of it may be replaced incarnations: no leader for ever (seed 21381)"]
 fn a_power_cut_after_a_replacement_does_not_wedge_on_the_snapshots_configuration() {
-    let r = run(node::sim::SimConfig::new(11263)).map(|_| ()).map_err(|f| f.to_string());
+    let r = run(node::sim::SimConfig::new(21381)).map(|_| ()).map_err(|f| f.to_string());
     assert_eq!(r, Ok(()));
 }
