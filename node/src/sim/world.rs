@@ -58,6 +58,10 @@ pub struct SimConfig {
     /// own cut-off slots after the successor's (the schedule of the lease review, REPORT §6).
     /// On in one run in eleven.
     pub bounces: bool,
+    /// The etcd removal marks reach the processes they name (as the driver's membership task
+    /// reads them). Off: a replica removed while it lagged never learns it (the simulator before
+    /// seed 21505 showed the gap).
+    pub removal_marks: bool,
     /// The leader raises the cluster version (every replica runs this build, so it reads
     /// `kvstore::MAX_CLUSTER_VERSION`) once no membership request moves: a configuration change
     /// amid the faults, after which snapshots are written in the newer format (issue 30). On in
@@ -169,6 +173,7 @@ impl SimConfig {
             sessions,
             etcd_outages: seed % 7 == 3,
             bounces: seed % 11 == 7,
+            removal_marks: true,
             version_raise: seed % 5 == 2,
             // None with the smallest session table (see `SMALLEST_TABLE_WITHOUT_LOCKS`).
             lockers: if sessions.is_some_and(|s| s.max_sessions <= SMALLEST_TABLE_WITHOUT_LOCKS) { 0 } else { 2 + (seed / 4 % 2) as usize },
@@ -207,6 +212,8 @@ pub struct SimStats {
     /// whose successor was cut right after it was named.
     pub bounces: u64,
     pub bounced_successors: u64,
+    /// Removal marks delivered to a process that had not learned its removal from the log.
+    pub removal_marks_delivered: u64,
     /// Cluster-version raises proposed (`SimConfig::version_raise`).
     pub version_raises: u64,
     pub wrong_hints: u64,
@@ -596,6 +603,8 @@ struct World {
     /// The reading of every request's slot, by log index, whichever replica applied it first
     /// (see [`World::check_clock_credits`]).
     clock_readings: BTreeMap<u64, u64>,
+    /// The etcd removal marks (`P/removed/<id>`): the incarnation removed and the epoch without it.
+    removed_marks: BTreeMap<NodeId, EpochMark>,
     /// A bounce under way ([`SimConfig::bounces`]): the old leader, the links cut from it, and
     /// its successor once etcd named one.
     bounce: Option<(NodeId, Links, Option<NodeId>)>,
@@ -796,6 +805,7 @@ impl World {
             lock_phase: None,
             clock_readings: BTreeMap::new(),
             bounce: None,
+            removed_marks: BTreeMap::new(),
             words: BTreeMap::new(),
             back_at: BTreeMap::new(),
         }
@@ -2444,6 +2454,28 @@ impl World {
 
     /// The membership manager of the replica whose core leads (`driver/src/membership.rs`, with
     /// the decisions of `crate::membership`): one step per tick.
+    /// The removal marks reach the processes they name, as the driver's membership task reads
+    /// its own (`driver/src/membership.rs`): a replica removed while it lagged misses the slot
+    /// that removed it (the leader stops talking to non-members) and, without the mark, went on
+    /// taking client requests it could never answer (seed 21505). A process cut from etcd reads
+    /// nothing; a second notice is ignored by the node.
+    fn deliver_removal_marks(&mut self) -> Result<(), String> {
+        if !self.cfg.removal_marks {
+            return Ok(());
+        }
+        let due: Vec<(NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.up && !n.dead && !self.etcd.cut.contains(id) && !matches!(n.node.serving(), Err(NotServing::Removed(_))))
+            .filter_map(|(id, n)| self.removed_marks.get(id).filter(|m| m.incarnation == n.inc.0).map(|m| (*id, m.epoch)))
+            .collect();
+        for (id, epoch) in due {
+            self.stats.removal_marks_delivered += 1;
+            self.feed(id, Input::Removed(crate::Removal { epoch, source: "etcd" }))?;
+        }
+        Ok(())
+    }
+
     fn membership_step(&mut self) -> Result<(), String> {
         if let Some((_, leader, since)) = self.reconfig {
             let gone = !self.nodes[&leader].up || !self.nodes[&leader].node.replica().is_leader();
@@ -2453,6 +2485,7 @@ impl World {
                 return Ok(());
             }
         }
+        self.deliver_removal_marks()?;
         let Some(leader) = self.nodes.iter().find(|(_, n)| n.up && n.node.replica().is_leader()).map(|(id, _)| *id) else {
             return Ok(());
         };
@@ -2496,7 +2529,15 @@ impl World {
                 }
                 Ok(())
             }
-            Some(Step::Complete(p, _)) => {
+            Some(Step::Complete(p, mark)) => {
+                if let Some(mark) = mark {
+                    // As the driver: once every member runs the configuration without it, the
+                    // leader writes `P/removed/<id>` naming the incarnation it removed.
+                    if !barrier_behind(&config, &registered, &epochs).is_empty() {
+                        return Ok(());
+                    }
+                    self.removed_marks.insert(NodeId(p.id()), mark);
+                }
                 self.pending.retain(|q| *q != p);
                 Ok(())
             }
