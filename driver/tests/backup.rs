@@ -52,6 +52,9 @@ async fn a_backup_saved_through_a_follower_restores_into_a_new_cluster() {
     let first = old.wait_leader(Duration::from_secs(60)).await;
     old.crash(first);
     old.restart(first);
+    // It rejoins as a new incarnation: wait until it is an acceptor again (the backup's
+    // configuration below is then the three of them).
+    old.wait_acceptors(&[1, 2, 3], &[1, 2, 3], Duration::from_secs(60)).await;
     let leader = old.wait_leader(Duration::from_secs(60)).await;
     for i in 0..KEYS {
         let url = format!("{}/v1/kv/{}", old.url(leader), key(i));
