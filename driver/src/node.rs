@@ -117,8 +117,9 @@ pub enum Input {
         /// The rebuilt store.
         store: Box<Store>,
     },
-    /// A snapshot the node asked for finished encoding on a blocking thread (control).
-    SnapshotEncoded(Arc<SnapshotBlob>),
+    /// A snapshot the node asked for finished encoding on a blocking thread (control); `true`
+    /// when its file is written and synced (durable mode).
+    SnapshotEncoded(Arc<SnapshotBlob>, bool),
     /// The directory changed: (re)connect peers (control).
     PeersChanged,
     /// The leader's removal mark names this incarnation (control).
@@ -518,7 +519,7 @@ impl NodeLoop {
                 }
                 return;
             }
-            Input::SnapshotEncoded(blob) => {
+            Input::SnapshotEncoded(blob, file) => {
                 self.wiring.metrics.snapshots_taken.inc();
                 let meta = blob.meta.clone();
                 if self
@@ -528,7 +529,7 @@ impl NodeLoop {
                 {
                     self.latest_snapshot = Some(blob);
                 }
-                ::node::Input::SnapshotEncoded { meta }
+                ::node::Input::SnapshotEncoded { meta, file }
             }
             Input::PeersChanged => {
                 self.sync_peers();
@@ -615,14 +616,20 @@ impl NodeLoop {
                             // Durable before the core hears of it (and before the log below it
                             // is removed, on `SnapshotEncoded`).
                             if let Err(e) = dir.write_snapshot(&blob.meta, &blob.bytes) {
-                                warn!(error = %format!("{e:#}"), "writing the snapshot file failed; the log is kept");
-                                let _ = handle.blocking_send(Input::SnapshotEncoded(Arc::new(blob)));
-                                return;
+                                // As on a failed fsync of the WAL: the disk refuses what this
+                                // replica must keep (a snapshot file may be what a configuration
+                                // change waits for: the node's configuration hold), so it stops
+                                // rather than run on without it. A restart reads back what is
+                                // durable.
+                                tracing::error!(error = %format!("{e:#}"), "writing the snapshot file failed; exiting");
+                                std::process::exit(70);
                             }
                             let _ = handle.blocking_send(Input::SnapshotFileWritten(blob.meta.last_slot));
+                            let _ = handle.blocking_send(Input::SnapshotEncoded(Arc::new(blob), true));
+                            return;
                         }
                         // The loop may have stopped meanwhile; then nobody needs the snapshot.
-                        let _ = handle.blocking_send(Input::SnapshotEncoded(Arc::new(blob)));
+                        let _ = handle.blocking_send(Input::SnapshotEncoded(Arc::new(blob), false));
                     });
                 }
                 Output::SendSnapshot { to, from } => self.send_snapshot(to, from),

@@ -120,7 +120,23 @@ pub struct Node {
     /// No sweep is proposed before this (after the core refused one).
     pub(crate) sweep_not_before: Time,
     pub(crate) outputs: VecDeque<Output>,
+    /// Durable mode: a configuration change was applied (or installed) and its configuration is
+    /// not yet in a durable snapshot file (`snapshot.rs`, "the configuration hold").
+    pub(crate) config_hold: Option<ConfigHold>,
+    /// Outputs produced behind the configuration hold, in order; they run once it is released.
+    pub(crate) held: VecDeque<Output>,
     pub(crate) counters: NodeCounters,
+}
+
+/// The configuration hold: every output queued from `start` on (an index into `Node::outputs`
+/// during the current turn) waits until a snapshot file at or above `slot` is durable.
+#[derive(Clone, Debug)]
+pub(crate) struct ConfigHold {
+    pub(crate) slot: Slot,
+    pub(crate) start: usize,
+    /// The configuration before the held change: what `status()` reports meanwhile (the epoch
+    /// marks and the membership barrier built on them must not run ahead of the files).
+    pub(crate) shown: Configuration,
 }
 
 /// A lease sweep not applied this long after it was proposed is proposed again.
@@ -212,6 +228,8 @@ impl Node {
             settle_after_install: false,
             watches: Watches::new(settings.watch_history_changes, settings.watch_history_bytes, settings.max_watchers),
             outputs: VecDeque::new(),
+            config_hold: None,
+            held: VecDeque::new(),
             counters: NodeCounters::default(),
             peer_versions: BTreeMap::new(),
             halted: None,
@@ -226,12 +244,14 @@ impl Node {
         // never left waiting as if nothing had changed.
         node.watches.history.reset(node.store.last_applied());
         node.after(now);
+        node.fence_outputs();
         node
     }
 
     /// Handle one input at time `now`, then run what the core asked for.
     pub fn handle(&mut self, now: Time, input: Input) {
         self.now = now;
+        self.open_turn();
         match input {
             Input::Peer(env) => {
                 let from = env.from.node;
@@ -256,7 +276,7 @@ impl Node {
             Input::Reconfigure { token, change } => self.reconfigure(token, change),
             Input::PeerVersions(v) => self.peer_versions = v,
             Input::InstallSnapshot { meta, store } => self.install_snapshot(meta, *store),
-            Input::SnapshotEncoded { meta } => self.snapshot_encoded(meta),
+            Input::SnapshotEncoded { meta, file } => self.snapshot_encoded(meta, file),
             Input::Removed(r) => self.mark_removed(r),
             Input::SnapshotSent { to, delivered } => {
                 self.replica.handle(self.now, paxos::Event::SnapshotSent { to, delivered })
@@ -265,14 +285,17 @@ impl Node {
             Input::WatchProgress { token, spec } => self.watch_progress(token, spec),
         }
         self.after(now);
+        self.fence_outputs();
     }
 
     /// The time from [`Node::poll_timeout`] has come (calling it early is harmless): fire the
     /// core's due timers, and check the leader's silence and the staleness bound.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
+        self.open_turn();
         self.replica.handle_timeout(now);
         self.after(now);
+        self.fence_outputs();
     }
 
     /// The earliest time [`Node::handle_timeout`] has something to do: the core's deadline, the
@@ -383,7 +406,7 @@ impl Node {
             pending_writes: self.writes.len(),
             pending_reads,
             applied_slot: self.applied_slot,
-            config: self.config.clone(),
+            config: self.config_hold.as_ref().map_or(&self.config, |h| &h.shown).clone(),
             state_hash: self.store.state_hash().0,
             state_hash_index: self.store.last_applied(),
             serving: self.serving(),
@@ -732,7 +755,12 @@ impl Node {
                 Action::ConfigChanged { .. } if self.halted.is_some() => {}
                 Action::ConfigChanged { slot, config } => {
                     info!(%slot, epoch = config.epoch, acceptors = ?config.acceptors, learners = ?config.learners, "configuration changed");
-                    self.config = config.clone();
+                    let before = std::mem::replace(&mut self.config, config.clone());
+                    // Durable mode: after a change of the acceptors nothing leaves the process
+                    // before a snapshot file carrying it is durable (`snapshot.rs`).
+                    if before.acceptors != config.acceptors {
+                        self.hold_for_config(slot, before);
+                    }
                     self.outputs.push_back(Output::ConfigChanged(config.clone()));
                     let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconfig_applied).into_iter().partition(|(s, _)| *s == slot);
                     self.reconfig_applied = rest;
@@ -956,7 +984,7 @@ impl Node {
 
 #[cfg(not(feature = "sim"))]
 impl Node {
-    fn bug(&self, _f: impl Fn(&Bugs) -> bool) -> bool {
+    pub(crate) fn bug(&self, _f: impl Fn(&Bugs) -> bool) -> bool {
         false
     }
 }

@@ -5,12 +5,29 @@
 //! and answers [`Input::SnapshotEncoded`](crate::Input::SnapshotEncoded), and only then does the
 //! core hear `SnapshotTaken` (and compact its log). On `Action::SendSnapshot { to }` the node
 //! names the latest encoded snapshot, or a fresh clone when none matches the store.
+//!
+//! **The configuration hold** (durable mode). A durable restart knows the configuration of its
+//! newest snapshot file only: a configuration change chosen above it is a vote in the WAL at
+//! most, and nobody knows it chosen after a power cut. If the older configuration's quorum was
+//! replaced by such changes, no candidate could ever gather it (REPORT section 7, Fixed; seeds
+//! 11263 and 21381; `node/tests/durable.rs` has it in small). So when a replica applies a change
+//! of the acceptors (or, as an acceptor, installs a snapshot with other acceptors), it encodes a
+//! snapshot at that slot, and every output queued after the change waits until that snapshot
+//! file is durable (the shell answers `SnapshotEncoded { file: true }` only after the file is
+//! written and synced); `status()` shows the configuration before the change meanwhile, so the
+//! etcd epoch marks and the membership barrier do not run ahead of the files. Whatever this
+//! replica does knowing the new acceptors (a leader's phase 1 among them, proposals after its
+//! stop sign, `learned` reports past it, replies, votes: the core learns an `Accept`'s commit
+//! point before it votes) leaves the process only once a restart would recover them. A crash
+//! before then loses only what nobody saw, as with the WAL barrier. Not covered: a follower
+//! with a gap below the change votes before it applies it, and promises are not held (REPORT
+//! section 7). Changes of the learners and version raises hold nothing.
 
-use crate::node::Node;
+use crate::node::{ConfigHold, Node};
 use crate::types::{Output, SnapshotSource, SNAPSHOT_LOG_TO_STORE};
 use kvstore::Store;
-use paxos::{Event, NodeId, Slot, SnapshotMeta};
-use tracing::{debug, info, warn};
+use paxos::{Configuration, Event, NodeId, Slot, SnapshotMeta};
+use tracing::{debug, error, info, warn};
 
 impl Node {
     /// The core asks every `snapshot_every` slots. Cadence: a snapshot costs O(store), so one is
@@ -78,8 +95,15 @@ impl Node {
         self.outputs.push_back(Output::EncodeSnapshot { meta, store: Box::new(self.store.clone()) });
     }
 
-    pub(crate) fn snapshot_encoded(&mut self, meta: SnapshotMeta) {
+    pub(crate) fn snapshot_encoded(&mut self, meta: SnapshotMeta, file: bool) {
         self.snapshot_encoding = false;
+        if file {
+            self.release_config_hold(meta.last_slot);
+        } else if self.config_hold.is_some() {
+            // The driver exits when a snapshot file cannot be written (as on a failed fsync);
+            // a shell that goes on keeps the hold until a later encoding's file is durable.
+            error!(slot = %meta.last_slot, "the snapshot file was not written: the configuration hold stays");
+        }
         self.counters.snapshots_taken += 1;
         debug!(slot = %meta.last_slot, "snapshot taken");
         if self.latest_encoded.as_ref().is_none_or(|l| l.last_slot < meta.last_slot) {
@@ -87,6 +111,69 @@ impl Node {
         }
         // The core ignores a snapshot at or below one it already has (after an install).
         self.replica.handle(self.now, Event::SnapshotTaken(meta));
+        if file && self.config_hold.is_some() {
+            // The snapshot that ended was older than the change held for: encode one now.
+            self.encode_snapshot();
+            if self.halted.is_some() {
+                // A halted replica encodes nothing more: it must not keep its outputs for ever.
+                self.release_config_hold(Slot(u64::MAX));
+            }
+        }
+    }
+
+    /// Durable mode: the configuration applied at `slot` must be in a durable snapshot file before
+    /// any later output runs. Starts (or extends) the hold, and encodes a snapshot at the applied
+    /// slot unless one is being encoded (then the next starts when it ends). `before`: the
+    /// configuration before the change, shown by `status()` until the hold ends.
+    pub(crate) fn hold_for_config(&mut self, slot: Slot, before: Configuration) {
+        if !self.settings.durable || self.halted.is_some() {
+            return;
+        }
+        if self.bug(|b| b.no_config_hold) {
+            return;
+        }
+        match &mut self.config_hold {
+            Some(h) => h.slot = h.slot.max(slot),
+            None => self.config_hold = Some(ConfigHold { slot, start: self.outputs.len(), shown: before }),
+        }
+        if !self.snapshot_encoding {
+            self.encode_snapshot();
+        }
+    }
+
+    /// A snapshot file at `slot` is durable: release the hold if it covers the held change.
+    fn release_config_hold(&mut self, slot: Slot) {
+        if self.config_hold.as_ref().is_some_and(|h| slot >= h.slot) {
+            self.config_hold = None;
+            debug!(%slot, held = self.held.len(), "configuration in a durable snapshot file; held outputs released");
+            let held = std::mem::take(&mut self.held);
+            self.outputs.extend(held);
+        }
+    }
+
+    /// At the start of a turn: outputs of this turn begin at the end of the (polled) queue.
+    pub(crate) fn open_turn(&mut self) {
+        if let Some(h) = &mut self.config_hold {
+            h.start = self.outputs.len();
+        }
+    }
+
+    /// At the end of a turn: move the outputs queued behind the hold to `held`, except the
+    /// snapshot encodings (one of them releases the hold; each carries its own store clone, so it
+    /// may run before the outputs it passes).
+    pub(crate) fn fence_outputs(&mut self) {
+        let Some(start) = self.config_hold.as_ref().map(|h| h.start) else { return };
+        let tail = self.outputs.split_off(start.min(self.outputs.len()));
+        for out in tail {
+            if matches!(out, Output::EncodeSnapshot { .. }) {
+                self.outputs.push_back(out);
+            } else {
+                self.held.push_back(out);
+            }
+        }
+        if let Some(h) = &mut self.config_hold {
+            h.start = self.outputs.len();
+        }
     }
 
     /// The latest snapshot encoded here, unless there is none yet or it is older than the store
@@ -116,8 +203,15 @@ impl Node {
         self.applied_slot = meta.last_slot;
         self.last_snapshot_slot = meta.last_slot;
         self.log_bytes_since_snapshot = 0;
-        self.config = meta.config.clone();
+        let before = std::mem::replace(&mut self.config, meta.config.clone());
         self.counters.snapshots_installed += 1;
+        if before.acceptors != meta.config.acceptors && meta.config.acceptors.contains(&self.settings.me) {
+            // An acceptor installs a configuration with other acceptors (it lagged across a
+            // change). The shell writes the installed snapshot's file too, but nothing says
+            // when: encode one at its slot and hold what follows until that one is durable. (A
+            // learner that joins votes nothing: its hold comes with its promotion.)
+            self.hold_for_config(meta.last_slot, before);
+        }
         self.outputs.push_back(Output::ConfigChanged(meta.config.clone()));
         self.replica.handle(self.now, Event::SnapshotInstalled(meta));
         // Duty 5 runs once the core's queued actions ran (`Node::after`): an `Apply` of a slot

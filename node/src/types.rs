@@ -120,6 +120,10 @@ pub struct Bugs {
     /// A replica that meets a cluster version above its build's skips the change and goes on
     /// applying instead of halting (issue 30).
     pub skip_unknown_version: bool,
+    /// Durable mode without the configuration hold (`snapshot.rs`): a configuration change is
+    /// acted on before any snapshot file carries it, so after a power cut every replica may
+    /// recover into the configuration of its older file (the wedge of seed 11263).
+    pub no_config_hold: bool,
 }
 
 impl NodeSettings {
@@ -431,6 +435,9 @@ pub enum Input {
     SnapshotEncoded {
         /// The metadata it was asked to encode with.
         meta: SnapshotMeta,
+        /// Durable mode: the snapshot file is written and synced (a durable restart would load
+        /// it). `false` in memory mode, or when writing the file failed (the log is kept).
+        file: bool,
     },
     /// The leader's removal mark names this incarnation (it missed the slot that removed it).
     Removed(Removal),
@@ -480,7 +487,7 @@ impl std::fmt::Debug for Input {
             Input::Cancel(t) => f.debug_tuple("Cancel").field(t).finish(),
             Input::Reconfigure { token, change } => f.debug_struct("Reconfigure").field("token", token).field("change", change).finish(),
             Input::InstallSnapshot { meta, .. } => f.debug_struct("InstallSnapshot").field("meta", meta).finish(),
-            Input::SnapshotEncoded { meta } => f.debug_struct("SnapshotEncoded").field("meta", meta).finish(),
+            Input::SnapshotEncoded { meta, file } => f.debug_struct("SnapshotEncoded").field("meta", meta).field("file", file).finish(),
             Input::Removed(r) => f.debug_tuple("Removed").field(r).finish(),
             Input::SnapshotSent { to, delivered } => {
                 f.debug_struct("SnapshotSent").field("to", to).field("delivered", delivered).finish()

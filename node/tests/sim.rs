@@ -83,7 +83,9 @@ fn client_histories_pass_the_checker_under_faults() {
         ("lease grants acknowledged", sum(|s| s.locks.grants), 5_000),
         ("keepalives acknowledged", sum(|s| s.locks.keepalives_ok), 20_000),
         ("lock acquisitions", sum(|s| s.locks.acquisitions), 3_000),
-        ("lock acquisitions learnt from a failed guard showing the client's own value", sum(|s| s.locks.acquired_by_retry), 1),
+        // A rare race (2 in seeds 0-999 before the configuration hold, 0 after it, 4 in seeds
+        // 1000-3999 after it): no floor in the default budget.
+        ("lock acquisitions learnt from a failed guard showing the client's own value", sum(|s| s.locks.acquired_by_retry), 0),
         ("acquires that found the lock held", sum(|s| s.locks.contended), 2_000),
         ("locks released", sum(|s| s.locks.releases), 1_000),
         ("locks abandoned", sum(|s| s.locks.abandons), 500),
@@ -233,10 +235,13 @@ fn a_fence_that_settles_a_forward_too_early_is_caught() {
             continue;
         }
         // `forward_any_ballot` was caught at seed 669 until configuration changes waited for the
-        // slots before them (review of issue 30); since then first at seed 2124.
+        // slots before them (review of issue 30); since then first at seed 2124, and at 2334
+        // since the configuration hold. `fence_ignores_install` was caught within 1,000 seeds
+        // before the hold; since then first at seed 3311.
         let budget = match name {
             "short_fence" => 5 * DEFAULT_SEEDS,
             "forward_any_ballot" => 3 * DEFAULT_SEEDS,
+            "fence_ignores_install" => 4 * DEFAULT_SEEDS,
             _ => DEFAULT_SEEDS,
         };
         let budget = std::env::var("FENCE_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(budget);
@@ -396,11 +401,21 @@ fn a_tick_without_the_term_is_caught() {
 /// liveness verdict failed). The driver covers it with etcd's removal mark
 /// (`driver/src/membership.rs`); the simulator did not model the mark. With the mark, the seed
 /// passes; without it, it fails as before.
+///
+/// The configuration hold moved this seed's schedule (no seed of 0-11,999 needs the marks with
+/// it, nor of 12,000-39,999 with its first version), so the test runs the build the seed was
+/// found on: the hold's two switches on
+/// (`Bugs::no_config_hold`, `paxos::Bugs::vote_before_commit`).
 #[test]
 fn a_replica_that_missed_its_removal_learns_it_from_the_mark() {
-    let with = run(SimConfig::new(21505));
+    let found_on = |mut cfg: SimConfig| {
+        cfg.bugs.no_config_hold = true;
+        cfg.core_bugs.vote_before_commit = true;
+        cfg
+    };
+    let with = run(found_on(SimConfig::new(21505)));
     assert!(with.as_ref().is_ok_and(|s| s.removal_marks_delivered > 0), "seed 21505 with removal marks: {with:?}");
-    let mut cfg = SimConfig::new(21505);
+    let mut cfg = found_on(SimConfig::new(21505));
     cfg.removal_marks = false;
     let without = run(cfg).map(|_| ()).map_err(|f| f.what);
     assert!(without.as_ref().is_err_and(|w| w.starts_with("liveness")), "seed 21505 without removal marks should fail a liveness verdict: {without:?}");
@@ -417,22 +432,52 @@ fn a_seed_replays_exactly() {
 /// replaced 4/1 (epoch 3 at slot 71: 4/1 out, 4/2 learner; epoch 4 at slot 73: 4/2 promoted);
 /// node 1 then came back with amnesia too (1/1 dead, 1/2 waiting to join). A power cut follows
 /// before any snapshot file passes slot 73: every replica recovers with the configuration of its
-/// newest snapshot file (4 at 69, 3 at 49, 2 at 33: all epoch 2, acceptors 1/1 2/1 3/1 4/1), the
-/// changes at 71 and 73 are only votes in the WALs, and nobody knows them chosen. Phase 1 from
-/// slot 70 must run in epoch 2, where only 2/1 and 3/1 are alive (the promises of 4/2 and 1/2
-/// do not count): 2 of 4, quorum 3, no leader for ever, although a quorum of the newest
-/// configuration (2/1, 3/1, 4/2) is up. Durable mode persists votes but not which configuration
-/// changes were chosen above the snapshot.
-///
-/// Seed 11263 no longer reaches this schedule (the simulator changed since; it passes); seed
-/// 21381 does (found by a sweep on 2026-12-06): 4/1 is promoted at slot 16 (epoch 2, four
-/// acceptors); a power cut comes before 1/1 and 3/1 write a snapshot file past slot 16, so they
-/// recover into epoch 1; then 2/1 and 4/1 lose their disks; epoch 2 is left with 2 of its 4
-/// acceptors. A prototype fix (hold every output after an applied configuration change until a
-/// snapshot file at that slot is durable) is kept in docs/review/wip-wedge.patch.
+/// newest snapshot file (all epoch 2, acceptors 1/1 2/1 3/1 4/1), the changes at 71 and 73 are
+/// only votes in the WALs, and nobody knows them chosen. Phase 1 from slot 70 must run in epoch
+/// 2, where only 2/1 and 3/1 are alive: 2 of 4, quorum 3, no leader for ever, although a quorum
+/// of the newest configuration (2/1, 3/1, 4/2) is up. Found at commit 7c5cf7a with seed 11263;
+/// the simulator has changed since and 11263 no longer reaches the schedule, but it stays here.
+/// Fixed by the configuration hold (`node/src/snapshot.rs`): a durable replica that applies a
+/// configuration change encodes a snapshot file at its slot and holds every later output until
+/// that file is durable.
 #[test]
-#[ignore = "known bug (issue 24): after a power cut every replica reverts to its snapshot file's configuration; a quorum of it may be replaced incarnations: no leader for ever (seed 21381)"]
 fn a_power_cut_after_a_replacement_does_not_wedge_on_the_snapshots_configuration() {
+    let r = run(node::sim::SimConfig::new(11263)).map(|_| ()).map_err(|f| f.to_string());
+    assert_eq!(r, Ok(()));
+}
+
+/// Seed 12367 (found when the first configuration hold changed the timing): nodes 1, 2 and 3
+/// restart from their disks with the commit point of their snapshot files (105), below the
+/// checkpoint (108) they had helped node 4 set; node 4 keeps running, with its snapshot at 68 and
+/// the chosen slots 69..110 in its log. It answered every candidate's `Prepare` from 106 with
+/// `Compacted`, and the candidate stepped down without learning anything: no leader for ever.
+/// Now it asks node 4 for the slots above its commit point (`on_compacted`). The hold's later
+/// changes moved this seed's schedule (it passes with `compacted_without_probe` now): the switch
+/// is caught by the same schedule in small, `node/tests/durable.rs`.
+#[test]
+fn a_restart_below_a_running_replicas_checkpoint_does_not_wedge() {
+    let r = run(SimConfig::new(12367)).map(|_| ()).map_err(|f| f.to_string());
+    assert_eq!(r, Ok(()));
+}
+
+/// Today's reproducer of the same root cause (seed 21381, found by a sweep on 2026-12-06): 4/1
+/// is promoted at slot 16 (epoch 2, four acceptors); a power cut comes before 1/1 and 3/1 write
+/// a snapshot file past slot 16, so they recover into epoch 1 (where 4/1 is a learner) although
+/// they had shown epoch 2; then 2/1 and 4/1 lose their disks: judged by the configurations the
+/// replicas show, that kept a quorum, but 1/1 and 3/1 choose slot 16 again and epoch 2 has two
+/// of its four acceptors: no leader, no replacement, for ever. With the hold, a replica shows
+/// (and acts in) a configuration only once a snapshot file carries it, and the run passes. The
+/// build before the hold is both of its switches (`Bugs::no_config_hold`, and
+/// `paxos::Bugs::vote_before_commit`, the vote order the hold's review changed); with them the
+/// convergence verdict catches it. (`no_config_hold` alone is caught by the schedule in small in
+/// `node/tests/durable.rs`.)
+#[test]
+fn the_configuration_hold_is_needed_after_a_power_cut() {
     let r = run(node::sim::SimConfig::new(21381)).map(|_| ()).map_err(|f| f.to_string());
     assert_eq!(r, Ok(()));
+    let mut broken = node::sim::SimConfig::new(21381);
+    broken.bugs.no_config_hold = true;
+    broken.core_bugs.vote_before_commit = true;
+    let f = run(broken).expect_err("seed 21381 without the configuration hold should not converge");
+    assert!(f.to_string().contains("did not converge"), "caught, but not by the convergence verdict: {f}");
 }

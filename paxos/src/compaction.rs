@@ -33,7 +33,7 @@
 
 use crate::action::Action;
 use crate::ids::{NodeId, Slot, Time};
-use crate::message::SnapshotMeta;
+use crate::message::{Message, SnapshotMeta};
 use crate::replica::{Replica, Role};
 use crate::timer::Timer;
 
@@ -217,8 +217,25 @@ impl Replica {
     /// A peer says what we asked for is disposed of; its driver streams us a snapshot.
     pub(crate) fn on_compacted(&mut self, now: Time, from: NodeId, snapshot_slot: crate::ids::Slot) {
         // A leader or candidate told so is behind a checkpoint: it cannot lead from here.
-        if !matches!(self.role, Role::Follower) {
+        let leading = !matches!(self.role, Role::Follower);
+        if leading {
             self.step_down(now, false);
+        }
+        // Our `Prepare` or `Accept` (for a slot above our commit point) was refused as at or below
+        // the sender's checkpoint, yet the sender's snapshot is not above our commit point: the
+        // sender knows chosen slots above it and keeps them in its log (it compacts only up to
+        // its snapshot). That happens after a durable restart: the restarted replica recovers
+        // the commit point of its snapshot file, below the checkpoint it had helped to set (how
+        // far it learned is not on its disk). Ask the sender for them; without this, every
+        // candidate steps down here for ever and none learns what it misses (seed 12367).
+        // A stale answer to a fetch sent as a follower costs one fetch that finds nothing.
+        #[cfg(feature = "sim")]
+        let leading = leading && !self.opts.bugs.compacted_without_probe;
+        if leading && snapshot_slot <= self.log.commit {
+            self.fetch_source = Some(crate::learner::FetchSource { node: from, leader: self.known_leader, heard: now, waiting: None });
+            let first = self.log.commit.next();
+            self.send(from, Message::Fetch { from: first, to: Slot(first.0 + crate::learner::FETCH_BATCH) });
+            return;
         }
         // A snapshot is coming from our fetch source: wait for it there (`learner.rs`).
         if let Some(s) = self.fetch_source.as_mut().filter(|s| s.node == from) {

@@ -107,6 +107,14 @@ pub struct Bugs {
     /// A replica told `Compacted` by a peer whose snapshot is above its commit point does not
     /// fetch from that peer (the wedge after a power cut: `node/tests/durable.rs`).
     pub wedge_on_compacted: bool,
+    /// A leader or candidate told `Compacted` by a peer whose snapshot is not above its commit
+    /// point steps down without asking that peer for the chosen slots it keeps above its
+    /// snapshot (the wedge after a durable restart below the checkpoint: `node/tests/durable.rs`).
+    pub compacted_without_probe: bool,
+    /// A follower persists and sends its vote on an `Accept` before it learns the commit point
+    /// the `Accept` carries: its first vote after a configuration change leaves before the
+    /// change is applied, so the node's configuration hold does not cover it.
+    pub vote_before_commit: bool,
     /// A new leader's fence is the highest slot its phase 1 saw, without the room an old
     /// leader's pipeline window leaves above it: a forwarded command still in an old leader's
     /// window is reported lost, proposed again, and chosen twice (`forward.rs`).

@@ -524,13 +524,30 @@ impl Replica {
         }
         if self.grant_vote(now, from, ballot, slot) {
             self.acceptor.accept(slot, ballot, value.clone());
-            self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));
-            let learned = self.log.commit;
-            self.send(from.node, Message::Accepted { ballot, slot, learned });
             if from != self.me {
                 self.set_known_leader(Some(ballot.node), ballot);
                 self.leader_word = Some((from.node, now));
-                self.learn_commit(now, ballot, commit);
+                // Learn the commit point first: what it applies (a configuration change above
+                // all) comes before this vote in the actions, so a shell that holds outputs
+                // after an applied change (the node's configuration hold) holds the vote too.
+                // Applying a chosen slot does not depend on this vote being durable.
+                #[cfg(feature = "sim")]
+                let vote_first = self.opts.bugs.vote_before_commit;
+                #[cfg(not(feature = "sim"))]
+                let vote_first = false;
+                if !vote_first {
+                    self.learn_commit(now, ballot, commit);
+                }
+                self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));
+                let learned = self.log.commit;
+                self.send(from.node, Message::Accepted { ballot, slot, learned });
+                if vote_first {
+                    self.learn_commit(now, ballot, commit);
+                }
+            } else {
+                self.actions.push_back(Action::Persist(Persist::Accepted(AcceptedEntry { slot, ballot, value })));
+                let learned = self.log.commit;
+                self.send(from.node, Message::Accepted { ballot, slot, learned });
             }
         }
     }

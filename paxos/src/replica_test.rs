@@ -51,9 +51,11 @@ fn accept_is_persisted_before_accepted() {
         actions(&mut r),
         vec![
             Action::Persist(Persist::Promised(b(1, 2))),
+            // The leader and the commit point the `Accept` carries are learned before the vote
+            // (what they apply comes first: the node's configuration hold holds the vote).
+            Action::LeaderChanged { leader: Some(NodeId(2)), ballot: b(1, 2) },
             Action::Persist(Persist::Accepted(AcceptedEntry { slot: Slot(1), ballot: b(1, 2), value: v.clone() })),
             send(1, 2, Message::Accepted { ballot: b(1, 2), slot: Slot(1), learned: Slot(0) }),
-            Action::LeaderChanged { leader: Some(NodeId(2)), ballot: b(1, 2) },
         ]
     );
     // The commit point on a heartbeat of the same ballot makes the accepted value chosen.

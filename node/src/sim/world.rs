@@ -1059,14 +1059,17 @@ impl World {
                 }
                 // The durable driver writes the snapshot file before it answers, and only then
                 // drops the log below it.
+                // (A file at this slot or above is already there when it writes nothing.)
+                let mut file = false;
                 if self.cfg.durable {
                     if let Some((m, store)) = n.encoded.get(&meta.last_slot) {
+                        file = true;
                         if n.disk.write_snapshot(m.clone(), store.clone()) {
                             self.stats.snapshot_files += 1;
                         }
                     }
                 }
-                self.feed(node, Input::SnapshotEncoded { meta })
+                self.feed(node, Input::SnapshotEncoded { meta, file })
             }
             Ev::InstallWritten { node, start, meta, store } => {
                 let n = self.nodes.get_mut(&node).unwrap();
