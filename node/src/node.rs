@@ -133,6 +133,9 @@ pub struct Node {
 #[derive(Clone, Debug)]
 pub(crate) struct ConfigHold {
     pub(crate) slot: Slot,
+    /// The epoch of the configuration held for: a file releases the hold only if it carries
+    /// that epoch or a later one (and is at or above `slot`).
+    pub(crate) epoch: u64,
     pub(crate) start: usize,
     /// The configuration before the held change: what `status()` reports meanwhile (the epoch
     /// marks and the membership barrier built on them must not run ahead of the files).
@@ -704,6 +707,7 @@ impl Node {
     /// Run every action the core has queued, in order.
     fn drain(&mut self) {
         let mut applied_any = false;
+        let mut applied_bytes = false;
         while let Some(action) = self.replica.poll_action() {
             match action {
                 // In-memory mode: the state is "durable" as soon as the core holds it, so the
@@ -720,7 +724,7 @@ impl Node {
                     self.log_bytes_since_snapshot += value.payload_bytes() as u64;
                     self.apply(slot, value);
                     applied_any = true;
-                    self.snapshot_by_bytes();
+                    applied_bytes = true;
                 }
                 Action::ProposalLost { id } => self.lost(id),
                 Action::ReadsReady { reads, index } => {
@@ -775,6 +779,14 @@ impl Node {
         for (_, token) in std::mem::take(&mut self.reconfig_applied) {
             let result = Err(Refused::Config("the change had no effect at its slot".into()));
             self.outputs.push_back(Output::ReconfigureDone { token, result });
+        }
+        // The byte cadence once every queued action ran: a snapshot at the slot just applied
+        // must carry the configuration governing the slot after it, and the core queues a slot's
+        // `ConfigChanged` after its `Apply` (taken inside the `Apply` arm, a snapshot at a
+        // change's slot carried the configuration before it: a restart from it never applied
+        // the change, and its file released the configuration hold; review of the hold).
+        if applied_bytes {
+            self.snapshot_by_bytes();
         }
         if applied_any {
             self.release_reads();

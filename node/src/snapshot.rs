@@ -67,8 +67,9 @@ impl Node {
 
     /// Durable mode: a snapshot as soon as the log applied since the last one holds
     /// `snapshot_log_bytes` of payload (less this node's phase, up to half of it), whatever the
-    /// cadence by slots (`NodeSettings`). Called
-    /// after each applied slot, so the snapshot is at the slot just applied, as the core expects.
+    /// cadence by slots (`NodeSettings`). Called once the core's queued actions ran after slots
+    /// were applied (`Node::drain`), so the snapshot is at the slot just applied, as the core
+    /// expects, with the configuration that governs the slot after it.
     pub(crate) fn snapshot_by_bytes(&mut self) {
         let bound = self.settings.snapshot_log_bytes;
         // Staggered like the cadence by slots: each node at its own point of (bound/2, bound],
@@ -98,7 +99,7 @@ impl Node {
     pub(crate) fn snapshot_encoded(&mut self, meta: SnapshotMeta, file: bool) {
         self.snapshot_encoding = false;
         if file {
-            self.release_config_hold(meta.last_slot);
+            self.release_config_hold(meta.last_slot, meta.config.epoch);
         } else if self.config_hold.is_some() {
             // The driver exits when a snapshot file cannot be written (as on a failed fsync);
             // a shell that goes on keeps the hold until a later encoding's file is durable.
@@ -112,11 +113,12 @@ impl Node {
         // The core ignores a snapshot at or below one it already has (after an install).
         self.replica.handle(self.now, Event::SnapshotTaken(meta));
         if file && self.config_hold.is_some() {
-            // The snapshot that ended was older than the change held for: encode one now.
+            // The snapshot that ended was older than the change held for (or, defensively,
+            // carried an older configuration): encode one now.
             self.encode_snapshot();
             if self.halted.is_some() {
                 // A halted replica encodes nothing more: it must not keep its outputs for ever.
-                self.release_config_hold(Slot(u64::MAX));
+                self.release_config_hold(Slot(u64::MAX), u64::MAX);
             }
         }
     }
@@ -132,18 +134,23 @@ impl Node {
         if self.bug(|b| b.no_config_hold) {
             return;
         }
+        let epoch = self.config.epoch;
         match &mut self.config_hold {
-            Some(h) => h.slot = h.slot.max(slot),
-            None => self.config_hold = Some(ConfigHold { slot, start: self.outputs.len(), shown: before }),
+            Some(h) => {
+                h.slot = h.slot.max(slot);
+                h.epoch = h.epoch.max(epoch);
+            }
+            None => self.config_hold = Some(ConfigHold { slot, epoch, start: self.outputs.len(), shown: before }),
         }
         if !self.snapshot_encoding {
             self.encode_snapshot();
         }
     }
 
-    /// A snapshot file at `slot` is durable: release the hold if it covers the held change.
-    fn release_config_hold(&mut self, slot: Slot) {
-        if self.config_hold.as_ref().is_some_and(|h| slot >= h.slot) {
+    /// A snapshot file at `slot` carrying `epoch` is durable: release the hold if it covers the
+    /// held change.
+    fn release_config_hold(&mut self, slot: Slot, epoch: u64) {
+        if self.config_hold.as_ref().is_some_and(|h| slot >= h.slot && epoch >= h.epoch) {
             self.config_hold = None;
             debug!(%slot, held = self.held.len(), "configuration in a durable snapshot file; held outputs released");
             let held = std::mem::take(&mut self.held);

@@ -37,6 +37,8 @@ struct Net {
     acked: Vec<u64>,
     accepted_sent: Vec<(u64, paxos::Slot, bool)>,
     nodes_holding: std::collections::BTreeSet<u64>,
+    /// Snapshot files made durable: (node, meta, store).
+    files: Vec<(u64, SnapshotMeta, Store)>,
 }
 
 impl Net {
@@ -77,8 +79,11 @@ impl Net {
             let now = self.now;
             let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.encodes).into_iter().partition(|e| e.0 <= now);
             self.encodes = rest;
-            for (_, id, meta, _) in due {
+            for (_, id, meta, store) in due {
                 let file = self.file_ok;
+                if file {
+                    self.files.push((id, meta.clone(), store));
+                }
                 self.input(id, Input::SnapshotEncoded { meta, file });
             }
             self.now += 1;
@@ -95,6 +100,11 @@ impl Net {
 }
 
 fn cluster(encode_ms: u64, file_ok: bool, core_bugs: paxos::Bugs) -> Net {
+    cluster_with(encode_ms, file_ok, core_bugs, 0)
+}
+
+/// `log_bytes`: each node's `snapshot_log_bytes` (0: the default).
+fn cluster_with(encode_ms: u64, file_ok: bool, core_bugs: paxos::Bugs, log_bytes: u64) -> Net {
     let config = Configuration::bootstrap((1..=3).map(member));
     let mut net = Net {
         nodes: BTreeMap::new(),
@@ -111,9 +121,14 @@ fn cluster(encode_ms: u64, file_ok: bool, core_bugs: paxos::Bugs) -> Net {
         acked: Vec::new(),
         accepted_sent: Vec::new(),
         nodes_holding: Default::default(),
+        files: Vec::new(),
     };
     for id in 1..=3 {
-        net.nodes.insert(id, Node::new(settings(id, &config, core_bugs), Time(0)));
+        let mut s = settings(id, &config, core_bugs);
+        if log_bytes > 0 {
+            s.snapshot_log_bytes = log_bytes;
+        }
+        net.nodes.insert(id, Node::new(s, Time(0)));
         net.collect(id);
     }
     for id in 1..=3 {
@@ -219,4 +234,83 @@ fn a_vote_before_the_commit_point_is_caught() {
     let bugs = paxos::Bugs { vote_before_commit: true, ..paxos::Bugs::default() };
     let err = first_vote_in_a_new_configuration(bugs).expect_err("the early vote was not caught");
     assert!(err.contains("acknowledged in the new configuration"), "{err}");
+}
+
+/// From the hold's second review. The byte cadence (`snapshot_by_bytes`) ran inside the `Apply`
+/// arm of `Node::drain`, after `applied_slot` became the change's slot k but before the core's
+/// `ConfigChanged` for k was handled: when the change's own payload bytes reached the bound, the
+/// node encoded a snapshot at slot k with the configuration before the change, `hold_for_config`
+/// saw an encoding in flight and started none, and that file (slot k, old acceptors) released the
+/// hold. A bound of 1 byte makes every applied slot ask for a snapshot.
+#[test]
+fn the_hold_is_released_only_by_a_file_that_carries_the_change() {
+    let mut net = cluster_with(1, true, paxos::Bugs::default(), 1);
+    net.files.clear();
+    net.input(1, Input::Reconfigure { token: 77, change: ConfigChange::Remove(NodeId(3)) });
+    net.run(300);
+    let new = net.nodes[&1].config().clone();
+    assert_eq!(new.acceptors.len(), 2, "the removal was not applied");
+    for id in 1..=2u64 {
+        let shown = net.nodes[&id].status().config;
+        let files: Vec<_> = net.files.iter().filter(|(i, _, _)| *i == id).map(|(_, m, _)| (m.last_slot, m.config.epoch, m.config.acceptors.len())).collect();
+        let newest = net.files.iter().filter(|(i, _, _)| *i == id).map(|(_, m, _)| m).max_by_key(|m| m.last_slot).expect("a file");
+        assert_eq!(shown.acceptors, new.acceptors, "node {id} still holds; files {files:?}");
+        assert_eq!(newest.config.acceptors, new.acceptors, "node {id} released its hold, but its newest file (slot {}) carries epoch {}; files {files:?}", newest.last_slot, newest.config.epoch);
+        // Every file carries the configuration in force after its slot.
+        for (_, m, _) in net.files.iter().filter(|(i, _, _)| *i == id) {
+            let expected = if m.config.epoch == new.epoch { new.acceptors.len() } else { 3 };
+            assert_eq!(m.config.acceptors.len(), expected, "node {id}: file at {} with epoch {}", m.last_slot, m.config.epoch);
+        }
+    }
+}
+
+/// The consequence of such a file: node 2 restarts from it and recovered the configuration before
+/// the removal at the removal's own slot, so it never applied the removal again and, after the
+/// next change, ran a configuration no other replica runs.
+#[test]
+fn a_restart_from_the_newest_file_runs_the_configuration_everyone_runs() {
+    let mut net = cluster_with(1, true, paxos::Bugs::default(), 1);
+    net.files.clear();
+    net.input(1, Input::Reconfigure { token: 77, change: ConfigChange::Remove(NodeId(3)) });
+    net.run(300);
+    let (meta, store) = net.files.iter().filter(|(i, _, _)| *i == 2).map(|(_, m, s)| (m.clone(), s.clone())).max_by_key(|(m, _)| m.last_slot).expect("a file of node 2");
+    // kill -9 of node 2 right after its file: it restarts from it.
+    net.nodes.remove(&2);
+    net.wire.retain(|e| e.to != NodeId(2));
+    let config3 = Configuration::bootstrap((1..=3).map(member));
+    let mut s = settings(2, &config3, paxos::Bugs::default());
+    s.snapshot_log_bytes = 1;
+    net.nodes.insert(2, Node::recover(s, Time(net.now), store, paxos::Recovered::from_snapshot(meta)));
+    net.collect(2);
+    net.input(2, Input::Hint(Some(NodeId(1))));
+    net.run(500);
+    net.input(1, Input::Reconfigure { token: 78, change: ConfigChange::AddLearner(Member { node: NodeId(4), incarnation: Incarnation(1) }) });
+    net.run(500);
+    assert_eq!(net.nodes[&1].applied_slot(), net.nodes[&2].applied_slot(), "node 2 did not catch up");
+    assert_eq!(net.nodes[&1].config(), net.nodes[&2].config(), "after the same log, node 1 and node 2 run different configurations");
+}
+
+/// The same without a hold (a change of the learners holds nothing): with the byte cadence taken
+/// inside the `Apply` arm, the file at the change's slot carried the configuration before it, and
+/// a restart from it ran without the learner for ever.
+#[test]
+fn a_file_at_a_learner_change_carries_it() {
+    let mut net = cluster_with(1, true, paxos::Bugs::default(), 1);
+    net.files.clear();
+    let learner = Member { node: NodeId(4), incarnation: Incarnation(1) };
+    net.input(1, Input::Reconfigure { token: 77, change: ConfigChange::AddLearner(learner) });
+    net.run(300);
+    assert!(net.nodes[&2].config().learners.contains(&learner), "the learner was not added");
+    let (meta, store) = net.files.iter().filter(|(i, _, _)| *i == 2).map(|(_, m, s)| (m.clone(), s.clone())).max_by_key(|(m, _)| m.last_slot).expect("a file of node 2");
+    net.nodes.remove(&2);
+    net.wire.retain(|e| e.to != NodeId(2));
+    let config3 = Configuration::bootstrap((1..=3).map(member));
+    let mut s = settings(2, &config3, paxos::Bugs::default());
+    s.snapshot_log_bytes = 1;
+    net.nodes.insert(2, Node::recover(s, Time(net.now), store, paxos::Recovered::from_snapshot(meta)));
+    net.collect(2);
+    net.input(2, Input::Hint(Some(NodeId(1))));
+    net.run(500);
+    assert_eq!(net.nodes[&1].applied_slot(), net.nodes[&2].applied_slot(), "node 2 did not catch up");
+    assert_eq!(net.nodes[&1].config(), net.nodes[&2].config(), "node 2 restarted from its newest file runs another configuration");
 }

@@ -404,8 +404,7 @@ fn a_tick_without_the_term_is_caught() {
 ///
 /// The configuration hold moved this seed's schedule (no seed of 0-11,999 needs the marks with
 /// it, nor of 12,000-39,999 with its first version), so the test runs the build the seed was
-/// found on: the hold's two switches on
-/// (`Bugs::no_config_hold`, `paxos::Bugs::vote_before_commit`).
+/// found on: the hold's two switches on (`Bugs::no_config_hold`, `paxos::Bugs::vote_before_commit`).
 #[test]
 fn a_replica_that_missed_its_removal_learns_it_from_the_mark() {
     let found_on = |mut cfg: SimConfig| {

@@ -252,7 +252,7 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension
         RoleKind::Learner => "learner",
     };
     let mut members = Vec::new();
-    for (m, state) in s.core.config.acceptors.iter().map(|m| (m, "acceptor")).chain(s.core.config.learners.iter().map(|m| (m, "learner"))) {
+    for (m, state) in s.config.acceptors.iter().map(|m| (m, "acceptor")).chain(s.config.learners.iter().map(|m| (m, "learner"))) {
         let info = dir.get(&m.node);
         members.push(json!({
             "id": m.node.0,
@@ -286,7 +286,7 @@ async fn status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): Extension
         "snapshot_slot": s.core.snapshot.0,
         "index": s.store_index,
         "keys": s.keys,
-        "epoch": s.core.config.epoch,
+        "epoch": s.config.epoch,
         "store_applied_slot": s.applied_slot.0,
         "state_hash": format!("{:016x}", s.state_hash),
         "state_hash_index": s.state_hash_index,
@@ -319,7 +319,7 @@ async fn cluster_status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): E
         return Problem::unavailable("shutting-down", "the node loop is not answering").into();
     };
     let dir = ctx.directory.all();
-    let mut ids: std::collections::BTreeSet<paxos::NodeId> = s.core.config.acceptors.iter().chain(s.core.config.learners.iter()).map(|m| m.node).collect();
+    let mut ids: std::collections::BTreeSet<paxos::NodeId> = s.config.acceptors.iter().chain(s.config.learners.iter()).map(|m| m.node).collect();
     ids.insert(ctx.me);
     let asks = ids.into_iter().map(|id| {
         let (ctx, grant, info) = (ctx.clone(), grant.clone(), dir.get(&id).cloned());
@@ -358,7 +358,7 @@ async fn cluster_status(Extension(ctx): Extension<Arc<Ctx>>, Extension(grant): E
     let body = json!({
         "asked_by": ctx.me.0,
         "leader": s.core.leader.map(|l| l.0),
-        "epoch": s.core.config.epoch,
+        "epoch": s.config.epoch,
         "members": members,
     });
     Outcome::Reply(json_reply(StatusCode::OK, &body, Some(s.store_index)))

@@ -1162,7 +1162,7 @@ impl World {
                     .map(|(id, n)| {
                         let me = Member { node: *id, incarnation: n.inc };
                         let removed = matches!(n.node.serving(), Err(NotServing::Removed(_)));
-                        (*id, Proc { inc: n.inc.0, start: n.start, eligible: eligible(me, n.node.config(), &self.pending, removed) })
+                        (*id, Proc { inc: n.inc.0, start: n.start, eligible: eligible(me, &n.node.status().config, &self.pending, removed) })
                     })
                     .collect();
                 let head = self.etcd.tick(self.now, &up);
@@ -2497,11 +2497,13 @@ impl World {
             .nodes
             .iter()
             .filter(|(_, n)| n.up)
-            .map(|(id, n)| (id.0, EpochMark { incarnation: n.inc.0, epoch: n.node.config().epoch }))
+            // What the driver's membership task reads: the status, which shows the configuration
+            // before a change while the configuration hold is on.
+            .map(|(id, n)| (id.0, EpochMark { incarnation: n.inc.0, epoch: n.node.status().config.epoch }))
             .collect();
         let n = &self.nodes[&leader];
         let me = Member { node: leader, incarnation: n.inc };
-        let config = n.node.config().clone();
+        let config = n.node.status().config;
         let step = next_step(me, &config, &self.pending, &registered, |m| n.node.replica().promotable(m).is_ok());
         if self.trace && !self.pending.is_empty() {
             let behind = barrier_behind(&config, &registered, &epochs);
