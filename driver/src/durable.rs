@@ -278,8 +278,10 @@ impl DataDir {
 /// that follows a persist not yet durable is held, in order, and runs once the writer reports
 /// that batch durable (`Input::Durable`). Outputs before a persist run at once: so a leader's
 /// `Accept`s to its peers leave while its own vote is being written (they come before its own
-/// `Persist` in the core's order), but its own vote counts only after it is durable, because
-/// the core's `Accepted` to itself, and everything that depends on a commit, comes after.
+/// `Persist` in the core's order), but nothing that reveals a slot as chosen leaves before its
+/// own vote is durable. One exception (`node::Output::past_barrier`): a leader's `Accept` to a
+/// peer also passes a later barrier, its commit point lowered to the highest one already sent
+/// after the barrier.
 pub struct Writer {
     group: std::sync::Arc<storage::GroupCommit>,
     dir: DataDir,

@@ -404,12 +404,14 @@ fn a_tick_without_the_term_is_caught() {
 ///
 /// The configuration hold moved this seed's schedule (no seed of 0-11,999 needs the marks with
 /// it, nor of 12,000-39,999 with its first version), so the test runs the build the seed was
-/// found on: the hold's two switches on (`Bugs::no_config_hold`, `paxos::Bugs::vote_before_commit`).
+/// found on: the hold's two switches on (`Bugs::no_config_hold`, `paxos::Bugs::vote_before_commit`)
+/// and `Accept`s waiting at the durable barrier (`SimConfig::accepts_pass_barrier` off).
 #[test]
 fn a_replica_that_missed_its_removal_learns_it_from_the_mark() {
     let found_on = |mut cfg: SimConfig| {
         cfg.bugs.no_config_hold = true;
         cfg.core_bugs.vote_before_commit = true;
+        cfg.accepts_pass_barrier = false;
         cfg
     };
     let with = run(found_on(SimConfig::new(21505)));
@@ -467,8 +469,9 @@ fn a_restart_below_a_running_replicas_checkpoint_does_not_wedge() {
 /// of its four acceptors: no leader, no replacement, for ever. With the hold, a replica shows
 /// (and acts in) a configuration only once a snapshot file carries it, and the run passes. The
 /// build before the hold is both of its switches (`Bugs::no_config_hold`, and
-/// `paxos::Bugs::vote_before_commit`, the vote order the hold's review changed); with them the
-/// convergence verdict catches it. (`no_config_hold` alone is caught by the schedule in small in
+/// `paxos::Bugs::vote_before_commit`, the vote order the hold's review changed) with `Accept`s
+/// waiting at the durable barrier (`SimConfig::accepts_pass_barrier` off, as then); with them
+/// the convergence verdict catches it. (`no_config_hold` alone is caught by the schedule in small in
 /// `node/tests/durable.rs`.)
 #[test]
 fn the_configuration_hold_is_needed_after_a_power_cut() {
@@ -477,6 +480,7 @@ fn the_configuration_hold_is_needed_after_a_power_cut() {
     let mut broken = node::sim::SimConfig::new(21381);
     broken.bugs.no_config_hold = true;
     broken.core_bugs.vote_before_commit = true;
+    broken.accepts_pass_barrier = false;
     let f = run(broken).expect_err("seed 21381 without the configuration hold should not converge");
     assert!(f.to_string().contains("did not converge"), "caught, but not by the convergence verdict: {f}");
 }
