@@ -236,6 +236,21 @@ fn a_vote_before_the_commit_point_is_caught() {
     assert!(err.contains("acknowledged in the new configuration"), "{err}");
 }
 
+/// kill -9 of node 2 right after its newest file: it restarts from it (a byte bound of 1, as the
+/// cluster's) and hears that node 1 leads.
+fn restart_2_from_its_newest_file(net: &mut Net) {
+    let (meta, store) = net.files.iter().filter(|(i, _, _)| *i == 2).map(|(_, m, s)| (m.clone(), s.clone())).max_by_key(|(m, _)| m.last_slot).expect("a file of node 2");
+    net.nodes.remove(&2);
+    net.wire.retain(|e| e.to != NodeId(2));
+    let config3 = Configuration::bootstrap((1..=3).map(member));
+    let mut s = settings(2, &config3, paxos::Bugs::default());
+    s.snapshot_log_bytes = 1;
+    net.nodes.insert(2, Node::recover(s, Time(net.now), store, paxos::Recovered::from_snapshot(meta)));
+    net.collect(2);
+    net.input(2, Input::Hint(Some(NodeId(1))));
+    net.run(500);
+}
+
 /// From the hold's second review. The byte cadence (`snapshot_by_bytes`) ran inside the `Apply`
 /// arm of `Node::drain`, after `applied_slot` became the change's slot k but before the core's
 /// `ConfigChanged` for k was handled: when the change's own payload bytes reached the bound, the
@@ -273,17 +288,7 @@ fn a_restart_from_the_newest_file_runs_the_configuration_everyone_runs() {
     net.files.clear();
     net.input(1, Input::Reconfigure { token: 77, change: ConfigChange::Remove(NodeId(3)) });
     net.run(300);
-    let (meta, store) = net.files.iter().filter(|(i, _, _)| *i == 2).map(|(_, m, s)| (m.clone(), s.clone())).max_by_key(|(m, _)| m.last_slot).expect("a file of node 2");
-    // kill -9 of node 2 right after its file: it restarts from it.
-    net.nodes.remove(&2);
-    net.wire.retain(|e| e.to != NodeId(2));
-    let config3 = Configuration::bootstrap((1..=3).map(member));
-    let mut s = settings(2, &config3, paxos::Bugs::default());
-    s.snapshot_log_bytes = 1;
-    net.nodes.insert(2, Node::recover(s, Time(net.now), store, paxos::Recovered::from_snapshot(meta)));
-    net.collect(2);
-    net.input(2, Input::Hint(Some(NodeId(1))));
-    net.run(500);
+    restart_2_from_its_newest_file(&mut net);
     net.input(1, Input::Reconfigure { token: 78, change: ConfigChange::AddLearner(Member { node: NodeId(4), incarnation: Incarnation(1) }) });
     net.run(500);
     assert_eq!(net.nodes[&1].applied_slot(), net.nodes[&2].applied_slot(), "node 2 did not catch up");
@@ -301,16 +306,7 @@ fn a_file_at_a_learner_change_carries_it() {
     net.input(1, Input::Reconfigure { token: 77, change: ConfigChange::AddLearner(learner) });
     net.run(300);
     assert!(net.nodes[&2].config().learners.contains(&learner), "the learner was not added");
-    let (meta, store) = net.files.iter().filter(|(i, _, _)| *i == 2).map(|(_, m, s)| (m.clone(), s.clone())).max_by_key(|(m, _)| m.last_slot).expect("a file of node 2");
-    net.nodes.remove(&2);
-    net.wire.retain(|e| e.to != NodeId(2));
-    let config3 = Configuration::bootstrap((1..=3).map(member));
-    let mut s = settings(2, &config3, paxos::Bugs::default());
-    s.snapshot_log_bytes = 1;
-    net.nodes.insert(2, Node::recover(s, Time(net.now), store, paxos::Recovered::from_snapshot(meta)));
-    net.collect(2);
-    net.input(2, Input::Hint(Some(NodeId(1))));
-    net.run(500);
+    restart_2_from_its_newest_file(&mut net);
     assert_eq!(net.nodes[&1].applied_slot(), net.nodes[&2].applied_slot(), "node 2 did not catch up");
     assert_eq!(net.nodes[&1].config(), net.nodes[&2].config(), "node 2 restarted from its newest file runs another configuration");
 }

@@ -136,17 +136,8 @@ fn empty_net() -> Net {
     }
 }
 
-/// A durable restart recovers the commit point of its snapshot file: how far the replica had
-/// learned is not on its disk. Here nodes 1 and 2 restart from their disks (snapshot at slot 0,
-/// their votes in the log) while node 3 keeps running with the checkpoint they all helped to set
-/// (every member had learned slots 1..=5), and its snapshot still at slot 0. Node 3 answers every
-/// `Prepare` and `Accept` at or below its checkpoint with `Compacted { 0 }`: the candidate steps
-/// down, and since the sender's snapshot is not above its commit point it used to fetch nothing:
-/// no leader for ever (simulator seed 12367, found once the configuration hold changed its
-/// timing). Now the candidate asks that sender for the chosen slots above its own commit point
-/// (`paxos/src/compaction.rs`, `on_compacted`) and leads at its next candidacy.
-/// `Bugs::compacted_without_probe` puts the wedge back.
-fn restart_below_a_running_replicas_checkpoint(core_bugs: paxos::Bugs) -> Result<Net, String> {
+/// Founders {1,2,3} (durable), node 1 elected, writes 1..=5 proposed through it 20 ms apart.
+fn three_nodes_with_five_writes(core_bugs: paxos::Bugs) -> (Configuration, Net) {
     let config = Configuration::bootstrap((1..=3).map(member));
     let mut net = empty_net();
     for id in 1..=3 {
@@ -161,6 +152,21 @@ fn restart_below_a_running_replicas_checkpoint(core_bugs: paxos::Bugs) -> Result
         net.write(1, token);
         net.run(20);
     }
+    (config, net)
+}
+
+/// A durable restart recovers the commit point of its snapshot file: how far the replica had
+/// learned is not on its disk. Here nodes 1 and 2 restart from their disks (snapshot at slot 0,
+/// their votes in the log) while node 3 keeps running with the checkpoint they all helped to set
+/// (every member had learned slots 1..=5), and its snapshot still at slot 0. Node 3 answers every
+/// `Prepare` and `Accept` at or below its checkpoint with `Compacted { 0 }`: the candidate steps
+/// down, and since the sender's snapshot is not above its commit point it used to fetch nothing:
+/// no leader for ever (simulator seed 12367, found once the configuration hold changed its
+/// timing). Now the candidate asks that sender for the chosen slots above its own commit point
+/// (`paxos/src/compaction.rs`, `on_compacted`) and leads at its next candidacy.
+/// `Bugs::compacted_without_probe` puts the wedge back.
+fn restart_below_a_running_replicas_checkpoint(core_bugs: paxos::Bugs) -> Result<Net, String> {
+    let (config, mut net) = three_nodes_with_five_writes(core_bugs);
     net.run(500);
     assert_eq!(net.acked, vec![1, 2, 3, 4, 5], "the writes before the restart");
     let st3 = net.nodes[&3].replica().status();
@@ -338,20 +344,7 @@ fn a_power_cut_without_the_configuration_hold_is_caught() {
 /// Returns the statuses of the three replicas when node 1 does not lead, or the write after the
 /// power cut is not acknowledged.
 fn power_cut_with_one_snapshot_ahead(core_bugs: paxos::Bugs) -> Result<Net, String> {
-    let config = Configuration::bootstrap((1..=3).map(member));
-    let mut net = empty_net();
-    for id in 1..=3 {
-        let mut s = settings(id, 1, &config);
-        s.core_bugs = core_bugs;
-        net.nodes.insert(id, Node::new(s, Time(0)));
-        net.collect(id);
-    }
-    net.hint(1);
-    net.run(200);
-    for token in 1..=5 {
-        net.write(1, token);
-        net.run(20);
-    }
+    let (config, mut net) = three_nodes_with_five_writes(core_bugs);
     net.run(200);
     assert_eq!(net.acked, vec![1, 2, 3, 4, 5], "the writes before the power cut");
     let applied = net.nodes[&3].applied_slot();
