@@ -557,9 +557,10 @@ impl NodeLoop {
                     continue;
                 }
                 if let Some(seq) = disk.barrier() {
-                    // A leader's `Accept` to a peer passes, its commit point lowered to one
-                    // that rests on durable votes (`Output::past_barrier`).
-                    match output.past_barrier(self.me.node, self.durable_commit) {
+                    // A leader's `Accept` to a peer, of a ballot whose promise is on disk,
+                    // passes, its commit point lowered to one that rests on durable votes
+                    // (`Output::past_barrier`).
+                    match output.past_barrier(self.me.node, self.durable_commit, disk.durable_promise()) {
                         Ok(out) => {
                             self.run_output(out);
                             continue;

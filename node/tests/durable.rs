@@ -473,32 +473,3 @@ fn serving_from_the_snapshot_after_a_power_cut_is_caught() {
     let early = serving_after_a_power_cut(node::Bugs { serve_from_snapshot: true, ..node::Bugs::default() });
     assert!(!early.is_empty(), "the old rule was not caught");
 }
-
-/// The durable barrier's one exception (`Output::past_barrier`): a leader's `Accept` to a peer
-/// runs at once with its commit point lowered to one already sent after the barrier; an `Accept`
-/// to itself, a `Heartbeat` (a commit point), an `Accepted` (a vote) and a reply wait.
-#[test]
-fn only_a_leaders_accept_to_a_peer_passes_the_barrier_and_with_a_durable_commit_point() {
-    use paxos::{Ballot, Message};
-    let me = member(1);
-    let ballot = Ballot { round: 3, node: NodeId(1), incarnation: Incarnation(1) };
-    let send = |to: u64, msg: Message| Output::Send(Envelope { from: me, to: NodeId(to), msg });
-    let accept = |to: u64| send(to, Message::Accept { ballot, slot: Slot(12), value: paxos::Value::Noop, commit: Slot(11) });
-    match accept(2).past_barrier(NodeId(1), Slot(9)) {
-        Ok(Output::Send(Envelope { msg: Message::Accept { commit, slot, .. }, to, .. })) => {
-            assert_eq!((to, slot, commit), (NodeId(2), Slot(12), Slot(9)), "the commit point must be lowered to the durable one");
-        }
-        other => panic!("an Accept to a peer must pass: {other:?}"),
-    }
-    // Lowered, never raised.
-    match accept(3).past_barrier(NodeId(1), Slot(20)) {
-        Ok(Output::Send(Envelope { msg: Message::Accept { commit, .. }, .. })) => assert_eq!(commit, Slot(11)),
-        other => panic!("an Accept to a peer must pass: {other:?}"),
-    }
-    assert!(accept(1).past_barrier(NodeId(1), Slot(9)).is_err(), "an Accept to itself is its own vote's way in: it waits");
-    let heartbeat = send(2, Message::Heartbeat { ballot, commit: Slot(11), checkpoint: Slot(0), read_round: 0, fence: Slot(0) });
-    assert_eq!(heartbeat.announced_commit(), Some(Slot(11)));
-    assert!(heartbeat.past_barrier(NodeId(1), Slot(9)).is_err(), "a heartbeat announces a commit point: it waits");
-    assert!(send(2, Message::Accepted { ballot, slot: Slot(12), learned: Slot(11) }).past_barrier(NodeId(1), Slot(9)).is_err(), "a vote waits");
-    assert!(Output::ServingChanged(true).past_barrier(NodeId(1), Slot(9)).is_err());
-}

@@ -406,6 +406,8 @@ struct SimNode {
     sync_due: bool,
     /// The highest commit point this process let out after its barrier (`Output::past_barrier`).
     durable_commit: Slot,
+    /// The highest promise this process made durable (`Output::past_barrier`).
+    durable_promise: paxos::Ballot,
 }
 
 impl SimNode {
@@ -424,6 +426,7 @@ impl SimNode {
             barrier: false,
             sync_due: false,
             durable_commit: Slot(0),
+            durable_promise: paxos::Ballot::default(),
         }
     }
 }
@@ -1355,7 +1358,7 @@ impl World {
                 continue;
             }
             let out = if n.barrier || !n.held.is_empty() {
-                let passed = if self.cfg.accepts_pass_barrier { out.past_barrier(id, n.durable_commit) } else { Err(out) };
+                let passed = if self.cfg.accepts_pass_barrier { out.past_barrier(id, n.durable_commit, n.durable_promise) } else { Err(out) };
                 match passed {
                     Ok(out) => out,
                     Err(out) => {
@@ -1380,6 +1383,11 @@ impl World {
         }
         n.sync_due = false;
         let records: Vec<Persist> = n.disk.unsynced.drain(..).collect();
+        for r in &records {
+            if let Persist::Promised(b) = r {
+                n.durable_promise = n.durable_promise.max(*b);
+            }
+        }
         n.disk.synced.extend(records);
         n.barrier = false;
         self.stats.syncs += 1;
@@ -2354,6 +2362,7 @@ impl World {
         n.barrier = false;
         n.sync_due = false;
         n.durable_commit = Slot(0);
+        n.durable_promise = paxos::Ballot::default();
     }
 
     /// kill -9 with amnesia: the process and its disk are gone; at `restart_at` it starts empty
