@@ -278,10 +278,8 @@ impl DataDir {
 /// that follows a persist not yet durable is held, in order, and runs once the writer reports
 /// that batch durable (`Input::Durable`). Outputs before a persist run at once: so a leader's
 /// `Accept`s to its peers leave while its own vote is being written (they come before its own
-/// `Persist` in the core's order), but nothing that reveals a slot as chosen leaves before its
-/// own vote is durable. One exception (`node::Output::past_barrier`): a leader's `Accept` to a
-/// peer also passes a later barrier, its commit point lowered to the highest one already sent
-/// after the barrier.
+/// `Persist` in the core's order), but its own vote counts only after it is durable, because
+/// the core's `Accepted` to itself, and everything that depends on a commit, comes after.
 pub struct Writer {
     group: std::sync::Arc<storage::GroupCommit>,
     dir: DataDir,
@@ -289,12 +287,6 @@ pub struct Writer {
     durable: u64,
     batch: Vec<(u64, Vec<u8>)>,
     promised: paxos::Ballot,
-    /// The highest promise in this turn's batch, and in each batch handed to the writer and not
-    /// yet durable (by batch number).
-    batch_promise: Option<paxos::Ballot>,
-    pending_promises: std::collections::VecDeque<(u64, paxos::Ballot)>,
-    /// The highest promise on disk (`node::Output::past_barrier`).
-    durable_promise: paxos::Ballot,
 }
 
 impl Writer {
@@ -303,23 +295,12 @@ impl Writer {
     pub fn start(dir: DataDir, mut wal: Wal<StdFs>, promised: paxos::Ballot, on_durable: impl Fn(Result<u64, String>) + Send + 'static) -> Writer {
         wal.set_head(encode_record(&Persist::Promised(promised)));
         let group = std::sync::Arc::new(storage::GroupCommit::spawn(wal, on_durable));
-        Writer {
-            group,
-            dir,
-            written: 0,
-            durable: 0,
-            batch: Vec::new(),
-            promised,
-            batch_promise: None,
-            pending_promises: std::collections::VecDeque::new(),
-            durable_promise: promised,
-        }
+        Writer { group, dir, written: 0, durable: 0, batch: Vec::new(), promised }
     }
 
     /// A persist output: joins this turn's batch.
     pub fn persist(&mut self, p: &Persist) {
         if let Persist::Promised(b) = p {
-            self.batch_promise = self.batch_promise.max(Some(*b));
             if *b > self.promised {
                 self.promised = *b;
                 // Segment heads re-emit the current promise, so removing old segments never
@@ -345,9 +326,6 @@ impl Writer {
     pub fn end_turn(&mut self) {
         if !self.batch.is_empty() {
             self.written += 1;
-            if let Some(b) = self.batch_promise.take() {
-                self.pending_promises.push_back((self.written, b));
-            }
             self.group.submit(self.written, std::mem::take(&mut self.batch));
         }
     }
@@ -355,15 +333,6 @@ impl Writer {
     /// The writer made batches up to `seq` durable.
     pub fn made_durable(&mut self, seq: u64) {
         self.durable = self.durable.max(seq);
-        while let Some((_, b)) = self.pending_promises.front().copied().filter(|(s, _)| *s <= self.durable) {
-            self.durable_promise = self.durable_promise.max(b);
-            self.pending_promises.pop_front();
-        }
-    }
-
-    /// The highest promise on disk: a leader's `Accept` of a higher ballot waits at the barrier.
-    pub fn durable_promise(&self) -> paxos::Ballot {
-        self.durable_promise
     }
 
     /// Whether outputs held for batch `seq` may run.

@@ -268,8 +268,6 @@ pub struct NodeLoop {
     /// Backups taken while a persist was not yet durable, answered once it is: the state they
     /// copy may hold a write whose votes (the leader's own) are not on disk yet.
     held_backups: Vec<(u64, BackupCopy)>,
-    /// The highest commit point sent after the barrier (`Output::past_barrier`).
-    durable_commit: paxos::Slot,
 }
 
 /// What a durable node loop starts from.
@@ -340,7 +338,6 @@ impl NodeLoop {
             disk,
             held: std::collections::VecDeque::new(),
             held_backups: Vec::new(),
-            durable_commit: paxos::Slot(0),
         }
     }
 
@@ -557,19 +554,8 @@ impl NodeLoop {
                     continue;
                 }
                 if let Some(seq) = disk.barrier() {
-                    // A leader's `Accept` to a peer, of a ballot whose promise is on disk,
-                    // passes, its commit point lowered to one that rests on durable votes
-                    // (`Output::past_barrier`).
-                    match output.past_barrier(self.me.node, self.durable_commit, disk.durable_promise()) {
-                        Ok(out) => {
-                            self.run_output(out);
-                            continue;
-                        }
-                        Err(out) => {
-                            self.held.push_back((seq, out));
-                            continue;
-                        }
-                    }
+                    self.held.push_back((seq, output));
+                    continue;
                 }
             }
             self.run_output(output);
@@ -600,11 +586,6 @@ impl NodeLoop {
     }
 
     fn run_output(&mut self, output: Output) {
-        // Run after its barrier (or passed with a lowered one): this commit point rests on
-        // durable votes only.
-        if let Some(c) = output.announced_commit() {
-            self.durable_commit = self.durable_commit.max(c);
-        }
         {
             match output {
                 Output::Persist(_) => {}

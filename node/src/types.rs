@@ -572,51 +572,6 @@ pub enum Output {
     },
 }
 
-impl Output {
-    /// The durable shell's barrier holds every output that follows an [`Output::Persist`] not
-    /// yet durable, with one exception: a leader's `Accept` to a peer, **if its ballot is at or
-    /// below `durable_promise`** (the highest promise the shell has made durable), runs at once,
-    /// its commit point lowered to `durable_commit` (the highest commit point the shell has
-    /// already let out after its barrier: [`Output::announced_commit`] of outputs that ran once
-    /// every persist before them was durable). Why each condition:
-    /// * the ballot: a candidate's `Prepare`s leave before its own promise's `Persist` (and the
-    ///   core counts that promise at once), so without the condition the first `Accept`s of a
-    ///   ballot could leave before its promise was on disk; a power cut then lets the restarted
-    ///   process (same incarnation) campaign with the very same ballot and propose another value
-    ///   in a slot a peer accepted under it (review of this rule, `node/tests/barrier.rs`);
-    /// * the commit point: the core counts the leader's own vote at once, and nothing that
-    ///   reveals a slot as chosen may leave before that vote is durable.
-    ///
-    /// Otherwise an `Accept` is a proposal, not a vote. The core already sends a slot's `Accept`s
-    /// before its own vote's `Persist`; without this exception, under load a leader's next slot
-    /// waited for the fsync of the previous one's vote. Returns the output to run now, or gives
-    /// it back to be held.
-    pub fn past_barrier(self, me: paxos::NodeId, durable_commit: paxos::Slot, durable_promise: paxos::Ballot) -> Result<Output, Output> {
-        match self {
-            Output::Send(mut env) if env.to != me && matches!(env.msg, paxos::Message::Accept { ballot, .. } if ballot <= durable_promise) => {
-                if let paxos::Message::Accept { commit, .. } = &mut env.msg {
-                    *commit = (*commit).min(durable_commit);
-                }
-                Ok(Output::Send(env))
-            }
-            other => Err(other),
-        }
-    }
-
-    /// The commit point this output announces to a peer (in an `Accept`, a `Heartbeat` or a
-    /// fetch's `Chosen`), if any. Once it has run after the durable barrier it rests on durable
-    /// votes only: see [`Output::past_barrier`].
-    pub fn announced_commit(&self) -> Option<paxos::Slot> {
-        match self {
-            Output::Send(env) => match &env.msg {
-                paxos::Message::Accept { commit, .. } | paxos::Message::Heartbeat { commit, .. } | paxos::Message::Chosen { commit, .. } => Some(*commit),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-}
-
 /// Plain counters of the node layer; the shell exports them as metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeCounters {

@@ -83,10 +83,6 @@ pub struct SimConfig {
     /// count whatever became of their recorder (dead, replaced, its lease expired), and a
     /// withdrawal whose delete failed is not retried.
     pub stale_suspicions: bool,
-    /// A durable shell lets a leader's `Accept`s to its peers pass the barrier, their commit
-    /// point lowered (`Output::past_barrier`), as the driver does. Off: they wait like every
-    /// other output, as before (the schedules some seeds were found on).
-    pub accepts_pass_barrier: bool,
 }
 
 /// The session table of a [`SimConfig::sessions`] run and what it is held to.
@@ -178,7 +174,6 @@ impl SimConfig {
             etcd_outages: seed % 7 == 3,
             bounces: seed % 11 == 7,
             removal_marks: true,
-            accepts_pass_barrier: true,
             version_raise: seed % 5 == 2,
             // None with the smallest session table (see `SMALLEST_TABLE_WITHOUT_LOCKS`).
             lockers: if sessions.is_some_and(|s| s.max_sessions <= SMALLEST_TABLE_WITHOUT_LOCKS) { 0 } else { 2 + (seed / 4 % 2) as usize },
@@ -404,10 +399,6 @@ struct SimNode {
     barrier: bool,
     /// A sync event is scheduled.
     sync_due: bool,
-    /// The highest commit point this process let out after its barrier (`Output::past_barrier`).
-    durable_commit: Slot,
-    /// The highest promise this process made durable (`Output::past_barrier`).
-    durable_promise: paxos::Ballot,
 }
 
 impl SimNode {
@@ -425,8 +416,6 @@ impl SimNode {
             held: Vec::new(),
             barrier: false,
             sync_due: false,
-            durable_commit: Slot(0),
-            durable_promise: paxos::Ballot::default(),
         }
     }
 }
@@ -1357,18 +1346,10 @@ impl World {
                 }
                 continue;
             }
-            let out = if n.barrier || !n.held.is_empty() {
-                let passed = if self.cfg.accepts_pass_barrier { out.past_barrier(id, n.durable_commit, n.durable_promise) } else { Err(out) };
-                match passed {
-                    Ok(out) => out,
-                    Err(out) => {
-                        n.held.push(out);
-                        continue;
-                    }
-                }
-            } else {
-                out
-            };
+            if n.barrier || !n.held.is_empty() {
+                n.held.push(out);
+                continue;
+            }
             self.run_output(id, out)?;
         }
         Ok(())
@@ -1383,11 +1364,6 @@ impl World {
         }
         n.sync_due = false;
         let records: Vec<Persist> = n.disk.unsynced.drain(..).collect();
-        for r in &records {
-            if let Persist::Promised(b) = r {
-                n.durable_promise = n.durable_promise.max(*b);
-            }
-        }
         n.disk.synced.extend(records);
         n.barrier = false;
         self.stats.syncs += 1;
@@ -1403,10 +1379,6 @@ impl World {
 
     /// Run one output of `id`.
     fn run_output(&mut self, id: NodeId, out: Output) -> Result<(), String> {
-        if let Some(c) = out.announced_commit() {
-            let n = self.nodes.get_mut(&id).unwrap();
-            n.durable_commit = n.durable_commit.max(c);
-        }
         {
             match out {
                 Output::Send(env) => self.send(env)?,
@@ -2361,8 +2333,6 @@ impl World {
         n.held.clear();
         n.barrier = false;
         n.sync_due = false;
-        n.durable_commit = Slot(0);
-        n.durable_promise = paxos::Ballot::default();
     }
 
     /// kill -9 with amnesia: the process and its disk are gone; at `restart_at` it starts empty
