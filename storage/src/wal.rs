@@ -225,8 +225,14 @@ impl<F: Fs> Wal<F> {
                     "cutting a torn WAL tail"
                 );
                 file.write_at(scan.end, &vec![0u8; cut as usize])?;
-                file.sync_data()?;
                 recovered.torn_tail_bytes += cut;
+            }
+            // What was read may be only in the page cache (the process was killed, the machine
+            // was not): the replica is about to act on these records (keep its promise, report
+            // its votes), so they must be on disk before it does, or a power cut after the
+            // restart would take back what it then said. (Unless the options skip syncs.)
+            if !opts.unsafe_skip_sync {
+                file.sync_data()?;
             }
             cur = Some(Current {
                 id,

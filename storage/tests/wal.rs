@@ -418,3 +418,25 @@ fn poisoned_after_failed_sync() {
     assert!(matches!(wal.append(&[(2, b"b")]), Err(WalError::Poisoned)));
     assert!(matches!(wal.remove_below(10), Err(WalError::Poisoned)));
 }
+
+/// A kill -9 leaves appended records in the page cache: the restarted process reads them and
+/// acts on them (its promise, its votes), so `open` makes them durable first; a power cut after
+/// the restart must not take them back. (Open used to count the tail it read as synced.)
+#[test]
+fn records_read_back_after_a_kill_are_durable_before_the_restart_acts() {
+    use storage::simfs::SimFs;
+    for seed in 0..20 {
+        let fs = SimFs::new(seed);
+        let (mut wal, _) = Wal::open(fs.clone(), Path::new("/wal"), opts(4096)).unwrap();
+        wal.append(&[(1, b"synced")]).unwrap();
+        wal.sync().unwrap();
+        wal.append(&[(2, b"in the page cache")]).unwrap();
+        drop(wal); // kill -9: the write is not synced, the machine keeps it
+        let (wal, rec) = Wal::open(fs.clone(), Path::new("/wal"), opts(4096)).unwrap();
+        assert_eq!(rec.records.last().unwrap(), b"in the page cache", "seed {seed}: the restart reads it");
+        drop(wal);
+        fs.crash(seed); // then a power cut
+        let (_, rec) = Wal::open(fs.clone(), Path::new("/wal"), opts(4096)).unwrap();
+        assert_eq!(rec.records.last().unwrap(), b"in the page cache", "seed {seed}: what the restart read and acted on was lost by a power cut");
+    }
+}
