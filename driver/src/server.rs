@@ -64,6 +64,18 @@ pub const DEFAULT_ENDPOINT: &str = concat!("http://", default_http_listen!());
 /// default listen address.
 pub const DEFAULT_HEALTH_URL: &str = concat!("http://", default_http_listen!(), "/readyz");
 
+impl NodeArgs {
+    /// `--pipeline-window`, or its default for the mode: [`::node::DEFAULT_DURABLE_PIPELINE_WINDOW`]
+    /// with `--data-dir`, else [`::node::DEFAULT_PIPELINE_WINDOW`].
+    pub fn effective_pipeline_window(&self) -> u64 {
+        self.pipeline_window.unwrap_or(if self.data_dir.is_some() {
+            ::node::DEFAULT_DURABLE_PIPELINE_WINDOW
+        } else {
+            ::node::DEFAULT_PIPELINE_WINDOW
+        })
+    }
+}
+
 /// Flags of `synod node` (each also read from a `SYNOD_*` environment variable).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -114,9 +126,10 @@ pub struct NodeArgs {
     #[arg(long, env = "SYNOD_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
     /// Slots the leader keeps in phase 2 at once (at least 1); writes arriving while it is full
-    /// share the next slot.
-    #[arg(long, env = "SYNOD_PIPELINE_WINDOW", default_value_t = ::node::DEFAULT_PIPELINE_WINDOW, value_parser = clap::value_parser!(u64).range(1..))]
-    pub pipeline_window: u64,
+    /// share the next slot. Default 3, or 1 with --data-dir (a slot there costs an fsync on
+    /// every replica, so larger batches pay more).
+    #[arg(long, env = "SYNOD_PIPELINE_WINDOW", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pipeline_window: Option<u64>,
     /// Snapshot every this many applied slots.
     #[arg(long, env = "SYNOD_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -454,7 +467,8 @@ pub async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     settings.initial_cluster_version = founding_version;
     settings.leader_lease_ms = args.leader_lease_ms;
     settings.batch_delay_ms = args.batch_delay_ms;
-    settings.pipeline_window = args.pipeline_window;
+    settings.pipeline_window = args.effective_pipeline_window();
+    info!(pipeline_window = settings.pipeline_window, "leader pipeline window (slots in phase 2 at once)");
     settings.snapshot_every = args.snapshot_every;
     settings.max_retained_slots = args.max_retained_slots;
     settings.snapshot_log_bytes = args.snapshot_log_bytes;
@@ -1005,4 +1019,30 @@ async fn handle_http(ctx: Arc<Ctx>, req: Request<Incoming>, deadline: Duration) 
     };
     // 504 `timeout` when the deadline passes (what tower-http's timeout layer answered here).
     Ok(tokio::time::timeout(deadline, work).await.unwrap_or_else(|_| Problem::timeout().into_response()))
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::NodeArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn window(args: &[&str]) -> u64 {
+        Cli::try_parse_from([&["synod", "--id", "1"], args].concat()).expect("flags parse").node.effective_pipeline_window()
+    }
+
+    /// A durable replica batches into one slot at a time by default (a slot costs an fsync on
+    /// every replica); in memory it pipelines 3; a given window wins either way.
+    #[test]
+    fn the_pipeline_window_default_depends_on_durability() {
+        assert_eq!(window(&[]), ::node::DEFAULT_PIPELINE_WINDOW);
+        assert_eq!(window(&["--data-dir", "/tmp/x"]), 1);
+        assert_eq!(window(&["--data-dir", "/tmp/x", "--pipeline-window", "4"]), 4);
+        assert_eq!(window(&["--pipeline-window", "2"]), 2);
+    }
 }

@@ -19,8 +19,12 @@ fn run_seed(seed: u64, unsafe_skip_sync: bool) -> Result<(), String> {
     let fs = SimFs::new(seed);
     let dir = Path::new("/data/wal");
     let segment_bytes = [512u64, 1024, 4096][rng.gen_range(0..3)];
+    // Sparse segments, and zeros written ahead of the data in steps smaller and larger than a
+    // segment (from the seed, so the rest of the run's draws are unchanged).
+    let zero_ahead_bytes = [0u64, 100, 1000][(seed % 3) as usize];
     let opts = || WalOptions {
         segment_bytes,
+        zero_ahead_bytes,
         unsafe_skip_sync,
     };
     // What recovery must yield if everything appended so far survived.

@@ -189,6 +189,71 @@ fn preallocated_zeros_are_not_data() {
     );
 }
 
+/// Blocks the file system allocated to segment `id` (`st_blocks`, in 512-byte units).
+fn allocated(dir: &Path, id: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(seg_path(dir, id)).unwrap().blocks() * 512
+}
+
+/// Zeros are written ahead of the data, so the blocks later appends land in are already
+/// allocated: an fdatasync after them flushes data only, not an allocation (with a sparse
+/// segment, every append allocates and every sync must commit that too). With the step off the
+/// segment stays a hole beyond its data; either way the zeros read back as no data.
+#[test]
+fn zeros_are_written_ahead_of_the_data() {
+    let seg = 4 << 20;
+    let ahead = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(
+        StdFs,
+        dir.path(),
+        WalOptions {
+            segment_bytes: seg,
+            zero_ahead_bytes: ahead,
+            ..WalOptions::default()
+        },
+    )
+    .unwrap();
+    wal.append(&[(1, b"one")]).unwrap();
+    wal.sync().unwrap();
+    let first = allocated(dir.path(), 1);
+    assert!(first >= ahead, "{first} bytes allocated after the first append: no zeros ahead");
+    assert!(first < seg, "{first} bytes allocated: the whole segment, not a step");
+    // Appends inside the zeroed part allocate nothing more.
+    for i in 2..50u64 {
+        wal.append(&[(i, &[7u8; 1000])]).unwrap();
+        wal.sync().unwrap();
+    }
+    assert_eq!(allocated(dir.path(), 1), first, "appends within the zeroed step allocated blocks");
+    // Crossing the step zeroes the next one.
+    while wal.position().1 < ahead + HEADER_LEN {
+        wal.append(&[(99, &[8u8; 4000])]).unwrap();
+    }
+    wal.sync().unwrap();
+    assert!(allocated(dir.path(), 1) >= 2 * ahead);
+    drop(wal);
+    let (_, rec) = Wal::open(StdFs, dir.path(), opts(seg)).unwrap();
+    assert_eq!(rec.torn_tail_bytes, 0);
+    assert_eq!(rec.records[0], b"one".to_vec());
+
+    // Without the step: a hole beyond the data.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(
+        StdFs,
+        dir.path(),
+        WalOptions {
+            segment_bytes: seg,
+            zero_ahead_bytes: 0,
+            ..WalOptions::default()
+        },
+    )
+    .unwrap();
+    wal.append(&[(1, b"one")]).unwrap();
+    wal.sync().unwrap();
+    let sparse = allocated(dir.path(), 1);
+    assert!(sparse < ahead / 4, "{sparse} bytes allocated without zeros ahead");
+}
+
 #[test]
 fn stale_bytes_under_another_segment_id_do_not_validate() {
     let dir = tempfile::tempdir().unwrap();
