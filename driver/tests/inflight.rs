@@ -5,7 +5,8 @@
 //! was answered). Before the fence (`paxos/src/forward.rs`) a write a follower had handed to the
 //! dying leader waited for the whole write timeout and got 504; now the next leader settles it.
 //!
-//! `INFLIGHT_KILLS` (default 3), `INFLIGHT_NODES` (default 3), `INFLIGHT_CLIENT_TIMEOUT_MS`
+//! `INFLIGHT_KILLS` (default 3), `INFLIGHT_NODES` (default 3), `INFLIGHT_DURABLE=1` (durable
+//! replicas, `--data-dir`), `INFLIGHT_CLIENT_TIMEOUT_MS`
 //! (default 2500: long enough to see how long an in-flight request really waits; the writers of
 //! the issue give up after 1 s) change the run. `SYNOD_BIN` runs another build (a baseline).
 
@@ -37,7 +38,15 @@ async fn requests_in_flight_when_the_leader_dies_are_answered_after_the_failover
     let kills = env_u64("INFLIGHT_KILLS", 3);
     let n = env_u64("INFLIGHT_NODES", 3);
     let client_timeout = Duration::from_millis(env_u64("INFLIGHT_CLIENT_TIMEOUT_MS", 2_500));
-    let mut c = Cluster::start(n, 5, 1_000).await;
+    let mut c = Cluster::unstarted(n, 5, 1_000, &[]).await;
+    for id in 1..=n {
+        // `INFLIGHT_DURABLE=1`: replicas with a data directory each (its WAL, its defaults: the
+        // window of one slot, so a new leader fills its fence a slot at a time); a killed
+        // leader restarts from its disk.
+        let data = format!("--data-dir={}", c.dir.path().join(format!("data-{id}")).display());
+        let extra: Vec<&str> = if env_u64("INFLIGHT_DURABLE", 0) == 1 { vec![&data] } else { vec![] };
+        c.launch(id, &extra);
+    }
     let ids: Vec<u64> = c.nodes.keys().copied().collect();
     c.wait_leader(Duration::from_secs(60)).await;
 
