@@ -23,6 +23,44 @@ fn sweep(seeds: std::ops::Range<u64>, shape: impl Fn(u64) -> SimConfig) -> (Vec<
     (all, None)
 }
 
+/// Durable replicas as `synod node --data-dir` runs them: a pipeline window of one slot
+/// (`node::DEFAULT_DURABLE_PIPELINE_WINDOW`; the sweep above runs the in-memory default of 3).
+/// Every run durable, seeds of its own (200,000 on); `NODE_SIM_SEEDS` widens it too.
+#[test]
+fn durable_runs_with_a_window_of_one_slot_pass_the_checker() {
+    let seeds = seed_range(200_000, DURABLE_WINDOW_SEEDS);
+    let count = seeds.end - seeds.start;
+    let (stats, failure) = sweep(seeds, |seed| SimConfig {
+        durable: true,
+        pipeline_window: Some(node::DEFAULT_DURABLE_PIPELINE_WINDOW),
+        ..SimConfig::new(seed)
+    });
+    if let Some(f) = failure {
+        panic!("{f}\nreplay: NODE_SIM_FIRST_SEED=<seed> NODE_SIM_SEEDS=1 cargo test -p node --features sim --test sim durable_runs_with");
+    }
+    let sum = |f: fn(&SimStats) -> u64| stats.iter().map(f).sum::<u64>();
+    let totals = [
+        ("writes acknowledged", sum(|s| s.writes_ok), 30_000),
+        ("durable runs", sum(|s| u64::from(s.durable)), DURABLE_WINDOW_SEEDS),
+        ("durable restarts (disk kept)", sum(|s| s.durable_restarts), 1_400),
+        ("power cuts", sum(|s| s.power_cuts), 250),
+        ("unsynced records lost at a crash", sum(|s| s.records_lost), 100),
+        ("leader changes", sum(|s| s.leader_changes), 9_000),
+        ("membership changes applied", sum(|s| s.config_changes), 600),
+    ];
+    for (name, v, _) in &totals {
+        eprintln!("{name}: {v}");
+    }
+    if count >= DURABLE_WINDOW_SEEDS {
+        for (name, v, floor) in totals {
+            assert!(v >= floor, "{name}: {v} < {floor}");
+        }
+    }
+}
+
+/// Seeds of the durable one-slot-window sweep in the default run.
+const DURABLE_WINDOW_SEEDS: u64 = 1_000;
+
 #[test]
 fn client_histories_pass_the_checker_under_faults() {
     let seeds = seed_range(0, DEFAULT_SEEDS);

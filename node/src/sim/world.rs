@@ -83,6 +83,8 @@ pub struct SimConfig {
     /// count whatever became of their recorder (dead, replaced, its lease expired), and a
     /// withdrawal whose delete failed is not retried.
     pub stale_suspicions: bool,
+    /// Every replica's pipeline window (`None`: `NodeSettings`' default, the in-memory 3).
+    pub pipeline_window: Option<u64>,
 }
 
 /// The session table of a [`SimConfig::sessions`] run and what it is held to.
@@ -180,6 +182,7 @@ impl SimConfig {
             lock_bugs: LockBugs::default(),
             delete_failures: seed.is_multiple_of(2),
             stale_suspicions: false,
+            pipeline_window: None,
         }
     }
 }
@@ -534,6 +537,9 @@ fn node_settings(cfg: &SimConfig, shape: &Shape, me: Member, start: u64, bootstr
     s.bugs = cfg.bugs;
     s.core_bugs = cfg.core_bugs;
     s.durable = cfg.durable;
+    if let Some(w) = cfg.pipeline_window {
+        s.pipeline_window = w;
+    }
     s
 }
 
