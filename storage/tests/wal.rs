@@ -195,6 +195,16 @@ fn allocated(dir: &Path, id: u64) -> u64 {
     std::fs::metadata(seg_path(dir, id)).unwrap().blocks() * 512
 }
 
+/// A WAL in `dir` with segments of `seg` bytes and zeros written `ahead` bytes at a time.
+fn zeroing_wal(dir: &Path, seg: u64, ahead: u64) -> Wal<StdFs> {
+    let opts = WalOptions {
+        segment_bytes: seg,
+        zero_ahead_bytes: ahead,
+        ..WalOptions::default()
+    };
+    Wal::open(StdFs, dir, opts).unwrap().0
+}
+
 /// Zeros are written ahead of the data, so the blocks later appends land in are already
 /// allocated: an fdatasync after them flushes data only, not an allocation (with a sparse
 /// segment, every append allocates and every sync must commit that too). With the step off the
@@ -204,16 +214,7 @@ fn zeros_are_written_ahead_of_the_data() {
     let seg = 4 << 20;
     let ahead = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(
-        StdFs,
-        dir.path(),
-        WalOptions {
-            segment_bytes: seg,
-            zero_ahead_bytes: ahead,
-            ..WalOptions::default()
-        },
-    )
-    .unwrap();
+    let mut wal = zeroing_wal(dir.path(), seg, ahead);
     wal.append(&[(1, b"one")]).unwrap();
     wal.sync().unwrap();
     let first = allocated(dir.path(), 1);
@@ -238,16 +239,7 @@ fn zeros_are_written_ahead_of_the_data() {
 
     // Without the step: a hole beyond the data.
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(
-        StdFs,
-        dir.path(),
-        WalOptions {
-            segment_bytes: seg,
-            zero_ahead_bytes: 0,
-            ..WalOptions::default()
-        },
-    )
-    .unwrap();
+    let mut wal = zeroing_wal(dir.path(), seg, 0);
     wal.append(&[(1, b"one")]).unwrap();
     wal.sync().unwrap();
     let sparse = allocated(dir.path(), 1);
