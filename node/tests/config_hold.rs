@@ -7,6 +7,10 @@ use node::{Input, Node, NodeSettings, Output};
 use paxos::{ConfigChange, Configuration, Envelope, Incarnation, Member, NodeId, SnapshotMeta, Time};
 use std::collections::{BTreeMap, VecDeque};
 
+#[macro_use]
+mod common;
+use common::Harness;
+
 fn member(id: u64) -> Member {
     Member { node: NodeId(id), incarnation: Incarnation(1) }
 }
@@ -64,37 +68,23 @@ impl Net {
         }
     }
     fn input(&mut self, id: u64, input: Input) {
-        self.nodes.get_mut(&id).unwrap().handle(Time(self.now), input);
-        self.collect(id);
+        self.deliver(id, input);
     }
-    fn run(&mut self, ms: u64) {
-        let end = self.now + ms;
-        while self.now < end {
-            while let Some(env) = self.wire.pop_front() {
-                let to = env.to.0;
-                if self.nodes.contains_key(&to) {
-                    self.input(to, Input::Peer(env));
-                }
+}
+
+impl Harness for Net {
+    harness_fields!();
+    /// Encodings whose time has come finish (their file written, or not).
+    fn between(&mut self) {
+        let now = self.now;
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.encodes).into_iter().partition(|e| e.0 <= now);
+        self.encodes = rest;
+        for (_, id, meta, store) in due {
+            let file = self.file_ok;
+            if file {
+                self.files.push((id, meta.clone(), store));
             }
-            let now = self.now;
-            let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.encodes).into_iter().partition(|e| e.0 <= now);
-            self.encodes = rest;
-            for (_, id, meta, store) in due {
-                let file = self.file_ok;
-                if file {
-                    self.files.push((id, meta.clone(), store));
-                }
-                self.input(id, Input::SnapshotEncoded { meta, file });
-            }
-            self.now += 1;
-            let ids: Vec<u64> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let node = self.nodes.get_mut(&id).unwrap();
-                if node.poll_timeout().is_some_and(|t| t.0 <= self.now) {
-                    node.handle_timeout(Time(self.now));
-                    self.collect(id);
-                }
-            }
+            self.input(id, Input::SnapshotEncoded { meta, file });
         }
     }
 }

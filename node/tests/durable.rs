@@ -7,6 +7,10 @@ use node::{Input, Node, NodeSettings, Output, SnapshotSource};
 use paxos::{Configuration, Envelope, Incarnation, Member, NodeId, Persist, Recovered, Slot, SnapshotMeta, Time};
 use std::collections::{BTreeMap, VecDeque};
 
+#[macro_use]
+mod common;
+use common::Harness;
+
 fn member(id: u64) -> Member {
     Member { node: NodeId(id), incarnation: Incarnation(1) }
 }
@@ -73,38 +77,7 @@ impl Net {
     }
 
     fn input(&mut self, id: u64, input: Input) {
-        self.nodes.get_mut(&id).unwrap().handle(Time(self.now), input);
-        self.collect(id);
-    }
-
-    /// Run `ms` milliseconds: messages arrive at once (FIFO), timers fire when due.
-    fn run(&mut self, ms: u64) {
-        let end = self.now + ms;
-        while self.now < end {
-            while let Some(env) = self.wire.pop_front() {
-                let to = env.to.0;
-                if self.nodes.contains_key(&to) {
-                    self.input(to, Input::Peer(env));
-                }
-            }
-            while let Some((from, to, meta, store)) = self.transfers.pop_front() {
-                self.installed.push(to);
-                if self.files.get(&to).is_none_or(|(m, _)| m.last_slot < meta.last_slot) {
-                    self.files.insert(to, (meta.clone(), store.clone()));
-                }
-                self.input(to, Input::InstallSnapshot { meta, store: Box::new(store) });
-                self.input(from, Input::SnapshotSent { to: NodeId(to), delivered: true });
-            }
-            self.now += 1;
-            let ids: Vec<u64> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let node = self.nodes.get_mut(&id).unwrap();
-                if node.poll_timeout().is_some_and(|t| t.0 <= self.now) {
-                    node.handle_timeout(Time(self.now));
-                    self.collect(id);
-                }
-            }
-        }
+        self.deliver(id, input);
     }
 
     fn hint(&mut self, leader: u64) {
@@ -117,6 +90,21 @@ impl Net {
     fn write(&mut self, via: u64, token: u64) {
         let op = WriteOp::Put { key: b"k".to_vec(), value: format!("v{token}").into_bytes(), guard: None };
         self.input(via, Input::Write { token, session: None, op, forward: true });
+    }
+}
+
+impl Harness for Net {
+    harness_fields!();
+    /// Snapshot transfers arrive with the messages sent before them.
+    fn between(&mut self) {
+        while let Some((from, to, meta, store)) = self.transfers.pop_front() {
+            self.installed.push(to);
+            if self.files.get(&to).is_none_or(|(m, _)| m.last_slot < meta.last_slot) {
+                self.files.insert(to, (meta.clone(), store.clone()));
+            }
+            self.input(to, Input::InstallSnapshot { meta, store: Box::new(store) });
+            self.input(from, Input::SnapshotSent { to: NodeId(to), delivered: true });
+        }
     }
 }
 
