@@ -357,7 +357,7 @@ impl<F: Fs> Wal<F> {
         if ahead > 0 && cur.write_off > cur.zeroed_off {
             // This frame reached past the zeroed part: its sync commits an allocation anyway,
             // so allocate the next `ahead` bytes with it (zeros are the segment's "no data").
-            let to = (cur.write_off + ahead).min(cur.cap);
+            let to = cur.write_off.saturating_add(ahead).min(cur.cap);
             if to > cur.write_off {
                 cur.file.write_at(cur.write_off, &vec![0u8; (to - cur.write_off) as usize])?;
             }

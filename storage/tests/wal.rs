@@ -232,6 +232,13 @@ fn zeros_are_written_ahead_of_the_data() {
     }
     wal.sync().unwrap();
     assert!(allocated(dir.path(), 1) >= 2 * ahead);
+    // The next segment zeroes ahead from its own start.
+    while wal.position().0 == 1 {
+        wal.append(&[(100, &[9u8; 60_000])]).unwrap();
+    }
+    wal.sync().unwrap();
+    let second = allocated(dir.path(), 2);
+    assert!(second >= ahead && second < seg, "{second} bytes allocated in the next segment");
     drop(wal);
     let (_, rec) = Wal::open(StdFs, dir.path(), opts(seg)).unwrap();
     assert_eq!(rec.torn_tail_bytes, 0);
