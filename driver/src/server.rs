@@ -64,18 +64,6 @@ pub const DEFAULT_ENDPOINT: &str = concat!("http://", default_http_listen!());
 /// default listen address.
 pub const DEFAULT_HEALTH_URL: &str = concat!("http://", default_http_listen!(), "/readyz");
 
-impl NodeArgs {
-    /// `--pipeline-window`, or its default for the mode: [`::node::DEFAULT_DURABLE_PIPELINE_WINDOW`]
-    /// with `--data-dir`, else [`::node::DEFAULT_PIPELINE_WINDOW`].
-    pub fn effective_pipeline_window(&self) -> u64 {
-        self.pipeline_window.unwrap_or(if self.data_dir.is_some() {
-            ::node::DEFAULT_DURABLE_PIPELINE_WINDOW
-        } else {
-            ::node::DEFAULT_PIPELINE_WINDOW
-        })
-    }
-}
-
 /// Flags of `synod node` (each also read from a `SYNOD_*` environment variable).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -236,6 +224,18 @@ pub struct NodeArgs {
     /// TLS and authentication (docs/security.md).
     #[command(flatten)]
     pub security: SecurityArgs,
+}
+
+impl NodeArgs {
+    /// `--pipeline-window`, or its default for the mode: [`::node::DEFAULT_DURABLE_PIPELINE_WINDOW`]
+    /// with `--data-dir`, else [`::node::DEFAULT_PIPELINE_WINDOW`].
+    pub fn effective_pipeline_window(&self) -> u64 {
+        self.pipeline_window.unwrap_or(if self.data_dir.is_some() {
+            ::node::DEFAULT_DURABLE_PIPELINE_WINDOW
+        } else {
+            ::node::DEFAULT_PIPELINE_WINDOW
+        })
+    }
 }
 
 /// TLS between replicas, TLS and tokens for clients, TLS and a user for etcd (docs/security.md).

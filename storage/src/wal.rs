@@ -41,8 +41,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Zero-fill ahead of the data, this many bytes at a time (0: never; the segment stays a
     /// sparse file). A preallocated segment is a hole (`set_len`): every append into it
-    /// allocates blocks, and then each `fdatasync` must also commit that allocation through the
-    /// file system's journal (ext4: a jbd2 commit, a second device flush). Writing zeros ahead
+    /// allocates blocks, and then each `fdatasync` must also make that allocation durable (ext4
+    /// with a journal: a jbd2 commit; without one, as measured here: a synchronous inode write,
+    /// `ext4_write_inode`). Writing zeros ahead
     /// of the data allocates the blocks once per this many bytes, so the syncs in between only
     /// flush data (PostgreSQL's `wal_init_zero` for the same reason).
     pub zero_ahead_bytes: u64,
